@@ -1,0 +1,106 @@
+"""hephaestus-django: durable step workflows for Django, stored in PostgreSQL.
+
+The names below are the public API. They are imported lazily (PEP 562), so
+``import hephaestus_django.core`` or ``hephaestus_django.runtime`` never pulls
+Django in: only touching a Django-backed name such as ``storages`` does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("hephaestus-django")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+_EXPORTS = {
+    # core: the workflow model
+    "Step": "hephaestus_django.core.steps",
+    "StepRef": "hephaestus_django.core.steps",
+    "Done": "hephaestus_django.core.steps",
+    "Wait": "hephaestus_django.core.steps",
+    "WaitForEvent": "hephaestus_django.core.steps",
+    "Debug": "hephaestus_django.core.steps",
+    "Event": "hephaestus_django.core.outcomes",
+    "Async": "hephaestus_django.core.outcomes",
+    "Route": "hephaestus_django.core.graph",
+    "Status": "hephaestus_django.core.status",
+    "Instance": "hephaestus_django.core.instance",
+    "Context": "hephaestus_django.core.instance",
+    "HephaestusError": "hephaestus_django.core.errors",
+    "WorkflowDefinitionError": "hephaestus_django.core.errors",
+    "UnknownWorkflowError": "hephaestus_django.core.errors",
+    "InstanceNotFound": "hephaestus_django.core.errors",
+    "StaleInstanceError": "hephaestus_django.core.errors",
+    "SerializationError": "hephaestus_django.core.errors",
+    "CorruptInstanceError": "hephaestus_django.core.errors",
+    "EngineError": "hephaestus_django.core.errors",
+    # runtime: running and storing
+    "Workflow": "hephaestus_django.runtime.workflow",
+    "InMemoryStorage": "hephaestus_django.runtime.memory",
+    "LocalRunner": "hephaestus_django.runtime.runner",
+}
+
+__all__ = [
+    "Async",
+    "Context",
+    "CorruptInstanceError",
+    "Debug",
+    "Done",
+    "EngineError",
+    "Event",
+    "HephaestusError",
+    "InMemoryStorage",
+    "Instance",
+    "InstanceNotFound",
+    "LocalRunner",
+    "Route",
+    "SerializationError",
+    "StaleInstanceError",
+    "Status",
+    "Step",
+    "StepRef",
+    "UnknownWorkflowError",
+    "Wait",
+    "WaitForEvent",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hephaestus_django' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from hephaestus_django.core.errors import (
+        CorruptInstanceError,
+        EngineError,
+        HephaestusError,
+        InstanceNotFound,
+        SerializationError,
+        StaleInstanceError,
+        UnknownWorkflowError,
+        WorkflowDefinitionError,
+    )
+    from hephaestus_django.core.graph import Route
+    from hephaestus_django.core.instance import Context, Instance
+    from hephaestus_django.core.outcomes import Async, Event
+    from hephaestus_django.core.status import Status
+    from hephaestus_django.core.steps import Debug, Done, Step, StepRef, Wait, WaitForEvent
+    from hephaestus_django.runtime.memory import InMemoryStorage
+    from hephaestus_django.runtime.runner import LocalRunner
+    from hephaestus_django.runtime.workflow import Workflow

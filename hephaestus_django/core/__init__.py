@@ -1,0 +1,63 @@
+"""The workflow model and engine: pure Python, no Django, no I/O.
+
+Define steps and workflows, validate them when the class is defined, and move
+instances through pure state transitions. The runtime layer
+(:mod:`hephaestus_django.runtime`) executes steps and persists instances.
+"""
+
+from hephaestus_django.core.errors import (
+    CorruptInstanceError,
+    EngineError,
+    HephaestusError,
+    InstanceNotFound,
+    InstanceNotWaitingError,
+    InvalidInstanceError,
+    SerializationError,
+    StaleInstanceError,
+    StepDefinitionError,
+    StepOutcomeError,
+    StorageError,
+    UnexpectedEventError,
+    UnknownWorkflowError,
+    WorkflowDefinitionError,
+)
+from hephaestus_django.core.graph import Route, WorkflowGraph
+from hephaestus_django.core.instance import Context, Failure, HistoryEntry, Instance, Waiting
+from hephaestus_django.core.outcomes import Async, Event
+from hephaestus_django.core.status import Status
+from hephaestus_django.core.steps import Debug, Done, Step, StepRef, Wait, WaitForEvent
+from hephaestus_django.core.workflow import WorkflowDefinition
+
+__all__ = [
+    "Async",
+    "Context",
+    "CorruptInstanceError",
+    "Debug",
+    "Done",
+    "EngineError",
+    "Event",
+    "Failure",
+    "HephaestusError",
+    "HistoryEntry",
+    "Instance",
+    "InstanceNotFound",
+    "InstanceNotWaitingError",
+    "InvalidInstanceError",
+    "Route",
+    "SerializationError",
+    "StaleInstanceError",
+    "Status",
+    "Step",
+    "StepDefinitionError",
+    "StepOutcomeError",
+    "StepRef",
+    "StorageError",
+    "UnexpectedEventError",
+    "UnknownWorkflowError",
+    "Wait",
+    "WaitForEvent",
+    "Waiting",
+    "WorkflowDefinition",
+    "WorkflowDefinitionError",
+    "WorkflowGraph",
+]

@@ -1,0 +1,412 @@
+"""The engine: pure state transitions of an instance.
+
+Every function takes an :class:`Instance` and returns a new one; nothing here
+runs a step, reads a clock or touches storage (the runner does, and passes
+``now`` in). That keeps every rule testable as a table of cases.
+
+Joins. A step with several predecessors runs once, after every predecessor
+that can still run in this instance has finished. A predecessor can still run
+when it is active, or reachable from an active step or from a step that is
+triggered but still waiting for its own join. After exclusive branches
+(if/else) the branch not taken is unreachable, so the merge runs as soon as
+the taken branch reaches it; after a fan-out it waits for every branch.
+Because the graph is acyclic, a step that cannot run now never can again, so
+no step runs twice and none is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from hephaestus_django.core.errors import (
+    EngineError,
+    InstanceNotWaitingError,
+    InvalidInstanceError,
+    StepOutcomeError,
+    UnexpectedEventError,
+)
+from hephaestus_django.core.graph import StepClass, Transition, WorkflowGraph
+from hephaestus_django.core.instance import (
+    Context,
+    Failure,
+    HistoryEntry,
+    Instance,
+    Waiting,
+    coerce_instance_id,
+)
+from hephaestus_django.core.outcomes import Async, Event, Outcome
+from hephaestus_django.core.status import Status
+from hephaestus_django.core.steps import StepRef
+from hephaestus_django.core.workflow import WorkflowDefinition
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """A step that is ready to execute, with the config it runs with."""
+
+    step: StepClass
+    config: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What executing one step gave: an outcome, or the exception it raised."""
+
+    step: StepClass
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+
+
+def new_instance(
+    workflow: type[WorkflowDefinition],
+    initial: Mapping[str, Any] | None = None,
+    *,
+    id: UUID | str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Instance:
+    """A pending instance of ``workflow`` started with ``initial`` data."""
+    if not (isinstance(workflow, type) and issubclass(workflow, WorkflowDefinition)):
+        raise InvalidInstanceError(f"{workflow!r} is not a workflow class")
+    if workflow.is_abstract():
+        raise InvalidInstanceError(f"{workflow.__qualname__} is abstract and cannot be started")
+    if initial is None:
+        initial = {}
+    if not isinstance(initial, Mapping):
+        raise InvalidInstanceError(
+            f"the context a {workflow.__qualname__} starts with must be a dict, not "
+            f"{type(initial).__name__}"
+        )
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise InvalidInstanceError(f"runtime metadata must be a dict, not {metadata!r}")
+    graph = workflow.graph
+    fields: dict[str, Any] = {} if id is None else {"id": coerce_instance_id(id)}
+    return Instance(
+        workflow=workflow,
+        workflow_version=workflow.version,
+        context=Context(initial=dict(initial), steps={}),
+        step_configs={step: dict(config) for step, config in graph.configs.items() if config},
+        runtime_metadata=dict(metadata or {}),
+        **fields,
+    )
+
+
+def start(instance: Instance) -> Instance:
+    """pending -> running, with the start step active."""
+    if instance.status is not Status.PENDING:
+        raise EngineError(
+            f"instance {instance.id} of {_name(instance)} is {instance.status}; only a pending "
+            f"instance can be started",
+            instance_id=instance.id,
+        )
+    start_step = instance.workflow.graph.start
+    return replace(
+        instance,
+        status=Status.RUNNING,
+        active_steps=frozenset({start_step}),
+        current_step=start_step,
+    )
+
+
+def runnable(instance: Instance) -> list[Activation]:
+    """The steps to execute next: active, not waiting, in topological order."""
+    if instance.status is not Status.RUNNING:
+        return []
+    graph = instance.workflow.graph
+    ready = [step for step in instance.active_steps if step not in instance.waiting_steps]
+    return [Activation(step, config_of(instance, step)) for step in graph.sorted(ready)]
+
+
+def config_of(instance: Instance, step: StepClass) -> Mapping[str, Any]:
+    """The config the step runs with in this instance (as stored when it started)."""
+    return instance.step_configs.get(step, {})
+
+
+def apply(instance: Instance, results: Sequence[StepResult], *, now: datetime) -> Instance:
+    """Record the results of one wave of executed steps.
+
+    Completions and waits are recorded first, failures last, so a sibling that
+    finished in the same wave is not lost; after a failure nothing new is
+    activated.
+    """
+    draft = _Draft(instance)
+    graph = instance.workflow.graph
+    for result in results:
+        draft.expect_runnable(result.step)
+    ordered = sorted(
+        results, key=lambda result: (result.error is not None, graph.rank(result.step))
+    )
+    for result in ordered:
+        if result.error is not None:
+            draft.fail(result.step, result.error, now)
+        elif isinstance(result.outcome, Async):
+            draft.wait(result.step, result.outcome, now)
+        elif isinstance(result.outcome, Event):
+            draft.complete_or_fail(result.step, result.outcome, now)
+        else:
+            raise EngineError(f"the result for step {result.step.__qualname__} has no outcome")
+    return draft.settle()
+
+
+def resume(
+    instance: Instance,
+    event: str,
+    data: Any = None,
+    *,
+    now: datetime,
+    step: StepClass | str | None = None,
+) -> Instance:
+    """Complete a waiting step with ``event``; ``data`` becomes its result.
+
+    Refused, with nothing changed, when the instance is not waiting or no
+    waiting step declares ``event``. When several waiting steps declare it,
+    name the one meant with ``step``.
+    """
+    if not instance.waiting_steps or instance.status not in (Status.WAITING, Status.RUNNING):
+        raise InstanceNotWaitingError(
+            f"instance {instance.id} of {_name(instance)} is {instance.status} and waits for "
+            f"nothing; only a waiting instance can be resumed",
+            instance_id=instance.id,
+        )
+    target = _waiting_step_for(instance, event, step)
+    draft = _Draft(instance)
+    draft.complete_or_fail(target, Event(event, updates=data), now, any_result=True)
+    return draft.settle()
+
+
+def fire_due_timers(instance: Instance, *, now: datetime) -> Instance:
+    """Complete every waiting step whose timer is due, with its timer event."""
+    due = [
+        (step, waiting)
+        for step, waiting in instance.waiting_steps.items()
+        if waiting.resume_at is not None and waiting.resume_at <= now
+    ]
+    if not due or instance.status not in (Status.WAITING, Status.RUNNING):
+        return instance
+    draft = _Draft(instance)
+    for step, waiting in sorted(due, key=lambda item: instance.workflow.graph.rank(item[0])):
+        draft.complete_or_fail(step, Event(str(waiting.timer_event)), now)
+    return draft.settle()
+
+
+def retry(instance: Instance) -> Instance:
+    """Run the failed step again: failed -> running, the error cleared."""
+    if instance.status is not Status.FAILED or instance.error is None:
+        raise EngineError(
+            f"instance {instance.id} of {_name(instance)} is {instance.status}; only a failed "
+            f"instance can be retried",
+            instance_id=instance.id,
+        )
+    draft = _Draft(instance)
+    draft.error = None
+    return draft.settle()
+
+
+def next_due_time(instance: Instance) -> datetime | None:
+    """The earliest timer among the waiting steps, if any."""
+    times = [w.resume_at for w in instance.waiting_steps.values() if w.resume_at is not None]
+    return min(times) if times else None
+
+
+def _name(instance: Instance) -> str:
+    return instance.workflow.__qualname__
+
+
+def _waiting_step_for(instance: Instance, event: str, step: StepClass | str | None) -> StepClass:
+    waiting = instance.workflow.graph.sorted(instance.waiting_steps)
+    if step is not None:
+        chosen = [s for s in waiting if s is step or step in (s.path(), s.__qualname__, s.step_key)]
+        if not chosen:
+            raise UnexpectedEventError(
+                f"instance {instance.id} of {_name(instance)} is not waiting on step {step!r}; "
+                f"it waits on {', '.join(s.__qualname__ for s in waiting)}",
+                instance_id=instance.id,
+            )
+        waiting = chosen
+    candidates = [s for s in waiting if event in s.events]
+    if len(candidates) == 1:
+        return candidates[0]
+    expected = "; ".join(f"{s.__qualname__}: {', '.join(s.events)}" for s in waiting)
+    if not candidates:
+        raise UnexpectedEventError(
+            f"instance {instance.id} of {_name(instance)} cannot be resumed with {event!r}: "
+            f"no waiting step declares it (waiting steps and their events: {expected})",
+            instance_id=instance.id,
+        )
+    raise UnexpectedEventError(
+        f"instance {instance.id} of {_name(instance)}: several waiting steps declare {event!r} "
+        f"({', '.join(s.__qualname__ for s in candidates)}); pass step= to say which",
+        instance_id=instance.id,
+    )
+
+
+class _Draft:
+    """The mutable working copy one transition builds before it is frozen again."""
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.graph: WorkflowGraph = instance.workflow.graph
+        self.active = set(instance.active_steps)
+        self.waiting = dict(instance.waiting_steps)
+        self.completed = set(instance.completed_steps)
+        self.history = list(instance.execution_history)
+        self.steps = instance.context.steps
+        self.metadata = instance.runtime_metadata
+        self.error = instance.error
+        self.current = instance.current_step
+
+    def expect_runnable(self, step: StepClass) -> None:
+        if self.instance.status is not Status.RUNNING or step not in self.active:
+            raise EngineError(
+                f"step {step.__qualname__} is not active in instance {self.instance.id} "
+                f"({self.instance.status}); it cannot report a result",
+                instance_id=self.instance.id,
+            )
+        if step in self.waiting:
+            raise EngineError(
+                f"step {step.__qualname__} of instance {self.instance.id} is waiting; deliver "
+                f"its event with resume()",
+                instance_id=self.instance.id,
+            )
+
+    def fail(self, step: StepClass, error: BaseException, now: datetime) -> None:
+        if self.error is not None:
+            return  # the first failure of a wave is the one recorded
+        kind = type(error)
+        module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+        self.error = Failure(step, f"{module}{kind.__qualname__}", str(error), now)
+        self.current = step
+
+    def wait(self, step: StepClass, outcome: Async, now: datetime) -> None:
+        self.waiting[step] = Waiting(now, outcome.due_time(now), outcome.timer_event)
+        self.current = step
+
+    def complete_or_fail(
+        self, step: StepClass, event: Event, now: datetime, *, any_result: bool = False
+    ) -> None:
+        """Complete ``step``; a route that cannot choose fails the step instead."""
+        try:
+            self.complete(step, event, now, any_result=any_result)
+        except StepOutcomeError as error:
+            self.fail(step, error, now)
+
+    def complete(self, step: StepClass, event: Event, now: datetime, *, any_result: bool) -> None:
+        updates = event.updates
+        if updates is not None and not any_result:
+            updates = dict(updates)
+        steps = dict(self.steps)
+        if updates is not None:
+            steps[step.step_key] = updates
+        transition = self.graph.transitions.get((step, event.name))
+        next_steps = self._choose(transition, Context(self.instance.context.initial, steps))
+        self.steps = steps
+        if event.metadata:
+            self.metadata = {**self.metadata, **event.metadata}
+        self.active.discard(step)
+        self.waiting.pop(step, None)
+        self.completed.add(step)
+        self.current = step
+        self.history.append(
+            HistoryEntry(
+                step=step,
+                event=event.name,
+                timestamp=now,
+                context_updates=updates,
+                metadata_updates=dict(event.metadata) if event.metadata else None,
+                next_steps=next_steps,
+            )
+        )
+
+    def _choose(self, transition: Transition | None, context: Context) -> tuple[StepClass, ...]:
+        if transition is None:
+            return ()
+        if transition.route is None:
+            return transition.targets
+        try:
+            chosen = transition.route.choose(context)
+        except Exception as error:
+            raise StepOutcomeError(
+                f"the route after {transition.source.__qualname__} on {transition.event!r} "
+                f"raised {type(error).__name__}: {error}"
+            ) from error
+        if isinstance(chosen, StepRef):
+            chosen = chosen.step
+        if chosen not in transition.targets:
+            raise StepOutcomeError(
+                f"the route after {transition.source.__qualname__} on {transition.event!r} "
+                f"chose {chosen!r}, which is not one of its targets "
+                f"({', '.join(t.__qualname__ for t in transition.targets)})"
+            )
+        return (chosen,)
+
+    def triggered(self) -> set[StepClass]:
+        """Steps some completed step's transition chose, not yet active or completed."""
+        chosen = {step for entry in self.history for step in entry.next_steps}
+        return chosen - self.active - self.completed
+
+    def activate_ready(self) -> None:
+        """Activate every triggered step none of whose predecessors can still run."""
+        pending = self.triggered()
+        while True:
+            sources = self.active | pending
+            reachable = set().union(*(self.graph.descendants[s] for s in sources))
+            ready = [
+                step
+                for step in self.graph.sorted(pending)
+                if not any(
+                    pred in sources or pred in reachable for pred in self.graph.predecessors[step]
+                )
+            ]
+            if not ready:
+                return
+            self.active.update(ready)
+            pending.difference_update(ready)
+
+    def settle(self) -> Instance:
+        if self.error is None:
+            self.activate_ready()
+        status = self._status()
+        if status is Status.COMPLETED:
+            self.current = self._last_completed()
+        elif status is not Status.FAILED:
+            self.current = self._current_active()
+        return replace(
+            self.instance,
+            status=status,
+            current_step=self.current,
+            context=Context(self.instance.context.initial, self.steps),
+            active_steps=frozenset(self.active),
+            waiting_steps=self.waiting,
+            completed_steps=frozenset(self.completed),
+            execution_history=tuple(self.history),
+            runtime_metadata=self.metadata,
+            error=self.error,
+        )
+
+    def _status(self) -> Status:
+        if self.error is not None:
+            return Status.FAILED
+        if self.active - set(self.waiting):
+            return Status.RUNNING
+        if self.waiting:
+            return Status.WAITING
+        return Status.COMPLETED
+
+    def _current_active(self) -> StepClass | None:
+        running = self.graph.sorted(self.active - set(self.waiting))
+        if running:
+            return running[0]
+        waiting = self.graph.sorted(self.waiting)
+        return waiting[0] if waiting else self.current
+
+    def _last_completed(self) -> StepClass | None:
+        return self.history[-1].step if self.history else self.current
+
+
+def steps_in(instance: Instance, names: Iterable[str]) -> list[StepClass]:
+    """Resolve stored step paths against the instance's workflow graph."""
+    graph = instance.workflow.graph
+    return [graph.by_path[name] for name in names]

@@ -1,0 +1,160 @@
+"""The one exception hierarchy of hephaestus-django.
+
+Every error a caller can act on derives from :class:`HephaestusError`, so
+``except HephaestusError`` is enough to keep a worker loop alive. Each message
+names the thing that went wrong (workflow, step, instance id, JSON path) and
+what to do about it; the same facts are kept as attributes for code that needs
+them.
+
+Configuration errors of the Django layer are *not* part of this hierarchy: they
+are reported by Django system checks and subclass ``ImproperlyConfigured``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import UUID
+
+
+class HephaestusError(Exception):
+    """Base class of every hephaestus-django error."""
+
+
+class WorkflowDefinitionError(HephaestusError):
+    """A workflow class breaks a rule of the workflow model.
+
+    Raised while the class statement runs, so a broken workflow never gets
+    imported. ``rule`` is a short, stable identifier of the broken rule (for
+    example ``"cycle"`` or ``"unreachable-step"``) that tests and tools can
+    match on; ``steps`` names the offending steps.
+    """
+
+    def __init__(
+        self, workflow: str, rule: str, message: str, *, steps: Iterable[str] = ()
+    ) -> None:
+        self.workflow = workflow
+        self.rule = rule
+        self.steps = tuple(steps)
+        super().__init__(f"{workflow}: {message}")
+
+
+class StepDefinitionError(HephaestusError):
+    """A step class is malformed (bad ``events``, ``step_key`` or config)."""
+
+
+class UnknownWorkflowError(HephaestusError):
+    """A stored name does not match any registered workflow or step class.
+
+    Names are resolved through the registry only; nothing is imported because
+    a database row says so. Make sure the module defining the class is imported
+    (for Django: the app's ``workflows`` module is autodiscovered).
+    """
+
+    def __init__(self, name: str, *, kind: str = "workflow", instance_id: UUID | None = None):
+        self.name = name
+        self.kind = kind
+        self.instance_id = instance_id
+        where = f" (instance {instance_id})" if instance_id is not None else ""
+        super().__init__(
+            f"no {kind} is registered as {name!r}{where}; import the module that defines it "
+            f"(in Django, put it in an installed app's workflows.py)"
+        )
+
+
+class InvalidInstanceError(HephaestusError, ValueError):
+    """An instance was built from values the model does not allow."""
+
+
+class EngineError(HephaestusError):
+    """An operation does not fit the instance's current state; nothing changed."""
+
+    def __init__(self, message: str, *, instance_id: UUID | None = None) -> None:
+        self.instance_id = instance_id
+        super().__init__(message)
+
+
+class InstanceNotWaitingError(EngineError):
+    """``resume`` was called on an instance that is not waiting."""
+
+
+class UnexpectedEventError(EngineError):
+    """``resume`` named an event that no waiting step declares (or is ambiguous)."""
+
+
+class StepOutcomeError(HephaestusError):
+    """A step returned something that is not a valid outcome.
+
+    The runner records it as that step's failure, like any exception the step
+    raises.
+    """
+
+
+class StorageError(HephaestusError):
+    """Base class of errors raised by a storage backend."""
+
+
+class InstanceNotFound(StorageError, LookupError):
+    """No instance is stored under that id (a malformed id also counts)."""
+
+    def __init__(self, instance_id: object, detail: str = "") -> None:
+        self.instance_id = instance_id
+        suffix = f": {detail}" if detail else ""
+        super().__init__(f"workflow instance {instance_id!s} not found{suffix}")
+
+
+class StaleInstanceError(StorageError):
+    """``put`` was based on an older read than the stored instance.
+
+    Another writer saved the instance after this copy was read; reload it with
+    ``get()`` and apply the change again.
+    """
+
+    def __init__(self, instance_id: UUID, revision: int) -> None:
+        self.instance_id = instance_id
+        self.revision = revision
+        super().__init__(
+            f"workflow instance {instance_id} was changed by another writer since revision "
+            f"{revision} was read; reload it with get() and apply the change again"
+        )
+
+
+class SerializationError(StorageError, ValueError):
+    """A value cannot be stored so that it comes back equal and of the same type.
+
+    ``path`` names where it sits in the instance, e.g.
+    ``context.initial.items[3].price``. Nothing was written.
+    """
+
+    def __init__(self, path: str, problem: str, *, instance_id: UUID | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        self.instance_id = instance_id
+        where = f" of instance {instance_id}" if instance_id is not None else ""
+        super().__init__(f"cannot store {path}{where}: {problem}")
+
+
+class CorruptInstanceError(StorageError):
+    """A stored row cannot be turned back into an instance.
+
+    Raised for that row only: other rows stay readable. ``path`` names the part
+    of the stored state that is wrong.
+    """
+
+    def __init__(self, instance_id: object, path: str, problem: str) -> None:
+        self.instance_id = instance_id
+        self.path = path
+        self.problem = problem
+        super().__init__(f"stored workflow instance {instance_id} is corrupt at {path}: {problem}")
+
+
+class InvalidQueryError(StorageError, ValueError):
+    """A query filter has a value it cannot take (an unknown status, say)."""
+
+
+class BackendNotConfigured(HephaestusError, LookupError):
+    """No storage (or runner) is configured under the name asked for.
+
+    Inside Django, add ``"hephaestus_django"`` to ``INSTALLED_APPS`` and check
+    ``settings.HEPHAESTUS``; without Django, call
+    ``hephaestus_django.runtime.configure(storages={"default": InMemoryStorage()})``.
+    """

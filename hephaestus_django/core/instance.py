@@ -1,0 +1,136 @@
+"""One execution of a workflow, and the records it keeps.
+
+Values here are plain data: the engine builds new ones instead of changing
+them, so an instance you hold is never changed behind your back. The only
+exception is the storage bookkeeping (``revision``, ``inserted_at``,
+``updated_at``), which ``storage.put`` records on the object it was given so
+the same object can be put again, like ``Model.save()`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+from hephaestus_django.core.errors import InvalidInstanceError
+from hephaestus_django.core.status import Status
+
+if TYPE_CHECKING:
+    from hephaestus_django.core.steps import Step
+    from hephaestus_django.core.workflow import WorkflowDefinition
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The data an instance works on.
+
+    ``initial`` is what the instance was started with and never changes;
+    ``steps`` holds each completed step's result under its ``step_key``.
+    """
+
+    initial: Mapping[str, Any] = field(default_factory=dict)
+    steps: Mapping[str, Any] = field(default_factory=dict)
+
+    def result(self, step: type[Step] | str, default: Any = None) -> Any:
+        """The result a step stored, by class or by ``step_key``."""
+        key = step if isinstance(step, str) else step.step_key
+        return self.steps.get(key, default)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One completed step: which, with what event, when, and what it changed.
+
+    ``next_steps`` are the steps the transition chose; the engine derives
+    which joins have been reached from them.
+    """
+
+    step: type[Step]
+    event: str
+    timestamp: datetime
+    context_updates: Any = None
+    metadata_updates: Mapping[str, Any] | None = None
+    next_steps: tuple[type[Step], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Why a step is waiting: since when, and the timer that ends it, if any."""
+
+    since: datetime
+    resume_at: datetime | None = None
+    timer_event: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The error that failed an instance: the step, the exception's type and message."""
+
+    step: type[Step]
+    error_type: str
+    message: str
+    at: datetime
+
+
+@dataclass(kw_only=True)
+class Instance:
+    """One execution of a workflow.
+
+    Build new instances with ``engine.new_instance`` (or ``Workflow.start``);
+    the engine returns a new ``Instance`` for every transition.
+    """
+
+    workflow: type[WorkflowDefinition]
+    id: UUID = field(default_factory=uuid4)
+    workflow_version: int = 1
+    status: Status = Status.PENDING
+    current_step: type[Step] | None = None
+    context: Context = field(default_factory=Context)
+    step_configs: Mapping[type[Step], Mapping[str, Any]] = field(default_factory=dict)
+    active_steps: frozenset[type[Step]] = frozenset()
+    waiting_steps: Mapping[type[Step], Waiting] = field(default_factory=dict)
+    completed_steps: frozenset[type[Step]] = frozenset()
+    execution_history: tuple[HistoryEntry, ...] = ()
+    runtime_metadata: Mapping[str, Any] = field(default_factory=dict)
+    error: Failure | None = None
+    revision: int = 0
+    """How many times storage has written this instance; 0 before the first put."""
+    inserted_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.id = coerce_instance_id(self.id)
+        version = self.workflow_version
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise InvalidInstanceError(
+                f"workflow_version of instance {self.id} must be a positive int, not {version!r}"
+            )
+        try:
+            self.status = Status(self.status)
+        except ValueError:
+            statuses = ", ".join(status.value for status in Status)
+            raise InvalidInstanceError(
+                f"status of instance {self.id} must be one of {statuses}, not {self.status!r}"
+            ) from None
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.status is Status.WAITING
+
+
+def coerce_instance_id(value: object) -> UUID:
+    """A UUID, or the canonical text of one; anything else is refused."""
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            pass
+    raise InvalidInstanceError(f"an instance id must be a UUID, not {value!r}")

@@ -1,0 +1,96 @@
+"""Where the ``Workflow`` facade finds its storages and its runner.
+
+Without Django, configure them in code::
+
+    from hephaestus_django.runtime import InMemoryStorage, configure
+    configure(storages={"default": InMemoryStorage()})
+
+Inside Django the app installs a *provider* at start-up that resolves aliases
+through ``settings.HEPHAESTUS`` (``hephaestus_django.storages``). Storages
+given to :func:`configure` take precedence over the provider, which lets a
+test swap in an ``InMemoryStorage`` for one block of code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from hephaestus_django.core.errors import BackendNotConfigured
+from hephaestus_django.runtime.storage import Storage
+
+if TYPE_CHECKING:
+    from hephaestus_django.runtime.runner import Runner
+
+DEFAULT_ALIAS = "default"
+
+
+class BackendProvider(Protocol):
+    """Resolves storage aliases and the runner, e.g. from Django settings."""
+
+    def storage(self, alias: str) -> Storage: ...
+
+    def runner(self) -> Runner: ...
+
+
+class Backends:
+    """The process-wide registry of configured storages and runner."""
+
+    def __init__(self) -> None:
+        self._storages: dict[str, Storage] = {}
+        self._runner: Runner | None = None
+        self._provider: BackendProvider | None = None
+        self._lock = threading.Lock()
+
+    def configure(
+        self, *, storages: Mapping[str, Storage] | None = None, runner: Runner | None = None
+    ) -> None:
+        """Replace the storages and runner configured in code (``configure()`` clears them)."""
+        for alias, storage in (storages or {}).items():
+            if not isinstance(storage, Storage):
+                raise TypeError(
+                    f"storage {alias!r} must implement get/put/delete/query, not {storage!r}"
+                )
+        with self._lock:
+            self._storages = dict(storages or {})
+            self._runner = runner
+
+    def install_provider(self, provider: BackendProvider | None) -> None:
+        """Set (or remove, with None) the provider consulted after code configuration."""
+        self._provider = provider
+
+    def storage(self, storage: str | Storage = DEFAULT_ALIAS) -> Storage:
+        """The storage named ``storage``, or ``storage`` itself if it is one."""
+        if not isinstance(storage, str):
+            if isinstance(storage, Storage):
+                return storage
+            raise TypeError(f"storage must be an alias or a storage backend, not {storage!r}")
+        configured = self._storages.get(storage)
+        if configured is not None:
+            return configured
+        if self._provider is not None:
+            return self._provider.storage(storage)
+        known = ", ".join(sorted(self._storages)) or "none"
+        raise BackendNotConfigured(
+            f"no storage named {storage!r} (configured: {known}); add 'hephaestus_django' to "
+            f"INSTALLED_APPS, or call hephaestus_django.runtime.configure(storages={{"
+            f"{storage!r}: InMemoryStorage()}})"
+        )
+
+    def runner(self) -> Runner:
+        """The configured runner; a ``LocalRunner`` when nothing else is configured."""
+        if self._runner is not None:
+            return self._runner
+        if self._provider is not None:
+            return self._provider.runner()
+        with self._lock:
+            if self._runner is None:
+                from hephaestus_django.runtime.runner import LocalRunner
+
+                self._runner = LocalRunner()
+            return self._runner
+
+
+backends = Backends()
+configure = backends.configure

@@ -1,0 +1,269 @@
+"""Instance <-> stored row: the columns and the JSON ``state`` document.
+
+The ``state`` document holds everything but the columns::
+
+    {"current_step", "context": {"initial", "steps"}, "step_configs",
+     "active_steps", "waiting_steps", "completed_steps", "execution_history",
+     "runtime_metadata", "error"}
+
+Classes are stored as dotted paths, sets as sorted lists, the engine's own
+timestamps as ISO 8601 strings; values from users (context, configs,
+metadata) go through :mod:`~hephaestus_django.runtime.codec`, so they come
+back equal and of the same type or are refused before anything is written.
+
+Reading is defensive: a row that does not decode raises
+:class:`CorruptInstanceError` naming the instance and the path, and names are
+resolved through the registries only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+from uuid import UUID
+
+from hephaestus_django.core.errors import CorruptInstanceError
+from hephaestus_django.core.graph import StepClass, WorkflowGraph
+from hephaestus_django.core.instance import Context, Failure, HistoryEntry, Instance, Waiting
+from hephaestus_django.core.status import Status
+from hephaestus_django.core.workflow import workflow_registry
+from hephaestus_django.runtime import codec
+
+T = TypeVar("T")
+
+STATE_KEYS = (
+    "current_step",
+    "context",
+    "step_configs",
+    "active_steps",
+    "waiting_steps",
+    "completed_steps",
+    "execution_history",
+    "runtime_metadata",
+    "error",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """An instance as a storage backend keeps it: columns plus the encoded state."""
+
+    id: UUID
+    workflow: str
+    status: str
+    workflow_version: int
+    state: codec.JSON
+    revision: int = 0
+    inserted_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def to_row(instance: Instance) -> StoredRow:
+    """Encode an instance; ``SerializationError`` (naming the path) if it cannot be stored."""
+    return StoredRow(
+        id=instance.id,
+        workflow=instance.workflow.path(),
+        status=instance.status.value,
+        workflow_version=instance.workflow_version,
+        state=codec.encode(state_document(instance), instance_id=instance.id),
+        revision=instance.revision,
+    )
+
+
+def state_document(instance: Instance) -> dict[str, Any]:
+    """The ``state`` document with user values still as Python objects."""
+    error = instance.error
+    return {
+        "current_step": _path(instance.current_step),
+        "context": {"initial": instance.context.initial, "steps": instance.context.steps},
+        "step_configs": {step.path(): config for step, config in instance.step_configs.items()},
+        "active_steps": _paths(instance.active_steps),
+        "waiting_steps": {
+            step.path(): {
+                "since": waiting.since.isoformat(),
+                "resume_at": _iso(waiting.resume_at),
+                "timer_event": waiting.timer_event,
+            }
+            for step, waiting in instance.waiting_steps.items()
+        },
+        "completed_steps": _paths(instance.completed_steps),
+        "execution_history": [_entry_document(entry) for entry in instance.execution_history],
+        "runtime_metadata": instance.runtime_metadata,
+        "error": None
+        if error is None
+        else {
+            "step": error.step.path(),
+            "type": error.error_type,
+            "message": error.message,
+            "at": error.at.isoformat(),
+        },
+    }
+
+
+def _entry_document(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "step": entry.step.path(),
+        "event": entry.event,
+        "timestamp": entry.timestamp.isoformat(),
+        "context_updates": entry.context_updates,
+        "metadata_updates": entry.metadata_updates,
+        "next_steps": [step.path() for step in entry.next_steps],
+    }
+
+
+def from_row(row: StoredRow) -> Instance:
+    """Decode a stored row; ``CorruptInstanceError`` / ``UnknownWorkflowError`` for a bad one."""
+    workflow = workflow_registry.resolve(row.workflow, instance_id=row.id)
+    reader = _Reader(row.id, workflow.graph)
+    state = reader.mapping(codec.decode(row.state, instance_id=row.id), "state")
+    missing = [key for key in STATE_KEYS if key not in state]
+    if missing:
+        reader.corrupt("state", f"missing keys {', '.join(missing)}")
+    context = reader.mapping(state["context"], "context")
+    for key in ("initial", "steps"):
+        if key not in context:
+            reader.corrupt("context", f"missing key {key!r}")
+    try:
+        status = Status(row.status)
+    except ValueError:
+        reader.corrupt("status", f"unknown status {row.status!r}")
+    return Instance(
+        id=row.id,
+        workflow=workflow,
+        workflow_version=row.workflow_version,
+        status=status,
+        current_step=reader.optional(state["current_step"], "current_step", reader.step),
+        context=Context(
+            initial=reader.mapping(context["initial"], "context.initial"),
+            steps=reader.mapping(context["steps"], "context.steps"),
+        ),
+        step_configs={
+            reader.step(name, f"step_configs[{name!r}]"): reader.mapping(
+                config, f"step_configs[{name!r}]"
+            )
+            for name, config in reader.mapping(state["step_configs"], "step_configs").items()
+        },
+        active_steps=reader.step_set(state["active_steps"], "active_steps"),
+        waiting_steps={
+            reader.step(name, f"waiting_steps[{name!r}]"): reader.waiting(
+                value, f"waiting_steps[{name!r}]"
+            )
+            for name, value in reader.mapping(state["waiting_steps"], "waiting_steps").items()
+        },
+        completed_steps=reader.step_set(state["completed_steps"], "completed_steps"),
+        execution_history=tuple(
+            reader.entry(entry, f"execution_history[{index}]")
+            for index, entry in enumerate(
+                reader.list(state["execution_history"], "execution_history")
+            )
+        ),
+        runtime_metadata=reader.mapping(state["runtime_metadata"], "runtime_metadata"),
+        error=reader.optional(state["error"], "error", reader.failure),
+        revision=row.revision,
+        inserted_at=row.inserted_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _path(step: StepClass | None) -> str | None:
+    return None if step is None else step.path()
+
+
+def _paths(steps: frozenset[StepClass]) -> list[str]:
+    return sorted(step.path() for step in steps)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+class _Reader:
+    """Typed reads from a decoded state document, each failing with its path."""
+
+    def __init__(self, instance_id: UUID, graph: WorkflowGraph) -> None:
+        self.instance_id = instance_id
+        self.graph = graph
+
+    def corrupt(self, path: str, problem: str) -> NoReturn:
+        raise CorruptInstanceError(self.instance_id, path, problem)
+
+    def mapping(self, value: object, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.corrupt(path, f"expected an object, found {type(value).__name__}")
+        return value
+
+    def list(self, value: object, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            self.corrupt(path, f"expected a list, found {type(value).__name__}")
+        return value
+
+    def string(self, value: object, path: str) -> str:
+        if not isinstance(value, str):
+            self.corrupt(path, f"expected a string, found {type(value).__name__}")
+        return value
+
+    def optional(self, value: object, path: str, read: Callable[[Any, str], T]) -> T | None:
+        return None if value is None else read(value, path)
+
+    def datetime(self, value: object, path: str) -> datetime:
+        text = self.string(value, path)
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            self.corrupt(path, f"{text!r} is not an ISO 8601 datetime")
+
+    def step(self, value: object, path: str) -> StepClass:
+        name = self.string(value, path)
+        step = self.graph.by_path.get(name)
+        if step is None:
+            self.corrupt(
+                path,
+                f"step {name!r} is not part of workflow {self.graph.workflow} as defined now "
+                f"(was the step renamed or removed after this instance was stored?)",
+            )
+        return step
+
+    def step_set(self, value: object, path: str) -> frozenset[StepClass]:
+        return frozenset(
+            self.step(name, f"{path}[{index}]") for index, name in enumerate(self.list(value, path))
+        )
+
+    def waiting(self, value: object, path: str) -> Waiting:
+        fields = self.mapping(value, path)
+        return Waiting(
+            since=self.datetime(fields.get("since"), f"{path}.since"),
+            resume_at=self.optional(fields.get("resume_at"), f"{path}.resume_at", self.datetime),
+            timer_event=self.optional(
+                fields.get("timer_event"), f"{path}.timer_event", self.string
+            ),
+        )
+
+    def entry(self, value: object, path: str) -> HistoryEntry:
+        fields = self.mapping(value, path)
+        metadata = fields.get("metadata_updates")
+        return HistoryEntry(
+            step=self.step(fields.get("step"), f"{path}.step"),
+            event=self.string(fields.get("event"), f"{path}.event"),
+            timestamp=self.datetime(fields.get("timestamp"), f"{path}.timestamp"),
+            context_updates=fields.get("context_updates"),
+            metadata_updates=None
+            if metadata is None
+            else self.mapping(metadata, f"{path}.metadata_updates"),
+            next_steps=tuple(
+                self.step(name, f"{path}.next_steps[{index}]")
+                for index, name in enumerate(
+                    self.list(fields.get("next_steps", []), f"{path}.next_steps")
+                )
+            ),
+        )
+
+    def failure(self, value: object, path: str) -> Failure:
+        fields = self.mapping(value, path)
+        return Failure(
+            step=self.step(fields.get("step"), f"{path}.step"),
+            error_type=self.string(fields.get("type"), f"{path}.type"),
+            message=self.string(fields.get("message"), f"{path}.message"),
+            at=self.datetime(fields.get("at"), f"{path}.at"),
+        )

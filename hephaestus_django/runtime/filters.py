@@ -1,0 +1,128 @@
+"""The filters ``storage.query()`` accepts, parsed once for every backend.
+
+Backends translate a :class:`QueryFilters` into their own lookups (a SQL
+``WHERE``, a Python predicate), so what a filter means cannot drift between
+them. Unknown names are a ``TypeError``, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from hephaestus_django.core.errors import InvalidInstanceError, InvalidQueryError
+from hephaestus_django.core.instance import coerce_instance_id
+from hephaestus_django.core.status import Status
+from hephaestus_django.core.workflow import WorkflowDefinition
+
+FILTER_NAMES = ("id", "status", "status_in", "workflow", "workflow_version", "workflow_family")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryFilters:
+    """Normalised filters; ``None`` means "not filtered on"."""
+
+    id: UUID | None = None
+    statuses: frozenset[str] | None = None
+    workflow: str | None = None
+    workflow_version: int | None = None
+    workflow_family: str | None = None
+    limit: int | None = None
+    matches_nothing: bool = False
+    """True when the filters contradict themselves (a malformed id, an empty status_in)."""
+
+    def match(self, *, id: UUID, status: str, workflow: str, workflow_version: int) -> bool:
+        """The same predicate a SQL backend expresses, for backends that filter in Python."""
+        return not self.matches_nothing and (
+            (self.id is None or id == self.id)
+            and (self.statuses is None or status in self.statuses)
+            and (self.workflow is None or workflow == self.workflow)
+            and (self.workflow_version is None or workflow_version == self.workflow_version)
+            and (self.workflow_family is None or in_family(workflow, self.workflow_family))
+        )
+
+
+def in_family(workflow: str, family: str) -> bool:
+    """``shop.flows`` contains ``shop.flows.Order`` and itself, not ``shop.flowsy.X``.
+
+    A family ending in ``.`` is a plain prefix.
+    """
+    if family.endswith("."):
+        return workflow.startswith(family)
+    return workflow == family or workflow.startswith(family + ".")
+
+
+def parse_filters(filters: Mapping[str, Any], *, limit: int | None = None) -> QueryFilters:
+    """Check and normalise ``query(**filters)``; raise on anything unknown or malformed."""
+    unknown = sorted(set(filters) - set(FILTER_NAMES))
+    if unknown:
+        raise TypeError(
+            f"query() got unknown filter(s) {', '.join(unknown)}; "
+            f"the filters are {', '.join(FILTER_NAMES)}"
+        )
+    parsed: dict[str, Any] = {"limit": _limit(limit)}
+    if "id" in filters:
+        try:
+            parsed["id"] = coerce_instance_id(filters["id"])
+        except InvalidInstanceError:
+            parsed["matches_nothing"] = True
+    statuses = _statuses(filters)
+    if statuses is not None:
+        parsed["statuses"] = statuses
+        parsed["matches_nothing"] = parsed.get("matches_nothing", False) or not statuses
+    if "workflow" in filters:
+        parsed["workflow"] = workflow_name(filters["workflow"], "workflow")
+    if "workflow_version" in filters:
+        parsed["workflow_version"] = _version(filters["workflow_version"])
+    if "workflow_family" in filters:
+        family = filters["workflow_family"]
+        if not isinstance(family, str) or not family:
+            raise InvalidQueryError(f"workflow_family must be a dotted path, not {family!r}")
+        parsed["workflow_family"] = family
+    return QueryFilters(**parsed)
+
+
+def workflow_name(value: object, label: str) -> str:
+    """A workflow class or its stored dotted path, as the stored string."""
+    if isinstance(value, type) and issubclass(value, WorkflowDefinition):
+        return value.path()
+    if isinstance(value, str) and value:
+        return value
+    raise InvalidQueryError(f"{label} must be a workflow class or its dotted path, not {value!r}")
+
+
+def status_value(value: object) -> str:
+    """A :class:`Status` or its stored string, as the stored string."""
+    if isinstance(value, str) and value in Status.__members__.values():
+        return Status(value).value
+    known = ", ".join(status.value for status in Status)
+    raise InvalidQueryError(f"unknown status {value!r}; use one of {known}")
+
+
+def _statuses(filters: Mapping[str, Any]) -> frozenset[str] | None:
+    statuses: frozenset[str] | None = None
+    if "status" in filters:
+        statuses = frozenset({status_value(filters["status"])})
+    if "status_in" in filters:
+        given = filters["status_in"]
+        if isinstance(given, (str, Status)) or not isinstance(given, Iterable):
+            raise InvalidQueryError(f"status_in must be a list of statuses, not {given!r}")
+        listed = frozenset(status_value(status) for status in given)
+        statuses = listed if statuses is None else statuses & listed
+    return statuses
+
+
+def _version(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidQueryError(f"workflow_version must be a positive int, not {value!r}")
+    return value
+
+
+def _limit(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidQueryError(f"limit must be a non-negative int or None, not {value!r}")
+    return value

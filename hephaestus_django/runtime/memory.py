@@ -1,0 +1,136 @@
+"""A thread-safe storage in process memory, for tests and for running without a database.
+
+It keeps each instance as the same JSON text the PostgreSQL backend writes,
+so it refuses what PostgreSQL would refuse and gives back fresh objects that
+share nothing with the caller's. It passes the same contract suite as
+``DjangoStorage``; ship it in your own tests with
+``hephaestus_django.runtime.configure(storages={"default": InMemoryStorage()})``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from hephaestus_django.core.errors import (
+    CorruptInstanceError,
+    InstanceNotFound,
+    InvalidInstanceError,
+    StaleInstanceError,
+    UnknownWorkflowError,
+)
+from hephaestus_django.core.instance import Instance, coerce_instance_id
+from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.document import StoredRow, from_row, to_row
+from hephaestus_django.runtime.filters import parse_filters
+
+logger = logging.getLogger("hephaestus_django.storage")
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    row: StoredRow
+    text: str
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class InMemoryStorage:
+    """Instances in a dict guarded by a lock; implements the storage contract."""
+
+    def __init__(self, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._records: dict[UUID, _Record] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def get(self, instance_id: UUID | str) -> Instance:
+        key = _key(instance_id)
+        record = self._records.get(key) if key is not None else None
+        if record is None:
+            raise InstanceNotFound(instance_id)
+        return from_row(replace(record.row, state=codec.loads(record.text)))
+
+    def put(self, instance: Instance) -> None:
+        row = to_row(instance)
+        text = codec.dumps(row.state)
+        with self._lock:
+            stored = self._records.get(row.id)
+            if stored is not None and stored.row.revision != instance.revision:
+                raise StaleInstanceError(instance.id, instance.revision)
+            now = self._clock()
+            row = replace(
+                row,
+                state=None,
+                revision=instance.revision + 1,
+                inserted_at=stored.row.inserted_at if stored else now,
+                updated_at=now,
+                workflow_version=stored.row.workflow_version if stored else row.workflow_version,
+            )
+            self._records[row.id] = _Record(row, text)
+        instance.revision = row.revision
+        instance.inserted_at = row.inserted_at
+        instance.updated_at = row.updated_at
+        instance.workflow_version = row.workflow_version
+
+    def delete(self, instance_id: UUID | str) -> None:
+        key = _key(instance_id)
+        with self._lock:
+            self._records.pop(key, None)  # type: ignore[arg-type]
+
+    def query(self, *, limit: int | None = None, **filters: Any) -> list[Instance]:
+        parsed = parse_filters(filters, limit=limit)
+        if parsed.matches_nothing:
+            return []
+        with self._lock:
+            records = list(self._records.values())
+        matching = sorted(
+            (
+                record
+                for record in records
+                if parsed.match(
+                    id=record.row.id,
+                    status=record.row.status,
+                    workflow=record.row.workflow,
+                    workflow_version=record.row.workflow_version,
+                )
+            ),
+            key=lambda record: (record.row.inserted_at, str(record.row.id)),
+        )
+        if parsed.limit is not None:
+            matching = matching[: parsed.limit]
+        return decode_all(
+            replace(record.row, state=codec.loads(record.text)) for record in matching
+        )
+
+    def clear(self) -> None:
+        """Forget every instance."""
+        with self._lock:
+            self._records.clear()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def decode_all(rows: Any) -> list[Instance]:
+    """Decode rows, leaving out (and logging) any that cannot be decoded."""
+    instances = []
+    for row in rows:
+        try:
+            instances.append(from_row(row))
+        except (CorruptInstanceError, UnknownWorkflowError) as error:
+            logger.error("skipping workflow instance %s in query results: %s", row.id, error)
+    return instances
+
+
+def _key(instance_id: object) -> UUID | None:
+    try:
+        return coerce_instance_id(instance_id)
+    except InvalidInstanceError:
+        return None

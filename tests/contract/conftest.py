@@ -1,0 +1,16 @@
+"""The ``storage`` fixture: every contract test runs once per storage backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from hephaestus_django.runtime import InMemoryStorage
+from hephaestus_django.runtime.storage import Storage
+
+
+@pytest.fixture(params=["memory"])
+def storage(request: pytest.FixtureRequest) -> Iterator[Storage]:
+    if request.param == "memory":
+        yield InMemoryStorage()

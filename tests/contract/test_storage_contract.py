@@ -1,0 +1,329 @@
+"""The storage contract (SPEC §4), run against every backend through the ``storage`` fixture.
+
+A backend passes when every test here passes for it; adding a backend means
+adding a parameter to the fixture in ``tests/contract/conftest.py``, never a
+test of its own for contract behaviour.
+"""
+
+from __future__ import annotations
+
+import gc
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from hephaestus_django import (
+    Done,
+    InstanceNotFound,
+    SerializationError,
+    StaleInstanceError,
+    Status,
+    Step,
+    UnknownWorkflowError,
+    Workflow,
+)
+from hephaestus_django.core import engine
+from hephaestus_django.core.errors import InvalidQueryError
+from hephaestus_django.core.instance import Instance
+from hephaestus_django.runtime.storage import Storage
+from tests import flows
+from tests.unit.test_engine import run_waves
+
+
+def stored(storage: Storage, workflow: type[Workflow] = flows.IfElse, **initial: Any) -> Instance:
+    instance = run_waves(engine.start(engine.new_instance(workflow, {"script": {}, **initial})))
+    storage.put(instance)
+    return instance
+
+
+def waiting(storage: Storage) -> Instance:
+    return stored(storage, flows.TwoWaits)
+
+
+def assert_same_instance(got: Instance, expected: Instance) -> None:
+    assert got == expected
+    assert type(got.context.initial) is dict
+    for entry_got, entry_expected in zip(
+        got.execution_history, expected.execution_history, strict=True
+    ):
+        assert type(entry_got.timestamp) is type(entry_expected.timestamp)
+
+
+# --- get / put / delete ---------------------------------------------------------------------
+
+
+def test_put_then_get_returns_an_equal_instance(storage: Storage) -> None:
+    instance = stored(storage)
+    assert instance.revision == 1
+    assert instance.inserted_at is not None
+    assert_same_instance(storage.get(instance.id), instance)
+    assert_same_instance(storage.get(str(instance.id)), instance)
+
+
+def test_waiting_state_round_trips(storage: Storage) -> None:
+    instance = stored(storage, flows.Timed)
+    got = storage.get(instance.id)
+    assert got.status is Status.WAITING
+    assert got.waiting_steps == instance.waiting_steps
+    assert_same_instance(got, instance)
+
+
+def test_failed_state_round_trips(storage: Storage) -> None:
+    instance = stored(storage, flows.FanOut, script={"charge": "fail"})
+    got = storage.get(instance.id)
+    assert got.error == instance.error
+    assert_same_instance(got, instance)
+
+
+@pytest.mark.parametrize("missing", [uuid.uuid4(), str(uuid.uuid4()), "not-a-uuid", 42, None])
+def test_get_of_a_missing_or_malformed_id_is_not_found(storage: Storage, missing: Any) -> None:
+    with pytest.raises(InstanceNotFound) as caught:
+        storage.get(missing)
+    assert str(missing) in str(caught.value)
+
+
+def test_put_replaces_and_bumps_the_revision(storage: Storage) -> None:
+    instance = waiting(storage)
+    resumed = run_waves(engine.resume(instance, "paid", now=flows_now()))
+    storage.put(resumed)
+    assert resumed.revision == 2
+    got = storage.get(instance.id)
+    assert got.revision == 2
+    assert got.execution_history == resumed.execution_history
+
+
+def test_stale_put_is_refused_and_writes_nothing(storage: Storage) -> None:
+    instance = waiting(storage)
+    first, second = storage.get(instance.id), storage.get(instance.id)
+    storage.put(run_waves(engine.resume(first, "paid", now=flows_now())))
+    with pytest.raises(StaleInstanceError) as caught:
+        storage.put(run_waves(engine.resume(second, "signed", now=flows_now())))
+    assert str(instance.id) in str(caught.value)
+    got = storage.get(instance.id)
+    assert got.revision == 2
+    assert [entry.event for entry in got.execution_history] == ["ok", "paid"]
+
+
+def test_inserting_an_id_that_exists_is_stale(storage: Storage) -> None:
+    instance = stored(storage)
+    twin = engine.new_instance(flows.IfElse, {}, id=instance.id)
+    with pytest.raises(StaleInstanceError):
+        storage.put(twin)
+    assert storage.get(instance.id).status is Status.COMPLETED
+
+
+def test_workflow_version_and_inserted_at_never_change(storage: Storage) -> None:
+    instance = waiting(storage)
+    inserted_at = instance.inserted_at
+    instance.workflow_version = 7
+    storage.put(instance)
+    got = storage.get(instance.id)
+    assert got.workflow_version == 1
+    assert instance.workflow_version == 1  # put reports what is stored
+    assert got.inserted_at == inserted_at
+    assert got.updated_at is not None
+    assert inserted_at is not None
+    assert got.updated_at >= inserted_at
+
+
+def test_delete_is_idempotent(storage: Storage) -> None:
+    instance = stored(storage)
+    storage.delete(instance.id)
+    storage.delete(instance.id)
+    storage.delete("not-a-uuid")
+    with pytest.raises(InstanceNotFound):
+        storage.get(instance.id)
+
+
+def test_returned_instances_share_nothing_with_storage(storage: Storage) -> None:
+    instance = stored(storage, items=[1, 2])
+    got = storage.get(instance.id)
+    got.context.initial["items"].append(3)
+    assert storage.get(instance.id).context.initial["items"] == [1, 2]
+    instance.context.initial["items"].append(4)
+    assert storage.get(instance.id).context.initial["items"] == [1, 2]
+
+
+# --- values ---------------------------------------------------------------------------------
+
+RICH = {
+    "when": datetime(2026, 11, 24, 9, 30, tzinfo=ZoneInfo("Europe/Paris")),
+    "naive": datetime(2026, 1, 1, 0, 0),
+    "day": date(2026, 12, 24),
+    "at": time(8, 15, 30, 120),
+    "span": timedelta(days=2, seconds=5, microseconds=7),
+    "price": Decimal("19.990"),
+    "ref": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "tags": {"gift", "fragile"},
+    "frozen": frozenset({1, 2}),
+    "pair": (1, "a"),
+    "blob": b"\x00\xff",
+    "big": 10**30,
+    "tiny": 1e-7,
+    "huge": 1e16,
+    "nested": {"__type__": "user data", "list": [{"deep": (date(2026, 1, 2),)}]},
+}
+
+
+def test_every_supported_type_round_trips_equal_and_of_the_same_type(storage: Storage) -> None:
+    instance = stored(storage, rich=RICH)
+    got = storage.get(instance.id).context.initial["rich"]
+    assert got == RICH
+    for key, value in RICH.items():
+        assert type(got[key]) is type(value), key
+    assert got["when"].tzinfo == ZoneInfo("Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        (object(), "context.initial.bad"),
+        ({"items": [{"price": 1}, {"price": float("nan")}]}, "context.initial.bad.items[1].price"),
+        ({1: "int key"}, "context.initial.bad"),
+        ("nul\x00byte", "context.initial.bad"),
+    ],
+)
+def test_unstorable_values_are_refused_naming_the_path(
+    storage: Storage, value: Any, path: str
+) -> None:
+    instance = engine.start(engine.new_instance(flows.IfElse, {"bad": value}))
+    with pytest.raises(SerializationError) as caught:
+        storage.put(instance)
+    assert caught.value.path == path
+    assert str(instance.id) in str(caught.value)
+    with pytest.raises(InstanceNotFound):
+        storage.get(instance.id)
+
+
+def test_a_refused_update_leaves_the_stored_instance_unchanged(storage: Storage) -> None:
+    instance = waiting(storage)
+    resumed = engine.resume(instance, "paid", {"receipt": object()}, now=flows_now())
+    with pytest.raises(SerializationError) as caught:
+        storage.put(resumed)
+    assert caught.value.path.startswith("context.steps.payment")
+    got = storage.get(instance.id)
+    assert got.revision == 1
+    assert got.status is Status.WAITING
+
+
+# --- query ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def population(storage: Storage) -> dict[str, Instance]:
+    return {
+        "done": stored(storage, flows.IfElse),
+        "waiting": stored(storage, flows.TwoWaits),
+        "failed": stored(storage, flows.FanOut, script={"charge": "fail"}),
+        "timed": stored(storage, flows.Timed),
+    }
+
+
+def ids(instances: list[Instance]) -> list[uuid.UUID]:
+    return [instance.id for instance in instances]
+
+
+def test_query_without_filters_returns_all_oldest_first(
+    storage: Storage, population: dict[str, Instance]
+) -> None:
+    assert ids(storage.query()) == [instance.id for instance in population.values()]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"status": Status.WAITING}, ["waiting", "timed"]),
+        ({"status": "waiting"}, ["waiting", "timed"]),
+        ({"status_in": ["failed", Status.COMPLETED]}, ["done", "failed"]),
+        ({"status_in": []}, []),
+        ({"workflow": flows.TwoWaits}, ["waiting"]),
+        ({"workflow": "tests.flows.FanOut"}, ["failed"]),
+        ({"workflow_version": 1}, ["done", "waiting", "failed", "timed"]),
+        ({"workflow_version": 2}, []),
+        ({"workflow_family": "tests.flows"}, ["done", "waiting", "failed", "timed"]),
+        ({"workflow_family": "tests"}, ["done", "waiting", "failed", "timed"]),
+        ({"workflow_family": "tests.flo"}, []),
+        ({"workflow_family": "tests.flo_s"}, []),
+        ({"workflow_family": "tests.%"}, []),
+        ({"workflow_family": "tests.flows."}, ["done", "waiting", "failed", "timed"]),
+        ({"workflow_family": "tests.flows.T"}, []),
+        ({"status": "waiting", "workflow": flows.Timed}, ["timed"]),
+        ({"status": "waiting", "status_in": ["completed"]}, []),
+    ],
+)
+def test_query_filters(
+    storage: Storage,
+    population: dict[str, Instance],
+    filters: dict[str, Any],
+    expected: list[str],
+) -> None:
+    assert ids(storage.query(**filters)) == [population[name].id for name in expected]
+
+
+def test_query_by_id(storage: Storage, population: dict[str, Instance]) -> None:
+    target = population["failed"]
+    assert ids(storage.query(id=target.id)) == [target.id]
+    assert ids(storage.query(id=str(target.id), status="failed")) == [target.id]
+    assert storage.query(id="not-a-uuid") == []
+
+
+def test_query_limit(storage: Storage, population: dict[str, Instance]) -> None:
+    assert ids(storage.query(limit=2)) == [population["done"].id, population["waiting"].id]
+    assert storage.query(limit=0) == []
+
+
+def test_query_refuses_unknown_filters(storage: Storage) -> None:
+    with pytest.raises(TypeError, match="unknown filter"):
+        storage.query(state="waiting")
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"status": "sleeping"},
+        {"status_in": "waiting"},
+        {"workflow_version": 0},
+        {"workflow": 3},
+        {"workflow_family": ""},
+    ],
+)
+def test_query_refuses_bad_values(storage: Storage, filters: dict[str, Any]) -> None:
+    with pytest.raises(InvalidQueryError):
+        storage.query(**filters)
+
+
+def test_query_returns_decoded_instances(storage: Storage, population: dict[str, Instance]) -> None:
+    (got,) = storage.query(id=population["timed"].id)
+    assert_same_instance(got, population["timed"])
+
+
+# --- rows that no longer decode -------------------------------------------------------------
+
+
+def test_an_unregistered_workflow_breaks_only_its_own_rows(storage: Storage) -> None:
+    class Only(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Any, config: Any, context: Any) -> Any:
+            return "ok"
+
+    def make_gone() -> uuid.UUID:
+        gone = type("Gone", (Workflow,), {"start": Only, "transitions": {Only: {"ok": Done}}})
+        return stored(storage, gone).id
+
+    gone_id = make_gone()
+    gc.collect()  # the class was only referenced here, so the registry forgets it
+    survivor = stored(storage)
+    with pytest.raises(UnknownWorkflowError) as caught:
+        storage.get(gone_id)
+    assert str(gone_id) in str(caught.value)
+    assert ids(storage.query()) == [survivor.id]
+    assert_same_instance(storage.get(survivor.id), survivor)
+
+
+def flows_now() -> datetime:
+    return datetime(2026, 11, 24, 12, 30, tzinfo=UTC)

@@ -1,0 +1,155 @@
+"""Properties of the engine over randomly generated valid workflows.
+
+Workflows are generated as series-parallel shapes: sequences, fan-outs that
+join, exclusive choices that merge, optionally with a branch that skips
+straight to the join/merge, and steps that wait for an event. For any such
+workflow and any choices and resume order:
+
+- the run terminates and completes;
+- no step runs twice;
+- exactly the steps on the taken path run (none is skipped);
+- every step runs after each of its predecessors that ran;
+- the history and the completed steps agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hephaestus_django import Async, Done, Status, Step, Workflow
+from hephaestus_django.core import engine
+from hephaestus_django.core.instance import Instance
+from tests.unit.test_engine import NOW, run_waves
+
+Shape = tuple[Any, ...]
+
+leaves = st.tuples(st.just("leaf"), st.booleans())
+
+
+def _composite(children: st.SearchStrategy[Shape]) -> st.SearchStrategy[Shape]:
+    several = st.lists(children, min_size=2, max_size=3)
+    return st.one_of(
+        st.tuples(st.just("seq"), st.lists(children, min_size=2, max_size=3)),
+        st.tuples(st.just("par"), several, st.booleans()),
+        st.tuples(st.just("choice"), several, st.booleans()),
+    )
+
+
+shapes = st.recursive(leaves, _composite, max_leaves=12)
+
+
+@dataclass
+class Built:
+    """A generated workflow and what the test needs to know about it."""
+
+    workflow: type[Workflow] = Workflow
+    runs: Counter[str] = field(default_factory=Counter)
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+
+
+def _step(built: Built, kind: str, events: tuple[str, ...], wait: bool = False) -> type[Step]:
+    name = f"{kind}{next(built.counter)}"
+
+    def execute(self: Step, instance: Instance, config: Any, context: Any) -> Any:
+        built.runs[name] += 1
+        if wait:
+            return Async()
+        return context.initial["choices"].get(self.step_key, events[0])
+
+    return type(name, (Step,), {"events": events, "execute": execute, "__module__": __name__})
+
+
+def _compile(
+    built: Built, shape: Shape, after: type[Step], transitions: dict[type[Step], Any]
+) -> type[Step]:
+    """Add the steps of ``shape``, leading to ``after``; return its entry step."""
+    kind = shape[0]
+    if kind == "leaf":
+        step = _step(built, "Leaf", ("ok",), wait=shape[1])
+        transitions[step] = {"ok": after}
+        return step
+    if kind == "seq":
+        entry = after
+        for part in reversed(shape[1]):
+            entry = _compile(built, part, entry, transitions)
+        return entry
+    closing = _step(built, "Join" if kind == "par" else "Merge", ("ok",))
+    transitions[closing] = {"ok": after}
+    entries = [_compile(built, branch, closing, transitions) for branch in shape[1]]
+    if shape[2]:
+        entries.append(closing)  # a branch that goes straight to the join/merge
+    if kind == "par":
+        opening = _step(built, "Split", ("ok",))
+        transitions[opening] = {"ok": entries}
+    else:
+        events = tuple(f"e{index}" for index in range(len(entries)))
+        opening = _step(built, "Choose", events)
+        transitions[opening] = dict(zip(events, entries, strict=True))
+    return opening
+
+
+def build(shape: Shape) -> Built:
+    built = Built()
+    transitions: dict[type[Step], Any] = {}
+    start = _compile(built, shape, Done, transitions)
+    built.workflow = type(
+        "Generated",
+        (Workflow,),
+        {"start": start, "transitions": transitions, "__module__": __name__},
+    )
+    return built
+
+
+def expected_steps(built: Built, instance: Instance) -> set[str]:
+    """The steps that must run, walking the graph along the choices taken."""
+    graph = built.workflow.graph
+    choices = instance.context.initial["choices"]
+    seen: set[type[Step]] = set()
+    frontier = [graph.start]
+    while frontier:
+        step = frontier.pop()
+        if step in seen:
+            continue
+        seen.add(step)
+        if step.terminal:
+            continue
+        event = choices.get(step.step_key, step.events[0])
+        frontier.extend(graph.transitions[(step, event)].targets)
+    return {step.__name__ for step in seen}
+
+
+@settings(max_examples=150, deadline=None)
+@given(shape=shapes, data=st.data())
+def test_every_generated_workflow_runs_to_completion_correctly(shape: Shape, data: Any) -> None:
+    built = build(shape)
+    graph = built.workflow.graph
+    choosers = [step for step in graph.order if len(step.events) > 1]
+    choices = {
+        step.step_key: data.draw(st.sampled_from(step.events), label=step.__name__)
+        for step in choosers
+    }
+    instance = run_waves(engine.start(engine.new_instance(built.workflow, {"choices": choices})))
+    for _round in range(len(graph.order) + 1):
+        if instance.status is not Status.WAITING:
+            break
+        waiting = graph.sorted(instance.waiting_steps)
+        chosen = data.draw(st.sampled_from(waiting), label="resume")
+        instance = run_waves(engine.resume(instance, "ok", now=NOW, step=chosen))
+
+    assert instance.status is Status.COMPLETED
+    ran = [entry.step for entry in instance.execution_history]
+    assert all(count == 1 for count in built.runs.values()), built.runs
+    assert len(ran) == len(set(ran)), "a step completed twice"
+    assert {step.__name__ for step in ran} == expected_steps(built, instance)
+    assert set(ran) == instance.completed_steps
+    position = {step: index for index, step in enumerate(ran)}
+    for step in ran:
+        for predecessor in graph.predecessors[step]:
+            if predecessor in position:
+                assert position[predecessor] < position[step], (predecessor, step)

@@ -1,0 +1,306 @@
+"""LocalRunner and the Workflow facade, on InMemoryStorage (no database)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from hephaestus_django import (
+    Done,
+    Event,
+    InstanceNotFound,
+    SerializationError,
+    Status,
+    Step,
+    Workflow,
+)
+from hephaestus_django.core.errors import BackendNotConfigured, EngineError, UnexpectedEventError
+from hephaestus_django.core.instance import Instance
+from hephaestus_django.runtime import InMemoryStorage, LocalRunner, configure
+from tests import flows
+
+
+class RecordingStorage(InMemoryStorage):
+    """Counts writes and remembers the status each one stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[Status] = []
+
+    def put(self, instance: Instance) -> None:
+        super().put(instance)
+        self.written.append(instance.status)
+
+
+@pytest.fixture
+def storage() -> Iterator[RecordingStorage]:
+    storage = RecordingStorage()
+    configure(storages={"default": storage}, runner=LocalRunner(max_workers=4))
+    yield storage
+    configure()
+
+
+def test_start_runs_to_the_end_and_persists_after_every_wave(storage: RecordingStorage) -> None:
+    instance_id = flows.IfElse.start({"script": {}})
+    instance = flows.IfElse.get(instance_id)
+    assert instance.status is Status.COMPLETED
+    # one write when started, then one per wave: Check, Approve, Merge, Done
+    assert storage.written == [Status.RUNNING] * 4 + [Status.COMPLETED]
+    assert instance.revision == 5
+
+
+def test_a_fan_out_wave_is_one_write(storage: RecordingStorage) -> None:
+    flows.FanOut.start({"script": {}})
+    # started, Split, [Pack, Charge, Notify] together, Join, Done
+    assert len(storage.written) == 5
+
+
+def test_fan_out_branches_run_concurrently() -> None:
+    barrier = threading.Barrier(3, timeout=30)
+
+    class Meet(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Any, config: Any, context: Any) -> Any:
+            barrier.wait()  # only passes if all three branches run at the same time
+            return "ok"
+
+    class MeetA(Meet):
+        pass
+
+    class MeetB(Meet):
+        pass
+
+    class MeetC(Meet):
+        pass
+
+    class Together(Workflow):
+        start = flows.Split
+        transitions = {
+            flows.Split: {"ok": [MeetA, MeetB, MeetC]},
+            MeetA: {"ok": flows.Join},
+            MeetB: {"ok": flows.Join},
+            MeetC: {"ok": flows.Join},
+            flows.Join: {"ok": Done},
+        }
+
+    storage = InMemoryStorage()
+    instance = LocalRunner(max_workers=3).start(Together, {}, storage=storage)
+    assert instance.status is Status.COMPLETED, instance.error
+
+
+def test_the_thread_pool_is_bounded() -> None:
+    running, peak, lock = [0], [0], threading.Lock()
+    release = threading.Event()
+
+    class Busy(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Any, config: Any, context: Any) -> Any:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                if running[0] == 2:
+                    release.set()
+            release.wait(timeout=30)
+            with lock:
+                running[0] -= 1
+            return "ok"
+
+    branches = [type(f"Busy{index}", (Busy,), {}) for index in range(4)]
+
+    class Wide(Workflow):
+        start = flows.Split
+        transitions = {
+            flows.Split: {"ok": branches},
+            **{branch: {"ok": flows.Join} for branch in branches},
+            flows.Join: {"ok": Done},
+        }
+
+    instance = LocalRunner(max_workers=2).start(Wide, {}, storage=InMemoryStorage())
+    assert instance.status is Status.COMPLETED
+    assert peak[0] == 2
+
+
+def test_failure_in_one_branch_is_recorded(storage: RecordingStorage) -> None:
+    instance_id = flows.FanOut.start({"script": {"charge": "fail"}})
+    instance = flows.FanOut.get(instance_id)
+    assert instance.status is Status.FAILED
+    assert instance.error is not None
+    assert (instance.error.step, instance.error.message) == (
+        flows.Charge,
+        "charge was told to fail",
+    )
+    assert {entry.step for entry in instance.execution_history} == {
+        flows.Split,
+        flows.Pack,
+        flows.Notify,
+    }
+
+
+def test_resume_from_another_runner_and_storage_handle(storage: RecordingStorage) -> None:
+    instance_id = flows.TwoWaits.start({"script": {}})
+    other_process = LocalRunner()
+    other_process.resume(instance_id, "paid", storage=storage)
+    instance = flows.TwoWaits.resume(instance_id, "signed", {"by": "Ada"})
+    assert instance.status is Status.COMPLETED
+    assert instance.context.result("signature") == {"by": "Ada"}
+    assert flows.executions(instance_id) == {"split": 1, "join": 1, "finish": 1}
+
+
+def test_racing_resumes_of_one_waiting_step_let_exactly_one_win() -> None:
+    storage = InMemoryStorage()
+    instance = LocalRunner().start(flows.TwoWaits, {"script": {}}, storage=storage)
+    outcomes: list[object] = []
+    start = threading.Barrier(2, timeout=30)
+
+    def resume() -> None:
+        start.wait()
+        try:
+            LocalRunner().resume(instance.id, "paid", storage=storage)
+            outcomes.append("ok")
+        except EngineError as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ok") == 1
+    (error,) = [outcome for outcome in outcomes if outcome != "ok"]
+    assert isinstance(error, UnexpectedEventError)
+    assert [e.event for e in storage.get(instance.id).execution_history] == ["ok", "paid"]
+
+
+def test_a_write_that_lost_a_race_is_reapplied_not_lost(caplog: pytest.LogCaptureFixture) -> None:
+    """Another process resumes one branch while this one runs the other branch's step."""
+    caplog.set_level(logging.INFO, logger="hephaestus_django.runner")
+    storage = InMemoryStorage()
+    runner = LocalRunner()
+
+    class Slow(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Any, config: Any, context: Any) -> Any:
+            # Meanwhile, "another process" delivers the payment to the waiting branch.
+            LocalRunner().resume(instance.id, "paid", storage=storage)
+            return "ok"
+
+    class Interleaved(Workflow):
+        start = flows.Split
+        transitions = {
+            flows.Split: {"ok": [flows.Payment, flows.Pack]},
+            flows.Pack: {"ok": Slow},
+            Slow: {"ok": flows.Join},
+            flows.Payment: {"paid": flows.Join},
+            flows.Join: {"ok": Done},
+        }
+
+    instance = runner.start(Interleaved, {"script": {}}, storage=storage)
+    stored = storage.get(instance.id)
+    assert stored.status is Status.COMPLETED, stored.error
+    assert [entry.step for entry in stored.execution_history] == [
+        flows.Split,
+        flows.Pack,
+        flows.Payment,
+        Slow,
+        flows.Join,
+        Done,
+    ]
+    assert flows.executions(instance.id) == {"split": 1, "pack": 1, "join": 1}
+    assert "re-applying to a fresh read" in caplog.text
+
+
+def test_timers_fire_from_storage_when_due() -> None:
+    now = [datetime(2026, 11, 24, 12, 0, tzinfo=UTC)]
+    storage = InMemoryStorage()
+    runner = LocalRunner(clock=lambda: now[0])
+    instance = runner.start(flows.Timed, {"script": {}}, storage=storage)
+    assert instance.status is Status.WAITING
+    assert runner.fire_due_timers(storage=storage) == []
+    now[0] += timedelta(minutes=5)
+    restarted = LocalRunner(clock=lambda: now[0])  # a new process after a restart
+    (fired,) = restarted.fire_due_timers(storage=storage)
+    assert fired.status is Status.COMPLETED
+    assert restarted.fire_due_timers(storage=storage) == []
+
+
+def test_an_unstorable_step_result_fails_that_step(storage: RecordingStorage) -> None:
+    class Leaky(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Any, config: Any, context: Any) -> Any:
+            return Event("ok", updates={"handle": object()})
+
+    class Leaking(Workflow):
+        start = Leaky
+        transitions = {Leaky: {"ok": Done}}
+
+    instance = Leaking.get(Leaking.start())
+    assert instance.status is Status.FAILED
+    assert instance.error is not None
+    assert instance.error.error_type == "hephaestus_django.core.errors.SerializationError"
+    assert "context.steps.leaky.handle" in instance.error.message
+
+
+def test_an_unstorable_context_writes_nothing(storage: RecordingStorage) -> None:
+    with pytest.raises(SerializationError, match=r"context\.initial\.when"):
+        flows.IfElse.start({"when": object()})
+    assert storage.written == []
+    assert len(storage) == 0
+
+
+def test_retry_through_the_facade(storage: RecordingStorage) -> None:
+    attempts: list[int] = []
+
+    class Flaky(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Any, config: Any, context: Any) -> Any:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise TimeoutError("carrier API timed out")
+            return "ok"
+
+    class Shipping(Workflow):
+        start = Flaky
+        transitions = {Flaky: {"ok": Done}}
+
+    instance_id = Shipping.start()
+    assert Shipping.get(instance_id).status is Status.FAILED
+    assert Shipping.retry(instance_id).status is Status.COMPLETED
+
+
+def test_facade_get_and_list_are_scoped_to_the_workflow(storage: RecordingStorage) -> None:
+    if_else = flows.IfElse.start({"script": {}})
+    two_waits = flows.TwoWaits.start({"script": {}})
+    with pytest.raises(InstanceNotFound, match="instance of TwoWaits, not IfElse"):
+        flows.IfElse.get(two_waits)
+    with pytest.raises(InstanceNotFound):
+        flows.IfElse.resume(two_waits, "paid")
+    assert [i.id for i in flows.IfElse.list()] == [if_else]
+    assert [i.id for i in Workflow.list()] == [if_else, two_waits]
+    assert [i.id for i in Workflow.list(status="waiting")] == [two_waits]
+    assert Workflow.get(two_waits).workflow is flows.TwoWaits
+
+
+def test_start_with_a_chosen_id(storage: RecordingStorage) -> None:
+    chosen = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+    assert str(flows.IfElse.start({"script": {}}, id=chosen)) == chosen
+
+
+def test_storage_can_be_passed_as_an_object() -> None:
+    storage = InMemoryStorage()
+    instance_id = flows.IfElse.start({"script": {}}, storage=storage)
+    assert flows.IfElse.get(instance_id, storage=storage).status is Status.COMPLETED
+
+
+def test_an_unknown_storage_alias_is_a_clear_error(storage: RecordingStorage) -> None:
+    with pytest.raises(BackendNotConfigured, match="no storage named 'tenant_b'"):
+        flows.IfElse.start({}, storage="tenant_b")
