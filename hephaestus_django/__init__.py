@@ -42,6 +42,9 @@ _EXPORTS = {
     "Workflow": "hephaestus_django.runtime.workflow",
     "InMemoryStorage": "hephaestus_django.runtime.memory",
     "LocalRunner": "hephaestus_django.runtime.runner",
+    # Django integration (importing these needs configured Django settings)
+    "storages": "hephaestus_django.conf",
+    "DjangoStorage": "hephaestus_django.storage",
 }
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "Context",
     "CorruptInstanceError",
     "Debug",
+    "DjangoStorage",
     "Done",
     "EngineError",
     "Event",
@@ -69,6 +73,7 @@ __all__ = [
     "Workflow",
     "WorkflowDefinitionError",
     "__version__",
+    "storages",
 ]
 
 
@@ -86,6 +91,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from hephaestus_django.conf import storages
     from hephaestus_django.core.errors import (
         CorruptInstanceError,
         EngineError,
@@ -104,3 +110,4 @@ if TYPE_CHECKING:
     from hephaestus_django.runtime.memory import InMemoryStorage
     from hephaestus_django.runtime.runner import LocalRunner
     from hephaestus_django.runtime.workflow import Workflow
+    from hephaestus_django.storage import DjangoStorage

@@ -134,3 +134,14 @@ def coerce_instance_id(value: object) -> UUID:
         except ValueError:
             pass
     raise InvalidInstanceError(f"an instance id must be a UUID, not {value!r}")
+
+
+def instance_key(value: object) -> UUID | None:
+    """The UUID ``value`` denotes, or None when it cannot be an instance id.
+
+    Storages look ids up with it: a malformed id simply matches nothing.
+    """
+    try:
+        return coerce_instance_id(value)
+    except InvalidInstanceError:
+        return None

@@ -18,13 +18,14 @@ resolved through the registries only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
-from hephaestus_django.core.errors import CorruptInstanceError
+from hephaestus_django.core.errors import CorruptInstanceError, UnknownWorkflowError
 from hephaestus_django.core.graph import StepClass, WorkflowGraph
 from hephaestus_django.core.instance import Context, Failure, HistoryEntry, Instance, Waiting
 from hephaestus_django.core.status import Status
@@ -32,6 +33,8 @@ from hephaestus_django.core.workflow import workflow_registry
 from hephaestus_django.runtime import codec
 
 T = TypeVar("T")
+
+logger = logging.getLogger("hephaestus_django.storage")
 
 STATE_KEYS = (
     "current_step",
@@ -111,6 +114,21 @@ def _entry_document(entry: HistoryEntry) -> dict[str, Any]:
         "metadata_updates": entry.metadata_updates,
         "next_steps": [step.path() for step in entry.next_steps],
     }
+
+
+def decode_rows(rows: Iterable[StoredRow]) -> list[Instance]:
+    """Decode rows for a query result, leaving out (and logging) any that cannot be decoded.
+
+    One corrupt row, or one whose workflow is no longer defined, must not hide
+    the others; ``get`` on its id raises the error instead.
+    """
+    instances = []
+    for row in rows:
+        try:
+            instances.append(from_row(row))
+        except (CorruptInstanceError, UnknownWorkflowError) as error:
+            logger.error("left workflow instance %s out of query results: %s", row.id, error)
+    return instances
 
 
 def from_row(row: StoredRow) -> Instance:

@@ -9,7 +9,6 @@ share nothing with the caller's. It passes the same contract suite as
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,19 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from hephaestus_django.core.errors import (
-    CorruptInstanceError,
-    InstanceNotFound,
-    InvalidInstanceError,
-    StaleInstanceError,
-    UnknownWorkflowError,
-)
-from hephaestus_django.core.instance import Instance, coerce_instance_id
+from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
+from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.runtime import codec
-from hephaestus_django.runtime.document import StoredRow, from_row, to_row
+from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
 from hephaestus_django.runtime.filters import parse_filters
-
-logger = logging.getLogger("hephaestus_django.storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +42,7 @@ class InMemoryStorage:
         self._clock = clock
 
     def get(self, instance_id: UUID | str) -> Instance:
-        key = _key(instance_id)
+        key = instance_key(instance_id)
         record = self._records.get(key) if key is not None else None
         if record is None:
             raise InstanceNotFound(instance_id)
@@ -80,9 +71,11 @@ class InMemoryStorage:
         instance.workflow_version = row.workflow_version
 
     def delete(self, instance_id: UUID | str) -> None:
-        key = _key(instance_id)
+        key = instance_key(instance_id)
+        if key is None:
+            return
         with self._lock:
-            self._records.pop(key, None)  # type: ignore[arg-type]
+            self._records.pop(key, None)
 
     def query(self, *, limit: int | None = None, **filters: Any) -> list[Instance]:
         parsed = parse_filters(filters, limit=limit)
@@ -105,7 +98,7 @@ class InMemoryStorage:
         )
         if parsed.limit is not None:
             matching = matching[: parsed.limit]
-        return decode_all(
+        return decode_rows(
             replace(record.row, state=codec.loads(record.text)) for record in matching
         )
 
@@ -116,21 +109,3 @@ class InMemoryStorage:
 
     def __len__(self) -> int:
         return len(self._records)
-
-
-def decode_all(rows: Any) -> list[Instance]:
-    """Decode rows, leaving out (and logging) any that cannot be decoded."""
-    instances = []
-    for row in rows:
-        try:
-            instances.append(from_row(row))
-        except (CorruptInstanceError, UnknownWorkflowError) as error:
-            logger.error("skipping workflow instance %s in query results: %s", row.id, error)
-    return instances
-
-
-def _key(instance_id: object) -> UUID | None:
-    try:
-        return coerce_instance_id(instance_id)
-    except InvalidInstanceError:
-        return None

@@ -286,7 +286,7 @@ class LocalRunner:
 def _check_storable(step: StepClass, outcome: Event) -> None:
     """Refuse a result that could not be stored, as that step's failure, not a failed write."""
     if outcome.updates is not None:
-        codec.encode(outcome.updates, path=f"context.steps.{step.step_key}")
+        codec.encode(outcome.updates, path=codec.format_path("context.steps", step.step_key))
     if outcome.metadata is not None:
         codec.encode(outcome.metadata, path="runtime_metadata")
 

@@ -10,7 +10,16 @@ from hephaestus_django.runtime import InMemoryStorage
 from hephaestus_django.runtime.storage import Storage
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("postgresql", marks=pytest.mark.django_db),
+    ]
+)
 def storage(request: pytest.FixtureRequest) -> Iterator[Storage]:
     if request.param == "memory":
         yield InMemoryStorage()
+    else:
+        from hephaestus_django.storage import DjangoStorage
+
+        yield DjangoStorage(using="default")

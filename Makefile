@@ -1,0 +1,57 @@
+# Developer commands. `make test` works from a fresh clone with only python3 (>= 3.11) and make:
+# it creates .venv, installs the package with its dev extras (again only when pyproject.toml
+# changes), then runs lint, format check, type check and the test-suite, stopping at the first
+# failure. Tests use $DATABASE_URL when set, else an embedded PostgreSQL in .pgdata/tests.
+#
+#   make test PYTHON=python3.13           build the venv with another interpreter
+#   make test PYTEST_ARGS="-k storage -x"  pass extra arguments to pytest
+
+PYTHON ?= python3
+VENV ?= .venv
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PGDATA_TESTS := .pgdata/tests
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.DEFAULT_GOAL := test
+.PHONY: test lint typecheck clean pg-stop
+
+test: $(STAMP)
+	$(BIN)/ruff check --quiet .
+	$(BIN)/ruff format --check --quiet .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Stop the embedded test server (a no-op if it isn't running). Without a venv, signal it directly:
+# SIGINT is PostgreSQL's "fast shutdown".
+pg-stop:
+	@if [ -x $(BIN)/python ] && [ -f $(STAMP) ]; then \
+		$(BIN)/python -c 'import sys; from hephaestus_django.testing.embedded import stop_server; stop_server(sys.argv[1])' $(PGDATA_TESTS); \
+	elif [ -f $(PGDATA_TESTS)/pgdata/postmaster.pid ]; then \
+		kill -INT "$$(head -n 1 $(PGDATA_TESTS)/pgdata/postmaster.pid)" 2>/dev/null || true; \
+	fi
+
+# Removes the venv and caches; keeps the embedded server's data (.pgdata), which is reused.
+clean: pg-stop
+	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
+	find . -path ./.pgdata -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+# Later: `demo` and `bench` targets go here.
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found; install Python >= 3.11 or run: make PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.version_info >= (3, 11) or sys.exit("error: $(PYTHON) is Python %s; hephaestus-django needs >= 3.11. Run: make PYTHON=/path/to/python3.11" % sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	@touch $@

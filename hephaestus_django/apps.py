@@ -1,0 +1,22 @@
+"""The Django app: checks, backends for the ``Workflow`` facade, workflow autodiscovery."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class HephaestusConfig(AppConfig):
+    name = "hephaestus_django"
+    label = "hephaestus_django"
+    verbose_name = "Workflows"
+
+    def ready(self) -> None:
+        from hephaestus_django import checks  # noqa: F401  (registers the system checks)
+        from hephaestus_django.conf import DjangoBackends
+        from hephaestus_django.runtime.config import backends
+
+        backends.install_provider(DjangoBackends())
+        # Like admin.autodiscover(): every installed app's workflows.py is imported,
+        # so the registry knows each workflow before a stored row names it.
+        autodiscover_modules("workflows")

@@ -1,0 +1,212 @@
+"""System checks for ``settings.HEPHAESTUS`` and the database it stores in.
+
+Run by ``manage.py check`` (and before ``migrate``/``runserver``), so a
+misconfiguration is reported with an id and a hint at deploy time, not at the
+first request. A check never raises: whatever is wrong becomes a message.
+
+=========================  ===============================================================
+``hephaestus.E001``        ``HEPHAESTUS`` is not a dict
+``hephaestus.E002``        an unknown key in ``HEPHAESTUS`` or in a backend entry
+``hephaestus.E003``        ``STORAGES`` is not a dict of entries, or an entry is not a dict
+``hephaestus.E004``        a backend entry has no ``BACKEND``
+``hephaestus.E005``        a ``BACKEND`` cannot be imported
+``hephaestus.E006``        the ``OPTIONS`` do not suit the backend
+``hephaestus.E007``        the backend is not a storage (or runner)
+``hephaestus.E008``        a ``DjangoStorage`` names a database alias that does not exist
+``hephaestus.E009``        a ``DjangoStorage`` database is not PostgreSQL
+``hephaestus.E010``        ``django.contrib.postgres`` is not in ``INSTALLED_APPS``
+``hephaestus.W001``        no storage is named ``"default"`` (``Workflow.start()`` uses it)
+=========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+from django.db import connections
+
+from hephaestus_django.conf import (
+    BACKEND_KEYS,
+    DEFAULT_RUNNER_BACKEND,
+    DEFAULT_STORAGE_BACKEND,
+    DOCS,
+    SETTING,
+    TOP_LEVEL_KEYS,
+    InvalidBackendError,
+    build_backend,
+    runner_settings,
+    storage_settings,
+)
+
+TAG = "hephaestus"
+
+
+def _error(number: int, msg: str, hint: str, obj: str) -> Error:
+    return Error(msg, hint=hint, obj=obj, id=f"hephaestus.E{number:03d}")
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"Did you mean {close[0]!r}? " if close else ""
+
+
+def _unknown_keys(given: Mapping[Any, Any], known: tuple[str, ...], where: str) -> list[Error]:
+    return [
+        _error(
+            2,
+            f"{where} has an unknown key {key!r}.",
+            f"{_did_you_mean(str(key), known)}The keys are {', '.join(known)}. {DOCS}",
+            where,
+        )
+        for key in given
+        if key not in known
+    ]
+
+
+@register(TAG)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Check ``settings.HEPHAESTUS`` and every backend it names."""
+    raw = getattr(settings, SETTING, {})
+    if not isinstance(raw, Mapping):
+        return [
+            _error(
+                1,
+                f"settings.{SETTING} must be a dict, not {type(raw).__name__}.",
+                f"Use {{'STORAGES': {{...}}, 'RUNNER': {{...}}}} or leave it out. {DOCS}",
+                f"settings.{SETTING}",
+            )
+        ]
+    messages: list[CheckMessage] = list(_unknown_keys(raw, TOP_LEVEL_KEYS, f"settings.{SETTING}"))
+    messages += _check_storages(raw.get("STORAGES"))
+    runner = raw.get("RUNNER")
+    messages += _check_backend(
+        runner_settings() if runner is None else runner,
+        f"settings.{SETTING}['RUNNER']",
+        "runner",
+        ("start", "resume", "retry", "fire_due_timers"),
+        DEFAULT_RUNNER_BACKEND,
+    )[0]
+    return messages
+
+
+@register(TAG)
+def check_postgres_app(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The GIN index on ``state`` needs ``django.contrib.postgres`` (Django 6 enforces it)."""
+    if apps.is_installed("django.contrib.postgres"):
+        return []
+    return [
+        _error(
+            10,
+            "'django.contrib.postgres' is not in INSTALLED_APPS.",
+            "Add 'django.contrib.postgres' to INSTALLED_APPS: the workflow_instances table has "
+            "a GIN index on its JSONB state, and containment queries (state__contains) need it.",
+            "settings.INSTALLED_APPS",
+        )
+    ]
+
+
+def _check_storages(configured: object) -> list[CheckMessage]:
+    where = f"settings.{SETTING}['STORAGES']"
+    if configured is not None and not isinstance(configured, Mapping):
+        return [
+            _error(
+                3,
+                f"{where} must be a dict of alias -> {{'BACKEND': ..., 'OPTIONS': ...}}, "
+                f"not {type(configured).__name__}.",
+                DOCS,
+                where,
+            )
+        ]
+    entries = storage_settings()
+    messages: list[CheckMessage] = []
+    for alias, entry in entries.items():
+        entry_where = f"{where}[{alias!r}]"
+        found, storage = _check_backend(
+            entry,
+            entry_where,
+            "storage",
+            ("get", "put", "delete", "query"),
+            DEFAULT_STORAGE_BACKEND,
+        )
+        messages += found
+        if storage is not None:
+            messages += _check_database(storage, entry_where)
+    if "default" not in entries:
+        messages.append(
+            Warning(
+                f"{where} has no 'default' storage.",
+                hint="Workflow.start(), resume(), get() and list() use storage='default' unless "
+                "told otherwise; name one storage 'default' or always pass storage=.",
+                obj=where,
+                id="hephaestus.W001",
+            )
+        )
+    return messages
+
+
+def _check_backend(
+    entry: object, where: str, kind: str, verbs: tuple[str, ...], example: str
+) -> tuple[list[CheckMessage], Any]:
+    """Messages for one backend entry, and the backend when it could be built."""
+    messages: list[CheckMessage] = []
+    if isinstance(entry, Mapping):
+        messages += _unknown_keys(entry, BACKEND_KEYS, where)
+    try:
+        backend = build_backend(entry, where, InvalidBackendError, example)
+    except InvalidBackendError as error:
+        return [*messages, Error(str(error), hint=error.hint, obj=where, id=error.check_id)], None
+    except Exception as error:  # a backend's own __init__ failed: report it, never crash
+        return [*messages, _error(6, f"{where}: building it raised {error!r}.", DOCS, where)], None
+    missing = [verb for verb in verbs if not callable(getattr(backend, verb, None))]
+    if missing:
+        messages.append(
+            _error(
+                7,
+                f"{where}['BACKEND'] {backend!r} is not a {kind}: it has no {', '.join(missing)}.",
+                f"A {kind} backend implements {', '.join(verbs)}. {DOCS}",
+                where,
+            )
+        )
+        return messages, None
+    return messages, backend
+
+
+def _check_database(storage: Any, where: str) -> list[CheckMessage]:
+    from hephaestus_django.storage import DjangoStorage
+
+    if not isinstance(storage, DjangoStorage):
+        return []
+    alias = storage.using
+    if alias not in settings.DATABASES:
+        known = ", ".join(repr(name) for name in settings.DATABASES) or "none"
+        return [
+            _error(
+                8,
+                f"{where} stores in database {alias!r}, which is not in settings.DATABASES "
+                f"(databases: {known}).",
+                f"{_did_you_mean(alias, settings.DATABASES)}Set OPTIONS={{'using': <alias>}} "
+                f"to one of settings.DATABASES.",
+                where,
+            )
+        ]
+    try:
+        vendor = connections[alias].vendor
+    except Exception as error:  # the engine itself does not load: report it
+        vendor = f"unloadable engine ({error})"
+    if vendor != "postgresql":
+        engine = settings.DATABASES[alias].get("ENGINE", "?")
+        return [
+            _error(
+                9,
+                f"{where} stores in database {alias!r}, whose engine {engine!r} is not PostgreSQL.",
+                "hephaestus-django stores instances as JSONB with a GIN index and needs "
+                "PostgreSQL 14+ ('django.db.backends.postgresql').",
+                where,
+            )
+        ]
+    return []

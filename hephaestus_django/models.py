@@ -1,0 +1,129 @@
+"""The ``workflow_instances`` table, for the ORM, migrations and the admin.
+
+Storage goes through :class:`~hephaestus_django.storage.DjangoStorage`; this
+model is how the same rows are reached with the ORM: filter on columns, or on
+values inside the JSONB ``state`` with ``state__contains`` (answered through the
+GIN index), and turn rows back into engine instances with ``to_instance()``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models.functions import Cast, Now
+
+from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.status import Status
+from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
+from hephaestus_django.runtime.filters import status_value, workflow_name
+from hephaestus_django.serialization import HephaestusJSONDecoder, HephaestusJSONEncoder
+
+
+class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
+    """Verbs for the questions people ask of instances."""
+
+    def with_status(self, *statuses: Status | str) -> WorkflowInstanceQuerySet:
+        return self.filter(status__in=[status_value(status) for status in statuses])
+
+    def running(self) -> WorkflowInstanceQuerySet:
+        return self.with_status(Status.RUNNING)
+
+    def waiting(self) -> WorkflowInstanceQuerySet:
+        return self.with_status(Status.WAITING)
+
+    def completed(self) -> WorkflowInstanceQuerySet:
+        return self.with_status(Status.COMPLETED)
+
+    def failed(self) -> WorkflowInstanceQuerySet:
+        return self.with_status(Status.FAILED)
+
+    def of_workflow(self, workflow: type | str) -> WorkflowInstanceQuerySet:
+        """Instances of one workflow, given as its class or dotted path."""
+        return self.filter(workflow=workflow_name(workflow, "workflow"))
+
+    def with_context(
+        self, values: Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> WorkflowInstanceQuerySet:
+        """Instances whose initial context contains these values (``state @> ...``).
+
+        ``with_context(order_id=123)`` or ``with_context({"customer": {"tier": "gold"}})``.
+        Values are encoded like stored ones, so dates, Decimals and UUIDs match too.
+        """
+        wanted = {**(values or {}), **fields}
+        return self.filter(state__contains={"context": {"initial": wanted}})
+
+    def to_instances(self) -> list[Instance]:
+        """Decode the rows into engine instances; undecodable rows are left out and logged."""
+        rows = self.defer("state").annotate(state_json=Cast("state", models.TextField()))
+        return decode_rows(row.stored_row(codec.loads(row.state_json)) for row in rows)
+
+
+class WorkflowInstance(models.Model):
+    """One workflow instance: its columns, and the rest of it as JSONB in ``state``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workflow = models.CharField(max_length=255, help_text="The workflow class's dotted path.")
+    status = models.CharField(max_length=16, choices=[(s.value, s.value) for s in Status])
+    workflow_version = models.IntegerField(default=1, db_default=1)
+    state = models.JSONField(encoder=HephaestusJSONEncoder, decoder=HephaestusJSONDecoder)
+    revision = models.IntegerField(
+        default=1, db_default=1, help_text="Bumped by every write; stale writes are refused."
+    )
+    inserted_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    objects = WorkflowInstanceQuerySet.as_manager()
+
+    class Meta:
+        db_table = "workflow_instances"
+        verbose_name = "workflow instance"
+        indexes = [
+            GinIndex(
+                fields=["state"], name="idx_workflow_instances_state", opclasses=["jsonb_path_ops"]
+            ),
+            models.Index(fields=["status"], name="idx_workflow_instances_status"),
+            # pattern ops: the same index answers workflow = %s and the LIKE of workflow_family
+            models.Index(
+                fields=["workflow"],
+                name="idx_workflow_instances_wf",
+                opclasses=["varchar_pattern_ops"],
+            ),
+            models.Index(
+                fields=["workflow", "workflow_version"], name="idx_workflow_instances_wf_ver"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=[status.value for status in Status]),
+                name="workflow_instances_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(workflow_version__gte=1),
+                name="workflow_instances_version_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow.rsplit('.', 1)[-1]} {self.id} ({self.status})"
+
+    def stored_row(self, state: codec.JSON | None = None) -> StoredRow:
+        """The row as storage backends see it: columns plus the state in its JSON form."""
+        return StoredRow(
+            id=self.id,
+            workflow=self.workflow,
+            status=self.status,
+            workflow_version=self.workflow_version,
+            state=codec.encode(self.state, instance_id=self.id) if state is None else state,
+            revision=self.revision,
+            inserted_at=self.inserted_at,
+            updated_at=self.updated_at,
+        )
+
+    def to_instance(self) -> Instance:
+        """The engine instance this row stores; ``CorruptInstanceError`` if it does not decode."""
+        return from_row(self.stored_row())

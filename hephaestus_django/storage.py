@@ -1,0 +1,164 @@
+"""``DjangoStorage``: workflow instances in the ``workflow_instances`` table.
+
+Each operation is exactly one SQL statement on the database alias ``using``,
+so it takes part in the caller's transaction (``transaction.atomic(using=...)``)
+and costs one round trip:
+
+- ``get``: ``SELECT ... WHERE id = %s``
+- ``put``: ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE revision = %s
+  RETURNING ...``; no row back means another writer got there first, which
+  is :class:`StaleInstanceError`. ``workflow_version`` and ``inserted_at``
+  are left out of the update, so they never change.
+- ``delete``: ``DELETE ... WHERE id = %s``
+- ``query``: ``SELECT ... WHERE <filters> ORDER BY inserted_at, id LIMIT %s``
+
+The state is sent and read as JSON text produced by the codec, so what comes
+back is decoded with the same rules as every other backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from django.db import connections
+
+from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
+from hephaestus_django.core.instance import Instance, instance_key
+from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
+from hephaestus_django.runtime.filters import QueryFilters, parse_filters
+
+TABLE = "workflow_instances"
+COLUMNS = "id, workflow, status, workflow_version, state::text, revision, inserted_at, updated_at"
+
+SELECT_ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s"
+DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
+# clock_timestamp(), not now(): several puts in one transaction keep their order.
+UPSERT = f"""
+INSERT INTO {TABLE} AS stored
+    (id, workflow, status, workflow_version, state, revision, inserted_at, updated_at)
+VALUES (%s, %s, %s, %s, %s::jsonb, %s + 1, clock_timestamp(), clock_timestamp())
+ON CONFLICT (id) DO UPDATE SET
+    workflow = EXCLUDED.workflow,
+    status = EXCLUDED.status,
+    state = EXCLUDED.state,
+    revision = stored.revision + 1,
+    updated_at = EXCLUDED.updated_at
+WHERE stored.revision = %s
+RETURNING revision, workflow_version, inserted_at, updated_at
+"""
+
+
+class DjangoStorage:
+    """The storage contract on a Django database alias (PostgreSQL only)."""
+
+    def __init__(self, *, using: str = "default", alias: str | None = None) -> None:
+        if not isinstance(using, str) or not using:
+            raise ValueError(f"using must be a database alias, not {using!r}")
+        self.using = using
+        self.alias = alias
+
+    def __repr__(self) -> str:
+        return f"DjangoStorage(using={self.using!r})"
+
+    def get(self, instance_id: UUID | str) -> Instance:
+        key = instance_key(instance_id)
+        if key is None:
+            raise InstanceNotFound(instance_id)
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(SELECT_ONE, [key])
+            found = cursor.fetchone()
+        if found is None:
+            raise InstanceNotFound(instance_id)
+        return from_row(_stored_row(found))
+
+    def put(self, instance: Instance) -> None:
+        row = to_row(instance)
+        params = [
+            row.id,
+            row.workflow,
+            row.status,
+            row.workflow_version,
+            codec.dumps(row.state),
+            row.revision,
+            row.revision,
+        ]
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(UPSERT, params)
+            written = cursor.fetchone()
+        if written is None:
+            raise StaleInstanceError(instance.id, instance.revision)
+        revision, version, inserted_at, updated_at = written
+        instance.revision = revision
+        instance.workflow_version = version
+        instance.inserted_at = inserted_at
+        instance.updated_at = updated_at
+
+    def delete(self, instance_id: UUID | str) -> None:
+        key = instance_key(instance_id)
+        if key is None:
+            return
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(DELETE, [key])
+
+    def query(self, *, limit: int | None = None, **filters: Any) -> list[Instance]:
+        parsed = parse_filters(filters, limit=limit)
+        if parsed.matches_nothing or parsed.limit == 0:
+            return []
+        where, params = where_clause(parsed)
+        sql = f"SELECT {COLUMNS} FROM {TABLE}{where} ORDER BY inserted_at, id"
+        if parsed.limit is not None:
+            sql += " LIMIT %s"
+            params.append(parsed.limit)
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql, params)
+            found = cursor.fetchall()
+        return decode_rows(_stored_row(values) for values in found)
+
+
+def where_clause(filters: QueryFilters) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause and its parameters for parsed query filters."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if filters.id is not None:
+        conditions.append("id = %s")
+        params.append(filters.id)
+    if filters.statuses is not None:
+        conditions.append("status = ANY(%s)")
+        params.append(sorted(filters.statuses))
+    if filters.workflow is not None:
+        conditions.append("workflow = %s")
+        params.append(filters.workflow)
+    if filters.workflow_version is not None:
+        conditions.append("workflow_version = %s")
+        params.append(filters.workflow_version)
+    if filters.workflow_family is not None:
+        family = filters.workflow_family
+        if family.endswith("."):
+            conditions.append("workflow LIKE %s")
+            params.append(like_prefix(family))
+        else:
+            conditions.append("(workflow = %s OR workflow LIKE %s)")
+            params.extend([family, like_prefix(family + ".")])
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching strings that start with ``prefix`` taken literally."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _stored_row(values: Any) -> StoredRow:
+    instance_id, workflow, status, version, state, revision, inserted_at, updated_at = values
+    return StoredRow(
+        id=instance_id,
+        workflow=workflow,
+        status=status,
+        workflow_version=version,
+        state=codec.loads(state),
+        revision=revision,
+        inserted_at=inserted_at,
+        updated_at=updated_at,
+    )

@@ -1,0 +1,1 @@
+"""A minimal installed app whose ``workflows`` module the app must autodiscover."""

@@ -1,0 +1,745 @@
+"""The codec keeps the storage promise: equal and same-typed back, or refused with a path.
+
+No database here: PostgreSQL's way of printing jsonb numbers is simulated by
+``postgres_reprint`` (a real-PostgreSQL round trip lives with the storage tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import zoneinfo
+from collections import OrderedDict
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from decimal import Decimal, InvalidOperation, localcontext
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import Any, NamedTuple
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hephaestus_django.core.errors import CorruptInstanceError, SerializationError
+from hephaestus_django.runtime.codec import TYPE_KEY, decode, dumps, encode, format_path, loads
+from hephaestus_django.serialization import HephaestusJSONDecoder, HephaestusJSONEncoder
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def assert_same(
+    expected: Any, actual: Any, where: str = "value", *, zero_sign: bool = True
+) -> None:
+    """Assert equal values whose every nested value also has exactly the same type."""
+    assert type(actual) is type(expected), f"{where}: {type(actual)} is not {type(expected)}"
+    kind = type(expected)
+    if kind is dict:
+        assert actual.keys() == expected.keys(), where
+        for key, item in expected.items():
+            assert_same(item, actual[key], format_path(where, key), zero_sign=zero_sign)
+    elif kind in (list, tuple):
+        assert len(actual) == len(expected), where
+        for index, (item, other) in enumerate(zip(expected, actual, strict=True)):
+            assert_same(item, other, format_path(where, index), zero_sign=zero_sign)
+    elif kind in (set, frozenset):
+        assert len(actual) == len(expected), where
+        for item in expected:
+            matches = [other for other in actual if other == item]
+            assert len(matches) == 1, f"{where}: {item!r} not found once in {actual!r}"
+            assert_same(item, matches[0], f"{where} element", zero_sign=zero_sign)
+    elif kind is float:
+        assert actual == expected, where
+        if zero_sign:
+            assert math.copysign(1.0, actual) == math.copysign(1.0, expected), where
+    elif kind is Decimal:
+        assert str(actual) == str(expected), where  # exact: digits, exponent, sign, NaN forms
+    elif kind in (datetime, time):
+        assert actual == expected, where
+        assert actual.replace(tzinfo=None) == expected.replace(tzinfo=None), where  # wall clock
+        assert type(actual.tzinfo) is type(expected.tzinfo), where
+        if type(expected.tzinfo) is ZoneInfo:
+            assert actual.tzinfo.key == expected.tzinfo.key, where
+        assert actual.utcoffset() == expected.utcoffset(), where
+    else:
+        assert actual == expected, where
+
+
+def postgres_reprint(text: str) -> str:
+    """Print JSON text the way PostgreSQL prints it back from a jsonb column.
+
+    jsonb keeps numbers as numeric: no exponent, the scale as written, no negative zero.
+    Object keys come back ordered by length, then bytes.
+    """
+
+    def show(value: Any) -> str:
+        if type(value) is Decimal:
+            if value.is_zero():
+                value = value.copy_abs()
+            return format(value, "f")
+        if type(value) is dict:
+            items = sorted(value.items(), key=lambda kv: (len(kv[0].encode()), kv[0].encode()))
+            return "{" + ", ".join(f"{json.dumps(k)}: {show(v)}" for k, v in items) + "}"
+        if type(value) is list:
+            return "[" + ", ".join(show(v) for v in value) + "]"
+        return json.dumps(value)
+
+    return show(json.loads(text, parse_float=Decimal))
+
+
+# --------------------------------------------------------------------------------------------
+# Strategies
+
+texts = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"))
+keys = texts | st.sampled_from([TYPE_KEY, "value", "order id", "", "é"])
+ints = st.integers() | st.integers(min_value=-(10**400), max_value=10**400)
+floats = st.floats(allow_nan=False, allow_infinity=False)
+# Offsets with a fraction of a second are refused (see test_refused_values_name_their_path).
+fixed_offsets = st.integers(min_value=-86399, max_value=86399).map(
+    lambda seconds: timezone(timedelta(seconds=seconds))
+)
+tzinfos = st.none() | st.just(UTC) | fixed_offsets | st.timezones()
+# Aware datetimes at the very ends of the range cannot be hashed (their UTC form overflows),
+# so sets get a narrower range.
+safe_datetimes = st.datetimes(
+    min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31), timezones=tzinfos
+)
+decimals = st.decimals(allow_nan=False)
+
+hashable_scalars = (
+    st.none()
+    | st.booleans()
+    | ints
+    | floats
+    | texts
+    | safe_datetimes
+    | st.dates()
+    | st.times(timezones=tzinfos)
+    | st.timedeltas()
+    | decimals
+    | st.uuids()
+    | st.binary()
+)
+scalars = hashable_scalars | st.datetimes(timezones=tzinfos)
+hashables = st.recursive(
+    hashable_scalars,
+    lambda inner: st.lists(inner, max_size=3).map(tuple) | st.frozensets(inner, max_size=3),
+    max_leaves=6,
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(keys, inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.sets(hashables, max_size=3)
+        | st.frozensets(hashables, max_size=3)
+    ),
+    max_leaves=20,
+)
+json_native = st.recursive(
+    st.none() | st.booleans() | ints | floats | texts,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(texts.filter(lambda key: key != TYPE_KEY), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Round trips
+
+
+@given(values)
+def test_round_trip_keeps_values_and_types(value: Any) -> None:
+    text = dumps(encode(value))
+    assert_same(value, decode(loads(text)))
+    assert_same(value, decode(loads(text.encode("utf-8"))))
+
+
+@given(values)
+def test_round_trip_through_json_encoder_and_decoder_classes(value: Any) -> None:
+    text = json.dumps(value, cls=HephaestusJSONEncoder)
+    assert text == dumps(encode(value))
+    assert_same(value, json.loads(text, cls=HephaestusJSONDecoder))
+    assert_same(value, json.loads(text.encode("utf-8"), cls=HephaestusJSONDecoder))
+
+
+@given(values)
+def test_round_trip_survives_postgresql_number_printing(value: Any) -> None:
+    text = postgres_reprint(dumps(encode(value)))
+    # jsonb has no negative zero: -0.0 comes back as 0.0, equal and still a float.
+    assert_same(value, decode(loads(text)), zero_sign=False)
+
+
+@given(json_native)
+def test_json_native_values_are_stored_as_they_are(value: Any) -> None:
+    encoded = encode(value)
+    assert_same(value, encoded)
+    assert json.loads(dumps(encoded)) == value
+
+
+@given(st.frozensets(hashables, max_size=6))
+def test_sets_are_stored_in_a_deterministic_order(value: frozenset[Any]) -> None:
+    encoded = encode(value)
+    assert isinstance(encoded, dict)
+    elements = encoded["value"]
+    assert isinstance(elements, list)
+    assert [dumps(element) for element in elements] == sorted(dumps(e) for e in elements)
+    rebuilt = frozenset(reversed(list(value)))
+    assert dumps(encode(rebuilt)) == dumps(encoded)
+
+
+def test_tagged_forms_are_readable() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    value = {
+        "at": datetime(2024, 3, 1, 10, 30, tzinfo=paris),
+        "fixed": datetime(2024, 3, 1, 10, 30, tzinfo=timezone(timedelta(hours=-5))),
+        "naive": datetime(2024, 3, 1, 10, 30),
+        "day": date(2024, 3, 1),
+        "alarm": time(7, 0, tzinfo=paris),
+        "wait": timedelta(days=-1, seconds=5, microseconds=7),
+        "price": Decimal("-1.50E+3"),
+        "id": UUID(int=1),
+        "raw": b"hi",
+        "pair": (1, "a"),
+        "tags": {"b", "a"},
+        "frozen": frozenset({2, 1}),
+    }
+    assert encode(value) == {
+        "at": {TYPE_KEY: "datetime", "value": "2024-03-01T10:30:00+01:00[Europe/Paris]"},
+        "fixed": {TYPE_KEY: "datetime", "value": "2024-03-01T10:30:00-05:00"},
+        "naive": {TYPE_KEY: "datetime", "value": "2024-03-01T10:30:00"},
+        "day": {TYPE_KEY: "date", "value": "2024-03-01"},
+        "alarm": {TYPE_KEY: "time", "value": "07:00:00[Europe/Paris]"},
+        "wait": {TYPE_KEY: "timedelta", "value": [-1, 5, 7]},
+        "price": {TYPE_KEY: "Decimal", "value": "-1.50E+3"},
+        "id": {TYPE_KEY: "UUID", "value": "00000000-0000-0000-0000-000000000001"},
+        "raw": {TYPE_KEY: "bytes", "value": "aGk="},
+        "pair": {TYPE_KEY: "tuple", "value": [1, "a"]},
+        "tags": {TYPE_KEY: "set", "value": ["a", "b"]},
+        "frozen": {TYPE_KEY: "frozenset", "value": [1, 2]},
+    }
+
+
+def test_dict_with_type_key_round_trips() -> None:
+    value = {TYPE_KEY: "datetime", "value": "2024-01-01", "other": {TYPE_KEY: 1}}
+    encoded = encode(value)
+    assert encoded == {
+        TYPE_KEY: "dict",
+        "value": {
+            TYPE_KEY: "datetime",
+            "value": "2024-01-01",
+            "other": {TYPE_KEY: "dict", "value": {TYPE_KEY: 1}},
+        },
+    }
+    assert_same(value, decode(loads(dumps(encoded))))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Decimal("NaN"), Decimal("-NaN"), Decimal("sNaN"), Decimal("NaN123"), Decimal("-Infinity")],
+    ids=str,
+)
+def test_decimal_special_values_round_trip_exactly(value: Decimal) -> None:
+    assert str(decode(loads(dumps(encode(value))))) == str(value)
+
+
+@pytest.mark.parametrize("fold", [0, 1])
+@pytest.mark.parametrize(
+    "wall",
+    [datetime(2024, 10, 27, 2, 30), datetime(2024, 3, 31, 2, 30)],  # Paris: overlap, gap
+    ids=["overlap", "gap"],
+)
+def test_zoned_datetime_keeps_its_offset_in_dst_transitions(wall: datetime, fold: int) -> None:
+    value = wall.replace(tzinfo=ZoneInfo("Europe/Paris"), fold=fold)
+    result = decode(loads(dumps(encode(value))))
+    assert_same(value, result)
+    assert isinstance(result, datetime)
+    assert result.fold == fold
+
+
+def test_zoned_datetime_keeps_wall_time_when_zone_rules_disagree_with_stored_offset() -> None:
+    # As if the tz database changed after writing: the written offset matches no fold.
+    stored = {TYPE_KEY: "datetime", "value": "2024-06-01T12:00:00+05:00[Europe/Paris]"}
+    assert decode(stored) == datetime(2024, 6, 1, 12, 0, tzinfo=ZoneInfo("Europe/Paris"))
+
+
+def test_named_fixed_offset_comes_back_as_equal_unnamed_fixed_offset() -> None:
+    value = datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5), "EST"))
+    result = decode(encode(value))
+    assert isinstance(result, datetime)
+    assert result == value
+    assert result.tzinfo == timezone(timedelta(hours=-5))  # the name is not kept
+
+
+def test_utc_comes_back_as_the_utc_singleton() -> None:
+    result = decode(encode(datetime(2024, 1, 1, tzinfo=UTC)))
+    assert isinstance(result, datetime)
+    assert result.tzinfo is UTC
+
+
+def test_largest_int_python_can_print_round_trips() -> None:
+    value = 10**4300 - 1
+    assert_same(value, decode(loads(dumps(encode(value)))))
+
+
+def _with_busy_stack(frames: int, action: Any) -> Any:
+    """Run ``action`` with ``frames`` more Python frames on the stack, like a deep caller."""
+    if frames == 0:
+        return action()
+    return _with_busy_stack(frames - 1, action)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [list, tuple, frozenset, lambda inner: {TYPE_KEY: inner}, lambda inner: {"k": inner}],
+    ids=["list", "tuple", "frozenset", "escaped-dict", "dict"],
+)
+def test_values_nested_up_to_the_limit_round_trip_with_a_busy_stack(wrap: Any) -> None:
+    value: Any = "leaf"
+    for _ in range(100):
+        value = wrap([value]) if wrap in (list, tuple, frozenset) else wrap(value)
+
+    def round_trip() -> Any:
+        text = json.dumps(value, cls=HephaestusJSONEncoder)
+        return json.loads(text, cls=HephaestusJSONDecoder)
+
+    assert_same(value, _with_busy_stack(400, round_trip))
+
+
+def test_shared_references_are_stored_twice_and_come_back_equal() -> None:
+    shared = [1, 2]
+    result = decode(encode({"a": shared, "b": shared}))
+    assert result == {"a": [1, 2], "b": [1, 2]}
+
+
+# --------------------------------------------------------------------------------------------
+# Refused values
+
+
+class Color(StrEnum):
+    RED = "red"
+
+
+class Level(IntEnum):
+    HIGH = 3
+
+
+class Thing:
+    pass
+
+
+class OddZone(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=1)
+
+
+class MyDatetime(datetime):
+    pass
+
+
+class Point(NamedTuple):
+    x: int
+    y: int
+
+
+def _recursive_list() -> list[Any]:
+    items: list[Any] = [1]
+    items.append(items)
+    return items
+
+
+def _recursive_dict() -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    mapping["self"] = mapping
+    return mapping
+
+
+def _nested_lists(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+REFUSED = [
+    pytest.param(
+        {"items": [{"price": 1}, {"price": object()}]},
+        "context.initial",
+        "context.initial.items[1].price",
+        "value of type object has no JSON form",
+        id="object-deep",
+    ),
+    pytest.param(object(), "", "value", "has no JSON form", id="object-root"),
+    pytest.param([1, Thing()], "", "[1]", f"{__name__}.Thing has no JSON form", id="root-list"),
+    pytest.param(
+        {"order id": Thing()},
+        "context.initial",
+        'context.initial["order id"]',
+        "no JSON form",
+        id="non-identifier-key",
+    ),
+    pytest.param(float("nan"), "", "value", "NaN", id="nan-root"),
+    pytest.param({"x": [1.0, float("inf")]}, "", "x[1]", "Infinity", id="inf"),
+    pytest.param({"x": {"y": -math.inf}}, "p", "p.x.y", "Infinity", id="minus-inf"),
+    pytest.param({"counts": {1: "a"}}, "c", "c.counts", "dict key 1 is of type int", id="int-key"),
+    pytest.param({"m": {None: 1}}, "", "m", "dict key None", id="none-key"),
+    pytest.param({"m": {(1, 2): 1}}, "", "m", "dict key <tuple> is of type tuple", id="tuple-key"),
+    pytest.param({"note": "a\x00b"}, "", "note", "U+0000", id="nul-value"),
+    pytest.param({"a\x00": 1}, "", '["a\\u0000"]', "key is a str containing U+0000", id="nul-key"),
+    pytest.param({"s": ["ok", "x\ud800"]}, "", "s[1]", "lone surrogate", id="surrogate-value"),
+    pytest.param({"\udc80": 1}, "", '["\\udc80"]', "lone surrogate", id="surrogate-key"),
+    pytest.param({"color": Color.RED}, "", "color", "Color.RED is an enum member", id="strenum"),
+    pytest.param({"level": Level.HIGH}, "", "level", "enum member", id="intenum"),
+    pytest.param({"o": OrderedDict(a=1)}, "", "o", "subclass of dict", id="ordereddict"),
+    pytest.param({"p": Point(1, 2)}, "", "p", "subclass of tuple", id="namedtuple"),
+    pytest.param({"w": MyDatetime(2024, 1, 1)}, "", "w", "subclass of datetime", id="dt-subclass"),
+    pytest.param({"b": bytearray(b"x")}, "", "b", "store bytes(value)", id="bytearray"),
+    pytest.param({"b": memoryview(b"x")}, "", "b", "store bytes(value)", id="memoryview"),
+    pytest.param({"l": _recursive_list()}, "", "l[1]", "list contains itself", id="cycle-list"),
+    pytest.param(_recursive_dict(), "ctx", "ctx.self", "dict contains itself", id="cycle-dict"),
+    pytest.param({"tags": {1, Thing()}}, "", "tags", "an element of this set: ", id="set"),
+    pytest.param(
+        {"f": frozenset({(1, Thing())})},
+        "",
+        "f",
+        "an element of this frozenset (at [1] inside it): ",
+        id="frozenset-nested",
+    ),
+    pytest.param({"t": (1, (2, Thing()))}, "", "t[1][1]", "no JSON form", id="tuple"),
+    pytest.param(
+        {"when": datetime(2024, 1, 1, tzinfo=OddZone())},
+        "",
+        "when",
+        f"tzinfo of type {__name__}.OddZone",
+        id="foreign-tzinfo",
+    ),
+    pytest.param({"at": time(1, tzinfo=OddZone())}, "", "at", "time with a tzinfo", id="time-tz"),
+    pytest.param(
+        {"at": time(1, tzinfo=timezone(timedelta(microseconds=1)))},
+        "",
+        "at",
+        "fraction of a second",
+        id="sub-second-offset",
+    ),
+    pytest.param({"n": -(10**4300)}, "", "n", "more than 4300 digits", id="huge-int"),
+    pytest.param({"n": [10**5000]}, "", "n[0]", "more than 4300 digits", id="huge-int-list"),
+    pytest.param({"deep": _nested_lists(100)}, "", "deep" + "[0]" * 99, "nested", id="depth"),
+]
+
+
+@pytest.mark.parametrize(("value", "path", "expected_path", "problem"), REFUSED)
+def test_refused_values_name_their_path(
+    value: object, path: str, expected_path: str, problem: str
+) -> None:
+    with pytest.raises(SerializationError) as caught:
+        encode(value, path=path)
+    assert caught.value.path == expected_path
+    assert problem in caught.value.problem
+    assert str(caught.value).startswith(f"cannot store {expected_path}: ")
+
+
+def test_refusal_names_the_instance() -> None:
+    instance_id = UUID(int=7)
+    with pytest.raises(SerializationError, match=str(instance_id)) as caught:
+        encode({"x": object()}, path="context", instance_id=instance_id)
+    assert caught.value.instance_id == instance_id
+    assert caught.value.path == "context.x"
+
+
+def test_zoneinfo_without_key_is_refused() -> None:
+    files = [Path(root, "Europe", "Paris") for root in zoneinfo.TZPATH]
+    existing = [file for file in files if file.is_file()]
+    if not existing:
+        pytest.skip("no system time zone files")
+    with existing[0].open("rb") as handle:
+        keyless = ZoneInfo.from_file(handle)
+    with pytest.raises(SerializationError, match="has no key") as caught:
+        encode({"at": datetime(2024, 1, 1, tzinfo=keyless)})
+    assert caught.value.path == "at"
+
+
+def test_encode_does_not_change_its_input() -> None:
+    value = {TYPE_KEY: "x", "items": [{"at": date(2024, 1, 1)}], "tags": {"a"}}
+    snapshot = repr(value)
+    encode(value)
+    assert repr(value) == snapshot
+
+
+# --------------------------------------------------------------------------------------------
+# Corrupt data
+
+
+def _tag(name: object, value: object) -> dict[str, object]:
+    return {TYPE_KEY: name, "value": value}
+
+
+CORRUPT = [
+    pytest.param({"a": _tag("os.system", "ls")}, "context", "context.a", "not a type", id="name"),
+    pytest.param(_tag(None, 1), "", "value", "__type__ is None", id="name-none"),
+    pytest.param(_tag(["date"], 1), "", "value", "not a type", id="name-list"),
+    pytest.param({TYPE_KEY: "date"}, "", "value", "exactly the keys", id="missing-value"),
+    pytest.param(
+        {TYPE_KEY: "date", "value": "2024-01-01", "x": 1}, "s", "s", "exactly", id="extra-key"
+    ),
+    pytest.param({"x": _tag("date", 20240101)}, "", "x", "needs a str value", id="date-type"),
+    pytest.param({"x": _tag("date", "2024-13-01")}, "", "x", "ISO 8601 date", id="date-text"),
+    pytest.param([_tag("datetime", "yesterday")], "", "[0]", "ISO 8601 datetime", id="datetime"),
+    pytest.param(
+        _tag("datetime", "2024-01-01T00:00:00+00:00[Mars/Olympus]"),
+        "",
+        "value",
+        "unknown time zone 'Mars/Olympus'",
+        id="zone-unknown",
+    ),
+    pytest.param(
+        _tag("datetime", "2024-01-01T00:00:00+00:00[../../etc/passwd]"),
+        "",
+        "value",
+        "unknown time zone",
+        id="zone-path",
+    ),
+    pytest.param(
+        _tag("datetime", "2024-01-01T00:00:00+00:00[]"), "", "value", "unknown", id="zone-empty"
+    ),
+    pytest.param(
+        _tag("datetime", "2024-01-01T00:00:00]"), "", "value", "without a '['", id="zone-bracket"
+    ),
+    pytest.param(
+        _tag("datetime", "2024-01-01T00:00:00[Europe/Paris]"), "", "value", "offset", id="no-off"
+    ),
+    pytest.param(
+        _tag("time", "10:00:00+01:00[Europe/Paris]"), "", "value", "must not also", id="time-both"
+    ),
+    pytest.param(_tag("time", "25:00"), "", "value", "ISO 8601 time", id="time-text"),
+    pytest.param(_tag("bytes", "not base64!"), "", "value", "base64", id="bytes"),
+    pytest.param(_tag("bytes", "é"), "", "value", "base64", id="bytes-non-ascii"),
+    pytest.param(_tag("UUID", "nope"), "", "value", "not a UUID", id="uuid"),
+    pytest.param(_tag("UUID", 5), "", "value", "needs a str value, not int", id="uuid-type"),
+    pytest.param(_tag("Decimal", "one"), "", "value", "not a Decimal", id="decimal"),
+    pytest.param(_tag("Decimal", 1.5), "", "value", "needs a str", id="decimal-float"),
+    pytest.param(_tag("timedelta", [1, 2]), "", "value", "[days, seconds", id="td-short"),
+    pytest.param(_tag("timedelta", ["1", 2, 3]), "", "value", "as ints", id="td-str"),
+    pytest.param(_tag("timedelta", [True, 2, 3]), "", "value", "as ints", id="td-bool"),
+    pytest.param(_tag("timedelta", [10**10, 0, 0]), "", "value", "out of range", id="td-range"),
+    pytest.param(_tag("tuple", "x"), "", "value", "needs a list value", id="tuple-type"),
+    pytest.param(_tag("set", [[1]]), "", "value", "unhashable", id="set-unhashable"),
+    pytest.param(_tag("frozenset", [1, 1]), "", "value", "element twice", id="set-duplicate"),
+    pytest.param(_tag("set", {"a": 1}), "", "value", "needs a list", id="set-type"),
+    pytest.param(_tag("dict", [1]), "", "value", "needs a dict value", id="dict-type"),
+    pytest.param(
+        {"t": _tag("tuple", [1, _tag("date", "nope")])}, "ctx", "ctx.t[1]", "date", id="in-tuple"
+    ),
+    pytest.param({"s": _tag("frozenset", [1, _tag("UUID", "x")])}, "", "s[1]", "UUID", id="in-set"),
+    pytest.param(
+        {"d": _tag("dict", {TYPE_KEY: "x", "when": _tag("date", "no")})},
+        "",
+        "d.when",
+        "date",
+        id="in-escaped-dict",
+    ),
+    pytest.param({"x": [float("nan")]}, "", "x[0]", "float nan", id="nan"),
+    pytest.param({"x": math.inf}, "", "x", "float inf", id="inf"),
+    pytest.param({"x": (1, 2)}, "", "x", "type tuple is not JSON", id="not-json"),
+    pytest.param({"x": {1: 2}}, "", "x", "object key 1 is not a str", id="int-key"),
+    pytest.param({"deep": _nested_lists(101)}, "", "deep" + "[0]" * 99, "nested", id="depth"),
+]
+
+
+@pytest.mark.parametrize(("data", "path", "expected_path", "problem"), CORRUPT)
+def test_corrupt_data_names_its_path(
+    data: object, path: str, expected_path: str, problem: str
+) -> None:
+    with pytest.raises(CorruptInstanceError) as caught:
+        decode(data, path=path)
+    assert caught.value.path == expected_path
+    assert problem in caught.value.problem
+    assert caught.value.instance_id == "(unknown)"
+
+
+def test_corrupt_data_names_the_instance() -> None:
+    instance_id = UUID(int=9)
+    with pytest.raises(CorruptInstanceError, match=str(instance_id)) as caught:
+        decode({"state": _tag("nope", 1)}, instance_id=instance_id)
+    assert caught.value.instance_id == instance_id
+    assert caught.value.path == "state"
+
+
+def test_bad_decimal_text_is_refused_whatever_the_decimal_context() -> None:
+    with localcontext() as context:
+        context.traps[InvalidOperation] = False
+        with pytest.raises(CorruptInstanceError, match="not a Decimal"):
+            decode(_tag("Decimal", "one"))
+
+
+def test_decoder_never_resolves_names_from_the_data() -> None:
+    for name in ["builtins.eval", "collections.OrderedDict", "object", "Thing", "str"]:
+        with pytest.raises(CorruptInstanceError, match="not a type this codec writes"):
+            decode(_tag(name, "1"))
+
+
+# --------------------------------------------------------------------------------------------
+# Text: dumps and loads
+
+
+EXPONENT_FLOATS = [
+    pytest.param(value, text, id=repr(value))
+    for value, text in [
+        (1e16, "10000000000000000.0"),
+        (1e-05, "0.00001"),
+        (-2.5e-08, "-0.000000025"),
+        (1e-7, "0.0000001"),
+        (1.5e300, "15" + "0" * 299 + ".0"),
+        (1.7976931348623157e308, "17976931348623157" + "0" * 292 + ".0"),
+        (5e-324, "0." + "0" * 323 + "5"),
+        (-1.25e-300, "-0." + "0" * 299 + "125"),
+    ]
+]
+
+
+@pytest.mark.parametrize(("value", "text"), EXPONENT_FLOATS)
+def test_exponent_floats_are_written_positionally(value: float, text: str) -> None:
+    assert dumps(value) == text
+    assert dumps([value, {"k": value}]) == f'[{text},{{"k":{text}}}]'
+    assert float(text) == value
+
+
+@pytest.mark.parametrize(
+    "value", [1e16, 1e-7, 1.5e300, 5e-324, 1e22, 1.2e17, 0.1, 9999999999999998.0, 1e-4]
+)
+def test_floats_come_back_as_floats_after_postgresql_prints_them(value: float) -> None:
+    assert_same(value, loads(dumps(value)))
+    assert_same(value, loads(postgres_reprint(dumps(value))))
+    assert_same([value], loads(postgres_reprint(dumps([value]))))
+
+
+@given(floats)
+def test_every_float_survives_postgresql_number_printing(value: float) -> None:
+    text = dumps({"f": value})
+    assert_same({"f": value}, loads(text))
+    assert_same({"f": value}, loads(postgres_reprint(text)), zero_sign=False)
+
+
+def test_exponent_like_text_in_strings_is_left_alone() -> None:
+    value = {
+        ",1e+16,": [1e16, "x:1e-7]", 'q"1e+16', "\\", ",2e+20]"],
+        "e-mail": "123e-4567-id",
+        '"': 3e-5,
+    }
+    text = dumps(value)
+    assert text == (
+        '{",1e+16,":[10000000000000000.0,"x:1e-7]","q\\"1e+16","\\\\",",2e+20]"],'
+        '"e-mail":"123e-4567-id","\\"":0.00003}'
+    )
+    assert loads(text) == value
+
+
+def test_dumps_is_compact_utf8_text() -> None:
+    assert dumps({"a": [1, "é", None, True]}) == '{"a":[1,"é",null,true]}'
+
+
+def test_dumps_refuses_nan() -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        dumps(float("nan"))
+
+
+def test_loads_reads_str_and_bytes() -> None:
+    assert loads('{"a":[1,2.5]}') == {"a": [1, 2.5]}
+    assert loads(b'{"a":"\xc3\xa9"}') == {"a": "é"}
+
+
+# --------------------------------------------------------------------------------------------
+# format_path
+
+
+@pytest.mark.parametrize(
+    ("parent", "key", "expected"),
+    [
+        ("", "context", "context"),
+        ("context", "initial", "context.initial"),
+        ("context.initial.items", 3, "context.initial.items[3]"),
+        ("context.initial", "order id", 'context.initial["order id"]'),
+        ("", "order id", '["order id"]'),
+        ("", 0, "[0]"),
+        ("a", "", 'a[""]'),
+        ("a", "2nd", 'a["2nd"]'),
+        ("a", 'say "hi"', 'a["say \\"hi\\""]'),
+        ("a", "größe", "a.größe"),
+        ("a", "\ud800", 'a["\\ud800"]'),
+    ],
+)
+def test_format_path(parent: str, key: str | int, expected: str) -> None:
+    assert format_path(parent, key) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# The JSON encoder/decoder classes
+
+
+def test_encoder_works_with_json_dump_and_ignores_formatting_options() -> None:
+    value = {"when": date(2024, 1, 1), "n": 1e16}
+    stream = io.StringIO()
+    json.dump(value, stream, cls=HephaestusJSONEncoder, indent=2, sort_keys=True)
+    assert stream.getvalue() == dumps(encode(value))
+    assert json.load(io.StringIO(stream.getvalue()), cls=HephaestusJSONDecoder) == value
+
+
+def test_encoder_works_as_a_psycopg_dumps_function() -> None:
+    dumps_function = functools.partial(json.dumps, cls=HephaestusJSONEncoder)
+    value = {"ids": (UUID(int=1),), "amount": Decimal("1.10")}
+    assert dumps_function(value) == dumps(encode(value))
+
+
+def test_encoder_refuses_before_json_dump_writes_anything() -> None:
+    stream = io.StringIO()
+    with pytest.raises(SerializationError) as caught:
+        json.dump({"a": [object()]}, stream, cls=HephaestusJSONEncoder)
+    assert caught.value.path == "a[0]"
+    assert isinstance(caught.value, ValueError)
+    assert stream.getvalue() == ""
+
+
+def test_decoder_refuses_corrupt_data() -> None:
+    with pytest.raises(CorruptInstanceError) as caught:
+        json.loads('{"a": {"__type__": "nope", "value": 1}}', cls=HephaestusJSONDecoder)
+    assert caught.value.path == "a"
+
+
+def test_decoder_refuses_nan_tokens() -> None:
+    with pytest.raises(CorruptInstanceError):
+        json.loads('{"a": NaN}', cls=HephaestusJSONDecoder)
+
+
+@pytest.mark.parametrize(
+    "module", ["hephaestus_django.runtime.codec", "hephaestus_django.serialization"]
+)
+def test_modules_are_plain_python(module: str) -> None:
+    imported = _imports_of(module)
+    assert not [name for name in imported if name.split(".")[0] == "django"]
+    ours = {name for name in imported if name.startswith("hephaestus_django")}
+    assert ours <= {"hephaestus_django.core.errors", "hephaestus_django.runtime"}
+
+
+def _imports_of(module_name: str) -> set[str]:
+    """Names imported at the top level of a module's source."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module_name)
+    assert spec is not None
+    assert spec.origin is not None
+    with open(spec.origin, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
