@@ -39,6 +39,7 @@ from hephaestus_django.conf import (
     TOP_LEVEL_KEYS,
     InvalidBackendError,
     build_backend,
+    hephaestus_setting,
     runner_settings,
     storage_settings,
 )
@@ -48,6 +49,11 @@ TAG = "hephaestus"
 
 def _error(number: int, msg: str, hint: str, obj: str) -> Error:
     return Error(msg, hint=hint, obj=obj, id=f"hephaestus.E{number:03d}")
+
+
+def _reported(error: InvalidBackendError, where: str) -> Error:
+    """A refusal from :mod:`hephaestus_django.conf`, as the check message it stands for."""
+    return Error(str(error), hint=error.hint, obj=where, id=error.check_id)
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -71,18 +77,12 @@ def _unknown_keys(given: Mapping[Any, Any], known: tuple[str, ...], where: str) 
 @register(TAG)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Check ``settings.HEPHAESTUS`` and every backend it names."""
-    raw = getattr(settings, SETTING, {})
-    if not isinstance(raw, Mapping):
-        return [
-            _error(
-                1,
-                f"settings.{SETTING} must be a dict, not {type(raw).__name__}.",
-                f"Use {{'STORAGES': {{...}}, 'RUNNER': {{...}}}} or leave it out. {DOCS}",
-                f"settings.{SETTING}",
-            )
-        ]
+    try:
+        raw = hephaestus_setting()
+    except InvalidBackendError as error:
+        return [_reported(error, f"settings.{SETTING}")]
     messages: list[CheckMessage] = list(_unknown_keys(raw, TOP_LEVEL_KEYS, f"settings.{SETTING}"))
-    messages += _check_storages(raw.get("STORAGES"))
+    messages += _check_storages()
     runner = raw.get("RUNNER")
     messages += _check_backend(
         runner_settings() if runner is None else runner,
@@ -110,19 +110,12 @@ def check_postgres_app(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     ]
 
 
-def _check_storages(configured: object) -> list[CheckMessage]:
+def _check_storages() -> list[CheckMessage]:
     where = f"settings.{SETTING}['STORAGES']"
-    if configured is not None and not isinstance(configured, Mapping):
-        return [
-            _error(
-                3,
-                f"{where} must be a dict of alias -> {{'BACKEND': ..., 'OPTIONS': ...}}, "
-                f"not {type(configured).__name__}.",
-                DOCS,
-                where,
-            )
-        ]
-    entries = storage_settings()
+    try:
+        entries = storage_settings()
+    except InvalidBackendError as error:
+        return [_reported(error, where)]
     messages: list[CheckMessage] = []
     for alias, entry in entries.items():
         entry_where = f"{where}[{alias!r}]"
@@ -159,7 +152,7 @@ def _check_backend(
     try:
         backend = build_backend(entry, where, InvalidBackendError, example)
     except InvalidBackendError as error:
-        return [*messages, Error(str(error), hint=error.hint, obj=where, id=error.check_id)], None
+        return [*messages, _reported(error, where)], None
     except Exception as error:  # a backend's own __init__ failed: report it, never crash
         return [*messages, _error(6, f"{where}: building it raised {error!r}.", DOCS, where)], None
     missing = [verb for verb in verbs if not callable(getattr(backend, verb, None))]
@@ -196,8 +189,16 @@ def _check_database(storage: Any, where: str) -> list[CheckMessage]:
         ]
     try:
         vendor = connections[alias].vendor
-    except Exception as error:  # the engine itself does not load: report it
-        vendor = f"unloadable engine ({error})"
+    except Exception as error:  # the engine itself does not load (a missing driver, say)
+        return [
+            _error(
+                9,
+                f"{where} stores in database {alias!r}, whose engine "
+                f"{settings.DATABASES[alias].get('ENGINE', '?')!r} does not load: {error}",
+                "Install the database driver (pip install 'psycopg[binary]') and check ENGINE.",
+                where,
+            )
+        ]
     if vendor != "postgresql":
         engine = settings.DATABASES[alias].get("ENGINE", "?")
         return [

@@ -22,11 +22,12 @@ reported by the system checks in :mod:`hephaestus_django.checks` at
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import threading
 from collections.abc import Mapping
 from typing import Any
 
-from asgiref.local import Local
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
@@ -77,25 +78,44 @@ class InvalidRunnerBackendError(InvalidBackendError):
 
 
 def hephaestus_setting() -> Mapping[str, Any]:
-    """The raw ``HEPHAESTUS`` setting (``{}`` when absent)."""
+    """The ``HEPHAESTUS`` setting (``{}`` when absent); anything but a dict is refused."""
     value = getattr(settings, SETTING, {})
-    return value if isinstance(value, Mapping) else {}
+    if not isinstance(value, Mapping):
+        raise InvalidBackendError(
+            f"settings.{SETTING} must be a dict, not {type(value).__name__}.",
+            check_id="hephaestus.E001",
+            hint=f"Use {{'STORAGES': {{...}}, 'RUNNER': {{...}}}} or leave it out. {DOCS}",
+        )
+    return value
 
 
 def storage_settings() -> dict[str, Any]:
-    """``STORAGES`` with defaults filled in."""
+    """``STORAGES`` with defaults filled in; a malformed value is refused, never replaced."""
     configured = hephaestus_setting().get("STORAGES")
     if configured is None:
         return {"default": {"BACKEND": DEFAULT_STORAGE_BACKEND, "OPTIONS": {"using": "default"}}}
-    return dict(configured) if isinstance(configured, Mapping) else {}
+    bad_aliases = (
+        [alias for alias in configured if not isinstance(alias, str)]
+        if isinstance(configured, Mapping)
+        else None
+    )
+    if bad_aliases is None or bad_aliases:
+        raise InvalidStorageBackendError(
+            f"settings.{SETTING}['STORAGES'] must be a dict of alias (a string) -> "
+            f"{{'BACKEND': ..., 'OPTIONS': {{...}}}}, not {configured!r}.",
+            check_id="hephaestus.E003",
+            hint=f"For example {{'default': {{'BACKEND': {DEFAULT_STORAGE_BACKEND!r}, "
+            f"'OPTIONS': {{'using': 'default'}}}}}}. {DOCS}",
+        )
+    return dict(configured)
 
 
-def runner_settings() -> Mapping[str, Any]:
-    """``RUNNER`` with defaults filled in."""
+def runner_settings() -> object:
+    """``RUNNER`` with defaults filled in (checked when the runner is built)."""
     configured = hephaestus_setting().get("RUNNER")
     if configured is None:
         return {"BACKEND": DEFAULT_RUNNER_BACKEND, "OPTIONS": {}}
-    return configured if isinstance(configured, Mapping) else {}
+    return configured
 
 
 def build_backend(
@@ -114,7 +134,7 @@ def build_backend(
         raise error(
             f"{where} must be a dict with 'BACKEND' and 'OPTIONS', not {config!r}.",
             check_id="hephaestus.E003",
-            hint=DOCS,
+            hint=f"For example {{'BACKEND': {example!r}, 'OPTIONS': {{}}}}. {DOCS}",
         )
     if "BACKEND" not in config:
         raise error(
@@ -139,20 +159,57 @@ def build_backend(
             check_id="hephaestus.E005",
             hint="Check the dotted path, and that the package providing it is installed.",
         ) from exc
+    if not callable(backend_class):
+        raise error(
+            f"{where}['BACKEND'] {backend!r} is not a class (it is a "
+            f"{type(backend_class).__name__}).",
+            check_id="hephaestus.E007",
+            hint=f"Name the backend class's dotted path, e.g. {example!r}.",
+        )
     try:
         return backend_class(**options)
     except (TypeError, ValueError) as exc:
         raise error(
             f"{where}['OPTIONS'] do not suit {backend}: {exc}",
-            hint=f"Check the OPTIONS against the backend's parameters. {DOCS}",
+            hint=_options_hint(backend_class, options),
         ) from exc
 
 
+def _options_hint(backend_class: Any, options: Mapping[str, Any]) -> str:
+    """Name the parameters the backend takes, with a did-you-mean for a misspelt option."""
+    try:
+        parameters = [
+            name
+            for name, parameter in inspect.signature(backend_class).parameters.items()
+            if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return f"Check the OPTIONS against the backend's parameters. {DOCS}"
+    guesses = [
+        f"{option!r} -> {close[0]!r}"
+        for option in options
+        if option not in parameters
+        and (close := difflib.get_close_matches(str(option), parameters, n=1))
+    ]
+    did_you_mean = f"Did you mean {', '.join(guesses)}? " if guesses else ""
+    return f"{did_you_mean}The backend takes: {', '.join(parameters) or 'no options'}. {DOCS}"
+
+
 class StorageHandler(BaseConnectionHandler):  # type: ignore[misc]
-    """``storages[alias]``: the storage backend configured under that alias."""
+    """``storages[alias]``: the storage backend configured under that alias.
+
+    Unlike Django's database connections, a storage is one object per process
+    (not per thread): an ``InMemoryStorage`` configured here must be the same
+    store for every thread, and ``DjangoStorage`` is thread-safe anyway.
+    """
 
     settings_name = SETTING
-    exception_class = InvalidStorageBackendError
+    exception_class = StorageNotConfigured
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built: dict[str, Storage] = {}
+        self._lock = threading.Lock()
 
     def configure_settings(self, settings: Mapping[str, Any] | None) -> dict[str, Any]:
         return dict(settings) if settings is not None else storage_settings()
@@ -163,20 +220,38 @@ class StorageHandler(BaseConnectionHandler):  # type: ignore[misc]
         return storage
 
     def __getitem__(self, alias: str) -> Storage:
-        if alias not in self.settings:
-            known = ", ".join(repr(name) for name in self.settings) or "none"
-            raise StorageNotConfigured(
-                f"Could not find config for {alias!r} in settings.HEPHAESTUS['STORAGES'] "
-                f"(configured: {known})."
-            )
-        storage: Storage = super().__getitem__(alias)
-        return storage
+        with self._lock:
+            built = self._built.get(alias)
+            if built is None:
+                if alias not in self.settings:
+                    known = ", ".join(repr(name) for name in self.settings) or "none"
+                    raise StorageNotConfigured(
+                        f"Could not find config for {alias!r} in settings.HEPHAESTUS['STORAGES'] "
+                        f"(configured: {known})."
+                    )
+                built = self._built[alias] = self.create_connection(alias)
+            return built
+
+    def __setitem__(self, alias: str, storage: Storage) -> None:
+        with self._lock:
+            self._built[alias] = storage
+
+    def __delitem__(self, alias: str) -> None:
+        with self._lock:
+            del self._built[alias]
+
+    def all(self, initialized_only: bool = False) -> list[Storage]:
+        if initialized_only:
+            with self._lock:
+                return list(self._built.values())
+        return [self[alias] for alias in self]
 
     def reset(self) -> None:
         """Forget the settings and every built backend."""
-        self.__dict__.pop("settings", None)
-        self._settings = None
-        self._connections = Local(self.thread_critical)
+        with self._lock:
+            self.__dict__.pop("settings", None)
+            self._settings = None
+            self._built = {}
 
 
 storages = StorageHandler()

@@ -53,11 +53,10 @@ RETURNING revision, workflow_version, inserted_at, updated_at
 class DjangoStorage:
     """The storage contract on a Django database alias (PostgreSQL only)."""
 
-    def __init__(self, *, using: str = "default", alias: str | None = None) -> None:
+    def __init__(self, *, using: str = "default") -> None:
         if not isinstance(using, str) or not using:
             raise ValueError(f"using must be a database alias, not {using!r}")
         self.using = using
-        self.alias = alias
 
     def __repr__(self) -> str:
         return f"DjangoStorage(using={self.using!r})"

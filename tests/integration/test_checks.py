@@ -155,8 +155,17 @@ def test_e003_storages_is_not_a_dict(settings: Settings) -> None:
     message = reported("hephaestus.E003")
 
     assert message.obj == STORAGES
-    assert "not list" in message.msg
+    assert "must be a dict of alias" in message.msg
+    assert "'BACKEND': 'hephaestus_django.storage.DjangoStorage'" in message.hint
     assert "docs/settings.md" in message.hint
+
+
+def test_e003_storage_aliases_must_be_strings(settings: Settings) -> None:
+    settings.HEPHAESTUS = {"STORAGES": {42: storage()}}
+
+    message = reported("hephaestus.E003")
+
+    assert "alias (a string)" in message.msg
 
 
 def test_e003_a_storage_entry_is_not_a_dict(settings: Settings) -> None:
@@ -235,7 +244,16 @@ def test_e006_options_the_backend_does_not_take(settings: Settings) -> None:
 
     assert message.obj == f"{STORAGES}['default']"
     assert "'usin'" in message.msg
-    assert "OPTIONS against the backend's parameters" in message.hint
+    assert "Did you mean 'usin' -> 'using'?" in message.hint
+    assert "The backend takes: using." in message.hint
+
+
+def test_e007_a_backend_that_is_not_a_class(settings: Settings) -> None:
+    settings.HEPHAESTUS = {"STORAGES": {"default": {"BACKEND": "os.path"}}}
+
+    message = reported("hephaestus.E007")
+
+    assert "'os.path' is not a class (it is a module)" in message.msg
 
 
 def test_e006_options_the_backend_refuses(settings: Settings) -> None:

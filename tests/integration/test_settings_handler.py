@@ -8,6 +8,7 @@ with ``hephaestus_django.runtime.configure()``.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -17,6 +18,7 @@ from django.test import override_settings
 
 from hephaestus_django import InMemoryStorage, InstanceNotFound, LocalRunner, Status
 from hephaestus_django.conf import (
+    InvalidBackendError,
     InvalidRunnerBackendError,
     InvalidStorageBackendError,
     runner,
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 DJANGO_STORAGE = "hephaestus_django.storage.DjangoStorage"
 LOCAL_RUNNER = "hephaestus_django.runtime.LocalRunner"
+IN_MEMORY = "hephaestus_django.runtime.InMemoryStorage"
 
 
 def storage(using: str) -> dict[str, Any]:
@@ -264,3 +267,28 @@ def test_configure_without_storages_hands_back_to_the_settings(
     configure()
 
     assert backends.storage("default") is storages["default"]
+
+
+def test_a_storage_is_one_object_for_every_thread(settings: Any) -> None:
+    settings.HEPHAESTUS = {"STORAGES": {"default": {"BACKEND": IN_MEMORY}}}
+    seen: list[object] = []
+    worker = threading.Thread(target=lambda: seen.append(storages["default"]))
+    worker.start()
+    worker.join()
+    assert seen == [storages["default"]]
+
+
+@pytest.mark.parametrize(
+    ("value", "check_id"),
+    [
+        (["not", "a", "dict"], "hephaestus.E001"),
+        ({"STORAGES": "default"}, "hephaestus.E003"),
+    ],
+)
+def test_a_malformed_setting_is_refused_at_run_time_too(
+    settings: Any, value: object, check_id: str
+) -> None:
+    settings.HEPHAESTUS = value
+    with pytest.raises(InvalidBackendError) as caught:
+        storages["default"]
+    assert caught.value.check_id == check_id
