@@ -16,7 +16,11 @@ PGDATA_TESTS := .pgdata/tests
 PIP_FLAGS := --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := test
-.PHONY: test lint typecheck clean pg-stop
+DEMO_SERVE ?= 1
+DEMO_ARGS ?=
+PGDATA_DEMO := example_project/.pgdata
+
+.PHONY: test demo lint typecheck clean pg-stop
 
 test: $(STAMP)
 	$(BIN)/ruff check --quiet .
@@ -34,18 +38,28 @@ typecheck: $(STAMP)
 # Stop the embedded test server (a no-op if it isn't running). Without a venv, signal it directly:
 # SIGINT is PostgreSQL's "fast shutdown".
 pg-stop:
-	@if [ -x $(BIN)/python ] && [ -f $(STAMP) ]; then \
-		$(BIN)/python -c 'import sys; from hephaestus_django.testing.embedded import stop_server; stop_server(sys.argv[1])' $(PGDATA_TESTS); \
-	elif [ -f $(PGDATA_TESTS)/pgdata/postmaster.pid ]; then \
-		kill -INT "$$(head -n 1 $(PGDATA_TESTS)/pgdata/postmaster.pid)" 2>/dev/null || true; \
-	fi
+	@for data in $(PGDATA_TESTS) $(PGDATA_DEMO); do \
+		if [ -x $(BIN)/python ] && [ -f $(STAMP) ]; then \
+			$(BIN)/python -c 'import sys; from hephaestus_django.testing.embedded import stop_server; stop_server(sys.argv[1])' $$data; \
+		elif [ -f $$data/pgdata/postmaster.pid ]; then \
+			kill -INT "$$(head -n 1 $$data/pgdata/postmaster.pid)" 2>/dev/null || true; \
+		fi; \
+	done
 
 # Removes the venv and caches; keeps the embedded server's data (.pgdata), which is reused.
 clean: pg-stop
 	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
 	find . -path ./.pgdata -prune -o -type d -name __pycache__ -exec rm -rf {} +
 
-# Later: `demo` and `bench` targets go here.
+# The example project: migrate, a superuser, orders in every state, a summary; then the admin at
+# http://127.0.0.1:8000/admin/ until Ctrl-C (DEMO_SERVE=0 exits after the summary). Uses
+# $DATABASE_URL when set, else an embedded PostgreSQL kept in example_project/.pgdata.
+demo: $(STAMP)
+	cd example_project && ../$(BIN)/python manage.py demo $(DEMO_ARGS)
+	@if [ "$(DEMO_SERVE)" != "0" ]; then \
+		echo "Serving the admin at http://127.0.0.1:8000/admin/ (Ctrl-C to stop)"; \
+		cd example_project && ../$(BIN)/python manage.py runserver --noreload 127.0.0.1:8000; \
+	fi
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found; install Python >= 3.11 or run: make PYTHON=/path/to/python3.11" >&2; exit 1; }

@@ -1,0 +1,174 @@
+"""Every code block of the README is run, so the quickstart cannot rot.
+
+The quickstart is followed word for word, as a newcomer would: a fresh virtualenv, ``pip install``
+of this checkout, ``django-admin startproject``, the README's settings lines, its
+``shop/workflows.py``, ``manage.py migrate``, then its Python blocks in ``manage.py shell``. Blocks
+that are shell commands for contributors (``make test``, ``make demo``) are what ``.ci/run``
+runs. :func:`test_every_block_is_verified` fails when a block is added that nothing here runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.db import connection
+
+REPO = Path(__file__).resolve().parents[2]
+README = (REPO / "README.md").read_text()
+BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE)
+
+# Each block is recognised by a fragment of its text, and run by the test named here.
+VERIFIED = {
+    "pip install ./hephaestus-django": "test_quickstart_word_for_word",
+    '"hephaestus_django",\n]': "test_quickstart_word_for_word",
+    "python manage.py migrate": "test_quickstart_word_for_word",
+    "class OrderWorkflow(Workflow):": "test_quickstart_word_for_word",
+    "instance_id = OrderWorkflow.start(": "test_quickstart_word_for_word",
+    "from hephaestus_django.models import WorkflowInstance": "test_quickstart_word_for_word",
+    'storage = storages["default"]': "test_quickstart_word_for_word",
+    '"tenant_a": {': "test_quickstart_word_for_word",
+    "configure(storages=": "test_runtime_without_django",
+    "make test": ".ci/run",
+    "make demo": ".ci/run",
+}
+
+
+def block(fragment: str) -> str:
+    (found,) = [code for _lang, code in BLOCKS if fragment in code]
+    return found
+
+
+def test_every_block_is_verified() -> None:
+    for lang, code in BLOCKS:
+        claims = [fragment for fragment in VERIFIED if fragment in code]
+        assert len(claims) == 1, f"README {lang} block is run by no test (or by two):\n{code}"
+    ci = (REPO / ".ci" / "run").read_text()
+    for fragment, runner in VERIFIED.items():
+        if runner == ".ci/run":
+            assert fragment in ci, f".ci/run does not run the README's {fragment!r}"
+
+
+def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[dict[str, str]]:
+    """A new, empty database on the test server, dropped afterwards."""
+    server = connection.settings_dict
+    name = f"readme_{uuid.uuid4().hex[:12]}"
+    params = {
+        "host": server["HOST"] or "127.0.0.1",
+        "port": str(server["PORT"] or 5432),
+        "user": server["USER"] or "postgres",
+        "dbname": server["NAME"],
+    }
+    with psycopg.connect(**params, autocommit=True) as admin:  # type: ignore[arg-type]
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {**params, "dbname": name}
+    finally:
+        with psycopg.connect(**params, autocommit=True) as admin:  # type: ignore[arg-type]
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.slow
+def test_quickstart_word_for_word(tmp_path: Path, fresh_database: dict[str, str]) -> None:
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
+    python = venv / "bin" / "python"
+    pip_install = shlex.split(block("pip install ./hephaestus-django"))
+    assert pip_install[:3] == ["pip", "install", "./hephaestus-django"]
+    run(python, "-m", "pip", "install", "-q", REPO, *pip_install[3:], cwd=tmp_path)
+
+    run(venv / "bin" / "django-admin", "startproject", "mysite", cwd=tmp_path)
+    project = tmp_path / "mysite"
+    run(python, "manage.py", "startapp", "shop", cwd=project)
+    (project / "shop" / "workflows.py").write_text(block("class OrderWorkflow(Workflow):"))
+    settings = project / "mysite" / "settings.py"
+    apps = re.findall(r'"([\w.]+)"', block('"hephaestus_django",\n]'))
+    assert apps == ["django.contrib.postgres", "hephaestus_django"]
+    text = settings.read_text().replace(
+        "INSTALLED_APPS = [", "INSTALLED_APPS = [\n" + "".join(f"    {a!r},\n" for a in apps)
+    )
+    database = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": fresh_database["dbname"],
+        "USER": fresh_database["user"],
+        "HOST": fresh_database["host"],
+        "PORT": fresh_database["port"],
+    }
+    text += f"\nINSTALLED_APPS.append('shop')\nDATABASES = {{'default': {database!r}}}\n"
+    settings.write_text(text)
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+
+    (command,) = block("python manage.py migrate").strip().splitlines()
+    run(python, *command.split()[1:], cwd=project, env=env)
+    assert "no issues" in run(python, "manage.py", "check", cwd=project, env=env)
+
+    script = "\n".join(
+        [
+            block("instance_id = OrderWorkflow.start("),
+            "assert OrderWorkflow.get(instance_id).status == 'completed'",
+            "assert instance.context.result(Ship) == {'tracking': 'TRK-R-9'}",
+            "assert [i.id for i in OrderWorkflow.list(status='completed')] == [instance_id]",
+            block("from hephaestus_django.models import WorkflowInstance"),
+            "assert [i.id for i in rows.to_instances()] == [instance_id]",
+            block('storage = storages["default"]'),
+            "print('README OK')",
+        ]
+    )
+    out = run(python, "manage.py", "shell", "-c", script, cwd=project, env=env)
+    assert "README OK" in out
+
+    named = block('"tenant_a": {')
+    settings.write_text(text + "\n" + named + f"\nDATABASES['tenant_a'] = {database!r}\n")
+    assert "no issues" in run(python, "manage.py", "check", cwd=project, env=env)
+
+
+def test_runtime_without_django(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        block("configure(storages=")
+        + """
+import sys
+from hephaestus_django import Done, Step, Workflow
+
+class Hello(Step):
+    events = ("said",)
+
+    def execute(self, instance, config, context):
+        return "said"
+
+class Greeting(Workflow):
+    start = Hello
+    transitions = {Hello: {"said": Done}}
+
+assert Greeting.get(Greeting.start()).status == "completed"
+assert "django" not in sys.modules
+print("OK")
+"""
+    )
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    assert "OK" in run(
+        sys.executable, "-c", code, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}
+    )
