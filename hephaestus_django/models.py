@@ -18,6 +18,7 @@ from django.db.models.functions import Cast, Now
 
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.status import Status
+from hephaestus_django.core.steps import Step
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
 from hephaestus_django.runtime.filters import status_value, workflow_name
@@ -56,6 +57,17 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
         """
         wanted = {**(values or {}), **fields}
         return self.filter(state__contains={"context": {"initial": wanted}})
+
+    def with_result(
+        self, step: type[Step] | str, values: Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> WorkflowInstanceQuerySet:
+        """Instances where a step's result contains these values (``state @> ...``).
+
+        ``with_result(Ship, tracking="TRK-9")``; the step is given as its class or ``step_key``.
+        """
+        key = step if isinstance(step, str) else step.step_key
+        wanted = {**(values or {}), **fields}
+        return self.filter(state__contains={"context": {"steps": {key: wanted}}})
 
     def to_instances(self) -> list[Instance]:
         """Decode the rows into engine instances; undecodable rows are left out and logged."""

@@ -45,6 +45,11 @@ class Step:
     step_key: ClassVar[str] = "step"
     terminal: ClassVar[bool] = False
     """True for steps that end a path (``Done``); they emit no events."""
+    expected_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    """Exceptions that are business outcomes (a declined card), not bugs.
+
+    They fail the step like any exception, but are logged without a traceback.
+    """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,6 +60,14 @@ class Step:
             raise StepDefinitionError(
                 f"step {cls.__qualname__}: step_key must be a non-empty string, "
                 f"not {cls.step_key!r}"
+            )
+        expected = cls.expected_errors
+        if not isinstance(expected, tuple) or not all(
+            isinstance(kind, type) and issubclass(kind, Exception) for kind in expected
+        ):
+            raise StepDefinitionError(
+                f"step {cls.__qualname__}: expected_errors must be a tuple of exception "
+                f"classes, not {expected!r}"
             )
         if cls.terminal and cls.events:
             raise StepDefinitionError(

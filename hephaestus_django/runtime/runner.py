@@ -35,6 +35,7 @@ from hephaestus_django.core.errors import (
     InvalidInstanceError,
     SerializationError,
     StaleInstanceError,
+    StepOutcomeError,
 )
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, coerce_instance_id
@@ -254,6 +255,7 @@ class LocalRunner:
             if isinstance(outcome, Event):
                 _check_storable(step, outcome)
         except Exception as error:
+            quiet = (SerializationError, StepOutcomeError, *step.expected_errors)
             logger.warning(
                 "step %s of instance %s (%s) failed: %s: %s",
                 step.__qualname__,
@@ -261,7 +263,7 @@ class LocalRunner:
                 instance.workflow.__qualname__,
                 type(error).__name__,
                 error,
-                exc_info=not isinstance(error, SerializationError),
+                exc_info=not isinstance(error, quiet),
             )
             return StepResult(step, error=error)
         return StepResult(step, outcome=outcome)

@@ -117,6 +117,16 @@ def test_state_contains_finds_instances_by_initial_context(storage: DjangoStorag
     assert [row.id for row in since] == [wanted.id]
 
 
+def test_instances_can_be_found_by_a_step_result(storage: DjangoStorage) -> None:
+    paid = stored(storage, flows.TwoWaits)
+    paid = run_waves(engine.resume(paid, "paid", {"receipt": "R-9"}, now=flows_now()))
+    storage.put(paid)
+    stored(storage, flows.TwoWaits)
+    found = WorkflowInstance.objects.with_result(flows.Payment, receipt="R-9")
+    assert [row.id for row in found] == [paid.id]
+    assert WorkflowInstance.objects.with_result("payment", {"receipt": "R-8"}).count() == 0
+
+
 def test_rows_turn_into_engine_instances(storage: DjangoStorage) -> None:
     done = stored(storage)
     waiting = stored(storage, flows.TwoWaits, price=Decimal("9.90"))

@@ -304,3 +304,44 @@ def test_storage_can_be_passed_as_an_object() -> None:
 def test_an_unknown_storage_alias_is_a_clear_error(storage: RecordingStorage) -> None:
     with pytest.raises(BackendNotConfigured, match="'tenant_b'"):
         flows.IfElse.start({}, storage="tenant_b")
+
+
+class CardDeclined(Exception):
+    """A business outcome, not a bug."""
+
+
+def test_expected_errors_fail_the_step_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Charge(Step):
+        events = ("ok",)
+        expected_errors = (CardDeclined,)
+
+        def execute(self, instance: Any, config: Any, context: Any) -> Any:
+            if context.initial["card"] == "declined":
+                raise CardDeclined("declined by the issuer")
+            raise ValueError("a bug")
+
+    class Pay(Workflow):
+        start = Charge
+        transitions = {Charge: {"ok": Done}}
+
+    runner, storage = LocalRunner(), InMemoryStorage()
+    with caplog.at_level(logging.WARNING, logger="hephaestus_django.runner"):
+        declined = runner.start(Pay, {"card": "declined"}, storage=storage)
+        buggy = runner.start(Pay, {"card": "ok"}, storage=storage)
+    assert declined.status is Status.FAILED
+    assert declined.error is not None
+    assert declined.error.error_type == "tests.unit.test_runner.CardDeclined"
+    assert buggy.status is Status.FAILED
+    quiet, loud = caplog.records
+    assert "CardDeclined: declined by the issuer" in quiet.getMessage()
+    assert not quiet.exc_info
+    assert loud.exc_info
+
+
+def test_expected_errors_must_be_exception_classes() -> None:
+    from hephaestus_django.core.errors import StepDefinitionError
+
+    with pytest.raises(StepDefinitionError, match="expected_errors must be a tuple"):
+        type("Odd", (Step,), {"events": ("ok",), "expected_errors": ValueError})

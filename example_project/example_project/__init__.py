@@ -1,0 +1,1 @@
+"""The example project: a shop whose orders are hephaestus-django workflows."""

@@ -1,0 +1,1 @@
+"""The hephaestus-django test-suite."""
