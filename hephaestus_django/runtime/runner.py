@@ -73,6 +73,7 @@ class Runner(Protocol):
         storage: Storage,
         step: StepClass | str | None = None,
         workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
     ) -> Instance: ...
 
     def retry(
@@ -81,6 +82,7 @@ class Runner(Protocol):
         *,
         storage: Storage,
         workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
     ) -> Instance: ...
 
     def fire_due_timers(
@@ -130,11 +132,16 @@ class LocalRunner:
         storage: Storage,
         step: StepClass | str | None = None,
         workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
     ) -> Instance:
-        """Deliver ``event`` (and ``data``) to a waiting step, then run what follows."""
+        """Deliver ``event`` (and ``data``) to a waiting step, then run what follows.
+
+        With ``expected_revision`` (the revision the caller saw, e.g. on an admin page), an
+        instance that has changed since is refused with :class:`StaleInstanceError`.
+        """
 
         def transition(instance: Instance) -> Instance:
-            _expect_workflow(instance, workflow)
+            _expect(instance, workflow, expected_revision)
             return engine.resume(instance, event, data, now=self.clock(), step=step)
 
         return self._transition_and_run(instance_id, storage, transition)
@@ -145,11 +152,12 @@ class LocalRunner:
         *,
         storage: Storage,
         workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
     ) -> Instance:
-        """Run a failed instance's failed step again, then what follows."""
+        """Run a failed instance's failed step again, then what follows (see ``resume``)."""
 
         def transition(instance: Instance) -> Instance:
-            _expect_workflow(instance, workflow)
+            _expect(instance, workflow, expected_revision)
             return engine.retry(instance)
 
         return self._transition_and_run(instance_id, storage, transition)
@@ -293,7 +301,12 @@ def _check_storable(step: StepClass, outcome: Event) -> None:
         codec.encode(outcome.metadata, path="runtime_metadata")
 
 
-def _expect_workflow(instance: Instance, workflow: type[WorkflowDefinition] | None) -> None:
+def _expect(
+    instance: Instance, workflow: type[WorkflowDefinition] | None, revision: int | None
+) -> None:
+    """Refuse to act on an instance of another workflow, or one that changed since it was seen."""
+    if revision is not None and instance.revision != revision:
+        raise StaleInstanceError(instance.id, revision)
     if workflow is not None and not issubclass(instance.workflow, workflow):
         raise InstanceNotFound(
             instance.id,

@@ -345,3 +345,17 @@ def test_expected_errors_must_be_exception_classes() -> None:
 
     with pytest.raises(StepDefinitionError, match="expected_errors must be a tuple"):
         type("Odd", (Step,), {"events": ("ok",), "expected_errors": ValueError})
+
+
+def test_an_operation_on_a_stale_view_is_refused() -> None:
+    from hephaestus_django import StaleInstanceError
+
+    storage, runner = InMemoryStorage(), LocalRunner()
+    seen = runner.start(flows.TwoWaits, {"script": {}}, storage=storage)
+    runner.resume(seen.id, "paid", storage=storage)  # someone else acts meanwhile
+    with pytest.raises(StaleInstanceError, match="reload it"):
+        runner.resume(seen.id, "signed", storage=storage, expected_revision=seen.revision)
+    assert storage.get(seen.id).waiting_steps.keys() == {flows.Signature}
+    fresh = storage.get(seen.id)
+    done = runner.resume(seen.id, "signed", storage=storage, expected_revision=fresh.revision)
+    assert done.status is Status.COMPLETED
