@@ -94,6 +94,11 @@ class WorkflowInstance(models.Model):
     class Meta:
         db_table = "workflow_instances"
         verbose_name = "workflow instance"
+        # Operations in the admin, beyond Django's view/delete: each has its own permission.
+        permissions = [
+            ("resume_workflowinstance", "Can resume a waiting workflow instance"),
+            ("retry_workflowinstance", "Can retry a failed workflow instance"),
+        ]
         indexes = [
             GinIndex(
                 fields=["state"], name="idx_workflow_instances_state", opclasses=["jsonb_path_ops"]
