@@ -88,7 +88,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         runner_settings() if runner is None else runner,
         f"settings.{SETTING}['RUNNER']",
         "runner",
-        ("start", "resume", "retry", "fire_due_timers"),
+        ("start", "resume", "retry", "work"),
         DEFAULT_RUNNER_BACKEND,
     )[0]
     return messages

@@ -88,6 +88,16 @@ class WorkflowInstance(models.Model):
     )
     inserted_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
+    due_at = models.DateTimeField(
+        null=True, blank=True, help_text="The earliest timer of the waiting steps."
+    )
+    # NULL, not "", means "no lease": the workers' claim query reads it that way.
+    lease_owner = models.CharField(  # noqa: DJ001
+        max_length=255, null=True, blank=True, help_text="The runner executing the steps now."
+    )
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker may take over from that runner."
+    )
 
     objects = WorkflowInstanceQuerySet.as_manager()
 
@@ -112,6 +122,17 @@ class WorkflowInstance(models.Model):
             ),
             models.Index(
                 fields=["workflow", "workflow_version"], name="idx_workflow_instances_wf_ver"
+            ),
+            # What workers poll for: due timers, and running instances whose runner may be gone.
+            models.Index(
+                fields=["due_at"],
+                name="idx_workflow_instances_due",
+                condition=models.Q(due_at__isnull=False),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="idx_workflow_instances_stall",
+                condition=models.Q(status="running"),
             ),
         ]
         constraints = [

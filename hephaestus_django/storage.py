@@ -11,6 +11,12 @@ and costs one round trip:
   are left out of the update, so they never change.
 - ``delete``: ``DELETE ... WHERE id = %s``
 - ``query``: ``SELECT ... WHERE <filters> ORDER BY inserted_at, id LIMIT %s``
+- ``claim``: ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``
+- ``renew``: ``UPDATE ... SET lease_expires_at WHERE id = %s AND lease_owner = %s``
+
+``update`` (a locked read-modify-write for transitions coming from any process)
+is the one composite: a short transaction around ``SELECT ... FOR UPDATE`` and
+the ``put``.
 
 The state is sent and read as JSON text produced by the codec, so what comes
 back is decoded with the same rules as every other backend.
@@ -18,10 +24,12 @@ back is decoded with the same rules as every other backend.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db import connections
+from django.db import connections, transaction
 
 from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
 from hephaestus_django.core.instance import Instance, instance_key
@@ -30,21 +38,59 @@ from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row,
 from hephaestus_django.runtime.filters import QueryFilters, parse_filters
 
 TABLE = "workflow_instances"
-COLUMNS = "id, workflow, status, workflow_version, state::text, revision, inserted_at, updated_at"
+_FIELDS = (
+    "id",
+    "workflow",
+    "status",
+    "workflow_version",
+    "state::text",
+    "revision",
+    "inserted_at",
+    "updated_at",
+    "lease_owner",
+    "lease_expires_at",
+    "due_at",
+)
+COLUMNS = ", ".join(_FIELDS)
 
 SELECT_ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s"
+RENEW = f"UPDATE {TABLE} SET lease_expires_at = %s WHERE id = %s AND lease_owner = %s"
+# One statement hands each row to one worker: SKIP LOCKED keeps concurrent workers off the rows
+# another is claiming, and the revision bump makes every write based on an older read stale.
+CLAIM = f"""
+WITH candidates AS (
+    SELECT id FROM {TABLE}
+    WHERE (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= %(now)s)
+      AND ((due_at IS NOT NULL AND due_at <= %(now)s) OR status = 'running')
+    ORDER BY COALESCE(due_at, updated_at), id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {TABLE} AS claimed
+SET lease_owner = %(owner)s, lease_expires_at = %(until)s, revision = claimed.revision + 1
+FROM candidates
+WHERE claimed.id = candidates.id
+RETURNING {", ".join(f"claimed.{field}" for field in _FIELDS)}
+"""
 DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
 # clock_timestamp(), not now(): several puts in one transaction keep their order.
 UPSERT = f"""
-INSERT INTO {TABLE} AS stored
-    (id, workflow, status, workflow_version, state, revision, inserted_at, updated_at)
-VALUES (%s, %s, %s, %s, %s::jsonb, %s + 1, clock_timestamp(), clock_timestamp())
+INSERT INTO {TABLE} AS stored (
+    id, workflow, status, workflow_version, state, revision, inserted_at, updated_at,
+    lease_owner, lease_expires_at, due_at
+)
+VALUES (
+    %s, %s, %s, %s, %s::jsonb, %s + 1, clock_timestamp(), clock_timestamp(), %s, %s, %s
+)
 ON CONFLICT (id) DO UPDATE SET
     workflow = EXCLUDED.workflow,
     status = EXCLUDED.status,
     state = EXCLUDED.state,
     revision = stored.revision + 1,
-    updated_at = EXCLUDED.updated_at
+    updated_at = EXCLUDED.updated_at,
+    lease_owner = EXCLUDED.lease_owner,
+    lease_expires_at = EXCLUDED.lease_expires_at,
+    due_at = EXCLUDED.due_at
 WHERE stored.revision = %s
 RETURNING revision, workflow_version, inserted_at, updated_at
 """
@@ -81,6 +127,9 @@ class DjangoStorage:
             row.workflow_version,
             codec.dumps(row.state),
             row.revision,
+            row.lease_owner,
+            row.lease_expires_at,
+            row.due_at,
             row.revision,
         ]
         with connections[self.using].cursor() as cursor:
@@ -93,6 +142,42 @@ class DjangoStorage:
         instance.workflow_version = version
         instance.inserted_at = inserted_at
         instance.updated_at = updated_at
+
+    def update(self, instance_id: UUID | str, change: Callable[[Instance], Instance]) -> Instance:
+        """Read the row locked (``SELECT ... FOR UPDATE``), apply ``change``, put, commit.
+
+        The transaction lasts one read and one write: ``change`` is an engine transition,
+        never a step, so no lock is held while steps run.
+        """
+        key = instance_key(instance_id)
+        if key is None:
+            raise InstanceNotFound(instance_id)
+        with transaction.atomic(using=self.using):
+            with connections[self.using].cursor() as cursor:
+                cursor.execute(SELECT_ONE + " FOR UPDATE", [key])
+                found = cursor.fetchone()
+            if found is None:
+                raise InstanceNotFound(instance_id)
+            current = from_row(_stored_row(found))
+            changed = change(current)
+            if changed is not current:
+                self.put(changed)
+        return changed
+
+    def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
+        params = {"owner": owner, "now": now, "until": until, "limit": limit}
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(CLAIM, params)
+            found = cursor.fetchall()
+        return decode_rows(_stored_row(values) for values in found)
+
+    def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
+        key = instance_key(instance_id)
+        if key is None:
+            return False
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(RENEW, [until, key, owner])
+            return bool(cursor.rowcount == 1)
 
     def delete(self, instance_id: UUID | str) -> None:
         key = instance_key(instance_id)
@@ -150,7 +235,19 @@ def like_prefix(prefix: str) -> str:
 
 
 def _stored_row(values: Any) -> StoredRow:
-    instance_id, workflow, status, version, state, revision, inserted_at, updated_at = values
+    (
+        instance_id,
+        workflow,
+        status,
+        version,
+        state,
+        revision,
+        inserted_at,
+        updated_at,
+        lease_owner,
+        lease_expires_at,
+        due_at,
+    ) = values
     return StoredRow(
         id=instance_id,
         workflow=workflow,
@@ -160,4 +257,7 @@ def _stored_row(values: Any) -> StoredRow:
         revision=revision,
         inserted_at=inserted_at,
         updated_at=updated_at,
+        lease_owner=lease_owner,
+        lease_expires_at=lease_expires_at,
+        due_at=due_at,
     )

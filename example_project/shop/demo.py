@@ -27,8 +27,9 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from hephaestus_django import Instance, LocalRunner, Status, storages
+from hephaestus_django import Instance, Status, storages
 from hephaestus_django.models import WorkflowInstance
+from hephaestus_django.worker import run_once
 from shop.workflows import (
     DELIVERY_WINDOW,
     BookExpressCourier,
@@ -197,8 +198,8 @@ class Demo:
             delay = max((max(due_times) - datetime.now(UTC)).total_seconds(), 0)
             self.say(f"Waiting {delay:.1f} s until the last delivery window is over...")
             time.sleep(delay + 0.05)
-        fired = LocalRunner().fire_due_timers(storage=self.storage)
-        self.say(f'LocalRunner().fire_due_timers(storage=storages["default"]): {len(fired)} fired.')
+        fired = run_once()  # what `manage.py hephaestus_worker` does in a loop
+        self.say(f"hephaestus_django.worker.run_once(): {len(fired)} timers fired.")
         thanked = sum(1 for i in fired if i.context.result(ThankGoldCustomer) is not None)
         reviewed = sum(1 for i in fired if i.context.result(RequestReview) is not None)
         completed = sum(1 for i in fired if i.status is Status.COMPLETED)

@@ -4,7 +4,8 @@ Values here are plain data: the engine builds new ones instead of changing
 them, so an instance you hold is never changed behind your back. The only
 exception is the storage bookkeeping (``revision``, ``inserted_at``,
 ``updated_at``), which ``storage.put`` records on the object it was given so
-the same object can be put again, like ``Model.save()`` does.
+the same object can be put again, like ``Model.save()`` does. The lease fields
+say which runner is executing the instance's steps (see the runner).
 """
 
 from __future__ import annotations
@@ -103,6 +104,19 @@ class Instance:
     """How many times storage has written this instance; 0 before the first put."""
     inserted_at: datetime | None = None
     updated_at: datetime | None = None
+    lease_owner: str | None = None
+    """The runner executing this instance's steps right now, if any."""
+    lease_expires_at: datetime | None = None
+    """When that runner's claim lapses unless renewed; after it, a worker may take over."""
+
+    def leased_to_other(self, owner: str, now: datetime) -> bool:
+        """True when a runner other than ``owner`` holds a live lease."""
+        return (
+            self.lease_owner is not None
+            and self.lease_owner != owner
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )
 
     def __post_init__(self) -> None:
         self.id = coerce_instance_id(self.id)

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
+from hephaestus_django.core.engine import next_due_time
 from hephaestus_django.core.errors import CorruptInstanceError, UnknownWorkflowError
 from hephaestus_django.core.graph import StepClass, WorkflowGraph
 from hephaestus_django.core.instance import Context, Failure, HistoryEntry, Instance, Waiting
@@ -61,6 +62,10 @@ class StoredRow:
     revision: int = 0
     inserted_at: datetime | None = None
     updated_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    due_at: datetime | None = None
+    """The earliest timer of the waiting steps: what workers look for."""
 
 
 def to_row(instance: Instance) -> StoredRow:
@@ -72,7 +77,17 @@ def to_row(instance: Instance) -> StoredRow:
         workflow_version=instance.workflow_version,
         state=codec.encode(state_document(instance), instance_id=instance.id),
         revision=instance.revision,
+        lease_owner=instance.lease_owner,
+        lease_expires_at=instance.lease_expires_at,
+        due_at=due_time(instance),
     )
+
+
+def due_time(instance: Instance) -> datetime | None:
+    """When a worker must next look at the instance for a timer, if ever."""
+    if instance.status not in (Status.WAITING, Status.RUNNING):
+        return None
+    return next_due_time(instance)
 
 
 def state_document(instance: Instance) -> dict[str, Any]:
@@ -182,6 +197,8 @@ def from_row(row: StoredRow) -> Instance:
         revision=row.revision,
         inserted_at=row.inserted_at,
         updated_at=row.updated_at,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
     )
 
 

@@ -18,6 +18,7 @@ from uuid import UUID
 
 from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
 from hephaestus_django.core.instance import Instance, instance_key
+from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
 from hephaestus_django.runtime.filters import parse_filters
@@ -46,25 +47,68 @@ class InMemoryStorage:
         record = self._records.get(key) if key is not None else None
         if record is None:
             raise InstanceNotFound(instance_id)
-        return from_row(replace(record.row, state=codec.loads(record.text)))
+        return _decoded(record)
 
     def put(self, instance: Instance) -> None:
         row = to_row(instance)
         text = codec.dumps(row.state)
         with self._lock:
-            stored = self._records.get(row.id)
-            if stored is not None and stored.row.revision != instance.revision:
-                raise StaleInstanceError(instance.id, instance.revision)
-            now = self._clock()
-            row = replace(
-                row,
-                state=None,
-                revision=instance.revision + 1,
-                inserted_at=stored.row.inserted_at if stored else now,
-                updated_at=now,
-                workflow_version=stored.row.workflow_version if stored else row.workflow_version,
+            self._write(instance, row, text)
+
+    def update(self, instance_id: UUID | str, change: Callable[[Instance], Instance]) -> Instance:
+        with self._lock:
+            current = self.get(instance_id)
+            changed = change(current)
+            if changed is not current:
+                row = to_row(changed)
+                self._write(changed, row, codec.dumps(row.state))
+            return changed
+
+    def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
+        with self._lock:
+            wanted = [
+                record
+                for record in sorted(self._records.values(), key=_age)
+                if _needs_worker(record.row, now)
+            ][:limit]
+            claimed = []
+            for record in wanted:
+                row = replace(
+                    record.row,
+                    lease_owner=owner,
+                    lease_expires_at=until,
+                    revision=record.row.revision + 1,
+                )
+                self._records[row.id] = _Record(row, record.text)
+                claimed.append(_decoded(self._records[row.id]))
+            return claimed
+
+    def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
+        key = instance_key(instance_id)
+        with self._lock:
+            record = self._records.get(key) if key is not None else None
+            if record is None or record.row.lease_owner != owner:
+                return False
+            self._records[record.row.id] = _Record(
+                replace(record.row, lease_expires_at=until), record.text
             )
-            self._records[row.id] = _Record(row, text)
+            return True
+
+    def _write(self, instance: Instance, row: StoredRow, text: str) -> None:
+        """Store ``row`` if ``instance.revision`` is current; the caller holds the lock."""
+        stored = self._records.get(row.id)
+        if stored is not None and stored.row.revision != instance.revision:
+            raise StaleInstanceError(instance.id, instance.revision)
+        now = self._clock()
+        row = replace(
+            row,
+            state=None,
+            revision=instance.revision + 1,
+            inserted_at=stored.row.inserted_at if stored else now,
+            updated_at=now,
+            workflow_version=stored.row.workflow_version if stored else row.workflow_version,
+        )
+        self._records[row.id] = _Record(row, text)
         instance.revision = row.revision
         instance.inserted_at = row.inserted_at
         instance.updated_at = row.updated_at
@@ -94,13 +138,11 @@ class InMemoryStorage:
                     workflow_version=record.row.workflow_version,
                 )
             ),
-            key=lambda record: (record.row.inserted_at, str(record.row.id)),
+            key=_age,
         )
         if parsed.limit is not None:
             matching = matching[: parsed.limit]
-        return decode_rows(
-            replace(record.row, state=codec.loads(record.text)) for record in matching
-        )
+        return decode_rows(_with_state(record) for record in matching)
 
     def clear(self) -> None:
         """Forget every instance."""
@@ -109,3 +151,24 @@ class InMemoryStorage:
 
     def __len__(self) -> int:
         return len(self._records)
+
+
+def _with_state(record: _Record) -> StoredRow:
+    return replace(record.row, state=codec.loads(record.text))
+
+
+def _decoded(record: _Record) -> Instance:
+    return from_row(_with_state(record))
+
+
+def _age(record: _Record) -> tuple[Any, str]:
+    return (record.row.inserted_at, str(record.row.id))
+
+
+def _needs_worker(row: StoredRow, now: datetime) -> bool:
+    """A timer is due, or the instance runs with no live lease (the same rule as SQL)."""
+    lease_live = row.lease_owner is not None and (
+        row.lease_expires_at is not None and row.lease_expires_at > now
+    )
+    due = row.due_at is not None and row.due_at <= now
+    return not lease_live and (due or row.status == Status.RUNNING.value)

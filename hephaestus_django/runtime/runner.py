@@ -6,53 +6,51 @@ on a bounded thread pool; the wave's outcomes are applied in one engine
 transition and persisted with one ``put``. So the stored instance is never
 more than one wave behind, and a wave costs one write.
 
-Concurrency. Within a process, work on one instance is serialized by a lock
-per instance id. Across processes, ``put`` refuses stale writes: when another
-writer got in first, the runner re-reads the instance and applies the same
-outcomes to the fresh copy (steps are not executed again), or gives up with
-a clear error when those steps are no longer active there. A runner that
-resumes an instance runs only what its own transition made runnable: steps
-that were already running belong to the runner executing them.
+Any process may move any instance on. Transitions that come from outside
+(``resume``, ``retry``, a due timer) go through ``storage.update``: a locked
+read-modify-write, never held while a step runs. Steps are executed by the
+runner holding the instance's lease (:mod:`~hephaestus_django.runtime.leases`):
+whoever made them runnable, unless another runner is already executing the
+instance, which then picks them up. A wave's write is optimistic; when another
+writer got in first, the wave's outcomes are applied to a fresh locked read
+(the steps are not executed again). If a runner dies, its lease lapses and
+:meth:`LocalRunner.work` (called by the worker) runs the active steps again:
+execution is at least once.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from functools import partial
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
 from hephaestus_django.core import engine
 from hephaestus_django.core.engine import Activation, StepResult
 from hephaestus_django.core.errors import (
-    EngineError,
+    HephaestusError,
     InstanceNotFound,
-    InvalidInstanceError,
     SerializationError,
     StaleInstanceError,
     StepOutcomeError,
 )
 from hephaestus_django.core.graph import StepClass
-from hephaestus_django.core.instance import Instance, coerce_instance_id
+from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.outcomes import Event, read_outcome
-from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.storage import Storage
 
 logger = logging.getLogger("hephaestus_django.runner")
 
-STALE_RETRIES = 5
-"""How often a write that lost a race is re-applied to a fresh read before giving up."""
+DEFAULT_LEASE = timedelta(minutes=5)
 
 
 class Runner(Protocol):
-    """What the ``Workflow`` facade needs from a runner backend."""
+    """What the ``Workflow`` facade and the worker need from a runner backend."""
 
     def start(
         self,
@@ -85,8 +83,8 @@ class Runner(Protocol):
         expected_revision: int | None = None,
     ) -> Instance: ...
 
-    def fire_due_timers(
-        self, *, storage: Storage, now: datetime | None = None
+    def work(
+        self, *, storage: Storage, now: datetime | None = None, limit: int = 100
     ) -> list[Instance]: ...
 
 
@@ -95,16 +93,30 @@ def utcnow() -> datetime:
 
 
 class LocalRunner:
-    """Runs steps in this process; a fan-out wave runs on up to ``max_workers`` threads."""
+    """Runs steps in this process; a fan-out wave runs on up to ``max_workers`` threads.
 
-    def __init__(self, *, max_workers: int = 4, clock: Callable[[], datetime] = utcnow) -> None:
+    ``lease`` is how long a runner's claim on an instance lasts without renewal: the time
+    after which a worker re-runs the steps of a runner that died.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_workers: int = 4,
+        lease: timedelta | float = DEFAULT_LEASE,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
+        if not isinstance(lease, timedelta):
+            lease = timedelta(seconds=lease)
+        if lease <= timedelta(0):
+            raise ValueError(f"lease must be a positive duration, not {lease!r}")
         self.max_workers = max_workers
+        self.lease = lease
         self.clock = clock
         self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._instance_locks: weakref.WeakValueDictionary[UUID, Any] = weakref.WeakValueDictionary()
+        self._heartbeat = Heartbeat(lease, clock)
 
     # --- the facade's verbs ------------------------------------------------------------------
 
@@ -118,10 +130,11 @@ class LocalRunner:
         metadata: Mapping[str, Any] | None = None,
     ) -> Instance:
         """Create an instance, persist it running, and run it until it waits or ends."""
+        owner = new_owner()
         instance = engine.start(engine.new_instance(workflow, context, id=id, metadata=metadata))
-        with self._lock(instance.id):
-            storage.put(instance)
-            return self.run(instance, storage=storage)
+        instance = with_lease(instance, owner, self.clock(), self.lease)
+        storage.put(instance)
+        return self.run(instance, storage=storage, owner=owner)
 
     def resume(
         self,
@@ -162,50 +175,38 @@ class LocalRunner:
 
         return self._transition_and_run(instance_id, storage, transition)
 
-    def fire_due_timers(self, *, storage: Storage, now: datetime | None = None) -> list[Instance]:
-        """Fire every due timer of the waiting instances in ``storage``; return those moved on."""
-        moment = now or self.clock()
-        fired = []
-        for candidate in storage.query(status=Status.WAITING):
-            due = engine.next_due_time(candidate)
-            if due is None or due > moment:
-                continue
+    def work(
+        self, *, storage: Storage, now: datetime | None = None, limit: int = 100
+    ) -> list[Instance]:
+        """Fire due timers and take over instances whose runner died; return those handled.
 
-            def transition(instance: Instance) -> Instance:
-                return engine.fire_due_timers(instance, now=moment)
-
-            try:
-                fired.append(self._transition_and_run(candidate.id, storage, transition))
-            except (InstanceNotFound, EngineError) as error:
-                logger.info("timer of instance %s not fired: %s", candidate.id, error)
-        return fired
-
-    def run(
-        self,
-        instance: Instance,
-        *,
-        storage: Storage,
-        busy: frozenset[StepClass] = frozenset(),
-    ) -> Instance:
-        """Run waves until nothing is runnable; the instance is persisted after each wave.
-
-        ``busy`` steps are being executed by another runner (they were already
-        running when this one loaded the instance), so they are left to it.
+        One pass, for a worker loop, cron or a task queue. Each instance is claimed by
+        exactly one caller, so any number of processes may call this at once.
         """
-        while True:
-            activations = [a for a in engine.runnable(instance) if a.step not in busy]
+        moment = now or self.clock()
+        owner = new_owner()
+        handled = []
+        for claimed in storage.claim(owner, now=moment, until=moment + self.lease, limit=limit):
+            try:
+                handled.append(self._take_over(claimed, storage, owner, moment))
+            except HephaestusError as error:
+                logger.error("could not move instance %s on: %s", claimed.id, error)
+        return handled
+
+    def run(self, instance: Instance, *, storage: Storage, owner: str) -> Instance:
+        """Run waves while ``owner`` holds the lease; persist after each wave."""
+        while instance.lease_owner == owner:
+            activations = engine.runnable(instance)
             if not activations:
                 return instance
-            results = self._execute_wave(instance, activations)
-            instance = self._persist(instance, storage, partial(self._apply, results))
-
-    def _apply(self, results: list[StepResult], instance: Instance) -> Instance:
-        return engine.apply(instance, results, now=self.clock())
+            with self._heartbeat.held(storage, instance.id, owner):
+                results = self._execute_wave(instance, activations)
+            instance = self._save_wave(instance, results, storage, owner)
+        return instance
 
     def close(self) -> None:
         """Shut the thread pool down (it is created again if needed)."""
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
+        pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
 
@@ -217,42 +218,60 @@ class LocalRunner:
         storage: Storage,
         transition: Callable[[Instance], Instance],
     ) -> Instance:
-        try:
-            key = coerce_instance_id(instance_id)
-        except InvalidInstanceError:
-            raise InstanceNotFound(instance_id) from None
-        with self._lock(key):
-            loaded = storage.get(key)
-            busy = frozenset(activation.step for activation in engine.runnable(loaded))
-            instance = self._persist(loaded, storage, transition)
-            return self.run(instance, storage=storage, busy=busy)
+        key = instance_key(instance_id)
+        if key is None:
+            raise InstanceNotFound(instance_id)
+        owner = new_owner()
 
-    def _persist(
-        self,
-        instance: Instance,
-        storage: Storage,
-        transition: Callable[[Instance], Instance],
+        def change(current: Instance) -> Instance:
+            return with_lease(transition(current), owner, self.clock(), self.lease)
+
+        return self.run(storage.update(key, change), storage=storage, owner=owner)
+
+    def _take_over(
+        self, claimed: Instance, storage: Storage, owner: str, now: datetime
     ) -> Instance:
-        """Apply ``transition`` and put; on a lost race, re-apply it to a fresh read."""
-        current = instance
-        for _attempt in range(STALE_RETRIES):
-            updated = transition(current)
-            try:
-                storage.put(updated)
-            except StaleInstanceError:
-                logger.info(
-                    "instance %s changed meanwhile; re-applying to a fresh read", current.id
-                )
-                current = storage.get(current.id)
-                continue
+        """Fire the claimed instance's due timers, then run whatever is runnable."""
+
+        def settle(base: Instance) -> Instance:
+            return with_lease(engine.fire_due_timers(base, now=now), owner, now, self.lease)
+
+        logger.info("took over instance %s (%s)", claimed.id, claimed.workflow.__qualname__)
+        instance = self._put_or_update(settle(claimed), storage, settle)
+        return self.run(instance, storage=storage, owner=owner)
+
+    def _save_wave(
+        self, instance: Instance, results: list[StepResult], storage: Storage, owner: str
+    ) -> Instance:
+        def apply(base: Instance) -> Instance:
+            runnable = {activation.step for activation in engine.runnable(base)}
+            relevant = [result for result in results if result.step in runnable]
+            if not relevant:  # another runner finished these steps meanwhile
+                return base
+            now = self.clock()
+            return with_lease(engine.apply(base, relevant, now=now), owner, now, self.lease)
+
+        return self._put_or_update(apply(instance), storage, apply)
+
+    def _put_or_update(
+        self, updated: Instance, storage: Storage, again: Callable[[Instance], Instance]
+    ) -> Instance:
+        """Write optimistically; if another writer got in first, redo ``again`` under lock."""
+        try:
+            storage.put(updated)
             return updated
-        raise StaleInstanceError(instance.id, current.revision)
+        except StaleInstanceError:
+            logger.info("instance %s changed meanwhile; re-applying to a fresh read", updated.id)
+            return storage.update(updated.id, again)
 
     def _execute_wave(self, instance: Instance, activations: list[Activation]) -> list[StepResult]:
         if len(activations) == 1:
             return [self._execute(instance, activations[0])]
-        pool = self._executor()
-        futures = [pool.submit(self._execute, instance, activation) for activation in activations]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.max_workers, thread_name_prefix="hephaestus-step"
+            )
+        futures = [self._pool.submit(self._execute, instance, item) for item in activations]
         return [future.result() for future in futures]
 
     def _execute(self, instance: Instance, activation: Activation) -> StepResult:
@@ -275,22 +294,6 @@ class LocalRunner:
             )
             return StepResult(step, error=error)
         return StepResult(step, outcome=outcome)
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=self.max_workers, thread_name_prefix="hephaestus-step"
-                )
-            return self._pool
-
-    def _lock(self, instance_id: UUID) -> Any:
-        with self._pool_lock:
-            lock = self._instance_locks.get(instance_id)
-            if lock is None:
-                lock = threading.RLock()
-                self._instance_locks[instance_id] = lock
-            return lock
 
 
 def _check_storable(step: StepClass, outcome: Event) -> None:

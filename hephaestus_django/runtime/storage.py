@@ -7,6 +7,11 @@
     storage.delete(instance_id) -> None         # idempotent
     storage.query(limit=None, **filters) -> list[Instance]
 
+    # what runners and workers need to share instances across processes
+    storage.update(instance_id, change) -> Instance   # atomic get -> change -> put
+    storage.claim(owner, now=, until=, limit=) -> list[Instance]   # due timers, stalled runs
+    storage.renew(instance_id, owner, until) -> bool  # extend the owner's lease
+
 ``put`` records the stored ``revision``, ``inserted_at``, ``updated_at`` and
 ``workflow_version`` on the instance it was given, so the same object can be
 put again. A put whose ``revision`` is not the stored one raises
@@ -16,11 +21,21 @@ never changed by later ones. ``query`` returns instances oldest first (by
 ``inserted_at``, then id) and leaves out, with a logged error, rows that cannot
 be decoded, so one corrupt row never hides the others; ``get`` raises for it.
 
+``update`` serializes changes to one instance (a row lock, a mutex): two
+processes resuming the same instance never lose an update, and never hold the
+lock while a step runs. ``claim`` hands each instance that has a due timer, or
+that is running with no live lease (its runner died), to exactly one caller
+and leases it to ``owner`` until ``until``; it bumps the revision, so writes
+based on earlier reads are stale. ``renew`` extends a lease its owner still
+holds, without a new revision.
+
 The test-suite in ``tests/contract`` runs against every backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -45,4 +60,20 @@ class Storage(Protocol):
 
     def query(self, *, limit: int | None = None, **filters: Any) -> list[Instance]:
         """Instances matching every filter, oldest first."""
+        ...
+
+    def update(self, instance_id: UUID | str, change: Callable[[Instance], Instance]) -> Instance:
+        """Apply ``change`` to the stored instance and store its result, atomically.
+
+        If ``change`` raises, nothing is written and the error propagates.
+        """
+        ...
+
+    def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
+        """Lease up to ``limit`` instances that need a worker: a timer due at ``now``, or
+        running with no live lease. Each is handed to one caller only."""
+        ...
+
+    def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
+        """Extend ``owner``'s lease to ``until``; False when it no longer holds it."""
         ...

@@ -24,6 +24,7 @@ from hephaestus_django import (
     Status,
     Step,
     UnknownWorkflowError,
+    Wait,
     Workflow,
 )
 from hephaestus_django.core import engine
@@ -327,3 +328,76 @@ def test_an_unregistered_workflow_breaks_only_its_own_rows(storage: Storage) -> 
 
 def flows_now() -> datetime:
     return datetime(2026, 11, 24, 12, 30, tzinfo=UTC)
+
+
+# --- sharing instances across processes: update, claim, renew ---------------------------------
+
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_update_applies_a_change_atomically(storage: Storage) -> None:
+    instance = waiting(storage)
+    changed = storage.update(
+        instance.id, lambda current: engine.resume(current, "paid", now=flows_now())
+    )
+    assert changed.revision == 2
+    assert [e.event for e in storage.get(instance.id).execution_history] == ["ok", "paid"]
+
+
+def test_update_writes_nothing_when_the_change_raises(storage: Storage) -> None:
+    instance = waiting(storage)
+
+    def refuse(current: Instance) -> Instance:
+        raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        storage.update(instance.id, refuse)
+    assert storage.get(instance.id).revision == 1
+
+
+def test_update_of_a_missing_instance_is_not_found(storage: Storage) -> None:
+    with pytest.raises(InstanceNotFound):
+        storage.update(uuid.uuid4(), lambda current: current)
+    with pytest.raises(InstanceNotFound):
+        storage.update("nope", lambda current: current)
+
+
+def test_claim_hands_out_due_timers_and_stalled_runs_once(storage: Storage) -> None:
+    timed = stored(storage, flows.Timed)  # a Wait due five minutes after it started
+    stalled = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
+    storage.put(stalled)  # running, nobody holds a lease: its runner died
+    stored(storage)  # completed: never claimed
+    stored(storage, flows.TwoWaits)  # waits for events only: never claimed
+
+    started_at = timed.waiting_steps[Wait].since  # the timer is due five minutes later
+    early = storage.claim("early", now=started_at, until=LATER + timedelta(days=1), limit=10)
+    assert ids(early) == [stalled.id]
+    claimed = storage.claim("w1", now=LATER, until=LATER + timedelta(minutes=1), limit=10)
+    assert ids(claimed) == [timed.id]  # the stalled one is still leased to "early"
+    assert claimed[0].lease_owner == "w1"
+    assert claimed[0].revision == timed.revision + 1
+    assert storage.claim("w2", now=LATER, until=LATER, limit=10) == []
+    with pytest.raises(StaleInstanceError):
+        storage.put(timed)  # a write based on a read before the claim
+
+
+def test_claim_takes_over_an_expired_lease_and_respects_the_limit(storage: Storage) -> None:
+    for _ in range(3):
+        running = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
+        running.lease_owner, running.lease_expires_at = "dead", flows_now()
+        storage.put(running)
+    first = storage.claim("w1", now=flows_now() + timedelta(seconds=1), until=LATER, limit=2)
+    rest = storage.claim("w2", now=flows_now() + timedelta(seconds=1), until=LATER, limit=2)
+    assert (len(first), len(rest)) == (2, 1)
+    assert not set(ids(first)) & set(ids(rest))
+
+
+def test_renew_extends_only_the_owners_lease(storage: Storage) -> None:
+    running = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
+    running.lease_owner, running.lease_expires_at = "me", flows_now()
+    storage.put(running)
+    assert storage.renew(running.id, "me", LATER)
+    assert not storage.renew(running.id, "someone else", LATER + timedelta(days=1))
+    assert not storage.renew(uuid.uuid4(), "me", LATER)
+    got = storage.get(running.id)
+    assert (got.lease_owner, got.lease_expires_at, got.revision) == ("me", LATER, 1)

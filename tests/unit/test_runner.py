@@ -218,17 +218,19 @@ def test_a_write_that_lost_a_race_is_reapplied_not_lost(caplog: pytest.LogCaptur
 
 
 def test_timers_fire_from_storage_when_due() -> None:
-    now = [datetime(2026, 11, 24, 12, 0, tzinfo=UTC)]
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     storage = InMemoryStorage()
-    runner = LocalRunner(clock=lambda: now[0])
+    runner = LocalRunner(clock=lambda: now)
     instance = runner.start(flows.Timed, {"script": {}}, storage=storage)
     assert instance.status is Status.WAITING
-    assert runner.fire_due_timers(storage=storage) == []
-    now[0] += timedelta(minutes=5)
-    restarted = LocalRunner(clock=lambda: now[0])  # a new process after a restart
-    (fired,) = restarted.fire_due_timers(storage=storage)
+    assert instance.lease_owner is None  # nothing runnable: no runner holds it
+    assert runner.work(storage=storage, now=now) == []
+    later = now + timedelta(minutes=5)
+    restarted = LocalRunner(clock=lambda: later)  # a new process after a restart
+    (fired,) = restarted.work(storage=storage, now=later)
     assert fired.status is Status.COMPLETED
-    assert restarted.fire_due_timers(storage=storage) == []
+    assert fired.lease_owner is None
+    assert restarted.work(storage=storage, now=later) == []
 
 
 def test_an_unstorable_step_result_fails_that_step(storage: RecordingStorage) -> None:

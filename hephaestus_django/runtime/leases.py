@@ -1,0 +1,102 @@
+"""Leases: which runner executes an instance's steps, and for how long.
+
+One runner at a time executes an instance's steps. It holds a *lease* (an
+owner token and an expiry, stored with the instance) from the write that made
+steps runnable until the write that leaves nothing runnable. Another process
+that delivers an event meanwhile records it and leaves the steps to the owner.
+If the owner dies, its lease lapses and a worker takes the instance over and
+runs its active steps again: steps are executed at least once.
+
+A step may run longer than a lease: while steps execute, :class:`Heartbeat`
+renews the leases of this process every third of the lease duration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from hephaestus_django.core import engine
+from hephaestus_django.core.instance import Instance
+from hephaestus_django.runtime.storage import Storage
+
+logger = logging.getLogger("hephaestus_django.runner")
+
+
+def new_owner() -> str:
+    """A token naming one drive of one instance: host, process and a random part.
+
+    Every drive gets its own token, so two threads of one process never mistake
+    each other's lease for their own.
+    """
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def with_lease(instance: Instance, owner: str, now: datetime, duration: timedelta) -> Instance:
+    """The instance leased to ``owner`` while it has runnable steps, released otherwise.
+
+    A live lease held by another runner is left alone: that runner executes the steps.
+    """
+    if instance.leased_to_other(owner, now):
+        return instance
+    if engine.runnable(instance):
+        return replace(instance, lease_owner=owner, lease_expires_at=now + duration)
+    if instance.lease_owner is None:
+        return instance
+    return replace(instance, lease_owner=None, lease_expires_at=None)
+
+
+class Heartbeat:
+    """Renews the leases of the steps executing in this process, from one daemon thread."""
+
+    def __init__(self, duration: timedelta, clock: Callable[[], datetime]) -> None:
+        self.duration = duration
+        self.clock = clock
+        self._leases: dict[tuple[int, UUID, str], Storage] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def held(self, storage: Storage, instance_id: UUID, owner: str) -> Iterator[None]:
+        """Keep ``owner``'s lease on the instance alive for the duration of the block."""
+        key = (id(storage), instance_id, owner)
+        with self._lock:
+            self._leases[key] = storage
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._beat, name="hephaestus-heartbeat", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._leases.pop(key, None)
+
+    def _beat(self) -> None:
+        interval = self.duration.total_seconds() / 3
+        while not self._wake.wait(interval):
+            with self._lock:
+                leases = list(self._leases.items())
+            for (_storage, instance_id, owner), storage in leases:
+                self._renew(storage, instance_id, owner)
+
+    def _renew(self, storage: Storage, instance_id: UUID, owner: str) -> None:
+        try:
+            if not storage.renew(instance_id, owner, self.clock() + self.duration):
+                logger.warning(
+                    "lost the lease on instance %s: another runner took it over; its steps "
+                    "may run again there",
+                    instance_id,
+                )
+        except Exception:  # the next beat tries again; the step itself carries on
+            logger.exception("could not renew the lease on instance %s", instance_id)

@@ -1,0 +1,134 @@
+"""Leases: one runner executes an instance's steps; a dead runner's steps are taken over."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from hephaestus_django import Done, Status, Step, Workflow
+from hephaestus_django.core.instance import Instance
+from hephaestus_django.runtime import InMemoryStorage, LocalRunner
+from hephaestus_django.runtime.leases import new_owner
+from tests import flows
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+class ProcessDied(BaseException):
+    """Stands in for kill -9: not an Exception, so nothing records it as a step failure."""
+
+
+def test_each_drive_has_its_own_owner_token() -> None:
+    assert new_owner() != new_owner()
+
+
+def test_a_runner_holds_the_lease_only_while_steps_are_runnable() -> None:
+    storage = InMemoryStorage()
+    seen: list[tuple[str | None, Status]] = []
+
+    class Look(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Instance, config: Any, context: Any) -> Any:
+            stored = storage.get(instance.id)
+            seen.append((stored.lease_owner, stored.status))
+            return "ok"
+
+    class Looking(Workflow):
+        start = Look
+        transitions = {Look: {"ok": Done}}
+
+    done = LocalRunner().start(Looking, {}, storage=storage)
+    ((owner, status),) = seen
+    assert owner is not None
+    assert status is Status.RUNNING
+    assert done.lease_owner is None
+    assert storage.get(done.id).lease_owner is None
+
+
+def test_a_resume_while_another_runner_executes_leaves_the_steps_to_it() -> None:
+    storage = InMemoryStorage()
+    runner = LocalRunner(clock=lambda: T0)
+    instance = runner.start(flows.TwoWaits, {"script": {}}, storage=storage)
+    # pretend another runner is executing this instance right now
+    instance.lease_owner, instance.lease_expires_at = "busy-runner", T0 + timedelta(minutes=5)
+    storage.put(instance)
+
+    runner.resume(instance.id, "paid", storage=storage)
+    after = runner.resume(instance.id, "signed", storage=storage)
+    assert after.lease_owner == "busy-runner"
+    assert after.status is Status.RUNNING  # Join is runnable, but not ours to run
+    assert flows.executions(instance.id).get("join") is None
+
+    # the busy runner dies; once its lease lapses a worker runs the join
+    later = T0 + timedelta(minutes=6)
+    (taken,) = LocalRunner(clock=lambda: later).work(storage=storage, now=later)
+    assert taken.status is Status.COMPLETED
+    assert flows.executions(instance.id)["join"] == 1
+
+
+def test_a_dead_runners_steps_run_again_after_its_lease_lapses() -> None:
+    storage = InMemoryStorage()
+    attempts: list[int] = []
+
+    class Fragile(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Instance, config: Any, context: Any) -> Any:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise ProcessDied
+            return "ok"
+
+    class Crashy(Workflow):
+        start = Fragile
+        transitions = {Fragile: {"ok": Done}}
+
+    with pytest.raises(ProcessDied):
+        LocalRunner(clock=lambda: T0, lease=60).start(Crashy, {}, storage=storage)
+    (stalled,) = storage.query()
+    assert stalled.status is Status.RUNNING
+    assert stalled.lease_owner is not None
+
+    assert LocalRunner(clock=lambda: T0).work(storage=storage, now=T0) == []  # lease still live
+    later = T0 + timedelta(seconds=61)
+    (recovered,) = LocalRunner(clock=lambda: later).work(storage=storage, now=later)
+    assert recovered.status is Status.COMPLETED
+    assert len(attempts) == 2  # at least once: the step ran again
+
+
+class RecordingRenewals(InMemoryStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewals: list[str] = []
+        self.renewed_twice = threading.Event()
+
+    def renew(self, instance_id: Any, owner: str, until: datetime) -> bool:
+        self.renewals.append(owner)
+        if len(self.renewals) >= 2:
+            self.renewed_twice.set()
+        return super().renew(instance_id, owner, until)
+
+
+def test_a_long_step_keeps_its_lease_alive() -> None:
+    storage = RecordingRenewals()
+
+    class Long(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Instance, config: Any, context: Any) -> Any:
+            # Returns once the heartbeat has renewed the lease twice (never, without one).
+            assert storage.renewed_twice.wait(timeout=30), "the lease was never renewed"
+            return "ok"
+
+    class Patient(Workflow):
+        start = Long
+        transitions = {Long: {"ok": Done}}
+
+    runner = LocalRunner(lease=0.15)
+    done = runner.start(Patient, {}, storage=storage)
+    assert done.status is Status.COMPLETED
+    assert len(set(storage.renewals)) == 1
