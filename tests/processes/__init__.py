@@ -1,0 +1,1 @@
+"""Tests with real processes: concurrency, crashes and timers across process deaths."""

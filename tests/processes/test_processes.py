@@ -1,0 +1,174 @@
+"""Durability with real processes against real PostgreSQL.
+
+Children (``tests/processes/child.py``) are separate Python processes on the test database:
+they resume, work and die concurrently; the assertions read what they left in the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from hephaestus_django import Status
+from hephaestus_django.storage import DjangoStorage
+from tests.processes import workflows
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Children:
+    """Starts child processes on the test database and collects their JSON results."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.processes: list[subprocess.Popen[str]] = []
+        settings = dict(connection.settings_dict)
+        database = {
+            key: settings[key] for key in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
+        }
+        self.env = {
+            **os.environ,
+            "HEPHAESTUS_TEST_DB": json.dumps(database),
+            "PYTHONPATH": str(REPO),
+        }
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+
+    def spawn(self, command: str, payload: dict[str, Any], **env: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.processes.child", command, json.dumps(payload)],
+            cwd=REPO,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def run(self, command: str, payload: dict[str, Any], **env: str) -> dict[str, Any]:
+        return self.result(self.spawn(command, payload, **env))
+
+    @staticmethod
+    def result(process: subprocess.Popen[str], timeout: float = 300) -> dict[str, Any]:
+        out, err = process.communicate(timeout=timeout)
+        assert process.returncode == 0, err
+        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    def go_file(self) -> Path:
+        return self.tmp_path / "go"
+
+    def kill_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def children(tmp_path: Path) -> Iterator[Children]:
+    spawned = Children(tmp_path)
+    yield spawned
+    spawned.kill_all()
+
+
+def history(instance_id: str) -> list[tuple[str, str]]:
+    instance = DjangoStorage().get(instance_id)
+    return [(entry.step.__name__, entry.event) for entry in instance.execution_history]
+
+
+def test_eight_processes_resume_1600_branches_without_losing_one(children: Children) -> None:
+    ids = children.run("start", {"workflow": workflows.ManyGates.path(), "count": 80})["ids"]
+    pairs = [[instance_id, gate.path()] for instance_id in ids for gate in workflows.GATES]
+    random.Random(7).shuffle(pairs)
+    go = children.go_file()
+    batches = [pairs[n::8] for n in range(8)]
+    started = [children.spawn("resume", {"pairs": batch, "go": str(go)}) for batch in batches]
+    go.touch()
+    results = [children.result(process) for process in started]
+
+    assert sum(result["ok"] for result in results) == 1600
+    assert [error for result in results for error in result["errors"]] == []
+    for instance_id in ids:
+        steps = history(instance_id)
+        gates = Counter(step for step, event in steps if event == "go")
+        assert gates == {gate.__name__: 1 for gate in workflows.GATES}, instance_id
+        assert steps[-2:] == [("Gather", "ok"), ("Done", "done")]
+        assert DjangoStorage().get(instance_id).status is Status.COMPLETED
+
+
+def test_two_processes_resuming_one_waiting_step_exactly_one_wins(children: Children) -> None:
+    (instance_id,) = children.run("start", {"workflow": workflows.ManyGates.path()})["ids"]
+    pair = [[instance_id, workflows.GATES[0].path()]]
+    go = children.go_file()
+    racers = [children.spawn("resume", {"pairs": pair, "go": str(go)}) for _ in range(2)]
+    go.touch()
+    results = [children.result(process) for process in racers]
+
+    assert sorted(result["ok"] for result in results) == [0, 1]
+    (error,) = [error for result in results for error in result["errors"]]
+    assert error.startswith("UnexpectedEventError: ")
+    assert "is not waiting on step" in error
+    assert Counter(step for step, event in history(instance_id))["Gate0"] == 1
+
+
+def test_a_worker_killed_mid_step_is_taken_over(children: Children, tmp_path: Path) -> None:
+    started = children.spawn(
+        "start",
+        {"workflow": workflows.Crunching.path(), "context": {"dir": str(tmp_path)}},
+        LEASE="2",
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("attempt-1-*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(tmp_path.glob("attempt-1-*")), "the step never started"
+    started.send_signal(signal.SIGKILL)  # kill -9 in the middle of the step
+    started.wait()
+    (instance,) = DjangoStorage().query(workflow=workflows.Crunching)
+    assert instance.status is Status.RUNNING
+
+    worker = children.spawn("manage", {"argv": ["hephaestus_worker", "--interval", "0.05"]})
+    deadline = time.monotonic() + 60
+    while DjangoStorage().get(instance.id).status is not Status.COMPLETED:
+        assert time.monotonic() < deadline, "no worker took the instance over"
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGTERM)
+    assert children.result(worker)["stdout"].endswith("Worker stopped.\n")
+    assert len(list(tmp_path.glob("attempt-*"))) == 2  # at least once: run again, once
+    assert history(str(instance.id)) == [("Split", "ok"), ("Crunch", "ok"), ("Done", "done")]
+
+
+def test_a_timer_fires_once_after_every_process_stopped(children: Children) -> None:
+    (instance_id,) = children.run("start", {"workflow": workflows.Napping.path()})["ids"]
+    assert DjangoStorage().get(instance_id).status is Status.WAITING
+    time.sleep(1.2)  # every process is gone while the timer comes due
+    assert children.run("work", {})["handled"] == [instance_id]
+    assert history(instance_id) == [("Split", "ok"), ("Nap", "timeout"), ("Done", "done")]
+    assert children.run("work", {})["handled"] == []
+
+
+def test_racing_workers_never_fire_a_timer_twice(children: Children) -> None:
+    ids = children.run("start", {"workflow": workflows.Napping.path(), "count": 60})["ids"]
+    time.sleep(1.2)
+    go = children.go_file()
+    racers = [children.spawn("work", {"go": str(go), "batch_size": 5}) for _ in range(3)]
+    go.touch()
+    handled = [children.result(process)["handled"] for process in racers]
+
+    everything = [instance_id for batch in handled for instance_id in batch]
+    assert sorted(everything) == sorted(ids)  # each handled by exactly one worker
+    for instance_id in ids:
+        assert history(instance_id) == [("Split", "ok"), ("Nap", "timeout"), ("Done", "done")]

@@ -1,0 +1,79 @@
+"""Workflows the process tests share with their child processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hephaestus_django import Done, Step, Wait, WaitForEvent, Workflow
+
+BRANCHES = 20
+
+
+class Split(Step):
+    """Opens the fan-out."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        return "ok"
+
+
+class Gather(Step):
+    """Joins every branch."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        return "ok"
+
+
+GATES = [type(f"Gate{n}", (WaitForEvent,), {"events": ("go",)}) for n in range(BRANCHES)]
+for _gate in GATES:
+    globals()[_gate.__name__] = _gate
+    _gate.__module__ = __name__
+
+
+class ManyGates(Workflow):
+    """One instance waits on twenty branches at once; each is resumed by some process."""
+
+    start = Split
+    transitions = {
+        Split: {"ok": GATES},
+        **{gate: {"go": Gather} for gate in GATES},
+        Gather: {"ok": Done},
+    }
+
+
+class Crunch(Step):
+    """A slow step: the first attempt blocks (so a test can kill its process mid-step)."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        folder = Path(context.initial["dir"])
+        attempt = len(list(folder.glob("attempt-*"))) + 1
+        (folder / f"attempt-{attempt}-{os.getpid()}").touch()
+        if attempt == 1:
+            time.sleep(120)  # killed long before this ends
+        return "ok"
+
+
+class Crunching(Workflow):
+    """A step whose first runner dies with it."""
+
+    start = Split
+    transitions = {Split: {"ok": Crunch}, Crunch: {"ok": Done}}
+
+
+class Nap(Wait):
+    """A one-second timer."""
+
+
+class Napping(Workflow):
+    """A timer that must fire exactly once, whoever is running when it is due."""
+
+    start = Split
+    transitions = {Split: {"ok": Nap.configure(duration=1, unit="seconds")}, Nap: {"timeout": Done}}
