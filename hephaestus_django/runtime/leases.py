@@ -82,6 +82,15 @@ class Heartbeat:
             with self._lock:
                 self._leases.pop(key, None)
 
+    def stop(self) -> None:
+        """End the renewing thread (a new one starts if a lease is held again)."""
+        thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join()
+        self._wake.clear()
+        self._thread = None
+
     def _beat(self) -> None:
         interval = self.duration.total_seconds() / 3
         while not self._wake.wait(interval):

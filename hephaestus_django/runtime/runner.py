@@ -205,10 +205,11 @@ class LocalRunner:
         return instance
 
     def close(self) -> None:
-        """Shut the thread pool down (it is created again if needed)."""
+        """Stop the thread pool and the heartbeat (both start again if needed)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        self._heartbeat.stop()
 
     # --- internals ------------------------------------------------------------------------------
 

@@ -132,3 +132,21 @@ def test_a_long_step_keeps_its_lease_alive() -> None:
     done = runner.start(Patient, {}, storage=storage)
     assert done.status is Status.COMPLETED
     assert len(set(storage.renewals)) == 1
+
+
+def test_close_stops_the_heartbeat_and_it_restarts_when_needed() -> None:
+    storage = RecordingRenewals()
+    runner = LocalRunner(lease=0.15)
+    instance = runner.start(flows.IfElse, {"script": {}}, storage=storage)
+    with runner._heartbeat.held(storage, instance.id, "me"):
+        assert storage.renewed_twice.wait(timeout=30)
+        beating = runner._heartbeat._thread
+    assert beating is not None
+    runner.close()
+    assert not beating.is_alive()
+    with runner._heartbeat.held(storage, instance.id, "me"):
+        again = runner._heartbeat._thread
+        assert again is not None
+        assert again.is_alive()
+    runner.close()
+    assert not again.is_alive()
