@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from hephaestus_django.core.errors import InvalidQueryError
+from hephaestus_django.management.arguments import positive_int
 from hephaestus_django.retention import Pruner, parse_age
 from hephaestus_django.runtime.filters import status_value
 
@@ -24,13 +25,6 @@ def status(text: str) -> str:
         return status_value(text)
     except InvalidQueryError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def batch_size(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 class Command(BaseCommand):
@@ -50,7 +44,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--older-than", type=age, required=True, help="e.g. 30d, 12h, 2w")
         parser.add_argument("--dry-run", action="store_true", help="count, delete nothing")
-        parser.add_argument("--batch-size", type=batch_size, default=1000)
+        parser.add_argument("--batch-size", type=positive_int, default=1000)
         parser.add_argument("--database", default="default", help="database alias")
 
     def handle(self, *args: Any, **options: Any) -> None:

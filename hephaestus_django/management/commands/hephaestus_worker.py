@@ -10,21 +10,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from hephaestus_django.management.arguments import positive_float, positive_int
 from hephaestus_django.worker import worker
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {value}")
-    return value
 
 
 class Command(BaseCommand):
