@@ -1,75 +1,110 @@
-"""Browse workflow instances in the Django admin.
+"""Browse, search and operate workflow instances in the Django admin.
 
-The changelist never loads the JSONB ``state`` (it is deferred; the current
-step is read as one key), so it stays cheap on large tables. Search takes an
-instance id, or context values (``order_id=123``, ``customer.tier=gold`` or a
-JSON object) answered with ``state__contains`` through the GIN index. Instances
-are read-only here: they change only through the runner and storage.
+The changelist stays cheap on large tables: ``state`` is deferred and only three small keys of it
+are selected (current, active and waiting steps), the filters take their choices from the
+workflow registry instead of ``SELECT DISTINCT``, and the paginator never counts the whole table
+(see :mod:`hephaestus_django.admin_listing`). Search takes an instance id, or context values
+(``order_id=123``, ``customer.tier=gold`` or a JSON object) answered with ``state @> ...``
+through the GIN index (:mod:`hephaestus_django.search`).
+
+The instance page is read-only and shows the workflow graph with the instance's progress on it
+(:mod:`hephaestus_django.admin_detail`). Instances change only through the runner and storage:
+resume, retry and delete each have a permission and a confirmation page that refuses to act on a
+stale view (:mod:`hephaestus_django.admin_operations`).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet, TextField
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KT, KeyTransform
 from django.db.models.functions import Cast
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils.html import format_html
 
-from hephaestus_django.core.errors import HephaestusError
+from hephaestus_django.admin_detail import instance_page
+from hephaestus_django.admin_listing import (
+    CheapCountPaginator,
+    VersionFilter,
+    WorkflowFilter,
+    moment,
+    steps_cell,
+)
+from hephaestus_django.admin_operations import OperationsMixin, page_context
+from hephaestus_django.admin_rows import storage_for
 from hephaestus_django.core.naming import short_name
+from hephaestus_django.core.status import Status
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.runtime import codec
-from hephaestus_django.runtime.document import from_row
 from hephaestus_django.search import context_filter
 
 SEARCH_HELP = (
-    "Search by instance id, or by context values: order_id=123, customer.tier=gold, "
-    'or a JSON object such as {"customer": {"tier": "gold"}}.'
+    "Search by instance id, or by values in the context the instance was started with: "
+    'order_id=123, customer.tier=gold, order_id="123" (the string), or a JSON object such as '
+    '{"customer": {"tier": "gold"}}. Several key=value terms must all match. Any other text '
+    "matches the workflow's name."
 )
+
+STATUSES = frozenset(status.value for status in Status)
 
 
 @admin.register(WorkflowInstance)
-class WorkflowInstanceAdmin(admin.ModelAdmin):
+class WorkflowInstanceAdmin(OperationsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = (
-        "id",
+        "short_id",
         "workflow_name",
-        "workflow_version",
+        "version",
+        "status_badge",
+        "steps",
+        "inserted",
+        "updated",
+    )
+    list_filter = (
         "status",
-        "current_step",
+        WorkflowFilter,
+        VersionFilter,
         "inserted_at",
         "updated_at",
     )
-    list_filter = ("status", "workflow", "workflow_version", "inserted_at")
     search_fields = ("=id",)
     search_help_text = SEARCH_HELP
     ordering = ("-inserted_at", "id")
-    date_hierarchy = "inserted_at"
-    readonly_fields = (
-        "id",
-        "workflow",
-        "workflow_version",
-        "status",
-        "revision",
-        "inserted_at",
-        "updated_at",
-        "context",
-        "raw_state",
-    )
-    fields = readonly_fields
+    paginator = CheapCountPaginator
     show_full_result_count = False  # no COUNT(*) over the whole table on every page
+    # Facet counts would run a COUNT per filter choice over the table: not on millions of rows.
+    show_facets = admin.ShowFacets.NEVER
+    detail_template = "admin/hephaestus_django/workflowinstance/detail.html"
+
+    class Media:
+        css = {"all": ["hephaestus_django/admin.css"]}
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        # Before the defaults: their "<path:object_id>/" would swallow these.
+        return [
+            path("<path:object_id>/resume/", wrap(self.resume_view), name=f"{info}_resume"),
+            path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
+            *super().get_urls(),
+        ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowInstance]:
-        # The state is never loaded through the model field: the list reads one key of it,
-        # the detail page its raw text, which shows even when the row does not decode.
+        # The state is never loaded through the model field: the list reads three keys of it,
+        # the other pages its raw text, which shows even when the row does not decode.
         queryset = super().get_queryset(request).defer("state")
         match = request.resolver_match
         if match and match.url_name and match.url_name.endswith("changelist"):
-            return queryset.annotate(current_step_path=KT("state__current_step"))
+            return queryset.annotate(
+                current_step_path=KT("state__current_step"),
+                active_step_paths=KeyTransform("active_steps", "state"),
+                waiting_step_map=KeyTransform("waiting_steps", "state"),
+            )
         return queryset.annotate(state_json=Cast("state", TextField()))
 
     def get_search_results(
@@ -87,26 +122,80 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
             return queryset.filter(state__contains=wanted), False
         return queryset.filter(workflow__icontains=term), False
 
+    # --- columns ---------------------------------------------------------------------------
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, row: WorkflowInstance) -> str:
+        text = str(row.pk)
+        return format_html('<span class="hx-id" title="{}">{}…</span>', text, text[:8])
+
+    @admin.display(description="version", ordering="workflow_version")
+    def version(self, row: WorkflowInstance) -> int:
+        return row.workflow_version
+
     @admin.display(description="workflow", ordering="workflow")
     def workflow_name(self, row: WorkflowInstance) -> str:
         return format_html('<span title="{}">{}</span>', row.workflow, short_name(row.workflow))
 
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, row: WorkflowInstance) -> str:
+        known = row.status in STATUSES
+        return format_html(
+            '<span class="hx-badge hx-status-{}">{}</span>',
+            row.status if known else "unknown",
+            row.status,
+        )
+
+    @admin.display(description="inserted at", ordering="inserted_at")
+    def inserted(self, row: WorkflowInstance) -> str:
+        return moment(row.inserted_at)
+
+    @admin.display(description="updated at", ordering="updated_at")
+    def updated(self, row: WorkflowInstance) -> str:
+        return moment(row.updated_at)
+
     @admin.display(description="current step")
-    def current_step(self, row: WorkflowInstance) -> str:
-        path = getattr(row, "current_step_path", None)
-        return short_name(path) if path else "—"
+    def steps(self, row: WorkflowInstance) -> str:
+        return steps_cell(
+            row.status,
+            getattr(row, "current_step_path", None),
+            getattr(row, "active_step_paths", None),
+            getattr(row, "waiting_step_map", None),
+            row.workflow,
+        )
 
-    @admin.display(description="context")
-    def context(self, row: WorkflowInstance) -> str:
-        try:
-            context = from_row(row.stored_row(codec.loads(row.state_json))).context
-        except HephaestusError as error:
-            return format_html("<p>This instance cannot be decoded: {}</p>", str(error))
-        return _pretty({"initial": context.initial, "steps": context.steps})
+    # --- the instance page -----------------------------------------------------------------
 
-    @admin.display(description="stored state (raw JSON)")
-    def raw_state(self, row: WorkflowInstance) -> str:
-        return _pretty(codec.loads(row.state_json))
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """The read-only instance page (instances are never edited as a form)."""
+        row = self.get_object(request, unquote(object_id))
+        if row is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_or_change_permission(request, row):
+            raise PermissionDenied
+        page = instance_page(row)
+        status = page.instance.status if page.instance else None
+        context = {
+            **self.admin_site.each_context(request),
+            **page_context(self.opts, row),
+            "title": page.title,
+            "page": page,
+            "media": self.media,
+            "can_resume": status is Status.WAITING and self.has_resume_permission(request),
+            "can_retry": status is Status.FAILED and self.has_retry_permission(request),
+            "can_delete": self.has_delete_permission(request, row),
+            **(extra_context or {}),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.detail_template, context)
+
+    # --- instances change only through the runner and storage -------------------------------
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -114,7 +203,11 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def delete_model(self, request: HttpRequest, obj: WorkflowInstance) -> None:
+        storage_for(obj._state.db or "default").delete(obj.pk)
 
-def _pretty(value: Any) -> str:
-    text = json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-    return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WorkflowInstance]) -> None:
+        """The "delete selected" action, through the storage as well."""
+        storage = storage_for(queryset.db)
+        for pk in queryset.values_list("pk", flat=True):
+            storage.delete(pk)

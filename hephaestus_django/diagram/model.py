@@ -1,4 +1,4 @@
-"""A workflow's graph as things to draw: steps, the events between them, and one instance's progress.
+"""A workflow's graph as things to draw: steps, the events between them, an instance's progress.
 
 The SVG, Mermaid and DOT renderers all draw this one model, so they show the same graph. It is
 built from the validated :class:`~hephaestus_django.core.graph.WorkflowGraph` only, never from a
@@ -144,7 +144,7 @@ def build_diagram(graph: WorkflowGraph) -> Diagram:
 
 def _longest_path_ranks(graph: WorkflowGraph) -> dict[StepClass, int]:
     """Rank = the longest path from the start step, so every arrow points down."""
-    ranks = {step: 0 for step in graph.order}
+    ranks = dict.fromkeys(graph.order, 0)
     for step in graph.order:  # topological: a step's rank is final before its successors'
         for successor in graph.successors(step):
             ranks[successor] = max(ranks[successor], ranks[step] + 1)
@@ -170,7 +170,11 @@ def _detail(step: StepClass, config: Mapping[str, Any]) -> str:
         return f"timer · {_duration(config)}"
     if issubclass(step, WaitForEvent):
         timeout = config.get("timeout")
-        return f"waits for an event · timeout {_duration(timeout)}" if timeout else "waits for an event"
+        return (
+            f"waits for an event · timeout {_duration(timeout)}"
+            if timeout
+            else "waits for an event"
+        )
     return ""
 
 
@@ -206,15 +210,21 @@ def _edges(graph: WorkflowGraph, nodes: Mapping[StepClass, Node]) -> list[Edge]:
 def progress_of(instance: Instance) -> Progress:
     """Each step's state in ``instance``, the transitions it took, and a tooltip note per step."""
     failed = instance.error.step if instance.status is Status.FAILED and instance.error else None
-    states: dict[StepClass, StepState] = dict.fromkeys(instance.completed_steps, StepState.COMPLETED)
+    states: dict[StepClass, StepState] = dict.fromkeys(
+        instance.completed_steps, StepState.COMPLETED
+    )
     states.update(dict.fromkeys(instance.active_steps, StepState.ACTIVE))
     states.update(dict.fromkeys(instance.waiting_steps, StepState.WAITING))
     notes: dict[StepClass, str] = {}
     taken: set[tuple[StepClass, str, StepClass]] = set()
     for entry in instance.execution_history:
         taken.update((entry.step, entry.event, target) for target in entry.next_steps)
-        result = "" if entry.context_updates is None else f"; result: {_short(entry.context_updates)}"
-        notes[entry.step] = f"completed with “{entry.event}” at {entry.timestamp:%Y-%m-%d %H:%M:%S}{result}"
+        result = (
+            "" if entry.context_updates is None else f"; result: {_short(entry.context_updates)}"
+        )
+        notes[entry.step] = (
+            f"completed with “{entry.event}” at {entry.timestamp:%Y-%m-%d %H:%M:%S}{result}"
+        )
     for step, waiting in instance.waiting_steps.items():
         timer = (
             f"; timer fires “{waiting.timer_event}” at {waiting.resume_at:%Y-%m-%d %H:%M:%S}"

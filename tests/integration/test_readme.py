@@ -38,6 +38,8 @@ VERIFIED = {
     'storage = storages["default"]': "test_quickstart_word_for_word",
     '"tenant_a": {': "test_quickstart_word_for_word",
     "configure(storages=": "test_runtime_without_django",
+    "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
+    "flowchart TD": "test_graph_command_prints_the_readme_graph",
     "make test": ".ci/run",
     "make demo": ".ci/run",
 }
@@ -172,3 +174,30 @@ print("OK")
     assert "OK" in run(
         sys.executable, "-c", code, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}
     )
+
+
+def test_graph_command_prints_the_readme_graph(tmp_path: Path) -> None:
+    """The README's Mermaid graph is what its ``hephaestus_graph`` command prints for the
+    quickstart's ``shop/workflows.py`` (a project without a database: the command needs none)."""
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "__init__.py").write_text("")
+    (tmp_path / "shop" / "workflows.py").write_text(block("class OrderWorkflow(Workflow):"))
+    (command,) = block("manage.py hephaestus_graph").strip().splitlines()
+    assert command.startswith("python manage.py hephaestus_graph ")
+    arguments = shlex.split(command)[2:]
+    script = textwrap.dedent(
+        f"""
+        import django
+        from django.conf import settings
+        from django.core.management import call_command
+
+        apps = ["django.contrib.contenttypes", "django.contrib.auth", "hephaestus_django"]
+        settings.configure(INSTALLED_APPS=apps)
+        django.setup()
+        import shop.workflows
+        call_command(*{arguments!r})
+        """
+    )
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
+    assert run(sys.executable, "-c", script, cwd=tmp_path, env=env) == block("flowchart TD")

@@ -1,0 +1,196 @@
+"""What the admin's instance page shows, worked out from one stored row.
+
+The row is decoded the way storage decodes it (``from_row``), so the page shows exactly what
+the runner would load. A row that does not decode (corrupt state, or a workflow that is no longer
+registered) still gets a page: the explanation, the graph when the workflow is known, and the
+stored JSON as it is. Values are turned into plain text here; the template escapes all of it,
+and the SVG escapes its own text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.utils.safestring import SafeString, mark_safe
+
+from hephaestus_django.core.errors import HephaestusError, UnknownWorkflowError
+from hephaestus_django.core.graph import StepClass
+from hephaestus_django.core.instance import Failure, Instance
+from hephaestus_django.core.workflow import WorkflowDefinition, workflow_registry
+from hephaestus_django.diagram import build_diagram, progress_of, render_svg
+from hephaestus_django.models import WorkflowInstance
+from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.document import from_row
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """A step in one of the page's tables."""
+
+    name: str
+    path: str
+    cells: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstancePage:
+    """Everything the detail template shows; ``instance`` is None when the row did not decode."""
+
+    row: WorkflowInstance
+    instance: Instance | None
+    problem: str
+    graph: SafeString | None
+    raw_state: str
+    initial: str = ""
+    results: list[StepRow] = field(default_factory=list)
+    history: list[StepRow] = field(default_factory=list)
+    waiting: list[StepRow] = field(default_factory=list)
+    active: list[StepRow] = field(default_factory=list)
+    completed: list[StepRow] = field(default_factory=list)
+    configs: list[StepRow] = field(default_factory=list)
+    metadata: str = ""
+    current_step: str = ""
+    error: Failure | None = None
+    failed_step: str = ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.row.workflow.rsplit('.', 1)[-1]} {self.row.id}"
+
+
+def instance_page(row: WorkflowInstance) -> InstancePage:
+    """The page for ``row``, which must carry its state as text in ``state_json``."""
+    document = codec.loads(row.state_json)
+    raw = pretty(document)
+    workflow = _registered(row.workflow)
+    try:
+        instance = from_row(row.stored_row(document))
+    except HephaestusError as error:
+        graph = _graph(workflow, None)
+        return InstancePage(row, None, _explain(error), graph, raw)
+    return InstancePage(
+        row=row,
+        instance=instance,
+        problem="",
+        graph=_graph(instance.workflow, instance),
+        raw_state=raw,
+        initial=pretty(instance.context.initial),
+        results=_results(instance),
+        history=_history(instance),
+        waiting=_waiting(instance),
+        active=[
+            _step(s)
+            for s in _sorted(instance, instance.active_steps)
+            if s not in instance.waiting_steps and not (instance.error and s is instance.error.step)
+        ],
+        completed=[_step(s) for s in _sorted(instance, instance.completed_steps)],
+        configs=[
+            _step(step, config=pretty(config))
+            for step, config in instance.step_configs.items()
+            if config
+        ],
+        metadata=pretty(instance.runtime_metadata) if instance.runtime_metadata else "",
+        current_step=instance.current_step.__name__ if instance.current_step else "",
+        error=instance.error,
+        failed_step=instance.error.step.__name__ if instance.error else "",
+    )
+
+
+def _registered(path: str) -> type[WorkflowDefinition] | None:
+    try:
+        return workflow_registry.resolve(path)
+    except UnknownWorkflowError:
+        return None
+
+
+def _explain(error: HephaestusError) -> str:
+    until = (
+        " until its workflow is registered again" if isinstance(error, UnknownWorkflowError) else ""
+    )
+    return (
+        f"This instance cannot be decoded: {error}. It is shown below as stored; it cannot be "
+        f"resumed or retried{until}, but it can be deleted."
+    )
+
+
+def _graph(
+    workflow: type[WorkflowDefinition] | None, instance: Instance | None
+) -> SafeString | None:
+    if workflow is None:
+        return None
+    progress = progress_of(instance) if instance is not None else None
+    # Safe: render_svg escapes every text it writes (tested with <script> in names and values).
+    return mark_safe(render_svg(build_diagram(workflow.graph), progress))
+
+
+def _sorted(instance: Instance, steps: Any) -> list[StepClass]:
+    return instance.workflow.graph.sorted(steps)
+
+
+def _step(step: StepClass, **cells: Any) -> StepRow:
+    return StepRow(step.__name__, step.path(), cells)
+
+
+def _results(instance: Instance) -> list[StepRow]:
+    by_key = {step.step_key: step for step in instance.workflow.graph.order}
+    rows = []
+    for key, value in instance.context.steps.items():
+        step = by_key.get(key)
+        name = f"{key} ({step.__name__})" if step is not None and step.__name__ != key else key
+        rows.append(StepRow(name, step.path() if step else key, {"value": pretty(value)}))
+    return rows
+
+
+def _history(instance: Instance) -> list[StepRow]:
+    return [
+        _step(
+            entry.step,
+            number=number,
+            event=entry.event,
+            at=entry.timestamp,
+            updates="" if entry.context_updates is None else pretty(entry.context_updates),
+            metadata="" if not entry.metadata_updates else pretty(entry.metadata_updates),
+            next=", ".join(step.__name__ for step in entry.next_steps),
+        )
+        for number, entry in enumerate(instance.execution_history, start=1)
+    ]
+
+
+def _waiting(instance: Instance) -> list[StepRow]:
+    return [
+        _step(
+            step,
+            since=waiting.since,
+            resume_at=waiting.resume_at,
+            timer_event=waiting.timer_event or "",
+            events=", ".join(step.events),
+        )
+        for step, waiting in sorted(
+            instance.waiting_steps.items(), key=lambda item: instance.workflow.graph.rank(item[0])
+        )
+    ]
+
+
+def pretty(value: Any) -> str:
+    """Indented JSON for people: tagged types (dates, Decimals, sets...) shown as plain values."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Decimal | UUID | timedelta):
+        return str(value)
+    if isinstance(value, bytes):
+        return repr(value)
+    return repr(value)

@@ -1,0 +1,234 @@
+"""The admin changelist's parts that keep it fast on millions of rows.
+
+- :class:`WorkflowFilter` and :class:`VersionFilter` take their choices from the workflow
+  registry, not from ``SELECT DISTINCT`` over the table (which reads every row on every page).
+- :class:`CheapCountPaginator` never counts the whole table: an unfiltered list on a large table
+  shows PostgreSQL's own estimate (``pg_class.reltuples``, kept fresh by autovacuum/ANALYZE), a
+  filtered one counts matching rows only up to a limit.
+- :func:`steps_cell` renders the current/waiting steps from three keys of the JSONB ``state``
+  that the changelist query selects, so the list never loads a whole state and makes no query
+  per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import formats, timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from hephaestus_django.core.errors import UnknownWorkflowError
+from hephaestus_django.core.naming import short_name
+from hephaestus_django.core.workflow import workflow_registry
+
+
+def registered_workflows() -> list[tuple[str, type[Any]]]:
+    """Every registered workflow class, by dotted path (sorted)."""
+    found = []
+    for path in workflow_registry.names():
+        try:
+            found.append((path, workflow_registry.resolve(path)))
+        except UnknownWorkflowError:  # pragma: no cover - collected between names() and resolve()
+            continue
+    return found
+
+
+class WorkflowFilter(admin.SimpleListFilter):
+    """Filter by workflow; the choices are the registered workflows (no query)."""
+
+    title = "workflow"
+    parameter_name = "workflow"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        paths = [path for path, _cls in registered_workflows()]
+        names = [short_name(path) for path in paths]
+        return [
+            (path, name if names.count(name) == 1 else path)
+            for path, name in zip(paths, names, strict=True)
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(workflow=value) if value else queryset
+
+
+class VersionFilter(admin.SimpleListFilter):
+    """Filter by workflow version: 1 to the highest version registered (of the chosen workflow)."""
+
+    title = "version"
+    parameter_name = "version"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        chosen = request.GET.get(WorkflowFilter.parameter_name)
+        versions = [cls.version for path, cls in registered_workflows() if chosen in (None, path)]
+        return [(str(v), f"version {v}") for v in range(1, max(versions, default=1) + 1)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value is None:
+            return queryset
+        if not value.isdigit():
+            raise IncorrectLookupParameters(f"version must be a number, not {value!r}")
+        return queryset.filter(workflow_version=int(value))
+
+
+class CheapCountPaginator(Paginator):
+    """A paginator whose count never scans the whole table.
+
+    Rows are counted up to ``COUNT_LIMIT + 1``. Within the limit the count is exact. Past it,
+    an unfiltered list shows PostgreSQL's estimate (``estimated``: "about N"), a filtered one
+    the limit (``capped``: "more than N"). The estimate is only believed once the table is
+    known to be large: after a mass delete it can stay high until autovacuum runs.
+    """
+
+    # On a table of a million rows, counting 100,000 matches took ~75 ms, 10,000 a few ms, and
+    # COUNT(*) of the table ~160 ms. Past these, "about N" or "more than N" serves as well.
+    COUNT_LIMIT = 10_000
+
+    estimated = False
+    capped = False
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):  # pragma: no cover - the admin passes a QuerySet
+            return super().count
+        if queryset.query.where:
+            counted = queryset.order_by().values("pk")[: self.COUNT_LIMIT + 1].count()
+            estimate = -1
+        else:
+            counted, estimate = _count_and_estimate(queryset, self.COUNT_LIMIT)
+        if counted <= self.COUNT_LIMIT:
+            return counted
+        if estimate > self.COUNT_LIMIT:
+            self.estimated = True
+            return estimate
+        self.capped = True
+        return self.COUNT_LIMIT
+
+
+# One round trip for the unfiltered list: the rows, counted up to the limit, and PostgreSQL's
+# estimate (pg_class.reltuples; -1 before the table is first analysed).
+COUNT_AND_ESTIMATE = """
+SELECT (SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT %s) AS page),
+       coalesce((SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)), -1)
+"""
+
+
+def _count_and_estimate(queryset: QuerySet[Any], limit: int) -> tuple[int, int]:
+    """Rows counted up to ``limit + 1``, and the planner's estimate of the table's size."""
+    connection = connections[queryset.db]
+    table = connection.ops.quote_name(queryset.model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(COUNT_AND_ESTIMATE.format(table=table), [limit + 1, table])
+        counted, estimate = cursor.fetchone()
+    return int(counted), int(estimate)
+
+
+def steps_cell(
+    status: str,
+    current: str | None,
+    active: Sequence[str] | None,
+    waiting: Mapping[str, Any] | None,
+    workflow: str = "",
+) -> str:
+    """The step(s) an instance is at: waiting ones (with their timer), running ones, or the
+    step it failed or ended at, in the order of ``workflow``'s graph. Inputs are the raw JSON
+    keys; anything malformed shows as —."""
+    if status in ("failed", "completed"):
+        tone = status
+        return _chip(current, tone, f"{tone} at") if isinstance(current, str) else "—"
+    waiting = waiting if isinstance(waiting, Mapping) else {}
+    active = [path for path in active if isinstance(path, str)] if isinstance(active, list) else []
+    rank = _graph_positions(workflow)
+
+    def position(path: str) -> tuple[int, str]:
+        return rank.get(path, len(rank)), path
+
+    chips = [
+        _chip(path, "waiting", *_timer_hint(waiting[path]))
+        for path in sorted(waiting, key=position)
+    ]
+    chips += [
+        _chip(path, "active", "running")
+        for path in sorted(active, key=position)
+        if path not in waiting
+    ]
+    if not chips:
+        return "—"
+    return format_html_join(" ", "{}", ((chip,) for chip in chips))
+
+
+def moment(value: datetime | None) -> str:
+    """A time for the list: compact (``2026-11-24 05:43``), in full on hover."""
+    if value is None:
+        return "—"
+    local = timezone.localtime(value) if timezone.is_aware(value) else value
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        value.isoformat(),
+        formats.localize(local),
+        f"{local:%Y-%m-%d %H:%M}",
+    )
+
+
+def _graph_positions(workflow: str) -> dict[str, int]:
+    """Each step's position in the registered workflow's graph (no query); {} if unknown."""
+    try:
+        graph = workflow_registry.resolve(workflow).graph
+    except UnknownWorkflowError:
+        return {}
+    return {step.path(): index for index, step in enumerate(graph.order)}
+
+
+CLOCK = (
+    '<svg class="hx-clock" viewBox="0 0 16 16" width="11" height="11" aria-label="timer">'
+    '<circle cx="8" cy="8" r="6.3" fill="none" stroke="currentColor" stroke-width="1.7"/>'
+    '<path d="M8 4.4V8l2.6 1.6" fill="none" stroke="currentColor" stroke-width="1.7" '
+    'stroke-linecap="round"/></svg> '
+)
+
+
+def _chip(path: str, tone: str, hint: str, timer: bool = False) -> str:
+    return format_html(
+        '<span class="hx-step hx-step-{}" title="{} — {}">{}{}</span>',
+        tone,
+        path,
+        hint,
+        mark_safe(CLOCK) if timer else "",
+        short_name(path),
+    )
+
+
+def _timer_hint(info: Any) -> tuple[str, bool]:
+    """The chip's tooltip, and whether a timer is set."""
+    if not isinstance(info, Mapping):
+        return "waiting", False
+    since, due = _parse(info.get("since")), _parse(info.get("resume_at"))
+    hint = f"waiting since {since}" if since else "waiting"
+    if due:
+        hint += f"; timer fires {info.get('timer_event') or 'its event'} at {due}"
+    return hint, due is not None
+
+
+def _parse(value: Any) -> str | None:
+    """A stored ISO 8601 time in the current time zone, as text; None if it is not one."""
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    if moment is None:
+        return None
+    if timezone.is_aware(moment):
+        moment = timezone.localtime(moment)
+    return f"{moment:%Y-%m-%d %H:%M %Z}".strip()

@@ -1,0 +1,264 @@
+"""Resume, retry and delete in the admin, so an operator can never corrupt an instance.
+
+Each operation has its own permission (``resume_workflowinstance``, ``retry_workflowinstance``,
+Django's ``delete_workflowinstance``), checked by the view as well as when showing the button,
+and its own confirmation page. They act through the configured runner and storage, exactly as
+code would, never by editing fields. The confirmation form carries the revision it was rendered
+with: the runner refuses (``expected_revision=``) to act on an instance that changed since, and
+the operator is asked to look again instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import django
+from django import forms
+from django.contrib import messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from hephaestus_django import conf
+from hephaestus_django.admin_forms import ResumeForm, RevisionForm, facts
+from hephaestus_django.admin_rows import NoStorageForDatabase, decoded, storage_for
+from hephaestus_django.core.errors import HephaestusError, StaleInstanceError
+from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.naming import short_name
+from hephaestus_django.core.status import Status
+from hephaestus_django.models import WorkflowInstance
+from hephaestus_django.runtime.storage import Storage
+
+STALE = (
+    "Nothing was done: this instance changed since the page was loaded (it was at revision "
+    "{seen}, it is now at {now}). Review it below and try again."
+)
+
+
+class Stop(Exception):
+    """Leave a view early with ``response`` (a redirect carrying the reason as a message)."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__()
+        self.response = response
+
+
+def stoppable(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Turn a :class:`Stop` raised by ``view`` into its response."""
+
+    @functools.wraps(view)
+    def wrapper(self: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(self, request, *args, **kwargs)
+        except Stop as stop:
+            return stop.response
+
+    return wrapper
+
+
+class OperationsMixin:
+    """The operation views of ``WorkflowInstanceAdmin`` (a ``ModelAdmin``)."""
+
+    operation_template = "admin/hephaestus_django/workflowinstance/operation.html"
+    admin_site: Any
+    opts: Any
+    get_object: Callable[..., Any]
+    log_change: Callable[..., Any]
+    log_deletions: Callable[..., Any]
+    has_delete_permission: Callable[..., bool]
+    media: Any
+
+    def has_resume_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.resume_{self.opts.model_name}")
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.retry_{self.opts.model_name}")
+
+    def admin_url(self, name: str, *args: Any) -> str:
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        return reverse(f"{self.admin_site.name}:{info}_{name}", args=args)
+
+    # --- views ----------------------------------------------------------------------------
+
+    @stoppable
+    def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_resume_permission(request):
+            raise PermissionDenied
+        row, instance = self._load(request, object_id, "resumed", Status.WAITING)
+        form = ResumeForm(instance, request.POST or None, initial={"revision": instance.revision})
+        if request.method == "POST":
+            self._check_fresh(request, row, instance.revision)
+            if form.is_valid():
+                step, event = form.cleaned_data["event"]
+                return self._act(
+                    request,
+                    row,
+                    "resume",
+                    f"Resumed {short_name(step)} with “{event}”",
+                    lambda storage: conf.runner.get().resume(
+                        row.pk,
+                        event,
+                        form.cleaned_data["payload"],
+                        storage=storage,
+                        step=step,
+                        expected_revision=form.cleaned_data["revision"],
+                    ),
+                )
+        return self._confirm(request, row, instance, "resume", form)
+
+    @stoppable
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_retry_permission(request):
+            raise PermissionDenied
+        row, instance = self._load(request, object_id, "retried", Status.FAILED)
+        form = RevisionForm(request.POST or None, initial={"revision": instance.revision})
+        if request.method == "POST":
+            self._check_fresh(request, row, instance.revision)
+            if form.is_valid():
+                failed = instance.error.step.__name__ if instance.error else "the failed step"
+                return self._act(
+                    request,
+                    row,
+                    "retry",
+                    f"Retried {failed}",
+                    lambda storage: conf.runner.get().retry(
+                        row.pk, storage=storage, expected_revision=form.cleaned_data["revision"]
+                    ),
+                )
+        return self._confirm(request, row, instance, "retry", form)
+
+    @stoppable
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """Delete through the storage; rows that do not decode can be deleted too."""
+        row = self._row(request, object_id)
+        if not self.has_delete_permission(request, row):
+            raise PermissionDenied
+        form = RevisionForm(request.POST or None, initial={"revision": row.revision})
+        if request.method == "POST" and form.is_valid():
+            return self._delete(request, row, form.cleaned_data["revision"])
+        return self._confirm(request, row, decoded(row)[0], "delete", form)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _row(self, request: HttpRequest, object_id: str) -> WorkflowInstance:
+        row = self.get_object(request, unquote(object_id))
+        if row is None:
+            messages.error(
+                request, f"There is no workflow instance {object_id}; perhaps it was deleted."
+            )
+            raise Stop(HttpResponseRedirect(self.admin_url("changelist")))
+        return row  # type: ignore[no-any-return]
+
+    def _load(
+        self, request: HttpRequest, object_id: str, verb: str, status: Status
+    ) -> tuple[WorkflowInstance, Instance]:
+        """The row and its instance, which must be in ``status``; else Stop with the reason."""
+        row = self._row(request, object_id)
+        instance, problem = decoded(row)
+        if instance is None:
+            self._refuse(request, row, f"This instance cannot be {verb}: {problem}")
+        elif instance.status is not status:
+            self._refuse(
+                request,
+                row,
+                f"This instance cannot be {verb}: it is {instance.status}, "
+                f"and only a {status} instance can be.",
+            )
+        assert instance is not None
+        return row, instance
+
+    def _refuse(self, request: HttpRequest, row: WorkflowInstance, message: str) -> NoReturn:
+        messages.error(request, message)
+        raise Stop(HttpResponseRedirect(self.admin_url("change", row.pk)))
+
+    def _check_fresh(self, request: HttpRequest, row: WorkflowInstance, revision: int) -> None:
+        seen = request.POST.get("revision", "")
+        if seen != str(revision):
+            self._refuse(request, row, STALE.format(seen=seen or "?", now=revision))
+
+    def _act(
+        self,
+        request: HttpRequest,
+        row: WorkflowInstance,
+        name: str,
+        done: str,
+        operation: Callable[[Storage], Instance],
+    ) -> HttpResponse:
+        """Run ``operation`` on the row's storage and report how it went."""
+        try:
+            result = operation(storage_for(row._state.db or "default"))
+        except StaleInstanceError as error:
+            messages.error(request, STALE.format(seen=error.revision, now="a newer one"))
+        except (HephaestusError, NoStorageForDatabase) as error:
+            messages.error(request, f"The {name} was refused: {error}")
+        else:
+            self.log_change(request, row, done)
+            if result.status is Status.FAILED and result.error is not None:
+                messages.warning(
+                    request,
+                    f"{done}; then {result.error.step.__name__} failed with "
+                    f"{result.error.error_type}: {result.error.message}",
+                )
+            else:
+                messages.success(request, f"{done}; the instance is now {result.status}.")
+        return HttpResponseRedirect(self.admin_url("change", row.pk))
+
+    def _delete(self, request: HttpRequest, row: WorkflowInstance, seen: int) -> HttpResponse:
+        database = row._state.db or "default"
+        try:
+            storage = storage_for(database)
+        except NoStorageForDatabase as error:
+            self._refuse(request, row, f"The delete was refused: {error}")
+        with transaction.atomic(using=database):
+            # Lock the row, so it cannot change between this check and the delete.
+            rows = WorkflowInstance.objects.using(database).filter(pk=row.pk)
+            current = rows.select_for_update().values_list("revision", flat=True).first()
+            if current is None:
+                messages.warning(request, f"{row} was already deleted.")
+                return HttpResponseRedirect(self.admin_url("changelist"))
+            if current != seen:
+                self._refuse(request, row, STALE.format(seen=seen, now=current))
+            self.log_deletions(request, rows)
+            storage.delete(row.pk)
+        messages.success(request, f"Deleted {row}.")
+        return HttpResponseRedirect(self.admin_url("changelist"))
+
+    def _confirm(
+        self,
+        request: HttpRequest,
+        row: WorkflowInstance,
+        instance: Instance | None,
+        operation: str,
+        form: forms.Form,
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            **page_context(self.opts, row),
+            "title": f"{operation.capitalize()} {short_name(row.workflow)} {row.pk}?",
+            "operation": operation,
+            "instance": instance,
+            "facts": facts(operation, row, instance),
+            "form": form,
+            "media": self.media + form.media,
+            "detail_url": self.admin_url("change", row.pk),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.operation_template, context)
+
+
+def page_context(opts: Any, row: WorkflowInstance) -> dict[str, Any]:
+    """What every page about one instance needs: the model's options, the row, breadcrumbs style."""
+    return {
+        "opts": opts,
+        "original": row,
+        "row": row,
+        "has_view_permission": True,
+        "breadcrumbs_as_list": django.VERSION >= (6, 0),  # Django 6 styles <ol>, 5.2 <div>
+    }

@@ -1,0 +1,175 @@
+"""The admin in a real browser: log in, filter, search the context, open an instance, resume it.
+
+Also takes the screenshots the README shows. They go to a temporary directory, so a test run
+leaves the checkout clean; ``UPDATE_SCREENSHOTS=1 make test`` writes them to ``docs/images/``.
+Full-page screenshots are taken by growing the viewport to the page's height, which works with
+every Chromium (Playwright's ``full_page`` stalls with some distribution builds).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from django.contrib.auth.models import AbstractUser
+
+from hephaestus_django import LocalRunner, Status, admin_listing, storages
+from hephaestus_django.models import WorkflowInstance
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+IMAGES = (
+    DOCS_IMAGES
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.mkdtemp(prefix="hephaestus-screenshots-"))
+)
+CHANGELIST = "/admin/hephaestus_django/workflowinstance/"
+PASSWORD = "browser-test-password"
+WIDTH = 1440
+
+CUSTOMERS = {
+    "ada": {"name": "Ada Lovelace", "email": "ada@example.com", "tier": "gold"},
+    "grace": {"name": "Grace Hopper", "email": "grace@example.com", "tier": "gold"},
+    "alan": {"name": "Alan Turing", "email": "alan@example.com", "tier": "silver"},
+    "barbara": {"name": "Barbara Liskov", "email": "barbara@example.com", "tier": "silver"},
+    "ken": {"name": "Ken Thompson", "email": "ken@example.com", "tier": "bronze"},
+    "margaret": {"name": "Margaret Hamilton", "email": "margaret@example.com", "tier": "bronze"},
+}
+
+
+def order(order_id: int, customer: str, *, card: str = "visa", items: int = 2) -> dict[str, Any]:
+    lines = [
+        {"sku": "MUG-ENAMEL", "name": "Enamel mug", "quantity": 2, "unit_price": Decimal("12.50")},
+        {"sku": "LAMP-DESK", "name": "Desk lamp", "quantity": 1, "unit_price": Decimal("89.00")},
+    ][:items]
+    total = sum((line["unit_price"] * line["quantity"] for line in lines), Decimal("0.00"))
+    return {
+        "order_id": order_id,
+        "placed_at": datetime(2025, 3, 3, 9, 30, tzinfo=UTC) + timedelta(hours=order_id - 10000),
+        "customer": {"id": order_id - 10000, **CUSTOMERS[customer]},
+        "items": lines,
+        "total": total,
+        "currency": "EUR",
+        "card": card,
+    }
+
+
+@pytest.fixture
+def orders(shop: Any) -> dict[str, UUID]:
+    """Orders in every state the admin shows: completed, waiting, on a timer, failed, rejected."""
+    flow, storage = shop.OrderFulfilment, storages["default"]
+    ids = {"delivered": flow.start(order(10001, "ada"))}
+    flow.resume(ids["delivered"], "shipped", {"carrier": "DHL Express", "tracking": "JD0142"})
+    LocalRunner().work(storage=storage, now=datetime.now(UTC) + timedelta(minutes=1))
+    ids["cancelled"] = flow.start(order(10002, "barbara", items=1))
+    flow.resume(ids["cancelled"], "cancelled", {"reason": "customer cancelled"})
+    ids["declined"] = flow.start(order(10003, "alan", card="declined"))
+    ids["rejected"] = flow.start(order(10004, "ken", items=0))
+    ids["in transit"] = flow.start(order(10005, "margaret", items=1))
+    flow.resume(ids["in transit"], "shipped", {"carrier": "PostNL", "tracking": "3SPNL0815"})
+    ids["to resume"] = flow.start(order(10006, "grace"))
+    ids["also waiting"] = flow.start(order(10007, "ada", items=1))
+    return ids
+
+
+@pytest.fixture
+def only_the_shop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The filters list the shop's workflows only, as in a project: this test process has also
+    registered every workflow of the other test modules."""
+    every = admin_listing.registered_workflows
+    monkeypatch.setattr(
+        admin_listing,
+        "registered_workflows",
+        lambda: [(path, cls) for path, cls in every() if path.startswith("shop.")],
+    )
+
+
+@pytest.fixture
+def admin_user(django_user_model: type[AbstractUser]) -> AbstractUser:
+    return django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
+
+
+def snap(page: Any, name: str, until: str | None = None) -> None:
+    """A screenshot of the whole page, or of its top down to the end of ``until``."""
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": WIDTH, "height": height})
+    clip = None
+    if until is not None:
+        box = page.locator(until).bounding_box()
+        clip = {"x": 0, "y": 0, "width": WIDTH, "height": box["y"] + box["height"] + 20}
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMAGES / name), clip=clip)
+    page.set_viewport_size({"width": WIDTH, "height": 900})
+
+
+def test_operator_finds_and_resumes_an_order(
+    live_server: Any,
+    admin_user: AbstractUser,
+    orders: dict[str, UUID],
+    only_the_shop: None,
+    open_browser: Callable[[], AbstractContextManager[Any]],
+) -> None:
+    from playwright.sync_api import expect
+
+    target = str(orders["to resume"])
+    with open_browser() as browser:
+        page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+        page.set_default_timeout(15_000)
+
+        page.goto(f"{live_server.url}/admin/login/?next={CHANGELIST}")
+        page.fill("#id_username", admin_user.username)
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        expect(page.locator("#result_list tbody tr")).to_have_count(len(orders))
+        expect(page.locator("#result_list .hx-status-failed")).to_have_count(1)
+        snap(page, "admin-changelist.png")
+
+        page.locator("#changelist-filter a", has_text=re.compile(r"^waiting$")).click()
+        expect(page).to_have_url(re.compile(r"status__exact=waiting"))
+        expect(page.locator("#result_list tbody tr")).to_have_count(3)
+
+        page.fill("#searchbar", "order_id=10006")
+        page.press("#searchbar", "Enter")
+        expect(page).to_have_url(re.compile(r"q=order_id"))
+        rows = page.locator("#result_list tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("AwaitShipment")
+
+        rows.first.locator("th a").click()
+        graph = page.locator("#hx-graph svg.hx-graph")
+        expect(graph).to_be_visible()
+        waiting = graph.locator('g.hx-state-waiting[data-step="shop.workflows.AwaitShipment"]')
+        expect(waiting).to_be_visible()
+        expect(
+            graph.locator('g.hx-state-completed[data-step="shop.workflows.ValidateOrder"]')
+        ).to_be_visible()
+        snap(page, "admin-detail.png", until="#hx-graph")
+        page.emulate_media(color_scheme="dark")
+        snap(page, "admin-detail-dark.png", until="#hx-graph")
+        page.emulate_media(color_scheme="light")
+
+        page.click("#hx-resume")
+        page.select_option("#id_event", label="AwaitShipment: shipped")
+        page.fill("#id_payload", '{"carrier": "DHL Express", "tracking": "JD0815"}')
+        snap(page, "admin-resume.png")
+        page.click("#hx-confirm")
+        expect(page.locator(".messagelist .success")).to_contain_text(
+            "Resumed AwaitShipment with “shipped”; the instance is now waiting"
+        )
+        expect(
+            graph.locator('g.hx-state-waiting[data-step="hephaestus_django.core.steps.Wait"]')
+        ).to_be_visible()
+
+    resumed = WorkflowInstance.objects.get(pk=target).to_instance()
+    assert resumed.status is Status.WAITING
+    assert resumed.context.result("shipment") == {"carrier": "DHL Express", "tracking": "JD0815"}

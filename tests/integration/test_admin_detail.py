@@ -1,0 +1,240 @@
+"""The admin's read-only instance page: its sections, escaping, broken rows, buttons."""
+
+from __future__ import annotations
+
+import functools
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+
+from hephaestus_django import Context, Done, Event, Instance, Step, WaitForEvent, Workflow
+from hephaestus_django.storage import DjangoStorage
+from tests import flows
+from tests.contract.test_storage_contract import stored
+from tests.integration.test_admin import login_as
+
+pytestmark = pytest.mark.django_db
+
+SCRIPT = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+class Echo(Step):
+    """Stores the note it was started with as its result and in the runtime metadata."""
+
+    events = ("echoed",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        note = context.initial["note"]
+        if context.initial.get("fail"):
+            raise RuntimeError(f"cannot echo {note}")
+        return Event("echoed", updates={"note": note}, metadata={"echoed_by": note})
+
+
+class Confirm(WaitForEvent):
+    events = ("<confirmed>", "rejected")
+
+
+class EchoFlow(Workflow):
+    start = Echo
+    transitions = {Echo: {"echoed": Confirm}, Confirm: {"<confirmed>": Done, "rejected": Done}}
+
+
+@pytest.fixture
+def storage() -> DjangoStorage:
+    return DjangoStorage()
+
+
+@pytest.fixture
+def staff_client(client: Client) -> Callable[..., Client]:
+    return functools.partial(login_as, client)
+
+
+def detail_url(instance_id: object) -> str:
+    return reverse("admin:hephaestus_django_workflowinstance_change", args=[instance_id])
+
+
+def shown(client: Client, instance_id: object) -> str:
+    response = client.get(detail_url(instance_id))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def section(page: str, name: str) -> str:
+    """The HTML of the page's section ``id="hx-<name>"``, up to the next section."""
+    start = page.index(f'id="hx-{name}"')
+    following = [page.find(f'id="hx-{other}"', start + 1) for other in SECTIONS if other != name]
+    end = min([i for i in following if i > start], default=len(page))
+    return page[start:end]
+
+
+SECTIONS = ("graph", "overview", "steps", "metadata", "history", "initial", "results", "raw")
+
+
+def test_every_section_of_a_waiting_instance(admin_client: Client, storage: DjangoStorage) -> None:
+    instance = stored(storage, EchoFlow, note="hello")
+    page = shown(admin_client, instance.id)
+    assert re.search(r'<pre class="hx-json">\{\n  &quot;note&quot;: &quot;hello&quot;', page)
+    assert "echo (Echo)" in section(page, "results")
+    history = section(page, "history")
+    for header in ("step", "event", "time", "result (context updates)", "next"):
+        assert f"<th>{header}</th>" in history
+    assert re.search(r"<td>1</td>\s*<td><span title=\"[^\"]+\.Echo\">Echo</span></td>", history)
+    assert "<td>echoed</td>" in history
+    assert "<td>Confirm</td>" in history
+    steps = section(page, "steps")
+    assert re.search(
+        r"waiting</th><td>\s*<span class=\"hx-step hx-step-waiting\"[^>]*>Confirm", steps
+    )
+    assert "accepts &lt;confirmed&gt;, rejected" in steps
+    assert re.search(
+        r"completed</th><td>\s*<span class=\"hx-step hx-step-completed\"[^>]*>Echo", steps
+    )
+    assert "&quot;echoed_by&quot;: &quot;hello&quot;" in section(page, "metadata")
+    raw = section(page, "raw")
+    assert raw.startswith('id="hx-raw">')
+    assert "<summary>" in raw
+    assert "&quot;execution_history&quot;" in raw
+    assert "current step</th><td>Confirm</td>" in section(page, "overview")
+    assert 'id="hx-resume"' in page
+    assert 'id="hx-delete"' in page
+    assert 'id="hx-retry"' not in page
+    assert 'name="_save"' not in page
+
+
+def test_the_graph_shows_the_instance_progress(
+    admin_client: Client, storage: DjangoStorage
+) -> None:
+    instance = stored(storage, EchoFlow, note="hello")
+    graph = section(shown(admin_client, instance.id), "graph")
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="hx-graph"' in graph
+    assert re.search(r'<g class="hx-node hx-state-completed" data-step="[^"]+\.Echo">', graph)
+    assert re.search(r'<g class="hx-node hx-state-waiting" data-step="[^"]+\.Confirm">', graph)
+    assert (
+        'class="hx-node hx-state-not-reached" data-step="hephaestus_django.core.steps.Done"'
+        in graph
+    )
+    assert "<script" not in graph.replace("<script>", "")  # no JavaScript in the SVG
+
+
+def test_timers_of_waiting_steps(admin_client: Client, storage: DjangoStorage) -> None:
+    instance = stored(storage, flows.Timed)
+    steps = section(shown(admin_client, instance.id), "steps")
+    assert "timer fires “timeout” at" in steps
+
+
+def test_step_configuration_is_shown(admin_client: Client, storage: DjangoStorage) -> None:
+    instance = stored(storage, flows.Timed)
+    page = shown(admin_client, instance.id)
+    assert re.search(r'id="hx-configs".*&quot;duration&quot;: 5,', page, re.DOTALL)
+
+
+def test_a_failed_instance_shows_its_error(admin_client: Client, storage: DjangoStorage) -> None:
+    instance = stored(storage, EchoFlow, note="hello", fail=True)
+    page = shown(admin_client, instance.id)
+    error = page.split('id="hx-error"')[1].split("</div>")[0]
+    assert "<strong>Echo failed</strong>" in error
+    assert "RuntimeError" in error
+    assert "cannot echo hello" in error
+    assert 'id="hx-retry"' in page
+    assert 'id="hx-resume"' not in page
+    assert re.search(r'<g class="hx-node hx-state-failed" data-step="[^"]+\.Echo">', page)
+    steps = section(page, "steps")
+    assert re.search(r'running</th><td>\s*<span class="hx-empty">none</span>', steps)
+
+
+def test_a_script_in_the_context_is_escaped_everywhere(
+    admin_client: Client, storage: DjangoStorage
+) -> None:
+    instance = stored(storage, EchoFlow, note=SCRIPT)
+    page = shown(admin_client, instance.id)
+    assert SCRIPT not in page
+    for name in ("initial", "results", "history", "metadata", "raw", "graph"):
+        assert ESCAPED in section(page, name), name
+    assert "&lt;confirmed&gt;" in section(page, "graph")  # an event name, in the SVG
+    failed = stored(storage, EchoFlow, note=SCRIPT, fail=True)
+    page = shown(admin_client, failed.id)
+    assert SCRIPT not in page
+    assert ESCAPED in page.split('id="hx-error"')[1].split("</div>")[0]
+    assert ESCAPED in section(page, "graph")  # the failed step's tooltip
+
+
+def test_a_corrupt_row_of_a_known_workflow(admin_client: Client) -> None:
+    row_id = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO workflow_instances (id, workflow, status, state) VALUES "
+            '(%s, %s, \'waiting\', \'{"context": {"initial": {"x": "<b>"}}}\'::jsonb)',
+            [row_id, EchoFlow.path()],
+        )
+    page = shown(admin_client, row_id)
+    assert "This instance cannot be decoded" in page
+    assert "missing keys" in page
+    graph = section(page, "graph")
+    assert "hx-state-plain" in graph
+    assert "hx-state-waiting" not in graph
+    assert "&quot;x&quot;: &quot;&lt;b&gt;&quot;" in section(page, "raw")
+    assert 'id="hx-delete"' in page
+    assert 'id="hx-resume"' not in page
+
+
+def test_a_row_whose_workflow_is_gone(admin_client: Client) -> None:
+    row_id = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO workflow_instances (id, workflow, status, state) "
+            "VALUES (%s, 'shop.flows.Retired', 'failed', '{}'::jsonb)",
+            [row_id],
+        )
+    page = shown(admin_client, row_id)
+    assert "This instance cannot be decoded: no workflow is registered as" in page
+    assert "is not registered in this process, so its graph cannot be drawn" in page
+    assert 'id="hx-retry"' not in page
+
+
+@pytest.mark.parametrize(
+    ("permissions", "buttons"),
+    [
+        ((), set()),
+        (("resume_workflowinstance",), {"resume"}),
+        (("retry_workflowinstance",), {"retry"}),
+        (("delete_workflowinstance",), {"delete"}),
+        (
+            ("resume_workflowinstance", "retry_workflowinstance", "delete_workflowinstance"),
+            {"resume", "retry", "delete"},
+        ),
+    ],
+)
+def test_buttons_follow_the_permissions(
+    staff_client: Callable[..., Client],
+    storage: DjangoStorage,
+    permissions: tuple[str, ...],
+    buttons: set[str],
+) -> None:
+    client = staff_client("view_workflowinstance", *permissions)
+    waiting, failed = (
+        stored(storage, EchoFlow, note="x"),
+        stored(storage, EchoFlow, note="x", fail=True),
+    )
+    for instance, possible in ((waiting, {"resume", "delete"}), (failed, {"retry", "delete"})):
+        page = shown(client, instance.id)
+        found = {name for name in ("resume", "retry", "delete") if f'id="hx-{name}"' in page}
+        assert found == buttons & possible
+
+
+def test_the_page_needs_the_view_permission(
+    staff_client: Callable[..., Client], storage: DjangoStorage
+) -> None:
+    instance = stored(storage)
+    assert staff_client().get(detail_url(instance.id)).status_code == 403
+
+
+def test_an_unknown_id_redirects_with_a_message(admin_client: Client) -> None:
+    response = admin_client.get(detail_url(uuid.uuid4()), follow=True)
+    assert "doesn\u2019t exist" in response.content.decode()  # Django's curly apostrophe

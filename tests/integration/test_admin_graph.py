@@ -1,0 +1,306 @@
+"""The workflow graph: the diagram model, its layout, the SVG, Mermaid and DOT, and the command.
+
+Everything but the last tests runs without a database: the diagram is pure Python.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import xml.etree.ElementTree as ET
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from hephaestus_django import Done, Step, Workflow
+from hephaestus_django.core import engine
+from hephaestus_django.diagram import (
+    EdgeKind,
+    StepState,
+    build_diagram,
+    progress_of,
+    render_svg,
+    to_dot,
+    to_mermaid,
+)
+from hephaestus_django.diagram.layout import lay_out
+from tests import flows
+from tests.unit.test_engine import started
+
+SVG = "{http://www.w3.org/2000/svg}"
+NASTY_EVENT = '<script>alert("x")</script>'
+
+
+def odd_workflow() -> type[Workflow]:
+    """Steps defined in a function (their paths contain ``<locals>``) and hostile event names."""
+
+    class Odd(Step):
+        events = (NASTY_EVENT, 'a"b\\c')
+
+        def execute(self, instance: Any, config: Any, context: Any) -> str:
+            return NASTY_EVENT
+
+    class End(Done):
+        pass
+
+    class OddFlow(Workflow):
+        start = Odd
+        transitions = {Odd: {NASTY_EVENT: End, 'a"b\\c': End}}
+
+    return OddFlow
+
+
+def nodes_of(svg: str) -> dict[str, ET.Element]:
+    root = ET.fromstring(svg)  # well-formed XML, or this raises
+    return {g.get("data-step", ""): g for g in root.iter(f"{SVG}g") if g.get("data-step")}
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+def test_ranks_are_the_longest_path_from_the_start() -> None:
+    diagram = build_diagram(flows.Uneven.graph)
+    ranks = {node.label: node.rank for node in diagram.nodes}
+    assert ranks == {
+        "Split": 0,
+        "Pack": 1,
+        "Charge": 1,
+        "Weigh": 2,
+        "Label": 3,
+        "Join": 4,
+        "Done": 5,
+    }
+    assert diagram.nodes[0].is_start
+    assert diagram.nodes[0].key == "s0"
+    assert [node.label for node in diagram.nodes if node.is_end] == ["Done"]
+
+
+def test_edges_know_fan_outs_routes_and_merge_events() -> None:
+    fan_out = build_diagram(flows.FanOut.graph)
+    split = [(e.target.label, e.kind, e.group) for e in fan_out.edges if e.source.label == "Split"]
+    assert split == [
+        ("Pack", EdgeKind.FAN_OUT, ("s0", "ok")),
+        ("Charge", EdgeKind.FAN_OUT, ("s0", "ok")),
+        ("Notify", EdgeKind.FAN_OUT, ("s0", "ok")),
+    ]
+    routed = build_diagram(flows.Routed.graph)
+    kinds = {(e.source.label, e.target.label): e.kind for e in routed.edges}
+    assert kinds[("Check", "Pack")] is kinds[("Check", "Notify")] is EdgeKind.ROUTE
+    assert kinds[("Check", "Declined")] is EdgeKind.STEP
+    two_waits = build_diagram(flows.TwoWaits.graph)
+    (merged,) = [e for e in two_waits.edges if e.source.label == "Signature"]
+    assert merged.label == "signed / declined"
+    assert merged.group is None
+
+
+def test_progress_of_an_instance() -> None:
+    failed = progress_of(started(flows.IfElse, {"approve": "fail"}))
+    assert failed.state(flows.Check) is StepState.COMPLETED
+    assert failed.state(flows.Approve) is StepState.FAILED
+    assert failed.state(flows.Reject) is StepState.NOT_REACHED
+    assert "failed: tests.flows.StepFailed: approve was told to fail" in failed.notes[flows.Approve]
+    waiting = progress_of(started(flows.TwoWaits))
+    assert waiting.state(flows.Signature) is StepState.WAITING
+    running = progress_of(engine.start(engine.new_instance(flows.IfElse, {})))
+    assert running.state(flows.Check) is StepState.ACTIVE
+    done = progress_of(started(flows.IfElse))
+    assert (flows.Check, "valid", flows.Approve) in done.taken
+    assert (flows.Check, "invalid", flows.Reject) not in done.taken
+
+
+# --- layout -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "workflow", [flows.IfElse, flows.FanOut, flows.TwoWaits, flows.Routed, flows.Uneven]
+)
+def test_the_layout_has_no_overlaps_and_every_arrow_points_down(workflow: type[Any]) -> None:
+    layout = lay_out(build_diagram(workflow.graph))
+    boxes = sorted(layout.boxes.values(), key=lambda box: (box.y, box.x))
+    for left, right in itertools.pairwise(boxes):
+        if left.y == right.y:
+            assert left.x + left.width < right.x, (left.node.label, right.node.label)
+    for wire in layout.wires:
+        ys = [y for _x, y in wire.points]
+        assert ys == sorted(ys), wire.edge.label
+        assert wire.points[0][1] >= layout.boxes[wire.edge.source.key].bottom
+        assert wire.points[-1][1] == layout.boxes[wire.edge.target.key].y
+    assert all(box.x > 0 and box.x + box.width < layout.width for box in boxes)
+
+
+def test_a_long_arrow_runs_between_the_rows_boxes() -> None:
+    diagram = build_diagram(flows.Uneven.graph)
+    layout = lay_out(diagram)
+    (long_wire,) = [
+        w for w in layout.wires if (w.edge.source.label, w.edge.target.label) == ("Charge", "Join")
+    ]
+    assert len(long_wire.points) == 2 + 2 * 2  # through a placeholder in each row it skips
+    for x, y in long_wire.points[1:-1]:
+        for box in layout.boxes.values():
+            assert not (box.x <= x <= box.x + box.width and box.y < y < box.bottom)
+
+
+def test_the_layout_is_deterministic() -> None:
+    graph = flows.Uneven.graph
+    assert render_svg(build_diagram(graph)) == render_svg(build_diagram(graph))
+
+
+# --- SVG --------------------------------------------------------------------------------------
+
+
+def test_the_svg_of_a_definition() -> None:
+    svg = render_svg(build_diagram(flows.FanOut.graph))
+    nodes = nodes_of(svg)
+    assert set(nodes) == {step.path() for step in flows.FanOut.graph.order}
+    assert all(g.get("class") == "hx-node hx-state-plain" for g in nodes.values())
+    root = ET.fromstring(svg)
+    assert root.get("role") == "img"
+    assert root.find(f"{SVG}title") is not None
+    junctions = [g for g in root.iter(f"{SVG}g") if "hx-junction" in (g.get("class") or "")]
+    assert len(junctions) == 1
+    assert "hx-kind-fan-out" in (junctions[0].get("class") or "")
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert "fan-out: all run" in texts
+    assert "completed" not in texts
+    assert "<script" not in svg
+    assert "javascript:" not in svg
+    assert "http://" not in svg.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_route_edges_are_dashed_with_a_diamond() -> None:
+    root = ET.fromstring(render_svg(build_diagram(flows.Routed.graph)))
+    routes = [g for g in root.iter(f"{SVG}g") if "hx-kind-route" in (g.get("class") or "")]
+    dashed = [g for g in routes if "hx-edge" in (g.get("class") or "").split()]
+    assert len(dashed) == 2
+    assert all(g.find(f"{SVG}path").get("stroke-dasharray") for g in dashed)  # type: ignore[union-attr]
+    assert any("route: one of these" in (g.findtext(f"{SVG}title") or "") for g in routes)
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ({}, {"Check": "completed", "Approve": "completed", "Reject": "not reached"}),
+        ({"approve": "fail"}, {"Check": "completed", "Approve": "failed", "Merge": "not reached"}),
+        ({"check": "wait"}, {"Check": "waiting", "Approve": "not reached"}),
+    ],
+)
+def test_steps_are_coloured_by_their_state(
+    script: dict[str, str], expected: dict[str, str]
+) -> None:
+    instance = started(flows.IfElse, script)
+    svg = render_svg(build_diagram(flows.IfElse.graph), progress_of(instance))
+    nodes = nodes_of(svg)
+    fills = {
+        "completed": "#e6f4ea",
+        "failed": "#fdecea",
+        "waiting": "#fff4dc",
+        "not reached": "#f6f6f6",
+    }
+    for name, state in expected.items():
+        node = nodes[f"tests.flows.{name}"]
+        assert node.get("class") == f"hx-node hx-state-{state.replace(' ', '-')}"
+        assert node.find(f"{SVG}rect").get("fill") == fills[state]  # type: ignore[union-attr]
+        assert state in "".join(node.itertext())
+    legend = [
+        t.text
+        for t in ET.fromstring(svg).iter(f"{SVG}text")
+        if "hx-legend-text" in (t.get("class") or "")
+    ]
+    assert legend[:6] == ["completed", "active", "waiting", "failed", "not reached", "taken"]
+
+
+def test_taken_edges_are_marked() -> None:
+    instance = started(flows.IfElse)
+    root = ET.fromstring(render_svg(build_diagram(flows.IfElse.graph), progress_of(instance)))
+    titles = {
+        g.findtext(f"{SVG}title"): g.get("class", "")
+        for g in root.iter(f"{SVG}g")
+        if "hx-edge" in (g.get("class") or "").split()
+    }
+    assert "hx-edge-taken" in titles["Check —valid→ Approve"]
+    assert "hx-edge-idle" in titles["Check —invalid→ Reject"]
+
+
+def test_everything_in_the_svg_is_escaped() -> None:
+    workflow = odd_workflow()
+    instance = started(workflow)
+    svg = render_svg(build_diagram(workflow.graph), progress_of(instance))
+    ET.fromstring(svg)  # still well-formed
+    assert "<script" not in svg
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in svg
+    assert "&lt;locals&gt;" in svg  # the steps' dotted paths, in data-step and tooltips
+    assert "a&quot;b\\c" in svg
+
+
+# --- Mermaid and DOT ---------------------------------------------------------------------------
+
+
+def test_mermaid() -> None:
+    text = to_mermaid(build_diagram(flows.Routed.graph))
+    lines = text.splitlines()
+    assert lines[0] == "flowchart TD"
+    assert '    entry(("start")) --> s0' in lines
+    assert '    s0["Check"]' in lines
+    assert re.search(r'^    s0 -\.->\|"valid"\| s\d+$', text, re.MULTILINE)  # a route
+    assert re.search(r'^    s0 -->\|"invalid"\| s\d+$', text, re.MULTILINE)
+    assert re.search(r'^    s\d+\(\["Done"\]\)$', text, re.MULTILINE)  # an end
+    assert "==>" in to_mermaid(build_diagram(flows.FanOut.graph))  # a fan-out
+    assert text.endswith("\n")
+
+
+def test_mermaid_escapes_labels() -> None:
+    text = to_mermaid(build_diagram(odd_workflow().graph))
+    assert '|"#lt;script#gt;alert(#quot;x#quot;)#lt;/script#gt; / a#quot;b\\c"|' in text
+    assert "<" not in text
+    assert "#lt;locals#gt;" in text
+
+
+def test_dot() -> None:
+    text = to_dot(build_diagram(flows.FanOut.graph))
+    assert text.startswith('digraph "FanOut" {\n')
+    assert '    s0 [label="Split", tooltip="tests.flows.Split"];' in text
+    assert re.search(r'^    s0 -> s\d+ \[label="ok", style=bold\];$', text, re.MULTILINE)
+    assert "style=dashed" in to_dot(build_diagram(flows.Routed.graph))
+    odd = to_dot(build_diagram(odd_workflow().graph))
+    assert 'label="<script>alert(\\"x\\")</script> / a\\"b\\\\c"' in odd
+
+
+# --- the management command -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "render"),
+    [(None, to_mermaid), ("mermaid", to_mermaid), ("dot", to_dot), ("svg", render_svg)],
+)
+def test_the_command_prints_the_graph(fmt: str | None, render: Any) -> None:
+    out = StringIO()
+    options = {} if fmt is None else {"format": fmt}
+    call_command("hephaestus_graph", "tests.flows.FanOut", stdout=out, **options)
+    assert out.getvalue() == render(build_diagram(flows.FanOut.graph))
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("tests.flows.FanOt", "tests.flows.FanOut"),
+        ("FanOut", "tests.flows.FanOut"),
+        ("os.path", ""),
+    ],
+)
+def test_an_unknown_workflow_names_the_close_ones(name: str, suggestion: str) -> None:
+    with pytest.raises(CommandError) as raised:
+        call_command("hephaestus_graph", name)
+    message = str(raised.value)
+    assert message.startswith(f"No workflow is registered as {name!r}")
+    assert "never imported by name" in message
+    if suggestion:
+        assert f"Did you mean: {suggestion}" in message
+
+
+def test_the_command_rejects_an_unknown_format() -> None:
+    with pytest.raises(CommandError, match="invalid choice: 'png'"):
+        call_command("hephaestus_graph", "tests.flows.FanOut", "--format", "png")
+    with pytest.raises(CommandError, match="--format must be one of dot, mermaid, svg"):
+        call_command("hephaestus_graph", "tests.flows.FanOut", format="png")
