@@ -20,7 +20,9 @@ DEMO_SERVE ?= 1
 DEMO_ARGS ?=
 PGDATA_DEMO := example_project/.pgdata
 
-.PHONY: test demo lint typecheck clean pg-stop
+BENCH_ARGS ?=
+
+.PHONY: test demo bench lint typecheck clean pg-stop
 
 test: $(STAMP)
 	$(BIN)/ruff check --quiet .
@@ -60,6 +62,13 @@ demo: $(STAMP)
 		echo "Serving the admin at http://127.0.0.1:8000/admin/ (Ctrl-C to stop)"; \
 		cd example_project && ../$(BIN)/python manage.py runserver --noreload 127.0.0.1:8000; \
 	fi
+
+# The benchmark suite: every figure a ratio against raw psycopg 3 measured in the same run,
+# interleaved; writes bench/results/<timestamp>.json and .md (a full run also LATEST.md). About
+# 7 minutes (it loads 1,000,000 rows); BENCH_ARGS=--quick is the CI's short run at 100,000 rows.
+# Uses $DATABASE_URL when set, else an embedded PostgreSQL kept in .pgdata/bench.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found; install Python >= 3.11 or run: make PYTHON=/path/to/python3.11" >&2; exit 1; }

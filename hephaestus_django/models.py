@@ -24,6 +24,9 @@ from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
 from hephaestus_django.runtime.filters import status_value, workflow_name
 from hephaestus_django.serialization import HephaestusJSONDecoder, HephaestusJSONEncoder
 
+GIN_PENDING_LIST_KB = 256
+"""``gin_pending_list_limit`` of the GIN index on ``state``, in kB."""
+
 
 class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
     """Verbs for the questions people ask of instances."""
@@ -72,7 +75,10 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
     def to_instances(self) -> list[Instance]:
         """Decode the rows into engine instances; undecodable rows are left out and logged."""
         rows = self.defer("state").annotate(state_json=Cast("state", models.TextField()))
-        return decode_rows(row.stored_row(codec.loads(row.state_json)) for row in rows)
+        return decode_rows(
+            row.stored_row(codec.loads(row.state_json), plain=codec.is_plain(row.state_json))
+            for row in rows
+        )
 
 
 class WorkflowInstance(models.Model):
@@ -110,9 +116,17 @@ class WorkflowInstance(models.Model):
             ("retry_workflowinstance", "Can retry a failed workflow instance"),
         ]
         indexes = [
+            # A 256 kB pending list (PostgreSQL's default is 4 MB): new entries are merged into
+            # the index a little at a time, so no write stalls for long on a merge. `make bench`
+            # measures the choice; the README's "Performance" section has the figures.
             GinIndex(
-                fields=["state"], name="idx_workflow_instances_state", opclasses=["jsonb_path_ops"]
+                fields=["state"],
+                name="idx_workflow_instances_state",
+                opclasses=["jsonb_path_ops"],
+                gin_pending_list_limit=GIN_PENDING_LIST_KB,
             ),
+            # The admin's list (newest first) and query()'s order, without sorting the table.
+            models.Index(fields=["inserted_at", "id"], name="idx_workflow_instances_ins"),
             models.Index(fields=["status"], name="idx_workflow_instances_status"),
             # pattern ops: the same index answers workflow = %s and the LIKE of workflow_family
             models.Index(
@@ -149,8 +163,11 @@ class WorkflowInstance(models.Model):
     def __str__(self) -> str:
         return f"{self.workflow.rsplit('.', 1)[-1]} {self.id} ({self.status})"
 
-    def stored_row(self, state: codec.JSON | None = None) -> StoredRow:
-        """The row as storage backends see it: columns plus the state in its JSON form."""
+    def stored_row(self, state: codec.JSON | None = None, *, plain: bool = False) -> StoredRow:
+        """The row as storage backends see it: columns plus the state in its JSON form.
+
+        ``plain`` says ``state`` was just parsed from text :func:`codec.is_plain` accepts.
+        """
         return StoredRow(
             id=self.id,
             workflow=self.workflow,
@@ -160,6 +177,10 @@ class WorkflowInstance(models.Model):
             revision=self.revision,
             inserted_at=self.inserted_at,
             updated_at=self.updated_at,
+            lease_owner=self.lease_owner,
+            lease_expires_at=self.lease_expires_at,
+            due_at=self.due_at,
+            plain=plain and state is not None,
         )
 
     def to_instance(self) -> Instance:

@@ -254,6 +254,7 @@ def _stored_row(values: Any) -> StoredRow:
         status=status,
         workflow_version=version,
         state=codec.loads(state),
+        plain=codec.is_plain(state),
         revision=revision,
         inserted_at=inserted_at,
         updated_at=updated_at,

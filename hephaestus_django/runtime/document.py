@@ -66,6 +66,9 @@ class StoredRow:
     lease_expires_at: datetime | None = None
     due_at: datetime | None = None
     """The earliest timer of the waiting steps: what workers look for."""
+    plain: bool = False
+    """``state`` was just parsed from text that :func:`codec.is_plain` accepts, and is shared
+    with nothing else: decoding it would copy it unchanged, so :func:`from_row` does not."""
 
 
 def to_row(instance: Instance) -> StoredRow:
@@ -150,7 +153,8 @@ def from_row(row: StoredRow) -> Instance:
     """Decode a stored row; ``CorruptInstanceError`` / ``UnknownWorkflowError`` for a bad one."""
     workflow = workflow_registry.resolve(row.workflow, instance_id=row.id)
     reader = _Reader(row.id, workflow.graph)
-    state = reader.mapping(codec.decode(row.state, instance_id=row.id), "state")
+    decoded = row.state if row.plain else codec.decode(row.state, instance_id=row.id)
+    state = reader.mapping(decoded, "state")
     missing = [key for key in STATE_KEYS if key not in state]
     if missing:
         reader.corrupt("state", f"missing keys {', '.join(missing)}")
@@ -261,9 +265,12 @@ class _Reader:
         return step
 
     def step_set(self, value: object, path: str) -> frozenset[StepClass]:
-        return frozenset(
-            self.step(name, f"{path}[{index}]") for index, name in enumerate(self.list(value, path))
-        )
+        names = self.list(value, path)
+        try:  # the common case, without a path string per name
+            return frozenset(self.graph.by_path[name] for name in names)
+        except (KeyError, TypeError):
+            pass
+        return frozenset(self.step(name, f"{path}[{index}]") for index, name in enumerate(names))
 
     def waiting(self, value: object, path: str) -> Waiting:
         fields = self.mapping(value, path)
@@ -277,6 +284,34 @@ class _Reader:
 
     def entry(self, value: object, path: str) -> HistoryEntry:
         fields = self.mapping(value, path)
+        found = self._plain_entry(fields)
+        return found if found is not None else self._checked_entry(fields, path)
+
+    def _plain_entry(self, fields: dict[str, Any]) -> HistoryEntry | None:
+        """A well-formed entry read without building a path per field; None for any doubt."""
+        by_path = self.graph.by_path
+        name, event, stamp = fields.get("step"), fields.get("event"), fields.get("timestamp")
+        metadata, names = fields.get("metadata_updates"), fields.get("next_steps", [])
+        step = by_path.get(name) if type(name) is str else None
+        if step is None or type(event) is not str or type(stamp) is not str:
+            return None
+        if not (metadata is None or type(metadata) is dict) or type(names) is not list:
+            return None
+        try:
+            timestamp = datetime.fromisoformat(stamp)
+            next_steps = tuple(by_path[next_name] for next_name in names)
+        except (ValueError, KeyError, TypeError):
+            return None
+        return HistoryEntry(
+            step=step,
+            event=event,
+            timestamp=timestamp,
+            context_updates=fields.get("context_updates"),
+            metadata_updates=metadata,
+            next_steps=next_steps,
+        )
+
+    def _checked_entry(self, fields: dict[str, Any], path: str) -> HistoryEntry:
         metadata = fields.get("metadata_updates")
         return HistoryEntry(
             step=self.step(fields.get("step"), f"{path}.step"),

@@ -333,3 +333,16 @@ def test_the_database_refuses_an_impossible_status() -> None:
     row_id = corrupt_row('{"context": {}}')
     with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("UPDATE workflow_instances SET status = 'sleeping' WHERE id = %s", [row_id])
+
+
+def test_a_row_carries_its_lease_into_the_instance(storage: DjangoStorage) -> None:
+    running = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
+    running.lease_owner, running.lease_expires_at = "runner-1", flows_now()
+    storage.put(running)
+    row = WorkflowInstance.objects.get(id=running.id)
+    assert (row.to_instance().lease_owner, row.to_instance().lease_expires_at) == (
+        "runner-1",
+        flows_now(),
+    )
+    (listed,) = WorkflowInstance.objects.filter(id=running.id).to_instances()
+    assert listed.lease_owner == "runner-1"

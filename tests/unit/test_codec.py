@@ -25,7 +25,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hephaestus_django.core.errors import CorruptInstanceError, SerializationError
-from hephaestus_django.runtime.codec import TYPE_KEY, decode, dumps, encode, format_path, loads
+from hephaestus_django.runtime.codec import (
+    TYPE_KEY,
+    decode,
+    dumps,
+    encode,
+    format_path,
+    is_plain,
+    loads,
+)
+from hephaestus_django.runtime.codec.refusals import MAX_DEPTH
 from hephaestus_django.serialization import HephaestusJSONDecoder, HephaestusJSONEncoder
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +191,49 @@ def test_json_native_values_are_stored_as_they_are(value: Any) -> None:
     encoded = encode(value)
     assert_same(value, encoded)
     assert json.loads(dumps(encoded)) == value
+
+
+@given(values)
+def test_decoding_is_skipped_only_where_it_changes_nothing(value: Any) -> None:
+    text = postgres_reprint(dumps(encode(value)))
+    if is_plain(text):
+        assert_same(decode(loads(text)), loads(text))
+
+
+@given(json_native)
+def test_small_json_native_documents_skip_decoding(value: Any) -> None:
+    text = dumps(encode(value))
+    containers = text.count("{") + text.count("[")
+    if "\\u" not in text and "NaN" not in text and "Infinity" not in text:
+        assert is_plain(text) is (containers <= MAX_DEPTH)
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ('{"order_id": 123, "items": [{"sku": "A-1", "price": 9.5}], "ok": true}', True),
+        ('{"due": {"__type__": "date", "value": "2026-12-24"}}', False),
+        ('{"\\u005f_type__": "date", "value": "2026-12-24"}', False),  # an escaped tag
+        ('{"note": "\\u00e9t\\u00e9"}', False),  # any escape: the slow path decides
+        ('{"x": NaN}', False),
+        ('{"x": -Infinity}', False),
+        ('{"word": "NaN is not a number"}', False),  # harmless, only slower
+        ("[" * MAX_DEPTH + "]" * MAX_DEPTH, True),
+        ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), False),
+    ],
+)
+def test_is_plain(text: str, plain: bool) -> None:
+    assert is_plain(text) is plain
+    if plain:
+        assert_same(decode(loads(text)), loads(text))
+
+
+def test_text_that_is_not_plain_still_decodes_or_is_refused() -> None:
+    assert decode(loads('{"\\u005f_type__": "date", "value": "2026-12-24"}')) == date(2026, 12, 24)
+    with pytest.raises(CorruptInstanceError):
+        decode(loads('{"x": NaN}'))
+    with pytest.raises(CorruptInstanceError):
+        decode(loads("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)))
 
 
 @given(st.frozensets(hashables, max_size=6))

@@ -1,0 +1,111 @@
+"""``python -m bench [--quick]``: run every measurement, write the JSON and the markdown.
+
+Full mode (``make bench``) measures at 100,000 and 1,000,000 rows with at least 5 interleaved
+rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import environment
+
+FULL: dict[str, Any] = {
+    "rounds": 7,
+    "ops": 400,
+    "containment": [(100_000, 5, 40, 5), (1_000_000, 5, 40, 3)],
+    "workflows": 60,
+    "tail_rounds": 4,
+    "tail_writes": 20_000,
+    "anatomy_writes": 10_000,
+    "admin_rows": 1_000_000,
+    "admin_requests": 20,
+}
+QUICK: dict[str, Any] = {
+    "rounds": 3,
+    "ops": 150,
+    "containment": [(100_000, 3, 20, 3)],
+    "workflows": 20,
+    "tail_rounds": 2,
+    "tail_writes": 2_000,
+    "anatomy_writes": 3_500,
+    "admin_rows": 100_000,
+    "admin_requests": 5,
+}
+SEED_ROWS = 10_000
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+
+    url, source = environment.server_url()
+    conninfo = environment.recreate_database(url)
+    environment.configure_django(conninfo)
+    # Imported after django.setup(): they import the model and the storage.
+    from bench import admin_pages, containment, data, end_to_end, memory, report, storage_ops, tail
+
+    raw = environment.raw_connection(conninfo)
+    results: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "machine": environment.machine(raw, source),
+        "loads": {},
+        "containment": [],
+        "admin": [],
+    }
+    log(f"database {environment.DATABASE} on {source}; {results['machine']['postgresql']}")
+    results["loads"][SEED_ROWS] = data.bulk_load(raw, 1, SEED_ROWS)
+    rounds, ops = plan["rounds"], plan["ops"]
+
+    log("1. storage operations")
+    results["storage_ops"] = storage_ops.run(raw, rounds=rounds, n=ops)
+    log("6. memory of query() returning 10,000 instances")
+    results["memory"] = memory.run(raw, instances=10_000, rounds=max(rounds // 2, 2))
+    log("3. end to end")
+    results["end_to_end"] = end_to_end.run(raw, rounds=rounds, n=plan["workflows"])
+
+    loaded = SEED_ROWS
+    for rows, c_rounds, probes, seq_probes in plan["containment"]:
+        log(f"loading bulk rows {loaded + 1:,}..{rows:,}")
+        results["loads"][rows] = data.bulk_load(raw, loaded + 1, rows)
+        results["loads"][rows].update(data.table_size(raw), rows_in_table=data.row_count(raw))
+        loaded = rows
+        log(f"2. state__contains at {rows:,} rows")
+        results["containment"].append(
+            containment.run(raw, rows=rows, rounds=c_rounds, n=probes, seq_probes=seq_probes)
+        )
+        if rows == plan["admin_rows"]:
+            log(f"5. admin pages at {rows:,} rows")
+            results["admin"].append(admin_pages.run(raw, rows=rows, n=plan["admin_requests"]))
+    log(f"4. tail latency of put, {plan['tail_writes']:,} writes per configuration and side")
+    results["tail"] = tail.run(
+        raw,
+        rounds=plan["tail_rounds"],
+        writes=plan["tail_writes"],
+        anatomy_writes=plan["anatomy_writes"],
+    )
+
+    results["elapsed_s"] = time.perf_counter() - clock
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    json_path, md_path = report.write(results, stamp, latest=not args.quick)
+    print(md_path.read_text())
+    log(f"wrote {json_path} and {md_path} in {results['elapsed_s'] / 60:.1f} min")
+    raw.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

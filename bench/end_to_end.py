@@ -1,0 +1,173 @@
+"""Item 3: workflows per second with ``LocalRunner`` + ``DjangoStorage`` against a floor.
+
+*Ours*: ``LocalRunner().start(workflow, context, storage=DjangoStorage())``, which runs the
+workflow to completion (every step completes at once).
+
+*The floor* is what a hand-written runner must at least do to make the same workflow durable:
+one upsert when the instance starts and one after each step completes (the terminal ``Done``
+folded into the last step's write), each the same ``INSERT ... ON CONFLICT ... WHERE revision``
+statement through raw psycopg with the revision tracked from ``RETURNING``, autocommit, and
+``json.dumps`` of the same state document ours writes at that point. No engine, no codec: the
+documents are computed in advance. For the 3-step workflow that is 4 upserts, for the 10-step
+one 11 (each branch of the fan-out writes its own result).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any
+from uuid import uuid4
+
+import psycopg
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from bench.environment import PREPARED
+from bench.measure import interleave, repeat
+from bench.proposals import FoldingRunner
+from bench.workflows import Fanout10, Linear3, initial_context
+from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime import InMemoryStorage, LocalRunner, codec
+from hephaestus_django.runtime.document import to_row
+from hephaestus_django.storage import UPSERT, DjangoStorage
+
+WORKFLOWS: dict[str, type[WorkflowDefinition]] = {"linear_3": Linear3, "fanout_10": Fanout10}
+
+
+class _Recorder(InMemoryStorage):
+    """Keeps every instance put, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[Instance] = []
+
+    def put(self, instance: Instance) -> None:
+        super().put(instance)
+        self.written.append(instance)
+
+
+class _CountingRunner(LocalRunner):
+    waves = 0
+
+    def _execute_wave(self, instance: Instance, activations: Any) -> Any:
+        self.waves += 1
+        return super()._execute_wave(instance, activations)
+
+
+def recorded_run(workflow: type[WorkflowDefinition]) -> dict[str, Any]:
+    """Run once in memory: our writes, the engine's waves, and the floor's documents."""
+    storage = _Recorder()
+    runner = _CountingRunner()
+    try:
+        runner.start(workflow, initial_context(20_000_000), storage=storage)
+    finally:
+        runner.close()
+    documents = [to_row(instance).state for instance in storage.written]
+    floor = [(documents[0], "running")]
+    done: set[Any] = set()
+    for instance, document in zip(storage.written[1:], documents[1:], strict=True):
+        new = [s for s in instance.completed_steps if s not in done and not s.terminal]
+        done |= instance.completed_steps
+        floor.extend((document, "running") for _ in new)
+    floor[-1] = (documents[-1], storage.written[-1].status.value)
+    return {
+        "writes": len(storage.written),
+        "waves": runner.waves,
+        "state_bytes": sum(len(codec.dumps(document)) for document in documents),
+        "floor": floor,
+        "floor_state_bytes": sum(len(json.dumps(d, separators=(",", ":"))) for d, _ in floor),
+    }
+
+
+def _floor_workflow(raw: psycopg.Connection[Any], name: str, floor: list[tuple[Any, str]]) -> None:
+    key = uuid4()
+    revision = 0
+    for document, status in floor:
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        with raw.cursor() as cursor:
+            cursor.execute(
+                UPSERT, [key, name, status, 1, text, revision, None, None, None, revision]
+            )
+            written = cursor.fetchone()
+        assert written is not None
+        revision = written[0]
+
+
+def _wal_bytes(raw: psycopg.Connection[Any], action: Any) -> int:
+    before = raw.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+    action()
+    sql = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)"
+    after = raw.execute(sql, before).fetchone()
+    return int(after[0]) if after else 0
+
+
+def run(raw: psycopg.Connection[Any], *, rounds: int, n: int) -> dict[str, Any]:
+    runners = {"shipped": LocalRunner(), "fold": FoldingRunner()}
+    order_ids = iter(range(30_000_000, 40_000_000))
+    results: dict[str, Any] = {}
+
+    def ours(count: int, workflow: Any, storage: DjangoStorage, runner: LocalRunner) -> list[int]:
+        contexts = [initial_context(next(order_ids)) for _ in range(count)]
+        return repeat(lambda i: runner.start(workflow, contexts[i], storage=storage), count)
+
+    def floor_side(count: int, name: str, floor: Any) -> list[int]:
+        return repeat(lambda i: _floor_workflow(raw, name, floor), count)
+
+    def versus_floor(workflow: Any, using: str, runner: LocalRunner, floor: Any) -> Any:
+        return interleave(
+            partial(ours, workflow=workflow, storage=DjangoStorage(using=using), runner=runner),
+            partial(floor_side, name=workflow.path(), floor=floor),
+            rounds=rounds,
+            n=n,
+            warmup=min(n, 20),
+        )
+
+    try:
+        for label, workflow in WORKFLOWS.items():
+            recorded = recorded_run(workflow)
+            floor = recorded.pop("floor")
+            storage = DjangoStorage()
+            compared = versus_floor(workflow, "default", runners["shipped"], floor)
+            prepared = versus_floor(workflow, PREPARED, runners["shipped"], floor)
+            folded = versus_floor(workflow, "default", runners["fold"], floor)
+            statements = {}
+            for name, runner in runners.items():
+                with CaptureQueriesContext(connection) as captured:
+                    runner.start(workflow, initial_context(1), storage=storage)
+                statements[name] = captured.captured_queries
+            # WAL per workflow: the median of three alternating batches of 20 per side, since
+            # a batch that first touches a page after a checkpoint also logs the whole page.
+            shipped, batch = runners["shipped"], 20
+            wal: dict[str, list[int]] = {"ours": [], "floor": []}
+            sides = {
+                "ours": partial(ours, batch, workflow, storage, shipped),
+                "floor": partial(floor_side, batch, workflow.path(), floor),
+            }
+            for _ in range(3):
+                for side, action in sides.items():
+                    wal[side].append(_wal_bytes(raw, action))
+            ours_wal, floor_wal = (sorted(wal[side])[1] for side in ("ours", "floor"))
+            results[label] = {
+                **compared,
+                "prepared": prepared,
+                "proposal_fold_done": {
+                    **folded,
+                    "statements": len(statements["fold"]),
+                },
+                "ours_statements": len(statements["shipped"]),
+                "ours_statement_bytes": sum(len(q["sql"]) for q in statements["shipped"]),
+                "floor_statements": len(floor),
+                "ours_writes": recorded["writes"],
+                "engine_waves": recorded["waves"],
+                "writes_per_wave": (recorded["writes"] - 1) / recorded["waves"],
+                "ours_state_bytes": recorded["state_bytes"],
+                "floor_state_bytes": recorded["floor_state_bytes"],
+                "ours_wal_bytes": ours_wal / batch,
+                "floor_wal_bytes": floor_wal / batch,
+            }
+    finally:
+        for runner in runners.values():
+            runner.close()
+    return results

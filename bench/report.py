@@ -1,0 +1,235 @@
+"""The results: all raw figures as JSON, and the markdown summary (tables and the budget)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+OPERATIONS = ("put_insert", "put_update", "get", "delete", "query_100")
+
+
+def _ratio(found: dict[str, float]) -> str:
+    return (
+        f"**{found['median']:.2f}x** ({found['p25']:.2f}-{found['p75']:.2f}; "
+        f"{found['min']:.2f}-{found['max']:.2f})"
+    )
+
+
+def _lat(found: dict[str, float]) -> str:
+    return f"{found['p50']:.2f} / {found['p99']:.2f} / {found['max']:.2f}"
+
+
+def _mb(count: float) -> str:
+    return f"{count / 1e6:.1f} MB"
+
+
+def storage_table(ops: dict[str, Any]) -> list[str]:
+    lines = [
+        "| operation | ours/raw ops/s: median (p25-p75; min-max) | ours ops/s | raw ops/s "
+        "| ours ms p50 / p99 / max | raw ms p50 / p99 / max | statements "
+        "| ours/raw, `prepared` alias |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in OPERATIONS:
+        op, prepared = ops[name], ops["prepared"][name]
+        lines.append(
+            f"| {name} | {_ratio(op['ratio'])} | {op['ours']['ops_per_s']['median']:.0f} "
+            f"| {op['raw']['ops_per_s']['median']:.0f} | {_lat(op['ours']['latency_ms'])} "
+            f"| {_lat(op['raw']['latency_ms'])} | {op['statements']} "
+            f"| {_ratio(prepared['ratio'])} |"
+        )
+    return lines
+
+
+def containment_table(runs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| rows | ours/raw GIN (ops/s) | ours ms p50 / p99 / max | raw GIN ms p50 / p99 / max "
+        "| raw seq scan ms p50 / max | seq scan / GIN | plan (GIN) | plan (forced seq scan) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for found in runs:
+        compared = found["ours_vs_raw_gin"]
+        seq = found["seqscan_latency_ms"]
+        lines.append(
+            f"| {found['rows']:,} | {_ratio(compared['ratio'])} "
+            f"| {_lat(compared['ours']['latency_ms'])} | {_lat(compared['raw']['latency_ms'])} "
+            f"| {seq['p50']:.1f} / {seq['max']:.1f} | {found['seqscan_over_gin']['median']:.0f}x "
+            f"| `{found['plan_gin']}` | `{found['plan_seqscan']}` |"
+        )
+    return lines
+
+
+def end_to_end_table(runs: dict[str, Any]) -> list[str]:
+    lines = [
+        "| workflow | ours/floor workflows/s | ours wf/s | floor wf/s | statements ours / floor "
+        "| engine waves (+ start) | state bytes written ours / floor | WAL bytes ours / floor "
+        "| ours/floor, `prepared` alias | ours/floor, proposal: `Done` folded (statements) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, found in runs.items():
+        lines.append(
+            f"| {name} | {_ratio(found['ratio'])} | {found['ours']['ops_per_s']['median']:.0f} "
+            f"| {found['raw']['ops_per_s']['median']:.0f} "
+            f"| {found['ours_statements']} / {found['floor_statements']} "
+            f"| {found['engine_waves']} (+1) "
+            f"| {found['ours_state_bytes']:,} / {found['floor_state_bytes']:,} "
+            f"| {found['ours_wal_bytes']:,.0f} / {found['floor_wal_bytes']:,.0f} "
+            f"| {_ratio(found['prepared']['ratio'])} "
+            f"| {_ratio(found['proposal_fold_done']['ratio'])} "
+            f"({found['proposal_fold_done']['statements']}) |"
+        )
+    return lines
+
+
+def tail_table(tail: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{tail['writes_per_config']:,} puts of ours and as many raw per configuration, "
+        f"alternating; {tail['rounds']} turns each ({tail['checkpoints_during']} checkpoints "
+        f"meanwhile). As shipped: {tail['shipped_name']}.",
+        "",
+        "| GIN index | ours ms p50 / p99 / p99.9 / max | max ÷ p50 | puts > 10 / > 50 ms "
+        "| raw ms p50 / p99 / max | mean ms ours / raw "
+        "| raw inserts in a row: > 20 ms; the 4 slowest, ms @ write # |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, sides in tail["configs"].items():
+        ours, raw, row = sides["ours"], sides["raw"], sides["inserts_in_a_row"]
+        slowest = ", ".join(f"{ms:.0f} @ {index:,}" for index, ms in row["slowest"])
+        lines.append(
+            f"| {name} | {ours['p50']:.2f} / {ours['p99']:.2f} / {ours.get('p99.9', 0):.2f} / "
+            f"{ours['max']:.1f} | {ours['max_over_p50']:.0f}x "
+            f"| {ours['over_10ms']} / {ours['over_50ms']} "
+            f"| {_lat(raw)} | {ours['mean']:.2f} / {raw['mean']:.2f} "
+            f"| {row['over_20ms']} of {row['writes']:,}; {slowest} |"
+        )
+    return lines
+
+
+def admin_table(runs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| rows | page | ms p50 / p99 / max | statements | full-table count | database share "
+        "| slowest statement ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for found in runs:
+        for name, page in found.items():
+            if name == "rows":
+                continue
+            lines.append(
+                f"| {found['rows']:,} | {name} | {_lat(page['latency_ms'])} "
+                f"| {page['statements']} | {'yes' if page['full_table_count'] else 'no'} "
+                f"| {page['db_share']:.0%} | {page['slowest_statement_ms'] or 0:.1f} |"
+            )
+    return lines
+
+
+def memory_lines(found: dict[str, Any]) -> list[str]:
+    return [
+        f"`query()` returning {found['instances']:,} instances: peak "
+        f"{_mb(found['ours_peak_bytes'])} (retained {_mb(found['ours_retained_bytes'])}); raw "
+        f"psycopg + `json.loads` of the same rows: peak {_mb(found['raw_peak_bytes'])} (retained "
+        f"{_mb(found['raw_retained_bytes'])}), so {found['peak_ratio']:.1f}x the raw peak. Time: "
+        f"ours {found['ours_ms']['median']:.0f} ms, raw {found['raw_ms']['median']:.0f} ms, ours/"
+        f"raw speed {_ratio(found['speed_ratio'])}. No iterator is offered, so streaming is not "
+        f"measured.",
+    ]
+
+
+def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for every budget line that this run measured."""
+    ops = results["storage_ops"]
+    checks = []
+    for name, floor in (("put_insert", 0.9), ("put_update", 0.9), ("get", 0.8)):
+        got = ops[name]["ratio"]["median"]
+        checks.append((f"{name} ≥ {floor}x raw ops/s", f"{got:.2f}x", got >= floor))
+    counts = {name: ops[name]["statements"] for name in OPERATIONS}
+    checks.append(
+        ("one statement per storage op", str(counts), all(c == 1 for c in counts.values()))
+    )
+    linear = results["end_to_end"]["linear_3"]
+    got = linear["ratio"]["median"]
+    checks.append(("3-step workflow ≥ 0.8x floor", f"{got:.2f}x", got >= 0.8))
+    worst = max(found["writes_per_wave"] for found in results["end_to_end"].values())
+    checks.append(("≤ 1 write per engine wave", f"{worst:.2f}", worst <= 1))
+    largest = results["containment"][-1]
+    got = 1 / largest["ours_vs_raw_gin"]["ratio"]["median"]
+    checks.append(
+        (f"state__contains at {largest['rows']:,} rows ≤ 2x raw GIN", f"{got:.2f}x", got <= 2)
+    )
+    tail = results["tail"]
+    got = tail["configs"][tail["shipped_name"]]["ours"]["max_over_p50"]
+    checks.append(("worst put ≤ 100x median put (as shipped)", f"{got:.0f}x", got <= 100))
+    pages = results["admin"][-1]
+    changelist = pages["changelist"]
+    checks.append(
+        (
+            f"changelist at {pages['rows']:,} rows: bounded queries, no full count",
+            f"{changelist['statements']} statements, full count: "
+            f"{'yes' if changelist['full_table_count'] else 'no'}",
+            not changelist["full_table_count"],
+        )
+    )
+    return checks
+
+
+def markdown(results: dict[str, Any]) -> str:
+    info = results["machine"]
+    lines = [
+        f"# Benchmark results: {results['started']} ({results['mode']} mode)",
+        "",
+        f"{info['cpus']} CPUs · {info['postgresql'].split(' on ')[0]} ({info['server']}; fsync "
+        f"{info['server_settings']['fsync']}, synchronous_commit "
+        f"{info['server_settings']['synchronous_commit']}, autovacuum "
+        f"{info['server_settings']['autovacuum']}) · Python {info['python']} · Django "
+        f"{info['django']} · psycopg {info['psycopg']} ({info['psycopg_impl']}) · "
+        f"{results['elapsed_s'] / 60:.1f} min",
+        "",
+        "Ratios are ours ÷ raw psycopg (higher is better for ours), per interleaved round: "
+        "**median** (p25-p75; min-max). Latencies in ms.",
+        "",
+        "## 1. Storage operations (~2.2 KB state)",
+        "",
+        *storage_table(results["storage_ops"]),
+        "",
+        "## 2. `state__contains` on `context.initial`",
+        "",
+        *containment_table(results["containment"]),
+        "",
+        "## 3. End to end: LocalRunner + DjangoStorage vs the hand-written floor",
+        "",
+        *end_to_end_table(results["end_to_end"]),
+        "",
+        "## 4. Tail latency of put by GIN `fastupdate` setting",
+        "",
+        *tail_table(results["tail"]),
+        "",
+        "## 5. Admin pages (test client, superuser)",
+        "",
+        *admin_table(results["admin"]),
+        "",
+        "## 6. Memory",
+        "",
+        *memory_lines(results["memory"]),
+        "",
+        "## Budget",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        *[f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in budget(results)],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], stamp: str, *, latest: bool) -> tuple[Path, Path]:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    json_path = RESULTS_DIR / f"{stamp}.json"
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path = RESULTS_DIR / f"{stamp}.md"
+    text = markdown(results)
+    md_path.write_text(text)
+    if latest:
+        (RESULTS_DIR / "LATEST.md").write_text(text)
+    return json_path, md_path
