@@ -6,7 +6,6 @@ The instance page is tested in ``test_admin_detail``, the operations in
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections.abc import Callable
@@ -15,7 +14,6 @@ from html import unescape
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -38,11 +36,6 @@ def detail_url(instance_id: object) -> str:
     return reverse("admin:hephaestus_django_workflowinstance_change", args=[instance_id])
 
 
-@pytest.fixture
-def storage() -> DjangoStorage:
-    return DjangoStorage()
-
-
 def listed(client: Client, **params: str) -> str:
     response = client.get(CHANGELIST, params)
     assert response.status_code == 200
@@ -54,24 +47,6 @@ def row_of(page: str, instance_id: object) -> str:
     match = re.search(rf"<tr>(?:(?!</tr>).)*{instance_id}(?:(?!</tr>).)*</tr>", page, re.DOTALL)
     assert match, f"no row for {instance_id}"
     return match.group(0)
-
-
-def login_as(client: Client, *codenames: str) -> Client:
-    """Log ``client`` in as a new staff user with exactly these permissions of this app."""
-    user = User.objects.create_user(f"staff-{uuid.uuid4().hex[:8]}", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(
-            content_type__app_label="hephaestus_django", codename__in=codenames
-        )
-    )
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def staff_client(client: Client) -> Callable[..., Client]:
-    """``staff_client("view_workflowinstance", ...)``: a client logged in with those permissions."""
-    return functools.partial(login_as, client)
 
 
 def test_changelist_shows_the_columns(admin_client: Client, storage: DjangoStorage) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -17,7 +16,6 @@ from hephaestus_django import Context, Done, Event, Instance, Step, WaitForEvent
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 from tests.contract.test_storage_contract import stored
-from tests.integration.test_admin import login_as
 
 pytestmark = pytest.mark.django_db
 
@@ -44,16 +42,6 @@ class Confirm(WaitForEvent):
 class EchoFlow(Workflow):
     start = Echo
     transitions = {Echo: {"echoed": Confirm}, Confirm: {"<confirmed>": Done, "rejected": Done}}
-
-
-@pytest.fixture
-def storage() -> DjangoStorage:
-    return DjangoStorage()
-
-
-@pytest.fixture
-def staff_client(client: Client) -> Callable[..., Client]:
-    return functools.partial(login_as, client)
 
 
 def detail_url(instance_id: object) -> str:

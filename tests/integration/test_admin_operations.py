@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import uuid
@@ -24,7 +23,6 @@ from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 from tests.contract.test_storage_contract import stored
-from tests.integration.test_admin import login_as
 
 pytestmark = pytest.mark.django_db
 
@@ -52,16 +50,6 @@ def flaky() -> Iterator[dict[str, bool]]:
     FLAKY["fail"] = True
     yield FLAKY
     FLAKY["fail"] = True
-
-
-@pytest.fixture
-def storage() -> DjangoStorage:
-    return DjangoStorage()
-
-
-@pytest.fixture
-def staff_client(client: Client) -> Callable[..., Client]:
-    return functools.partial(login_as, client)
 
 
 def url(name: str, instance_id: object) -> str:

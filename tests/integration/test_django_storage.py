@@ -27,11 +27,6 @@ from tests.unit.test_engine import run_waves
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def storage() -> DjangoStorage:
-    return DjangoStorage(using="default")
-
-
 # --- one statement per operation --------------------------------------------------------------
 
 
