@@ -16,7 +16,7 @@ no step runs twice and none is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -404,9 +404,3 @@ class _Draft:
 
     def _last_completed(self) -> StepClass | None:
         return self.history[-1].step if self.history else self.current
-
-
-def steps_in(instance: Instance, names: Iterable[str]) -> list[StepClass]:
-    """Resolve stored step paths against the instance's workflow graph."""
-    graph = instance.workflow.graph
-    return [graph.by_path[name] for name in names]

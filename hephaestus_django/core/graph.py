@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from hephaestus_django.core.steps import Step, StepRef
@@ -70,13 +71,17 @@ class WorkflowGraph:
     descendants: Mapping[StepClass, frozenset[StepClass]]
     by_path: Mapping[str, StepClass]
 
+    @cached_property
+    def _positions(self) -> dict[StepClass, int]:
+        return {step: index for index, step in enumerate(self.order)}
+
     def rank(self, step: StepClass) -> int:
         """Position in the topological order; sorts steps deterministically."""
-        return self.order.index(step)
+        return self._positions[step]
 
     def sorted(self, steps: Iterable[StepClass]) -> list[StepClass]:
-        position = {step: index for index, step in enumerate(self.order)}
-        return sorted(steps, key=lambda step: position.get(step, len(position)))
+        positions = self._positions
+        return sorted(steps, key=lambda step: positions.get(step, len(positions)))
 
     def successors(self, step: StepClass) -> frozenset[StepClass]:
         return frozenset(target for event in step.events for target in self._targets(step, event))
@@ -84,9 +89,6 @@ class WorkflowGraph:
     def _targets(self, step: StepClass, event: str) -> tuple[StepClass, ...]:
         transition = self.transitions.get((step, event))
         return transition.targets if transition else ()
-
-    def __contains__(self, step: object) -> bool:
-        return step in self.configs
 
 
 def successor_map(

@@ -133,10 +133,6 @@ class Instance:
                 f"status of instance {self.id} must be one of {statuses}, not {self.status!r}"
             ) from None
 
-    @property
-    def is_waiting(self) -> bool:
-        return self.status is Status.WAITING
-
 
 def coerce_instance_id(value: object) -> UUID:
     """A UUID, or the canonical text of one; anything else is refused."""

@@ -22,8 +22,3 @@ class Status(StrEnum):
     """No step is active or waiting: the workflow reached its end."""
     FAILED = "failed"
     """A step failed; nothing else runs until the instance is retried."""
-
-    @property
-    def is_final(self) -> bool:
-        """True when no event can move the instance on (completed)."""
-        return self is Status.COMPLETED
