@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench import admin_pages, containment, data, end_to_end, memory, report, storage_ops, tail
 
     raw = environment.raw_connection(conninfo)
+    unprepared = environment.raw_connection(conninfo, prepared=False)
     results: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
@@ -71,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     rounds, ops = plan["rounds"], plan["ops"]
 
     log("1. storage operations")
-    results["storage_ops"] = storage_ops.run(raw, rounds=rounds, n=ops)
+    results["storage_ops"] = storage_ops.run(raw, unprepared, rounds=rounds, n=ops)
     log("6. memory of query() returning 10,000 instances")
     results["memory"] = memory.run(raw, instances=10_000, rounds=max(rounds // 2, 2))
     log("3. end to end")
-    results["end_to_end"] = end_to_end.run(raw, rounds=rounds, n=plan["workflows"])
+    results["end_to_end"] = end_to_end.run(raw, unprepared, rounds=rounds, n=plan["workflows"])
 
     loaded = SEED_ROWS
     for rows, c_rounds, probes, seq_probes in plan["containment"]:
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     print(md_path.read_text())
     log(f"wrote {json_path} and {md_path} in {results['elapsed_s'] / 60:.1f} min")
     raw.close()
+    unprepared.close()
     return 0
 
 

@@ -5,9 +5,10 @@ workflow to completion (every step completes at once).
 
 *The floor* is what a hand-written runner must at least do to make the same workflow durable:
 one upsert when the instance starts and one after each step completes (the terminal ``Done``
-folded into the last step's write), each the same ``INSERT ... ON CONFLICT ... WHERE revision``
-statement through raw psycopg with the revision tracked from ``RETURNING``, autocommit, and
-``json.dumps`` of the same state document ours writes at that point. No engine, no codec: the
+folded into the last step's write, as ``LocalRunner`` does too), each the same
+``INSERT ... ON CONFLICT ... WHERE revision`` statement through raw psycopg with the revision
+tracked from ``RETURNING``, autocommit, and ``json.dumps`` of the same state document ours
+writes at that point. No engine, no codec: the
 documents are computed in advance. For the 3-step workflow that is 4 upserts, for the 10-step
 one 11 (each branch of the fan-out writes its own result).
 """
@@ -25,7 +26,6 @@ from django.test.utils import CaptureQueriesContext
 
 from bench.environment import PREPARED
 from bench.measure import interleave, repeat
-from bench.proposals import FoldingRunner
 from bench.workflows import Fanout10, Linear3, initial_context
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.workflow import WorkflowDefinition
@@ -103,8 +103,16 @@ def _wal_bytes(raw: psycopg.Connection[Any], action: Any) -> int:
     return int(after[0]) if after else 0
 
 
-def run(raw: psycopg.Connection[Any], *, rounds: int, n: int) -> dict[str, Any]:
-    runners = {"shipped": LocalRunner(), "fold": FoldingRunner()}
+def run(
+    raw: psycopg.Connection[Any],
+    unprepared: psycopg.Connection[Any],
+    *,
+    rounds: int,
+    n: int,
+) -> dict[str, Any]:
+    """Ours against the floor: on the ``default`` alias, on ``prepared``, and on ``default``
+    against a floor whose connection does not prepare statements either."""
+    runner = LocalRunner()
     order_ids = iter(range(30_000_000, 40_000_000))
     results: dict[str, Any] = {}
 
@@ -112,13 +120,17 @@ def run(raw: psycopg.Connection[Any], *, rounds: int, n: int) -> dict[str, Any]:
         contexts = [initial_context(next(order_ids)) for _ in range(count)]
         return repeat(lambda i: runner.start(workflow, contexts[i], storage=storage), count)
 
-    def floor_side(count: int, name: str, floor: Any) -> list[int]:
-        return repeat(lambda i: _floor_workflow(raw, name, floor), count)
+    def floor_side(
+        count: int, name: str, floor: Any, connection: psycopg.Connection[Any] = raw
+    ) -> list[int]:
+        return repeat(lambda i: _floor_workflow(connection, name, floor), count)
 
-    def versus_floor(workflow: Any, using: str, runner: LocalRunner, floor: Any) -> Any:
+    def versus_floor(
+        workflow: Any, using: str, floor: Any, connection: psycopg.Connection[Any] = raw
+    ) -> Any:
         return interleave(
             partial(ours, workflow=workflow, storage=DjangoStorage(using=using), runner=runner),
-            partial(floor_side, name=workflow.path(), floor=floor),
+            partial(floor_side, name=workflow.path(), floor=floor, connection=connection),
             rounds=rounds,
             n=n,
             warmup=min(n, 20),
@@ -129,20 +141,18 @@ def run(raw: psycopg.Connection[Any], *, rounds: int, n: int) -> dict[str, Any]:
             recorded = recorded_run(workflow)
             floor = recorded.pop("floor")
             storage = DjangoStorage()
-            compared = versus_floor(workflow, "default", runners["shipped"], floor)
-            prepared = versus_floor(workflow, PREPARED, runners["shipped"], floor)
-            folded = versus_floor(workflow, "default", runners["fold"], floor)
-            statements = {}
-            for name, runner in runners.items():
-                with CaptureQueriesContext(connection) as captured:
-                    runner.start(workflow, initial_context(1), storage=storage)
-                statements[name] = captured.captured_queries
+            compared = versus_floor(workflow, "default", floor)
+            prepared = versus_floor(workflow, PREPARED, floor)
+            like_for_like = versus_floor(workflow, "default", floor, unprepared)
+            with CaptureQueriesContext(connection) as captured:
+                runner.start(workflow, initial_context(1), storage=storage)
+            statements = captured.captured_queries
             # WAL per workflow: the median of three alternating batches of 20 per side, since
             # a batch that first touches a page after a checkpoint also logs the whole page.
-            shipped, batch = runners["shipped"], 20
+            batch = 20
             wal: dict[str, list[int]] = {"ours": [], "floor": []}
             sides = {
-                "ours": partial(ours, batch, workflow, storage, shipped),
+                "ours": partial(ours, batch, workflow, storage, runner),
                 "floor": partial(floor_side, batch, workflow.path(), floor),
             }
             for _ in range(3):
@@ -152,12 +162,9 @@ def run(raw: psycopg.Connection[Any], *, rounds: int, n: int) -> dict[str, Any]:
             results[label] = {
                 **compared,
                 "prepared": prepared,
-                "proposal_fold_done": {
-                    **folded,
-                    "statements": len(statements["fold"]),
-                },
-                "ours_statements": len(statements["shipped"]),
-                "ours_statement_bytes": sum(len(q["sql"]) for q in statements["shipped"]),
+                "unprepared": like_for_like,
+                "ours_statements": len(statements),
+                "ours_statement_bytes": sum(len(q["sql"]) for q in statements),
                 "floor_statements": len(floor),
                 "ours_writes": recorded["writes"],
                 "engine_waves": recorded["waves"],
@@ -168,6 +175,5 @@ def run(raw: psycopg.Connection[Any], *, rounds: int, n: int) -> dict[str, Any]:
                 "floor_wal_bytes": floor_wal / batch,
             }
     finally:
-        for runner in runners.values():
-            runner.close()
+        runner.close()
     return results

@@ -7,10 +7,13 @@ connection (``DjangoStorage``, the ORM, the admin) and a raw psycopg connection 
 
 Django turns psycopg's prepared statements off by default (they break transaction-pooling
 connection poolers) and binds parameters on the client; plain psycopg prepares a statement from
-its fifth execution on. So ``DjangoStorage`` is measured twice where it matters: on the
-``default`` alias (Django's defaults) and on the ``prepared`` alias, the same database with
-``OPTIONS = {"server_side_binding": True, "prepare_threshold": 5}``: Django's backend passes
-``prepare_threshold`` from OPTIONS to psycopg and otherwise sets it to None.
+its fifth execution on. So where it matters ``DjangoStorage`` is measured three ways: on the
+``default`` alias (Django's defaults) against plain psycopg; on the ``prepared`` alias, the same
+database with ``OPTIONS = {"server_side_binding": True, "prepare_threshold": 5}`` (Django's
+backend passes ``prepare_threshold`` from OPTIONS to psycopg and otherwise sets it to None),
+against plain psycopg; and on the ``default`` alias against psycopg with prepared statements off
+too (``prepare_threshold=None``), where both sides make the server plan every statement and the
+ratio is what hephaestus-django and Django's cursor cost.
 """
 
 from __future__ import annotations
@@ -118,9 +121,14 @@ def configure_django(conninfo: str) -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
-def raw_connection(conninfo: str) -> psycopg.Connection[Any]:
-    """The baseline's connection: plain psycopg 3 defaults, autocommit like Django's."""
-    return psycopg.connect(conninfo, autocommit=True)
+def raw_connection(conninfo: str, *, prepared: bool = True) -> psycopg.Connection[Any]:
+    """The baseline's connection: psycopg 3 defaults, autocommit like Django's.
+
+    ``prepared=False`` turns psycopg's prepared statements off, as Django's defaults do.
+    """
+    if prepared:
+        return psycopg.connect(conninfo, autocommit=True)
+    return psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
 
 
 def machine(raw: psycopg.Connection[Any], source: str) -> dict[str, Any]:

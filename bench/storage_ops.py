@@ -154,14 +154,29 @@ def statements(db: Any, operation: Callable[[], Any]) -> int:
     return len(captured.captured_queries)
 
 
-def run(raw: psycopg.Connection[Any], *, rounds: int, n: int) -> dict[str, Any]:
-    """Each operation on the ``default`` alias, then on the ``prepared`` one, against raw."""
+def run(
+    raw: psycopg.Connection[Any],
+    unprepared: psycopg.Connection[Any],
+    *,
+    rounds: int,
+    n: int,
+) -> dict[str, Any]:
+    """Each operation against raw: on the ``default`` alias, on the ``prepared`` one, and on
+    ``default`` against a raw connection that does not prepare either (``unprepared``)."""
     seeder = Sides(raw)
     seeder.seed(QUERY_ROWS, status=QUERY_STATUS)
     keys = seeder.seed(2000)
-    results: dict[str, Any] = {"prepared": {}, "state_bytes": len(_dumps(seeder.document))}
-    for using, into in (("default", results), (PREPARED, results["prepared"])):
-        into.update(_compare(Sides(raw, using), keys, rounds=rounds, n=n))
+    results: dict[str, Any] = {
+        "prepared": {},
+        "unprepared": {},
+        "state_bytes": len(_dumps(seeder.document)),
+    }
+    for connection, using, into in (
+        (raw, "default", results),
+        (raw, PREPARED, results["prepared"]),
+        (unprepared, "default", results["unprepared"]),
+    ):
+        into.update(_compare(Sides(connection, using), keys, rounds=rounds, n=n))
     return results
 
 

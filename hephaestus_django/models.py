@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.postgres.indexes import GinIndex
-from django.db import models
-from django.db.models.functions import Cast, Now
+from django.core.exceptions import EmptyResultSet
+from django.db import connections, models
+from django.db.models.functions import Now
 
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.status import Status
@@ -23,9 +24,26 @@ from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
 from hephaestus_django.runtime.filters import status_value, workflow_name
 from hephaestus_django.serialization import HephaestusJSONDecoder, HephaestusJSONEncoder
+from hephaestus_django.storage import stored_row
 
 GIN_PENDING_LIST_KB = 256
 """``gin_pending_list_limit`` of the GIN index on ``state``, in kB."""
+
+
+ROW_FIELDS = (
+    "id",
+    "workflow",
+    "status",
+    "workflow_version",
+    "state",
+    "revision",
+    "inserted_at",
+    "updated_at",
+    "lease_owner",
+    "lease_expires_at",
+    "due_at",
+)
+"""The model's fields in the order :func:`hephaestus_django.storage.stored_row` reads them."""
 
 
 class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
@@ -74,11 +92,18 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
 
     def to_instances(self) -> list[Instance]:
         """Decode the rows into engine instances; undecodable rows are left out and logged."""
-        rows = self.defer("state").annotate(state_json=Cast("state", models.TextField()))
-        return decode_rows(
-            row.stored_row(codec.loads(row.state_json), plain=codec.is_plain(row.state_json))
-            for row in rows
-        )
+        # The queryset only says which rows: they are read the way DjangoStorage reads them,
+        # as tuples in its column order with the state as JSON text (Django's psycopg adapters
+        # load jsonb as text), without a model object or a field converter per row.
+        query = self.values_list(*ROW_FIELDS).query
+        try:
+            sql, params = query.get_compiler(using=self.db).as_sql()
+        except EmptyResultSet:
+            return []
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(sql, params)
+            found = cursor.fetchall()
+        return decode_rows(stored_row(values) for values in found)
 
 
 class WorkflowInstance(models.Model):

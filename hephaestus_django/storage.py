@@ -116,7 +116,7 @@ class DjangoStorage:
             found = cursor.fetchone()
         if found is None:
             raise InstanceNotFound(instance_id)
-        return from_row(_stored_row(found))
+        return from_row(stored_row(found))
 
     def put(self, instance: Instance) -> None:
         row = to_row(instance)
@@ -158,7 +158,7 @@ class DjangoStorage:
                 found = cursor.fetchone()
             if found is None:
                 raise InstanceNotFound(instance_id)
-            current = from_row(_stored_row(found))
+            current = from_row(stored_row(found))
             changed = change(current)
             if changed is not current:
                 self.put(changed)
@@ -169,7 +169,7 @@ class DjangoStorage:
         with connections[self.using].cursor() as cursor:
             cursor.execute(CLAIM, params)
             found = cursor.fetchall()
-        return decode_rows(_stored_row(values) for values in found)
+        return decode_rows(stored_row(values) for values in found)
 
     def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
         key = instance_key(instance_id)
@@ -198,7 +198,7 @@ class DjangoStorage:
         with connections[self.using].cursor() as cursor:
             cursor.execute(sql, params)
             found = cursor.fetchall()
-        return decode_rows(_stored_row(values) for values in found)
+        return decode_rows(stored_row(values) for values in found)
 
 
 def where_clause(filters: QueryFilters) -> tuple[str, list[Any]]:
@@ -234,7 +234,8 @@ def like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-def _stored_row(values: Any) -> StoredRow:
+def stored_row(values: Any) -> StoredRow:
+    """The row read as the columns of :data:`COLUMNS`, in their order, the state as text."""
     (
         instance_id,
         workflow,

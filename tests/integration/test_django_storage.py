@@ -135,6 +135,22 @@ def test_rows_turn_into_engine_instances(storage: DjangoStorage) -> None:
     assert str(row) == f"TwoWaits {waiting.id} (waiting)"
 
 
+def test_to_instances_reads_what_the_queryset_selects_in_one_statement(
+    storage: DjangoStorage,
+) -> None:
+    first, second, third = (stored(storage, order_id=n) for n in (1, 2, 3))
+    everything = WorkflowInstance.objects.order_by("inserted_at")
+    found = statements(lambda: everything.to_instances())
+    assert len(found) == 1
+    assert everything.to_instances() == [storage.get(i.id) for i in (first, second, third)]
+    assert [i.id for i in everything.reverse()[:2].to_instances()] == [third.id, second.id]
+    assert [i.id for i in everything.only("id").with_context(order_id=2).to_instances()] == [
+        second.id
+    ]
+    assert statements(lambda: WorkflowInstance.objects.filter(id__in=[]).to_instances()) == []
+    assert WorkflowInstance.objects.none().to_instances() == []
+
+
 @pytest.mark.slow
 def test_state_contains_uses_the_gin_index_on_100k_rows() -> None:
     with connection.cursor() as cursor:

@@ -6,6 +6,7 @@ No database here: PostgreSQL's way of printing jsonb numbers is simulated by
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import json
@@ -522,6 +523,219 @@ def test_encode_does_not_change_its_input() -> None:
     snapshot = repr(value)
     encode(value)
     assert repr(value) == snapshot
+
+
+# --------------------------------------------------------------------------------------------
+# Copy on write: encode copies only the containers on the way to a value it had to tag
+
+
+def _is_native(value: Any) -> bool:
+    """JSON all the way down, with no dict that has the reserved key: encodes to itself."""
+    kind = type(value)
+    if kind is dict:
+        return TYPE_KEY not in value and all(_is_native(item) for item in value.values())
+    if kind is list:
+        return all(_is_native(item) for item in value)
+    return kind in (str, int, float, bool, type(None))
+
+
+def assert_copied_only_where_changed(value: Any, encoded: Any, where: str = "value") -> None:
+    """Each dict and list of ``value`` is in ``encoded`` itself unless something in it changed."""
+    kind = type(value)
+    if kind is tuple:
+        elements = encoded["value"]
+        assert type(elements) is list, where
+        for index, (item, other) in enumerate(zip(value, elements, strict=True)):
+            assert_copied_only_where_changed(item, other, format_path(where, index))
+        return
+    if kind is not dict and kind is not list:
+        return
+    assert (encoded is value) is _is_native(value), where
+    if kind is dict and TYPE_KEY in value:
+        encoded = encoded["value"]
+        assert (encoded is value) is all(_is_native(item) for item in value.values()), where
+    pairs = value.items() if kind is dict else enumerate(value)
+    for key, item in pairs:
+        assert_copied_only_where_changed(item, encoded[key], format_path(where, key))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        [],
+        {"a": [1, {"b": None, "c": [True, -0.0, "é"]}], "n": 10**4299, "s": ""},
+        [[[]], {"": {"value": "x"}}, [1.5, [2, [3]]]],
+        _nested_lists(MAX_DEPTH),
+    ],
+    ids=["empty-dict", "empty-list", "dict", "list", "deepest"],
+)
+def test_json_native_value_is_returned_itself(value: Any) -> None:
+    snapshot = copy.deepcopy(value)
+    assert encode(value) is value
+    assert_same(snapshot, value)
+
+
+@given(json_native)
+def test_json_native_values_are_returned_themselves(value: Any) -> None:
+    assert encode(value) is value
+
+
+@given(values)
+def test_encode_copies_only_containers_that_change_and_never_its_input(value: Any) -> None:
+    snapshot = copy.deepcopy(value)
+    encoded = encode(value)
+    assert_same(snapshot, value)
+    assert_copied_only_where_changed(value, encoded)
+    assert dumps(encoded) == dumps(encode(snapshot))
+
+
+def test_tagged_value_copies_its_path_and_shares_its_siblings() -> None:
+    value: dict[str, Any] = {
+        "before": {"x": [1, 2]},
+        "context": {
+            "items": [{"k": 1}, {"k": 2, "due": date(2024, 1, 2), "after": [3]}, {"k": 3}],
+            "sibling": {"y": [4]},
+        },
+        "after": ["z"],
+    }
+    snapshot = copy.deepcopy(value)
+    encoded = encode(value)
+    assert isinstance(encoded, dict)
+    assert encoded == {
+        "before": {"x": [1, 2]},
+        "context": {
+            "items": [
+                {"k": 1},
+                {"k": 2, "due": {TYPE_KEY: "date", "value": "2024-01-02"}, "after": [3]},
+                {"k": 3},
+            ],
+            "sibling": {"y": [4]},
+        },
+        "after": ["z"],
+    }
+    assert_same(snapshot, value)  # the date is still in the input, not its tagged form
+    context, items = value["context"], value["context"]["items"]
+    out_context = encoded["context"]
+    assert isinstance(out_context, dict)
+    out_items = out_context["items"]
+    assert isinstance(out_items, list)
+    # New along the path to the date...
+    assert encoded is not value
+    assert out_context is not context
+    assert out_items is not items
+    assert out_items[1] is not items[1]
+    # ...shared everywhere else, before and after it.
+    assert encoded["before"] is value["before"]
+    assert encoded["after"] is value["after"]
+    assert out_context["sibling"] is context["sibling"]
+    assert out_items[0] is items[0]
+    assert out_items[2] is items[2]
+    assert isinstance(out_items[1], dict)
+    assert out_items[1]["after"] is items[1]["after"]
+    assert_same(value, decode(loads(dumps(encoded))))
+
+
+def test_tuple_is_always_a_new_list_sharing_its_unchanged_elements() -> None:
+    inner = [1, {"a": 2}]
+    value = (inner, "x")
+    encoded = encode(value)
+    assert isinstance(encoded, dict)
+    elements = encoded["value"]
+    assert type(elements) is list
+    assert elements[0] is inner
+    assert_same(value, decode(encoded))  # decode refuses a tuple where a list must be
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {TYPE_KEY: "date", "value": "2024-01-01", "list": [1]},
+        {TYPE_KEY: "date", "value": date(2024, 1, 1), "list": [1]},
+        {TYPE_KEY: 1, "value": {TYPE_KEY: 2}, "list": [(1,)]},
+        [{"ok": 1}, {TYPE_KEY: None}, {"ok": 2}],
+    ],
+    ids=["unchanged-items", "changed-item", "nested", "in-list"],
+)
+def test_dict_with_type_key_is_escaped_and_round_trips(value: Any) -> None:
+    snapshot = copy.deepcopy(value)
+    encoded = encode(value)
+    assert_same(snapshot, value)
+    assert_copied_only_where_changed(value, encoded)
+    escaped = encoded if type(value) is dict else encoded[1]  # type: ignore[index]
+    assert isinstance(escaped, dict)
+    assert escaped.keys() == {TYPE_KEY, "value"}
+    assert escaped[TYPE_KEY] == "dict"
+    assert_same(value, decode(loads(dumps(encoded))))
+
+
+def test_containers_left_as_they_are_are_no_longer_counted_as_open() -> None:
+    shared = [1, {"k": "v"}]
+    siblings = [[index] for index in range(2 * MAX_DEPTH)]
+    value = {"a": shared, "b": shared, "siblings": siblings, "deep": _nested_lists(MAX_DEPTH - 2)}
+    assert encode(value) is value  # no cycle reported for shared, no depth for the siblings
+    value["when"] = date(2024, 1, 1)
+    encoded = encode(value)
+    assert isinstance(encoded, dict)
+    assert encoded["a"] is encoded["b"] is shared
+
+
+def _cycle_after(*items: Any) -> list[Any]:
+    value = list(items)
+    value.append(value)
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "expected_path", "problem"),
+    [
+        pytest.param(
+            {"a": [1], "b": {"c": 2}, "bad": Color.RED}, "bad", "enum", id="after-unchanged"
+        ),
+        pytest.param(
+            {"a": date(2024, 1, 1), "b": [1], "bad": "x\x00"}, "bad", "U+0000", id="after-changed"
+        ),
+        pytest.param(
+            {"a": [1], "b": [(2,)], "c": {"d": [3]}, "e": {"f": [4, -math.inf]}},
+            "e.f[1]",
+            "Infinity",
+            id="deep-after-both",
+        ),
+        pytest.param(
+            [[1], (2,), {"x": date(2024, 1, 1)}, [1, bytearray(b"x")]],
+            "[3][1]",
+            "bytes(value)",
+            id="list",
+        ),
+        pytest.param(
+            {"k": {TYPE_KEY: 1, "d": date(2024, 1, 1), "m": {2: 3}}},
+            "k.m",
+            "dict key 2",
+            id="in-escaped-dict",
+        ),
+        pytest.param(
+            {"t": ([1], {"u": UUID(int=1)}, [Level.HIGH])}, "t[2][0]", "enum", id="in-tuple"
+        ),
+        pytest.param(
+            {"c": _cycle_after([1], date(2024, 1, 1))}, "c[2]", "contains itself", id="cycle"
+        ),
+        pytest.param(
+            [date(2024, 1, 1), [1], _nested_lists(MAX_DEPTH)],
+            "[2]" + "[0]" * (MAX_DEPTH - 1),
+            "nested",
+            id="depth",
+        ),
+    ],
+)
+def test_refusal_after_unchanged_and_changed_items_names_its_path_and_changes_nothing(
+    value: Any, expected_path: str, problem: str
+) -> None:
+    snapshot = copy.deepcopy(value)
+    with pytest.raises(SerializationError) as caught:
+        encode(value, path="")
+    assert caught.value.path == expected_path
+    assert problem in caught.value.problem
+    assert repr(value) == repr(snapshot)
 
 
 # --------------------------------------------------------------------------------------------

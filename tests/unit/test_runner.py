@@ -26,7 +26,7 @@ from tests import flows
 
 
 class RecordingStorage(InMemoryStorage):
-    """Counts writes and remembers the status each one stored."""
+    """Counts writes (``put`` and ``update``) and remembers the status each one stored."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,6 +35,19 @@ class RecordingStorage(InMemoryStorage):
     def put(self, instance: Instance) -> None:
         super().put(instance)
         self.written.append(instance.status)
+
+    def update(self, instance_id: Any, change: Any) -> Instance:
+        statuses: list[Status] = []
+
+        def recorded(current: Instance) -> Instance:
+            changed: Instance = change(current)
+            if changed is not current:
+                statuses.append(changed.status)
+            return changed
+
+        result = super().update(instance_id, recorded)
+        self.written.extend(statuses)
+        return result
 
 
 @pytest.fixture
@@ -49,15 +62,80 @@ def test_start_runs_to_the_end_and_persists_after_every_wave(storage: RecordingS
     instance_id = flows.IfElse.start({"script": {}})
     instance = flows.IfElse.get(instance_id)
     assert instance.status is Status.COMPLETED
-    # one write when started, then one per wave: Check, Approve, Merge, Done
-    assert storage.written == [Status.RUNNING] * 4 + [Status.COMPLETED]
-    assert instance.revision == 5
+    # one write when started, then one per wave: Check, Approve, Merge (with Done completed in it)
+    assert storage.written == [Status.RUNNING] * 3 + [Status.COMPLETED]
+    assert instance.revision == 4
+    assert [entry.step for entry in instance.execution_history] == [
+        flows.Check,
+        flows.Approve,
+        flows.Merge,
+        Done,
+    ]
 
 
 def test_a_fan_out_wave_is_one_write(storage: RecordingStorage) -> None:
     flows.FanOut.start({"script": {}})
-    # started, Split, [Pack, Charge, Notify] together, Join, Done
-    assert len(storage.written) == 5
+    # started, Split, [Pack, Charge, Notify] together, Join (with Done)
+    assert len(storage.written) == 4
+
+
+def test_a_resume_that_reaches_the_end_is_one_write(storage: RecordingStorage) -> None:
+    class Sign(Workflow):
+        start = flows.Signature
+        transitions = {flows.Signature: {"signed": Done, "declined": flows.Declined}}
+
+    instance_id = Sign.start({})
+    assert storage.written == [Status.RUNNING, Status.WAITING]
+    instance = Sign.resume(instance_id, "declined")
+    # the resume's locked write completes Declined (a Done) too
+    assert storage.written == [Status.RUNNING, Status.WAITING, Status.COMPLETED]
+    assert instance.status is Status.COMPLETED
+    assert [entry.step for entry in instance.execution_history] == [
+        flows.Signature,
+        flows.Declined,
+    ]
+    assert instance.lease_owner is None
+
+
+def test_steps_after_a_resume_reach_done_in_the_last_wave(storage: RecordingStorage) -> None:
+    instance_id = flows.TwoWaits.start({"script": {}})
+    flows.TwoWaits.resume(instance_id, "paid")
+    del storage.written[:]
+    instance = flows.TwoWaits.resume(instance_id, "signed")
+    # the resume's locked write, Join, then Finish with Done completed in it
+    assert storage.written == [Status.RUNNING, Status.RUNNING, Status.COMPLETED]
+    assert instance.execution_history[-1].step is Done
+
+
+def test_a_terminal_step_that_does_something_runs_in_a_wave_of_its_own(
+    storage: RecordingStorage,
+) -> None:
+    ran: list[str] = []
+
+    class Archive(Done):
+        def execute(self, instance: Any, config: Any, context: Any) -> Any:
+            ran.append("archived")
+            return None
+
+    class Archived(Workflow):
+        start = flows.Merge
+        transitions = {flows.Merge: {"ok": Archive}}
+
+    instance = Archived.start({"script": {}})
+    assert ran == ["archived"]
+    # started, Merge (leaving Archive runnable), Archive
+    assert storage.written == [Status.RUNNING, Status.RUNNING, Status.COMPLETED]
+    assert Archived.get(instance).status is Status.COMPLETED
+
+
+def test_a_workflow_that_starts_at_its_end_is_written_once(storage: RecordingStorage) -> None:
+    class Nothing(Workflow):
+        start = flows.Declined
+        transitions: dict[Any, Any] = {}
+
+    instance = Nothing.get(Nothing.start({}))
+    assert storage.written == [Status.COMPLETED]
+    assert [entry.step for entry in instance.execution_history] == [flows.Declined]
 
 
 def test_fan_out_branches_run_concurrently() -> None:

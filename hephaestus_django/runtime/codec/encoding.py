@@ -51,7 +51,9 @@ def _enter(value: object, trail: Trail, active: set[int]) -> int:
 
 def _encode_dict(value: dict[Any, Any], trail: Trail, active: set[int]) -> JSON:
     marker = _enter(value, trail, active)
-    out: dict[str, JSON] = {}
+    # Copy on write: the dict itself is returned unless an item encodes to another object;
+    # the copy is made at the first such item, and only changed items are assigned in it.
+    out: dict[str, JSON] | None = None
     # The scalar checks below are repeated in _encode_items and the scalar handlers on
     # purpose: this loop runs for every stored value, and a call per scalar is costly.
     for key, item in value.items():
@@ -73,18 +75,26 @@ def _encode_dict(value: dict[Any, Any], trail: Trail, active: set[int]) -> JSON:
             handler = _ENCODERS.get(kind)
             if handler is None:
                 raise Failure((trail, key), describe(item))
-            item = handler(item, (trail, key), active)
-        out[key] = item
+            encoded = handler(item, (trail, key), active)
+            if encoded is not item:
+                if out is None:
+                    out = dict(value)
+                out[key] = encoded
     active.discard(marker)
-    if TYPE_KEY in out:
-        return {TYPE_KEY: "dict", "value": out}
-    return out
+    result = value if out is None else out
+    if TYPE_KEY in value:
+        return {TYPE_KEY: "dict", "value": result}
+    return result
 
 
 def _encode_items(value: list[Any] | tuple[Any, ...], trail: Trail, active: set[int]) -> list[JSON]:
+    """Encode a list or a tuple's elements; a tuple always gives a new list.
+
+    Copy on write, as in :func:`_encode_dict`: a list whose elements all encode to
+    themselves is returned as it is.
+    """
     marker = _enter(value, trail, active)
-    out: list[JSON] = []
-    append = out.append
+    out: list[JSON] | None = None
     for index, item in enumerate(value):
         kind = type(item)
         if kind is str:
@@ -100,10 +110,15 @@ def _encode_items(value: list[Any] | tuple[Any, ...], trail: Trail, active: set[
             handler = _ENCODERS.get(kind)
             if handler is None:
                 raise Failure((trail, index), describe(item))
-            item = handler(item, (trail, index), active)
-        append(item)
+            encoded = handler(item, (trail, index), active)
+            if encoded is not item:
+                if out is None:
+                    out = list(value)
+                out[index] = encoded
     active.discard(marker)
-    return out
+    if out is not None:
+        return out
+    return value if type(value) is list else list(value)
 
 
 def _encode_str(value: str, trail: Trail, active: set[int]) -> JSON:
@@ -257,6 +272,13 @@ def encode(value: object, *, path: str = "", instance_id: UUID | None = None) ->
     Equal values shared at several places are stored at each place and come back as separate
     (equal) objects. Values are never converted through their own methods: no ``__repr__``,
     ``__str__`` or ``utcoffset`` of a user class runs while encoding.
+
+    Nothing is copied that encoding leaves unchanged: a JSON-native ``value`` is returned
+    itself, and a dict or list whose items all encode to themselves is shared with the
+    result, which is only new along the paths to values that were tagged. So the result must
+    be treated as read-only (mutating it may mutate ``value``), and it reflects later changes
+    to ``value``: write it out (:func:`dumps`) before ``value`` changes. ``value`` itself is
+    never modified.
     """
     try:
         return _encode_any(value, None, set())
