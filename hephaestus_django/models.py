@@ -24,26 +24,10 @@ from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
 from hephaestus_django.runtime.filters import status_value, workflow_name
 from hephaestus_django.serialization import HephaestusJSONDecoder, HephaestusJSONEncoder
-from hephaestus_django.storage import stored_row
+from hephaestus_django.storage import FIELDS, stored_row
 
 GIN_PENDING_LIST_KB = 256
 """``gin_pending_list_limit`` of the GIN index on ``state``, in kB."""
-
-
-ROW_FIELDS = (
-    "id",
-    "workflow",
-    "status",
-    "workflow_version",
-    "state",
-    "revision",
-    "inserted_at",
-    "updated_at",
-    "lease_owner",
-    "lease_expires_at",
-    "due_at",
-)
-"""The model's fields in the order :func:`hephaestus_django.storage.stored_row` reads them."""
 
 
 class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
@@ -95,7 +79,7 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
         # The queryset only says which rows: they are read the way DjangoStorage reads them,
         # as tuples in its column order with the state as JSON text (Django's psycopg adapters
         # load jsonb as text), without a model object or a field converter per row.
-        query = self.values_list(*ROW_FIELDS).query
+        query = self.values_list(*FIELDS).query
         try:
             sql, params = query.get_compiler(using=self.db).as_sql()
         except EmptyResultSet:

@@ -38,12 +38,12 @@ from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row,
 from hephaestus_django.runtime.filters import QueryFilters, parse_filters
 
 TABLE = "workflow_instances"
-_FIELDS = (
+FIELDS = (
     "id",
     "workflow",
     "status",
     "workflow_version",
-    "state::text",
+    "state",
     "revision",
     "inserted_at",
     "updated_at",
@@ -51,7 +51,10 @@ _FIELDS = (
     "lease_expires_at",
     "due_at",
 )
-COLUMNS = ", ".join(_FIELDS)
+"""The columns every read selects, in the order :func:`stored_row` reads them."""
+# The state is read as text, for the codec to decode.
+_SELECTED = tuple("state::text" if field == "state" else field for field in FIELDS)
+COLUMNS = ", ".join(_SELECTED)
 
 SELECT_ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s"
 RENEW = f"UPDATE {TABLE} SET lease_expires_at = %s WHERE id = %s AND lease_owner = %s"
@@ -70,7 +73,7 @@ UPDATE {TABLE} AS claimed
 SET lease_owner = %(owner)s, lease_expires_at = %(until)s, revision = claimed.revision + 1
 FROM candidates
 WHERE claimed.id = candidates.id
-RETURNING {", ".join(f"claimed.{field}" for field in _FIELDS)}
+RETURNING {", ".join(f"claimed.{field}" for field in _SELECTED)}
 """
 DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
 # clock_timestamp(), not now(): several puts in one transaction keep their order.
@@ -235,7 +238,7 @@ def like_prefix(prefix: str) -> str:
 
 
 def stored_row(values: Any) -> StoredRow:
-    """The row read as the columns of :data:`COLUMNS`, in their order, the state as text."""
+    """The row read as the columns of :data:`FIELDS`, in their order, the state as text."""
     (
         instance_id,
         workflow,
