@@ -20,6 +20,7 @@ from django.db.models.functions import Now
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import Step
+from hephaestus_django.cursors import reading_cursor
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
 from hephaestus_django.runtime.filters import status_value, workflow_name
@@ -84,7 +85,7 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
             sql, params = query.get_compiler(using=self.db).as_sql()
         except EmptyResultSet:
             return []
-        with connections[self.db].cursor() as cursor:
+        with reading_cursor(connections[self.db]) as cursor:
             cursor.execute(sql, params)
             found = cursor.fetchall()
         return decode_rows(stored_row(values) for values in found)

@@ -21,7 +21,7 @@ __all__ = ["HephaestusJSONDecoder", "HephaestusJSONEncoder"]
 
 
 class HephaestusJSONEncoder(json.JSONEncoder):
-    """Encode with :func:`codec.encode` and write with :func:`codec.dumps`.
+    """Encode with :func:`codec.encode` and write with :func:`codec.dumps_encoded`.
 
     Works as ``json.dumps(value, cls=HephaestusJSONEncoder)``, through ``json.dump`` (which
     calls :meth:`iterencode`) and as ``functools.partial(json.dumps, cls=...)`` for psycopg.
@@ -34,7 +34,7 @@ class HephaestusJSONEncoder(json.JSONEncoder):
 
     def encode(self, o: Any) -> str:
         """Return the stored JSON text of ``o``."""
-        return codec.dumps(codec.encode(o))
+        return codec.dumps_encoded(codec.encode(o))
 
     def iterencode(self, o: Any, _one_shot: bool = False) -> Iterator[str]:
         """Return the text of :meth:`encode` as one chunk.

@@ -33,6 +33,7 @@ from django.db import connections, transaction
 
 from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
 from hephaestus_django.core.instance import Instance, instance_key
+from hephaestus_django.cursors import reading_cursor
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
 from hephaestus_django.runtime.filters import QueryFilters, parse_filters
@@ -114,7 +115,7 @@ class DjangoStorage:
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
-        with connections[self.using].cursor() as cursor:
+        with reading_cursor(connections[self.using]) as cursor:
             cursor.execute(SELECT_ONE, [key])
             found = cursor.fetchone()
         if found is None:
@@ -128,14 +129,14 @@ class DjangoStorage:
             row.workflow,
             row.status,
             row.workflow_version,
-            codec.dumps(row.state),
+            codec.dumps_encoded(row.state),
             row.revision,
             row.lease_owner,
             row.lease_expires_at,
             row.due_at,
             row.revision,
         ]
-        with connections[self.using].cursor() as cursor:
+        with reading_cursor(connections[self.using]) as cursor:
             cursor.execute(UPSERT, params)
             written = cursor.fetchone()
         if written is None:
@@ -156,7 +157,7 @@ class DjangoStorage:
         if key is None:
             raise InstanceNotFound(instance_id)
         with transaction.atomic(using=self.using):
-            with connections[self.using].cursor() as cursor:
+            with reading_cursor(connections[self.using]) as cursor:
                 cursor.execute(SELECT_ONE + " FOR UPDATE", [key])
                 found = cursor.fetchone()
             if found is None:
@@ -169,7 +170,7 @@ class DjangoStorage:
 
     def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
         params = {"owner": owner, "now": now, "until": until, "limit": limit}
-        with connections[self.using].cursor() as cursor:
+        with reading_cursor(connections[self.using]) as cursor:
             cursor.execute(CLAIM, params)
             found = cursor.fetchall()
         return decode_rows(stored_row(values) for values in found)
@@ -198,7 +199,7 @@ class DjangoStorage:
         if parsed.limit is not None:
             sql += " LIMIT %s"
             params.append(parsed.limit)
-        with connections[self.using].cursor() as cursor:
+        with reading_cursor(connections[self.using]) as cursor:
             cursor.execute(sql, params)
             found = cursor.fetchall()
         return decode_rows(stored_row(values) for values in found)

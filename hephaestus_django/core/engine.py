@@ -17,7 +17,7 @@ no step runs twice and none is skipped.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -37,6 +37,7 @@ from hephaestus_django.core.instance import (
     Instance,
     Waiting,
     coerce_instance_id,
+    evolve,
 )
 from hephaestus_django.core.outcomes import Async, Event, Outcome
 from hephaestus_django.core.status import Status
@@ -103,7 +104,7 @@ def start(instance: Instance) -> Instance:
             instance_id=instance.id,
         )
     start_step = instance.workflow.graph.start
-    return replace(
+    return evolve(
         instance,
         status=Status.RUNNING,
         active_steps=frozenset({start_step}),
@@ -373,7 +374,7 @@ class _Draft:
             self.current = self._last_completed()
         elif status is not Status.FAILED:
             self.current = self._current_active()
-        return replace(
+        return evolve(
             self.instance,
             status=status,
             current_step=self.current,

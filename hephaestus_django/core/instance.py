@@ -6,15 +6,18 @@ exception is the storage bookkeeping (``revision``, ``inserted_at``,
 ``updated_at``), which ``storage.put`` records on the object it was given so
 the same object can be put again, like ``Model.save()`` does. The lease fields
 say which runner is executing the instance's steps (see the runner).
+
+``Instance(...)`` validates what it is given; the engine and the runner copy
+an instance with :func:`evolve`, which does not validate again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID, uuid4
 
 from hephaestus_django.core.errors import InvalidInstanceError
@@ -132,6 +135,40 @@ class Instance:
             raise InvalidInstanceError(
                 f"status of instance {self.id} must be one of {statuses}, not {self.status!r}"
             ) from None
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Instance))
+_I = TypeVar("_I", bound=Instance)
+
+
+def evolve(instance: _I, **changes: Any) -> _I:
+    """A copy of ``instance`` with ``changes``, for the engine's and the runner's transitions.
+
+    Like ``dataclasses.replace``, but without calling ``__init__``: ``replace``
+    runs ``__post_init__`` again on every copy, and a transition copies an
+    instance several times. The values here need no second check: the rest
+    come from ``instance``, which was validated when it was built, and the
+    changes come from the engine itself. So callers must pass only values of
+    the right types (a ``Status``, not a string); this is for transitions, not
+    for user input, which still goes through ``Instance(...)``.
+
+    The copy is shallow, as with ``replace``: fields not changed refer to the
+    same objects as in ``instance``. The class of ``instance`` is kept, and a
+    name that is not a field is refused with ``TypeError``.
+    """
+    cls = type(instance)
+    if not changes.keys() <= _FIELD_NAMES:
+        # a subclass may add fields of its own
+        unknown = changes.keys() - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(
+                f"{cls.__qualname__} has no field {', '.join(sorted(unknown))}; "
+                f"evolve() can only change fields"
+            )
+    new = object.__new__(cls)
+    new.__dict__.update(instance.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 def coerce_instance_id(value: object) -> UUID:

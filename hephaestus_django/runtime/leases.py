@@ -20,12 +20,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from hephaestus_django.core import engine
-from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.runtime.storage import Storage
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -48,10 +47,10 @@ def with_lease(instance: Instance, owner: str, now: datetime, duration: timedelt
     if instance.leased_to_other(owner, now):
         return instance
     if engine.runnable(instance):
-        return replace(instance, lease_owner=owner, lease_expires_at=now + duration)
+        return evolve(instance, lease_owner=owner, lease_expires_at=now + duration)
     if instance.lease_owner is None:
         return instance
-    return replace(instance, lease_owner=None, lease_expires_at=None)
+    return evolve(instance, lease_owner=None, lease_expires_at=None)
 
 
 class Heartbeat:

@@ -51,7 +51,7 @@ class InMemoryStorage:
 
     def put(self, instance: Instance) -> None:
         row = to_row(instance)
-        text = codec.dumps(row.state)
+        text = codec.dumps_encoded(row.state)
         with self._lock:
             self._write(instance, row, text)
 
@@ -61,7 +61,7 @@ class InMemoryStorage:
             changed = change(current)
             if changed is not current:
                 row = to_row(changed)
-                self._write(changed, row, codec.dumps(row.state))
+                self._write(changed, row, codec.dumps_encoded(row.state))
             return changed
 
     def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:

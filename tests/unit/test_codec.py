@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation, localcontext
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,7 @@ from hephaestus_django.runtime.codec import (
     TYPE_KEY,
     decode,
     dumps,
+    dumps_encoded,
     encode,
     format_path,
     is_plain,
@@ -918,6 +919,51 @@ def test_dumps_refuses_nan() -> None:
 def test_loads_reads_str_and_bytes() -> None:
     assert loads('{"a":[1,2.5]}') == {"a": [1, 2.5]}
     assert loads(b'{"a":"\xc3\xa9"}') == {"a": "é"}
+
+
+@given(values)
+def test_dumps_encoded_writes_what_dumps_writes(value: Any) -> None:
+    encoded = encode(value)
+    assert dumps_encoded(encoded) == dumps(encoded)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        2**63 - 1,
+        2**63,
+        2**64 - 1,
+        2**64,
+        -(2**63),
+        -(2**63) - 1,
+        10**18,
+        -(10**18),
+        10**30,
+        -(10**400),
+    ],
+)
+def test_ints_beyond_64_bits_are_written_and_read_exactly(number: int) -> None:
+    value = {"n": [number, 1.5], "s": "x"}
+    text = dumps_encoded(value)
+    assert text == dumps(value)
+    assert_same(value, loads(text))
+    assert_same(value, loads(text.encode("utf-8")))
+    assert_same(value, loads(postgres_reprint(text)))
+
+
+def test_long_digit_runs_in_strings_and_fractions_read_the_same() -> None:
+    value = {"id": "12345678901234567890123", "f": 0.12345678901234568, "big": 1e19}
+    assert_same(value, loads(dumps_encoded(value)))
+    assert_same(value, loads(postgres_reprint(dumps_encoded(value))))
+
+
+def test_loads_reads_what_only_json_reads_and_keeps_its_errors() -> None:
+    assert math.isnan(cast(float, loads("NaN")))
+    assert loads('{"x":-Infinity}') == {"x": float("-inf")}
+    with pytest.raises(json.JSONDecodeError):
+        loads('{"a":')
+    with pytest.raises(json.JSONDecodeError):
+        loads(b"[1,]")
 
 
 # --------------------------------------------------------------------------------------------
