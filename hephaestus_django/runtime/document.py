@@ -190,12 +190,7 @@ def from_row(row: StoredRow) -> Instance:
             for name, value in reader.mapping(state["waiting_steps"], "waiting_steps").items()
         },
         completed_steps=reader.step_set(state["completed_steps"], "completed_steps"),
-        execution_history=tuple(
-            reader.entry(entry, f"execution_history[{index}]")
-            for index, entry in enumerate(
-                reader.list(state["execution_history"], "execution_history")
-            )
-        ),
+        execution_history=reader.history(state["execution_history"]),
         runtime_metadata=reader.mapping(state["runtime_metadata"], "runtime_metadata"),
         error=reader.optional(state["error"], "error", reader.failure),
         revision=row.revision,
@@ -282,10 +277,17 @@ class _Reader:
             ),
         )
 
-    def entry(self, value: object, path: str) -> HistoryEntry:
-        fields = self.mapping(value, path)
-        found = self._plain_entry(fields)
-        return found if found is not None else self._checked_entry(fields, path)
+    def history(self, value: object) -> tuple[HistoryEntry, ...]:
+        entries = self.list(value, "execution_history")
+        read = []
+        for index, entry in enumerate(entries):
+            # The path is only spelled out for an entry that is not well-formed.
+            found = self._plain_entry(entry) if type(entry) is dict else None
+            if found is None:
+                path = f"execution_history[{index}]"
+                found = self._checked_entry(self.mapping(entry, path), path)
+            read.append(found)
+        return tuple(read)
 
     def _plain_entry(self, fields: dict[str, Any]) -> HistoryEntry | None:
         """A well-formed entry read without building a path per field; None for any doubt."""
@@ -299,7 +301,7 @@ class _Reader:
             return None
         try:
             timestamp = datetime.fromisoformat(stamp)
-            next_steps = tuple(by_path[next_name] for next_name in names)
+            next_steps = tuple(map(by_path.__getitem__, names))
         except (ValueError, KeyError, TypeError):
             return None
         return HistoryEntry(
