@@ -1,9 +1,10 @@
 """Timing, interleaving and spreads.
 
 A *batch* runs one side's operation ``n`` times and returns each operation's latency in
-nanoseconds. :func:`interleave` runs the two sides' batches alternately (ours, raw, then raw,
-ours in the next round, and so on), so drift on a shared machine hits both, and turns each round
-into a ratio ``ours ops/s / raw ops/s``. Ratios are quoted as the median of the rounds with their
+nanoseconds. :func:`interleave` runs each round's ``n`` operations per side in short slices that
+alternate between the sides (ours, raw, raw, ours, ours, raw, ...), so a burst of load on a
+shared machine, which lasts longer than a slice, hits both sides alike, and turns each round into
+a ratio ``ours ops/s / raw ops/s``. Ratios are quoted as the median of the rounds with their
 p25-p75 and min-max; latencies as p50/p99/max over every operation of every round.
 """
 
@@ -66,11 +67,16 @@ def ops_per_second(samples_ns: Sequence[int]) -> float:
     return len(samples_ns) / (sum(samples_ns) / 1e9)
 
 
-def interleave(ours: Batch, raw: Batch, *, rounds: int, n: int, warmup: int = 0) -> dict[str, Any]:
-    """Run both sides alternately for ``rounds`` rounds of ``n`` operations each.
+SLICE = 10
+"""Operations per side in one slice of a round."""
 
-    Returns the per-round ratios (ours/raw ops/s) and their spread, each side's ops/s spread
-    and its pooled latencies.
+
+def interleave(ours: Batch, raw: Batch, *, rounds: int, n: int, warmup: int = 0) -> dict[str, Any]:
+    """Run ``rounds`` rounds of ``n`` operations per side, alternating slices of :data:`SLICE`.
+
+    The side that goes first alternates from slice to slice, so neither always runs on the
+    other's warm caches. Returns the per-round ratios (ours/raw ops/s) and their spread, each
+    side's ops/s spread and its pooled latencies.
     """
     if warmup:
         ours(warmup)
@@ -78,21 +84,25 @@ def interleave(ours: Batch, raw: Batch, *, rounds: int, n: int, warmup: int = 0)
     samples: dict[str, list[int]] = {"ours": [], "raw": []}
     rates: dict[str, list[float]] = {"ours": [], "raw": []}
     ratios = []
+    sides = (("ours", ours), ("raw", raw))
     for round_no in range(rounds):
-        order = (("ours", ours), ("raw", raw))
-        if round_no % 2:
-            order = order[::-1]
-        this_round = {}
-        for side, batch in order:
-            gc.collect()
-            found = batch(n)
+        gc.collect()
+        this_round: dict[str, list[int]] = {"ours": [], "raw": []}
+        done = 0
+        while done < n:
+            size = min(SLICE, n - done)
+            order = sides if (round_no + done // SLICE) % 2 == 0 else sides[::-1]
+            for side, batch in order:
+                this_round[side].extend(batch(size))
+            done += size
+        for side, found in this_round.items():
             samples[side].extend(found)
-            this_round[side] = ops_per_second(found)
-            rates[side].append(this_round[side])
-        ratios.append(this_round["ours"] / this_round["raw"])
+            rates[side].append(ops_per_second(found))
+        ratios.append(rates["ours"][-1] / rates["raw"][-1])
     return {
         "rounds": rounds,
         "ops_per_round": n,
+        "slice": SLICE,
         "ratio": spread(ratios),
         "ratios": ratios,
         "ours": {"ops_per_s": spread(rates["ours"]), "latency_ms": latency_ms(samples["ours"])},

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.measure import SLICE
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OPERATIONS = ("put_insert", "put_update", "get", "delete", "query_100")
 
@@ -197,8 +199,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"{info['django']} · psycopg {info['psycopg']} ({info['psycopg_impl']}) · "
         f"{results['elapsed_s'] / 60:.1f} min",
         "",
-        "Ratios are ours ÷ raw psycopg (higher is better for ours), per interleaved round: "
-        "**median** (p25-p75; min-max). Latencies in ms.",
+        "Ratios are ours ÷ raw psycopg (higher is better for ours), per round (each round "
+        f"alternates the two sides in slices of {SLICE} operations): **median** (p25-p75; "
+        "min-max). Latencies in ms.",
         "",
         "## 1. Storage operations (~2.2 KB state)",
         "",

@@ -8,6 +8,7 @@ in :data:`BASELINES`; the state is the same ~2.2 KB document on both sides.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -105,12 +106,16 @@ class Sides:
         return repeat(put, n)
 
     def ours_get(self, keys: list[UUID]) -> Callable[[int], list[int]]:
-        return lambda n: repeat(lambda i: self.storage.get(keys[i % len(keys)]), n)
+        # Batches are short slices: each goes on through the keys where the last one stopped.
+        following = itertools.cycle(keys)
+        return lambda n: repeat(lambda i: self.storage.get(next(following)), n)
 
     def raw_get(self, keys: list[UUID]) -> Callable[[int], list[int]]:
+        following = itertools.cycle(keys)
+
         def get(i: int) -> None:
             with self.raw.cursor() as cursor:
-                cursor.execute(SELECT_ONE, [keys[i % len(keys)]])
+                cursor.execute(SELECT_ONE, [next(following)])
                 found = cursor.fetchone()
             assert found is not None
             json.loads(found[4])

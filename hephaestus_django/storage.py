@@ -19,10 +19,9 @@ is the one composite: a short transaction around ``SELECT ... FOR UPDATE`` and
 the ``put``.
 
 The state is sent and read as JSON text produced by the codec, so what comes
-back is decoded with the same rules as every other backend. Statements run on
-:func:`~hephaestus_django.cursors.statement_cursor`: Django's cursor, binding on
-the server and reading timestamps with psycopg's compiled loader where that
-changes nothing.
+back is decoded with the same rules as every other backend. Rows are read through
+:func:`~hephaestus_django.cursors.reading_cursor`: Django's cursor, reading
+timestamps with psycopg's compiled loader where that changes nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from django.db import connections, transaction
 
 from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
 from hephaestus_django.core.instance import Instance, instance_key
-from hephaestus_django.cursors import statement_cursor
+from hephaestus_django.cursors import reading_cursor
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
 from hephaestus_django.runtime.filters import QueryFilters, parse_filters
@@ -118,7 +117,7 @@ class DjangoStorage:
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
-        with statement_cursor(connections[self.using]) as cursor:
+        with reading_cursor(connections[self.using]) as cursor:
             cursor.execute(SELECT_ONE, [key])
             found = cursor.fetchone()
         if found is None:
@@ -139,7 +138,7 @@ class DjangoStorage:
             row.due_at,
             row.revision,
         ]
-        with statement_cursor(connections[self.using]) as cursor:
+        with reading_cursor(connections[self.using]) as cursor:
             cursor.execute(UPSERT, params)
             written = cursor.fetchone()
         if written is None:
@@ -160,7 +159,7 @@ class DjangoStorage:
         if key is None:
             raise InstanceNotFound(instance_id)
         with transaction.atomic(using=self.using):
-            with statement_cursor(connections[self.using]) as cursor:
+            with reading_cursor(connections[self.using]) as cursor:
                 cursor.execute(SELECT_ONE + " FOR UPDATE", [key])
                 found = cursor.fetchone()
             if found is None:
@@ -173,7 +172,7 @@ class DjangoStorage:
 
     def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
         params = {"owner": owner, "now": now, "until": until, "limit": limit}
-        with statement_cursor(connections[self.using]) as cursor:
+        with reading_cursor(connections[self.using]) as cursor:
             cursor.execute(CLAIM, params)
             found = cursor.fetchall()
         return decode_rows(stored_row(values) for values in found)
@@ -182,7 +181,7 @@ class DjangoStorage:
         key = instance_key(instance_id)
         if key is None:
             return False
-        with statement_cursor(connections[self.using]) as cursor:
+        with connections[self.using].cursor() as cursor:
             cursor.execute(RENEW, [until, key, owner])
             return bool(cursor.rowcount == 1)
 
@@ -190,7 +189,7 @@ class DjangoStorage:
         key = instance_key(instance_id)
         if key is None:
             return
-        with statement_cursor(connections[self.using]) as cursor:
+        with connections[self.using].cursor() as cursor:
             cursor.execute(DELETE, [key])
 
     def query(self, *, limit: int | None = None, **filters: Any) -> list[Instance]:
@@ -202,7 +201,7 @@ class DjangoStorage:
         if parsed.limit is not None:
             sql += " LIMIT %s"
             params.append(parsed.limit)
-        with statement_cursor(connections[self.using]) as cursor:
+        with reading_cursor(connections[self.using]) as cursor:
             cursor.execute(sql, params)
             found = cursor.fetchall()
         return decode_rows(stored_row(values) for values in found)

@@ -7,11 +7,11 @@ import datetime as dt
 import psycopg
 import pytest
 from django.db import connection
-from django.test.utils import CaptureQueriesContext, override_settings
+from django.test.utils import override_settings
 from psycopg import pq
 
 from hephaestus_django.core import engine
-from hephaestus_django.cursors import reading_cursor, statement_cursor
+from hephaestus_django.cursors import reading_cursor
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
@@ -60,53 +60,3 @@ def test_storage_and_orm_read_the_same_timestamps(storage: DjangoStorage) -> Non
     assert (instance.inserted_at, instance.updated_at) == (row.inserted_at, row.updated_at)
     [listed] = WorkflowInstance.objects.filter(id=instance.id).to_instances()
     assert listed.updated_at == row.updated_at
-
-
-# --- the storage's own statements ---------------------------------------------------------------
-
-
-def test_storage_statements_bind_on_the_server_of_the_same_connection() -> None:
-    with statement_cursor(connection) as cursor:
-        assert type(cursor.cursor) is psycopg.Cursor
-        assert cursor.cursor.connection is connection.connection
-        assert loader(cursor) is psycopg.adapters.get_loader(TIMESTAMPTZ, pq.Format.TEXT)
-    fast = read(lambda: statement_cursor(connection))
-    assert fast == read(connection.cursor) == (MOMENT, None)
-    with override_settings(USE_TZ=False), statement_cursor(connection) as cursor:
-        assert isinstance(cursor.cursor, psycopg.ClientCursor)
-
-
-def test_storage_statements_are_logged_with_their_values(storage: DjangoStorage) -> None:
-    instance = engine.start(engine.new_instance(flows.TwoWaits, {"script": {}}))
-    storage.put(instance)
-    with CaptureQueriesContext(connection) as captured:
-        with statement_cursor(connection) as cursor:
-            assert isinstance(cursor.cursor, psycopg.ClientCursor)
-        storage.get(instance.id)
-    [logged] = [query["sql"] for query in captured.captured_queries]
-    assert logged.endswith(f"WHERE id = '{instance.id.hex}'::uuid")
-
-
-def prepared_statements() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
-        return int(cursor.fetchone()[0])
-
-
-def test_storage_statements_are_prepared_only_where_the_connection_allows_it(
-    storage: DjangoStorage,
-) -> None:
-    instance = engine.start(engine.new_instance(flows.TwoWaits, {"script": {}}))
-    storage.put(instance)
-    psycopg_connection = connection.connection
-    assert psycopg_connection.prepare_threshold is None  # Django's default
-    for _ in range(6):
-        storage.get(instance.id)
-    assert prepared_statements() == 0
-    psycopg_connection.prepare_threshold = 0  # as "OPTIONS": {"prepare_threshold": 0} would
-    try:
-        storage.get(instance.id)
-        assert prepared_statements() == 1
-        assert storage.get(instance.id).id == instance.id
-    finally:
-        psycopg_connection.prepare_threshold = None

@@ -74,10 +74,10 @@ def dumps(data: JSON) -> str:
 def dumps_encoded(data: JSON) -> str:
     """:func:`dumps` for a tree :func:`encode` has just returned, written by orjson.
 
-    ``encode`` has refused what orjson would write differently from :func:`dumps` (NaN and
-    the infinities, which orjson writes as ``null``; non-str keys; subclasses; tuples), so
-    only the ints orjson cannot write are left, and ``json`` writes those trees. Do not pass
-    it anything else: use :func:`dumps`.
+    ``encode`` leaves nothing orjson would write differently: it refuses NaN and the
+    infinities (orjson writes ``null``), non-str keys and values of subclasses, and tags
+    tuples (orjson writes lists). Only ints beyond 64 bits are left, which orjson refuses, so
+    ``json`` writes those trees. Do not pass it anything else: use :func:`dumps`.
     """
     try:
         text = orjson.dumps(data).decode()
