@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         loaded = rows
         log(f"2. state__contains at {rows:,} rows")
         results["containment"].append(
-            containment.run(raw, rows=rows, rounds=c_rounds, n=probes, seq_probes=seq_probes)
+            containment.run(
+                raw, unprepared, rows=rows, rounds=c_rounds, n=probes, seq_probes=seq_probes
+            )
         )
         if rows == plan["admin_rows"]:
             log(f"5. admin pages at {rows:,} rows")

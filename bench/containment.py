@@ -6,12 +6,18 @@ SQL and parameters that queryset compiles to (``state @> '{"context": {"initial"
 through psycopg and ``json.loads`` the state. The sequential scan is the same raw statement in a
 session with ``enable_bitmapscan``, ``enable_indexscan`` and ``enable_indexonlyscan`` off. Each
 probe asks for a different order id, so no two probes match the same row.
+
+As for the storage operations, the comparison is made three ways: Django's defaults (the
+``default`` alias, which never prepares) against psycopg's (which prepares from the fifth
+execution of the same SQL); the ``prepared`` alias against psycopg's defaults; and the
+``default`` alias against a psycopg connection that does not prepare either.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -19,14 +25,15 @@ from django.db.models import TextField
 from django.db.models.functions import Cast
 
 from bench.data import BULK_ORDER_BASE
+from bench.environment import PREPARED
 from bench.measure import interleave, latency_ms, repeat, spread
 from hephaestus_django.models import WorkflowInstance
 
 _FORCE_SEQSCAN = ("enable_bitmapscan", "enable_indexscan", "enable_indexonlyscan")
 
 
-def _queryset(order_id: int) -> Any:
-    return WorkflowInstance.objects.with_context(order_id=order_id)
+def _queryset(order_id: int, using: str = "default") -> Any:
+    return WorkflowInstance.objects.using(using).with_context(order_id=order_id)
 
 
 def _compiled(order_id: int) -> tuple[str, Any]:
@@ -69,28 +76,45 @@ def plan_line(lines: list[str]) -> str:
 
 
 def run(
-    raw: psycopg.Connection[Any], *, rows: int, rounds: int, n: int, seq_probes: int
+    raw: psycopg.Connection[Any],
+    unprepared: psycopg.Connection[Any],
+    *,
+    rows: int,
+    rounds: int,
+    n: int,
+    seq_probes: int,
 ) -> dict[str, Any]:
     """Measure at the current table size; bulk rows ``1..rows`` must be loaded."""
     picker = random.Random(rows)
-    total = 2 * (rounds + 1) * n + seq_probes + 4
+    total = 3 * 2 * (rounds + 1) * n + seq_probes + 4
     orders = [BULK_ORDER_BASE + picker.randint(1, rows) for _ in range(total)]
     probes = iter(orders)
 
-    def ours(count: int) -> list[int]:
+    def ours(count: int, using: str) -> list[int]:
         wanted = [next(probes) for _ in range(count)]
 
         def fetch(i: int) -> None:
-            found = _queryset(wanted[i]).to_instances()
+            found = _queryset(wanted[i], using).to_instances()
             assert len(found) == 1, len(found)
 
         return repeat(fetch, count)
 
-    def raw_side(count: int) -> list[int]:
+    def raw_side(count: int, connection: psycopg.Connection[Any]) -> list[int]:
         wanted = [_compiled(next(probes)) for _ in range(count)]
-        return repeat(lambda i: _raw_fetch(raw, wanted[i]), count)
+        return repeat(lambda i: _raw_fetch(connection, wanted[i]), count)
 
-    compared = interleave(ours, raw_side, rounds=rounds, n=n, warmup=n)
+    def compare(using: str, connection: psycopg.Connection[Any]) -> dict[str, Any]:
+        return interleave(
+            partial(ours, using=using),
+            partial(raw_side, connection=connection),
+            rounds=rounds,
+            n=n,
+            warmup=n,
+        )
+
+    compared = compare("default", raw)
+    prepared = compare(PREPARED, raw)
+    like_for_like = compare("default", unprepared)
     gin_plan = _explain(raw, _compiled(next(probes)))
     seq = [_compiled(next(probes)) for _ in range(seq_probes)]
     _set_seqscan(raw, True)
@@ -105,6 +129,8 @@ def run(
     return {
         "rows": rows,
         "ours_vs_raw_gin": compared,
+        "prepared": prepared,
+        "unprepared": like_for_like,
         "seqscan_latency_ms": latency_ms(seq_ns),
         "orm_compile_ms": latency_ms(compile_ns),
         "seqscan_over_gin": spread([ms / gin_p50 for ms in seq_ms]),

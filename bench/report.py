@@ -48,8 +48,9 @@ def storage_table(ops: dict[str, Any]) -> list[str]:
 def containment_table(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| rows | ours/raw GIN (ops/s) | ours ms p50 / p99 / max | raw GIN ms p50 / p99 / max "
-        "| raw seq scan ms p50 / max | seq scan / GIN | plan (GIN) | plan (forced seq scan) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| raw seq scan ms p50 / max | seq scan / GIN | plan (GIN) | plan (forced seq scan) "
+        "| ours/raw GIN, `prepared` alias | ours/raw GIN, neither prepares |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for found in runs:
         compared = found["ours_vs_raw_gin"]
@@ -58,7 +59,8 @@ def containment_table(runs: list[dict[str, Any]]) -> list[str]:
             f"| {found['rows']:,} | {_ratio(compared['ratio'])} "
             f"| {_lat(compared['ours']['latency_ms'])} | {_lat(compared['raw']['latency_ms'])} "
             f"| {seq['p50']:.1f} / {seq['max']:.1f} | {found['seqscan_over_gin']['median']:.0f}x "
-            f"| `{found['plan_gin']}` | `{found['plan_seqscan']}` |"
+            f"| `{found['plan_gin']}` | `{found['plan_seqscan']}` "
+            f"| {_ratio(found['prepared']['ratio'])} | {_ratio(found['unprepared']['ratio'])} |"
         )
     return lines
 
@@ -167,10 +169,15 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     worst = max(found["writes_per_wave"] for found in results["end_to_end"].values())
     checks.append(("≤ 1 write per engine wave", f"{worst:.2f}", worst <= 1))
     largest = results["containment"][-1]
-    got = 1 / largest["ours_vs_raw_gin"]["ratio"]["median"]
-    checks.append(
-        (f"state__contains at {largest['rows']:,} rows ≤ 2x raw GIN", f"{got:.2f}x", got <= 2)
-    )
+    for label, found in _configurations({**largest, **largest["ours_vs_raw_gin"]}):
+        got = 1 / found["ratio"]["median"]
+        checks.append(
+            (
+                f"state__contains at {largest['rows']:,} rows ≤ 2x raw GIN time, {label}",
+                f"{got:.2f}x",
+                got <= 2,
+            )
+        )
     tail = results["tail"]
     got = tail["configs"][tail["shipped_name"]]["ours"]["max_over_p50"]
     checks.append(("worst put ≤ 100x median put (as shipped)", f"{got:.0f}x", got <= 100))

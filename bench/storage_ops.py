@@ -12,7 +12,7 @@ import itertools
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
@@ -22,8 +22,7 @@ from django.test.utils import CaptureQueriesContext
 from bench.data import completed_instance, unsaved
 from bench.environment import PREPARED
 from bench.measure import interleave, repeat
-from hephaestus_django.runtime import codec
-from hephaestus_django.runtime.document import state_document
+from hephaestus_django.runtime.document import encoded_state
 from hephaestus_django.storage import COLUMNS, DELETE, SELECT_ONE, TABLE, UPSERT, DjangoStorage
 
 QUERY = f"SELECT {COLUMNS} FROM {TABLE} WHERE status = ANY(%s) ORDER BY inserted_at, id"
@@ -52,9 +51,7 @@ class Sides:
         self.raw = raw
         self.storage = DjangoStorage(using=using)
         self.template = completed_instance(10_000_000)
-        self.document: dict[str, Any] = cast(
-            dict[str, Any], codec.encode(state_document(self.template))
-        )
+        self.document = encoded_state(self.template)
         self.workflow = self.template.workflow.path()
 
     def raw_put(self, key: UUID, document: Any, revision: int) -> int:

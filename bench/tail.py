@@ -20,15 +20,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 from uuid import uuid4
 
 import psycopg
 
 from bench.data import STATE_INDEX, completed_instance, unsaved
 from bench.measure import latency_ms, percentile
-from hephaestus_django.runtime import codec
-from hephaestus_django.runtime.document import state_document
+from hephaestus_django.runtime.document import encoded_state
 from hephaestus_django.storage import UPSERT, DjangoStorage
 
 # name -> storage parameters of the GIN index (None: PostgreSQL's default)
@@ -71,9 +70,7 @@ class _Stream:
         self.raw = raw
         self.storage = DjangoStorage()
         self.template = completed_instance(50_000_000)
-        self.document: dict[str, Any] = cast(
-            dict[str, Any], codec.encode(state_document(self.template))
-        )
+        self.document = encoded_state(self.template)
         self.workflow = self.template.workflow.path()
 
     def run(self, writes: int) -> tuple[list[int], list[int]]:

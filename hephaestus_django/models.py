@@ -16,6 +16,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
 from django.db.models.functions import Now
+from django.db.models.sql.compiler import SQLCompiler
 
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.status import Status
@@ -80,15 +81,41 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
         # The queryset only says which rows: they are read the way DjangoStorage reads them,
         # as tuples in its column order with the state as JSON text (Django's psycopg adapters
         # load jsonb as text), without a model object or a field converter per row.
-        query = self.values_list(*FIELDS).query
-        try:
-            sql, params = query.get_compiler(using=self.db).as_sql()
-        except EmptyResultSet:
+        compiled = _rows_sql(self)
+        if compiled is None:
             return []
         with reading_cursor(connections[self.db]) as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(*compiled)
             found = cursor.fetchall()
         return decode_rows(stored_row(values) for values in found)
+
+
+def _rows_sql(queryset: models.QuerySet[Any]) -> tuple[str, Any] | None:
+    """The SQL reading the queryset's rows as the columns of ``FIELDS``; None if it reads none.
+
+    A queryset of whole rows selects those very columns, in that order (``FIELDS`` follows the
+    model), so it is compiled as it is: asking for them with ``values_list`` would select the
+    same and cost a queryset copy and a lookup per column, more than compiling the query
+    itself. One whose select differs (``only()``, ``annotate()``, ``values()``...) is asked for
+    them explicitly.
+    """
+    try:
+        compiler = queryset.query.get_compiler(using=queryset.db)
+        sql, params = compiler.as_sql()
+        if _selected_columns(compiler) != FIELDS:
+            compiler = queryset.values_list(*FIELDS).query.get_compiler(using=queryset.db)
+            sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        return None
+    return sql, params
+
+
+def _selected_columns(compiler: SQLCompiler) -> tuple[str | None, ...]:
+    """The columns a compiled query selects, None for anything that is not a plain column."""
+    return tuple(
+        getattr(getattr(expression, "target", None), "column", None)
+        for expression, _, _ in compiler.select
+    )
 
 
 class WorkflowInstance(models.Model):

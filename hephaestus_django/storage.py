@@ -50,11 +50,12 @@ FIELDS = (
     "revision",
     "inserted_at",
     "updated_at",
+    "due_at",
     "lease_owner",
     "lease_expires_at",
-    "due_at",
 )
-"""The columns every read selects, in the order :func:`stored_row` reads them."""
+"""The columns every read selects, in the order :func:`stored_row` reads them: the order of
+the model's fields, so a queryset selecting whole rows reads them in this order too."""
 # The state is read as text, for the codec to decode.
 _SELECTED = tuple("state::text" if field == "state" else field for field in FIELDS)
 COLUMNS = ", ".join(_SELECTED)
@@ -251,9 +252,9 @@ def stored_row(values: Any) -> StoredRow:
         revision,
         inserted_at,
         updated_at,
+        due_at,
         lease_owner,
         lease_expires_at,
-        due_at,
     ) = values
     return StoredRow(
         id=instance_id,

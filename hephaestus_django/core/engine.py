@@ -116,9 +116,21 @@ def runnable(instance: Instance) -> list[Activation]:
     """The steps to execute next: active, not waiting, in topological order."""
     if instance.status is not Status.RUNNING:
         return []
-    graph = instance.workflow.graph
-    ready = [step for step in instance.active_steps if step not in instance.waiting_steps]
-    return [Activation(step, config_of(instance, step)) for step in graph.sorted(ready)]
+    ready = instance.workflow.graph.sorted(runnable_steps(instance))
+    return [Activation(step, config_of(instance, step)) for step in ready]
+
+
+def runnable_steps(instance: Instance) -> frozenset[StepClass]:
+    """The steps :func:`runnable` returns, unordered and without their configs.
+
+    For callers that only ask whether a step is runnable, or whether any is
+    (the runner does several times per wave): no sorting, no activations.
+    """
+    if instance.status is not Status.RUNNING:
+        return frozenset()
+    if not instance.waiting_steps:
+        return instance.active_steps
+    return instance.active_steps.difference(instance.waiting_steps)
 
 
 def config_of(instance: Instance, step: StepClass) -> Mapping[str, Any]:
@@ -254,7 +266,8 @@ class _Draft:
         self.waiting = dict(instance.waiting_steps)
         self.completed = set(instance.completed_steps)
         self.history = list(instance.execution_history)
-        self.steps = instance.context.steps
+        self.steps: Mapping[str, Any] = instance.context.steps
+        self._own_steps: dict[str, Any] | None = None  # self.steps, once copied
         self.metadata = instance.runtime_metadata
         self.error = instance.error
         self.current = instance.current_step
@@ -298,12 +311,10 @@ class _Draft:
         updates = event.updates
         if updates is not None and not any_result:
             updates = dict(updates)
-        steps = dict(self.steps)
-        if updates is not None:
-            steps[step.step_key] = updates
         transition = self.graph.transitions.get((step, event.name))
-        next_steps = self._choose(transition, Context(self.instance.context.initial, steps))
-        self.steps = steps
+        next_steps = self._choose(transition, step, updates)
+        if updates is not None:
+            self._record_result(step, updates)
         if event.metadata:
             self.metadata = {**self.metadata, **event.metadata}
         self.active.discard(step)
@@ -321,13 +332,31 @@ class _Draft:
             )
         )
 
-    def _choose(self, transition: Transition | None, context: Context) -> tuple[StepClass, ...]:
+    def _record_result(self, step: StepClass, updates: Any) -> None:
+        """Store ``step``'s result, copying the instance's results on the first one only.
+
+        The instance's mapping is shared with it and must not change; the copy
+        belongs to this draft, so a wave of several steps copies it once.
+        """
+        if self._own_steps is None:
+            self._own_steps = dict(self.steps)
+            self.steps = self._own_steps
+        self._own_steps[step.step_key] = updates
+
+    def _choose(
+        self, transition: Transition | None, step: StepClass, updates: Any
+    ) -> tuple[StepClass, ...]:
+        """The steps ``transition`` leads to; a route sees the context with ``updates`` in it."""
         if transition is None:
             return ()
         if transition.route is None:
             return transition.targets
+        # a fresh mapping: the route may keep its context, and the draft's own changes later
+        steps = dict(self.steps)
+        if updates is not None:
+            steps[step.step_key] = updates
         try:
-            chosen = transition.route.choose(context)
+            chosen = transition.route.choose(Context(self.instance.context.initial, steps))
         except Exception as error:
             raise StepOutcomeError(
                 f"the route after {transition.source.__qualname__} on {transition.event!r} "
@@ -349,31 +378,35 @@ class _Draft:
         return chosen - self.active - self.completed
 
     def activate_ready(self) -> None:
-        """Activate every triggered step none of whose predecessors can still run."""
+        """Activate every triggered step none of whose predecessors can still run.
+
+        One pass is enough: activating a triggered step moves it from pending
+        to active, so the steps that can still run (active or pending, and
+        what they reach) stay the same, and a step not ready before it is not
+        ready after.
+        """
         pending = self.triggered()
-        while True:
-            sources = self.active | pending
-            reachable = set().union(*(self.graph.descendants[s] for s in sources))
-            ready = [
-                step
-                for step in self.graph.sorted(pending)
-                if not any(
-                    pred in sources or pred in reachable for pred in self.graph.predecessors[step]
-                )
-            ]
-            if not ready:
-                return
-            self.active.update(ready)
-            pending.difference_update(ready)
+        if not pending:
+            return
+        sources = self.active | pending
+        descendants = self.graph.descendants
+        reachable = set().union(*(descendants[s] for s in sources))
+        predecessors = self.graph.predecessors
+        self.active.update(
+            step
+            for step in pending
+            if not any(pred in sources or pred in reachable for pred in predecessors[step])
+        )
 
     def settle(self) -> Instance:
         if self.error is None:
             self.activate_ready()
-        status = self._status()
+        running = self.active.difference(self.waiting)
+        status = self._status(running)
         if status is Status.COMPLETED:
             self.current = self._last_completed()
         elif status is not Status.FAILED:
-            self.current = self._current_active()
+            self.current = self._current_active(running)
         return evolve(
             self.instance,
             status=status,
@@ -387,19 +420,19 @@ class _Draft:
             error=self.error,
         )
 
-    def _status(self) -> Status:
+    def _status(self, running: set[StepClass]) -> Status:
+        """The status after this transition; ``running`` are the active steps not waiting."""
         if self.error is not None:
             return Status.FAILED
-        if self.active - set(self.waiting):
+        if running:
             return Status.RUNNING
         if self.waiting:
             return Status.WAITING
         return Status.COMPLETED
 
-    def _current_active(self) -> StepClass | None:
-        running = self.graph.sorted(self.active - set(self.waiting))
+    def _current_active(self, running: set[StepClass]) -> StepClass | None:
         if running:
-            return running[0]
+            return self.graph.sorted(running)[0]
         waiting = self.graph.sorted(self.waiting)
         return waiting[0] if waiting else self.current
 

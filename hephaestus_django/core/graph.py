@@ -79,9 +79,23 @@ class WorkflowGraph:
         """Position in the topological order; sorts steps deterministically."""
         return self._positions[step]
 
-    def sorted(self, steps: Iterable[StepClass]) -> list[StepClass]:
+    @cached_property
+    def _sort_key(self) -> Callable[[StepClass], int]:
+        """The key ``sorted`` orders by, built once: a step not in the graph sorts last."""
         positions = self._positions
-        return sorted(steps, key=lambda step: positions.get(step, len(positions)))
+        unknown = len(positions)
+        return lambda step: positions.get(step, unknown)
+
+    def sorted(self, steps: Iterable[StepClass]) -> list[StepClass]:
+        """``steps`` in topological order; steps not in the graph last, as given.
+
+        The engine sorts a handful of steps, most often one, many times per
+        run; a list of fewer than two needs no key lookups.
+        """
+        ordered = list(steps)
+        if len(ordered) > 1:
+            ordered.sort(key=self._sort_key)
+        return ordered
 
     def successors(self, step: StepClass) -> frozenset[StepClass]:
         return frozenset(target for event in step.events for target in self._targets(step, event))

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import count
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
@@ -78,7 +79,7 @@ def to_row(instance: Instance) -> StoredRow:
         workflow=instance.workflow.path(),
         status=instance.status.value,
         workflow_version=instance.workflow_version,
-        state=codec.encode(state_document(instance), instance_id=instance.id),
+        state=encoded_state(instance),
         revision=instance.revision,
         lease_owner=instance.lease_owner,
         lease_expires_at=instance.lease_expires_at,
@@ -93,45 +94,105 @@ def due_time(instance: Instance) -> datetime | None:
     return next_due_time(instance)
 
 
-def state_document(instance: Instance) -> dict[str, Any]:
-    """The ``state`` document with user values still as Python objects."""
-    error = instance.error
-    return {
-        "current_step": _path(instance.current_step),
-        "context": {"initial": instance.context.initial, "steps": instance.context.steps},
-        "step_configs": {step.path(): config for step, config in instance.step_configs.items()},
-        "active_steps": _paths(instance.active_steps),
-        "waiting_steps": {
-            step.path(): {
-                "since": waiting.since.isoformat(),
-                "resume_at": _iso(waiting.resume_at),
-                "timer_event": waiting.timer_event,
-            }
-            for step, waiting in instance.waiting_steps.items()
-        },
-        "completed_steps": _paths(instance.completed_steps),
-        "execution_history": [_entry_document(entry) for entry in instance.execution_history],
-        "runtime_metadata": instance.runtime_metadata,
-        "error": None
-        if error is None
-        else {
-            "step": error.step.path(),
-            "type": error.error_type,
-            "message": error.message,
-            "at": error.at.isoformat(),
-        },
-    }
+def encoded_state(instance: Instance) -> dict[str, Any]:
+    """The ``state`` document, encoded; ``SerializationError`` naming the path if it cannot be.
+
+    Only what comes from users goes through :func:`codec.encode`: contexts, configs, metadata,
+    event names and the error. What the engine writes itself (step paths, ISO 8601 times,
+    lists of steps) is JSON already, and walking it on every write would cost a third of the
+    encoding. Each value is encoded at its depth in the document, so the nesting limit counts
+    from the document's root, as reading the document back does.
+    """
+    return _StateWriter(instance).document()
 
 
-def _entry_document(entry: HistoryEntry) -> dict[str, Any]:
-    return {
-        "step": entry.step.path(),
-        "event": entry.event,
-        "timestamp": entry.timestamp.isoformat(),
-        "context_updates": entry.context_updates,
-        "metadata_updates": entry.metadata_updates,
-        "next_steps": [step.path() for step in entry.next_steps],
-    }
+class _StateWriter:
+    """Builds the encoded state document of one instance."""
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        # In the document's order, so the first value refused is the first one written.
+        self.encoded_initial = self.user(instance.context.initial, "context.initial", 2)
+        self.steps = instance.context.steps
+        self.encoded_steps = self.user(self.steps, "context.steps", 2)
+
+    def user(self, value: object, path: str, depth: int) -> codec.JSON:
+        if type(value) is dict and not value:  # often the metadata: nothing to check
+            return value
+        return codec.encode(value, path=path, instance_id=self.instance.id, depth=depth)
+
+    def document(self) -> dict[str, Any]:
+        instance, user = self.instance, self.user
+        error = instance.error
+        return {
+            "current_step": _path(instance.current_step),
+            "context": {
+                "initial": self.encoded_initial,
+                "steps": self.encoded_steps,
+            },
+            "step_configs": {
+                step.path(): user(config, codec.format_path("step_configs", step.path()), 2)
+                for step, config in instance.step_configs.items()
+            },
+            "active_steps": _paths(instance.active_steps),
+            "waiting_steps": user(
+                {
+                    step.path(): {
+                        "since": waiting.since.isoformat(),
+                        "resume_at": _iso(waiting.resume_at),
+                        "timer_event": waiting.timer_event,
+                    }
+                    for step, waiting in instance.waiting_steps.items()
+                },
+                "waiting_steps",
+                1,
+            ),
+            "completed_steps": _paths(instance.completed_steps),
+            "execution_history": list(map(self.entry, instance.execution_history, count())),
+            "runtime_metadata": user(instance.runtime_metadata, "runtime_metadata", 1),
+            "error": None
+            if error is None
+            else user(
+                {
+                    "step": error.step.path(),
+                    "type": error.error_type,
+                    "message": error.message,
+                    "at": error.at.isoformat(),
+                },
+                "error",
+                1,
+            ),
+        }
+
+    def entry(self, entry: HistoryEntry, index: int) -> dict[str, Any]:
+        event: codec.JSON = entry.event
+        if type(event) is not str or not event.isascii() or "\x00" in event:
+            event = self.user(event, f"execution_history[{index}].event", 3)
+        metadata = entry.metadata_updates
+        return {
+            "step": entry.step.path(),
+            "event": event,
+            "timestamp": entry.timestamp.isoformat(),
+            "context_updates": self.updates(entry, index),
+            "metadata_updates": None
+            if metadata is None
+            else self.user(metadata, f"execution_history[{index}].metadata_updates", 3),
+            "next_steps": [step.path() for step in entry.next_steps],
+        }
+
+    def updates(self, entry: HistoryEntry, index: int) -> codec.JSON:
+        """An entry's result; the one in ``context.steps`` when it is that very object.
+
+        The engine puts the same result object in both places, and ``context.steps`` was
+        encoded a moment ago at the same depth: that object is not walked a second time.
+        """
+        updates = entry.context_updates
+        if updates is None:
+            return None
+        steps, key = self.steps, entry.step.step_key
+        if type(steps) is dict and steps.get(key) is updates and codec.TYPE_KEY not in steps:
+            return self.encoded_steps[key]  # type: ignore[index,call-overload]
+        return self.user(updates, f"execution_history[{index}].context_updates", 3)
 
 
 def decode_rows(rows: Iterable[StoredRow]) -> list[Instance]:

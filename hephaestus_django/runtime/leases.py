@@ -18,8 +18,8 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -46,11 +46,15 @@ def with_lease(instance: Instance, owner: str, now: datetime, duration: timedelt
     """
     if instance.leased_to_other(owner, now):
         return instance
-    if engine.runnable(instance):
+    if engine.runnable_steps(instance):
         return evolve(instance, lease_owner=owner, lease_expires_at=now + duration)
     if instance.lease_owner is None:
         return instance
     return evolve(instance, lease_owner=None, lease_expires_at=None)
+
+
+_LeaseKey = tuple[int, UUID, str]
+"""A held lease: ``id()`` of the storage, the instance, the owner."""
 
 
 class Heartbeat:
@@ -59,15 +63,16 @@ class Heartbeat:
     def __init__(self, duration: timedelta, clock: Callable[[], datetime]) -> None:
         self.duration = duration
         self.clock = clock
-        self._leases: dict[tuple[int, UUID, str], Storage] = {}
+        self._leases: dict[_LeaseKey, Storage] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @contextmanager
-    def held(self, storage: Storage, instance_id: UUID, owner: str) -> Iterator[None]:
+    def held(self, storage: Storage, instance_id: UUID, owner: str) -> AbstractContextManager[None]:
         """Keep ``owner``'s lease on the instance alive for the duration of the block."""
-        key = (id(storage), instance_id, owner)
+        return _Held(self, (id(storage), instance_id, owner), storage)
+
+    def _hold(self, key: _LeaseKey, storage: Storage) -> None:
         with self._lock:
             self._leases[key] = storage
             if self._thread is None or not self._thread.is_alive():
@@ -75,11 +80,10 @@ class Heartbeat:
                     target=self._beat, name="hephaestus-heartbeat", daemon=True
                 )
                 self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._leases.pop(key, None)
+
+    def _release(self, key: _LeaseKey) -> None:
+        with self._lock:
+            self._leases.pop(key, None)
 
     def stop(self) -> None:
         """End the renewing thread (a new one starts if a lease is held again)."""
@@ -108,3 +112,24 @@ class Heartbeat:
                 )
         except Exception:  # the next beat tries again; the step itself carries on
             logger.exception("could not renew the lease on instance %s", instance_id)
+
+
+class _Held:
+    """What :meth:`Heartbeat.held` returns: holds the lease in ``with``, releases it after.
+
+    A plain class rather than a ``@contextmanager`` generator, as the runner
+    enters one for every wave it executes.
+    """
+
+    __slots__ = ("_heartbeat", "_key", "_storage")
+
+    def __init__(self, heartbeat: Heartbeat, key: _LeaseKey, storage: Storage) -> None:
+        self._heartbeat = heartbeat
+        self._key = key
+        self._storage = storage
+
+    def __enter__(self) -> None:
+        self._heartbeat._hold(self._key, self._storage)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._heartbeat._release(self._key)

@@ -251,7 +251,7 @@ class LocalRunner:
         self, instance: Instance, results: list[StepResult], storage: Storage, owner: str
     ) -> Instance:
         def apply(base: Instance) -> Instance:
-            runnable = {activation.step for activation in engine.runnable(base)}
+            runnable = engine.runnable_steps(base)
             relevant = [result for result in results if result.step in runnable]
             if not relevant:  # another runner finished these steps meanwhile
                 return base
@@ -268,10 +268,10 @@ class LocalRunner:
         is written stores the same history with one write fewer per finished instance. Only
         when every runnable step is such an end: a wave with real steps runs as usual.
         """
-        activations = engine.runnable(instance)
-        if not activations or not all(_is_plain_end(item.step) for item in activations):
+        steps = engine.runnable_steps(instance)  # most often a real step: no need to sort
+        if not steps or not all(_is_plain_end(step) for step in steps):
             return instance
-        results = [self._execute(instance, item) for item in activations]
+        results = [self._execute(instance, item) for item in engine.runnable(instance)]
         return engine.apply(instance, results, now=now)
 
     def _put_or_update(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -198,6 +199,42 @@ def test_unstorable_values_are_refused_naming_the_path(
     assert str(instance.id) in str(caught.value)
     with pytest.raises(InstanceNotFound):
         storage.get(instance.id)
+
+
+def nested_lists(levels: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("field", "enclosing"),
+    # The containers around the value in the stored document: the state itself, then e.g.
+    # "context" and "initial".
+    [("initial", 3), ("runtime_metadata", 2)],
+)
+def test_the_nesting_limit_counts_from_the_root_of_the_stored_document(
+    storage: Storage, field: str, enclosing: int
+) -> None:
+    def with_nesting(levels: int) -> Instance:
+        instance = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
+        if field == "initial":
+            initial = {**instance.context.initial, "deep": nested_lists(levels)}
+            return replace(instance, context=replace(instance.context, initial=initial))
+        return replace(instance, runtime_metadata={"deep": nested_lists(levels)})
+
+    deepest = with_nesting(100 - enclosing)
+    storage.put(deepest)
+    assert storage.get(deepest.id) == deepest
+    too_deep = with_nesting(101 - enclosing)
+    with pytest.raises(SerializationError, match="nested more than 100") as caught:
+        storage.put(too_deep)
+    assert caught.value.path.startswith(
+        "context.initial.deep[0]" if field == "initial" else "runtime_metadata.deep[0]"
+    )
+    with pytest.raises(InstanceNotFound):
+        storage.get(too_deep.id)
 
 
 def test_a_refused_update_leaves_the_stored_instance_unchanged(storage: Storage) -> None:

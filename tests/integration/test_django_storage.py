@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db import connection, connections
+from django.db.models.functions import Length
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from hephaestus_django import CorruptInstanceError, StaleInstanceError, Status, 
 from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.storage import DjangoStorage
+from hephaestus_django.storage import FIELDS, DjangoStorage
 from tests import flows
 from tests.contract.test_storage_contract import flows_now, stored
 from tests.unit.test_engine import run_waves
@@ -149,6 +150,35 @@ def test_to_instances_reads_what_the_queryset_selects_in_one_statement(
     ]
     assert statements(lambda: WorkflowInstance.objects.filter(id__in=[]).to_instances()) == []
     assert WorkflowInstance.objects.none().to_instances() == []
+
+
+def test_to_instances_reads_whole_rows_whatever_the_queryset_selects(
+    storage: DjangoStorage,
+) -> None:
+    first, second = (stored(storage, order_id=n) for n in (1, 2))
+    expected = [storage.get(first.id), storage.get(second.id)]
+    rows = WorkflowInstance.objects.order_by("inserted_at")
+    narrowed = {
+        "as is": rows,
+        "only": rows.only("id", "status"),
+        "defer": rows.defer("state"),
+        "annotate": rows.annotate(size=Length("workflow")),
+        "alias": rows.alias(size=Length("workflow")).filter(size__gt=0),
+        "extra": rows.extra(select={"one": "1"}),
+        "values": rows.values("status"),
+        "values_list": rows.values_list("id", flat=True),
+        "union": WorkflowInstance.objects.filter(id=first.id)
+        .union(WorkflowInstance.objects.filter(id=second.id))
+        .order_by("inserted_at"),
+    }
+    for name, queryset in narrowed.items():
+        found = statements(lambda queryset=queryset: queryset.to_instances())
+        assert len(found) == 1, name
+        assert queryset.to_instances() == expected, name
+
+
+def test_fields_are_the_models_columns_in_order() -> None:
+    assert tuple(field.column for field in WorkflowInstance._meta.concrete_fields) == FIELDS
 
 
 @pytest.mark.slow

@@ -577,6 +577,27 @@ def test_json_native_value_is_returned_itself(value: Any) -> None:
     assert_same(snapshot, value)
 
 
+@pytest.mark.parametrize("depth", [0, 1, 3, MAX_DEPTH - 1])
+def test_depth_counts_the_containers_that_will_enclose_the_value(depth: int) -> None:
+    deepest = _nested_lists(MAX_DEPTH - depth)
+    assert encode(deepest, depth=depth) is deepest
+    with pytest.raises(SerializationError, match=f"nested more than {MAX_DEPTH}") as caught:
+        encode([deepest], path="context.initial", depth=depth)
+    assert caught.value.path == "context.initial" + "[0]" * (MAX_DEPTH - depth)
+    # The enclosing containers are no object of the value's: nothing is taken for a cycle.
+    shared: list[Any] = [1]
+    assert encode([shared, [shared]], depth=min(depth, MAX_DEPTH - 3))[1][0] is shared
+
+
+def test_at_the_depth_limit_only_scalars_are_stored() -> None:
+    assert encode("text", depth=MAX_DEPTH) == "text"
+    for container in ({}, []):
+        with pytest.raises(SerializationError, match="nested more than"):
+            encode(container, depth=MAX_DEPTH)
+    with pytest.raises(SerializationError, match="nested more than"):
+        encode([], depth=MAX_DEPTH + 5)
+
+
 @given(json_native)
 def test_json_native_values_are_returned_themselves(value: Any) -> None:
     assert encode(value) is value

@@ -7,7 +7,17 @@ from typing import Any
 
 import pytest
 
-from hephaestus_django import Done, Event, Status, Step, Wait, WaitForEvent, Workflow
+from hephaestus_django import (
+    Async,
+    Done,
+    Event,
+    Route,
+    Status,
+    Step,
+    Wait,
+    WaitForEvent,
+    Workflow,
+)
 from hephaestus_django.core import engine
 from hephaestus_django.core.engine import StepResult
 from hephaestus_django.core.errors import (
@@ -16,7 +26,7 @@ from hephaestus_django.core.errors import (
     InvalidInstanceError,
     UnexpectedEventError,
 )
-from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.instance import Context, Instance
 from hephaestus_django.core.outcomes import read_outcome
 from tests import flows
 
@@ -417,3 +427,55 @@ def test_only_failed_instances_retry() -> None:
     instance = started(flows.IfElse)
     with pytest.raises(EngineError, match="only a failed instance can be retried"):
         engine.retry(instance)
+
+
+def test_runnable_steps_are_the_runnable_steps_unordered() -> None:
+    instance = engine.start(engine.new_instance(flows.FanOut, {"script": {}}))
+    assert engine.runnable_steps(instance) == {flows.Split}
+    instance = engine.apply(instance, [StepResult(flows.Split, Event("ok"))], now=NOW)
+    instance = engine.apply(instance, [StepResult(flows.Pack, Async())], now=NOW)
+    assert instance.waiting_steps.keys() == {flows.Pack}
+    expected = {activation.step for activation in engine.runnable(instance)}
+    assert engine.runnable_steps(instance) == expected == {flows.Charge, flows.Notify}
+    failed = engine.apply(instance, [StepResult(flows.Charge, error=ValueError("no"))], now=NOW)
+    assert engine.runnable_steps(failed) == frozenset()
+
+
+def test_a_route_sees_its_steps_result_and_not_a_later_siblings() -> None:
+    seen: list[Context] = []
+
+    def by_lane(context: Context) -> type[Step]:
+        seen.append(context)
+        return flows.Pack if context.result(flows.Check)["lane"] == "pack" else flows.Notify
+
+    class Lanes(Workflow):
+        start = flows.Split
+        transitions = {
+            flows.Split: {"ok": [flows.Check, flows.Charge]},
+            flows.Check: {
+                "valid": Route(by_lane, [flows.Pack, flows.Notify]),
+                "invalid": flows.Notify,
+            },
+            flows.Pack: {"ok": flows.Join},
+            flows.Notify: {"ok": flows.Join},
+            flows.Charge: {"ok": flows.Join},
+            flows.Join: {"ok": Done},
+        }
+
+    instance = engine.start(engine.new_instance(Lanes))
+    instance = engine.apply(instance, [StepResult(flows.Split, Event("ok"))], now=NOW)
+    before = dict(instance.context.steps)
+    wave = [
+        StepResult(flows.Charge, Event("ok", updates={"paid": True})),
+        StepResult(flows.Check, Event("valid", updates={"lane": "pack"})),
+    ]
+    after = engine.apply(instance, wave, now=NOW)
+    assert after.execution_history[-2].next_steps == (flows.Pack,)
+    ((context,),) = [seen]
+    assert dict(context.steps) == {**before, "check": {"lane": "pack"}}
+    assert dict(after.context.steps) == {
+        **before,
+        "check": {"lane": "pack"},
+        "charge": {"paid": True},
+    }
+    assert dict(instance.context.steps) == before  # the input is not changed

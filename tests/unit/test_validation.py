@@ -280,3 +280,21 @@ def test_abstract_workflows_are_not_validated() -> None:
         abstract = True
 
     assert Base.is_abstract()
+
+
+def test_the_graph_sorts_steps_in_topological_order_unknown_ones_last() -> None:
+    class Sorted(Workflow):
+        start = Fork
+        transitions = {
+            Fork: {"yes": [A, B], "no": C},
+            A: {"ok": C},
+            B: {"ok": C},
+            C: {"ok": Done},
+        }
+
+    graph = Sorted.graph
+    assert graph.sorted([Done, B, D, Fork, C, A]) == [Fork, A, B, C, Done, D]
+    unknown = {D, Closing}
+    assert graph.sorted(unknown) == list(unknown)  # in the order given
+    assert graph.sorted(iter([B])) == [B]
+    assert graph.sorted([]) == []

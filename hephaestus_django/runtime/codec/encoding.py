@@ -241,6 +241,10 @@ def _encode_set(value: set[Any] | frozenset[Any], trail: Trail, active: set[int]
     return {TYPE_KEY: type(value).__name__, "value": elements}
 
 
+# The containers that will enclose a value, counted as placeholders in the set of open ones:
+# negative numbers, never the id() of an object, so they are never mistaken for a cycle.
+_ENCLOSING = tuple(frozenset(range(-depth, 0)) for depth in range(MAX_DEPTH + 1))
+
 _ENCODERS: dict[type, Callable[[Any, Trail, set[int]], JSON]] = {
     str: _encode_str,
     int: _encode_int,
@@ -262,13 +266,17 @@ _ENCODERS: dict[type, Callable[[Any, Trail, set[int]], JSON]] = {
 }
 
 
-def encode(value: object, *, path: str = "", instance_id: UUID | None = None) -> JSON:
+def encode(
+    value: object, *, path: str = "", instance_id: UUID | None = None, depth: int = 0
+) -> JSON:
     """Return the JSON form of ``value``, or raise :class:`SerializationError`.
 
     ``path`` names ``value`` in error messages (``"context.initial"``); errors inside it get
     ``.items[3].price``-style suffixes, and a bad root value with no path is called
-    ``"value"``. Types are matched exactly, so subclasses (``StrEnum``, ``OrderedDict``,
-    ``namedtuple``...) are refused instead of silently coming back as their base type.
+    ``"value"``. ``depth`` is how many containers will enclose ``value`` in the document it is
+    written into: the nesting limit counts from that document's root, as reading it does.
+    Types are matched exactly, so subclasses (``StrEnum``, ``OrderedDict``, ``namedtuple``...)
+    are refused instead of silently coming back as their base type.
     Equal values shared at several places are stored at each place and come back as separate
     (equal) objects. Values are never converted through their own methods: no ``__repr__``,
     ``__str__`` or ``utcoffset`` of a user class runs while encoding.
@@ -280,8 +288,9 @@ def encode(value: object, *, path: str = "", instance_id: UUID | None = None) ->
     to ``value``: write it out (:func:`dumps`) before ``value`` changes. ``value`` itself is
     never modified.
     """
+    active = set(_ENCLOSING[min(depth, MAX_DEPTH)]) if depth > 0 else set()
     try:
-        return _encode_any(value, None, set())
+        return _encode_any(value, None, active)
     except Failure as failure:
         where = format_trail(path, failure.trail) or "value"
         raise SerializationError(where, failure.problem, instance_id=instance_id) from None

@@ -1,0 +1,178 @@
+"""The state document a storage writes: what ``to_row`` encodes, and that it reads back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import date
+from typing import Any
+
+import pytest
+
+from hephaestus_django import Done, Event, SerializationError, Step, Workflow
+from hephaestus_django.core import engine
+from hephaestus_django.core.instance import Context, Instance, evolve
+from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.document import from_row, to_row
+from tests.unit.test_engine import run_waves
+
+
+class Dated(Step):
+    """A result with a value ``encode`` tags, so its encoded form is a new object."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        return Event("ok", updates={"on": date(2026, 11, 24), "n": context.initial["n"]})
+
+
+class OddlyKeyed(Dated):
+    """Its result sits under the key ``encode`` escapes in ``context.steps``."""
+
+    step_key = codec.TYPE_KEY
+
+
+class DatedAgain(Dated):
+    pass
+
+
+class DatedFlow(Workflow):
+    start = Dated
+    transitions = {Dated: {"ok": DatedAgain}, DatedAgain: {"ok": Done}}
+
+
+class OddlyKeyedFlow(Workflow):
+    start = Dated
+    transitions = {Dated: {"ok": OddlyKeyed}, OddlyKeyed: {"ok": Done}}
+
+
+def finished(n: int = 1, workflow: type[Workflow] = DatedFlow) -> Instance:
+    return run_waves(engine.start(engine.new_instance(workflow, {"n": n})))
+
+
+def read_back(instance: Instance) -> Instance:
+    """Encode, write as text, read and decode, as a storage does."""
+    row = to_row(instance)
+    return from_row(replace(row, state=codec.loads(codec.dumps(row.state))))
+
+
+def test_results_in_the_history_are_written_as_in_the_context() -> None:
+    instance = finished()
+    state = to_row(instance).state
+    entries = state["execution_history"]
+    steps = state["context"]["steps"]
+    assert [entry["context_updates"] for entry in entries[:2]] == [
+        steps["dated"],
+        steps["dated_again"],
+    ]
+    assert entries[0]["context_updates"]["on"] == {"__type__": "date", "value": "2026-11-24"}
+    assert read_back(instance) == instance
+
+
+def test_results_under_the_escaped_key_are_written_as_in_the_context() -> None:
+    instance = finished(workflow=OddlyKeyedFlow)
+    state = to_row(instance).state
+    escaped = state["context"]["steps"]
+    assert escaped["__type__"] == "dict"
+    entries = state["execution_history"]
+    assert entries[1]["context_updates"] == escaped["value"][codec.TYPE_KEY]
+    assert read_back(instance) == instance
+
+
+def test_a_history_result_that_is_not_the_one_in_the_context_is_checked_on_its_own() -> None:
+    instance = finished()
+    first = instance.execution_history[0]
+    # Equal to the context's result, but another object, holding what cannot be stored.
+    replaced = evolve(
+        instance,
+        execution_history=(
+            evolve_entry(first, {**first.context_updates, "bad": object()}),
+            *instance.execution_history[1:],
+        ),
+    )
+    with pytest.raises(SerializationError) as caught:
+        to_row(replaced)
+    assert caught.value.path == "execution_history[0].context_updates.bad"
+    assert str(instance.id) in str(caught.value)
+
+
+def test_a_history_result_that_differs_from_the_contexts_is_written_as_it_is() -> None:
+    instance = finished(n=1)
+    first = instance.execution_history[0]
+    older = evolve(
+        instance,
+        execution_history=(
+            evolve_entry(first, {"on": date(2020, 1, 1), "n": 0}),
+            *instance.execution_history[1:],
+        ),
+    )
+    got = read_back(older)
+    assert got.execution_history[0].context_updates == {"on": date(2020, 1, 1), "n": 0}
+    assert got.context.steps["dated"] == {"on": date(2026, 11, 24), "n": 1}
+
+
+@pytest.mark.parametrize("event", ["nul\x00", "\ud800"])
+def test_an_event_name_that_cannot_be_stored_is_refused_naming_the_entry(event: str) -> None:
+    instance = finished()
+    first = instance.execution_history[0]
+    broken = evolve(
+        instance,
+        execution_history=(
+            type(first)(
+                step=first.step,
+                event=event,
+                timestamp=first.timestamp,
+                context_updates=first.context_updates,
+                next_steps=first.next_steps,
+            ),
+            *instance.execution_history[1:],
+        ),
+    )
+    with pytest.raises(SerializationError) as caught:
+        to_row(broken)
+    assert caught.value.path == "execution_history[0].event"
+
+
+def test_a_non_ascii_event_name_is_stored() -> None:
+    instance = finished()
+    first = instance.execution_history[0]
+    renamed = evolve(
+        instance,
+        execution_history=(
+            type(first)(
+                step=first.step,
+                event="geprüft",
+                timestamp=first.timestamp,
+                context_updates=first.context_updates,
+                next_steps=first.next_steps,
+            ),
+            *instance.execution_history[1:],
+        ),
+    )
+    assert read_back(renamed).execution_history[0].event == "geprüft"
+
+
+def evolve_entry(entry: Any, updates: Any) -> Any:
+    return type(entry)(
+        step=entry.step,
+        event=entry.event,
+        timestamp=entry.timestamp,
+        context_updates=updates,
+        metadata_updates=entry.metadata_updates,
+        next_steps=entry.next_steps,
+    )
+
+
+def test_the_first_value_refused_is_the_first_in_the_document() -> None:
+    instance = finished()
+    broken = evolve(
+        instance,
+        context=Context(
+            initial={**instance.context.initial, "bad": object()},
+            steps={**instance.context.steps, "bad": object()},
+        ),
+        runtime_metadata={"bad": object()},
+    )
+    with pytest.raises(SerializationError) as caught:
+        to_row(broken)
+    assert caught.value.path == "context.initial.bad"
