@@ -256,13 +256,14 @@ def stored_row(values: Any) -> StoredRow:
         lease_owner,
         lease_expires_at,
     ) = values
+    loaded = codec.loads(state)
     return StoredRow(
         id=instance_id,
         workflow=workflow,
         status=status,
         workflow_version=version,
-        state=codec.loads(state),
-        plain=codec.is_plain(state),
+        state=loaded,
+        plain=codec.is_plain_jsonb(state, loaded),
         revision=revision,
         inserted_at=inserted_at,
         updated_at=updated_at,

@@ -68,8 +68,9 @@ class StoredRow:
     due_at: datetime | None = None
     """The earliest timer of the waiting steps: what workers look for."""
     plain: bool = False
-    """``state`` was just parsed from text that :func:`codec.is_plain` accepts, and is shared
-    with nothing else: decoding it would copy it unchanged, so :func:`from_row` does not."""
+    """``state`` was just parsed from text that :func:`codec.is_plain` (or ``is_plain_jsonb``)
+    accepts, and is shared with nothing else: decoding it would copy it unchanged, so
+    :func:`from_row` does not."""
 
 
 def to_row(instance: Instance) -> StoredRow:

@@ -34,6 +34,7 @@ from hephaestus_django.runtime.codec import (
     encode,
     format_path,
     is_plain,
+    is_plain_jsonb,
     loads,
 )
 from hephaestus_django.runtime.codec.refusals import MAX_DEPTH
@@ -228,6 +229,27 @@ def test_is_plain(text: str, plain: bool) -> None:
     assert is_plain(text) is plain
     if plain:
         assert_same(decode(loads(text)), loads(text))
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1])
+@pytest.mark.parametrize("siblings", [0, MAX_DEPTH])
+def test_plain_jsonb_text_keeps_the_nesting_limit(depth: int, siblings: int) -> None:
+    value = {"padding": [{"n": [i]} for i in range(siblings)], "deep": _nested_lists(depth)}
+    text = postgres_reprint(json.dumps(value))
+    within = depth + 1 <= MAX_DEPTH  # the outer dict is a container too
+    assert is_plain_jsonb(text, loads(text)) is within
+    if within:
+        assert_same(decode(loads(text)), loads(text))
+    else:
+        with pytest.raises(CorruptInstanceError):
+            decode(loads(text))
+
+
+def test_plain_jsonb_text_has_no_tagged_value() -> None:
+    text = postgres_reprint('{"due": {"__type__": "date", "value": "2026-12-24"}}')
+    assert not is_plain_jsonb(text, loads(text))
+    assert is_plain_jsonb("[]", [])
+    assert is_plain_jsonb("1", 1)
 
 
 def test_text_that_is_not_plain_still_decodes_or_is_refused() -> None:

@@ -45,13 +45,14 @@ A ``timezone``'s optional name is not kept; it takes no part in equality.
 The package is split by job; only the names in ``__all__`` are public:
 
 * ``encoding``: :func:`encode` and :data:`TYPE_KEY`
-* ``decoding``: :func:`decode`, and :func:`is_plain` (when decoding can be skipped)
+* ``decoding``: :func:`decode`, and :func:`is_plain` / :func:`is_plain_jsonb` (when decoding
+  can be skipped)
 * ``text``: :func:`dumps`, :func:`dumps_encoded`, :func:`loads` and :data:`JSON`
 * ``paths``: :func:`format_path` and the lazy trail that becomes a path only on refusal
 * ``refusals``: the shared limits and the wording of refusals
 """
 
-from hephaestus_django.runtime.codec.decoding import decode, is_plain
+from hephaestus_django.runtime.codec.decoding import decode, is_plain, is_plain_jsonb
 from hephaestus_django.runtime.codec.encoding import TYPE_KEY, encode
 from hephaestus_django.runtime.codec.paths import format_path
 from hephaestus_django.runtime.codec.text import JSON, dumps, dumps_encoded, loads
@@ -65,5 +66,6 @@ __all__ = [
     "encode",
     "format_path",
     "is_plain",
+    "is_plain_jsonb",
     "loads",
 ]

@@ -278,6 +278,41 @@ def is_plain(text: str) -> bool:
     )
 
 
+def is_plain_jsonb(text: str, loaded: object) -> bool:
+    """:func:`is_plain` for text PostgreSQL printed from a ``jsonb`` value, and what it loads to.
+
+    jsonb holds no ``NaN`` or ``Infinity`` (JSON has none), and PostgreSQL prints strings and
+    keys with escapes only for quotes, backslashes and control characters, so an escape in its
+    output never spells ``"__type__"``: the key of a tagged dict is always there as it is. What
+    is left is the nesting limit. Text with at most :data:`MAX_DEPTH` containers in all is
+    within it; a longer state (a workflow with a long history) is measured on ``loaded``
+    (``loads(text)``), which visits only the containers and costs less than half of the
+    decoding it saves. Every read of the storage goes through this, once per row.
+    """
+    if TYPE_KEY in text:
+        return False
+    if text.count("{") + text.count("[") <= MAX_DEPTH:
+        return True
+    return _nested_at_most(loaded, MAX_DEPTH)
+
+
+def _nested_at_most(value: object, limit: int) -> bool:
+    """Whether no path into ``value`` goes through more than ``limit`` containers."""
+    if type(value) is dict:
+        children: Any = value.values()
+    elif type(value) is list:
+        children = value
+    else:
+        return True
+    if limit <= 0:
+        return False
+    for child in children:
+        kind = type(child)
+        if (kind is dict or kind is list) and not _nested_at_most(child, limit - 1):
+            return False
+    return True
+
+
 def decode(data: object, *, path: str = "", instance_id: object = None) -> object:
     """Rebuild the value :func:`encode` turned into ``data``.
 
