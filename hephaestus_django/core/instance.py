@@ -129,7 +129,8 @@ class Instance:
                 f"workflow_version of instance {self.id} must be a positive int, not {version!r}"
             )
         try:
-            self.status = Status(self.status)
+            if type(self.status) is not Status:
+                self.status = Status(self.status)
         except ValueError:
             statuses = ", ".join(status.value for status in Status)
             raise InvalidInstanceError(

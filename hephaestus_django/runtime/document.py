@@ -50,6 +50,9 @@ STATE_KEYS = (
     "error",
 )
 
+_STATE_KEY_SET = frozenset(STATE_KEYS)
+_STATUSES = {status.value: status for status in Status}
+
 
 @dataclass(frozen=True, slots=True)
 class StoredRow:
@@ -217,16 +220,15 @@ def from_row(row: StoredRow) -> Instance:
     reader = _Reader(row.id, workflow.graph)
     decoded = row.state if row.plain else codec.decode(row.state, instance_id=row.id)
     state = reader.mapping(decoded, "state")
-    missing = [key for key in STATE_KEYS if key not in state]
-    if missing:
+    if not state.keys() >= _STATE_KEY_SET:
+        missing = [key for key in STATE_KEYS if key not in state]
         reader.corrupt("state", f"missing keys {', '.join(missing)}")
     context = reader.mapping(state["context"], "context")
     for key in ("initial", "steps"):
         if key not in context:
             reader.corrupt("context", f"missing key {key!r}")
-    try:
-        status = Status(row.status)
-    except ValueError:
+    status = _STATUSES.get(row.status)
+    if status is None:
         reader.corrupt("status", f"unknown status {row.status!r}")
     return Instance(
         id=row.id,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hephaestus_django import Done, Event, SerializationError, Step, Workflow
+from hephaestus_django import CorruptInstanceError, Done, Event, SerializationError, Step, Workflow
 from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Context, Instance, evolve
 from hephaestus_django.runtime import codec
@@ -176,3 +176,19 @@ def test_the_first_value_refused_is_the_first_in_the_document() -> None:
     with pytest.raises(SerializationError) as caught:
         to_row(broken)
     assert caught.value.path == "context.initial.bad"
+
+
+@pytest.mark.parametrize("status", ["done", "RUNNING", ""])
+def test_a_row_with_an_unknown_status_is_corrupt(status: str) -> None:
+    row = replace(to_row(finished()), status=status)
+    with pytest.raises(CorruptInstanceError) as caught:
+        from_row(row)
+    assert caught.value.path == "status"
+    assert repr(status) in str(caught.value)
+
+
+def test_a_row_missing_state_keys_names_them() -> None:
+    row = to_row(finished())
+    state = {key: value for key, value in row.state.items() if key not in ("error", "context")}
+    with pytest.raises(CorruptInstanceError, match="missing keys context, error"):
+        from_row(replace(row, state=state))
