@@ -158,14 +158,14 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     for name, floor in (("put_insert", 0.9), ("put_update", 0.9), ("get", 0.8)):
         for label, found in _configurations(ops):
             got = found[name]["ratio"]["median"]
-            checks.append((f"{name} ≥ {floor}x raw ops/s, {label}", f"{got:.2f}x", got >= floor))
+            checks.append((f"{name} ≥ {floor}x raw ops/s, {label}", f"{got:.3f}x", got >= floor))
     counts = {name: ops[name]["statements"] for name in OPERATIONS}
     checks.append(
         ("one statement per storage op", str(counts), all(c == 1 for c in counts.values()))
     )
     for label, linear in _configurations(results["end_to_end"]["linear_3"]):
         got = linear["ratio"]["median"]
-        checks.append((f"3-step workflow ≥ 0.8x floor, {label}", f"{got:.2f}x", got >= 0.8))
+        checks.append((f"3-step workflow ≥ 0.8x floor, {label}", f"{got:.3f}x", got >= 0.8))
     worst = max(found["writes_per_wave"] for found in results["end_to_end"].values())
     checks.append(("≤ 1 write per engine wave", f"{worst:.2f}", worst <= 1))
     largest = results["containment"][-1]
@@ -174,7 +174,7 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         checks.append(
             (
                 f"state__contains at {largest['rows']:,} rows ≤ 2x raw GIN time, {label}",
-                f"{got:.2f}x",
+                f"{got:.3f}x",
                 got <= 2,
             )
         )
