@@ -154,7 +154,8 @@ class InMemoryStorage:
 
 
 def _with_state(record: _Record) -> StoredRow:
-    return replace(record.row, state=codec.loads(record.text))
+    text = record.text
+    return replace(record.row, state=codec.loads(text), plain=codec.is_plain(text))
 
 
 def _decoded(record: _Record) -> Instance:
