@@ -79,33 +79,25 @@ def test_results_under_the_escaped_key_are_written_as_in_the_context() -> None:
     assert read_back(instance) == instance
 
 
+def with_first_entry(instance: Instance, **changes: Any) -> Instance:
+    """``instance`` with its first history entry changed."""
+    first, *rest = instance.execution_history
+    return evolve(instance, execution_history=(replace(first, **changes), *rest))
+
+
 def test_a_history_result_that_is_not_the_one_in_the_context_is_checked_on_its_own() -> None:
     instance = finished()
-    first = instance.execution_history[0]
     # Equal to the context's result, but another object, holding what cannot be stored.
-    replaced = evolve(
-        instance,
-        execution_history=(
-            evolve_entry(first, {**first.context_updates, "bad": object()}),
-            *instance.execution_history[1:],
-        ),
-    )
+    updates = {**instance.execution_history[0].context_updates, "bad": object()}
     with pytest.raises(SerializationError) as caught:
-        to_row(replaced)
+        to_row(with_first_entry(instance, context_updates=updates))
     assert caught.value.path == "execution_history[0].context_updates.bad"
     assert str(instance.id) in str(caught.value)
 
 
 def test_a_history_result_that_differs_from_the_contexts_is_written_as_it_is() -> None:
     instance = finished(n=1)
-    first = instance.execution_history[0]
-    older = evolve(
-        instance,
-        execution_history=(
-            evolve_entry(first, {"on": date(2020, 1, 1), "n": 0}),
-            *instance.execution_history[1:],
-        ),
-    )
+    older = with_first_entry(instance, context_updates={"on": date(2020, 1, 1), "n": 0})
     got = read_back(older)
     assert got.execution_history[0].context_updates == {"on": date(2020, 1, 1), "n": 0}
     assert got.context.steps["dated"] == {"on": date(2026, 11, 24), "n": 1}
@@ -113,54 +105,14 @@ def test_a_history_result_that_differs_from_the_contexts_is_written_as_it_is() -
 
 @pytest.mark.parametrize("event", ["nul\x00", "\ud800"])
 def test_an_event_name_that_cannot_be_stored_is_refused_naming_the_entry(event: str) -> None:
-    instance = finished()
-    first = instance.execution_history[0]
-    broken = evolve(
-        instance,
-        execution_history=(
-            type(first)(
-                step=first.step,
-                event=event,
-                timestamp=first.timestamp,
-                context_updates=first.context_updates,
-                next_steps=first.next_steps,
-            ),
-            *instance.execution_history[1:],
-        ),
-    )
     with pytest.raises(SerializationError) as caught:
-        to_row(broken)
+        to_row(with_first_entry(finished(), event=event))
     assert caught.value.path == "execution_history[0].event"
 
 
 def test_a_non_ascii_event_name_is_stored() -> None:
-    instance = finished()
-    first = instance.execution_history[0]
-    renamed = evolve(
-        instance,
-        execution_history=(
-            type(first)(
-                step=first.step,
-                event="geprüft",
-                timestamp=first.timestamp,
-                context_updates=first.context_updates,
-                next_steps=first.next_steps,
-            ),
-            *instance.execution_history[1:],
-        ),
-    )
+    renamed = with_first_entry(finished(), event="geprüft")
     assert read_back(renamed).execution_history[0].event == "geprüft"
-
-
-def evolve_entry(entry: Any, updates: Any) -> Any:
-    return type(entry)(
-        step=entry.step,
-        event=entry.event,
-        timestamp=entry.timestamp,
-        context_updates=updates,
-        metadata_updates=entry.metadata_updates,
-        next_steps=entry.next_steps,
-    )
 
 
 def test_the_first_value_refused_is_the_first_in_the_document() -> None:
