@@ -323,11 +323,19 @@ def _is_plain_end(step: StepClass) -> bool:
 
 
 def _check_storable(step: StepClass, outcome: Event) -> None:
-    """Refuse a result that could not be stored, as that step's failure, not a failed write."""
+    """Refuse a result that could not be stored, as that step's failure, not a failed write.
+
+    Both are stored three containers deep (in the state, its history, an entry; the result
+    also in ``context.steps``), which the nesting limit counts as the write will.
+    """
     if outcome.updates is not None:
-        codec.encode(outcome.updates, path=codec.format_path("context.steps", step.step_key))
+        path = codec.format_path("context.steps", step.step_key)
+        codec.encode(outcome.updates, path=path, depth=_RESULT_DEPTH)
     if outcome.metadata is not None:
-        codec.encode(outcome.metadata, path="runtime_metadata")
+        codec.encode(outcome.metadata, path="runtime_metadata", depth=_RESULT_DEPTH)
+
+
+_RESULT_DEPTH = 3
 
 
 def _expect(

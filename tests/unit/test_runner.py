@@ -329,6 +329,36 @@ def test_an_unstorable_step_result_fails_that_step(storage: RecordingStorage) ->
     assert "context.steps.leaky.handle" in instance.error.message
 
 
+@pytest.mark.parametrize("levels", [96, 97])
+def test_a_step_result_nested_too_deep_for_the_state_fails_that_step(
+    storage: RecordingStorage, levels: int
+) -> None:
+    deep: list[Any] = []
+    for _ in range(levels - 1):
+        deep = [deep]
+
+    class Deep(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Any, config: Any, context: Any) -> Any:
+            return Event("ok", updates={"deep": deep})
+
+    class Deepening(Workflow):
+        start = Deep
+        transitions = {Deep: {"ok": Done}}
+
+    # The state, the history, its entry, the result dict: 4 containers, then the lists.
+    instance = Deepening.get(Deepening.start())
+    if 4 + levels <= 100:
+        assert instance.status is Status.COMPLETED
+        assert instance.context.steps["deep"] == {"deep": deep}
+    else:
+        assert instance.status is Status.FAILED
+        assert instance.error is not None
+        assert "nested more than 100" in instance.error.message
+        assert "context.steps.deep.deep" in instance.error.message
+
+
 def test_an_unstorable_context_writes_nothing(storage: RecordingStorage) -> None:
     with pytest.raises(SerializationError, match=r"context\.initial\.when"):
         flows.IfElse.start({"when": object()})
