@@ -25,8 +25,8 @@ from hephaestus_django.core.instance import Failure, Instance
 from hephaestus_django.core.workflow import WorkflowDefinition, workflow_registry
 from hephaestus_django.diagram import build_diagram, progress_of, render_svg
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import from_row
+from hephaestus_django.storage import parse_state
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,12 @@ class InstancePage:
 
 def instance_page(row: WorkflowInstance) -> InstancePage:
     """The page for ``row``, which must carry its state as text in ``state_json``."""
-    document = codec.loads(row.state_json)
-    raw = pretty(document)
     workflow = _registered(row.workflow)
+    try:
+        document = parse_state(row.id, row.state_json)
+    except HephaestusError as error:
+        return InstancePage(row, None, _explain(error), _graph(workflow, None), row.state_json)
+    raw = pretty(document)
     try:
         instance = from_row(row.stored_row(document))
     except HephaestusError as error:

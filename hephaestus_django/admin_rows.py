@@ -13,9 +13,9 @@ from hephaestus_django import conf
 from hephaestus_django.core.errors import HephaestusError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import from_row
 from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.storage import parse_state
 
 
 class NoStorageForDatabase(LookupError):
@@ -40,6 +40,6 @@ def storage_for(database: str) -> Storage:
 def decoded(row: WorkflowInstance) -> tuple[Instance | None, str]:
     """The row as an instance, or None and why it cannot be decoded."""
     try:
-        return from_row(row.stored_row(codec.loads(row.state_json))), ""
+        return from_row(row.stored_row(parse_state(row.id, row.state_json))), ""
     except HephaestusError as error:
         return None, str(error)

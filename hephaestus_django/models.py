@@ -87,7 +87,7 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
         with reading_cursor(connections[self.db]) as cursor:
             cursor.execute(*compiled)
             found = cursor.fetchall()
-        return decode_rows(stored_row(values) for values in found)
+        return decode_rows(found, stored_row)
 
 
 def _rows_sql(queryset: models.QuerySet[Any]) -> tuple[str, Any] | None:

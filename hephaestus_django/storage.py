@@ -33,7 +33,11 @@ from uuid import UUID
 
 from django.db import connections, transaction
 
-from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
+from hephaestus_django.core.errors import (
+    CorruptInstanceError,
+    InstanceNotFound,
+    StaleInstanceError,
+)
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.cursors import reading_cursor
 from hephaestus_django.runtime import codec
@@ -176,7 +180,7 @@ class DjangoStorage:
         with reading_cursor(connections[self.using]) as cursor:
             cursor.execute(CLAIM, params)
             found = cursor.fetchall()
-        return decode_rows(stored_row(values) for values in found)
+        return decode_rows(found, stored_row)
 
     def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
         key = instance_key(instance_id)
@@ -205,7 +209,7 @@ class DjangoStorage:
         with reading_cursor(connections[self.using]) as cursor:
             cursor.execute(sql, params)
             found = cursor.fetchall()
-        return decode_rows(stored_row(values) for values in found)
+        return decode_rows(found, stored_row)
 
 
 def where_clause(filters: QueryFilters) -> tuple[str, list[Any]]:
@@ -242,7 +246,10 @@ def like_prefix(prefix: str) -> str:
 
 
 def stored_row(values: Any) -> StoredRow:
-    """The row read as the columns of :data:`FIELDS`, in their order, the state as text."""
+    """The row read as the columns of :data:`FIELDS`, in their order, the state as text.
+
+    ``CorruptInstanceError`` if the state's text cannot be read (see :func:`parse_state`).
+    """
     (
         instance_id,
         workflow,
@@ -256,7 +263,7 @@ def stored_row(values: Any) -> StoredRow:
         lease_owner,
         lease_expires_at,
     ) = values
-    loaded = codec.loads(state)
+    loaded = parse_state(instance_id, state)
     return StoredRow(
         id=instance_id,
         workflow=workflow,
@@ -271,3 +278,17 @@ def stored_row(values: Any) -> StoredRow:
         lease_expires_at=lease_expires_at,
         due_at=due_at,
     )
+
+
+def parse_state(instance_id: object, text: str) -> codec.JSON:
+    """The ``state`` column's text, parsed; ``CorruptInstanceError`` if it cannot be.
+
+    PostgreSQL always prints valid JSON, but a value written by hand in SQL may be nested
+    deeper than Python can parse: that row is corrupt, and must not fail the others read with
+    it.
+    """
+    try:
+        return codec.loads(text)
+    except ValueError as error:
+        problem = f"its JSON cannot be read: {error}"
+        raise CorruptInstanceError(instance_id, "state", problem) from None

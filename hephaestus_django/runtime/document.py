@@ -35,6 +35,7 @@ from hephaestus_django.core.workflow import workflow_registry
 from hephaestus_django.runtime import codec
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 logger = logging.getLogger("hephaestus_django.storage")
 
@@ -199,18 +200,22 @@ class _StateWriter:
         return self.user(updates, f"execution_history[{index}].context_updates", 3)
 
 
-def decode_rows(rows: Iterable[StoredRow]) -> list[Instance]:
+def decode_rows(rows: Iterable[R], read: Callable[[R], StoredRow]) -> list[Instance]:
     """Decode rows for a query result, leaving out (and logging) any that cannot be decoded.
 
-    One corrupt row, or one whose workflow is no longer defined, must not hide
-    the others; ``get`` on its id raises the error instead.
+    ``read`` turns each row as the backend holds it into a :class:`StoredRow`; it runs inside
+    the same guard as :func:`from_row`, so a row whose text cannot even be parsed is left out
+    like any other corrupt row. One corrupt row, or one whose workflow is no longer defined,
+    must not hide the others; ``get`` on its id raises the error instead.
     """
     instances = []
     for row in rows:
         try:
-            instances.append(from_row(row))
+            instances.append(from_row(read(row)))
         except (CorruptInstanceError, UnknownWorkflowError) as error:
-            logger.error("left workflow instance %s out of query results: %s", row.id, error)
+            logger.error(
+                "left workflow instance %s out of query results: %s", error.instance_id, error
+            )
     return instances
 
 

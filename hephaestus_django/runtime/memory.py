@@ -142,7 +142,7 @@ class InMemoryStorage:
         )
         if parsed.limit is not None:
             matching = matching[: parsed.limit]
-        return decode_rows(_with_state(record) for record in matching)
+        return decode_rows(matching, _with_state)
 
     def clear(self) -> None:
         """Forget every instance."""

@@ -172,6 +172,22 @@ def test_a_corrupt_row_of_a_known_workflow(admin_client: Client) -> None:
     assert 'id="hx-resume"' not in page
 
 
+def test_a_row_nested_too_deep_to_parse(admin_client: Client) -> None:
+    row_id = uuid.uuid4()
+    deep = "[" * 3000 + "]" * 3000
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO workflow_instances (id, workflow, status, state) "
+            "VALUES (%s, %s, 'waiting', %s::jsonb)",
+            [row_id, EchoFlow.path(), deep],
+        )
+    page = shown(admin_client, row_id)
+    assert "This instance cannot be decoded" in page
+    assert "nested too deep to read" in page
+    assert deep in section(page, "raw")
+    assert 'id="hx-delete"' in page
+
+
 def test_a_row_whose_workflow_is_gone(admin_client: Client) -> None:
     row_id = uuid.uuid4()
     with connection.cursor() as cursor:

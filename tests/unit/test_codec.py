@@ -233,8 +233,13 @@ def test_is_plain(text: str, plain: bool) -> None:
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1])
 @pytest.mark.parametrize("siblings", [0, MAX_DEPTH])
-def test_plain_jsonb_text_keeps_the_nesting_limit(depth: int, siblings: int) -> None:
-    value = {"padding": [{"n": [i]} for i in range(siblings)], "deep": _nested_lists(depth)}
+@pytest.mark.parametrize("note", ["", "x" * 10_000])  # long text is measured, not counted
+def test_plain_jsonb_text_keeps_the_nesting_limit(depth: int, siblings: int, note: str) -> None:
+    value = {
+        "padding": [{"n": [i]} for i in range(siblings)],
+        "deep": _nested_lists(depth),
+        "note": note,
+    }
     text = postgres_reprint(json.dumps(value))
     within = depth + 1 <= MAX_DEPTH  # the outer dict is a container too
     assert is_plain_jsonb(text, loads(text)) is within
@@ -250,6 +255,12 @@ def test_plain_jsonb_text_has_no_tagged_value() -> None:
     assert not is_plain_jsonb(text, loads(text))
     assert is_plain_jsonb("[]", [])
     assert is_plain_jsonb("1", 1)
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, b"[" * 5000 + b"]" * 5000])
+def test_text_nested_too_deep_to_parse_is_a_json_error(text: str | bytes) -> None:
+    with pytest.raises(json.JSONDecodeError, match="nested too deep to read"):
+        loads(text)
 
 
 def test_text_that_is_not_plain_still_decodes_or_is_refused() -> None:

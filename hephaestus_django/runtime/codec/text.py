@@ -125,7 +125,8 @@ def loads(text: str | bytes) -> JSON:
 
     orjson reads it, unless it has a run of 19 digits (orjson would read an int beyond 64
     bits as a float) or orjson refuses it (``NaN``, ``Infinity``, or invalid text): then
-    ``json`` does, with its own errors.
+    ``json`` does, with its own errors. Text nested deeper than Python's recursion allows is a
+    ``json.JSONDecodeError`` too, not a ``RecursionError``.
     """
     data = text.encode() if isinstance(text, str) else text
     if _LONG_RUN not in data.translate(_DIGITS_ONLY):
@@ -135,5 +136,9 @@ def loads(text: str | bytes) -> JSON:
             pass
         else:
             return result
-    fallback: JSON = json.loads(text)
+    try:
+        fallback: JSON = json.loads(text)
+    except RecursionError:  # orjson refuses the same text, beyond 1,024 levels
+        document = text if isinstance(text, str) else text.decode(errors="replace")
+        raise json.JSONDecodeError("the JSON is nested too deep to read", document, 0) from None
     return fallback
