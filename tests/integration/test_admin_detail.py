@@ -174,7 +174,7 @@ def test_a_corrupt_row_of_a_known_workflow(admin_client: Client) -> None:
 
 def test_a_row_nested_too_deep_to_parse(admin_client: Client) -> None:
     row_id = uuid.uuid4()
-    deep = "[" * 3000 + "]" * 3000
+    deep = "[" * 12_000 + "]" * 12_000  # see test_django_storage's corrupt rows
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO workflow_instances (id, workflow, status, state) "

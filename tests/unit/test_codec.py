@@ -257,7 +257,8 @@ def test_plain_jsonb_text_has_no_tagged_value() -> None:
     assert is_plain_jsonb("1", 1)
 
 
-@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, b"[" * 5000 + b"]" * 5000])
+# Deeper than json parses on any supported Python (3.13 parses up to about 9,000 levels).
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, b"[" * 100_000 + b"]" * 100_000])
 def test_text_nested_too_deep_to_parse_is_a_json_error(text: str | bytes) -> None:
     with pytest.raises(json.JSONDecodeError, match="nested too deep to read"):
         loads(text)
