@@ -97,7 +97,9 @@ def _rows_sql(queryset: models.QuerySet[Any]) -> tuple[str, Any] | None:
     model), so it is compiled as it is: asking for them with ``values_list`` would select the
     same and cost a queryset copy and a lookup per column, more than compiling the query
     itself. One whose select differs (``only()``, ``annotate()``, ``values()``...) is asked for
-    them explicitly.
+    them explicitly, at the cost of a second compile: the compiled select is the one public-enough
+    place that says what a queryset selects, and narrowing a queryset only to decode whole rows
+    is rare.
     """
     try:
         compiler = queryset.query.get_compiler(using=queryset.db)
