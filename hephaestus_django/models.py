@@ -21,7 +21,7 @@ from django.db.models.sql.compiler import SQLCompiler
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import Step
-from hephaestus_django.cursors import reading_cursor
+from hephaestus_django.cursors import fetch_all
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
 from hephaestus_django.runtime.filters import status_value, workflow_name
@@ -84,9 +84,7 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
         compiled = _rows_sql(self)
         if compiled is None:
             return []
-        with reading_cursor(connections[self.db]) as cursor:
-            cursor.execute(*compiled)
-            found = cursor.fetchall()
+        found = fetch_all(connections[self.db], *compiled)
         return decode_rows(found, stored_row)
 
 

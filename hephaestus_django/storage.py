@@ -19,9 +19,9 @@ is the one composite: a short transaction around ``SELECT ... FOR UPDATE`` and
 the ``put``.
 
 The state is sent and read as JSON text produced by the codec, so what comes
-back is decoded with the same rules as every other backend. Rows are read through
-:func:`~hephaestus_django.cursors.reading_cursor`: Django's cursor, reading
-timestamps with psycopg's compiled loader where that changes nothing.
+back is decoded with the same rules as every other backend. Rows are read with
+:func:`~hephaestus_django.cursors.fetch_one` and ``fetch_all``: through Django's cursor,
+reading timestamps with psycopg's compiled loader where that changes nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from hephaestus_django.core.errors import (
     StaleInstanceError,
 )
 from hephaestus_django.core.instance import Instance, instance_key
-from hephaestus_django.cursors import reading_cursor
+from hephaestus_django.cursors import fetch_all, fetch_one
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
 from hephaestus_django.runtime.filters import QueryFilters, parse_filters
@@ -122,9 +122,7 @@ class DjangoStorage:
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
-        with reading_cursor(connections[self.using]) as cursor:
-            cursor.execute(SELECT_ONE, [key])
-            found = cursor.fetchone()
+        found = fetch_one(connections[self.using], SELECT_ONE, [key])
         if found is None:
             raise InstanceNotFound(instance_id)
         return from_row(stored_row(found))
@@ -143,9 +141,7 @@ class DjangoStorage:
             row.due_at,
             row.revision,
         ]
-        with reading_cursor(connections[self.using]) as cursor:
-            cursor.execute(UPSERT, params)
-            written = cursor.fetchone()
+        written = fetch_one(connections[self.using], UPSERT, params)
         if written is None:
             raise StaleInstanceError(instance.id, instance.revision)
         revision, version, inserted_at, updated_at = written
@@ -164,9 +160,7 @@ class DjangoStorage:
         if key is None:
             raise InstanceNotFound(instance_id)
         with transaction.atomic(using=self.using):
-            with reading_cursor(connections[self.using]) as cursor:
-                cursor.execute(SELECT_ONE + " FOR UPDATE", [key])
-                found = cursor.fetchone()
+            found = fetch_one(connections[self.using], SELECT_ONE + " FOR UPDATE", [key])
             if found is None:
                 raise InstanceNotFound(instance_id)
             current = from_row(stored_row(found))
@@ -177,9 +171,7 @@ class DjangoStorage:
 
     def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
         params = {"owner": owner, "now": now, "until": until, "limit": limit}
-        with reading_cursor(connections[self.using]) as cursor:
-            cursor.execute(CLAIM, params)
-            found = cursor.fetchall()
+        found = fetch_all(connections[self.using], CLAIM, params)
         return decode_rows(found, stored_row)
 
     def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
@@ -206,9 +198,7 @@ class DjangoStorage:
         if parsed.limit is not None:
             sql += " LIMIT %s"
             params.append(parsed.limit)
-        with reading_cursor(connections[self.using]) as cursor:
-            cursor.execute(sql, params)
-            found = cursor.fetchall()
+        found = fetch_all(connections[self.using], sql, params)
         return decode_rows(found, stored_row)
 
 

@@ -63,6 +63,37 @@ class HistoryEntry:
     next_steps: tuple[type[Step], ...] = ()
 
 
+# The slots' own descriptors, in field order: see read_history_entry.
+_HISTORY_ENTRY_SLOTS = tuple(getattr(HistoryEntry, f.name).__set__ for f in fields(HistoryEntry))
+
+
+def read_history_entry(
+    step: type[Step],
+    event: str,
+    timestamp: datetime,
+    context_updates: Any,
+    metadata_updates: Mapping[str, Any] | None,
+    next_steps: tuple[type[Step], ...],
+) -> HistoryEntry:
+    """``HistoryEntry(...)`` for a storage decoding a row, whose values it has just checked.
+
+    The same entry, built in a third of the time: a frozen dataclass's ``__init__`` sets each
+    field through ``object.__setattr__``, and a read builds one entry per step of every
+    instance's history (four per instance of a 3-step workflow, a hundred times that per
+    query). The slots are set through their descriptors instead, which is what
+    ``object.__setattr__`` ends up calling; the entry stays frozen.
+    """
+    entry = object.__new__(HistoryEntry)
+    set_step, set_event, set_timestamp, set_context, set_metadata, set_next = _HISTORY_ENTRY_SLOTS
+    set_step(entry, step)
+    set_event(entry, event)
+    set_timestamp(entry, timestamp)
+    set_context(entry, context_updates)
+    set_metadata(entry, metadata_updates)
+    set_next(entry, next_steps)
+    return entry
+
+
 @dataclass(frozen=True, slots=True)
 class Waiting:
     """Why a step is waiting: since when, and the timer that ends it, if any."""

@@ -29,7 +29,14 @@ from uuid import UUID
 from hephaestus_django.core.engine import next_due_time
 from hephaestus_django.core.errors import CorruptInstanceError, UnknownWorkflowError
 from hephaestus_django.core.graph import StepClass, WorkflowGraph
-from hephaestus_django.core.instance import Context, Failure, HistoryEntry, Instance, Waiting
+from hephaestus_django.core.instance import (
+    Context,
+    Failure,
+    HistoryEntry,
+    Instance,
+    Waiting,
+    read_history_entry,
+)
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import workflow_registry
 from hephaestus_django.runtime import codec
@@ -55,9 +62,15 @@ _STATE_KEY_SET = frozenset(STATE_KEYS)
 _STATUSES = {status.value: status for status in Status}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredRow:
-    """An instance as a storage backend keeps it: columns plus the encoded state."""
+    """An instance as a storage backend keeps it: columns plus the encoded state.
+
+    Treat it as frozen: nothing changes a row once built (``dataclasses.replace`` makes the
+    copies). It is not declared frozen because every row read builds one, and a frozen
+    dataclass's ``__init__``, setting each field through ``object.__setattr__``, takes
+    2.5 times as long (1.6 against 0.6 µs).
+    """
 
     id: UUID
     workflow: str
@@ -373,13 +386,8 @@ class _Reader:
             next_steps = tuple(map(by_path.__getitem__, names))
         except (ValueError, KeyError, TypeError):
             return None
-        return HistoryEntry(
-            step=step,
-            event=event,
-            timestamp=timestamp,
-            context_updates=fields.get("context_updates"),
-            metadata_updates=metadata,
-            next_steps=next_steps,
+        return read_history_entry(
+            step, event, timestamp, fields.get("context_updates"), metadata, next_steps
         )
 
     def _checked_entry(self, fields: dict[str, Any], path: str) -> HistoryEntry:

@@ -1,17 +1,20 @@
-"""The reading cursor: psycopg's timestamp loader only where it reads what Django's does."""
+"""The reading cursor: psycopg's timestamp loader only where it reads what Django's does; the
+storage's reads through it, seen by Django and closed behind them."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
+import django.db
 import psycopg
 import pytest
 from django.db import connection
-from django.test.utils import override_settings
+from django.test.utils import CaptureQueriesContext, override_settings
 from psycopg import pq
 
 from hephaestus_django.core import engine
-from hephaestus_django.cursors import reading_cursor
+from hephaestus_django.cursors import fetch_all, fetch_one, reading_cursor
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
@@ -60,3 +63,58 @@ def test_storage_and_orm_read_the_same_timestamps(storage: DjangoStorage) -> Non
     assert (instance.inserted_at, instance.updated_at) == (row.inserted_at, row.updated_at)
     [listed] = WorkflowInstance.objects.filter(id=instance.id).to_instances()
     assert listed.updated_at == row.updated_at
+
+
+class Watcher:
+    """An ``execute_wrapper`` keeping each statement and the psycopg cursor it ran on."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.seen.append((sql, context["cursor"].cursor))
+        return execute(sql, params, many, context)
+
+
+def test_fetch_one_and_fetch_all_read_through_djangos_cursor_and_close_it() -> None:
+    watcher = Watcher()
+    with connection.execute_wrapper(watcher), CaptureQueriesContext(connection) as captured:
+        assert fetch_one(connection, "SELECT %s::int, 'a'", [1]) == (1, "a")
+        assert fetch_one(connection, "SELECT 1 WHERE false", []) is None
+        assert fetch_all(connection, "SELECT g FROM generate_series(1, %s) AS g", [3]) == [
+            (1,),
+            (2,),
+            (3,),
+        ]
+    statements = [
+        "SELECT %s::int, 'a'",
+        "SELECT 1 WHERE false",
+        "SELECT g FROM generate_series(1, %s) AS g",
+    ]
+    assert [sql for sql, _ in watcher.seen] == statements
+    assert len(captured.captured_queries) == len(statements)
+    assert all(inner.closed for _, inner in watcher.seen)
+
+
+def test_fetch_reads_timestamps_as_the_reading_cursor_does() -> None:
+    assert fetch_one(connection, SAMPLE, [MOMENT]) == read(lambda: reading_cursor(connection))
+    assert fetch_all(connection, SAMPLE, [MOMENT]) == [(MOMENT, None)]
+
+
+@pytest.mark.parametrize("fetch", [fetch_one, fetch_all])
+def test_a_failing_statement_raises_djangos_error_and_closes_the_cursor(fetch: Any) -> None:
+    watcher = Watcher()
+    with connection.execute_wrapper(watcher), pytest.raises(django.db.ProgrammingError):
+        fetch(connection, "SELECT no_such_column FROM workflow_instances", [])
+    [(_, inner)] = watcher.seen
+    assert inner.closed
+
+
+@pytest.mark.parametrize("fetch", [fetch_one, fetch_all])
+def test_a_row_that_cannot_be_read_raises_djangos_error_and_closes_the_cursor(fetch: Any) -> None:
+    # Python's datetime has no infinity: psycopg's loader refuses the value while fetching.
+    watcher = Watcher()
+    with connection.execute_wrapper(watcher), pytest.raises(django.db.DataError, match="infinity"):
+        fetch(connection, "SELECT 'infinity'::timestamptz", [])
+    [(_, inner)] = watcher.seen
+    assert inner.closed

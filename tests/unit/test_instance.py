@@ -1,4 +1,5 @@
-"""Instance: validated when built; copied by the engine with ``evolve``."""
+"""Instance: validated when built; copied by the engine with ``evolve``; history entries read
+from storage with ``read_history_entry``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from hephaestus_django import Done, Status, Step, Workflow
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InvalidInstanceError
-from hephaestus_django.core.instance import Instance, evolve
+from hephaestus_django.core.instance import HistoryEntry, Instance, evolve, read_history_entry
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -116,6 +117,22 @@ def test_evolve_is_shallow_like_replace() -> None:
     copy.lease_owner = "me"
     assert (original.revision, original.lease_owner) == (0, None)
     assert copy.__dict__ is not original.__dict__
+
+
+def test_a_history_entry_read_from_storage_is_the_entry_its_fields_make() -> None:
+    values = (First, "ok", NOW, {"total": 3}, {"tenant": "a"}, (Second,))
+    entry = read_history_entry(*values)
+    built = HistoryEntry(*values)
+    assert type(entry) is HistoryEntry
+    assert entry == built
+    assert [getattr(entry, f.name) for f in dataclasses.fields(HistoryEntry)] == list(values)
+
+
+def test_a_history_entry_read_from_storage_stays_frozen() -> None:
+    entry = read_history_entry(First, "ok", NOW, None, None, ())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.event = "changed"  # type: ignore[misc]
+    assert entry.event == "ok"
 
 
 def test_engine_transitions_give_valid_instances_and_leave_their_input_alone() -> None:
