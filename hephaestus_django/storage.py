@@ -18,6 +18,11 @@ and costs one round trip:
 is the one composite: a short transaction around ``SELECT ... FOR UPDATE`` and
 the ``put``.
 
+Outside a transaction, every operation survives a dropped connection (a restart of
+PostgreSQL, a terminated backend): it connects again and goes on, see
+:mod:`~hephaestus_django.reconnect`. A ``put`` or ``update`` whose outcome the lost connection
+left unknown reads the row to find out, and writes again only if nothing was written.
+
 The state is sent and read as JSON text produced by the codec, so what comes
 back is decoded with the same rules as every other backend. Rows are read with
 :func:`~hephaestus_django.cursors.fetch_one` and ``fetch_all``: through Django's cursor,
@@ -31,7 +36,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 
 from hephaestus_django.core.errors import (
     CorruptInstanceError,
@@ -40,6 +45,7 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.cursors import fetch_all, fetch_one
+from hephaestus_django.reconnect import again, dropped
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
 from hephaestus_django.runtime.filters import QueryFilters, parse_filters
@@ -105,6 +111,13 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE stored.revision = %s
 RETURNING revision, workflow_version, inserted_at, updated_at
 """
+# After a lost connection: is the row what a put of revision %s wrote? (What UPSERT returns.)
+WRITTEN = f"""
+SELECT revision, workflow_version, inserted_at, updated_at FROM {TABLE}
+WHERE id = %s AND revision = %s AND state = %s::jsonb
+  AND lease_owner IS NOT DISTINCT FROM %s AND status = %s
+"""
+REVISION = f"SELECT revision FROM {TABLE} WHERE id = %s"
 
 
 class DjangoStorage:
@@ -122,26 +135,35 @@ class DjangoStorage:
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
-        found = fetch_one(connections[self.using], SELECT_ONE, [key])
+        try:
+            found = fetch_one(connections[self.using], SELECT_ONE, [key])
+        except DatabaseError as error:
+            found = again(self.using, error, lambda db: fetch_one(db, SELECT_ONE, [key]))
         if found is None:
             raise InstanceNotFound(instance_id)
         return from_row(stored_row(found))
 
     def put(self, instance: Instance) -> None:
         row = to_row(instance)
+        state = codec.dumps_encoded(row.state)
         params = [
             row.id,
             row.workflow,
             row.status,
             row.workflow_version,
-            codec.dumps_encoded(row.state),
+            state,
             row.revision,
             row.lease_owner,
             row.lease_expires_at,
             row.due_at,
             row.revision,
         ]
-        written = fetch_one(connections[self.using], UPSERT, params)
+        try:
+            written = fetch_one(connections[self.using], UPSERT, params)
+        except DatabaseError as error:
+            if not dropped(self.using, error):
+                raise
+            written = self._put_again(row, state, params)
         if written is None:
             raise StaleInstanceError(instance.id, instance.revision)
         revision, version, inserted_at, updated_at = written
@@ -150,15 +172,55 @@ class DjangoStorage:
         instance.inserted_at = inserted_at
         instance.updated_at = updated_at
 
+    def _put_again(self, row: StoredRow, state: str, params: list[Any]) -> Any:
+        """After the connection dropped under a put: what it wrote, writing it if it did not.
+
+        The row says whether the lost write landed: then it holds this very state at the next
+        revision. If it still holds the revision the put was based on (or is absent, for a new
+        instance), nothing was written and the put is made again; any other revision is
+        another writer's, and the put is stale (None).
+        """
+        connection = connections[self.using]
+        landed = fetch_one(
+            connection,
+            WRITTEN,
+            [row.id, row.revision + 1, state, row.lease_owner, row.status],
+        )
+        if landed is not None:
+            return landed
+        current = fetch_one(connection, REVISION, [row.id])
+        if current is None or current[0] == row.revision:
+            return fetch_one(connection, UPSERT, params)
+        return None
+
     def update(self, instance_id: UUID | str, change: Callable[[Instance], Instance]) -> Instance:
         """Read the row locked (``SELECT ... FOR UPDATE``), apply ``change``, put, commit.
 
         The transaction lasts one read and one write: ``change`` is an engine transition,
-        never a step, so no lock is held while steps run.
+        never a step, so no lock is held while steps run. If the connection drops before the
+        commit, nothing was written and the whole update is made again, ``change`` applied to
+        a fresh read; if it drops during the commit, the row says whether the write landed.
         """
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
+        written: list[Instance] = []
+        try:
+            return self._update(key, instance_id, change, written)
+        except DatabaseError as error:
+            if not dropped(self.using, error):
+                raise
+            if written and self._landed(written[0]):
+                return written[0]
+            return self._update(key, instance_id, change, [])
+
+    def _update(
+        self,
+        key: UUID,
+        instance_id: UUID | str,
+        change: Callable[[Instance], Instance],
+        written: list[Instance],
+    ) -> Instance:
         with transaction.atomic(using=self.using):
             found = fetch_one(connections[self.using], SELECT_ONE + " FOR UPDATE", [key])
             if found is None:
@@ -167,27 +229,41 @@ class DjangoStorage:
             changed = change(current)
             if changed is not current:
                 self.put(changed)
+                written.append(changed)
         return changed
+
+    def _landed(self, instance: Instance) -> bool:
+        """Whether the row holds ``instance`` as its put left it (before the commit was lost)."""
+        row = to_row(instance)
+        state = codec.dumps_encoded(row.state)
+        params = [row.id, row.revision, state, row.lease_owner, row.status]
+        return fetch_one(connections[self.using], WRITTEN, params) is not None
 
     def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
         params = {"owner": owner, "now": now, "until": until, "limit": limit}
-        found = fetch_all(connections[self.using], CLAIM, params)
+        try:
+            found = fetch_all(connections[self.using], CLAIM, params)
+        except DatabaseError as error:
+            found = again(self.using, error, lambda db: fetch_all(db, CLAIM, params))
         return decode_rows(found, stored_row)
 
     def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
         key = instance_key(instance_id)
         if key is None:
             return False
-        with connections[self.using].cursor() as cursor:
-            cursor.execute(RENEW, [until, key, owner])
-            return bool(cursor.rowcount == 1)
+        try:
+            return _changed(connections[self.using], RENEW, [until, key, owner])
+        except DatabaseError as error:
+            return again(self.using, error, lambda db: _changed(db, RENEW, [until, key, owner]))
 
     def delete(self, instance_id: UUID | str) -> None:
         key = instance_key(instance_id)
         if key is None:
             return
-        with connections[self.using].cursor() as cursor:
-            cursor.execute(DELETE, [key])
+        try:
+            _changed(connections[self.using], DELETE, [key])
+        except DatabaseError as error:
+            again(self.using, error, lambda db: _changed(db, DELETE, [key]))
 
     def query(self, *, limit: int | None = None, **filters: Any) -> list[Instance]:
         parsed = parse_filters(filters, limit=limit)
@@ -198,8 +274,18 @@ class DjangoStorage:
         if parsed.limit is not None:
             sql += " LIMIT %s"
             params.append(parsed.limit)
-        found = fetch_all(connections[self.using], sql, params)
+        try:
+            found = fetch_all(connections[self.using], sql, params)
+        except DatabaseError as error:
+            found = again(self.using, error, lambda db: fetch_all(db, sql, params))
         return decode_rows(found, stored_row)
+
+
+def _changed(connection: Any, sql: str, params: list[Any]) -> bool:
+    """Execute a statement that changes rows; whether it changed exactly one."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return bool(cursor.rowcount == 1)
 
 
 def where_clause(filters: QueryFilters) -> tuple[str, list[Any]]:

@@ -5,16 +5,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from hephaestus_django.conf import runner, storages
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.runtime.worker import Worker
+from hephaestus_django.runtime.worker import DEFAULT_MAX_BACKOFF, Worker
 
 
-def worker(storage: str = "default", *, batch_size: int = 100, interval: float = 1.0) -> Worker:
-    """A worker for the storage named ``storage``, using the configured runner."""
-    return Worker(storages[storage], runner.get(), batch_size=batch_size, interval=interval)
+def worker(
+    storage: str | Iterable[str] = "default",
+    *,
+    batch_size: int = 100,
+    interval: float = 1.0,
+    max_backoff: float = DEFAULT_MAX_BACKOFF,
+) -> Worker:
+    """A worker for the storage named ``storage``, or several names, with the configured runner."""
+    names = [storage] if isinstance(storage, str) else list(dict.fromkeys(storage))
+    return Worker(
+        {name: storages[name] for name in names},
+        runner.get(),
+        batch_size=batch_size,
+        interval=interval,
+        max_backoff=max_backoff,
+    )
 
 
-def run_once(storage: str = "default", *, batch_size: int = 100) -> list[Instance]:
-    """Fire every due timer and take over every stalled instance once; return them."""
+def run_once(storage: str | Iterable[str] = "default", *, batch_size: int = 100) -> list[Instance]:
+    """Fire every due timer and take over every stalled instance once; return them.
+
+    With several storage names, each gets its pass even if another's fails; the first failure
+    is raised afterwards.
+    """
     return worker(storage, batch_size=batch_size).run_once()

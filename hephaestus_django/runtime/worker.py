@@ -3,14 +3,24 @@
 :meth:`Worker.run_once` does one full pass (for cron, Celery beat or a Django
 task); :meth:`Worker.run` loops until told to stop. Any number of workers may
 run at once, on any machines: each instance needing work is claimed by exactly
-one of them (see ``storage.claim``).
+one of them (see ``storage.claim``). One worker may serve several storages.
+
+A worker is meant to outlive its database's restarts. A pass that fails (the
+database is down, a connection was dropped) is logged as one line and tried
+again after a delay that doubles with each failure in a row, up to
+``max_backoff``; the first pass that works again says so. Each storage keeps
+its own pace, so one storage whose database is down does not hold up the
+others. The loop never ends because of a failed pass.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime.runner import Runner
@@ -18,34 +28,57 @@ from hephaestus_django.runtime.storage import Storage
 
 logger = logging.getLogger("hephaestus_django.worker")
 
+DEFAULT_MAX_BACKOFF = 5.0
+"""Seconds between two passes on a storage whose passes keep failing, at the most."""
+
 
 class Worker:
-    """Moves on every instance that waits for a due timer or lost its runner."""
+    """Moves on every instance that waits for a due timer or lost its runner.
+
+    ``storage`` is one storage, or several by name (``{"default": ..., "tenant_a": ...}``).
+    """
 
     def __init__(
-        self, storage: Storage, runner: Runner, *, batch_size: int = 100, interval: float = 1.0
+        self,
+        storage: Storage | Mapping[str, Storage],
+        runner: Runner,
+        *,
+        batch_size: int = 100,
+        interval: float = 1.0,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size!r}")
         if interval <= 0:
             raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
-        self.storage = storage
+        if max_backoff < interval:
+            raise ValueError(
+                f"max_backoff must be at least the interval ({interval!r}s), not {max_backoff!r}"
+            )
+        self.storages = dict(storage) if isinstance(storage, Mapping) else {repr(storage): storage}
+        if not self.storages:
+            raise ValueError("a worker needs at least one storage")
         self.runner = runner
         self.batch_size = batch_size
         self.interval = interval
+        self.max_backoff = max_backoff
 
     def run_once(self) -> list[Instance]:
-        """Handle everything that needs work now, batch after batch; return what was handled."""
+        """Handle everything that needs work now in every storage; return what was handled.
+
+        A storage whose pass fails does not keep the others from theirs; the first error is
+        raised once every storage had its pass.
+        """
         handled: list[Instance] = []
-        while True:
-            batch = self.runner.work(storage=self.storage, limit=self.batch_size)
-            handled.extend(batch)
-            if len(batch) < self.batch_size:
-                break
-        if handled:
-            statuses = Counter(instance.status.value for instance in handled)
-            summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
-            logger.info("moved %d instance(s) on: now %s", len(handled), summary)
+        failure: Exception | None = None
+        for name, storage in self.storages.items():
+            try:
+                handled.extend(self._pass(name, storage))
+            except Exception as error:
+                _log_failure(name, error, failures=1, delay=None)
+                failure = failure or error
+        if failure is not None:
+            raise failure
         return handled
 
     def run(self, stop: threading.Event) -> None:
@@ -53,13 +86,73 @@ class Worker:
 
         A pass that is under way when ``stop`` is set finishes first, so no step is cut off.
         """
-        logger.info("worker started (batch size %d, every %.1fs)", self.batch_size, self.interval)
+        names = ", ".join(self.storages)
+        logger.info(
+            "worker started on %s (batch size %d, every %.1fs)",
+            names,
+            self.batch_size,
+            self.interval,
+        )
+        lanes = [_Lane(name, storage) for name, storage in self.storages.items()]
         while not stop.is_set():
-            try:
-                busy = bool(self.run_once())
-            except Exception:  # a database hiccup must not end the worker; log and go on
-                logger.exception("worker pass failed; trying again in %.1fs", self.interval)
-                busy = False
+            busy = False
+            for lane in lanes:
+                if stop.is_set():
+                    break
+                if lane.next_pass <= time.monotonic():
+                    busy = self._lane_pass(lane) or busy
             if not busy:
-                stop.wait(self.interval)
+                soonest = min(lane.next_pass for lane in lanes)
+                stop.wait(max(soonest - time.monotonic(), 0.01))
         logger.info("worker stopped")
+
+    def _lane_pass(self, lane: _Lane) -> bool:
+        """One pass on one storage, keeping its pace; whether it found work."""
+        try:
+            moved = self._pass(lane.name, lane.storage)
+        except Exception as error:
+            lane.failures += 1
+            delay = min(self.interval * 2 ** (lane.failures - 1), self.max_backoff)
+            lane.next_pass = time.monotonic() + delay
+            _log_failure(lane.name, error, failures=lane.failures, delay=delay)
+            return False
+        if lane.failures:
+            logger.warning(
+                "worker pass on %s works again, after %d failed pass(es)", lane.name, lane.failures
+            )
+            lane.failures = 0
+        lane.next_pass = time.monotonic() if moved else time.monotonic() + self.interval
+        return bool(moved)
+
+    def _pass(self, name: str, storage: Storage) -> list[Instance]:
+        handled: list[Instance] = []
+        while True:
+            batch = self.runner.work(storage=storage, limit=self.batch_size)
+            handled.extend(batch)
+            if len(batch) < self.batch_size:
+                break
+        if handled:
+            statuses = Counter(instance.status.value for instance in handled)
+            summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+            logger.info("moved %d instance(s) on in %s: now %s", len(handled), name, summary)
+        return handled
+
+
+@dataclass
+class _Lane:
+    """One storage of a looping worker, and when its next pass is due."""
+
+    name: str
+    storage: Storage
+    failures: int = 0
+    next_pass: float = 0.0
+
+
+def _log_failure(name: str, error: Exception, *, failures: int, delay: float | None) -> None:
+    """One line per failed pass; the traceback only at DEBUG level."""
+    text = str(error).strip().splitlines()
+    reason = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    streak = f" ({failures} in a row)" if failures > 1 else ""
+    then = f"; trying again in {delay:.1f}s" if delay is not None else ""
+    logger.error("worker pass on %s failed%s: %s%s", name, streak, reason, then)
+    logger.debug("the failed pass on %s", name, exc_info=error)

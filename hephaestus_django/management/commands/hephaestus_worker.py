@@ -5,34 +5,66 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from hephaestus_django.conf import storages
 from hephaestus_django.management.arguments import positive_float, positive_int
+from hephaestus_django.runtime.worker import DEFAULT_MAX_BACKOFF
 from hephaestus_django.worker import worker
+
+LOGGER = "hephaestus_django"
 
 
 class Command(BaseCommand):
     help = (
-        "Fire due workflow timers and take over instances whose runner died. Safe to run as "
-        "several processes. Stops cleanly on SIGTERM or Ctrl-C."
+        "Fire due workflow timers and take over instances whose runner died, in every "
+        "configured storage or those named. Safe to run as several processes; survives "
+        "database restarts. Stops cleanly on SIGTERM or Ctrl-C."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--storage", default="default", help="storage alias (default: default)")
+        parser.add_argument(
+            "--storage",
+            action="append",
+            dest="storages",
+            metavar="ALIAS",
+            help="a storage alias of settings.HEPHAESTUS['STORAGES'] to serve; repeat it for "
+            "several (default: every configured storage)",
+        )
         parser.add_argument("--batch-size", type=positive_int, default=100)
         parser.add_argument(
             "--interval", type=positive_float, default=1.0, help="seconds between idle polls"
         )
+        parser.add_argument(
+            "--max-backoff",
+            type=positive_float,
+            default=DEFAULT_MAX_BACKOFF,
+            help="the longest wait, in seconds, between passes that keep failing (default: "
+            f"{DEFAULT_MAX_BACKOFF:g})",
+        )
         parser.add_argument("--once", action="store_true", help="one pass, then exit")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["verbosity"] >= 1:
-            logging.getLogger("hephaestus_django").setLevel(logging.INFO)
+        _log_to_stderr_unless_configured(options["verbosity"])
+        names = options["storages"] or list(storages)
+        unknown = [name for name in names if name not in storages.settings]
+        if unknown:
+            known = ", ".join(repr(name) for name in storages.settings) or "none"
+            raise CommandError(
+                f"no storage named {', '.join(map(repr, unknown))} in "
+                f"settings.HEPHAESTUS['STORAGES'] (configured: {known})"
+            )
+        if options["max_backoff"] < options["interval"]:
+            raise CommandError("--max-backoff must be at least --interval")
         work = worker(
-            options["storage"], batch_size=options["batch_size"], interval=options["interval"]
+            names,
+            batch_size=options["batch_size"],
+            interval=options["interval"],
+            max_backoff=options["max_backoff"],
         )
         if options["once"]:
             handled = work.run_once()
@@ -41,6 +73,25 @@ class Command(BaseCommand):
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        self.stdout.write("Worker running; stop it with Ctrl-C or SIGTERM.")
+        self.stdout.write(
+            f"Worker running on {', '.join(names)}; stop it with Ctrl-C or SIGTERM.", ending="\n"
+        )
+        self.stdout.flush()
         work.run(stop)
         self.stdout.write("Worker stopped.")
+
+
+def _log_to_stderr_unless_configured(verbosity: int) -> None:
+    """Show the worker's log in a project whose ``LOGGING`` says nothing about it.
+
+    Django's default logging configures the ``django`` logger only, so the worker's INFO records
+    would go nowhere (and its errors to Python's last-resort handler, unformatted). A project
+    that configured a handler for ``hephaestus_django`` or the root logger keeps its own.
+    """
+    logger = logging.getLogger(LOGGER)
+    if logger.hasHandlers() or verbosity < 1:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbosity >= 3 else logging.INFO)
