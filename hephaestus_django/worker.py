@@ -13,14 +13,20 @@ from hephaestus_django.runtime.worker import DEFAULT_MAX_BACKOFF, Worker
 
 
 def worker(
-    storage: str | Iterable[str] = "default",
+    storage: str | Iterable[str] | None = None,
     *,
     batch_size: int = 100,
     interval: float = 1.0,
     max_backoff: float = DEFAULT_MAX_BACKOFF,
 ) -> Worker:
-    """A worker for the storage named ``storage``, or several names, with the configured runner."""
-    names = [storage] if isinstance(storage, str) else list(dict.fromkeys(storage))
+    """A worker for the storage named ``storage``, or several names, with the configured runner.
+
+    With no name, every storage of ``settings.HEPHAESTUS["STORAGES"]``.
+    """
+    if storage is None:
+        names = list(storages)
+    else:
+        names = [storage] if isinstance(storage, str) else list(dict.fromkeys(storage))
     return Worker(
         {name: storages[name] for name in names},
         runner.get(),
@@ -30,10 +36,12 @@ def worker(
     )
 
 
-def run_once(storage: str | Iterable[str] = "default", *, batch_size: int = 100) -> list[Instance]:
+def run_once(
+    storage: str | Iterable[str] | None = None, *, batch_size: int = 100
+) -> list[Instance]:
     """Fire every due timer and take over every stalled instance once; return them.
 
-    With several storage names, each gets its pass even if another's fails; the first failure
-    is raised afterwards.
+    In the storage named ``storage``, several, or (with no name) every configured storage. Each
+    gets its pass even if another's fails; the first failure is raised afterwards.
     """
     return worker(storage, batch_size=batch_size).run_once()

@@ -153,6 +153,6 @@ def _log_failure(name: str, error: Exception, *, failures: int, delay: float | N
     text = str(error).strip().splitlines()
     reason = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
     streak = f" ({failures} in a row)" if failures > 1 else ""
-    then = f"; trying again in {delay:.1f}s" if delay is not None else ""
+    then = f"; trying again in {delay:g}s" if delay is not None else ""
     logger.error("worker pass on %s failed%s: %s%s", name, streak, reason, then)
     logger.debug("the failed pass on %s", name, exc_info=error)

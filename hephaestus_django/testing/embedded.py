@@ -50,7 +50,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
@@ -76,7 +76,11 @@ _SERVER_OPTIONS = (
 
 
 def ensure_server(
-    data_dir: Path | str, *, database: str = "hephaestus", stop_at_exit: bool = False
+    data_dir: Path | str,
+    *,
+    database: str = "hephaestus",
+    stop_at_exit: bool = False,
+    settings: Mapping[str, str] | None = None,
 ) -> str:
     """Make sure the embedded server of ``data_dir`` runs and has ``database``; return its URL.
 
@@ -87,7 +91,10 @@ def ensure_server(
     recognized and discarded.
 
     The server listens on a free port of 127.0.0.1, chosen on first start and kept afterwards
-    while it stays free. ``database`` is created if it does not exist.
+    while it stays free. ``database`` is created if it does not exist. ``settings`` are server
+    settings given to a server this call starts, over the defaults (e.g.
+    ``{"synchronous_commit": "on"}`` for a test that crashes the server and counts on every
+    acknowledged commit); a server already running keeps its own.
 
     If ``stop_at_exit`` is true and this call had to start the server, it is stopped again when
     this interpreter exits (SIGTERM included), even if other processes still use it: meant for a
@@ -105,7 +112,7 @@ def ensure_server(
         if port is None:
             bin_dir = _runnable_bin_dir(installed_bin_dir, data_dir)
             _init_cluster(bin_dir, data_dir)
-            port = _start(bin_dir, data_dir)
+            port = _start(bin_dir, data_dir, settings or {})
             if stop_at_exit:
                 atexit.register(_stop_at_exit, data_dir, os.getpid())
                 _exit_on_sigterm()
@@ -113,13 +120,16 @@ def ensure_server(
     return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{quote(database, safe='')}"
 
 
-def stop_server(data_dir: Path | str) -> None:
+def stop_server(data_dir: Path | str, *, mode: str = "fast") -> None:
     """Stop the embedded server of ``data_dir`` if it is running; otherwise do nothing.
 
-    Uses PostgreSQL's *fast* shutdown: open sessions are disconnected rather than waited for,
-    which is what a test run that is over wants. The cluster stays on disk for the next
-    :func:`ensure_server`.
+    Uses PostgreSQL's *fast* shutdown by default: open sessions are disconnected rather than
+    waited for, which is what a test run that is over wants. ``mode="immediate"`` stops it as a
+    crash would (no checkpoint; the next start recovers from the WAL), for fault tests. The
+    cluster stays on disk for the next :func:`ensure_server`.
     """
+    if mode not in ("fast", "immediate"):
+        raise ValueError(f"mode must be 'fast' or 'immediate', not {mode!r}")
     data_dir = Path(data_dir).resolve()
     if not (data_dir / "pgdata" / "postmaster.pid").exists():
         return
@@ -129,7 +139,7 @@ def stop_server(data_dir: Path | str) -> None:
             return
         bin_dir = _runnable_bin_dir(installed_bin_dir, data_dir)
         pg_ctl_stop: list[str | Path] = [bin_dir / "pg_ctl", "stop", "-D", data_dir / "pgdata"]
-        result = _run([*pg_ctl_stop, "-m", "fast", "-w", "-t", str(_TIMEOUT)], data_dir)
+        result = _run([*pg_ctl_stop, "-m", mode, "-w", "-t", str(_TIMEOUT)], data_dir)
         if result.returncode != 0:
             raise _failure("could not stop the server", data_dir, result.stderr)
 
@@ -291,8 +301,9 @@ def _init_cluster(bin_dir: Path, data_dir: Path) -> None:
     staging.rename(pgdata)
 
 
-def _start(bin_dir: Path, data_dir: Path) -> int:
+def _start(bin_dir: Path, data_dir: Path, settings: Mapping[str, str]) -> int:
     """Start the (stopped) cluster of ``data_dir`` and return its port."""
+    extra = "".join(f" -c {name}={value}" for name, value in settings.items())
     port = _choose_port(data_dir / "port")
     log = data_dir / "server.log"
     if log.exists() and log.stat().st_size > _MAX_LOG_BYTES:
@@ -312,7 +323,7 @@ def _start(bin_dir: Path, data_dir: Path) -> int:
             "-t",
             str(_TIMEOUT),
             "-o",
-            f"-p {port} {_SERVER_OPTIONS}",
+            f"-p {port} {_SERVER_OPTIONS}{extra}",
         ],
         data_dir,
     )

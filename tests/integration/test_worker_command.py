@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -32,3 +33,47 @@ def test_once_fires_the_due_timers() -> None:
 def test_bad_arguments_are_refused(args: list[str]) -> None:
     with pytest.raises(CommandError):
         call_command("hephaestus_worker", "--once", *args)
+
+
+TWO_STORAGES = {
+    "STORAGES": {
+        "default": {"BACKEND": "hephaestus_django.storage.DjangoStorage"},
+        "tenant_a": {
+            "BACKEND": "hephaestus_django.storage.DjangoStorage",
+            "OPTIONS": {"using": "other"},
+        },
+    }
+}
+
+
+def due_timer(storage: DjangoStorage) -> object:
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    return LocalRunner(clock=lambda: an_hour_ago).start(flows.Timed, {}, storage=storage).id
+
+
+@pytest.mark.django_db(databases=["default", "other"])
+def test_one_worker_serves_every_storage_or_those_named(settings: Any) -> None:
+    settings.HEPHAESTUS = TWO_STORAGES
+    default, tenant = DjangoStorage(), DjangoStorage(using="other")
+    first, second = due_timer(default), due_timer(tenant)
+
+    out = StringIO()
+    call_command("hephaestus_worker", "--once", "--storage", "tenant_a", stdout=out)
+    assert out.getvalue() == "Moved 1 instance(s) on.\n"
+    assert tenant.get(second).status is Status.COMPLETED
+    assert default.get(first).status is Status.WAITING
+
+    third = due_timer(tenant)
+    call_command("hephaestus_worker", "--once", stdout=out)  # every configured storage
+    assert default.get(first).status is Status.COMPLETED
+    assert tenant.get(third).status is Status.COMPLETED
+
+
+def test_an_unknown_storage_is_refused_with_the_configured_ones() -> None:
+    with pytest.raises(CommandError, match=r"no storage named 'nope' .*configured: 'default'"):
+        call_command("hephaestus_worker", "--once", "--storage", "nope")
+
+
+def test_max_backoff_below_the_interval_is_refused() -> None:
+    with pytest.raises(CommandError, match="--max-backoff must be at least --interval"):
+        call_command("hephaestus_worker", "--once", "--interval", "5", "--max-backoff", "1")

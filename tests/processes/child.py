@@ -88,7 +88,81 @@ def start(args: dict[str, Any]) -> dict[str, Any]:
     return {"ids": ids}
 
 
-COMMANDS = {"resume": resume, "work": work, "start": start, "manage": manage}
+def load(args: dict[str, Any]) -> dict[str, Any]:
+    """Start ``Restartable`` instances and resume them, until the ``stop`` file exists.
+
+    Whatever the database does meanwhile: a call that fails is counted and tried again
+    later. Ids are chosen here, so that an instance whose start failed half-way (it may be
+    stored) is still resumed. After ``stop``, every start still unresumed is resumed before
+    the child ends. Prints what was acknowledged.
+    """
+    import uuid
+
+    from hephaestus_django import HephaestusError, InstanceNotFound
+    from tests.processes.workflows import Hold, Restartable
+
+    stop = Path(args["stop"])
+    started: list[str] = []  # acknowledged: start() returned
+    unsure: list[str] = []  # start() raised: stored or not
+    pending: list[str] = []  # to resume
+    resumed: list[str] = []  # acknowledged: resume() returned (or found delivered)
+    lost: list[str] = []  # acknowledged, then not found
+    errors: dict[str, int] = {}
+
+    def failed(error: Exception) -> None:
+        errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+
+    def resume_oldest() -> None:
+        target = pending.pop(0)
+        try:
+            Restartable.resume(target, "go")
+        except InstanceNotFound:
+            if target in started:
+                lost.append(target)
+            return  # else a start that failed before anything was stored
+        except HephaestusError as error:
+            try:
+                delivered = Hold in Restartable.get(target).completed_steps
+            except Exception as again:
+                failed(again)
+                delivered = False
+            if not delivered:  # not waiting yet: its start failed half-way, a worker takes over
+                failed(error)
+                pending.append(target)
+                return
+        except Exception as error:
+            failed(error)
+            pending.append(target)
+            return
+        resumed.append(target)
+
+    while not stop.exists():
+        instance_id = str(uuid.uuid4())
+        try:
+            Restartable.start({}, id=instance_id)
+            started.append(instance_id)
+        except Exception as error:
+            failed(error)
+            unsure.append(instance_id)
+        pending.append(instance_id)
+        if len(pending) > 5:
+            resume_oldest()
+        time.sleep(0.01)
+    deadline = time.monotonic() + args.get("drain", 120)
+    while pending and time.monotonic() < deadline:
+        resume_oldest()
+        time.sleep(0.05)
+    return {
+        "started": started,
+        "unsure": unsure,
+        "resumed": resumed,
+        "unresumed": pending,
+        "lost": lost,
+        "errors": errors,
+    }
+
+
+COMMANDS = {"resume": resume, "work": work, "start": start, "manage": manage, "load": load}
 
 if __name__ == "__main__":
     setup()

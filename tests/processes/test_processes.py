@@ -6,17 +6,12 @@ they resume, work and die concurrently; the assertions read what they left in th
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.db import connection
@@ -24,63 +19,14 @@ from django.db import connection
 from hephaestus_django import Status
 from hephaestus_django.storage import DjangoStorage
 from tests.processes import workflows
+from tests.processes.children import Children
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-class Children:
-    """Starts child processes on the test database and collects their JSON results."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.processes: list[subprocess.Popen[str]] = []
-        settings = dict(connection.settings_dict)
-        database = {
-            key: settings[key] for key in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
-        }
-        self.env = {
-            **os.environ,
-            "HEPHAESTUS_TEST_DB": json.dumps(database),
-            "PYTHONPATH": str(REPO),
-        }
-        self.env.pop("DJANGO_SETTINGS_MODULE", None)
-
-    def spawn(self, command: str, payload: dict[str, Any], **env: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.processes.child", command, json.dumps(payload)],
-            cwd=REPO,
-            env={**self.env, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.processes.append(process)
-        return process
-
-    def run(self, command: str, payload: dict[str, Any], **env: str) -> dict[str, Any]:
-        return self.result(self.spawn(command, payload, **env))
-
-    @staticmethod
-    def result(process: subprocess.Popen[str], timeout: float = 300) -> dict[str, Any]:
-        out, err = process.communicate(timeout=timeout)
-        assert process.returncode == 0, err
-        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-    def go_file(self) -> Path:
-        return self.tmp_path / "go"
-
-    def kill_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture
 def children(tmp_path: Path) -> Iterator[Children]:
-    spawned = Children(tmp_path)
+    spawned = Children(tmp_path, dict(connection.settings_dict))
     yield spawned
     spawned.kill_all()
 
@@ -172,3 +118,17 @@ def test_racing_workers_never_fire_a_timer_twice(children: Children) -> None:
     assert sorted(everything) == sorted(ids)  # each handled by exactly one worker
     for instance_id in ids:
         assert history(instance_id) == [("Split", "ok"), ("Nap", "timeout"), ("Done", "done")]
+
+
+def test_the_worker_logs_to_stderr_in_a_project_that_configured_no_logging(
+    children: Children,
+) -> None:
+    (instance_id,) = children.run("start", {"workflow": workflows.Napping.path()})["ids"]
+    time.sleep(1.2)  # the timer comes due
+    worker = children.spawn("manage", {"argv": ["hephaestus_worker", "--once"]})
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert f"INFO hephaestus_django.runner: took over instance {instance_id}" in err
+    assert (
+        "INFO hephaestus_django.worker: moved 1 instance(s) on in default: now 1 completed" in err
+    )

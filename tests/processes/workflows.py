@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,43 @@ class Napping(Workflow):
 
     start = Split
     transitions = {Split: {"ok": Nap.configure(duration=1, unit="seconds")}, Nap: {"timeout": Done}}
+
+
+class Hold(WaitForEvent):
+    """Waits for ``go``, delivered by the load of the fault tests."""
+
+    events = ("go",)
+
+
+class Tick(Wait):
+    """A one-second timer, due while the database may be down."""
+
+
+class Restartable(Workflow):
+    """An event and a timer side by side, joined: the load of the fault tests."""
+
+    start = Split
+    transitions = {
+        Split: {"ok": [Hold, Tick.configure(duration=1, unit="seconds")]},
+        Hold: {"go": Gather},
+        Tick: {"timeout": Gather},
+        Gather: {"ok": Done},
+    }
+
+
+class Crawl(Step):
+    """A step longer than the lease: it records each run, then sleeps."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        (Path(context.initial["dir"]) / f"run-{uuid.uuid4().hex}").touch()
+        time.sleep(context.initial["seconds"])
+        return "ok"
+
+
+class Crawling(Workflow):
+    """One long step, whose lease the heartbeat keeps alive."""
+
+    start = Crawl
+    transitions = {Crawl: {"ok": Done}}
