@@ -66,6 +66,17 @@ def again(using: str, error: DatabaseError, statement: Callable[[BaseDatabaseWra
 _GONE = ("08", "57P01", "57P02", "57P03")
 
 
+def close_obsolete_connections() -> None:
+    """Close this thread's connections that are past ``CONN_MAX_AGE`` or failed, between passes.
+
+    What Django does between two requests (``close_old_connections``), for a worker loop that
+    never sees one; connections inside a transaction (a caller's ``atomic()``) are left alone.
+    """
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+
+
 def _lost_connection(error: BaseException) -> bool:
     """Whether the driver's error says the connection is gone, not that a statement failed.
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from hephaestus_django.conf import runner, storages
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.reconnect import close_obsolete_connections
 from hephaestus_django.runtime.worker import DEFAULT_MAX_BACKOFF, Worker
 
 
@@ -33,6 +34,9 @@ def worker(
         batch_size=batch_size,
         interval=interval,
         max_backoff=max_backoff,
+        # As between two requests: a connection past CONN_MAX_AGE, or one that failed its
+        # health check, is closed and the next statement connects again.
+        before_pass=close_obsolete_connections,
     )
 
 

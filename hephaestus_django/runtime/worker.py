@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from hephaestus_django.core.instance import Instance
@@ -36,6 +36,8 @@ class Worker:
     """Moves on every instance that waits for a due timer or lost its runner.
 
     ``storage`` is one storage, or several by name (``{"default": ..., "tenant_a": ...}``).
+    ``before_pass`` is called before each pass, as a web server calls its frameworks' hooks
+    between requests (the Django worker closes connections past ``CONN_MAX_AGE`` there).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Worker:
         batch_size: int = 100,
         interval: float = 1.0,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
+        before_pass: Callable[[], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size!r}")
@@ -62,6 +65,7 @@ class Worker:
         self.batch_size = batch_size
         self.interval = interval
         self.max_backoff = max_backoff
+        self.before_pass = before_pass
 
     def run_once(self) -> list[Instance]:
         """Handle everything that needs work now in every storage; return what was handled.
@@ -125,6 +129,8 @@ class Worker:
         return bool(moved)
 
     def _pass(self, name: str, storage: Storage) -> list[Instance]:
+        if self.before_pass is not None:
+            self.before_pass()
         handled: list[Instance] = []
         while True:
             batch = self.runner.work(storage=storage, limit=self.batch_size)

@@ -241,3 +241,20 @@ def test_a_database_still_down_raises(
         storage.get(instance.id)
     monkeypatch.undo()
     assert storage.get(instance.id).id == instance.id  # and it works once it is back
+
+
+def test_between_passes_connections_past_their_age_are_closed_but_not_a_callers(
+    storage: DjangoStorage,
+) -> None:
+    from hephaestus_django.reconnect import close_obsolete_connections
+
+    connection.ensure_connection()
+    connection.close_at = 0  # past CONN_MAX_AGE, as after a long pass
+    close_obsolete_connections()
+    assert connection.connection is None
+    with transaction.atomic():
+        connection.ensure_connection()
+        connection.close_at = 0
+        close_obsolete_connections()
+        assert connection.connection is not None  # the caller's transaction goes on
+        storage.query()
