@@ -20,6 +20,7 @@ from django.db import OperationalError, connection, transaction
 
 from hephaestus_django import LocalRunner, StaleInstanceError, Status
 from hephaestus_django.core import engine
+from hephaestus_django.reconnect import close_obsolete_connections
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 
@@ -246,8 +247,6 @@ def test_a_database_still_down_raises(
 def test_between_passes_connections_past_their_age_are_closed_but_not_a_callers(
     storage: DjangoStorage,
 ) -> None:
-    from hephaestus_django.reconnect import close_obsolete_connections
-
     connection.ensure_connection()
     connection.close_at = 0  # past CONN_MAX_AGE, as after a long pass
     close_obsolete_connections()
