@@ -192,7 +192,7 @@ class Hello(Step):
         return "said"
 
 class Greeting(Workflow):
-    start = Hello
+    start_step = Hello
     transitions = {Hello: {"said": Done}}
 
 assert Greeting.get(Greeting.start()).status == "completed"
