@@ -75,6 +75,8 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.version_info >= (3, 11) or sys.exit("error: $(PYTHON) is Python %s; hephaestus-django needs >= 3.11. Run: make PYTHON=/path/to/python3.11" % sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
+# pip runs quietly (CI logs stay short), so say first what the silent minutes are.
 $(STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing hephaestus-django and its dev dependencies into $(VENV) (quietly; the first time takes a few minutes)..."
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
 	@touch $@

@@ -51,9 +51,9 @@ class _Recorder(InMemoryStorage):
 class _CountingRunner(LocalRunner):
     waves = 0
 
-    def _execute_wave(self, instance: Instance, activations: Any) -> Any:
+    def _execute_wave(self, instance: Instance, activations: Any, storage: Any) -> Any:
         self.waves += 1
-        return super()._execute_wave(instance, activations)
+        return super()._execute_wave(instance, activations, storage)
 
 
 def recorded_run(workflow: type[WorkflowDefinition]) -> dict[str, Any]:

@@ -116,6 +116,8 @@ def _check_storages() -> list[CheckMessage]:
         entries = storage_settings()
     except InvalidBackendError as error:
         return [_reported(error, where)]
+    # With no STORAGES of their own, users never wrote the entry: name the database instead.
+    implicit = hephaestus_setting().get("STORAGES") is None
     messages: list[CheckMessage] = []
     for alias, entry in entries.items():
         entry_where = f"{where}[{alias!r}]"
@@ -128,7 +130,7 @@ def _check_storages() -> list[CheckMessage]:
         )
         messages += found
         if storage is not None:
-            messages += _check_database(storage, entry_where)
+            messages += _check_database(storage, entry_where, implicit=implicit)
     if "default" not in entries:
         messages.append(
             Warning(
@@ -169,12 +171,20 @@ def _check_backend(
     return messages, backend
 
 
-def _check_database(storage: Any, where: str) -> list[CheckMessage]:
+def _check_database(storage: Any, where: str, *, implicit: bool = False) -> list[CheckMessage]:
+    """E008/E009 for a ``DjangoStorage``'s database alias.
+
+    ``implicit``: the storage is the one used when ``HEPHAESTUS['STORAGES']`` is not set, so
+    the messages speak of ``DATABASES['default']``, which the user did write, and not of a
+    storage entry they never saw.
+    """
     from hephaestus_django.storage import DjangoStorage
 
     if not isinstance(storage, DjangoStorage):
         return []
     alias = storage.using
+    if implicit:
+        return _check_default_database(alias)
     if alias not in settings.DATABASES:
         known = ", ".join(repr(name) for name in settings.DATABASES) or "none"
         return [
@@ -211,3 +221,33 @@ def _check_database(storage: Any, where: str) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+def _check_default_database(alias: str) -> list[CheckMessage]:
+    """E009 for the database used without a ``HEPHAESTUS['STORAGES']`` setting.
+
+    A fresh ``startproject`` has a SQLite ``default``: what must change is that database (or
+    the storage setting), and the message says so in those words.
+    """
+    where = f"settings.DATABASES[{alias!r}]"
+    engine = settings.DATABASES.get(alias, {}).get("ENGINE", "?")
+    try:
+        engine = connections[alias].settings_dict.get("ENGINE", engine)
+        vendor = connections[alias].vendor
+        problem = f"uses {engine!r}, which is not PostgreSQL" if vendor != "postgresql" else ""
+    except Exception as error:  # the engine itself does not load (a missing driver, say)
+        problem = f"uses {engine!r}, which does not load: {error}"
+    if not problem:
+        return []
+    return [
+        _error(
+            9,
+            f"hephaestus-django stores workflow instances in the {alias!r} database, since "
+            f"settings.{SETTING}['STORAGES'] is not set, and {where} {problem}.",
+            f"Point {where} at a PostgreSQL 14+ database: ENGINE "
+            f"'django.db.backends.postgresql' with its NAME, USER, PASSWORD, HOST and PORT "
+            f"(and pip install 'psycopg[binary]'). To store them in another PostgreSQL "
+            f"database, set settings.{SETTING}['STORAGES']. {DOCS}",
+            where,
+        )
+    ]

@@ -26,6 +26,7 @@ import difflib
 import inspect
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -44,7 +45,9 @@ DEFAULT_STORAGE_BACKEND = "hephaestus_django.storage.DjangoStorage"
 DEFAULT_RUNNER_BACKEND = "hephaestus_django.runtime.LocalRunner"
 TOP_LEVEL_KEYS = ("STORAGES", "RUNNER")
 BACKEND_KEYS = ("BACKEND", "OPTIONS")
-DOCS = "See docs/settings.md for every setting and its default."
+SETTINGS_DOCS = Path(__file__).resolve().parent / "docs" / "settings.md"
+"""The settings reference, shipped inside the package so that an installed copy has it."""
+DOCS = f"See {SETTINGS_DOCS} for every setting and its default."
 
 
 class InvalidBackendError(ImproperlyConfigured):

@@ -131,6 +131,15 @@ class DjangoStorage:
     def __repr__(self) -> str:
         return f"DjangoStorage(using={self.using!r})"
 
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside ``transaction.atomic()`` on the storage's database.
+
+        The runner then runs a fan-out's branches in this thread, so that they see the
+        caller's uncommitted rows as every other step does (a pool thread's connection would
+        not).
+        """
+        return bool(connections[self.using].in_atomic_block)
+
     def get(self, instance_id: UUID | str) -> Instance:
         key = instance_key(instance_id)
         if key is None:

@@ -233,7 +233,7 @@ class OrderFulfilment(Workflow):
     """From a placed order to a delivered parcel, a refund or a rejection."""
 
     version = 2  # 2: express shipping; stored with every new instance
-    start = ValidateOrder
+    start_step = ValidateOrder
     transitions = {
         ValidateOrder: {"valid": [ReserveStock, ChargePayment], "invalid": RejectOrder},
         RejectOrder: {"rejected": Debug},  # Debug logs the context (logger hephaestus_django.debug)

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from hephaestus_django.core.workflow import WorkflowDefinition
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_REPR_STEPS = 3
+"""How many steps an instance's repr names before "and N more"."""
+_REPR_MESSAGE = 40
+"""How much of a failed instance's error message its repr shows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +117,17 @@ class Failure:
     at: datetime
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, repr=False)
 class Instance:
     """One execution of a workflow.
 
     Build new instances with ``engine.new_instance`` (or ``Workflow.start``);
     the engine returns a new ``Instance`` for every transition.
+
+    ``repr()`` is one short line (id, workflow, version, status, the steps it
+    is at, revision), so a list of instances stays readable in a shell or a
+    log; the full data is in the fields (``instance.context``,
+    ``instance.execution_history``, ...; ``vars(instance)`` has them all).
     """
 
     workflow: type[WorkflowDefinition]
@@ -151,6 +160,32 @@ class Instance:
             and self.lease_expires_at is not None
             and self.lease_expires_at > now
         )
+
+    def __repr__(self) -> str:
+        """One line, e.g. ``<Instance 0b9f6c1e-… OrderWorkflow v1 waiting at AwaitPayment,
+        revision 2>`` (with the whole id)."""
+        return (
+            f"<{type(self).__qualname__} {self.id} {self.workflow.__qualname__} "
+            f"v{self.workflow_version} {self.status.value}{self._whereabouts()}, "
+            f"revision {self.revision}>"
+        )
+
+    def _whereabouts(self) -> str:
+        """`` at <steps>`` for the repr: the failed, waiting, active or current step(s)."""
+        if self.error is not None:
+            message = self.error.message
+            if len(message) > _REPR_MESSAGE:
+                message = message[: _REPR_MESSAGE - 1] + "…"
+            return f" at {self.error.step.__qualname__} ({self.error.error_type}: {message})"
+        steps = self.waiting_steps or self.active_steps
+        if steps:
+            names = sorted(step.__qualname__ for step in steps)
+            shown = ", ".join(names[:_REPR_STEPS])
+            more = len(names) - _REPR_STEPS
+            return f" at {shown}" + (f" and {more} more" if more > 0 else "")
+        if self.current_step is not None:
+            return f" at {self.current_step.__qualname__}"
+        return ""
 
     def __post_init__(self) -> None:
         self.id = coerce_instance_id(self.id)

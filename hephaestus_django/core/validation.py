@@ -5,7 +5,8 @@ message naming the workflow and the offending steps, so the error says what
 to change. Rules, in the order they are checked:
 
 ``malformed-start`` / ``malformed-transitions``
-    ``start`` is a step; ``transitions`` maps step classes to ``{event: target}``.
+    ``start_step`` is a step (and ``start``, if also given, is the same one);
+    ``transitions`` maps step classes to ``{event: target}``.
 ``invalid-config`` / ``conflicting-config``
     a step's config passes ``Step.validate_config``, and is the same wherever
     the step is targeted.
@@ -20,7 +21,7 @@ to change. Rules, in the order they are checked:
 ``cycle``
     the graph has no cycle.
 ``unreachable-step``
-    every step named in the transitions is reachable from ``start``.
+    every step named in the transitions is reachable from ``start_step``.
 ``duplicate-step-key``
     no two steps share a context key.
 ``fan-out-not-converging``
@@ -148,12 +149,20 @@ class _Builder:
         self.transitions[(source, event)] = Transition(source, event, steps, route)
 
 
-def build_graph(workflow: str, start: object, transitions: object) -> WorkflowGraph:
-    """Validate a definition and compile it; raises :class:`WorkflowDefinitionError`."""
+def build_graph(
+    workflow: str, start: object, transitions: object, *, start_name: str = "start_step"
+) -> WorkflowGraph:
+    """Validate a definition and compile it; raises :class:`WorkflowDefinitionError`.
+
+    ``start_name`` is the class attribute that named ``start`` (``start_step``, or the older
+    ``start``), for the messages.
+    """
     builder = _Builder(workflow)
     if start is None:
-        raise builder.fail("malformed-start", "no start step: set start = SomeStep in the class")
-    start_step = builder.ref(start, "start", "malformed-start").step
+        raise builder.fail(
+            "malformed-start", "no start step: set start_step = SomeStep in the class"
+        )
+    start_step = builder.ref(start, start_name, "malformed-start").step
     builder.add_transitions(transitions)
     successors = successor_map(builder.configs, builder.transitions)
     _check_events(builder, successors)

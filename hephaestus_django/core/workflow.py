@@ -4,7 +4,7 @@
 
     class Fulfilment(WorkflowDefinition):
         version = 2
-        start = ValidateOrder
+        start_step = ValidateOrder
         transitions = {
             ValidateOrder: {"valid": [ReserveStock, ChargePayment], "invalid": Reject},
             ReserveStock: {"reserved": Ship},
@@ -38,28 +38,32 @@ workflow_registry: Registry[type[WorkflowDefinition]] = Registry("workflow")
 class WorkflowDefinition:
     """Base class of workflow definitions.
 
-    In the class body, ``start`` names the start step (moved to
-    ``start_step`` once the class is built, which leaves the name ``start``
-    free for the runtime's ``Workflow.start()``), ``transitions`` maps each
-    step to ``{event: target}``, and ``version`` (default 1) is written on new
+    In the class body, ``start_step`` names the start step (a step class or
+    ``Step.configure(...)``), ``transitions`` maps each step to
+    ``{event: target}``, and ``version`` (default 1) is written on new
     instances. Set ``abstract = True`` on an intermediate base class that is
     not a workflow by itself.
+
+    ``start = SomeStep`` works too, and is taken out of the class so that the
+    name stays free for the runtime's ``Workflow.start()``; but type checkers
+    refuse it (it replaces that classmethod), so ``start_step`` is the spelling
+    to use. Giving both, naming different steps, is a ``malformed-start`` error.
+    Once the class is built, ``start_step`` is the start step's class (its
+    config is in ``graph.configs``).
     """
 
     version: ClassVar[int] = 1
     transitions: ClassVar[dict[type[Step], dict[str, Any]]] = {}
-    start_step: ClassVar[type[Step]]
+    start_step: ClassVar[type[Step] | StepRef]
     graph: ClassVar[WorkflowGraph]
     """The validated graph; built when the class is defined."""
     _start_spec: ClassVar[type[Step] | StepRef | None] = None
+    _start_name: ClassVar[str] = "start_step"
+    """The attribute that named the start step, for messages."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "start" in cls.__dict__ and not callable(
-            getattr(cls.__dict__["start"], "__func__", None)
-        ):
-            cls._start_spec = cls.__dict__["start"]
-            delattr(cls, "start")
+        _take_start_spec(cls)
         if cls.__dict__.get("abstract", False):
             return
         name = dotted_path(cls)
@@ -68,7 +72,7 @@ class WorkflowDefinition:
             raise WorkflowDefinitionError(
                 name, "invalid-version", f"version must be a positive int, not {version!r}"
             )
-        cls.graph = build_graph(name, cls._start_spec, cls.transitions)
+        cls.graph = build_graph(name, cls._start_spec, cls.transitions, start_name=cls._start_name)
         cls.start_step = cls.graph.start
         workflow_registry.register(cls)
 
@@ -81,3 +85,43 @@ class WorkflowDefinition:
     def is_abstract(cls) -> bool:
         """True for base classes that are not workflows by themselves."""
         return bool(cls.__dict__.get("abstract", False)) or not hasattr(cls, "graph")
+
+
+def _take_start_spec(cls: type[WorkflowDefinition]) -> None:
+    """Record the start step the class body names, as ``start_step`` or (older) ``start``.
+
+    A class naming neither inherits its base's start step.
+    """
+    body = cls.__dict__
+    legacy = body.get("start")
+    if legacy is not None and callable(getattr(legacy, "__func__", None)):
+        legacy = None  # a classmethod called start: the runtime's Workflow.start()
+    given = body.get("start_step")
+    if legacy is not None and given is not None and _as_ref(legacy) != _as_ref(given):
+        raise WorkflowDefinitionError(
+            dotted_path(cls),
+            "malformed-start",
+            f"both start_step = {_spec_name(given)} and start = {_spec_name(legacy)} are set, "
+            f"to different steps; set only start_step",
+            steps=[ref.step.__qualname__ for ref in (_as_ref(given), _as_ref(legacy)) if ref],
+        )
+    if legacy is not None:
+        delattr(cls, "start")
+    if given is not None:
+        cls._start_spec, cls._start_name = given, "start_step"
+    elif legacy is not None:
+        cls._start_spec, cls._start_name = legacy, "start"
+
+
+def _as_ref(spec: object) -> StepRef | None:
+    """``spec`` as a StepRef, so ``X`` and ``X.configure()`` compare equal; None if not a step."""
+    if isinstance(spec, StepRef):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, Step):
+        return StepRef(spec)
+    return None
+
+
+def _spec_name(spec: object) -> str:
+    ref = _as_ref(spec)
+    return ref.step.__qualname__ if ref is not None else repr(spec)

@@ -45,7 +45,7 @@ from hephaestus_django.core.steps import Done
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.storage import Storage, in_callers_transaction
 
 logger = logging.getLogger("hephaestus_django.runner")
 
@@ -204,7 +204,7 @@ class LocalRunner:
             if not activations:
                 return instance
             with self._heartbeat.held(storage, instance.id, owner):
-                results = self._execute_wave(instance, activations)
+                results = self._execute_wave(instance, activations, storage)
             instance = self._save_wave(instance, results, storage, owner)
         return instance
 
@@ -285,9 +285,18 @@ class LocalRunner:
             logger.info("instance %s changed meanwhile; re-applying to a fresh read", updated.id)
             return storage.update(updated.id, again)
 
-    def _execute_wave(self, instance: Instance, activations: list[Activation]) -> list[StepResult]:
-        if len(activations) == 1:
-            return [self._execute(instance, activations[0])]
+    def _execute_wave(
+        self, instance: Instance, activations: list[Activation], storage: Storage
+    ) -> list[StepResult]:
+        """Execute a wave's steps: a fan-out's branches on the pool, concurrently, except
+        inside the caller's transaction.
+
+        There they run in the caller's thread, one after another, so that every step sees
+        the same data: a pool thread has a database connection of its own, outside the
+        transaction, and would not see the caller's uncommitted rows.
+        """
+        if len(activations) == 1 or in_callers_transaction(storage):
+            return [self._execute(instance, item) for item in activations]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.max_workers, thread_name_prefix="hephaestus-step"

@@ -29,6 +29,13 @@ and leases it to ``owner`` until ``until``; it bumps the revision, so writes
 based on earlier reads are stale. ``renew`` extends a lease its owner still
 holds, without a new revision.
 
+A storage whose writes can join the caller's open transaction (``DjangoStorage``
+inside ``transaction.atomic()``) may also answer ``in_transaction()``
+(:class:`TransactionAware`): the runner then executes a fan-out's branches in the
+caller's thread, one after another, rather than on pool threads whose own
+connections would not see the caller's uncommitted rows. Without the method, the
+caller is taken to be outside any transaction.
+
 The test-suite in ``tests/contract`` runs against every backend.
 """
 
@@ -77,3 +84,18 @@ class Storage(Protocol):
     def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
         """Extend ``owner``'s lease to ``until``; False when it no longer holds it."""
         ...
+
+
+@runtime_checkable
+class TransactionAware(Protocol):
+    """The optional part of the storage contract: is the caller inside a transaction?"""
+
+    def in_transaction(self) -> bool:
+        """True when this thread's writes through the storage join an open transaction."""
+        ...
+
+
+def in_callers_transaction(storage: object) -> bool:
+    """Whether ``storage`` says the calling thread is inside a transaction (False if it cannot
+    say: the method is optional)."""
+    return isinstance(storage, TransactionAware) and bool(storage.in_transaction())

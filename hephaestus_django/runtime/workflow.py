@@ -3,7 +3,7 @@
 ::
 
     class Onboarding(Workflow):
-        start = SendWelcome
+        start_step = SendWelcome
         transitions = {SendWelcome: {"sent": Done}}
 
     instance_id = Onboarding.start({"user_id": 7})

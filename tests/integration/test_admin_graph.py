@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 import xml.etree.ElementTree as ET
 from io import StringIO
 from typing import Any
@@ -285,7 +286,8 @@ def test_the_command_prints_the_graph(fmt: str | None, render: Any) -> None:
     ("name", "suggestion"),
     [
         ("tests.flows.FanOt", "tests.flows.FanOut"),
-        ("FanOut", "tests.flows.FanOut"),
+        ("fanout", "tests.flows.FanOut"),
+        ("FanOt", "tests.flows.FanOut"),
         ("os.path", ""),
     ],
 )
@@ -297,6 +299,52 @@ def test_an_unknown_workflow_names_the_close_ones(name: str, suggestion: str) ->
     assert "never imported by name" in message
     if suggestion:
         assert f"Did you mean: {suggestion}" in message
+
+
+@pytest.mark.parametrize("name", ["FanOut", "flows.FanOut"])
+def test_the_command_takes_a_unique_class_name(name: str) -> None:
+    out = StringIO()
+    call_command("hephaestus_graph", name, stdout=out)
+    assert out.getvalue() == to_mermaid(build_diagram(flows.FanOut.graph))
+
+
+def twin_in_one_place() -> type[Workflow]:
+    class Twin(Workflow):
+        start = flows.Check
+        transitions = flows.Routed.transitions
+
+    return Twin
+
+
+def twin_in_another() -> type[Workflow]:
+    class Twin(Workflow):
+        start = flows.Check
+        transitions = flows.Routed.transitions
+
+    return Twin
+
+
+def test_an_ambiguous_class_name_lists_the_dotted_paths() -> None:
+    twins = [twin_in_one_place(), twin_in_another()]  # kept alive: the registry is weak
+    with pytest.raises(CommandError) as raised:
+        call_command("hephaestus_graph", "Twin")
+    message = str(raised.value)
+    assert message.startswith("'Twin' is ambiguous: 2 registered workflows are named so: ")
+    for twin in twins:
+        assert twin.path() in message
+    assert "Give the dotted path" in message
+    for name in (twins[1].path(), "twin_in_another.<locals>.Twin"):
+        out = StringIO()
+        call_command("hephaestus_graph", name, stdout=out)
+        assert out.getvalue() == to_mermaid(build_diagram(twins[1].graph))
+
+
+def test_a_name_never_imports_anything() -> None:
+    assert "this" not in sys.modules
+    for name in ("this", "this.Zen", "OrderedDict", "collections.OrderedDict"):
+        with pytest.raises(CommandError, match="No workflow is registered as"):
+            call_command("hephaestus_graph", name)
+    assert "this" not in sys.modules
 
 
 def test_the_command_rejects_an_unknown_format() -> None:

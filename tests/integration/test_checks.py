@@ -7,9 +7,14 @@ that id must have a hint that helps fix it. Warnings do not fail ``check``; they
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from io import StringIO
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
@@ -21,6 +26,7 @@ from django.core.management.base import SystemCheckError
 from django.db import connections
 from django.test import modify_settings
 
+import hephaestus_django
 from hephaestus_django.storage import DjangoStorage
 
 if TYPE_CHECKING:
@@ -428,3 +434,61 @@ def test_check_never_crashes(settings: Settings, setting: Any) -> None:
     assert all(isinstance(message, CheckMessage) for message in messages)
     assert all(message.id and message.id.startswith("hephaestus.E") for message in messages)
     assert all(f"({message.id})" in report for message in messages)
+
+
+# --- what a newcomer meets -------------------------------------------------------------------
+
+
+def test_hints_point_to_the_settings_reference_installed_with_the_package(
+    settings: Settings,
+) -> None:
+    settings.HEPHAESTUS = {"STORAGES": [storage()]}
+
+    message = reported("hephaestus.E003")
+
+    found = re.search(r"See (\S+) for every setting", message.hint)
+    assert found, message.hint
+    path = Path(found.group(1))
+    assert path.is_absolute()
+    assert path.is_file()
+    assert path.read_text().startswith("# Settings reference")
+    assert path.parent.parent == Path(hephaestus_django.__file__).resolve().parent
+
+
+NO_SETTING_PROJECT = """
+import django
+from django.conf import settings
+from django.core.checks import run_checks
+
+settings.configure(
+    INSTALLED_APPS=["django.contrib.postgres", "hephaestus_django"],
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"}},
+)
+django.setup()
+for message in run_checks(tags=["hephaestus"]):
+    print(message.id, message.obj, message.msg, "HINT:", message.hint, sep="|")
+"""
+
+
+def test_e009_without_a_setting_names_the_default_database(tmp_path: Path) -> None:
+    """A fresh ``startproject`` (SQLite ``default``, no ``HEPHAESTUS``): the message names the
+    database to change, not a storage setting the user never wrote."""
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = str(Path(hephaestus_django.__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", NO_SETTING_PROJECT],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (line,) = result.stdout.splitlines()
+    check_id, obj, msg, _, hint = line.split("|")
+    assert check_id == "hephaestus.E009"
+    assert obj == "settings.DATABASES['default']"
+    assert "STORAGES" not in obj
+    assert "settings.HEPHAESTUS['STORAGES'] is not set" in msg
+    assert "'django.db.backends.sqlite3', which is not PostgreSQL" in msg
+    assert "Point settings.DATABASES['default'] at a PostgreSQL" in hint
+    assert "'django.db.backends.postgresql'" in hint

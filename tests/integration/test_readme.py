@@ -31,6 +31,7 @@ BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README, flags=re.DOTALL | re.MULTIL
 # Each block is recognised by a fragment of its text, and run by the test named here.
 VERIFIED = {
     "pip install ./hephaestus-django": "test_quickstart_word_for_word",
+    '"ENGINE": "django.db.backends.postgresql"': "test_quickstart_word_for_word",
     '"hephaestus_django",\n]': "test_quickstart_word_for_word",
     "python manage.py migrate": "test_quickstart_word_for_word",
     "class OrderWorkflow(Workflow):": "test_quickstart_word_for_word",
@@ -101,9 +102,22 @@ def test_quickstart_word_for_word(tmp_path: Path, fresh_database: dict[str, str]
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     python = venv / "bin" / "python"
-    pip_install = shlex.split(block("pip install ./hephaestus-django"))
+    clone, install = block("pip install ./hephaestus-django").strip().splitlines()
+    # No public URL yet: the README says so rather than inventing one, and this checkout is
+    # installed in place of the clone (so uncommitted changes are tested too).
+    assert clone == "git clone <this repository's URL> hephaestus-django"
+    pip_install = shlex.split(install)
     assert pip_install[:3] == ["pip", "install", "./hephaestus-django"]
     run(python, "-m", "pip", "install", "-q", REPO, *pip_install[3:], cwd=tmp_path)
+    # The settings reference the checks' hints point to is installed with the package.
+    docs = run(
+        python,
+        "-c",
+        "from hephaestus_django.conf import SETTINGS_DOCS as d; print(d)",
+        cwd=tmp_path,
+    )
+    assert Path(docs.strip()).is_file()
+    assert Path(docs.strip()).is_relative_to(venv)
 
     run(venv / "bin" / "django-admin", "startproject", "mysite", cwd=tmp_path)
     project = tmp_path / "mysite"
@@ -115,18 +129,32 @@ def test_quickstart_word_for_word(tmp_path: Path, fresh_database: dict[str, str]
     text = settings.read_text().replace(
         "INSTALLED_APPS = [", "INSTALLED_APPS = [\n" + "".join(f"    {a!r},\n" for a in apps)
     )
-    database = {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": fresh_database["dbname"],
-        "USER": fresh_database["user"],
-        "HOST": fresh_database["host"],
-        "PORT": fresh_database["port"],
-    }
-    text += f"\nINSTALLED_APPS.append('shop')\nDATABASES = {{'default': {database!r}}}\n"
+    text += "\nINSTALLED_APPS.append('shop')\n"
     settings.write_text(text)
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-
     (command,) = block("python manage.py migrate").strip().splitlines()
+
+    # Before the database step, the check says which database to change, in those words.
+    refused = subprocess.run(
+        [python, *command.split()[1:]], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert refused.returncode != 0
+    assert "settings.DATABASES['default']: (hephaestus.E009)" in refused.stderr
+
+    # The README's DATABASES block replaces startproject's, with this server's details.
+    databases = block('"ENGINE": "django.db.backends.postgresql"')
+    for key, value in [
+        ("NAME", fresh_database["dbname"]),
+        ("USER", fresh_database["user"]),
+        ("PASSWORD", connection.settings_dict["PASSWORD"] or ""),
+        ("HOST", fresh_database["host"]),
+        ("PORT", fresh_database["port"]),
+    ]:
+        databases, found = re.subn(rf'"{key}": "[^"]*"', f'"{key}": {value!r}', databases)
+        assert found == 1, key
+    text, found = re.subn(r"^DATABASES = \{\n.*?^\}\n", databases, text, flags=re.M | re.S)
+    assert found == 1
+    settings.write_text(text)
     run(python, *command.split()[1:], cwd=project, env=env)
     assert "no issues" in run(python, "manage.py", "check", cwd=project, env=env)
 
@@ -146,7 +174,7 @@ def test_quickstart_word_for_word(tmp_path: Path, fresh_database: dict[str, str]
     assert "README OK" in out
 
     named = block('"tenant_a": {')
-    settings.write_text(text + "\n" + named + f"\nDATABASES['tenant_a'] = {database!r}\n")
+    settings.write_text(text + "\n" + named + "\nDATABASES['tenant_a'] = DATABASES['default']\n")
     assert "no issues" in run(python, "manage.py", "check", cwd=project, env=env)
 
 
@@ -164,7 +192,7 @@ class Hello(Step):
         return "said"
 
 class Greeting(Workflow):
-    start = Hello
+    start_step = Hello
     transitions = {Hello: {"said": Done}}
 
 assert Greeting.get(Greeting.start()).status == "completed"

@@ -12,7 +12,14 @@ import pytest
 from hephaestus_django import Done, Status, Step, Workflow
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InvalidInstanceError
-from hephaestus_django.core.instance import HistoryEntry, Instance, evolve, read_history_entry
+from hephaestus_django.core.instance import (
+    Failure,
+    HistoryEntry,
+    Instance,
+    Waiting,
+    evolve,
+    read_history_entry,
+)
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -146,3 +153,43 @@ def test_engine_transitions_give_valid_instances_and_leave_their_input_alone() -
     # what the engine built passes the validation of Instance(...)
     rebuilt = Instance(**{f.name: getattr(running, f.name) for f in dataclasses.fields(Instance)})
     assert rebuilt == running
+
+
+# --- repr -------------------------------------------------------------------------------------
+
+
+def test_repr_is_one_short_line_and_the_data_stays_reachable() -> None:
+    big = {"items": [{"sku": f"SKU-{n}", "price": n} for n in range(200)]}
+    started = engine.start(engine.new_instance(Linear, big, metadata={"tenant": "a"}))
+    text = repr(started)
+    assert text == f"<Instance {started.id} Linear v1 running at First, revision 0>"
+    assert str(started.id) in repr([started])
+    assert started.context.initial == big
+    assert vars(started)["context"] is started.context
+
+
+def test_repr_names_the_waiting_steps_the_error_and_at_most_three_steps() -> None:
+    uid = uuid4()
+    waiting = Instance(
+        workflow=Linear,
+        id=uid,
+        status="waiting",  # type: ignore[arg-type]
+        waiting_steps={Second: Waiting(since=NOW)},
+        revision=3,
+    )
+    assert repr(waiting) == f"<Instance {uid} Linear v1 waiting at Second, revision 3>"
+
+    failed = evolve(
+        waiting,
+        status=Status.FAILED,
+        waiting_steps={},
+        error=Failure(Second, "PaymentDeclined", "card declined " * 20, NOW),
+    )
+    text = repr(failed)
+    assert text.startswith(f"<Instance {uid} Linear v1 failed at Second (PaymentDeclined: card")
+    assert text.endswith("…), revision 3>")
+    assert len(text) < 160, text
+
+    branches = [type(f"Branch{n}", (Step,), {"events": ("ok",)}) for n in range(5)]
+    fan_out = evolve(waiting, status=Status.RUNNING, waiting_steps={}, active_steps=branches)
+    assert repr(fan_out).endswith("at Branch0, Branch1, Branch2 and 2 more, revision 3>")

@@ -298,3 +298,76 @@ def test_the_graph_sorts_steps_in_topological_order_unknown_ones_last() -> None:
     assert graph.sorted(unknown) == list(unknown)  # in the order given
     assert graph.sorted(iter([B])) == [B]
     assert graph.sorted([]) == []
+
+
+# --- start_step: the spelling that type-checks ------------------------------------------------
+
+
+def test_start_step_names_the_start_step() -> None:
+    class Spelled(Workflow):
+        start_step = Fork
+        transitions = {Fork: {"yes": A, "no": B}, A: {"ok": Done}, B: {"ok": Done}}
+
+    assert Spelled.start_step is Fork
+    assert Spelled.graph.start is Fork
+    assert isinstance(Spelled.start, type(Workflow.start))
+
+
+def test_start_step_takes_a_configured_step() -> None:
+    class Delayed(Workflow):
+        start_step = Wait.configure(duration=2, unit="hours")
+        transitions = {Wait: {"timeout": Done}}
+
+    assert Delayed.start_step is Wait
+    assert Delayed.graph.configs[Wait] == {"duration": 2, "unit": "hours"}
+
+
+def test_start_and_start_step_may_both_name_the_same_step() -> None:
+    same = define(A, {A: {"ok": Done}}, start_step=A)
+    assert same.start_step is A
+    configured = define(
+        Wait.configure(duration=1), {Wait: {"timeout": Done}}, start_step=Wait.configure(duration=1)
+    )
+    assert configured.graph.configs[Wait] == {"duration": 1}
+
+
+@pytest.mark.parametrize(
+    ("start", "start_step", "named"),
+    [
+        (A, B, "start_step = B and start = A"),
+        (Wait.configure(duration=1), Wait.configure(duration=2), "start_step = Wait and start"),
+        (Wait, Wait.configure(duration=2), "start_step = Wait and start = Wait"),
+    ],
+    ids=["two-steps", "two-configs", "config-and-none"],
+)
+def test_start_and_start_step_naming_different_steps_is_an_error(
+    start: Any, start_step: Any, named: str
+) -> None:
+    with pytest.raises(WorkflowDefinitionError) as caught:
+        define(start, {A: {"ok": Done}, B: {"ok": Done}}, start_step=start_step)
+    assert caught.value.rule == "malformed-start"
+    assert named in str(caught.value)
+    assert "set only start_step" in str(caught.value)
+
+
+def test_a_subclass_inherits_or_replaces_the_start_step() -> None:
+    class Parent(Workflow):
+        start_step = A
+        transitions = {A: {"ok": Done}}
+
+    class SameStart(Parent):
+        pass
+
+    class OtherStart(Parent):
+        start_step = Fork
+        transitions = {Fork: {"yes": A, "no": B}, A: {"ok": Done}, B: {"ok": Done}}
+
+    assert SameStart.graph.start is A
+    assert OtherStart.graph.start is Fork
+
+
+def test_a_malformed_start_step_is_named_as_written() -> None:
+    with pytest.raises(WorkflowDefinitionError, match="start_step must be a Step"):
+        type("Broken", (Workflow,), {"start_step": "A", "transitions": {A: {"ok": Done}}})
+    with pytest.raises(WorkflowDefinitionError, match="start must be a Step"):
+        define("A", {A: {"ok": Done}})

@@ -1,8 +1,9 @@
-"""``manage.py hephaestus_graph <dotted.path>``: print a workflow's graph as Mermaid, DOT or SVG.
+"""``manage.py hephaestus_graph <workflow>``: print a workflow's graph as Mermaid, DOT or SVG.
 
-The same graph the admin draws, for docs, reviews and wikis. The workflow is looked up in the
-workflow registry only (the workflows that the installed apps' ``workflows`` modules define):
-nothing is imported because a name on the command line says so.
+The same graph the admin draws, for docs, reviews and wikis. The workflow is named by its dotted
+path, or by its class name (any trailing part of the path) when no other registered workflow has
+it. It is looked up in the workflow registry only (the workflows that the installed apps'
+``workflows`` modules define): nothing is imported because a name on the command line says so.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []  # reads the registry only; works before migrate
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("workflow", help="the workflow class's dotted path")
+        parser.add_argument(
+            "workflow",
+            help="the workflow class's dotted path, or its class name if no other registered "
+            "workflow has it",
+        )
         parser.add_argument(
             "--format",
             choices=sorted(RENDERERS),
@@ -46,12 +51,28 @@ class Command(BaseCommand):
 
 
 def find_workflow(path: str) -> type[WorkflowDefinition]:
-    """The registered workflow ``path``; a CommandError naming the closest registered ones."""
+    """The registered workflow named ``path``: its dotted path, or a unique trailing part of it.
+
+    ``OrderWorkflow`` (or ``workflows.OrderWorkflow``) finds ``shop.workflows.OrderWorkflow``
+    when no other registered workflow's path ends so; several do → a CommandError listing
+    them. An unknown name → a CommandError naming the closest registered ones.
+    """
     try:
         return workflow_registry.resolve(path)
     except UnknownWorkflowError:
         pass
     names = workflow_registry.names()
+    ending = [name for name in names if path and name.endswith(f".{path}")]
+    if len(ending) > 1:
+        raise CommandError(
+            f"{path!r} is ambiguous: {len(ending)} registered workflows are named so: "
+            f"{', '.join(ending)}. Give the dotted path of the one you mean."
+        )
+    if ending:
+        try:
+            return workflow_registry.resolve(ending[0])
+        except UnknownWorkflowError:  # garbage-collected meanwhile (defined in a function)
+            pass
     by_short = {short_name(name).lower(): name for name in names}
     close = [name for name in names if short_name(name).lower() == short_name(path).lower()]
     close += [
