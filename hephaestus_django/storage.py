@@ -11,8 +11,14 @@ and costs one round trip:
   are left out of the update, so they never change.
 - ``delete``: ``DELETE ... WHERE id = %s``
 - ``query``: ``SELECT ... WHERE <filters> ORDER BY inserted_at, id LIMIT %s``
-- ``claim``: ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``
+- ``claim``: ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``: the
+  due timers and the stalled runs are separate candidate sets, each an index scan
 - ``renew``: ``UPDATE ... SET lease_expires_at WHERE id = %s AND lease_owner = %s``
+
+Time is the database's: ``claim`` and ``renew`` compare and compute leases with
+``statement_timestamp()``, and :meth:`DjangoStorage.now` (what runners base the leases
+and timers they write on) is the database's time, read once a minute per alias
+(:class:`~hephaestus_django.runtime.clock.DatabaseClock`).
 
 ``update`` (a locked read-modify-write for transitions coming from any process)
 is the one composite: a short transaction around ``SELECT ... FOR UPDATE`` and
@@ -26,8 +32,9 @@ reading timestamps with psycopg's compiled loader where that changes nothing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -41,6 +48,7 @@ from hephaestus_django.core.errors import (
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.cursors import fetch_all, fetch_one
 from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.clock import DatabaseClock
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
 from hephaestus_django.runtime.filters import QueryFilters, parse_filters
 
@@ -65,20 +73,51 @@ _SELECTED = tuple("state::text" if field == "state" else field for field in FIEL
 COLUMNS = ", ".join(_SELECTED)
 
 SELECT_ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s"
-RENEW = f"UPDATE {TABLE} SET lease_expires_at = %s WHERE id = %s AND lease_owner = %s"
+# statement_timestamp(): the database's time, fixed for the statement (so an index bound), and
+# the statement's own even inside a longer transaction (now() would be the transaction's).
+CLOCK = "SELECT clock_timestamp()"
+RENEW = f"""
+UPDATE {TABLE} SET lease_expires_at = statement_timestamp() + %s
+WHERE id = %s AND lease_owner = %s
+"""
 # One statement hands each row to one worker: SKIP LOCKED keeps concurrent workers off the rows
 # another is claiming, and the revision bump makes every write based on an older read stale.
+# Three candidate sets, each served by an index and read only up to the limit: due timers (the
+# partial index on due_at), running instances whose lease lapsed, and running ones never leased
+# (both the partial index on lease_expires_at of running rows). A lease is live while its
+# expiry is in the future. An OR of these in one WHERE is served by no index at scale.
+_FREE = "(lease_expires_at IS NULL OR lease_expires_at <= statement_timestamp())"
 CLAIM = f"""
-WITH candidates AS (
-    SELECT id FROM {TABLE}
-    WHERE (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= %(now)s)
-      AND ((due_at IS NOT NULL AND due_at <= %(now)s) OR status = 'running')
-    ORDER BY COALESCE(due_at, updated_at), id
+WITH due AS (
+    SELECT id, due_at AS since FROM {TABLE}
+    WHERE due_at <= statement_timestamp() AND {_FREE}
+    ORDER BY due_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), lapsed AS (
+    SELECT id, lease_expires_at AS since FROM {TABLE}
+    WHERE status = 'running' AND lease_expires_at <= statement_timestamp()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), unleased AS (
+    SELECT id, updated_at AS since FROM {TABLE}
+    WHERE status = 'running' AND lease_expires_at IS NULL
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), candidates AS (
+    SELECT id, min(since) AS since
+    FROM (
+        SELECT * FROM due UNION ALL SELECT * FROM lapsed UNION ALL SELECT * FROM unleased
+    ) AS found
+    GROUP BY id
+    ORDER BY since, id
+    LIMIT %(limit)s
 )
 UPDATE {TABLE} AS claimed
-SET lease_owner = %(owner)s, lease_expires_at = %(until)s, revision = claimed.revision + 1
+SET lease_owner = %(owner)s,
+    lease_expires_at = statement_timestamp() + %(lease)s,
+    revision = claimed.revision + 1
 FROM candidates
 WHERE claimed.id = candidates.id
 RETURNING {", ".join(f"claimed.{field}" for field in _SELECTED)}
@@ -107,6 +146,27 @@ RETURNING revision, workflow_version, inserted_at, updated_at
 """
 
 
+_clocks: dict[str, DatabaseClock] = {}
+_clocks_lock = threading.Lock()
+
+
+def database_clock(using: str) -> DatabaseClock:
+    """The clock of the database alias ``using``, shared by every storage on it."""
+    with _clocks_lock:
+        clock = _clocks.get(using)
+        if clock is None:
+            clock = _clocks[using] = DatabaseClock(lambda: read_database_time(using))
+        return clock
+
+
+def read_database_time(using: str) -> datetime:
+    """The database's clock, read with one statement."""
+    found = fetch_one(connections[using], CLOCK, [])
+    assert found is not None
+    moment: datetime = found[0]
+    return moment
+
+
 class DjangoStorage:
     """The storage contract on a Django database alias (PostgreSQL only)."""
 
@@ -114,6 +174,8 @@ class DjangoStorage:
         if not isinstance(using, str) or not using:
             raise ValueError(f"using must be a database alias, not {using!r}")
         self.using = using
+        self._clock = database_clock(using)
+        """The database's time; a test may give a storage a clock of its own."""
 
     def __repr__(self) -> str:
         return f"DjangoStorage(using={self.using!r})"
@@ -169,17 +231,21 @@ class DjangoStorage:
                 self.put(changed)
         return changed
 
-    def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
-        params = {"owner": owner, "now": now, "until": until, "limit": limit}
+    def now(self) -> datetime:
+        """The database's time (estimated from a reading taken at most a minute ago)."""
+        return self._clock.now()
+
+    def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
+        params = {"owner": owner, "lease": lease, "limit": limit}
         found = fetch_all(connections[self.using], CLAIM, params)
         return decode_rows(found, stored_row)
 
-    def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
+    def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)
         if key is None:
             return False
         with connections[self.using].cursor() as cursor:
-            cursor.execute(RENEW, [until, key, owner])
+            cursor.execute(RENEW, [lease, key, owner])
             return bool(cursor.rowcount == 1)
 
     def delete(self, instance_id: UUID | str) -> None:

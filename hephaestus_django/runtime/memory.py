@@ -2,7 +2,9 @@
 
 It keeps each instance as the same JSON text the PostgreSQL backend writes,
 so it refuses what PostgreSQL would refuse and gives back fresh objects that
-share nothing with the caller's. It passes the same contract suite as
+share nothing with the caller's. Its clock (``clock=``, the process's by default)
+plays the database's: leases, claims and timers are measured against it, so a
+test can move time on by giving it a clock of its own. It passes the same contract suite as
 ``DjangoStorage``; ship it in your own tests with
 ``hephaestus_django.runtime.configure(storages={"default": InMemoryStorage()})``.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +22,7 @@ from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.clock import utcnow
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
 from hephaestus_django.runtime.filters import parse_filters
 
@@ -28,10 +31,6 @@ from hephaestus_django.runtime.filters import parse_filters
 class _Record:
     row: StoredRow
     text: str
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class InMemoryStorage:
@@ -64,8 +63,14 @@ class InMemoryStorage:
                 self._write(changed, row, codec.dumps_encoded(row.state))
             return changed
 
-    def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
+    def now(self) -> datetime:
+        """The storage's time: its ``clock``."""
+        return self._clock()
+
+    def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
         with self._lock:
+            now = self._clock()
+            until = now + lease
             wanted = [
                 record
                 for record in sorted(self._records.values(), key=_age)
@@ -83,9 +88,10 @@ class InMemoryStorage:
                 claimed.append(_decoded(self._records[row.id]))
             return claimed
 
-    def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
+    def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)
         with self._lock:
+            until = self._clock() + lease
             record = self._records.get(key) if key is not None else None
             if record is None or record.row.lease_owner != owner:
                 return False
@@ -167,9 +173,10 @@ def _age(record: _Record) -> tuple[Any, str]:
 
 
 def _needs_worker(row: StoredRow, now: datetime) -> bool:
-    """A timer is due, or the instance runs with no live lease (the same rule as SQL)."""
-    lease_live = row.lease_owner is not None and (
-        row.lease_expires_at is not None and row.lease_expires_at > now
-    )
+    """A timer is due, or the instance runs with no live lease (the same rule as SQL).
+
+    A lease is live while its expiry is in the future (an owner is always written with it).
+    """
+    lease_live = row.lease_expires_at is not None and row.lease_expires_at > now
     due = row.due_at is not None and row.due_at <= now
     return not lease_live and (due or row.status == Status.RUNNING.value)

@@ -25,7 +25,6 @@ from hephaestus_django import (
     Status,
     Step,
     UnknownWorkflowError,
-    Wait,
     Workflow,
 )
 from hephaestus_django.core import engine
@@ -399,42 +398,76 @@ def test_update_of_a_missing_instance_is_not_found(storage: Storage) -> None:
         storage.update("nope", lambda current: current)
 
 
+ROUND_TRIP = timedelta(seconds=1)
+"""How far ``storage.now()`` may be from the time a statement reads (it is read once a minute:
+ahead of the database by up to one round trip)."""
+
+
+def running(
+    storage: Storage, owner: str | None = None, expires: timedelta | None = None
+) -> Instance:
+    """A running instance, leased to ``owner`` until ``expires`` from the storage's now."""
+    instance = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
+    if owner is not None and expires is not None:
+        instance.lease_owner, instance.lease_expires_at = owner, storage.now() + expires
+    storage.put(instance)
+    return instance
+
+
 def test_claim_hands_out_due_timers_and_stalled_runs_once(storage: Storage) -> None:
-    timed = stored(storage, flows.Timed)  # a Wait due five minutes after it started
-    stalled = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
-    storage.put(stalled)  # running, nobody holds a lease: its runner died
+    due = stored(storage, flows.Timed)  # its timer came due five minutes after flows_now()
+    not_yet = run_waves(
+        engine.start(engine.new_instance(flows.Timed, {"script": {}})), now=storage.now()
+    )
+    storage.put(not_yet)  # due five minutes from now by the storage's clock
+    stalled = running(storage)  # nobody holds a lease: its runner died
+    lapsed = running(storage, "dead", -timedelta(seconds=1))
+    live = running(storage, "busy", timedelta(minutes=1))
     stored(storage)  # completed: never claimed
     stored(storage, flows.TwoWaits)  # waits for events only: never claimed
 
-    started_at = timed.waiting_steps[Wait].since  # the timer is due five minutes later
-    early = storage.claim("early", now=started_at, until=LATER + timedelta(days=1), limit=10)
-    assert ids(early) == [stalled.id]
-    claimed = storage.claim("w1", now=LATER, until=LATER + timedelta(minutes=1), limit=10)
-    assert ids(claimed) == [timed.id]  # the stalled one is still leased to "early"
-    assert claimed[0].lease_owner == "w1"
-    assert claimed[0].revision == timed.revision + 1
-    assert storage.claim("w2", now=LATER, until=LATER, limit=10) == []
+    before = storage.now()
+    claimed = storage.claim("w1", lease=timedelta(minutes=1), limit=10)
+    after = storage.now()
+    assert sorted(ids(claimed)) == sorted([due.id, stalled.id, lapsed.id])
+    for instance in claimed:
+        assert instance.lease_owner == "w1"
+        assert instance.lease_expires_at is not None
+        assert before + timedelta(minutes=1) - ROUND_TRIP <= instance.lease_expires_at
+        assert instance.lease_expires_at <= after + timedelta(minutes=1) + ROUND_TRIP
+    assert {i.id: i.revision for i in claimed}[due.id] == due.revision + 1
+    assert storage.claim("w2", lease=timedelta(minutes=1), limit=10) == []
     with pytest.raises(StaleInstanceError):
-        storage.put(timed)  # a write based on a read before the claim
+        storage.put(due)  # a write based on a read before the claim
+    assert storage.get(live.id).lease_owner == "busy"
+    assert storage.get(not_yet.id).lease_owner is None
 
 
-def test_claim_takes_over_an_expired_lease_and_respects_the_limit(storage: Storage) -> None:
-    for _ in range(3):
-        running = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
-        running.lease_owner, running.lease_expires_at = "dead", flows_now()
-        storage.put(running)
-    first = storage.claim("w1", now=flows_now() + timedelta(seconds=1), until=LATER, limit=2)
-    rest = storage.claim("w2", now=flows_now() + timedelta(seconds=1), until=LATER, limit=2)
-    assert (len(first), len(rest)) == (2, 1)
-    assert not set(ids(first)) & set(ids(rest))
+def test_claim_hands_out_the_oldest_first_and_respects_the_limit(storage: Storage) -> None:
+    first = running(storage, "dead", -timedelta(minutes=3))
+    second = running(storage, "dead", -timedelta(minutes=2))
+    third = running(storage, "dead", -timedelta(minutes=1))
+    claimed = storage.claim("w1", lease=timedelta(minutes=1), limit=2)
+    rest = storage.claim("w2", lease=timedelta(minutes=1), limit=2)
+    assert ids(claimed) == [first.id, second.id]
+    assert ids(rest) == [third.id]
 
 
 def test_renew_extends_only_the_owners_lease(storage: Storage) -> None:
-    running = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
-    running.lease_owner, running.lease_expires_at = "me", flows_now()
-    storage.put(running)
-    assert storage.renew(running.id, "me", LATER)
-    assert not storage.renew(running.id, "someone else", LATER + timedelta(days=1))
-    assert not storage.renew(uuid.uuid4(), "me", LATER)
-    got = storage.get(running.id)
-    assert (got.lease_owner, got.lease_expires_at, got.revision) == ("me", LATER, 1)
+    instance = running(storage, "me", timedelta(seconds=1))
+    before = storage.now()
+    assert storage.renew(instance.id, "me", timedelta(hours=1))
+    assert not storage.renew(instance.id, "someone else", timedelta(days=1))
+    assert not storage.renew(uuid.uuid4(), "me", timedelta(hours=1))
+    got = storage.get(instance.id)
+    assert (got.lease_owner, got.revision) == ("me", 1)
+    assert got.lease_expires_at is not None
+    assert before + timedelta(hours=1) - ROUND_TRIP <= got.lease_expires_at
+    assert got.lease_expires_at <= storage.now() + timedelta(hours=1) + ROUND_TRIP
+
+
+def test_now_is_the_storages_clock(storage: Storage) -> None:
+    before = storage.now()
+    instance = stored(storage)
+    assert instance.updated_at is not None
+    assert before - ROUND_TRIP <= instance.updated_at <= storage.now() + ROUND_TRIP

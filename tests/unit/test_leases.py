@@ -49,9 +49,20 @@ def test_a_runner_holds_the_lease_only_while_steps_are_runnable() -> None:
     assert storage.get(done.id).lease_owner is None
 
 
+class Clock:
+    """A clock a test moves on: the storage's, which every lease and timer is measured by."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 def test_a_resume_while_another_runner_executes_leaves_the_steps_to_it() -> None:
-    storage = InMemoryStorage()
-    runner = LocalRunner(clock=lambda: T0)
+    clock = Clock()
+    storage = InMemoryStorage(clock=clock)
+    runner = LocalRunner()
     instance = runner.start(flows.TwoWaits, {"script": {}}, storage=storage)
     # pretend another runner is executing this instance right now
     instance.lease_owner, instance.lease_expires_at = "busy-runner", T0 + timedelta(minutes=5)
@@ -64,14 +75,15 @@ def test_a_resume_while_another_runner_executes_leaves_the_steps_to_it() -> None
     assert flows.executions(instance.id).get("join") is None
 
     # the busy runner dies; once its lease lapses a worker runs the join
-    later = T0 + timedelta(minutes=6)
-    (taken,) = LocalRunner(clock=lambda: later).work(storage=storage, now=later)
+    clock.now = T0 + timedelta(minutes=6)
+    (taken,) = LocalRunner().work(storage=storage)
     assert taken.status is Status.COMPLETED
     assert flows.executions(instance.id)["join"] == 1
 
 
 def test_a_dead_runners_steps_run_again_after_its_lease_lapses() -> None:
-    storage = InMemoryStorage()
+    clock = Clock()
+    storage = InMemoryStorage(clock=clock)
     attempts: list[int] = []
 
     class Fragile(Step):
@@ -88,14 +100,14 @@ def test_a_dead_runners_steps_run_again_after_its_lease_lapses() -> None:
         transitions = {Fragile: {"ok": Done}}
 
     with pytest.raises(ProcessDied):
-        LocalRunner(clock=lambda: T0, lease=60).start(Crashy, {}, storage=storage)
+        LocalRunner(lease=60).start(Crashy, {}, storage=storage)
     (stalled,) = storage.query()
     assert stalled.status is Status.RUNNING
     assert stalled.lease_owner is not None
 
-    assert LocalRunner(clock=lambda: T0).work(storage=storage, now=T0) == []  # lease still live
-    later = T0 + timedelta(seconds=61)
-    (recovered,) = LocalRunner(clock=lambda: later).work(storage=storage, now=later)
+    assert LocalRunner().work(storage=storage) == []  # lease still live
+    clock.now = T0 + timedelta(seconds=61)
+    (recovered,) = LocalRunner().work(storage=storage)
     assert recovered.status is Status.COMPLETED
     assert len(attempts) == 2  # at least once: the step ran again
 
@@ -106,11 +118,11 @@ class RecordingRenewals(InMemoryStorage):
         self.renewals: list[str] = []
         self.renewed_twice = threading.Event()
 
-    def renew(self, instance_id: Any, owner: str, until: datetime) -> bool:
+    def renew(self, instance_id: Any, owner: str, lease: timedelta) -> bool:
         self.renewals.append(owner)
         if len(self.renewals) >= 2:
             self.renewed_twice.set()
-        return super().renew(instance_id, owner, until)
+        return super().renew(instance_id, owner, lease)
 
 
 def test_a_long_step_keeps_its_lease_alive() -> None:
