@@ -49,7 +49,13 @@ from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.cursors import fetch_all, fetch_one
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import DatabaseClock
-from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
+from hephaestus_django.runtime.document import (
+    StoredRow,
+    decode_claimed,
+    decode_rows,
+    from_row,
+    to_row,
+)
 from hephaestus_django.runtime.filters import QueryFilters, parse_filters
 
 TABLE = "workflow_instances"
@@ -65,6 +71,7 @@ FIELDS = (
     "due_at",
     "lease_owner",
     "lease_expires_at",
+    "quarantine_reason",
 )
 """The columns every read selects, in the order :func:`stored_row` reads them: the order of
 the model's fields, so a queryset selecting whole rows reads them in this order too."""
@@ -86,7 +93,11 @@ WHERE id = %s AND lease_owner = %s
 # partial index on due_at), running instances whose lease lapsed, and running ones never leased
 # (both the partial index on lease_expires_at of running rows). A lease is live while its
 # expiry is in the future. An OR of these in one WHERE is served by no index at scale.
-_FREE = "(lease_expires_at IS NULL OR lease_expires_at <= statement_timestamp())"
+# A quarantined row (one a worker could not decode) is left alone until a write clears it.
+_FREE = (
+    "(lease_expires_at IS NULL OR lease_expires_at <= statement_timestamp())"
+    " AND quarantine_reason IS NULL"
+)
 CLAIM = f"""
 WITH due AS (
     SELECT id, due_at AS since FROM {TABLE}
@@ -97,12 +108,13 @@ WITH due AS (
 ), lapsed AS (
     SELECT id, lease_expires_at AS since FROM {TABLE}
     WHERE status = 'running' AND lease_expires_at <= statement_timestamp()
+      AND quarantine_reason IS NULL
     ORDER BY lease_expires_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), unleased AS (
     SELECT id, updated_at AS since FROM {TABLE}
-    WHERE status = 'running' AND lease_expires_at IS NULL
+    WHERE status = 'running' AND lease_expires_at IS NULL AND quarantine_reason IS NULL
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), candidates AS (
@@ -122,6 +134,13 @@ FROM candidates
 WHERE claimed.id = candidates.id
 RETURNING {", ".join(f"claimed.{field}" for field in _SELECTED)}
 """
+# Rows a claim could not decode: set aside, unless written since (the revision the claim gave).
+QUARANTINE = f"""
+UPDATE {TABLE} AS stored
+SET quarantine_reason = marked.reason, lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(%s::uuid[], %s::integer[], %s::text[]) AS marked(id, revision, reason)
+WHERE stored.id = marked.id AND stored.revision = marked.revision
+"""
 DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
 # clock_timestamp(), not now(): several puts in one transaction keep their order.
 UPSERT = f"""
@@ -140,7 +159,8 @@ ON CONFLICT (id) DO UPDATE SET
     updated_at = EXCLUDED.updated_at,
     lease_owner = EXCLUDED.lease_owner,
     lease_expires_at = EXCLUDED.lease_expires_at,
-    due_at = EXCLUDED.due_at
+    due_at = EXCLUDED.due_at,
+    quarantine_reason = NULL
 WHERE stored.revision = %s
 RETURNING revision, workflow_version, inserted_at, updated_at
 """
@@ -236,9 +256,16 @@ class DjangoStorage:
         return self._clock.now()
 
     def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
+        """One statement; one more, rarely, to quarantine the rows that cannot be decoded."""
         params = {"owner": owner, "lease": lease, "limit": limit}
         found = fetch_all(connections[self.using], CLAIM, params)
-        return decode_rows(found, stored_row)
+        claimed, quarantined = decode_claimed(found, stored_row, _identify)
+        if quarantined:
+            marks = [[bad.id for bad in quarantined], [bad.revision for bad in quarantined]]
+            marks.append([bad.reason for bad in quarantined])
+            with connections[self.using].cursor() as cursor:
+                cursor.execute(QUARANTINE, marks)
+        return claimed
 
     def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)
@@ -318,6 +345,7 @@ def stored_row(values: Any) -> StoredRow:
         due_at,
         lease_owner,
         lease_expires_at,
+        quarantine_reason,
     ) = values
     loaded = parse_state(instance_id, state)
     return StoredRow(
@@ -333,7 +361,13 @@ def stored_row(values: Any) -> StoredRow:
         lease_owner=lease_owner,
         lease_expires_at=lease_expires_at,
         due_at=due_at,
+        quarantine_reason=quarantine_reason,
     )
+
+
+def _identify(values: Any) -> tuple[UUID, int]:
+    """The id and revision of a row read as :data:`FIELDS`, before anything is decoded."""
+    return values[0], values[5]
 
 
 def parse_state(instance_id: object, text: str) -> codec.JSON:

@@ -84,6 +84,9 @@ class StoredRow:
     lease_expires_at: datetime | None = None
     due_at: datetime | None = None
     """The earliest timer of the waiting steps: what workers look for."""
+    quarantine_reason: str | None = None
+    """Why a worker could not decode the row it claimed; while set, no worker claims it again.
+    Every write clears it."""
     plain: bool = False
     """``state`` was just parsed from text that :func:`codec.is_plain` (or ``is_plain_jsonb``)
     accepts, and is shared with nothing else: decoding it would copy it unchanged, so
@@ -230,6 +233,43 @@ def decode_rows(rows: Iterable[R], read: Callable[[R], StoredRow]) -> list[Insta
                 "left workflow instance %s out of query results: %s", error.instance_id, error
             )
     return instances
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A claimed row that could not be decoded: it is set aside until it is written again."""
+
+    id: UUID
+    revision: int
+    """The revision the claim gave it: a row written since is not quarantined."""
+    reason: str
+
+
+def decode_claimed(
+    rows: Iterable[R], read: Callable[[R], StoredRow], identify: Callable[[R], tuple[UUID, int]]
+) -> tuple[list[Instance], list[Quarantined]]:
+    """Decode the rows a worker claimed; the ones that cannot be decoded are to be quarantined.
+
+    Like :func:`decode_rows`, but a row left out is logged as quarantined, and returned with
+    ``identify``'s id and revision of it so the backend can mark it: a corrupt row is then
+    claimed once and logged once, instead of at every lease period forever.
+    """
+    instances: list[Instance] = []
+    quarantined: list[Quarantined] = []
+    for row in rows:
+        try:
+            instances.append(from_row(read(row)))
+        except (CorruptInstanceError, UnknownWorkflowError) as error:
+            instance_id, revision = identify(row)
+            reason = f"{type(error).__name__}: {error}"
+            quarantined.append(Quarantined(instance_id, revision, reason))
+            logger.error(
+                "quarantined workflow instance %s: %s; no worker claims it again until it is "
+                "written (fix what the error names, or delete the instance)",
+                instance_id,
+                error,
+            )
+    return instances, quarantined
 
 
 def from_row(row: StoredRow) -> Instance:

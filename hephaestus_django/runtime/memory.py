@@ -23,7 +23,13 @@ from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import utcnow
-from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
+from hephaestus_django.runtime.document import (
+    StoredRow,
+    decode_claimed,
+    decode_rows,
+    from_row,
+    to_row,
+)
 from hephaestus_django.runtime.filters import parse_filters
 
 
@@ -76,7 +82,7 @@ class InMemoryStorage:
                 for record in sorted(self._records.values(), key=_age)
                 if _needs_worker(record.row, now)
             ][:limit]
-            claimed = []
+            leased = []
             for record in wanted:
                 row = replace(
                     record.row,
@@ -85,7 +91,19 @@ class InMemoryStorage:
                     revision=record.row.revision + 1,
                 )
                 self._records[row.id] = _Record(row, record.text)
-                claimed.append(_decoded(self._records[row.id]))
+                leased.append(self._records[row.id])
+            claimed, quarantined = decode_claimed(leased, _with_state, _identify)
+            for bad in quarantined:
+                record = self._records[bad.id]
+                self._records[bad.id] = _Record(
+                    replace(
+                        record.row,
+                        quarantine_reason=bad.reason,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    ),
+                    record.text,
+                )
             return claimed
 
     def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
@@ -168,15 +186,22 @@ def _decoded(record: _Record) -> Instance:
     return from_row(_with_state(record))
 
 
+def _identify(record: _Record) -> tuple[UUID, int]:
+    return record.row.id, record.row.revision
+
+
 def _age(record: _Record) -> tuple[Any, str]:
     return (record.row.inserted_at, str(record.row.id))
 
 
 def _needs_worker(row: StoredRow, now: datetime) -> bool:
-    """A timer is due, or the instance runs with no live lease (the same rule as SQL).
+    """A timer is due, or the instance runs with no live lease, and it is not quarantined
+    (the same rule as SQL).
 
     A lease is live while its expiry is in the future (an owner is always written with it).
     """
+    if row.quarantine_reason is not None:
+        return False
     lease_live = row.lease_expires_at is not None and row.lease_expires_at > now
     due = row.due_at is not None and row.due_at <= now
     return not lease_live and (due or row.status == Status.RUNNING.value)

@@ -471,3 +471,47 @@ def test_now_is_the_storages_clock(storage: Storage) -> None:
     instance = stored(storage)
     assert instance.updated_at is not None
     assert before - ROUND_TRIP <= instance.updated_at <= storage.now() + ROUND_TRIP
+
+
+# --- quarantine: a claimed row that cannot be decoded ----------------------------------------
+
+
+class Only(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        return "ok"
+
+
+def define_vanishing() -> type[Workflow]:
+    return type("Vanishing", (Workflow,), {"start": Only, "transitions": {Only: {"ok": Done}}})
+
+
+def test_a_row_the_worker_cannot_decode_is_quarantined_until_written(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    def stalled_of_a_vanished_workflow() -> uuid.UUID:
+        instance = engine.start(engine.new_instance(define_vanishing(), {}))
+        storage.put(instance)  # running, nobody holds a lease: a worker must take it over
+        return instance.id
+
+    vanished = stalled_of_a_vanished_workflow()
+    gc.collect()  # the workflow is no longer defined: the row cannot be decoded
+    survivor = running(storage)
+
+    assert ids(storage.claim("w1", lease=timedelta(minutes=1), limit=10)) == [survivor.id]
+    logged = [r for r in caplog.records if "quarantined" in r.getMessage()]
+    assert len(logged) == 1
+    assert str(vanished) in logged[0].getMessage()
+    # never claimed again (no lease to wait for: it is not leased), nor logged again
+    assert storage.claim("w2", lease=timedelta(minutes=1), limit=10) == []
+    assert len([r for r in caplog.records if "quarantined" in r.getMessage()]) == 1
+
+    workflow = define_vanishing()  # the code is back: the row decodes again, still set aside
+    got = storage.get(vanished)
+    assert got.workflow is workflow
+    assert got.revision == 2  # the one claim bumped it; the quarantine did not
+    assert got.lease_owner is None
+    assert storage.claim("w3", lease=timedelta(minutes=1), limit=10) == []
+    storage.put(got)  # any write lifts the quarantine
+    assert ids(storage.claim("w4", lease=timedelta(minutes=1), limit=10)) == [vanished]
