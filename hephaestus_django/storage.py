@@ -56,7 +56,7 @@ from hephaestus_django.runtime.document import (
     from_row,
     to_row,
 )
-from hephaestus_django.runtime.filters import QueryFilters, parse_filters
+from hephaestus_django.runtime.filters import QueryFilters, claim_limit, parse_filters
 
 TABLE = "workflow_instances"
 FIELDS = (
@@ -257,7 +257,7 @@ class DjangoStorage:
 
     def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
         """One statement; one more, rarely, to quarantine the rows that cannot be decoded."""
-        params = {"owner": owner, "lease": lease, "limit": limit}
+        params = {"owner": owner, "lease": lease, "limit": claim_limit(limit)}
         found = fetch_all(connections[self.using], CLAIM, params)
         claimed, quarantined = decode_claimed(found, stored_row, _identify)
         if quarantined:

@@ -30,7 +30,7 @@ from hephaestus_django.runtime.document import (
     from_row,
     to_row,
 )
-from hephaestus_django.runtime.filters import parse_filters
+from hephaestus_django.runtime.filters import claim_limit, parse_filters
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,7 @@ class InMemoryStorage:
         return self._clock()
 
     def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
+        limit = claim_limit(limit)
         with self._lock:
             now = self._clock()
             until = now + lease

@@ -311,6 +311,27 @@ def test_query_by_id(storage: Storage, population: dict[str, Instance]) -> None:
 def test_query_limit(storage: Storage, population: dict[str, Instance]) -> None:
     assert ids(storage.query(limit=2)) == [population["done"].id, population["waiting"].id]
     assert storage.query(limit=0) == []
+    assert len(storage.query(limit=2**63 - 1)) == len(population)
+
+
+@pytest.mark.parametrize(
+    ("limit", "shown"),
+    [
+        (10**30, "not 1000000000000000000000000000000"),
+        (2**63, "not 9223372036854775808"),
+        (-1, "not -1"),
+        pytest.param(10**5000, "not an int of 16610 bits", id="10**5000"),
+        (2.5, "not 2.5"),
+        (True, "not True"),
+        ("10", "not '10'"),
+    ],
+)
+def test_query_refuses_a_limit_no_backend_takes(storage: Storage, limit: Any, shown: str) -> None:
+    with pytest.raises(
+        InvalidQueryError, match="limit must be an int from 0 to 9223372036854775807"
+    ) as caught:
+        storage.query(limit=limit)
+    assert shown in str(caught.value)
 
 
 def test_query_refuses_unknown_filters(storage: Storage) -> None:
@@ -451,6 +472,12 @@ def test_claim_hands_out_the_oldest_first_and_respects_the_limit(storage: Storag
     rest = storage.claim("w2", lease=timedelta(minutes=1), limit=2)
     assert ids(claimed) == [first.id, second.id]
     assert ids(rest) == [third.id]
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2**63, 1.5, None])
+def test_claim_refuses_a_limit_no_backend_takes(storage: Storage, limit: Any) -> None:
+    with pytest.raises(InvalidQueryError, match="limit"):
+        storage.claim("w1", lease=timedelta(minutes=1), limit=limit)
 
 
 def test_renew_extends_only_the_owners_lease(storage: Storage) -> None:
