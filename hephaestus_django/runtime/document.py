@@ -287,8 +287,9 @@ def from_row(row: StoredRow) -> Instance:
             reader.corrupt("context", f"missing key {key!r}")
     status = _STATUSES.get(row.status)
     if status is None:
-        reader.corrupt("status", f"unknown status {row.status!r}")
-    return Instance(
+        known = ", ".join(_STATUSES)
+        reader.corrupt("status", f"unknown status {row.status!r} (the statuses are {known})")
+    instance = Instance(
         id=row.id,
         workflow=workflow,
         workflow_version=row.workflow_version,
@@ -321,6 +322,36 @@ def from_row(row: StoredRow) -> Instance:
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
     )
+    disagreement = status_disagreement(instance)
+    if disagreement is not None:
+        reader.corrupt("status", disagreement)
+    return instance
+
+
+def status_disagreement(instance: Instance) -> str | None:
+    """Why the ``status`` column does not fit the state, if it does not.
+
+    The engine derives the status from the state (an error: failed; a step to run: running;
+    steps waiting only: waiting; none active: completed), so a row where they disagree was
+    written by something else; reading it silently would let a worker or the admin act on
+    the wrong one. Pending and cancelled instances keep no rule beyond having no error.
+    """
+    status, error = instance.status, instance.error
+    if status is Status.FAILED:
+        return None if error is not None else "it is 'failed' but the state records no error"
+    if error is not None:
+        return f"it is {status.value!r} but the state records the error of a failed instance"
+    waiting = instance.waiting_steps
+    runnable = [step for step in instance.active_steps if step not in waiting]
+    active = ", ".join(sorted(step.__qualname__ for step in instance.active_steps))
+    if status is Status.RUNNING and not runnable:
+        return "it is 'running' but the state has no step to run"
+    if status is Status.WAITING and (runnable or not waiting):
+        found = f"steps to run ({active})" if runnable else "no waiting step"
+        return f"it is 'waiting' but the state has {found}"
+    if status is Status.COMPLETED and (instance.active_steps or waiting):
+        return f"it is 'completed' but the state has active steps ({active})"
+    return None
 
 
 def _path(step: StepClass | None) -> str | None:
