@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hephaestus_django import Done, Status, Step, Workflow
-from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.runtime import InMemoryStorage, LocalRunner
 from hephaestus_django.runtime.leases import new_owner
 from tests import flows
@@ -162,3 +162,99 @@ def test_close_stops_the_heartbeat_and_it_restarts_when_needed() -> None:
         assert again.is_alive()
     runner.close()
     assert not again.is_alive()
+
+
+class RenewalAfterTheWrite(InMemoryStorage):
+    """Holds the heartbeat's first renewal until the runner has written the wave's outcome:
+    the race where the write releases the lease while a beat is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewing = threading.Event()
+        self.written = threading.Event()
+        self.renewed = threading.Event()
+        self.results: list[bool] = []
+
+    def renew(self, instance_id: Any, owner: str, lease: timedelta) -> bool:
+        if self.results:
+            return super().renew(instance_id, owner, lease)
+        self.renewing.set()
+        assert self.written.wait(timeout=30), "the wave was never written"
+        result = super().renew(instance_id, owner, lease)
+        self.results.append(result)
+        self.renewed.set()
+        return result
+
+    def put(self, instance: Instance) -> None:
+        super().put(instance)
+        if self.renewing.is_set():
+            self.written.set()
+
+
+def a_step_that_waits_for(event: threading.Event) -> type[Workflow]:
+    class Beaten(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Instance, config: Any, context: Any) -> Any:
+            assert event.wait(timeout=30), "the heartbeat never beat"
+            return "ok"
+
+    class Beating(Workflow):
+        start = Beaten
+        transitions = {Beaten: {"ok": Done}}
+
+    return Beating
+
+
+def lease_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_beat_racing_the_write_that_released_the_lease_does_not_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = RenewalAfterTheWrite()
+    runner = LocalRunner(lease=0.15)
+    done = runner.start(a_step_that_waits_for(storage.renewing), {}, storage=storage)
+    assert storage.renewed.wait(timeout=30)
+    runner.close()
+    assert done.status is Status.COMPLETED
+    assert storage.results == [False]  # the renewal came too late: the lease was released
+    assert lease_warnings(caplog) == []
+
+
+def test_losing_the_lease_to_another_runner_warns_naming_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = RecordingRenewals()
+    taken = threading.Event()
+
+    class Robbed(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Instance, config: Any, context: Any) -> Any:
+            # another runner takes the instance over while this step runs
+            storage.update(
+                instance.id,
+                lambda current: evolve(
+                    current,
+                    lease_owner="thief",
+                    lease_expires_at=storage.now() + timedelta(hours=1),
+                ),
+            )
+            taken.set()
+            assert storage.renewed_twice.wait(timeout=30)
+            return "ok"
+
+    class Robbery(Workflow):
+        start = Robbed
+        transitions = {Robbed: {"ok": Done}}
+
+    runner = LocalRunner(lease=0.15)
+    after = runner.start(Robbery, {}, storage=storage)
+    runner.close()
+    assert taken.is_set()
+    assert after.lease_owner == "thief"  # the step's outcome was left to the thief
+    (warning, *_) = lease_warnings(caplog)
+    assert "lost the lease" in warning
+    assert "another runner (thief) took it over" in warning
