@@ -141,6 +141,15 @@ class WorkflowInstance(models.Model):
     lease_expires_at = models.DateTimeField(
         null=True, blank=True, help_text="When a worker may take over from that runner."
     )
+    # NULL, not "": the workers' claim query skips rows where it is set.
+    quarantine_reason = models.TextField(  # noqa: DJ001
+        null=True,
+        blank=True,
+        help_text=(
+            "Why a worker could not decode this instance: it is not claimed again until the "
+            "next write clears this."
+        ),
+    )
 
     objects = WorkflowInstanceQuerySet.as_manager()
 
@@ -217,6 +226,7 @@ class WorkflowInstance(models.Model):
             lease_owner=self.lease_owner,
             lease_expires_at=self.lease_expires_at,
             due_at=self.due_at,
+            quarantine_reason=self.quarantine_reason,
             plain=plain and state is not None,
         )
 

@@ -11,8 +11,14 @@ and costs one round trip:
   are left out of the update, so they never change.
 - ``delete``: ``DELETE ... WHERE id = %s``
 - ``query``: ``SELECT ... WHERE <filters> ORDER BY inserted_at, id LIMIT %s``
-- ``claim``: ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``
+- ``claim``: ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``: the
+  due timers and the stalled runs are separate candidate sets, each an index scan
 - ``renew``: ``UPDATE ... SET lease_expires_at WHERE id = %s AND lease_owner = %s``
+
+Time is the database's: ``claim`` and ``renew`` compare and compute leases with
+``statement_timestamp()``, and :meth:`DjangoStorage.now` (what runners base the leases
+and timers they write on) is the database's time, read once a minute per alias
+(:class:`~hephaestus_django.runtime.clock.DatabaseClock`).
 
 ``update`` (a locked read-modify-write for transitions coming from any process)
 is the one composite: a short transaction around ``SELECT ... FOR UPDATE`` and
@@ -31,8 +37,9 @@ reading timestamps with psycopg's compiled loader where that changes nothing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -47,8 +54,15 @@ from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.cursors import fetch_all, fetch_one
 from hephaestus_django.reconnect import again, dropped
 from hephaestus_django.runtime import codec
-from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
-from hephaestus_django.runtime.filters import QueryFilters, parse_filters
+from hephaestus_django.runtime.clock import DatabaseClock
+from hephaestus_django.runtime.document import (
+    StoredRow,
+    decode_claimed,
+    decode_rows,
+    from_row,
+    to_row,
+)
+from hephaestus_django.runtime.filters import QueryFilters, claim_limit, parse_filters
 
 TABLE = "workflow_instances"
 FIELDS = (
@@ -63,6 +77,7 @@ FIELDS = (
     "due_at",
     "lease_owner",
     "lease_expires_at",
+    "quarantine_reason",
 )
 """The columns every read selects, in the order :func:`stored_row` reads them: the order of
 the model's fields, so a queryset selecting whole rows reads them in this order too."""
@@ -71,23 +86,66 @@ _SELECTED = tuple("state::text" if field == "state" else field for field in FIEL
 COLUMNS = ", ".join(_SELECTED)
 
 SELECT_ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s"
-RENEW = f"UPDATE {TABLE} SET lease_expires_at = %s WHERE id = %s AND lease_owner = %s"
+# statement_timestamp(): the database's time, fixed for the statement (so an index bound), and
+# the statement's own even inside a longer transaction (now() would be the transaction's).
+CLOCK = "SELECT clock_timestamp()"
+RENEW = f"""
+UPDATE {TABLE} SET lease_expires_at = statement_timestamp() + %s
+WHERE id = %s AND lease_owner = %s
+"""
 # One statement hands each row to one worker: SKIP LOCKED keeps concurrent workers off the rows
 # another is claiming, and the revision bump makes every write based on an older read stale.
+# Three candidate sets, each served by an index and read only up to the limit: due timers (the
+# partial index on due_at), running instances whose lease lapsed, and running ones never leased
+# (both the partial index on lease_expires_at of running rows). A lease is live while its
+# expiry is in the future. An OR of these in one WHERE is served by no index at scale.
+# A quarantined row (one a worker could not decode) is left alone until a write clears it.
+_FREE = (
+    "(lease_expires_at IS NULL OR lease_expires_at <= statement_timestamp())"
+    " AND quarantine_reason IS NULL"
+)
 CLAIM = f"""
-WITH candidates AS (
-    SELECT id FROM {TABLE}
-    WHERE (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= %(now)s)
-      AND ((due_at IS NOT NULL AND due_at <= %(now)s) OR status = 'running')
-    ORDER BY COALESCE(due_at, updated_at), id
+WITH due AS (
+    SELECT id, due_at AS since FROM {TABLE}
+    WHERE due_at <= statement_timestamp() AND {_FREE}
+    ORDER BY due_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), lapsed AS (
+    SELECT id, lease_expires_at AS since FROM {TABLE}
+    WHERE status = 'running' AND lease_expires_at <= statement_timestamp()
+      AND quarantine_reason IS NULL
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), unleased AS (
+    SELECT id, updated_at AS since FROM {TABLE}
+    WHERE status = 'running' AND lease_expires_at IS NULL AND quarantine_reason IS NULL
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), candidates AS (
+    SELECT id, min(since) AS since
+    FROM (
+        SELECT * FROM due UNION ALL SELECT * FROM lapsed UNION ALL SELECT * FROM unleased
+    ) AS found
+    GROUP BY id
+    ORDER BY since, id
+    LIMIT %(limit)s
 )
 UPDATE {TABLE} AS claimed
-SET lease_owner = %(owner)s, lease_expires_at = %(until)s, revision = claimed.revision + 1
+SET lease_owner = %(owner)s,
+    lease_expires_at = statement_timestamp() + %(lease)s,
+    revision = claimed.revision + 1
 FROM candidates
 WHERE claimed.id = candidates.id
 RETURNING {", ".join(f"claimed.{field}" for field in _SELECTED)}
+"""
+# Rows a claim could not decode: set aside, unless written since (the revision the claim gave).
+QUARANTINE = f"""
+UPDATE {TABLE} AS stored
+SET quarantine_reason = marked.reason, lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(%s::uuid[], %s::integer[], %s::text[]) AS marked(id, revision, reason)
+WHERE stored.id = marked.id AND stored.revision = marked.revision
 """
 DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
 # clock_timestamp(), not now(): several puts in one transaction keep their order.
@@ -107,7 +165,8 @@ ON CONFLICT (id) DO UPDATE SET
     updated_at = EXCLUDED.updated_at,
     lease_owner = EXCLUDED.lease_owner,
     lease_expires_at = EXCLUDED.lease_expires_at,
-    due_at = EXCLUDED.due_at
+    due_at = EXCLUDED.due_at,
+    quarantine_reason = NULL
 WHERE stored.revision = %s
 RETURNING revision, workflow_version, inserted_at, updated_at
 """
@@ -120,6 +179,30 @@ WHERE id = %s AND revision = %s AND state = %s::jsonb
 REVISION = f"SELECT revision FROM {TABLE} WHERE id = %s"
 
 
+_clocks: dict[str, DatabaseClock] = {}
+_clocks_lock = threading.Lock()
+
+
+def database_clock(using: str) -> DatabaseClock:
+    """The clock of the database alias ``using``, shared by every storage on it."""
+    with _clocks_lock:
+        clock = _clocks.get(using)
+        if clock is None:
+            clock = _clocks[using] = DatabaseClock(lambda: read_database_time(using))
+        return clock
+
+
+def read_database_time(using: str) -> datetime:
+    """The database's clock, read with one statement."""
+    try:
+        found = fetch_one(connections[using], CLOCK, [])
+    except DatabaseError as error:
+        found = again(using, error, lambda db: fetch_one(db, CLOCK, []))
+    assert found is not None
+    moment: datetime = found[0]
+    return moment
+
+
 class DjangoStorage:
     """The storage contract on a Django database alias (PostgreSQL only)."""
 
@@ -127,6 +210,8 @@ class DjangoStorage:
         if not isinstance(using, str) or not using:
             raise ValueError(f"using must be a database alias, not {using!r}")
         self.using = using
+        self._clock = database_clock(using)
+        """The database's time; a test may give a storage a clock of its own."""
 
     def __repr__(self) -> str:
         return f"DjangoStorage(using={self.using!r})"
@@ -248,22 +333,35 @@ class DjangoStorage:
         params = [row.id, row.revision, state, row.lease_owner, row.status]
         return fetch_one(connections[self.using], WRITTEN, params) is not None
 
-    def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
-        params = {"owner": owner, "now": now, "until": until, "limit": limit}
+    def now(self) -> datetime:
+        """The database's time (estimated from a reading taken at most a minute ago)."""
+        return self._clock.now()
+
+    def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
+        """One statement; one more, rarely, to quarantine the rows that cannot be decoded."""
+        params = {"owner": owner, "lease": lease, "limit": claim_limit(limit)}
         try:
             found = fetch_all(connections[self.using], CLAIM, params)
         except DatabaseError as error:
             found = again(self.using, error, lambda db: fetch_all(db, CLAIM, params))
-        return decode_rows(found, stored_row)
+        claimed, quarantined = decode_claimed(found, stored_row, _identify)
+        if quarantined:
+            marks = [[bad.id for bad in quarantined], [bad.revision for bad in quarantined]]
+            marks.append([bad.reason for bad in quarantined])
+            try:
+                _changed(connections[self.using], QUARANTINE, marks)
+            except DatabaseError as error:  # setting a mark twice changes nothing
+                again(self.using, error, lambda db: _changed(db, QUARANTINE, marks))
+        return claimed
 
-    def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
+    def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)
         if key is None:
             return False
         try:
-            return _changed(connections[self.using], RENEW, [until, key, owner])
+            return _changed(connections[self.using], RENEW, [lease, key, owner])
         except DatabaseError as error:
-            return again(self.using, error, lambda db: _changed(db, RENEW, [until, key, owner]))
+            return again(self.using, error, lambda db: _changed(db, RENEW, [lease, key, owner]))
 
     def delete(self, instance_id: UUID | str) -> None:
         key = instance_key(instance_id)
@@ -347,6 +445,7 @@ def stored_row(values: Any) -> StoredRow:
         due_at,
         lease_owner,
         lease_expires_at,
+        quarantine_reason,
     ) = values
     loaded = parse_state(instance_id, state)
     return StoredRow(
@@ -362,7 +461,13 @@ def stored_row(values: Any) -> StoredRow:
         lease_owner=lease_owner,
         lease_expires_at=lease_expires_at,
         due_at=due_at,
+        quarantine_reason=quarantine_reason,
     )
+
+
+def _identify(values: Any) -> tuple[UUID, int]:
+    """The id and revision of a row read as :data:`FIELDS`, before anything is decoded."""
+    return values[0], values[5]
 
 
 def parse_state(instance_id: object, text: str) -> codec.JSON:

@@ -84,6 +84,9 @@ class StoredRow:
     lease_expires_at: datetime | None = None
     due_at: datetime | None = None
     """The earliest timer of the waiting steps: what workers look for."""
+    quarantine_reason: str | None = None
+    """Why a worker could not decode the row it claimed; while set, no worker claims it again.
+    Every write clears it."""
     plain: bool = False
     """``state`` was just parsed from text that :func:`codec.is_plain` (or ``is_plain_jsonb``)
     accepts, and is shared with nothing else: decoding it would copy it unchanged, so
@@ -232,6 +235,43 @@ def decode_rows(rows: Iterable[R], read: Callable[[R], StoredRow]) -> list[Insta
     return instances
 
 
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A claimed row that could not be decoded: it is set aside until it is written again."""
+
+    id: UUID
+    revision: int
+    """The revision the claim gave it: a row written since is not quarantined."""
+    reason: str
+
+
+def decode_claimed(
+    rows: Iterable[R], read: Callable[[R], StoredRow], identify: Callable[[R], tuple[UUID, int]]
+) -> tuple[list[Instance], list[Quarantined]]:
+    """Decode the rows a worker claimed; the ones that cannot be decoded are to be quarantined.
+
+    Like :func:`decode_rows`, but a row left out is logged as quarantined, and returned with
+    ``identify``'s id and revision of it so the backend can mark it: a corrupt row is then
+    claimed once and logged once, instead of at every lease period forever.
+    """
+    instances: list[Instance] = []
+    quarantined: list[Quarantined] = []
+    for row in rows:
+        try:
+            instances.append(from_row(read(row)))
+        except (CorruptInstanceError, UnknownWorkflowError) as error:
+            instance_id, revision = identify(row)
+            reason = f"{type(error).__name__}: {error}"
+            quarantined.append(Quarantined(instance_id, revision, reason))
+            logger.error(
+                "quarantined workflow instance %s: %s; no worker claims it again until it is "
+                "written (fix what the error names, or delete the instance)",
+                instance_id,
+                error,
+            )
+    return instances, quarantined
+
+
 def from_row(row: StoredRow) -> Instance:
     """Decode a stored row; ``CorruptInstanceError`` / ``UnknownWorkflowError`` for a bad one."""
     workflow = workflow_registry.resolve(row.workflow, instance_id=row.id)
@@ -247,8 +287,9 @@ def from_row(row: StoredRow) -> Instance:
             reader.corrupt("context", f"missing key {key!r}")
     status = _STATUSES.get(row.status)
     if status is None:
-        reader.corrupt("status", f"unknown status {row.status!r}")
-    return Instance(
+        known = ", ".join(_STATUSES)
+        reader.corrupt("status", f"unknown status {row.status!r} (the statuses are {known})")
+    instance = Instance(
         id=row.id,
         workflow=workflow,
         workflow_version=row.workflow_version,
@@ -281,6 +322,36 @@ def from_row(row: StoredRow) -> Instance:
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
     )
+    disagreement = status_disagreement(instance)
+    if disagreement is not None:
+        reader.corrupt("status", disagreement)
+    return instance
+
+
+def status_disagreement(instance: Instance) -> str | None:
+    """Why the ``status`` column does not fit the state, if it does not.
+
+    The engine derives the status from the state (an error: failed; a step to run: running;
+    steps waiting only: waiting; none active: completed), so a row where they disagree was
+    written by something else; reading it silently would let a worker or the admin act on
+    the wrong one. Pending and cancelled instances keep no rule beyond having no error.
+    """
+    status, error = instance.status, instance.error
+    if status is Status.FAILED:
+        return None if error is not None else "it is 'failed' but the state records no error"
+    if error is not None:
+        return f"it is {status.value!r} but the state records the error of a failed instance"
+    waiting = instance.waiting_steps
+    runnable = [step for step in instance.active_steps if step not in waiting]
+    active = ", ".join(sorted(step.__qualname__ for step in instance.active_steps))
+    if status is Status.RUNNING and not runnable:
+        return "it is 'running' but the state has no step to run"
+    if status is Status.WAITING and (runnable or not waiting):
+        found = f"steps to run ({active})" if runnable else "no waiting step"
+        return f"it is 'waiting' but the state has {found}"
+    if status is Status.COMPLETED and (instance.active_steps or waiting):
+        return f"it is 'completed' but the state has active steps ({active})"
+    return None
 
 
 def _path(step: StepClass | None) -> str | None:

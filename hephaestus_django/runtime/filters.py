@@ -120,9 +120,33 @@ def _version(value: object) -> int:
     return value
 
 
+MAX_LIMIT = 2**63 - 1
+"""The largest ``limit`` any backend takes: PostgreSQL's ``LIMIT`` is a bigint."""
+
+
 def _limit(value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidQueryError(f"limit must be a non-negative int or None, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
+        shown = _shown(value)
+        raise InvalidQueryError(
+            f"limit must be an int from 0 to {MAX_LIMIT} (2**63 - 1), or None for no limit, "
+            f"not {shown}"
+        )
     return value
+
+
+def claim_limit(value: object) -> int:
+    """``claim``'s ``limit``, checked like ``query``'s, but at least 1."""
+    limit = _limit(value)
+    if limit is None or limit < 1:
+        raise InvalidQueryError(f"a claim's limit must be a positive int, not {_shown(value)}")
+    return limit
+
+
+def _shown(value: object) -> str:
+    """A short repr for an error message (an int may be too long to print at all)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an int of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}..."

@@ -8,7 +8,10 @@ If the owner dies, its lease lapses and a worker takes the instance over and
 runs its active steps again: steps are executed at least once.
 
 A step may run longer than a lease: while steps execute, :class:`Heartbeat`
-renews the leases of this process every third of the lease duration.
+renews the leases of this process every third of the lease duration. Expiries
+are the storage's time (``storage.now()``, the database's for a SQL backend):
+a runner whose own clock is wrong neither writes leases that lapse early nor
+takes live ones for lapsed.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from hephaestus_django.core import engine
+from hephaestus_django.core.errors import InstanceNotFound
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.runtime.storage import Storage
 
@@ -60,9 +63,8 @@ _LeaseKey = tuple[int, UUID, str]
 class Heartbeat:
     """Renews the leases of the steps executing in this process, from one daemon thread."""
 
-    def __init__(self, duration: timedelta, clock: Callable[[], datetime]) -> None:
+    def __init__(self, duration: timedelta) -> None:
         self.duration = duration
-        self.clock = clock
         self._leases: dict[_LeaseKey, Storage] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -103,15 +105,39 @@ class Heartbeat:
                 self._renew(storage, instance_id, owner)
 
     def _renew(self, storage: Storage, instance_id: UUID, owner: str) -> None:
+        key = (id(storage), instance_id, owner)
         try:
-            if not storage.renew(instance_id, owner, self.clock() + self.duration):
-                logger.warning(
-                    "lost the lease on instance %s: another runner took it over; its steps "
-                    "may run again there",
-                    instance_id,
-                )
+            if storage.renew(instance_id, owner, self.duration):
+                return
+            with self._lock:
+                if key not in self._leases:
+                    # The wave ended while this beat ran: its write released the lease (the
+                    # runner lets go of a lease before it writes), so nobody took it over.
+                    return
+            self._report_lost(storage, instance_id, owner)
         except Exception:  # the next beat tries again; the step itself carries on
             logger.exception("could not renew the lease on instance %s", instance_id)
+
+    def _report_lost(self, storage: Storage, instance_id: UUID, owner: str) -> None:
+        """Say why a lease still held here could not be renewed: only a real takeover warns."""
+        try:
+            holder = storage.get(instance_id).lease_owner
+        except InstanceNotFound:
+            logger.info("instance %s was deleted while its steps ran here", instance_id)
+            return
+        if holder is not None and holder != owner:
+            logger.warning(
+                "lost the lease on instance %s: another runner (%s) took it over; its steps "
+                "may run again there",
+                instance_id,
+                holder,
+            )
+        else:
+            logger.info(
+                "the lease on instance %s was released by another write while its steps ran "
+                "here; the next wave's write decides who runs what follows",
+                instance_id,
+            )
 
 
 class _Held:

@@ -2,7 +2,9 @@
 
 It keeps each instance as the same JSON text the PostgreSQL backend writes,
 so it refuses what PostgreSQL would refuse and gives back fresh objects that
-share nothing with the caller's. It passes the same contract suite as
+share nothing with the caller's. Its clock (``clock=``, the process's by default)
+plays the database's: leases, claims and timers are measured against it, so a
+test can move time on by giving it a clock of its own. It passes the same contract suite as
 ``DjangoStorage``; ship it in your own tests with
 ``hephaestus_django.runtime.configure(storages={"default": InMemoryStorage()})``.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -20,18 +22,21 @@ from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
-from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row, to_row
-from hephaestus_django.runtime.filters import parse_filters
+from hephaestus_django.runtime.clock import utcnow
+from hephaestus_django.runtime.document import (
+    StoredRow,
+    decode_claimed,
+    decode_rows,
+    from_row,
+    to_row,
+)
+from hephaestus_django.runtime.filters import claim_limit, parse_filters
 
 
 @dataclass(frozen=True, slots=True)
 class _Record:
     row: StoredRow
     text: str
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class InMemoryStorage:
@@ -64,14 +69,21 @@ class InMemoryStorage:
                 self._write(changed, row, codec.dumps_encoded(row.state))
             return changed
 
-    def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
+    def now(self) -> datetime:
+        """The storage's time: its ``clock``."""
+        return self._clock()
+
+    def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
+        limit = claim_limit(limit)
         with self._lock:
+            now = self._clock()
+            until = now + lease
             wanted = [
                 record
                 for record in sorted(self._records.values(), key=_age)
                 if _needs_worker(record.row, now)
             ][:limit]
-            claimed = []
+            leased = []
             for record in wanted:
                 row = replace(
                     record.row,
@@ -80,12 +92,25 @@ class InMemoryStorage:
                     revision=record.row.revision + 1,
                 )
                 self._records[row.id] = _Record(row, record.text)
-                claimed.append(_decoded(self._records[row.id]))
+                leased.append(self._records[row.id])
+            claimed, quarantined = decode_claimed(leased, _with_state, _identify)
+            for bad in quarantined:
+                record = self._records[bad.id]
+                self._records[bad.id] = _Record(
+                    replace(
+                        record.row,
+                        quarantine_reason=bad.reason,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    ),
+                    record.text,
+                )
             return claimed
 
-    def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
+    def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)
         with self._lock:
+            until = self._clock() + lease
             record = self._records.get(key) if key is not None else None
             if record is None or record.row.lease_owner != owner:
                 return False
@@ -162,14 +187,22 @@ def _decoded(record: _Record) -> Instance:
     return from_row(_with_state(record))
 
 
+def _identify(record: _Record) -> tuple[UUID, int]:
+    return record.row.id, record.row.revision
+
+
 def _age(record: _Record) -> tuple[Any, str]:
     return (record.row.inserted_at, str(record.row.id))
 
 
 def _needs_worker(row: StoredRow, now: datetime) -> bool:
-    """A timer is due, or the instance runs with no live lease (the same rule as SQL)."""
-    lease_live = row.lease_owner is not None and (
-        row.lease_expires_at is not None and row.lease_expires_at > now
-    )
+    """A timer is due, or the instance runs with no live lease, and it is not quarantined
+    (the same rule as SQL).
+
+    A lease is live while its expiry is in the future (an owner is always written with it).
+    """
+    if row.quarantine_reason is not None:
+        return False
+    lease_live = row.lease_expires_at is not None and row.lease_expires_at > now
     due = row.due_at is not None and row.due_at <= now
     return not lease_live and (due or row.status == Status.RUNNING.value)

@@ -18,6 +18,11 @@ writer got in first, the wave's outcomes are applied to a fresh locked read
 (the steps are not executed again). If a runner dies, its lease lapses and
 :meth:`LocalRunner.work` (called by the worker) runs the active steps again:
 execution is at least once.
+
+The runner has no clock of its own: every time it records (a lease's expiry, a
+timer's due time, the history's timestamps) is the storage's ``now()``, the
+database's time for ``DjangoStorage``, so processes whose clocks disagree agree on
+leases and timers.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -86,20 +91,16 @@ class Runner(Protocol):
         expected_revision: int | None = None,
     ) -> Instance: ...
 
-    def work(
-        self, *, storage: Storage, now: datetime | None = None, limit: int = 100
-    ) -> list[Instance]: ...
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+    def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]: ...
 
 
 class LocalRunner:
     """Runs steps in this process; a fan-out wave runs on up to ``max_workers`` threads.
 
     ``lease`` is how long a runner's claim on an instance lasts without renewal: the time
-    after which a worker re-runs the steps of a runner that died.
+    after which a worker re-runs the steps of a runner that died. Times come from the
+    storage's clock (``storage.now()``); to test with a clock of your own, give one to
+    ``InMemoryStorage(clock=...)``.
     """
 
     def __init__(
@@ -107,7 +108,6 @@ class LocalRunner:
         *,
         max_workers: int = 4,
         lease: timedelta | float = DEFAULT_LEASE,
-        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
@@ -117,9 +117,8 @@ class LocalRunner:
             raise ValueError(f"lease must be a positive duration, not {lease!r}")
         self.max_workers = max_workers
         self.lease = lease
-        self.clock = clock
         self._pool: ThreadPoolExecutor | None = None
-        self._heartbeat = Heartbeat(lease, clock)
+        self._heartbeat = Heartbeat(lease)
 
     # --- the facade's verbs ------------------------------------------------------------------
 
@@ -134,7 +133,7 @@ class LocalRunner:
     ) -> Instance:
         """Create an instance, persist it running, and run it until it waits or ends."""
         owner = new_owner()
-        now = self.clock()
+        now = storage.now()
         instance = engine.start(engine.new_instance(workflow, context, id=id, metadata=metadata))
         instance = with_lease(self._reach_ends(instance, now), owner, now, self.lease)
         storage.put(instance)
@@ -159,7 +158,7 @@ class LocalRunner:
 
         def transition(instance: Instance) -> Instance:
             _expect(instance, workflow, expected_revision)
-            return engine.resume(instance, event, data, now=self.clock(), step=step)
+            return engine.resume(instance, event, data, now=storage.now(), step=step)
 
         return self._transition_and_run(instance_id, storage, transition)
 
@@ -179,18 +178,19 @@ class LocalRunner:
 
         return self._transition_and_run(instance_id, storage, transition)
 
-    def work(
-        self, *, storage: Storage, now: datetime | None = None, limit: int = 100
-    ) -> list[Instance]:
+    def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """Fire due timers and take over instances whose runner died; return those handled.
 
         One pass, for a worker loop, cron or a task queue. Each instance is claimed by
-        exactly one caller, so any number of processes may call this at once.
+        exactly one caller, so any number of processes may call this at once. What is due
+        is decided by the storage's clock, inside its claim.
         """
-        moment = now or self.clock()
         owner = new_owner()
         handled = []
-        for claimed in storage.claim(owner, now=moment, until=moment + self.lease, limit=limit):
+        claimed_batch = storage.claim(owner, lease=self.lease, limit=limit)
+        # Read after the claim: never earlier than the time the claim found the timers due at.
+        moment = storage.now()
+        for claimed in claimed_batch:
             try:
                 handled.append(self._take_over(claimed, storage, owner, moment))
             except HephaestusError as error:
@@ -229,7 +229,7 @@ class LocalRunner:
         owner = new_owner()
 
         def change(current: Instance) -> Instance:
-            now = self.clock()
+            now = storage.now()
             return with_lease(self._reach_ends(transition(current), now), owner, now, self.lease)
 
         return self.run(storage.update(key, change), storage=storage, owner=owner)
@@ -255,7 +255,7 @@ class LocalRunner:
             relevant = [result for result in results if result.step in runnable]
             if not relevant:  # another runner finished these steps meanwhile
                 return base
-            now = self.clock()
+            now = storage.now()
             applied = self._reach_ends(engine.apply(base, relevant, now=now), now)
             return with_lease(applied, owner, now, self.lease)
 

@@ -9,8 +9,9 @@
 
     # what runners and workers need to share instances across processes
     storage.update(instance_id, change) -> Instance   # atomic get -> change -> put
-    storage.claim(owner, now=, until=, limit=) -> list[Instance]   # due timers, stalled runs
-    storage.renew(instance_id, owner, until) -> bool  # extend the owner's lease
+    storage.now() -> datetime                         # the storage's clock (the database's)
+    storage.claim(owner, lease=, limit=) -> list[Instance]   # due timers, stalled runs
+    storage.renew(instance_id, owner, lease) -> bool  # extend the owner's lease
 
 ``put`` records the stored ``revision``, ``inserted_at``, ``updated_at`` and
 ``workflow_version`` on the instance it was given, so the same object can be
@@ -25,9 +26,19 @@ be decoded, so one corrupt row never hides the others; ``get`` raises for it.
 processes resuming the same instance never lose an update, and never hold the
 lock while a step runs. ``claim`` hands each instance that has a due timer, or
 that is running with no live lease (its runner died), to exactly one caller
-and leases it to ``owner`` until ``until``; it bumps the revision, so writes
+and leases it to ``owner`` for ``lease``; it bumps the revision, so writes
 based on earlier reads are stale. ``renew`` extends a lease its owner still
-holds, without a new revision.
+holds by ``lease`` from now, without a new revision.
+
+Time is the storage's: ``claim`` and ``renew`` compare and compute with its
+clock (the database's, inside the statement), and runners base what they write
+(a lease's expiry, a timer's due time) on ``now()``, never on their own clock,
+so processes whose clocks disagree still agree on which lease is live and which
+timer is due (see :mod:`~hephaestus_django.runtime.clock`).
+
+A row that ``claim`` finds but cannot decode (corrupt, or of a workflow no
+longer defined) is *quarantined*: logged once, its reason kept with the row,
+and never claimed again until a write to it (any ``put``) lifts the quarantine.
 
 A storage whose writes can join the caller's open transaction (``DjangoStorage``
 inside ``transaction.atomic()``) may also answer ``in_transaction()``
@@ -42,7 +53,7 @@ The test-suite in ``tests/contract`` runs against every backend.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -76,13 +87,19 @@ class Storage(Protocol):
         """
         ...
 
-    def claim(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[Instance]:
-        """Lease up to ``limit`` instances that need a worker: a timer due at ``now``, or
-        running with no live lease. Each is handed to one caller only."""
+    def now(self) -> datetime:
+        """The storage's current time: what leases and timers are measured against."""
         ...
 
-    def renew(self, instance_id: UUID | str, owner: str, until: datetime) -> bool:
-        """Extend ``owner``'s lease to ``until``; False when it no longer holds it."""
+    def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
+        """Lease up to ``limit`` instances that need a worker to ``owner`` for ``lease``: a
+        timer due by the storage's clock, or running with no live lease. Each is handed to
+        one caller only; rows that cannot be decoded are quarantined instead."""
+        ...
+
+    def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
+        """Extend ``owner``'s lease to ``lease`` from the storage's now; False when it no
+        longer holds it."""
         ...
 
 

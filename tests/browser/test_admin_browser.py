@@ -24,6 +24,7 @@ from django.contrib.auth.models import AbstractUser
 
 from hephaestus_django import LocalRunner, Status, admin_listing, storages
 from hephaestus_django.models import WorkflowInstance
+from tests.timers import make_due
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -70,7 +71,8 @@ def orders(shop: Any) -> dict[str, UUID]:
     flow, storage = shop.OrderFulfilment, storages["default"]
     ids = {"delivered": flow.start(order(10001, "ada"))}
     flow.resume(ids["delivered"], "shipped", {"carrier": "DHL Express", "tracking": "JD0142"})
-    LocalRunner().work(storage=storage, now=datetime.now(UTC) + timedelta(minutes=1))
+    make_due(storage, ids["delivered"])
+    LocalRunner().work(storage=storage)
     ids["cancelled"] = flow.start(order(10002, "barbara", items=1))
     flow.resume(ids["cancelled"], "cancelled", {"reason": "customer cancelled"})
     ids["declined"] = flow.start(order(10003, "alan", card="declined"))

@@ -25,7 +25,6 @@ from hephaestus_django import (
     Status,
     Step,
     UnknownWorkflowError,
-    Wait,
     Workflow,
 )
 from hephaestus_django.core import engine
@@ -312,6 +311,27 @@ def test_query_by_id(storage: Storage, population: dict[str, Instance]) -> None:
 def test_query_limit(storage: Storage, population: dict[str, Instance]) -> None:
     assert ids(storage.query(limit=2)) == [population["done"].id, population["waiting"].id]
     assert storage.query(limit=0) == []
+    assert len(storage.query(limit=2**63 - 1)) == len(population)
+
+
+@pytest.mark.parametrize(
+    ("limit", "shown"),
+    [
+        (10**30, "not 1000000000000000000000000000000"),
+        (2**63, "not 9223372036854775808"),
+        (-1, "not -1"),
+        pytest.param(10**5000, "not an int of 16610 bits", id="10**5000"),
+        (2.5, "not 2.5"),
+        (True, "not True"),
+        ("10", "not '10'"),
+    ],
+)
+def test_query_refuses_a_limit_no_backend_takes(storage: Storage, limit: Any, shown: str) -> None:
+    with pytest.raises(
+        InvalidQueryError, match="limit must be an int from 0 to 9223372036854775807"
+    ) as caught:
+        storage.query(limit=limit)
+    assert shown in str(caught.value)
 
 
 def test_query_refuses_unknown_filters(storage: Storage) -> None:
@@ -399,42 +419,126 @@ def test_update_of_a_missing_instance_is_not_found(storage: Storage) -> None:
         storage.update("nope", lambda current: current)
 
 
+ROUND_TRIP = timedelta(seconds=1)
+"""How far ``storage.now()`` may be from the time a statement reads (it is read once a minute:
+ahead of the database by up to one round trip)."""
+
+
+def running(
+    storage: Storage, owner: str | None = None, expires: timedelta | None = None
+) -> Instance:
+    """A running instance, leased to ``owner`` until ``expires`` from the storage's now."""
+    instance = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
+    if owner is not None and expires is not None:
+        instance.lease_owner, instance.lease_expires_at = owner, storage.now() + expires
+    storage.put(instance)
+    return instance
+
+
 def test_claim_hands_out_due_timers_and_stalled_runs_once(storage: Storage) -> None:
-    timed = stored(storage, flows.Timed)  # a Wait due five minutes after it started
-    stalled = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
-    storage.put(stalled)  # running, nobody holds a lease: its runner died
+    due = stored(storage, flows.Timed)  # its timer came due five minutes after flows_now()
+    not_yet = run_waves(
+        engine.start(engine.new_instance(flows.Timed, {"script": {}})), now=storage.now()
+    )
+    storage.put(not_yet)  # due five minutes from now by the storage's clock
+    stalled = running(storage)  # nobody holds a lease: its runner died
+    lapsed = running(storage, "dead", -timedelta(seconds=1))
+    live = running(storage, "busy", timedelta(minutes=1))
     stored(storage)  # completed: never claimed
     stored(storage, flows.TwoWaits)  # waits for events only: never claimed
 
-    started_at = timed.waiting_steps[Wait].since  # the timer is due five minutes later
-    early = storage.claim("early", now=started_at, until=LATER + timedelta(days=1), limit=10)
-    assert ids(early) == [stalled.id]
-    claimed = storage.claim("w1", now=LATER, until=LATER + timedelta(minutes=1), limit=10)
-    assert ids(claimed) == [timed.id]  # the stalled one is still leased to "early"
-    assert claimed[0].lease_owner == "w1"
-    assert claimed[0].revision == timed.revision + 1
-    assert storage.claim("w2", now=LATER, until=LATER, limit=10) == []
+    before = storage.now()
+    claimed = storage.claim("w1", lease=timedelta(minutes=1), limit=10)
+    after = storage.now()
+    assert sorted(ids(claimed)) == sorted([due.id, stalled.id, lapsed.id])
+    for instance in claimed:
+        assert instance.lease_owner == "w1"
+        assert instance.lease_expires_at is not None
+        assert before + timedelta(minutes=1) - ROUND_TRIP <= instance.lease_expires_at
+        assert instance.lease_expires_at <= after + timedelta(minutes=1) + ROUND_TRIP
+    assert {i.id: i.revision for i in claimed}[due.id] == due.revision + 1
+    assert storage.claim("w2", lease=timedelta(minutes=1), limit=10) == []
     with pytest.raises(StaleInstanceError):
-        storage.put(timed)  # a write based on a read before the claim
+        storage.put(due)  # a write based on a read before the claim
+    assert storage.get(live.id).lease_owner == "busy"
+    assert storage.get(not_yet.id).lease_owner is None
 
 
-def test_claim_takes_over_an_expired_lease_and_respects_the_limit(storage: Storage) -> None:
-    for _ in range(3):
-        running = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
-        running.lease_owner, running.lease_expires_at = "dead", flows_now()
-        storage.put(running)
-    first = storage.claim("w1", now=flows_now() + timedelta(seconds=1), until=LATER, limit=2)
-    rest = storage.claim("w2", now=flows_now() + timedelta(seconds=1), until=LATER, limit=2)
-    assert (len(first), len(rest)) == (2, 1)
-    assert not set(ids(first)) & set(ids(rest))
+def test_claim_hands_out_the_oldest_first_and_respects_the_limit(storage: Storage) -> None:
+    first = running(storage, "dead", -timedelta(minutes=3))
+    second = running(storage, "dead", -timedelta(minutes=2))
+    third = running(storage, "dead", -timedelta(minutes=1))
+    claimed = storage.claim("w1", lease=timedelta(minutes=1), limit=2)
+    rest = storage.claim("w2", lease=timedelta(minutes=1), limit=2)
+    assert ids(claimed) == [first.id, second.id]
+    assert ids(rest) == [third.id]
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2**63, 1.5, None])
+def test_claim_refuses_a_limit_no_backend_takes(storage: Storage, limit: Any) -> None:
+    with pytest.raises(InvalidQueryError, match="limit"):
+        storage.claim("w1", lease=timedelta(minutes=1), limit=limit)
 
 
 def test_renew_extends_only_the_owners_lease(storage: Storage) -> None:
-    running = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
-    running.lease_owner, running.lease_expires_at = "me", flows_now()
-    storage.put(running)
-    assert storage.renew(running.id, "me", LATER)
-    assert not storage.renew(running.id, "someone else", LATER + timedelta(days=1))
-    assert not storage.renew(uuid.uuid4(), "me", LATER)
-    got = storage.get(running.id)
-    assert (got.lease_owner, got.lease_expires_at, got.revision) == ("me", LATER, 1)
+    instance = running(storage, "me", timedelta(seconds=1))
+    before = storage.now()
+    assert storage.renew(instance.id, "me", timedelta(hours=1))
+    assert not storage.renew(instance.id, "someone else", timedelta(days=1))
+    assert not storage.renew(uuid.uuid4(), "me", timedelta(hours=1))
+    got = storage.get(instance.id)
+    assert (got.lease_owner, got.revision) == ("me", 1)
+    assert got.lease_expires_at is not None
+    assert before + timedelta(hours=1) - ROUND_TRIP <= got.lease_expires_at
+    assert got.lease_expires_at <= storage.now() + timedelta(hours=1) + ROUND_TRIP
+
+
+def test_now_is_the_storages_clock(storage: Storage) -> None:
+    before = storage.now()
+    instance = stored(storage)
+    assert instance.updated_at is not None
+    assert before - ROUND_TRIP <= instance.updated_at <= storage.now() + ROUND_TRIP
+
+
+# --- quarantine: a claimed row that cannot be decoded ----------------------------------------
+
+
+class Only(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        return "ok"
+
+
+def define_vanishing() -> type[Workflow]:
+    return type("Vanishing", (Workflow,), {"start": Only, "transitions": {Only: {"ok": Done}}})
+
+
+def test_a_row_the_worker_cannot_decode_is_quarantined_until_written(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    def stalled_of_a_vanished_workflow() -> uuid.UUID:
+        instance = engine.start(engine.new_instance(define_vanishing(), {}))
+        storage.put(instance)  # running, nobody holds a lease: a worker must take it over
+        return instance.id
+
+    vanished = stalled_of_a_vanished_workflow()
+    gc.collect()  # the workflow is no longer defined: the row cannot be decoded
+    survivor = running(storage)
+
+    assert ids(storage.claim("w1", lease=timedelta(minutes=1), limit=10)) == [survivor.id]
+    logged = [r for r in caplog.records if "quarantined" in r.getMessage()]
+    assert len(logged) == 1
+    assert str(vanished) in logged[0].getMessage()
+    # never claimed again (no lease to wait for: it is not leased), nor logged again
+    assert storage.claim("w2", lease=timedelta(minutes=1), limit=10) == []
+    assert len([r for r in caplog.records if "quarantined" in r.getMessage()]) == 1
+
+    workflow = define_vanishing()  # the code is back: the row decodes again, still set aside
+    got = storage.get(vanished)
+    assert got.workflow is workflow
+    assert got.revision == 2  # the one claim bumped it; the quarantine did not
+    assert got.lease_owner is None
+    assert storage.claim("w3", lease=timedelta(minutes=1), limit=10) == []
+    storage.put(got)  # any write lifts the quarantine
+    assert ids(storage.claim("w4", lease=timedelta(minutes=1), limit=10)) == [vanished]

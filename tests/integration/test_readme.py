@@ -19,6 +19,7 @@ import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -40,6 +41,7 @@ VERIFIED = {
     'storage = storages["default"]': "test_quickstart_word_for_word",
     '"tenant_a": {': "test_quickstart_word_for_word",
     "configure(storages=": "test_runtime_without_django",
+    "InMemoryStorage(clock=": "test_a_test_moves_the_storages_clock",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
     "make test": ".ci/run",
@@ -231,3 +233,28 @@ def test_graph_command_prints_the_readme_graph(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
     assert run(sys.executable, "-c", script, cwd=tmp_path, env=env) == block("flowchart TD")
+
+
+def test_a_test_moves_the_storages_clock() -> None:
+    code = textwrap.dedent(
+        """
+from hephaestus_django import Done, Step, Wait, Workflow
+
+class Remind(Step):
+    events = ("ok",)
+
+    def execute(self, instance, config, context):
+        return "ok"
+
+class Reminder(Workflow):
+    start = Remind
+    transitions = {
+        Remind: {"ok": Wait.configure(duration=1, unit="hours")},
+        Wait: {"timeout": Done},
+    }
+"""
+        + block("InMemoryStorage(clock=")
+    )
+    namespace: dict[str, Any] = {"__name__": "readme_clock"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["fired"].status == "completed"

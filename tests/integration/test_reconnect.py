@@ -21,7 +21,7 @@ from django.db import OperationalError, connection, transaction
 from hephaestus_django import LocalRunner, StaleInstanceError, Status
 from hephaestus_django.core import engine
 from hephaestus_django.reconnect import close_obsolete_connections
-from hephaestus_django.storage import DjangoStorage
+from hephaestus_django.storage import DjangoStorage, read_database_time
 from tests import flows
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -99,12 +99,11 @@ def test_put_connects_again_and_writes_once(storage: DjangoStorage) -> None:
 
 def test_claim_and_renew_connect_again(storage: DjangoStorage) -> None:
     instance = stalled(storage)
-    now = datetime.now(UTC)
     drop_connection()
-    claimed = storage.claim("worker-1", now=now, until=now + timedelta(minutes=5), limit=10)
+    claimed = storage.claim("worker-1", lease=timedelta(minutes=5), limit=10)
     assert [found.id for found in claimed] == [instance.id]
     drop_connection()
-    assert storage.renew(instance.id, "worker-1", now + timedelta(minutes=10)) is True
+    assert storage.renew(instance.id, "worker-1", timedelta(minutes=10)) is True
     assert storage.get(instance.id).lease_owner == "worker-1"
 
 
@@ -257,3 +256,8 @@ def test_between_passes_connections_past_their_age_are_closed_but_not_a_callers(
         close_obsolete_connections()
         assert connection.connection is not None  # the caller's transaction goes on
         storage.query()
+
+
+def test_reading_the_database_clock_connects_again() -> None:
+    drop_connection()
+    assert read_database_time("default").tzinfo is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import Any
 
@@ -12,14 +11,14 @@ from django.core.management import CommandError, call_command
 from hephaestus_django import LocalRunner, Status
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
+from tests.timers import make_due
 
 pytestmark = pytest.mark.django_db
 
 
 def test_once_fires_the_due_timers() -> None:
     storage = DjangoStorage()
-    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
-    timed = LocalRunner(clock=lambda: an_hour_ago).start(flows.Timed, {}, storage=storage)
+    timed = make_due(storage, LocalRunner().start(flows.Timed, {}, storage=storage).id)
     not_due = LocalRunner().start(flows.Timed, {}, storage=storage)  # due in five minutes
     out = StringIO()
     call_command("hephaestus_worker", "--once", stdout=out)
@@ -47,8 +46,7 @@ TWO_STORAGES = {
 
 
 def due_timer(storage: DjangoStorage) -> object:
-    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
-    return LocalRunner(clock=lambda: an_hour_ago).start(flows.Timed, {}, storage=storage).id
+    return make_due(storage, LocalRunner().start(flows.Timed, {}, storage=storage).id).id
 
 
 @pytest.mark.django_db(databases=["default", "other"])

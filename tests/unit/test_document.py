@@ -14,6 +14,7 @@ from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Context, Instance, evolve
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import from_row, to_row
+from tests import flows
 from tests.unit.test_engine import run_waves
 
 
@@ -144,3 +145,48 @@ def test_a_row_missing_state_keys_names_them() -> None:
     state = {key: value for key, value in row.state.items() if key not in ("error", "context")}
     with pytest.raises(CorruptInstanceError, match="missing keys context, error"):
         from_row(replace(row, state=state))
+
+
+# --- a status column that disagrees with the state -------------------------------------------
+
+
+def as_stored(instance: Instance, status: str) -> Any:
+    row = to_row(instance)
+    return replace(row, status=status, state=codec.loads(codec.dumps(row.state)))
+
+
+def in_every_status() -> dict[str, Instance]:
+    started = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
+    return {
+        "running": started,
+        "waiting": run_waves(engine.start(engine.new_instance(flows.TwoWaits, {"script": {}}))),
+        "completed": finished(),
+        "failed": run_waves(
+            engine.start(engine.new_instance(flows.FanOut, {"script": {"charge": "fail"}}))
+        ),
+    }
+
+
+@pytest.mark.parametrize("state_of", ["running", "waiting", "completed", "failed"])
+@pytest.mark.parametrize("column", ["running", "waiting", "completed", "failed"])
+def test_a_status_that_disagrees_with_the_state_is_corrupt(state_of: str, column: str) -> None:
+    instance = in_every_status()[state_of]
+    assert instance.status.value == state_of
+    row = as_stored(instance, column)
+    if column == state_of:
+        assert from_row(row).status.value == column
+        return
+    with pytest.raises(CorruptInstanceError) as caught:
+        from_row(row)
+    assert caught.value.path == "status"
+    assert caught.value.instance_id == instance.id
+    assert f"it is {column!r}" in str(caught.value)
+    assert str(instance.id) in str(caught.value)
+
+
+def test_completed_with_active_steps_names_them() -> None:
+    running = in_every_status()["running"]
+    with pytest.raises(
+        CorruptInstanceError, match=r"'completed' but the state has active steps \(Check\)"
+    ):
+        from_row(as_stored(running, "completed"))

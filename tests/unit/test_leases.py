@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hephaestus_django import Done, Status, Step, Workflow
-from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.runtime import InMemoryStorage, LocalRunner
 from hephaestus_django.runtime.leases import new_owner
 from tests import flows
@@ -49,9 +49,20 @@ def test_a_runner_holds_the_lease_only_while_steps_are_runnable() -> None:
     assert storage.get(done.id).lease_owner is None
 
 
+class Clock:
+    """A clock a test moves on: the storage's, which every lease and timer is measured by."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 def test_a_resume_while_another_runner_executes_leaves_the_steps_to_it() -> None:
-    storage = InMemoryStorage()
-    runner = LocalRunner(clock=lambda: T0)
+    clock = Clock()
+    storage = InMemoryStorage(clock=clock)
+    runner = LocalRunner()
     instance = runner.start(flows.TwoWaits, {"script": {}}, storage=storage)
     # pretend another runner is executing this instance right now
     instance.lease_owner, instance.lease_expires_at = "busy-runner", T0 + timedelta(minutes=5)
@@ -64,14 +75,15 @@ def test_a_resume_while_another_runner_executes_leaves_the_steps_to_it() -> None
     assert flows.executions(instance.id).get("join") is None
 
     # the busy runner dies; once its lease lapses a worker runs the join
-    later = T0 + timedelta(minutes=6)
-    (taken,) = LocalRunner(clock=lambda: later).work(storage=storage, now=later)
+    clock.now = T0 + timedelta(minutes=6)
+    (taken,) = LocalRunner().work(storage=storage)
     assert taken.status is Status.COMPLETED
     assert flows.executions(instance.id)["join"] == 1
 
 
 def test_a_dead_runners_steps_run_again_after_its_lease_lapses() -> None:
-    storage = InMemoryStorage()
+    clock = Clock()
+    storage = InMemoryStorage(clock=clock)
     attempts: list[int] = []
 
     class Fragile(Step):
@@ -88,14 +100,14 @@ def test_a_dead_runners_steps_run_again_after_its_lease_lapses() -> None:
         transitions = {Fragile: {"ok": Done}}
 
     with pytest.raises(ProcessDied):
-        LocalRunner(clock=lambda: T0, lease=60).start(Crashy, {}, storage=storage)
+        LocalRunner(lease=60).start(Crashy, {}, storage=storage)
     (stalled,) = storage.query()
     assert stalled.status is Status.RUNNING
     assert stalled.lease_owner is not None
 
-    assert LocalRunner(clock=lambda: T0).work(storage=storage, now=T0) == []  # lease still live
-    later = T0 + timedelta(seconds=61)
-    (recovered,) = LocalRunner(clock=lambda: later).work(storage=storage, now=later)
+    assert LocalRunner().work(storage=storage) == []  # lease still live
+    clock.now = T0 + timedelta(seconds=61)
+    (recovered,) = LocalRunner().work(storage=storage)
     assert recovered.status is Status.COMPLETED
     assert len(attempts) == 2  # at least once: the step ran again
 
@@ -106,11 +118,11 @@ class RecordingRenewals(InMemoryStorage):
         self.renewals: list[str] = []
         self.renewed_twice = threading.Event()
 
-    def renew(self, instance_id: Any, owner: str, until: datetime) -> bool:
+    def renew(self, instance_id: Any, owner: str, lease: timedelta) -> bool:
         self.renewals.append(owner)
         if len(self.renewals) >= 2:
             self.renewed_twice.set()
-        return super().renew(instance_id, owner, until)
+        return super().renew(instance_id, owner, lease)
 
 
 def test_a_long_step_keeps_its_lease_alive() -> None:
@@ -150,3 +162,99 @@ def test_close_stops_the_heartbeat_and_it_restarts_when_needed() -> None:
         assert again.is_alive()
     runner.close()
     assert not again.is_alive()
+
+
+class RenewalAfterTheWrite(InMemoryStorage):
+    """Holds the heartbeat's first renewal until the runner has written the wave's outcome:
+    the race where the write releases the lease while a beat is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewing = threading.Event()
+        self.written = threading.Event()
+        self.renewed = threading.Event()
+        self.results: list[bool] = []
+
+    def renew(self, instance_id: Any, owner: str, lease: timedelta) -> bool:
+        if self.results:
+            return super().renew(instance_id, owner, lease)
+        self.renewing.set()
+        assert self.written.wait(timeout=30), "the wave was never written"
+        result = super().renew(instance_id, owner, lease)
+        self.results.append(result)
+        self.renewed.set()
+        return result
+
+    def put(self, instance: Instance) -> None:
+        super().put(instance)
+        if self.renewing.is_set():
+            self.written.set()
+
+
+def a_step_that_waits_for(event: threading.Event) -> type[Workflow]:
+    class Beaten(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Instance, config: Any, context: Any) -> Any:
+            assert event.wait(timeout=30), "the heartbeat never beat"
+            return "ok"
+
+    class Beating(Workflow):
+        start = Beaten
+        transitions = {Beaten: {"ok": Done}}
+
+    return Beating
+
+
+def lease_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_beat_racing_the_write_that_released_the_lease_does_not_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = RenewalAfterTheWrite()
+    runner = LocalRunner(lease=0.15)
+    done = runner.start(a_step_that_waits_for(storage.renewing), {}, storage=storage)
+    assert storage.renewed.wait(timeout=30)
+    runner.close()
+    assert done.status is Status.COMPLETED
+    assert storage.results == [False]  # the renewal came too late: the lease was released
+    assert lease_warnings(caplog) == []
+
+
+def test_losing_the_lease_to_another_runner_warns_naming_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = RecordingRenewals()
+    taken = threading.Event()
+
+    class Robbed(Step):
+        events = ("ok",)
+
+        def execute(self, instance: Instance, config: Any, context: Any) -> Any:
+            # another runner takes the instance over while this step runs
+            storage.update(
+                instance.id,
+                lambda current: evolve(
+                    current,
+                    lease_owner="thief",
+                    lease_expires_at=storage.now() + timedelta(hours=1),
+                ),
+            )
+            taken.set()
+            assert storage.renewed_twice.wait(timeout=30)
+            return "ok"
+
+    class Robbery(Workflow):
+        start = Robbed
+        transitions = {Robbed: {"ok": Done}}
+
+    runner = LocalRunner(lease=0.15)
+    after = runner.start(Robbery, {}, storage=storage)
+    runner.close()
+    assert taken.is_set()
+    assert after.lease_owner == "thief"  # the step's outcome was left to the thief
+    (warning, *_) = lease_warnings(caplog)
+    assert "lost the lease" in warning
+    assert "another runner (thief) took it over" in warning

@@ -296,19 +296,21 @@ def test_a_write_that_lost_a_race_is_reapplied_not_lost(caplog: pytest.LogCaptur
 
 
 def test_timers_fire_from_storage_when_due() -> None:
-    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-    storage = InMemoryStorage()
-    runner = LocalRunner(clock=lambda: now)
+    now = [datetime(2026, 11, 24, 12, 0, tzinfo=UTC)]
+    storage = InMemoryStorage(clock=lambda: now[0])
+    runner = LocalRunner()
     instance = runner.start(flows.Timed, {"script": {}}, storage=storage)
     assert instance.status is Status.WAITING
     assert instance.lease_owner is None  # nothing runnable: no runner holds it
-    assert runner.work(storage=storage, now=now) == []
-    later = now + timedelta(minutes=5)
-    restarted = LocalRunner(clock=lambda: later)  # a new process after a restart
-    (fired,) = restarted.work(storage=storage, now=later)
+    assert runner.work(storage=storage) == []
+    now[0] += timedelta(minutes=5) - timedelta(microseconds=1)
+    assert runner.work(storage=storage) == []  # not yet
+    now[0] += timedelta(microseconds=1)
+    restarted = LocalRunner()  # a new process after a restart
+    (fired,) = restarted.work(storage=storage)
     assert fired.status is Status.COMPLETED
     assert fired.lease_owner is None
-    assert restarted.work(storage=storage, now=later) == []
+    assert restarted.work(storage=storage) == []
 
 
 def test_an_unstorable_step_result_fails_that_step(storage: RecordingStorage) -> None:
