@@ -24,6 +24,7 @@ FULL: dict[str, Any] = {
     "anatomy_writes": 10_000,
     "admin_rows": 1_000_000,
     "admin_requests": 20,
+    "writer_baseline_s": 10,
 }
 QUICK: dict[str, Any] = {
     "rounds": 3,
@@ -35,6 +36,7 @@ QUICK: dict[str, Any] = {
     "anatomy_writes": 3_500,
     "admin_rows": 100_000,
     "admin_requests": 5,
+    "writer_baseline_s": 3,
 }
 SEED_ROWS = 10_000
 
@@ -55,7 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     conninfo = environment.recreate_database(url)
     environment.configure_django(conninfo)
     # Imported after django.setup(): they import the model and the storage.
-    from bench import admin_pages, containment, data, end_to_end, memory, report, storage_ops, tail
+    from bench import (
+        admin_pages,
+        containment,
+        data,
+        end_to_end,
+        housekeeping,
+        memory,
+        report,
+        storage_ops,
+        tail,
+    )
 
     raw = environment.raw_connection(conninfo)
     unprepared = environment.raw_connection(conninfo, prepared=False)
@@ -99,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         rounds=plan["tail_rounds"],
         writes=plan["tail_writes"],
         anatomy_writes=plan["anatomy_writes"],
+    )
+    # Last: it deletes half the bulk rows.
+    log(f"7. housekeeping: prune half of {loaded:,} bulk rows, a writer alongside")
+    results["housekeeping"] = housekeeping.run(
+        raw, conninfo, bulk_rows=loaded, baseline_s=plan["writer_baseline_s"]
     )
 
     results["elapsed_s"] = time.perf_counter() - clock

@@ -30,7 +30,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 REPO = Path(__file__).resolve().parent.parent
 EMBEDDED_DIR = REPO / ".pgdata" / "bench"
-DATABASE = "hephaestus_bench"
+DATABASE = os.environ.get("BENCH_DATABASE", "").strip() or "hephaestus_bench"
+"""The database the bench drops and creates (`$BENCH_DATABASE`, else hephaestus_bench)."""
 PREPARED = "prepared"
 """A second alias on the same database, with psycopg's prepared statements switched back on."""
 PREPARED_OPTIONS = {"server_side_binding": True, "prepare_threshold": 5}

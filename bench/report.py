@@ -142,6 +142,64 @@ def memory_lines(found: dict[str, Any]) -> list[str]:
     ]
 
 
+def _plan_row(name: str, found: dict[str, Any]) -> str:
+    scans = ", ".join(f"`{scan}`" for scan in found["scans"]) or "none"
+    index = found.get("index_buffers") or "-"
+    return f"| {name} | {found['execution_ms']:.1f} | {found['buffers']} | {index} | {scans} |"
+
+
+def housekeeping_lines(found: dict[str, Any]) -> list[str]:
+    before, during = found["writer"]["before"], found["writer"]["during"]
+    plans = found["plans"]
+    halfway = plans["halfway"]
+    lines = [
+        f"`Pruner` (what `hephaestus_prune` runs) deleted {found['deleted']:,} of the "
+        f"{found['rows_in_table']:,} rows ({found['matched']:,} matched) in "
+        f"{found['batches']:,} batches of {found['batch_size']:,}: "
+        f"**{found['rows_per_s']:,.0f} rows/s** over the batches, "
+        f"{found['rows_per_s_with_counts']:,.0f} rows/s counting its two `count(*)`s "
+        f"({found['wall_s']:.1f} s in all). Peak memory (tracemalloc): "
+        f"{found['peak_bytes'] / 1e3:.1f} kB. The prune index: "
+        f"{found['index_bytes'] / 1e6:.1f} MB.",
+        "",
+        "A writer in a process of its own, putting instances one after another:",
+        "",
+        "| writer's `put` | ms p50 / p99 / max | puts | puts/s |",
+        "|---|---|---|---|",
+        f"| before the prune | {_lat(before)} | {before['n']:,} | {before['puts_per_s']:.0f} |",
+        f"| during the prune | {_lat(during)} | {during['n']:,} | {during['puts_per_s']:.0f} |",
+        "",
+        "`EXPLAIN (ANALYZE, BUFFERS)`, each rolled back (full plans in the JSON):",
+        "",
+        "| statement | ms | buffers | of which the prune index's scan | scans |",
+        "|---|---|---|---|---|",
+        _plan_row("prune: first batch", plans["first_batch"]),
+        _plan_row(
+            f"prune: next batch after {halfway['deleted_before']:,} deleted (as shipped)",
+            halfway["keyset"],
+        ),
+        _plan_row(
+            f"prune: the same batch without the keyset start (re-walks the "
+            f"{halfway['deleted_before']:,} deleted)",
+            halfway["without_keyset"],
+        ),
+        *[
+            _plan_row(f"worker pass, statement {n}", claim)
+            for n, claim in enumerate(plans["claim"], 1)
+        ],
+        "",
+        "Plan of a prune batch, as shipped:",
+        "",
+        "```",
+        *halfway["keyset"]["plan"],
+        "```",
+        "",
+    ]
+    for n, claim in enumerate(plans["claim"], 1):
+        lines += [f"Plan of the worker pass, statement {n}:", "", "```", *claim["plan"], "```", ""]
+    return lines
+
+
 def _configurations(found: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The figures of one comparison in each configuration the budget is reported for."""
     return [
@@ -191,6 +249,26 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             not changelist["full_table_count"],
         )
     )
+    house = results.get("housekeeping")
+    if house:
+        rows = house["rows_in_table"]
+        checks.append(
+            (
+                f"prune ≥ 10,000 rows/s at {rows:,} rows",
+                f"{house['rows_per_s']:,.0f} rows/s",
+                house["rows_per_s"] >= 10_000,
+            )
+        )
+        plans = house["plans"]
+        statements = [plans["first_batch"], plans["halfway"]["keyset"], *plans["claim"]]
+        seq = [scan for found in statements for scan in found["scans"] if "Seq Scan" in scan]
+        checks.append(
+            (
+                f"prune batches and the worker's claim are index scans at {rows:,} rows",
+                ", ".join(seq) or "no Seq Scan",
+                not seq,
+            )
+        )
     return checks
 
 
@@ -234,6 +312,11 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *memory_lines(results["memory"]),
         "",
+        *(
+            ["## 7. Housekeeping", "", *housekeeping_lines(results["housekeeping"]), ""]
+            if "housekeeping" in results
+            else []
+        ),
         "## Budget",
         "",
         "| target | measured | met |",

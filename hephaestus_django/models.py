@@ -22,6 +22,7 @@ from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import Step
 from hephaestus_django.cursors import fetch_all
+from hephaestus_django.retention import INDEXED_STATUSES
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
 from hephaestus_django.runtime.filters import status_value, workflow_name
@@ -193,6 +194,14 @@ class WorkflowInstance(models.Model):
                 fields=["lease_expires_at"],
                 name="idx_workflow_instances_stall",
                 condition=models.Q(status="running"),
+            ),
+            # hephaestus_prune's batches: one status at a time, oldest first, each batch
+            # starting after the last (updated_at, id) deleted. Partial: only the statuses a
+            # runner never writes, so the writes of running instances do not pay for it.
+            models.Index(
+                fields=["status", "updated_at", "id"],
+                name="idx_workflow_instances_prune",
+                condition=models.Q(status__in=list(INDEXED_STATUSES)),
             ),
         ]
         constraints = [

@@ -5,29 +5,82 @@ bloats the table in one go; batches of ``batch_size`` rows, each its own short s
 (``SKIP LOCKED``, so rows a runner is touching are left for the next run), keep the table
 available to everything else while the prune goes on. Age is measured from ``updated_at``:
 for a finished instance, the moment it finished.
+
+Each batch is an index scan of ``idx_workflow_instances_prune`` (``status, updated_at, id``)
+that starts where the previous batch stopped: statuses are pruned one at a time, oldest first,
+and every batch asks only for rows after the last ``(updated_at, id)`` the previous one deleted
+(keyset pagination). Without that, every batch would walk again over the index entries of the
+rows earlier batches deleted, which stay in the index until a vacuum removes them, and a
+``status = ANY(...)`` over several statuses could not be read from the index in
+``updated_at`` order at all.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from django.db import connections
 from django.utils import timezone
 
+from hephaestus_django.core.status import Status
 from hephaestus_django.runtime.filters import status_value
 
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
-_MATCHING = "FROM workflow_instances WHERE status = ANY(%s) AND updated_at < %s"
-COUNT = f"SELECT count(*) {_MATCHING}"
-DELETE_BATCH = (
-    "DELETE FROM workflow_instances WHERE id IN "
-    f"(SELECT id {_MATCHING} ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+INDEX = "idx_workflow_instances_prune"
+"""The index every batch is read from."""
+INDEXED_STATUSES = (Status.COMPLETED.value, Status.FAILED.value)
+"""The statuses the prune index covers: it is partial, so that the writes of instances still
+under way (several per instance) do not pay for it; a finished instance is written once more at
+most. Pruning other statuses works too, read through the status index and sorted per batch."""
+
+_BATCH = (
+    "WITH gone AS (DELETE FROM workflow_instances WHERE id IN ("
+    "SELECT id FROM workflow_instances"
+    " WHERE status = {status} AND updated_at < %(cutoff)s{after}"
+    " ORDER BY updated_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+    ") RETURNING updated_at, id)"
+    " SELECT count(*) OVER (), updated_at, id FROM gone ORDER BY updated_at DESC, id DESC LIMIT 1"
 )
+_AFTER = " AND (updated_at, id) > (%(after_at)s, %(after_id)s)"
+
+
+def _literal(status: str) -> str:
+    """``status`` as an SQL literal; only the five statuses are accepted.
+
+    Statuses are written into the SQL rather than bound, so that the planner can prove a batch
+    matches the partial index's condition also when the database alias binds parameters on the
+    server (``server_side_binding``), where a generic plan cannot see a parameter's value.
+    """
+    if status not in {member.value for member in Status}:
+        raise ValueError(f"unknown status {status!r}")
+    return f"'{status}'"
+
+
+def count_sql(statuses: Iterable[str]) -> str:
+    """The statement counting the rows in ``statuses`` changed before ``%(cutoff)s``."""
+    listed = ", ".join(_literal(status) for status in statuses)
+    return (
+        f"SELECT count(*) FROM workflow_instances WHERE status IN ({listed})"
+        " AND updated_at < %(cutoff)s"
+    )
+
+
+def batch_sql(status: str, *, first: bool) -> str:
+    """The statement deleting one batch of ``status``: its row count and last key deleted.
+
+    It deletes the oldest ``%(limit)s`` rows changed before ``%(cutoff)s`` that no one holds
+    locked and returns one row, ``(deleted, updated_at, id)`` of the last row deleted, or none
+    if it deleted nothing. After the first batch of a status (``first=False``) it starts after
+    the key ``(%(after_at)s, %(after_id)s)`` the previous batch returned.
+    """
+    return _BATCH.format(status=_literal(status), after="" if first else _AFTER)
 
 
 def parse_age(text: str) -> timedelta:
@@ -42,12 +95,23 @@ def parse_age(text: str) -> timedelta:
 
 @dataclass(frozen=True)
 class PruneReport:
-    """What a prune found and did."""
+    """What a prune found and did; ``interrupted`` when it was stopped before the end."""
 
     matched: int
     deleted: int
     batches: int
     cutoff: datetime
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def rate(self) -> float:
+        """Rows deleted per second so far (0 before the first batch)."""
+        return self.deleted / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+Progress = Callable[[PruneReport], None]
+"""Called after every batch with the totals so far."""
 
 
 class Pruner:
@@ -71,17 +135,57 @@ class Pruner:
         self.using = using
         self.batch_size = batch_size
 
-    def run(self, *, dry_run: bool = False) -> PruneReport:
-        """Delete batch after batch until none is full; with ``dry_run``, only count."""
+    def count(self) -> int:
+        """How many rows match now."""
         with connections[self.using].cursor() as cursor:
-            cursor.execute(COUNT, [self.statuses, self.cutoff])
+            cursor.execute(count_sql(self.statuses), {"cutoff": self.cutoff})
             (matched,) = cursor.fetchone()
-            if dry_run:
-                return PruneReport(matched, 0, 0, self.cutoff)
-            deleted = batches = 0
-            while True:
-                cursor.execute(DELETE_BATCH, [self.statuses, self.cutoff, self.batch_size])
-                batches += 1
-                deleted += cursor.rowcount
-                if cursor.rowcount < self.batch_size:
-                    return PruneReport(matched, deleted, batches, self.cutoff)
+        return int(matched)
+
+    def run(
+        self,
+        *,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> PruneReport:
+        """Delete batch after batch until none is full; with ``dry_run``, only count.
+
+        ``progress`` is called after every batch. ``stop`` is asked before every batch: once it
+        returns true, the prune ends there (the batches done stay deleted) and the report says
+        ``interrupted``. Each batch is one statement in autocommit, so a batch is either
+        deleted whole or not at all, also when the process is interrupted in the middle of it.
+        """
+        matched = self.count()
+        report = PruneReport(matched, 0, 0, self.cutoff)
+        if dry_run:
+            return report
+        started = time.monotonic()
+
+        def clock() -> float:
+            return time.monotonic() - started
+
+        with connections[self.using].cursor() as cursor:
+            for status in self.statuses:
+                after: tuple[datetime, UUID] | None = None
+                while True:
+                    if stop is not None and stop():
+                        return replace(report, elapsed_s=clock(), interrupted=True)
+                    params: dict[str, object] = {"cutoff": self.cutoff, "limit": self.batch_size}
+                    if after is not None:
+                        params.update(after_at=after[0], after_id=after[1])
+                    cursor.execute(batch_sql(status, first=after is None), params)
+                    last = cursor.fetchone()
+                    deleted = int(last[0]) if last else 0
+                    report = replace(
+                        report,
+                        deleted=report.deleted + deleted,
+                        batches=report.batches + 1,
+                        elapsed_s=clock(),
+                    )
+                    if progress is not None:
+                        progress(report)
+                    if deleted < self.batch_size:
+                        break
+                    after = (last[1], last[2])
+        return replace(report, elapsed_s=clock())
