@@ -10,7 +10,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hephaestus_django", "0004_index_tuning"),
+        ("hephaestus_django", "0005_prune_index"),
     ]
 
     operations = [
