@@ -3,14 +3,14 @@
 The changelist stays cheap on large tables: ``state`` is deferred and only three small keys of it
 are selected (current, active and waiting steps), the filters take their choices from the
 workflow registry instead of ``SELECT DISTINCT``, and the paginator never counts the whole table
-(see :mod:`hephaestus_django.admin_listing`). Search takes an instance id, or context values
+(see :mod:`hephaestus_django.admin.listing`). Search takes an instance id, or context values
 (``order_id=123``, ``customer.tier=gold`` or a JSON object) answered with ``state @> ...``
-through the GIN index (:mod:`hephaestus_django.search`).
+through the GIN index (:mod:`hephaestus_django.admin.search`).
 
 The instance page is read-only and shows the workflow graph with the instance's progress on it
-(:mod:`hephaestus_django.admin_detail`). Instances change only through the runner and storage:
+(:mod:`hephaestus_django.admin.detail`). Instances change only through the runner and storage:
 resume, retry and delete each have a permission and a confirmation page that refuses to act on a
-stale view (:mod:`hephaestus_django.admin_operations`).
+stale view (:mod:`hephaestus_django.admin.operations`).
 """
 
 from __future__ import annotations
@@ -29,20 +29,20 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.html import format_html
 
-from hephaestus_django.admin_detail import instance_page
-from hephaestus_django.admin_listing import (
+from hephaestus_django.admin.detail import instance_page
+from hephaestus_django.admin.listing import (
     CheapCountPaginator,
     VersionFilter,
     WorkflowFilter,
     moment,
     steps_cell,
 )
-from hephaestus_django.admin_operations import OperationsMixin, page_context
-from hephaestus_django.admin_rows import storage_for
+from hephaestus_django.admin.operations import OperationsMixin, page_context
+from hephaestus_django.admin.rows import storage_for
+from hephaestus_django.admin.search import context_filter
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.status import Status
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.search import context_filter
 
 SEARCH_HELP = (
     "Search by instance id, or by values in the context the instance was started with: "
