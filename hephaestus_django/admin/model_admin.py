@@ -15,7 +15,6 @@ stale view (:mod:`hephaestus_django.admin.operations`).
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.contrib import admin
@@ -29,6 +28,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.html import format_html
 
+from hephaestus_django.admin.bounded_search import SearchMixin
 from hephaestus_django.admin.detail import instance_page
 from hephaestus_django.admin.listing import (
     CheapCountPaginator,
@@ -39,7 +39,6 @@ from hephaestus_django.admin.listing import (
 )
 from hephaestus_django.admin.operations import OperationsMixin, page_context
 from hephaestus_django.admin.rows import storage_for
-from hephaestus_django.admin.search import context_filter
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.status import Status
 from hephaestus_django.models import WorkflowInstance
@@ -55,7 +54,7 @@ STATUSES = frozenset(status.value for status in Status)
 
 
 @admin.register(WorkflowInstance)
-class WorkflowInstanceAdmin(OperationsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = (
         "short_id",
         "workflow_name",
@@ -106,21 +105,6 @@ class WorkflowInstanceAdmin(OperationsMixin, admin.ModelAdmin):  # type: ignore[
                 waiting_step_map=KeyTransform("waiting_steps", "state"),
             )
         return queryset.annotate(state_json=Cast("state", TextField()))
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[WorkflowInstance], search_term: str
-    ) -> tuple[QuerySet[WorkflowInstance], bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        try:
-            return queryset.filter(id=uuid.UUID(term)), False
-        except ValueError:
-            pass
-        wanted = context_filter(term)
-        if wanted is not None:
-            return queryset.filter(state__contains=wanted), False
-        return queryset.filter(workflow__icontains=term), False
 
     # --- columns ---------------------------------------------------------------------------
 
