@@ -22,7 +22,8 @@ from uuid import UUID
 import pytest
 from django.contrib.auth.models import AbstractUser
 
-from hephaestus_django import LocalRunner, Status, admin_listing, storages
+from hephaestus_django import LocalRunner, Status, storages
+from hephaestus_django.admin import listing
 from hephaestus_django.models import WorkflowInstance
 from tests.timers import make_due
 
@@ -88,9 +89,9 @@ def orders(shop: Any) -> dict[str, UUID]:
 def only_the_shop(monkeypatch: pytest.MonkeyPatch) -> None:
     """The filters list the shop's workflows only, as in a project: this test process has also
     registered every workflow of the other test modules."""
-    every = admin_listing.registered_workflows
+    every = listing.registered_workflows
     monkeypatch.setattr(
-        admin_listing,
+        listing,
         "registered_workflows",
         lambda: [(path, cls) for path, cls in every() if path.startswith("shop.")],
     )

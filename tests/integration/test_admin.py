@@ -20,9 +20,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from hephaestus_django.admin_listing import COUNT_AND_ESTIMATE, CheapCountPaginator
+from hephaestus_django.admin.listing import COUNT_AND_ESTIMATE, CheapCountPaginator
+from hephaestus_django.admin.search import context_filter
 from hephaestus_django.core import engine
-from hephaestus_django.search import context_filter
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 from tests.contract.test_storage_contract import stored
@@ -47,6 +47,17 @@ def row_of(page: str, instance_id: object) -> str:
     match = re.search(rf"<tr>(?:(?!</tr>).)*{instance_id}(?:(?!</tr>).)*</tr>", page, re.DOTALL)
     assert match, f"no row for {instance_id}"
     return match.group(0)
+
+
+def test_importing_the_admin_package_registers_the_model_admin() -> None:
+    """Django's autodiscovery imports ``hephaestus_django.admin``: the package must register."""
+    from django.contrib import admin
+
+    from hephaestus_django import admin as hephaestus_admin
+    from hephaestus_django.models import WorkflowInstance
+
+    registered = admin.site.get_model_admin(WorkflowInstance)
+    assert type(registered) is hephaestus_admin.WorkflowInstanceAdmin
 
 
 def test_changelist_shows_the_columns(admin_client: Client, storage: DjangoStorage) -> None:

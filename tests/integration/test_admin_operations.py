@@ -17,7 +17,7 @@ from django.test import Client
 from django.urls import reverse
 
 from hephaestus_django import Context, Done, Instance, StaleInstanceError, Status, Step, Workflow
-from hephaestus_django.admin_rows import NoStorageForDatabase, storage_for
+from hephaestus_django.admin.rows import NoStorageForDatabase, storage_for
 from hephaestus_django.conf import storages
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.storage import DjangoStorage

@@ -19,7 +19,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
-from django.db import connections
+from django.db import DatabaseError, connections, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import formats, timezone
@@ -27,6 +27,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from hephaestus_django.admin.budget import cancelled
 from hephaestus_django.core.errors import UnknownWorkflowError
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.workflow import workflow_registry
@@ -77,8 +78,8 @@ class VersionFilter(admin.SimpleListFilter):
         value = self.value()
         if value is None:
             return queryset
-        if not value.isdigit():
-            raise IncorrectLookupParameters(f"version must be a number, not {value!r}")
+        if not (value.isascii() and value.isdigit() and len(value) <= 9):
+            raise IncorrectLookupParameters(f"version must be a number, not {value[:20]!r}")
         return queryset.filter(workflow_version=int(value))
 
 
@@ -88,7 +89,8 @@ class CheapCountPaginator(Paginator):
     Rows are counted up to ``COUNT_LIMIT + 1``. Within the limit the count is exact. Past it,
     an unfiltered list shows PostgreSQL's estimate (``estimated``: "about N"), a filtered one
     the limit (``capped``: "more than N"). The estimate is only believed once the table is
-    known to be large: after a mass delete it can stay high until autovacuum runs.
+    known to be large: after a mass delete it can stay high until autovacuum runs. A search's
+    count that runs out of time is ``uncounted``.
     """
 
     # On a table of a million rows, counting 100,000 matches took ~75 ms, 10,000 a few ms, and
@@ -97,6 +99,10 @@ class CheapCountPaginator(Paginator):
 
     estimated = False
     capped = False
+    uncounted = False
+    count_may_run_out = False
+    """Set for a search, whose statements have a time limit: a count that runs out of it
+    leaves ``uncounted`` set (and the count at the limit) instead of failing the page."""
 
     @cached_property
     def count(self) -> int:
@@ -104,8 +110,11 @@ class CheapCountPaginator(Paginator):
         if not isinstance(queryset, QuerySet):  # pragma: no cover - the admin passes a QuerySet
             return super().count
         if queryset.query.where:
-            counted = queryset.order_by().values("pk")[: self.COUNT_LIMIT + 1].count()
-            estimate = -1
+            found = self._count_filtered(queryset)
+            if found is None:
+                self.uncounted = True
+                return self.COUNT_LIMIT
+            counted, estimate = found, -1
         else:
             counted, estimate = _count_and_estimate(queryset, self.COUNT_LIMIT)
         if counted <= self.COUNT_LIMIT:
@@ -115,6 +124,19 @@ class CheapCountPaginator(Paginator):
             return estimate
         self.capped = True
         return self.COUNT_LIMIT
+
+    def _count_filtered(self, queryset: QuerySet[Any]) -> int | None:
+        """Matching rows up to the limit; None if the count ran out of the search's time."""
+        limited = queryset.order_by().values("pk")[: self.COUNT_LIMIT + 1]
+        if not self.count_may_run_out:
+            return limited.count()
+        try:
+            with transaction.atomic(using=queryset.db):  # a savepoint: the page goes on after it
+                return limited.count()
+        except DatabaseError as error:
+            if cancelled(error):
+                return None
+            raise
 
 
 # One round trip for the unfiltered list: the rows, counted up to the limit, and PostgreSQL's

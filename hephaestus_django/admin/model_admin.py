@@ -3,19 +3,18 @@
 The changelist stays cheap on large tables: ``state`` is deferred and only three small keys of it
 are selected (current, active and waiting steps), the filters take their choices from the
 workflow registry instead of ``SELECT DISTINCT``, and the paginator never counts the whole table
-(see :mod:`hephaestus_django.admin_listing`). Search takes an instance id, or context values
+(see :mod:`hephaestus_django.admin.listing`). Search takes an instance id, or context values
 (``order_id=123``, ``customer.tier=gold`` or a JSON object) answered with ``state @> ...``
-through the GIN index (:mod:`hephaestus_django.search`).
+through the GIN index (:mod:`hephaestus_django.admin.search`).
 
 The instance page is read-only and shows the workflow graph with the instance's progress on it
-(:mod:`hephaestus_django.admin_detail`). Instances change only through the runner and storage:
+(:mod:`hephaestus_django.admin.detail`). Instances change only through the runner and storage:
 resume, retry and delete each have a permission and a confirmation page that refuses to act on a
-stale view (:mod:`hephaestus_django.admin_operations`).
+stale view (:mod:`hephaestus_django.admin.operations`).
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.contrib import admin
@@ -29,20 +28,20 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.html import format_html
 
-from hephaestus_django.admin_detail import instance_page
-from hephaestus_django.admin_listing import (
+from hephaestus_django.admin.bounded_search import SearchMixin
+from hephaestus_django.admin.detail import instance_page
+from hephaestus_django.admin.listing import (
     CheapCountPaginator,
     VersionFilter,
     WorkflowFilter,
     moment,
     steps_cell,
 )
-from hephaestus_django.admin_operations import OperationsMixin, page_context
-from hephaestus_django.admin_rows import storage_for
+from hephaestus_django.admin.operations import OperationsMixin, page_context
+from hephaestus_django.admin.rows import storage_for
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.status import Status
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.search import context_filter
 
 SEARCH_HELP = (
     "Search by instance id, or by values in the context the instance was started with: "
@@ -55,7 +54,7 @@ STATUSES = frozenset(status.value for status in Status)
 
 
 @admin.register(WorkflowInstance)
-class WorkflowInstanceAdmin(OperationsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = (
         "short_id",
         "workflow_name",
@@ -106,21 +105,6 @@ class WorkflowInstanceAdmin(OperationsMixin, admin.ModelAdmin):  # type: ignore[
                 waiting_step_map=KeyTransform("waiting_steps", "state"),
             )
         return queryset.annotate(state_json=Cast("state", TextField()))
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[WorkflowInstance], search_term: str
-    ) -> tuple[QuerySet[WorkflowInstance], bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        try:
-            return queryset.filter(id=uuid.UUID(term)), False
-        except ValueError:
-            pass
-        wanted = context_filter(term)
-        if wanted is not None:
-            return queryset.filter(state__contains=wanted), False
-        return queryset.filter(workflow__icontains=term), False
 
     # --- columns ---------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The forms of the admin's confirmation pages, and what those pages state before confirming.
 
 Every form carries the revision its page was rendered with, so an operation is refused when the
-instance changed since. A resume payload is checked here to be JSON the storage can keep, so a
-bad one is a form error, never a failed write.
+instance changed since. A resume payload is checked here to be JSON the storage can keep, within
+the bounds of :mod:`hephaestus_django.admin.limits`, so a bad one is a form error, never a
+failed write or a server error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import formats, timezone
 
-from hephaestus_django.core.errors import HephaestusError
+from hephaestus_django.admin.limits import (
+    PAYLOAD_MAX_CHARS,
+    PAYLOAD_MAX_DEPTH,
+    check_length,
+    check_nesting,
+)
+from hephaestus_django.core.errors import HephaestusError, InvalidQueryError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime import codec
@@ -61,6 +68,12 @@ class ResumeForm(RevisionForm):
         text = self.cleaned_data["payload"]
         if not text:
             return None
+        try:
+            # Before parsing: json recurses once per level, and a long text costs time.
+            check_length(text, "This payload", PAYLOAD_MAX_CHARS)
+            check_nesting(text, "This payload", PAYLOAD_MAX_DEPTH)
+        except InvalidQueryError as error:
+            raise ValidationError(f"{error}.") from error
         try:
             value = json.loads(text, parse_constant=_no_constant)
         except ValueError as error:

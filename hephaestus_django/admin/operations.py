@@ -25,8 +25,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from hephaestus_django import conf
-from hephaestus_django.admin_forms import ResumeForm, RevisionForm, facts
-from hephaestus_django.admin_rows import NoStorageForDatabase, decoded, storage_for
+from hephaestus_django.admin.forms import ResumeForm, RevisionForm, facts
+from hephaestus_django.admin.rows import NoStorageForDatabase, decoded, storage_for
 from hephaestus_django.core.errors import HephaestusError, StaleInstanceError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.naming import short_name
