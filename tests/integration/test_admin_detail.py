@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -242,3 +243,18 @@ def test_the_page_needs_the_view_permission(
 def test_an_unknown_id_redirects_with_a_message(admin_client: Client) -> None:
     response = admin_client.get(detail_url(uuid.uuid4()), follow=True)
     assert "doesn\u2019t exist" in response.content.decode()  # Django's curly apostrophe
+
+
+def test_a_quarantined_row_says_why_and_what_lifts_it(admin_client: Client) -> None:
+    row_id = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO workflow_instances (id, workflow, status, state, due_at) VALUES "
+            "(%s, %s, 'waiting', '{}'::jsonb, now() - interval '1 minute')",
+            [row_id, EchoFlow.path()],
+        )
+    assert DjangoStorage().claim("worker", lease=timedelta(minutes=5), limit=10) == []
+    page = shown(admin_client, row_id)
+    note = page.split('id="hx-quarantine">')[1].split("</p>")[0]
+    assert "no worker claims it again until it is written" in note
+    assert "missing keys" in note  # the reason the worker stored
