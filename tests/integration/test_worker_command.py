@@ -75,3 +75,9 @@ def test_an_unknown_storage_is_refused_with_the_configured_ones() -> None:
 def test_max_backoff_below_the_interval_is_refused() -> None:
     with pytest.raises(CommandError, match="--max-backoff must be at least --interval"):
         call_command("hephaestus_worker", "--once", "--interval", "5", "--max-backoff", "1")
+
+
+def test_a_long_interval_raises_the_default_backoff_with_it() -> None:
+    out = StringIO()
+    call_command("hephaestus_worker", "--once", "--interval", "30", stdout=out)
+    assert out.getvalue() == "Moved 0 instance(s) on.\n"

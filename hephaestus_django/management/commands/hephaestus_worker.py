@@ -42,9 +42,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--max-backoff",
             type=positive_float,
-            default=DEFAULT_MAX_BACKOFF,
+            default=None,
             help="the longest wait, in seconds, between passes that keep failing (default: "
-            f"{DEFAULT_MAX_BACKOFF:g})",
+            f"{DEFAULT_MAX_BACKOFF:g}, or the interval if that is longer)",
         )
         parser.add_argument("--once", action="store_true", help="one pass, then exit")
 
@@ -58,6 +58,8 @@ class Command(BaseCommand):
                 f"no storage named {', '.join(map(repr, unknown))} in "
                 f"settings.HEPHAESTUS['STORAGES'] (configured: {known})"
             )
+        if options["max_backoff"] is None:
+            options["max_backoff"] = max(DEFAULT_MAX_BACKOFF, options["interval"])
         if options["max_backoff"] < options["interval"]:
             raise CommandError("--max-backoff must be at least --interval")
         work = worker(
