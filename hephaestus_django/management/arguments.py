@@ -19,3 +19,11 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, not {value}")
     return value
+
+
+def non_negative_seconds(text: str) -> float:
+    """A number of seconds, 0 included."""
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {value}")
+    return value

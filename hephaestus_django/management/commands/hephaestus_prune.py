@@ -21,7 +21,7 @@ from django.db import connections
 
 from hephaestus_django.conf import StorageNotConfigured, storages
 from hephaestus_django.core.errors import InvalidQueryError
-from hephaestus_django.management.arguments import positive_int
+from hephaestus_django.management.arguments import non_negative_seconds, positive_int
 from hephaestus_django.retention import Pruner, PruneReport, parse_age
 from hephaestus_django.runtime.filters import status_value
 
@@ -41,13 +41,6 @@ def status(text: str) -> str:
         return status_value(text)
     except InvalidQueryError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {value}")
-    return value
 
 
 def progress_line(report: PruneReport) -> str:
@@ -129,7 +122,7 @@ class Command(BaseCommand):
         parser.add_argument("--database", help="database alias to prune (instead of --storage)")
         parser.add_argument(
             "--progress-every",
-            type=seconds,
+            type=non_negative_seconds,
             default=5.0,
             help="seconds between progress lines (default 5; 0: after every batch)",
         )
