@@ -46,11 +46,14 @@ _EXPORTS = {
     "SerializationError": "hephaestus_django.core.errors",
     "CorruptInstanceError": "hephaestus_django.core.errors",
     "InvalidQueryError": "hephaestus_django.core.errors",
+    "InvalidJobError": "hephaestus_django.core.errors",
     "BackendNotConfigured": "hephaestus_django.core.errors",
     # runtime: running and storing
     "Workflow": "hephaestus_django.runtime.workflow",
     "InMemoryStorage": "hephaestus_django.runtime.memory",
     "LocalRunner": "hephaestus_django.runtime.runner",
+    "QueuedRunner": "hephaestus_django.runtime.queued",
+    "InMemoryDispatcher": "hephaestus_django.runtime.memory_dispatch",
     # Django integration (importing these needs configured Django settings)
     "storages": "hephaestus_django.conf",
     "DjangoStorage": "hephaestus_django.storage",
@@ -67,13 +70,16 @@ __all__ = [
     "EngineError",
     "Event",
     "HephaestusError",
+    "InMemoryDispatcher",
     "InMemoryStorage",
     "Instance",
     "InstanceNotFound",
     "InstanceNotWaitingError",
     "InvalidInstanceError",
+    "InvalidJobError",
     "InvalidQueryError",
     "LocalRunner",
+    "QueuedRunner",
     "Route",
     "SerializationError",
     "StaleInstanceError",
@@ -117,6 +123,7 @@ if TYPE_CHECKING:
         InstanceNotFound,
         InstanceNotWaitingError,
         InvalidInstanceError,
+        InvalidJobError,
         InvalidQueryError,
         SerializationError,
         StaleInstanceError,
@@ -133,6 +140,8 @@ if TYPE_CHECKING:
     from hephaestus_django.core.status import Status
     from hephaestus_django.core.steps import Debug, Done, Step, StepRef, Wait, WaitForEvent
     from hephaestus_django.runtime.memory import InMemoryStorage
+    from hephaestus_django.runtime.memory_dispatch import InMemoryDispatcher
+    from hephaestus_django.runtime.queued import QueuedRunner
     from hephaestus_django.runtime.runner import LocalRunner
     from hephaestus_django.runtime.workflow import Workflow
     from hephaestus_django.storage import DjangoStorage

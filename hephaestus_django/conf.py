@@ -249,6 +249,11 @@ class StorageHandler(BaseConnectionHandler):  # type: ignore[misc]
                 return list(self._built.values())
         return [self[alias] for alias in self]
 
+    def alias_of(self, storage: Storage) -> str | None:
+        """The alias ``storage`` was built (or set) for; None if it is none of ours."""
+        with self._lock:
+            return next((alias for alias, built in self._built.items() if built is storage), None)
+
     def reset(self) -> None:
         """Forget the settings and every built backend."""
         with self._lock:
@@ -295,6 +300,9 @@ class DjangoBackends:
 
     def runner(self) -> Runner:
         return runner.get()
+
+    def alias_of(self, storage: Storage) -> str | None:
+        return storages.alias_of(storage)
 
 
 @receiver(setting_changed)

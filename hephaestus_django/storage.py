@@ -225,6 +225,15 @@ class DjangoStorage:
         """
         return bool(connections[self.using].in_atomic_block)
 
+    def atomic(self) -> transaction.Atomic:
+        """``transaction.atomic(using=...)`` on the storage's database: ``QueuedRunner`` records
+        a transition and enqueues its jobs inside one, so they commit together."""
+        return transaction.atomic(using=self.using)
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """``transaction.on_commit`` on the storage's database (at once outside a transaction)."""
+        transaction.on_commit(callback, using=self.using)
+
     def get(self, instance_id: UUID | str) -> Instance:
         key = instance_key(instance_id)
         if key is None:

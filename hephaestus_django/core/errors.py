@@ -151,6 +151,13 @@ class InvalidQueryError(StorageError, ValueError):
     """A query filter has a value it cannot take (an unknown status, say)."""
 
 
+class InvalidJobError(HephaestusError, ValueError):
+    """A job handed to a worker does not describe a job of ours (a malformed payload).
+
+    The job is dropped with this error logged: running it again would not help.
+    """
+
+
 class BackendNotConfigured(HephaestusError, LookupError):
     """No storage (or runner) is configured under the name asked for.
 

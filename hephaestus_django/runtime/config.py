@@ -33,6 +33,10 @@ class BackendProvider(Protocol):
 
     def runner(self) -> Runner: ...
 
+    def alias_of(self, storage: Storage) -> str | None:
+        """The alias ``storage`` was built for, if it was built by this provider."""
+        ...
+
 
 class Backends:
     """The process-wide registry of configured storages and runner."""
@@ -76,6 +80,24 @@ class Backends:
             f"no storage named {storage!r} (configured: {known}); add 'hephaestus_django' to "
             f"INSTALLED_APPS, or call hephaestus_django.runtime.configure(storages={{"
             f"{storage!r}: InMemoryStorage()}})"
+        )
+
+    def alias_of(self, storage: Storage) -> str:
+        """The alias under which ``storage`` is configured: what a queued job names it by.
+
+        A job engine's worker runs in another process, so a job cannot carry a storage
+        object, only the name that process resolves again.
+        """
+        for alias, configured in self._storages.items():
+            if configured is storage:
+                return alias
+        found = self._provider.alias_of(storage) if self._provider is not None else None
+        if found is not None:
+            return found
+        raise BackendNotConfigured(
+            f"{storage!r} is not a configured storage; QueuedRunner's jobs name their storage by "
+            f"alias, so pass storage= as an alias of settings.HEPHAESTUS['STORAGES'] (or of "
+            f"hephaestus_django.runtime.configure(storages=...))"
         )
 
     def runner(self) -> Runner:

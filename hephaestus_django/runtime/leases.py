@@ -66,6 +66,9 @@ class Heartbeat:
     def __init__(self, duration: timedelta) -> None:
         self.duration = duration
         self._leases: dict[_LeaseKey, Storage] = {}
+        self._holders: dict[_LeaseKey, int] = {}
+        """How many blocks hold each lease: ``QueuedRunner`` may run two steps of one instance
+        in one process under one owner, and the first to end must not stop the renewals."""
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,6 +80,7 @@ class Heartbeat:
     def _hold(self, key: _LeaseKey, storage: Storage) -> None:
         with self._lock:
             self._leases[key] = storage
+            self._holders[key] = self._holders.get(key, 0) + 1
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._beat, name="hephaestus-heartbeat", daemon=True
@@ -85,7 +89,11 @@ class Heartbeat:
 
     def _release(self, key: _LeaseKey) -> None:
         with self._lock:
-            self._leases.pop(key, None)
+            holders = self._holders.pop(key, 1) - 1
+            if holders > 0:  # another step of the instance still runs here under this lease
+                self._holders[key] = holders
+            else:
+                self._leases.pop(key, None)
 
     def stop(self) -> None:
         """End the renewing thread (a new one starts if a lease is held again)."""

@@ -36,19 +36,11 @@ from uuid import UUID
 
 from hephaestus_django.core import engine
 from hephaestus_django.core.engine import Activation, StepResult
-from hephaestus_django.core.errors import (
-    HephaestusError,
-    InstanceNotFound,
-    SerializationError,
-    StaleInstanceError,
-    StepOutcomeError,
-)
+from hephaestus_django.core.errors import HephaestusError, InstanceNotFound, StaleInstanceError
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, instance_key
-from hephaestus_django.core.outcomes import Event, read_outcome
-from hephaestus_django.core.steps import Done
 from hephaestus_django.core.workflow import WorkflowDefinition
-from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.execution import execute_step, expect, reach_ends
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.storage import Storage, in_callers_transaction
 
@@ -135,7 +127,7 @@ class LocalRunner:
         owner = new_owner()
         now = storage.now()
         instance = engine.start(engine.new_instance(workflow, context, id=id, metadata=metadata))
-        instance = with_lease(self._reach_ends(instance, now), owner, now, self.lease)
+        instance = with_lease(reach_ends(instance, now), owner, now, self.lease)
         storage.put(instance)
         return self.run(instance, storage=storage, owner=owner)
 
@@ -157,7 +149,7 @@ class LocalRunner:
         """
 
         def transition(instance: Instance) -> Instance:
-            _expect(instance, workflow, expected_revision)
+            expect(instance, workflow, expected_revision)
             return engine.resume(instance, event, data, now=storage.now(), step=step)
 
         return self._transition_and_run(instance_id, storage, transition)
@@ -173,7 +165,7 @@ class LocalRunner:
         """Run a failed instance's failed step again, then what follows (see ``resume``)."""
 
         def transition(instance: Instance) -> Instance:
-            _expect(instance, workflow, expected_revision)
+            expect(instance, workflow, expected_revision)
             return engine.retry(instance)
 
         return self._transition_and_run(instance_id, storage, transition)
@@ -230,7 +222,7 @@ class LocalRunner:
 
         def change(current: Instance) -> Instance:
             now = storage.now()
-            return with_lease(self._reach_ends(transition(current), now), owner, now, self.lease)
+            return with_lease(reach_ends(transition(current), now), owner, now, self.lease)
 
         return self.run(storage.update(key, change), storage=storage, owner=owner)
 
@@ -240,7 +232,7 @@ class LocalRunner:
         """Fire the claimed instance's due timers, then run whatever is runnable."""
 
         def settle(base: Instance) -> Instance:
-            fired = self._reach_ends(engine.fire_due_timers(base, now=now), now)
+            fired = reach_ends(engine.fire_due_timers(base, now=now), now)
             return with_lease(fired, owner, now, self.lease)
 
         logger.info("took over instance %s (%s)", claimed.id, claimed.workflow.__qualname__)
@@ -256,23 +248,10 @@ class LocalRunner:
             if not relevant:  # another runner finished these steps meanwhile
                 return base
             now = storage.now()
-            applied = self._reach_ends(engine.apply(base, relevant, now=now), now)
+            applied = reach_ends(engine.apply(base, relevant, now=now), now)
             return with_lease(applied, owner, now, self.lease)
 
         return self._put_or_update(apply(instance), storage, apply)
-
-    def _reach_ends(self, instance: Instance, now: datetime) -> Instance:
-        """Complete the built-in ``Done`` steps a transition made runnable, if nothing else is.
-
-        ``Done.execute`` does nothing and cannot fail, so completing it before the transition
-        is written stores the same history with one write fewer per finished instance. Only
-        when every runnable step is such an end: a wave with real steps runs as usual.
-        """
-        steps = engine.runnable_steps(instance)  # most often a real step: no need to sort
-        if not steps or not all(_is_plain_end(step) for step in steps):
-            return instance
-        results = [self._execute(instance, item) for item in engine.runnable(instance)]
-        return engine.apply(instance, results, now=now)
 
     def _put_or_update(
         self, updated: Instance, storage: Storage, again: Callable[[Instance], Instance]
@@ -296,65 +275,10 @@ class LocalRunner:
         transaction, and would not see the caller's uncommitted rows.
         """
         if len(activations) == 1 or in_callers_transaction(storage):
-            return [self._execute(instance, item) for item in activations]
+            return [execute_step(instance, item) for item in activations]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.max_workers, thread_name_prefix="hephaestus-step"
             )
-        futures = [self._pool.submit(self._execute, instance, item) for item in activations]
+        futures = [self._pool.submit(execute_step, instance, item) for item in activations]
         return [future.result() for future in futures]
-
-    def _execute(self, instance: Instance, activation: Activation) -> StepResult:
-        step = activation.step
-        try:
-            returned = step().execute(instance, activation.config, instance.context)
-            outcome = read_outcome(step, returned)
-            if isinstance(outcome, Event):
-                _check_storable(step, outcome)
-        except Exception as error:
-            quiet = (SerializationError, StepOutcomeError, *step.expected_errors)
-            logger.warning(
-                "step %s of instance %s (%s) failed: %s: %s",
-                step.__qualname__,
-                instance.id,
-                instance.workflow.__qualname__,
-                type(error).__name__,
-                error,
-                exc_info=not isinstance(error, quiet),
-            )
-            return StepResult(step, error=error)
-        return StepResult(step, outcome=outcome)
-
-
-def _is_plain_end(step: StepClass) -> bool:
-    """``Done`` or a subclass of it that does not override ``execute``."""
-    return step.terminal and step.execute is Done.execute
-
-
-def _check_storable(step: StepClass, outcome: Event) -> None:
-    """Refuse a result that could not be stored, as that step's failure, not a failed write.
-
-    Both are stored three containers deep (in the state, its history, an entry; the result
-    also in ``context.steps``), which the nesting limit counts as the write will.
-    """
-    if outcome.updates is not None:
-        path = codec.format_path("context.steps", step.step_key)
-        codec.encode(outcome.updates, path=path, depth=_RESULT_DEPTH)
-    if outcome.metadata is not None:
-        codec.encode(outcome.metadata, path="runtime_metadata", depth=_RESULT_DEPTH)
-
-
-_RESULT_DEPTH = 3
-
-
-def _expect(
-    instance: Instance, workflow: type[WorkflowDefinition] | None, revision: int | None
-) -> None:
-    """Refuse to act on an instance of another workflow, or one that changed since it was seen."""
-    if revision is not None and instance.revision != revision:
-        raise StaleInstanceError(instance.id, revision)
-    if workflow is not None and not issubclass(instance.workflow, workflow):
-        raise InstanceNotFound(
-            instance.id,
-            f"it is an instance of {instance.workflow.__qualname__}, not {workflow.__qualname__}",
-        )

@@ -47,12 +47,20 @@ caller's thread, one after another, rather than on pool threads whose own
 connections would not see the caller's uncommitted rows. Without the method, the
 caller is taken to be outside any transaction.
 
+A storage whose writes are transactional may also offer ``atomic()`` and
+``on_commit(callback)`` (:class:`Transactional`): ``QueuedRunner`` records a
+transition and enqueues its jobs in one transaction with them, and enqueues
+after the commit where the job engine cannot join it. Without them (the
+in-memory storage), every write stands alone and ``on_commit`` runs the callback
+at once; use :func:`atomic` and :func:`on_commit`, which know the difference.
+
 The test-suite in ``tests/contract`` runs against every backend.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
@@ -116,3 +124,29 @@ def in_callers_transaction(storage: object) -> bool:
     """Whether ``storage`` says the calling thread is inside a transaction (False if it cannot
     say: the method is optional)."""
     return isinstance(storage, TransactionAware) and bool(storage.in_transaction())
+
+
+@runtime_checkable
+class Transactional(Protocol):
+    """The optional part of the storage contract: transactions a caller can open."""
+
+    def atomic(self) -> AbstractContextManager[object]:
+        """A block whose writes through this storage commit together (nested: a savepoint)."""
+        ...
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the open transaction commits; at once outside one."""
+        ...
+
+
+def atomic(storage: object) -> AbstractContextManager[object]:
+    """``storage.atomic()``, or a block that does nothing for a storage without transactions."""
+    return storage.atomic() if isinstance(storage, Transactional) else nullcontext()
+
+
+def on_commit(storage: object, callback: Callable[[], None]) -> None:
+    """``storage.on_commit(callback)``, or ``callback()`` now for a storage without transactions."""
+    if isinstance(storage, Transactional):
+        storage.on_commit(callback)
+    else:
+        callback()

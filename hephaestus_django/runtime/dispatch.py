@@ -1,0 +1,150 @@
+"""The ``Dispatcher`` protocol: how ``QueuedRunner`` hands work to a job engine.
+
+A dispatcher knows two kinds of job, both small JSON payloads naming an
+instance rather than carrying it, so a job is never stale data:
+
+- :class:`StepJob`: execute one step of one instance, now;
+- :class:`WakeUp`: look at one instance at a time, when a timer of it is due.
+
+and one fact: whether what it enqueues joins the caller's open transaction on
+a storage (``joins_transaction``). When it does (procrastinate or the Django
+Tasks database backend on the storage's own database), the runner enqueues
+inside the transaction that records the transition, so the transition and its
+jobs commit together or not at all. When it does not, the runner enqueues once
+the transition has committed; a process that dies in between leaves the steps
+without a job, and the sweep (``hephaestus_worker``) enqueues them again once
+the instance's lease lapses. Either way no runnable step is stranded.
+
+A job engine delivers a job at least once; the runner makes a repeated, late or
+early delivery a no-op (see :mod:`~hephaestus_django.runtime.queued`). The job
+engine's worker calls :func:`receive` with the payload it was given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
+
+from hephaestus_django.core.errors import InvalidJobError
+from hephaestus_django.core.instance import coerce_instance_id
+from hephaestus_django.runtime.storage import Storage
+
+logger = logging.getLogger("hephaestus_django.queue")
+
+STEP = "step"
+WAKE_UP = "wake-up"
+
+
+@dataclass(frozen=True, slots=True)
+class StepJob:
+    """Execute ``step`` (a step class's dotted path) of instance ``instance_id``, stored in
+    the storage configured as ``storage``."""
+
+    storage: str
+    instance_id: UUID
+    step: str
+
+    def payload(self) -> dict[str, str]:
+        """The JSON object a job engine carries (strings only: every engine can)."""
+        return {
+            "kind": STEP,
+            "storage": self.storage,
+            "instance": str(self.instance_id),
+            "step": self.step,
+        }
+
+    def __str__(self) -> str:
+        return f"step {self.step} of instance {self.instance_id} ({self.storage})"
+
+
+@dataclass(frozen=True, slots=True)
+class WakeUp:
+    """Fire the timers of instance ``instance_id`` that are due at ``at``."""
+
+    storage: str
+    instance_id: UUID
+    at: datetime
+
+    def payload(self) -> dict[str, str]:
+        """The JSON object a job engine carries; ``at`` as ISO 8601 with its offset."""
+        return {
+            "kind": WAKE_UP,
+            "storage": self.storage,
+            "instance": str(self.instance_id),
+            "at": self.at.isoformat(),
+        }
+
+    def __str__(self) -> str:
+        return f"wake-up of instance {self.instance_id} ({self.storage}) at {self.at.isoformat()}"
+
+
+Job = StepJob | WakeUp
+
+
+def job_from_payload(payload: object) -> Job:
+    """The job a payload describes; :class:`InvalidJobError` naming what is wrong otherwise.
+
+    Keys it does not know are ignored, so a payload written by a newer release (with, say,
+    a trace context) still runs on an older worker during a rolling deploy.
+    """
+    if not isinstance(payload, Mapping):
+        raise InvalidJobError(f"a job payload must be a JSON object, not {payload!r}")
+    kind = _text(payload, "kind")
+    storage = _text(payload, "storage")
+    try:
+        instance_id = coerce_instance_id(payload.get("instance"))
+    except ValueError:
+        raise InvalidJobError(
+            f"the job payload's 'instance' must be a UUID, not {payload.get('instance')!r}"
+        ) from None
+    if kind == STEP:
+        return StepJob(storage, instance_id, _text(payload, "step"))
+    if kind == WAKE_UP:
+        try:
+            at = datetime.fromisoformat(_text(payload, "at"))
+        except ValueError:
+            raise InvalidJobError(
+                f"the wake-up of instance {instance_id} has 'at' {payload.get('at')!r}, "
+                f"which is not an ISO 8601 time"
+            ) from None
+        if at.tzinfo is None:
+            raise InvalidJobError(
+                f"the wake-up of instance {instance_id} has 'at' {payload.get('at')!r} "
+                f"without a UTC offset"
+            )
+        return WakeUp(storage, instance_id, at)
+    raise InvalidJobError(f"a job payload's 'kind' must be {STEP!r} or {WAKE_UP!r}, not {kind!r}")
+
+
+def _text(payload: Mapping[Any, Any], key: str) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidJobError(
+            f"the job payload's {key!r} must be a non-empty string, not {value!r}"
+        )
+    return value
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    """What ``QueuedRunner`` needs from a job engine."""
+
+    def enqueue_steps(self, jobs: Sequence[StepJob]) -> None:
+        """Enqueue one job per step, to run as soon as a worker is free.
+
+        Called inside the transaction that made the steps runnable when
+        ``joins_transaction`` says so, else right after it committed.
+        """
+        ...
+
+    def enqueue_wakeup(self, wakeup: WakeUp) -> None:
+        """Enqueue a job that runs at ``wakeup.at`` (or soon after)."""
+        ...
+
+    def joins_transaction(self, storage: Storage) -> bool:
+        """Whether what this dispatcher enqueues commits with ``storage``'s open transaction."""
+        ...

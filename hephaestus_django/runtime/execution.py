@@ -1,0 +1,102 @@
+"""Executing one step, and the rules every runner applies around a transition.
+
+Shared by :class:`~hephaestus_django.runtime.runner.LocalRunner`, which runs a
+wave of steps in the caller's process, and
+:class:`~hephaestus_django.runtime.queued.QueuedRunner`, which runs each step as
+a job on a job engine's worker: whichever runs a step, its outcome is read,
+checked and logged the same way, so both runners record the same history.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from hephaestus_django.core import engine
+from hephaestus_django.core.engine import Activation, StepResult
+from hephaestus_django.core.errors import (
+    InstanceNotFound,
+    SerializationError,
+    StaleInstanceError,
+    StepOutcomeError,
+)
+from hephaestus_django.core.graph import StepClass
+from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.outcomes import Event, read_outcome
+from hephaestus_django.core.steps import Done
+from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime import codec
+
+logger = logging.getLogger("hephaestus_django.runner")
+
+_RESULT_DEPTH = 3
+"""How deep a step's result is stored: in the state, its history, an entry."""
+
+
+def execute_step(instance: Instance, activation: Activation) -> StepResult:
+    """Run one step and read its outcome; an exception it raises becomes its result."""
+    step = activation.step
+    try:
+        returned = step().execute(instance, activation.config, instance.context)
+        outcome = read_outcome(step, returned)
+        if isinstance(outcome, Event):
+            _check_storable(step, outcome)
+    except Exception as error:
+        quiet = (SerializationError, StepOutcomeError, *step.expected_errors)
+        logger.warning(
+            "step %s of instance %s (%s) failed: %s: %s",
+            step.__qualname__,
+            instance.id,
+            instance.workflow.__qualname__,
+            type(error).__name__,
+            error,
+            exc_info=not isinstance(error, quiet),
+        )
+        return StepResult(step, error=error)
+    return StepResult(step, outcome=outcome)
+
+
+def reach_ends(instance: Instance, now: datetime) -> Instance:
+    """Complete the built-in ``Done`` steps a transition made runnable, if nothing else is.
+
+    ``Done.execute`` does nothing and cannot fail, so completing it before the transition
+    is written stores the same history with one write fewer per finished instance (and, on
+    a job engine, one job fewer). Only when every runnable step is such an end: a wave with
+    real steps runs as usual.
+    """
+    steps = engine.runnable_steps(instance)  # most often a real step: no need to sort
+    if not steps or not all(_is_plain_end(step) for step in steps):
+        return instance
+    results = [execute_step(instance, item) for item in engine.runnable(instance)]
+    return engine.apply(instance, results, now=now)
+
+
+def expect(
+    instance: Instance, workflow: type[WorkflowDefinition] | None, revision: int | None
+) -> None:
+    """Refuse to act on an instance of another workflow, or one that changed since it was seen."""
+    if revision is not None and instance.revision != revision:
+        raise StaleInstanceError(instance.id, revision)
+    if workflow is not None and not issubclass(instance.workflow, workflow):
+        raise InstanceNotFound(
+            instance.id,
+            f"it is an instance of {instance.workflow.__qualname__}, not {workflow.__qualname__}",
+        )
+
+
+def _is_plain_end(step: StepClass) -> bool:
+    """``Done`` or a subclass of it that does not override ``execute``."""
+    return step.terminal and step.execute is Done.execute
+
+
+def _check_storable(step: StepClass, outcome: Event) -> None:
+    """Refuse a result that could not be stored, as that step's failure, not a failed write.
+
+    Both are stored three containers deep (in the state, its history, an entry; the result
+    also in ``context.steps``), which the nesting limit counts as the write will.
+    """
+    if outcome.updates is not None:
+        path = codec.format_path("context.steps", step.step_key)
+        codec.encode(outcome.updates, path=path, depth=_RESULT_DEPTH)
+    if outcome.metadata is not None:
+        codec.encode(outcome.metadata, path="runtime_metadata", depth=_RESULT_DEPTH)

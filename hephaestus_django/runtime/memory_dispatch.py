@@ -1,0 +1,103 @@
+"""``InMemoryDispatcher``: the job queue of ``QueuedRunner`` in a list, for tests.
+
+Nothing runs until the test says so: :meth:`InMemoryDispatcher.drain` runs the
+jobs (and the jobs they enqueue) until none is left that is due; a wake-up
+whose time has not come by the storage's clock stays queued, so a test moves
+that clock (``InMemoryStorage(clock=...)``) and drains again. Every job goes
+through its JSON payload on the way, as on a real job engine. To test what a
+job engine may do (deliver twice, late, out of order, never), :meth:`take`
+hands the queued jobs to the test, and :meth:`run` runs any job it is given::
+
+    dispatcher = InMemoryDispatcher()
+    configure(storages={"default": InMemoryStorage()},
+              runner=QueuedRunner(dispatcher=dispatcher))
+    instance_id = OrderWorkflow.start({"order_id": 7})   # nothing has run yet
+    dispatcher.drain()                                   # now every step has
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from hephaestus_django.core.instance import Instance
+from hephaestus_django.runtime.config import backends
+from hephaestus_django.runtime.dispatch import Job, StepJob, WakeUp, job_from_payload
+from hephaestus_django.runtime.storage import Storage
+
+DRAIN_LIMIT = 10_000
+"""How many jobs one :meth:`InMemoryDispatcher.drain` runs at most: a guard against a loop."""
+
+
+class InMemoryDispatcher:
+    """Keeps the jobs ``QueuedRunner`` enqueues, in order, until a test runs them."""
+
+    def __init__(self) -> None:
+        self._jobs: list[Job] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<InMemoryDispatcher, {len(self._jobs)} job(s) queued>"
+
+    def enqueue_steps(self, jobs: Sequence[StepJob]) -> None:
+        with self._lock:
+            self._jobs.extend(_through_payload(job) for job in jobs)
+
+    def enqueue_wakeup(self, wakeup: WakeUp) -> None:
+        with self._lock:
+            self._jobs.append(_through_payload(wakeup))
+
+    def joins_transaction(self, storage: Storage) -> bool:
+        """Never: a list in memory does not roll back with a database transaction."""
+        return False
+
+    @property
+    def jobs(self) -> list[Job]:
+        """The queued jobs, oldest first (a copy)."""
+        with self._lock:
+            return list(self._jobs)
+
+    def take(self) -> list[Job]:
+        """Remove every queued job and return them, for a test to run as it likes."""
+        with self._lock:
+            taken, self._jobs = self._jobs, []
+        return taken
+
+    def run(self, job: Job) -> Instance | None:
+        """Run ``job`` now with the configured ``QueuedRunner``, as a worker would."""
+        from hephaestus_django.runtime.queued import receive
+
+        return receive(job.payload())
+
+    def drain(self, *, limit: int = DRAIN_LIMIT) -> int:
+        """Run queued jobs, oldest first, until none is due; return how many ran.
+
+        Jobs enqueued meanwhile run too. A wake-up not yet due by its storage's clock
+        stays queued.
+        """
+        ran = 0
+        while ran < limit:
+            job = self._next_due()
+            if job is None:
+                return ran
+            self.run(job)
+            ran += 1
+        raise RuntimeError(
+            f"drain() ran {limit} jobs and more keep coming; a workflow enqueues without end?"
+        )
+
+    def _next_due(self) -> Job | None:
+        with self._lock:
+            for index, job in enumerate(self._jobs):
+                if not isinstance(job, WakeUp) or _due(job):
+                    return self._jobs.pop(index)
+        return None
+
+
+def _due(wakeup: WakeUp) -> bool:
+    return wakeup.at <= backends.storage(wakeup.storage).now()
+
+
+def _through_payload(job: Job) -> Job:
+    """The job as a worker would get it back from its JSON payload."""
+    return job_from_payload(job.payload())

@@ -1,0 +1,443 @@
+"""``QueuedRunner``: every runnable step is a job on a job engine's workers.
+
+``start``, ``resume`` and ``retry`` make their transition and enqueue a job per
+step it made runnable, in one transaction when the dispatcher can join it
+(:mod:`~hephaestus_django.runtime.dispatch`), then return at once: the caller
+(a web request, an admin click) never waits for a step. A job executes its step
+outside any lock, then applies the result with the storage's locked
+``update`` and enqueues, in the same transaction, whatever became runnable. So a
+fan-out's branches are separate jobs that run on different machines at once,
+and a join is decided from the stored state by whichever branch finishes last.
+
+Delivery is at least once; effects are not repeated:
+
+- a job whose step is no longer runnable (delivered twice, already done, the
+  instance failed, was deleted or is corrupt) does nothing and says so in the
+  log; two jobs of one step racing both run it, and the locked update records
+  the first result only;
+- a timer due within ``wakeup_horizon`` becomes a wake-up job at its due time;
+  an early or repeated wake-up changes nothing.
+
+Job engines do not re-run a job whose worker died, so recovery stays ours, as
+with ``LocalRunner``: an instance with work outstanding holds a *queue lease*
+(owner ``queued:…``) that the executing jobs renew while their step runs. When
+no job renews it (the worker was killed, a job was lost, an enqueue after a
+commit never happened), it lapses and the sweep (``hephaestus_worker``, which
+calls :meth:`QueuedRunner.work`) enqueues every runnable step again, not running
+them itself. A waiting instance whose wake-up job is outstanding holds the lease
+until the timer is due plus one lease, so the sweep fires a timer whose wake-up
+was lost one lease late, and leaves alone one whose wake-up is on its way.
+Timers further out than the horizon get no job: the sweep fires them when due.
+
+The lease is the recovery time: size it above the longest pause between two
+renewals (a step's heartbeat every third of it) and the queue's usual wait, and
+as short as you are willing to wait after a worker dies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from hephaestus_django.core import engine
+from hephaestus_django.core.engine import Activation
+from hephaestus_django.core.errors import (
+    CorruptInstanceError,
+    HephaestusError,
+    InstanceNotFound,
+    InvalidJobError,
+    StaleInstanceError,
+    UnknownWorkflowError,
+)
+from hephaestus_django.core.graph import StepClass
+from hephaestus_django.core.instance import Instance, evolve, instance_key
+from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime.config import backends
+from hephaestus_django.runtime.dispatch import (
+    Dispatcher,
+    Job,
+    StepJob,
+    WakeUp,
+    job_from_payload,
+)
+from hephaestus_django.runtime.execution import execute_step, expect, reach_ends
+from hephaestus_django.runtime.leases import Heartbeat, new_owner
+from hephaestus_django.runtime.runner import DEFAULT_LEASE
+from hephaestus_django.runtime.storage import Storage, atomic, on_commit
+
+logger = logging.getLogger("hephaestus_django.queue")
+
+QUEUE_OWNER_PREFIX = "queued:"
+"""How a queue lease's owner starts: the instance's work is out as jobs."""
+
+DEFAULT_WAKEUP_HORIZON = timedelta(hours=1)
+
+_EARLY_WAKEUP_SLEEP = timedelta(seconds=1)
+"""A wake-up at most this early waits for its timer instead of enqueueing itself again."""
+
+
+class QueuedRunner:
+    """Runs each runnable step as a job of ``dispatcher`` (an object, or its dotted path).
+
+    ``lease`` is how long an instance's outstanding work may go without a sign of life
+    before the sweep enqueues it again; ``wakeup_horizon`` how far ahead a timer gets a
+    wake-up job (later ones are fired by the sweep when due). ``dispatcher_options`` are
+    the keyword arguments a dispatcher named by its dotted path is built with.
+    """
+
+    def __init__(
+        self,
+        *,
+        dispatcher: Dispatcher | str,
+        dispatcher_options: Mapping[str, Any] | None = None,
+        lease: timedelta | float = DEFAULT_LEASE,
+        wakeup_horizon: timedelta | float = DEFAULT_WAKEUP_HORIZON,
+    ) -> None:
+        self.lease = _positive_duration("lease", lease)
+        self.wakeup_horizon = _duration("wakeup_horizon", wakeup_horizon)
+        self.dispatcher = _build_dispatcher(dispatcher, dispatcher_options)
+        self._heartbeat = Heartbeat(self.lease)
+
+    def __repr__(self) -> str:
+        return f"QueuedRunner(dispatcher={self.dispatcher!r}, lease={self.lease})"
+
+    # --- the facade's verbs: a transition and its jobs, committed together -------------------
+
+    def start(
+        self,
+        workflow: type[WorkflowDefinition],
+        context: Mapping[str, Any] | None,
+        *,
+        storage: Storage,
+        id: UUID | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Instance:
+        """Create an instance running, and enqueue its start step; return without running it."""
+        alias = backends.alias_of(storage)
+        now = storage.now()
+        instance = engine.start(engine.new_instance(workflow, context, id=id, metadata=metadata))
+        instance = self._leased(reach_ends(instance, now), now)
+
+        def write() -> tuple[Instance | None, Instance]:
+            storage.put(instance)
+            return None, instance
+
+        return self._commit(storage, alias, write)
+
+    def resume(
+        self,
+        instance_id: UUID | str,
+        event: str,
+        data: Any = None,
+        *,
+        storage: Storage,
+        step: StepClass | str | None = None,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Deliver ``event`` to a waiting step and enqueue what it made runnable."""
+
+        def transition(instance: Instance) -> Instance:
+            expect(instance, workflow, expected_revision)
+            return engine.resume(instance, event, data, now=storage.now(), step=step)
+
+        return self._transition(instance_id, storage, transition)
+
+    def retry(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Make a failed instance's failed step runnable again, and enqueue it."""
+
+        def transition(instance: Instance) -> Instance:
+            expect(instance, workflow, expected_revision)
+            return engine.retry(instance)
+
+        return self._transition(instance_id, storage, transition)
+
+    def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
+        """The sweep: fire due timers and enqueue again the work of instances whose lease
+        lapsed; return the instances handled. Runs no step itself."""
+        alias = backends.alias_of(storage)
+        owner = new_owner()
+        claimed_batch = storage.claim(owner, lease=self.lease, limit=limit)
+        moment = storage.now()  # after the claim: never earlier than what it found due
+        handled = []
+        for claimed in claimed_batch:
+            try:
+                handled.append(self._take_over(claimed, storage, alias, moment))
+            except HephaestusError as error:
+                logger.error("could not move instance %s on: %s", claimed.id, error)
+        return handled
+
+    def close(self) -> None:
+        """Stop the heartbeat thread (it starts again when a step runs)."""
+        self._heartbeat.stop()
+
+    # --- what a job engine's worker calls --------------------------------------------------
+
+    def handle(self, job: Job) -> Instance | None:
+        """Run one delivered job; the instance as it stands after, or None if it was dropped.
+
+        A job that cannot do anything (its instance deleted, corrupt, its step no longer
+        runnable) is logged and dropped. Any other error (the database is down) propagates,
+        so the job engine records the job as failed; the lease then lapses and the sweep
+        enqueues the work again.
+        """
+        storage = backends.storage(job.storage)
+        try:
+            instance = storage.get(job.instance_id)
+        except InstanceNotFound:
+            logger.info("dropped the %s: the instance no longer exists", job)
+            return None
+        except (CorruptInstanceError, UnknownWorkflowError) as error:
+            logger.error("dropped the %s: %s", job, error)
+            return None
+        if isinstance(job, WakeUp):
+            return self._wake(job, instance, storage)
+        return self._run_step(job, instance, storage)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _run_step(self, job: StepJob, instance: Instance, storage: Storage) -> Instance | None:
+        step = instance.workflow.graph.by_path.get(job.step)
+        if step is None or step not in engine.runnable_steps(instance):
+            logger.info(
+                "nothing to do for the %s: the step is not runnable (instance %s)",
+                job,
+                instance.status,
+            )
+            return None
+        owner = instance.lease_owner
+        held = (
+            self._heartbeat.held(storage, instance.id, owner)
+            if owner is not None and owner.startswith(QUEUE_OWNER_PREFIX)
+            else nullcontext()
+        )
+        with held:
+            result = execute_step(instance, Activation(step, engine.config_of(instance, step)))
+
+        def record(current: Instance) -> Instance:
+            if step not in engine.runnable_steps(current):
+                logger.info("the %s ran, but its result was recorded already", job)
+                return current
+            return engine.apply(current, [result], now=storage.now())
+
+        return self._transition(instance.id, storage, record)
+
+    def _wake(self, job: WakeUp, instance: Instance, storage: Storage) -> Instance | None:
+        due = engine.next_due_time(instance)
+        if due is None:
+            logger.debug("nothing to do for the %s: no timer waits", job)
+            return None
+        early = due - storage.now()
+        if early > _EARLY_WAKEUP_SLEEP:
+            logger.info("the %s came %s early; enqueued again for %s", job, early, due)
+            self.dispatcher.enqueue_wakeup(WakeUp(job.storage, instance.id, due))
+            return None
+        if early > timedelta(0):
+            time.sleep(early.total_seconds())
+        return self._transition(
+            instance.id, storage, lambda current: engine.fire_due_timers(current, now=storage.now())
+        )
+
+    def _transition(
+        self,
+        instance_id: UUID | str,
+        storage: Storage,
+        transition: Callable[[Instance], Instance],
+    ) -> Instance:
+        """``storage.update`` with ``transition``, leased, and the jobs it calls for."""
+        key = instance_key(instance_id)
+        if key is None:
+            raise InstanceNotFound(instance_id)
+        alias = backends.alias_of(storage)
+        seen: list[Instance] = []
+
+        def change(current: Instance) -> Instance:
+            seen[:] = [current]
+            changed = transition(current)
+            if changed is current:
+                return current
+            now = storage.now()
+            return self._leased(reach_ends(changed, now), now)
+
+        def write() -> tuple[Instance | None, Instance]:
+            after = storage.update(key, change)
+            return seen[0], after
+
+        return self._commit(storage, alias, write)
+
+    def _take_over(
+        self, claimed: Instance, storage: Storage, alias: str, now: datetime
+    ) -> Instance:
+        """Fire the claimed instance's due timers; enqueue all its work again."""
+
+        def settle(base: Instance) -> Instance:
+            fired = reach_ends(engine.fire_due_timers(base, now=now), now)
+            return self._leased(fired, now)
+
+        def write() -> tuple[Instance | None, Instance]:
+            settled = settle(claimed)
+            try:
+                storage.put(settled)
+            except StaleInstanceError:
+                settled = storage.update(claimed.id, settle)
+            return None, settled
+
+        logger.info(
+            "took over instance %s (%s): its work is enqueued again",
+            claimed.id,
+            claimed.workflow.__qualname__,
+        )
+        return self._commit(storage, alias, write)
+
+    def _commit(
+        self,
+        storage: Storage,
+        alias: str,
+        write: Callable[[], tuple[Instance | None, Instance]],
+    ) -> Instance:
+        """Run ``write``, then enqueue the jobs its transition calls for: in its transaction
+        when the dispatcher joins it, else once it has committed."""
+        if self.dispatcher.joins_transaction(storage):
+            with atomic(storage):
+                before, after = write()
+                steps, wakeup = self._jobs(alias, before, after, storage)
+                self._enqueue(steps, wakeup)
+            return after
+        before, after = write()
+        steps, wakeup = self._jobs(alias, before, after, storage)
+        if steps or wakeup is not None:
+            on_commit(storage, lambda: self._enqueue_after_commit(steps, wakeup))
+        return after
+
+    def _jobs(
+        self, alias: str, before: Instance | None, after: Instance, storage: Storage
+    ) -> tuple[list[StepJob], WakeUp | None]:
+        """The jobs ``after`` needs that ``before`` did not have (all of them without one)."""
+        if after is before:
+            return [], None
+        fresh = engine.runnable_steps(after)
+        if before is not None:
+            fresh = fresh - engine.runnable_steps(before)
+        steps = [
+            StepJob(alias, after.id, step.path()) for step in after.workflow.graph.sorted(fresh)
+        ]
+        due = engine.next_due_time(after)
+        wakeup = None
+        if (
+            due is not None
+            and (before is None or engine.next_due_time(before) != due)
+            and due <= storage.now() + self.wakeup_horizon
+        ):
+            wakeup = WakeUp(alias, after.id, due)
+        return steps, wakeup
+
+    def _enqueue(self, steps: Sequence[StepJob], wakeup: WakeUp | None) -> None:
+        if steps:
+            self.dispatcher.enqueue_steps(steps)
+        if wakeup is not None:
+            self.dispatcher.enqueue_wakeup(wakeup)
+
+    def _enqueue_after_commit(self, steps: Sequence[StepJob], wakeup: WakeUp | None) -> None:
+        """Enqueue what a committed transition calls for; a failure is the sweep's to mend."""
+        try:
+            self._enqueue(steps, wakeup)
+        except Exception:
+            jobs = ", ".join(str(job) for job in [*steps, *([wakeup] if wakeup else [])])
+            logger.exception(
+                "could not enqueue %s after the transition committed; the sweep enqueues "
+                "the work again once the instance's lease lapses",
+                jobs,
+            )
+
+    def _leased(self, instance: Instance, now: datetime) -> Instance:
+        """The instance with a queue lease while it has work out as jobs, released otherwise.
+
+        The owner is kept while the lease is live, so the jobs already running under it go on
+        renewing it; a lapsed or foreign lease gets a new owner.
+        """
+        runnable = engine.runnable_steps(instance)
+        due = engine.next_due_time(instance)
+        wakes = due is not None and due <= now + self.wakeup_horizon
+        if not runnable and not wakes:
+            if instance.lease_owner is None:
+                return instance
+            return evolve(instance, lease_owner=None, lease_expires_at=None)
+        expires = now + self.lease
+        if wakes and due is not None:
+            expires = max(expires, due + self.lease)
+        owner = instance.lease_owner
+        live = instance.lease_expires_at is not None and instance.lease_expires_at > now
+        if owner is None or not owner.startswith(QUEUE_OWNER_PREFIX) or not live:
+            owner = f"{QUEUE_OWNER_PREFIX}{uuid.uuid4().hex[:16]}"
+        return evolve(instance, lease_owner=owner, lease_expires_at=expires)
+
+
+def receive(payload: object) -> Instance | None:
+    """Run the job a job engine delivered, with the configured ``QueuedRunner``.
+
+    What the adapters' tasks call. A malformed payload is logged and dropped (running it
+    again would not help); the runner not being a ``QueuedRunner`` is a configuration error
+    raised to the job engine, which records the job as failed.
+    """
+    try:
+        job = job_from_payload(payload)
+    except InvalidJobError as error:
+        logger.error("dropped a job: %s", error)
+        return None
+    runner = backends.runner()
+    if not isinstance(runner, QueuedRunner):
+        raise InvalidJobError(
+            f"a worker received the {job}, but the runner configured in this process is "
+            f"{runner!r}; set settings.HEPHAESTUS['RUNNER'] to QueuedRunner in the workers too"
+        )
+    return runner.handle(job)
+
+
+def _build_dispatcher(
+    dispatcher: Dispatcher | str, options: Mapping[str, Any] | None
+) -> Dispatcher:
+    if not isinstance(dispatcher, str):
+        if options:
+            raise ValueError("dispatcher_options only go with a dispatcher named by dotted path")
+        if not isinstance(dispatcher, Dispatcher):
+            raise TypeError(
+                f"dispatcher must implement enqueue_steps, enqueue_wakeup and "
+                f"joins_transaction, not {dispatcher!r}"
+            )
+        return dispatcher
+    module_name, _, name = dispatcher.rpartition(".")
+    try:
+        built = getattr(importlib.import_module(module_name), name)(**(options or {}))
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"the dispatcher {dispatcher!r} could not be built: {error}") from error
+    return _build_dispatcher(built, None)
+
+
+def _duration(name: str, value: timedelta | float) -> timedelta:
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise TypeError(f"{name} must be a timedelta or seconds, not {value!r}")
+    duration = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if duration < timedelta(0):
+        raise ValueError(f"{name} must not be negative, not {value!r}")
+    return duration
+
+
+def _positive_duration(name: str, value: timedelta | float) -> timedelta:
+    duration = _duration(name, value)
+    if duration <= timedelta(0):
+        raise ValueError(f"{name} must be a positive duration, not {value!r}")
+    return duration
