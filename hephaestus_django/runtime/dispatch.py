@@ -104,11 +104,12 @@ def job_from_payload(payload: object) -> Job:
     if kind == STEP:
         return StepJob(storage, instance_id, _text(payload, "step"))
     if kind == WAKE_UP:
+        text = _text(payload, "at")
         try:
-            at = datetime.fromisoformat(_text(payload, "at"))
+            at = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidJobError(
-                f"the wake-up of instance {instance_id} has 'at' {payload.get('at')!r}, "
+                f"the wake-up of instance {instance_id} has 'at' {text!r}, "
                 f"which is not an ISO 8601 time"
             ) from None
         if at.tzinfo is None:

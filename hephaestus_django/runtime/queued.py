@@ -234,7 +234,7 @@ class QueuedRunner:
                 return current
             return engine.apply(current, [result], now=storage.now())
 
-        return self._transition(instance.id, storage, record)
+        return self._transition(instance.id, storage, record, read=instance)
 
     def _wake(self, job: WakeUp, instance: Instance, storage: Storage) -> Instance | None:
         due = engine.next_due_time(instance)
@@ -257,8 +257,15 @@ class QueuedRunner:
         instance_id: UUID | str,
         storage: Storage,
         transition: Callable[[Instance], Instance],
+        *,
+        read: Instance | None = None,
     ) -> Instance:
-        """``storage.update`` with ``transition``, leased, and the jobs it calls for."""
+        """``transition`` written leased, with the jobs it calls for.
+
+        Given the instance as just ``read``, the write is optimistic (one ``put``, stale if
+        another writer got in first, e.g. a sibling branch); else, and after a stale put,
+        it is the storage's locked ``update``.
+        """
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
@@ -274,6 +281,15 @@ class QueuedRunner:
             return self._leased(reach_ends(changed, now), now)
 
         def write() -> tuple[Instance | None, Instance]:
+            if read is not None:
+                changed = change(read)
+                if changed is read:
+                    return read, read
+                try:
+                    storage.put(changed)
+                    return read, changed
+                except StaleInstanceError:
+                    pass
             after = storage.update(key, change)
             return seen[0], after
 
