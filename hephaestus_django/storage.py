@@ -147,6 +147,33 @@ SET quarantine_reason = marked.reason, lease_owner = NULL, lease_expires_at = NU
 FROM unnest(%s::uuid[], %s::integer[], %s::text[]) AS marked(id, revision, reason)
 WHERE stored.id = marked.id AND stored.revision = marked.revision
 """
+# A job starting a queued step: the step marked running (where, since when: ISO 8601 in UTC, as
+# the runtime writes times), a new revision, and a queue lease extended; only while the step is
+# runnable. It is also the job's read of the instance.
+_UTC_ISO = (
+    """to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+)
+MARK_RUNNING = f"""
+UPDATE {TABLE} SET
+    state = jsonb_set(
+        state,
+        '{{running}}',
+        coalesce(state->'running', '{{}}'::jsonb)
+        || jsonb_build_object(
+            %(step)s::text, jsonb_build_object('on', %(on)s::text, 'since', {_UTC_ISO})
+        )
+    ),
+    revision = revision + 1,
+    updated_at = clock_timestamp(),
+    lease_expires_at = CASE
+        WHEN lease_owner LIKE 'queued:%%'
+        THEN greatest(lease_expires_at, statement_timestamp() + %(lease)s)
+        ELSE lease_expires_at
+    END
+WHERE id = %(id)s AND status = 'running' AND state->'active_steps' ? %(step)s
+  AND NOT state->'waiting_steps' ? %(step)s
+RETURNING {COLUMNS}
+"""
 DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
 # clock_timestamp(), not now(): several puts in one transaction keep their order.
 UPSERT = f"""
@@ -362,6 +389,26 @@ class DjangoStorage:
             except DatabaseError as error:  # setting a mark twice changes nothing
                 again(self.using, error, lambda db: _changed(db, QUARANTINE, marks))
         return claimed
+
+    def mark_running(
+        self, instance_id: UUID | str, step: str, on: str, lease: timedelta
+    ) -> Instance | None:
+        """One statement; a second one (a ``get``) only when nothing was marked, to raise
+        ``InstanceNotFound`` for an instance that is gone."""
+        key = instance_key(instance_id)
+        if key is None:
+            raise InstanceNotFound(instance_id)
+        params = {"id": key, "step": step, "on": on, "lease": lease}
+        try:
+            found = fetch_one(connections[self.using], MARK_RUNNING, params)
+        except DatabaseError as error:
+            # Whether a mark lost with the connection landed or not, marking again is what the
+            # caller wants: the mark is a display, not a result.
+            found = again(self.using, error, lambda db: fetch_one(db, MARK_RUNNING, params))
+        if found is None:
+            self.get(key)
+            return None
+        return from_row(stored_row(found))
 
     def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)

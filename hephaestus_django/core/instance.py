@@ -108,6 +108,14 @@ class Waiting:
 
 
 @dataclass(frozen=True, slots=True)
+class Running:
+    """Where and since when a step runs as a job (``QueuedRunner``): a worker's host and pid."""
+
+    on: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """The error that failed an instance: the step, the exception's type and message."""
 
@@ -151,6 +159,9 @@ class Instance:
     """The runner executing this instance's steps right now, if any."""
     lease_expires_at: datetime | None = None
     """When that runner's claim lapses unless renewed; after it, a worker may take over."""
+    running: Mapping[type[Step], Running] = field(default_factory=dict)
+    """The active steps a job engine's worker is executing right now (``QueuedRunner``): the
+    others are queued. Empty for ``LocalRunner``, which runs its steps within its own lease."""
 
     def leased_to_other(self, owner: str, now: datetime) -> bool:
         """True when a runner other than ``owner`` holds a live lease."""

@@ -34,6 +34,7 @@ from hephaestus_django.core.instance import (
     Failure,
     HistoryEntry,
     Instance,
+    Running,
     Waiting,
     read_history_entry,
 )
@@ -143,6 +144,15 @@ class _StateWriter:
         return codec.encode(value, path=path, instance_id=self.instance.id, depth=depth)
 
     def document(self) -> dict[str, Any]:
+        document = self._document()
+        if self.instance.running:  # only while jobs run: other documents stay as they were
+            document["running"] = {
+                step.path(): {"on": running.on, "since": running.since.isoformat()}
+                for step, running in self.instance.running.items()
+            }
+        return document
+
+    def _document(self) -> dict[str, Any]:
         instance, user = self.instance, self.user
         error = instance.error
         return {
@@ -321,6 +331,7 @@ def from_row(row: StoredRow) -> Instance:
         updated_at=row.updated_at,
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
+        running=reader.running(state.get("running")),
     )
     disagreement = status_disagreement(instance)
     if disagreement is not None:
@@ -429,6 +440,19 @@ class _Reader:
                 fields.get("timer_event"), f"{path}.timer_event", self.string
             ),
         )
+
+    def running(self, value: object) -> dict[StepClass, Running]:
+        if value is None:
+            return {}
+        running = {}
+        for name, fields in self.mapping(value, "running").items():
+            path = f"running[{name!r}]"
+            found = self.mapping(fields, path)
+            running[self.step(name, path)] = Running(
+                on=self.string(found.get("on"), f"{path}.on"),
+                since=self.datetime(found.get("since"), f"{path}.since"),
+            )
+        return running
 
     def history(self, value: object) -> tuple[HistoryEntry, ...]:
         entries = self.list(value, "execution_history")

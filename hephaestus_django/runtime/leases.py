@@ -32,6 +32,10 @@ from hephaestus_django.runtime.storage import Storage
 
 logger = logging.getLogger("hephaestus_django.runner")
 
+QUEUE_OWNER_PREFIX = "queued:"
+"""How the owner of a queue lease starts (``QueuedRunner``): the instance's work is out as jobs,
+renewed by whichever of them runs, rather than held by one runner."""
+
 
 def new_owner() -> str:
     """A token naming one drive of one instance: host, process and a random part.

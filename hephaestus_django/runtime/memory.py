@@ -18,8 +18,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
-from hephaestus_django.core.instance import Instance, instance_key
+from hephaestus_django.core.instance import Instance, Running, evolve, instance_key
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import utcnow
@@ -31,6 +32,7 @@ from hephaestus_django.runtime.document import (
     to_row,
 )
 from hephaestus_django.runtime.filters import claim_limit, parse_filters
+from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,28 @@ class InMemoryStorage:
                     record.text,
                 )
             return claimed
+
+    def mark_running(
+        self, instance_id: UUID | str, step: str, on: str, lease: timedelta
+    ) -> Instance | None:
+        with self._lock:
+            current = self.get(instance_id)
+            target = current.workflow.graph.by_path.get(step)
+            if target is None or target not in engine.runnable_steps(current):
+                return None
+            now = self._clock()
+            expires = current.lease_expires_at
+            owner = current.lease_owner
+            if owner is not None and owner.startswith(QUEUE_OWNER_PREFIX):
+                expires = now + lease if expires is None else max(expires, now + lease)
+            marked = evolve(
+                current,
+                running={**current.running, target: Running(on, now)},
+                lease_expires_at=expires,
+            )
+            row = to_row(marked)
+            self._write(marked, row, codec.dumps_encoded(row.state))
+            return marked
 
     def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -68,14 +70,11 @@ from hephaestus_django.runtime.dispatch import (
     job_from_payload,
 )
 from hephaestus_django.runtime.execution import execute_step, expect, reach_ends
-from hephaestus_django.runtime.leases import Heartbeat, new_owner
+from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.runner import DEFAULT_LEASE
-from hephaestus_django.runtime.storage import Storage, atomic, on_commit
+from hephaestus_django.runtime.storage import StepMarking, Storage, atomic, on_commit
 
 logger = logging.getLogger("hephaestus_django.queue")
-
-QUEUE_OWNER_PREFIX = "queued:"
-"""How a queue lease's owner starts: the instance's work is out as jobs."""
 
 DEFAULT_WAKEUP_HORIZON = timedelta(hours=1)
 
@@ -197,28 +196,22 @@ class QueuedRunner:
         """
         storage = backends.storage(job.storage)
         try:
-            instance = storage.get(job.instance_id)
+            if isinstance(job, WakeUp):
+                return self._wake(job, storage.get(job.instance_id), storage)
+            return self._run_step(job, storage)
         except InstanceNotFound:
             logger.info("dropped the %s: the instance no longer exists", job)
-            return None
         except (CorruptInstanceError, UnknownWorkflowError) as error:
             logger.error("dropped the %s: %s", job, error)
-            return None
-        if isinstance(job, WakeUp):
-            return self._wake(job, instance, storage)
-        return self._run_step(job, instance, storage)
+        return None
 
     # --- internals ------------------------------------------------------------------------
 
-    def _run_step(self, job: StepJob, instance: Instance, storage: Storage) -> Instance | None:
-        step = instance.workflow.graph.by_path.get(job.step)
-        if step is None or step not in engine.runnable_steps(instance):
-            logger.info(
-                "nothing to do for the %s: the step is not runnable (instance %s)",
-                job,
-                instance.status,
-            )
+    def _run_step(self, job: StepJob, storage: Storage) -> Instance | None:
+        instance = self._start_step(job, storage)
+        if instance is None:
             return None
+        step = instance.workflow.graph.by_path[job.step]
         owner = instance.lease_owner
         held = (
             self._heartbeat.held(storage, instance.id, owner)
@@ -235,6 +228,24 @@ class QueuedRunner:
             return engine.apply(current, [result], now=storage.now())
 
         return self._transition(instance.id, storage, record, read=instance)
+
+    def _start_step(self, job: StepJob, storage: Storage) -> Instance | None:
+        """The instance with the job's step marked running, where the storage can mark it;
+        None (logged) when the step is not runnable."""
+        if isinstance(storage, StepMarking):
+            marked = storage.mark_running(job.instance_id, job.step, _here(), self.lease)
+            if marked is not None:
+                return marked
+        instance = storage.get(job.instance_id)
+        step = instance.workflow.graph.by_path.get(job.step)
+        if step is not None and step in engine.runnable_steps(instance):
+            return instance
+        logger.info(
+            "nothing to do for the %s: the step is not runnable (instance %s)",
+            job,
+            instance.status,
+        )
+        return None
 
     def _wake(self, job: WakeUp, instance: Instance, storage: Storage) -> Instance | None:
         due = engine.next_due_time(instance)
@@ -278,7 +289,7 @@ class QueuedRunner:
             if changed is current:
                 return current
             now = storage.now()
-            return self._leased(reach_ends(changed, now), now)
+            return self._leased(_without_stale_marks(reach_ends(changed, now)), now)
 
         def write() -> tuple[Instance | None, Instance]:
             if read is not None:
@@ -302,7 +313,8 @@ class QueuedRunner:
 
         def settle(base: Instance) -> Instance:
             fired = reach_ends(engine.fire_due_timers(base, now=now), now)
-            return self._leased(fired, now)
+            # The jobs that marked steps running are gone (or late): their steps are queued again.
+            return self._leased(evolve(fired, running={}), now)
 
         def write() -> tuple[Instance | None, Instance]:
             settled = settle(claimed)
@@ -421,6 +433,21 @@ def receive(payload: object) -> Instance | None:
             f"{runner!r}; set settings.HEPHAESTUS['RUNNER'] to QueuedRunner in the workers too"
         )
     return runner.handle(job)
+
+
+def _without_stale_marks(instance: Instance) -> Instance:
+    """The running marks of steps that are no longer runnable (done, failed, waiting) dropped."""
+    running = instance.running
+    if not running:
+        return instance
+    runnable = engine.runnable_steps(instance)
+    kept = {step: mark for step, mark in running.items() if step in runnable}
+    return instance if len(kept) == len(running) else evolve(instance, running=kept)
+
+
+def _here() -> str:
+    """Where a step runs: this host and process (read each time: a worker may fork)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _build_dispatcher(

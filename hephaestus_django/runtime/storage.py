@@ -54,6 +54,10 @@ after the commit where the job engine cannot join it. Without them (the
 in-memory storage), every write stands alone and ``on_commit`` runs the callback
 at once; use :func:`atomic` and :func:`on_commit`, which know the difference.
 
+``QueuedRunner`` marks the step a job starts as running, and where, when the storage
+offers ``mark_running`` (:class:`StepMarking`): one statement that also reads the
+instance for the job, so the admin tells queued steps from running ones.
+
 The test-suite in ``tests/contract`` runs against every backend.
 """
 
@@ -150,3 +154,21 @@ def on_commit(storage: object, callback: Callable[[], None]) -> None:
         storage.on_commit(callback)
     else:
         callback()
+
+
+@runtime_checkable
+class StepMarking(Protocol):
+    """The optional part of the storage contract: mark a queued step as running."""
+
+    def mark_running(
+        self, instance_id: UUID | str, step: str, on: str, lease: timedelta
+    ) -> Instance | None:
+        """Record that ``step`` (a dotted path) started running on ``on`` (host:pid) at the
+        storage's now, as a write (a new revision), and return the instance as stored after it.
+
+        Only while the step is runnable (the instance running, the step active and not
+        waiting); None otherwise, with nothing written. A queue lease (owner ``queued:…``) is
+        extended to at least ``lease`` from now: a job starting is a sign of life. Raises
+        ``InstanceNotFound`` when there is no such instance.
+        """
+        ...

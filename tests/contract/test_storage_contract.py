@@ -30,7 +30,7 @@ from hephaestus_django import (
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InvalidQueryError
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.storage import StepMarking, Storage
 from tests import flows
 from tests.unit.test_engine import run_waves
 
@@ -491,6 +491,56 @@ def test_renew_extends_only_the_owners_lease(storage: Storage) -> None:
     assert got.lease_expires_at is not None
     assert before + timedelta(hours=1) - ROUND_TRIP <= got.lease_expires_at
     assert got.lease_expires_at <= storage.now() + timedelta(hours=1) + ROUND_TRIP
+
+
+def test_mark_running_marks_a_runnable_step_as_a_write_and_reads_it(storage: Storage) -> None:
+    assert isinstance(storage, StepMarking)
+    instance = running(storage, "queued:abc", timedelta(seconds=5))
+    before = storage.now()
+    marked = storage.mark_running(instance.id, flows.Check.path(), "host-1:42", timedelta(hours=1))
+    assert marked is not None
+    [(step, mark)] = marked.running.items()
+    assert (step, mark.on) == (flows.Check, "host-1:42")
+    assert before - ROUND_TRIP <= mark.since <= storage.now() + ROUND_TRIP
+    got = storage.get(instance.id)
+    assert got == marked
+    assert got.revision == 2
+    # a job starting renews the queue lease, never shortens it
+    assert got.lease_expires_at is not None
+    assert got.lease_expires_at >= before + timedelta(hours=1) - ROUND_TRIP
+
+
+def test_mark_running_leaves_a_foreign_lease_alone(storage: Storage) -> None:
+    assert isinstance(storage, StepMarking)
+    instance = running(storage, "host:1:runner", timedelta(seconds=5))
+    marked = storage.mark_running(instance.id, flows.Check.path(), "h:1", timedelta(hours=1))
+    assert marked is not None
+    assert marked.lease_expires_at == instance.lease_expires_at
+
+
+@pytest.mark.parametrize("step", ["tests.flows.Approve", "tests.flows.Nothing", "'; drop"])
+def test_mark_running_of_a_step_that_is_not_runnable_writes_nothing(
+    storage: Storage, step: str
+) -> None:
+    assert isinstance(storage, StepMarking)
+    instance = running(storage)
+    assert storage.mark_running(instance.id, step, "h:1", timedelta(seconds=5)) is None
+    assert storage.get(instance.id).revision == 1
+    paused = waiting(storage)
+    assert paused.waiting_steps
+    waiting_step = next(iter(paused.waiting_steps)).path()
+    assert storage.mark_running(paused.id, waiting_step, "h:1", timedelta(seconds=5)) is None
+    with pytest.raises(InstanceNotFound):
+        storage.mark_running(uuid.uuid4(), step, "h:1", timedelta(seconds=5))
+
+
+def test_a_running_mark_survives_a_put_only_if_the_instance_keeps_it(storage: Storage) -> None:
+    assert isinstance(storage, StepMarking)
+    instance = running(storage)
+    marked = storage.mark_running(instance.id, flows.Check.path(), "h:1", timedelta(seconds=5))
+    assert marked is not None
+    storage.put(replace(marked, running={}))
+    assert storage.get(instance.id).running == {}
 
 
 def test_now_is_the_storages_clock(storage: Storage) -> None:

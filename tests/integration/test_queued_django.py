@@ -1,0 +1,108 @@
+"""QueuedRunner on DjangoStorage, with the in-memory dispatcher (no job engine).
+
+What the job engines' adapters add (their own transactions, their workers) is tested in
+``tests/dispatchers``; here: what the runner itself does with the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from hephaestus_django import Status
+from hephaestus_django.runtime import InMemoryDispatcher, QueuedRunner, StepJob, configure
+from hephaestus_django.storage import DjangoStorage
+from tests import flows
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def dispatcher() -> Iterator[InMemoryDispatcher]:
+    dispatcher = InMemoryDispatcher()
+    runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
+    configure(storages={"default": DjangoStorage(using="default")}, runner=runner)
+    yield dispatcher
+    runner.close()
+    configure()
+
+
+def test_a_job_costs_two_statements_when_nothing_else_writes_the_instance(
+    dispatcher: InMemoryDispatcher,
+) -> None:
+    """The mark (which is also the read) and the result's write; no lock, no second read."""
+    instance_id = flows.IfElse.start({"script": {}})
+    [job] = dispatcher.take()
+    with CaptureQueriesContext(connection) as queries:
+        dispatcher.run(job)
+    statements = [query["sql"].split()[0] for query in queries.captured_queries]
+    assert statements == ["UPDATE", "INSERT"], statements
+    assert [entry.step for entry in flows.IfElse.get(instance_id).execution_history] == [
+        flows.Check
+    ]
+
+
+def test_a_running_step_is_marked_with_where_it_runs(dispatcher: InMemoryDispatcher) -> None:
+    instance_id = flows.FanOut.start({"script": {}})
+    dispatcher.drain(limit=1)
+    branches = dispatcher.take()
+    storage = DjangoStorage(using="default")
+    # What a worker's job does first: mark its step running, where; the admin reads the mark.
+    pack = next(job for job in branches if job.step.endswith("Pack"))
+    marked = storage.mark_running(instance_id, pack.step, "worker-7:123", timedelta(seconds=30))
+    assert marked is not None
+    assert {step: mark.on for step, mark in marked.running.items()} == {flows.Pack: "worker-7:123"}
+    assert flows.FanOut.get(instance_id).running == marked.running
+    for job in branches:
+        dispatcher.run(job)
+    after = flows.FanOut.get(instance_id)
+    assert after.running == {}  # every mark is dropped with its step's result
+    dispatcher.drain()
+    assert flows.FanOut.get(instance_id).status is Status.COMPLETED
+
+
+def test_a_rolled_back_start_enqueues_nothing(dispatcher: InMemoryDispatcher) -> None:
+    """The in-memory queue cannot join the transaction: it is given the jobs on commit only."""
+    started = []
+
+    def start_then_fail() -> None:
+        with transaction.atomic():
+            started.append(flows.IfElse.start({"script": {}}))
+            assert dispatcher.jobs == []
+            raise RuntimeError("the caller changes its mind")
+
+    with pytest.raises(RuntimeError):
+        start_then_fail()
+    assert dispatcher.jobs == []
+    assert flows.IfElse.list(id=started[0]) == []
+
+
+def test_a_committed_start_enqueues_on_commit(dispatcher: InMemoryDispatcher) -> None:
+    with transaction.atomic():
+        instance_id = flows.IfElse.start({"script": {}})
+        assert dispatcher.jobs == []
+    assert dispatcher.jobs == [StepJob("default", instance_id, flows.Check.path())]
+
+
+def test_the_sweep_on_postgresql_enqueues_a_lapsed_instance_again(
+    dispatcher: InMemoryDispatcher,
+) -> None:
+    instance_id = flows.IfElse.start({"script": {}})
+    dispatcher.take()  # lost
+    with connection.cursor() as cursor:  # the lease lapses (the database's clock decides)
+        cursor.execute(
+            "UPDATE workflow_instances SET lease_expires_at = now() - interval '1 second' "
+            "WHERE id = %s",
+            [instance_id],
+        )
+    from hephaestus_django.runtime import backends
+
+    runner = backends.runner()
+    [handled] = runner.work(storage=backends.storage("default"))
+    assert handled.id == instance_id
+    assert dispatcher.jobs == [StepJob("default", instance_id, flows.Check.path())]
+    assert flows.executions(instance_id) == {}
