@@ -34,11 +34,11 @@ from hephaestus_django.admin.listing import (
     CheapCountPaginator,
     VersionFilter,
     WorkflowFilter,
-    moment,
     steps_cell,
 )
 from hephaestus_django.admin.operations import OperationsMixin, page_context
 from hephaestus_django.admin.rows import storage_for
+from hephaestus_django.admin.times import moment
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.status import Status
 from hephaestus_django.models import WorkflowInstance

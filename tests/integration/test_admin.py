@@ -97,7 +97,7 @@ def test_every_column_of_a_row(admin_client: Client, storage: DjangoStorage) -> 
     assert re.search(r"hx-step-waiting.*Signature.*hx-step-waiting.*Payment", row, re.DOTALL)
     inserted = timezone.localtime(instance.inserted_at)
     assert f'<td class="field-inserted"><time datetime="{instance.inserted_at.isoformat()}"' in row
-    assert f">{inserted:%Y-%m-%d %H:%M}</time></td>" in row
+    assert f">{inserted:%Y-%m-%d %H:%M:%S}</time></td>" in row
     assert '<td class="field-updated"><time datetime=' in row
 
 

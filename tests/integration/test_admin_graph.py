@@ -109,6 +109,9 @@ def test_progress_of_an_instance() -> None:
     done = progress_of(started(flows.IfElse))
     assert (flows.Check, "valid", flows.Approve) in done.taken
     assert (flows.Check, "invalid", flows.Reject) not in done.taken
+    when = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"  # to the second, the zone named
+    assert re.fullmatch(f"completed with “valid” at {when}; result: .*", done.notes[flows.Check])
+    assert re.match(f"waiting since {when} for signed, declined", waiting.notes[flows.Signature])
 
 
 # --- layout -----------------------------------------------------------------------------------
