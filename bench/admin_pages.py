@@ -4,6 +4,11 @@ A logged-in superuser requests each page repeatedly: latency, the number of SQL 
 (``CaptureQueriesContext``), and whether any statement counts the whole table. The baseline is
 raw psycopg executing the same SELECT statements the page executed (as Django logged them), so
 ``db_share`` says how much of a page is the database and how much is Python.
+
+Anyone with view permission can type any search and repeat it, so the searches measured include
+the worst ones the bounds allow (:func:`searches`): a term at the size limit, one nested to the
+depth limit, an object with as many values as a search may match on, all of which every bulk
+row matches, and values every row has; ``worst_search_ms`` is the slowest of them, one request.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from bench.data import BULK_ORDER_BASE
+from bench.data import BULK_ORDER_BASE, ORDER_SENTINEL
 from bench.measure import latency_ms, repeat
+from bench.workflows import Linear3, initial_context
+from hephaestus_django.admin.bounded_search import SEARCH_TIMEOUT_MS
+from hephaestus_django.admin.limits import SEARCH_MAX_CHARS, SEARCH_MAX_DEPTH, SEARCH_MAX_VALUES
 
 # A COUNT over the table with neither WHERE nor LIMIT after it: a count of the whole table.
 _FULL_COUNT = re.compile(r'SELECT COUNT\(\*\).*FROM "workflow_instances"(?!.*(WHERE|LIMIT))', re.S)
@@ -54,6 +62,73 @@ def pages(rows: int) -> dict[str, str]:
         + "?"
         + urlencode({"q": f"order_id={BULK_ORDER_BASE + rows // 3}"}),
         "detail": reverse("admin:hephaestus_django_workflowinstance_change", args=[detail_id]),
+        **{
+            f"search_{name}": changelist + "?" + urlencode({"q": term})
+            for name, term in searches(rows, detail_id).items()
+        },
+    }
+
+
+def searches(rows: int, instance_id: object) -> dict[str, str]:
+    """Search terms, from the plain ones to the worst the admin's bounds let through."""
+    shared = _shared_values()
+    long_prefix = "notes="
+    return {
+        # One row: the GIN index finds it.
+        "context": f"order_id={BULK_ORDER_BASE + rows // 4}",
+        # Every bulk row: the index finds them all, the page wants the newest 100.
+        "context_every_row": "currency=EUR",
+        "id": str(instance_id),
+        # Matched in the workflow registry, then every bulk row by the workflow column.
+        "workflow_name": Linear3.__name__,
+        # At SEARCH_MAX_CHARS: one long string value, which no row has.
+        "long_term": long_prefix + "x" * (SEARCH_MAX_CHARS - len(long_prefix)),
+        # SEARCH_MAX_DEPTH objects deep, under a key every row has.
+        "deep_term": _nested(SEARCH_MAX_DEPTH),
+        # SEARCH_MAX_VALUES values, each of which every bulk row has.
+        "many_keys": json.dumps(shared, separators=(",", ":")),
+    }
+
+
+def _shared_values() -> dict[str, Any]:
+    """An object of SEARCH_MAX_VALUES values that every bulk row's initial context contains."""
+    sample = initial_context(ORDER_SENTINEL)  # the bulk rows' template: only ids differ
+    shared: dict[str, Any] = {
+        "channel": sample["channel"],
+        "currency": sample["currency"],
+        "notes": sample["notes"],
+        "customer": {"tier": sample["customer"]["tier"]},
+        "shipping": dict(sample["shipping"]),
+        "items": [],
+    }
+    left = SEARCH_MAX_VALUES - 4 - len(shared["shipping"])
+    for item in sample["items"]:
+        taken = {key: item[key] for key in list(item)[:left]}
+        shared["items"].append(taken)
+        left -= len(taken)
+        if left == 0:
+            break
+    return shared
+
+
+def _nested(depth: int) -> str:
+    """A JSON object ``depth`` levels deep: ``{"shipping": {"x": {"x": ... 1}}}``."""
+    text = "1"
+    for _ in range(depth - 1):
+        text = f'{{"x":{text}}}'
+    return f'{{"shipping":{text}}}'
+
+
+def worst_search(results: dict[str, Any]) -> dict[str, Any]:
+    """The slowest single search request measured, and the search it was."""
+    found = {name: page for name, page in results.items() if name.startswith("search_")}
+    name = max(found, key=lambda key: found[key]["latency_ms"]["max"])
+    return {
+        "search": name.removeprefix("search_"),
+        "max_ms": found[name]["latency_ms"]["max"],
+        "worst_p50_ms": max(page["latency_ms"]["p50"] for page in found.values()),
+        "timed_out": sorted(key for key, page in found.items() if page["timed_out"]),
+        "statement_timeout_ms": SEARCH_TIMEOUT_MS,
     }
 
 
@@ -84,6 +159,10 @@ def run(raw: psycopg.Connection[Any], *, rows: int, n: int) -> dict[str, Any]:
     for name, url in pages(rows).items():
         response = client.get(url)
         assert response.status_code == 200, (url, response.status_code)
+        text = response.content.decode()
+        timed_out = "the search took longer than" in text
+        refused = "Nothing was searched" in text
+        assert not refused, (name, "a search at the limits must be searched, not refused")
         with CaptureQueriesContext(connection) as captured:
             client.get(url)
         statements = [q["sql"] for q in captured.captured_queries]
@@ -103,5 +182,7 @@ def run(raw: psycopg.Connection[Any], *, rows: int, n: int) -> dict[str, Any]:
             "db_share": db_ms / page["p50"],
             "slowest_statement": None if slowest is None else selects[slowest][:600],
             "slowest_statement_ms": None if slowest is None else replay[-1][slowest],
+            "timed_out": timed_out,
         }
+    results["worst_search_ms"] = worst_search(results)
     return results

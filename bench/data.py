@@ -26,7 +26,7 @@ from hephaestus_django.runtime.document import to_row
 STATE_INDEX = "idx_workflow_instances_state"
 BULK_ORDER_BASE = 1_000_000
 """Bulk rows carry order ids ``BULK_ORDER_BASE + n``; instances put by the bench use others."""
-_ORDER_SENTINEL = 900_000_007
+ORDER_SENTINEL = 900_000_007
 _BULK_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 _BATCH = 100_000
 
@@ -66,7 +66,7 @@ def state_text(instance: Instance) -> str:
 
 def bulk_template() -> str:
     """A completed instance's state text with ``@O@`` (order id) and ``@C@`` (customer) slots."""
-    context = initial_context(_ORDER_SENTINEL)
+    context = initial_context(ORDER_SENTINEL)
     context["customer"] = {
         **context["customer"],
         "id": "C-@C@",
@@ -79,7 +79,7 @@ def bulk_template() -> str:
         done = runner.start(Linear3, context, storage=storage)
     finally:
         runner.close()
-    return state_text(done).replace(str(_ORDER_SENTINEL), "@O@")
+    return state_text(done).replace(str(ORDER_SENTINEL), "@O@")
 
 
 def drop_state_index(raw: psycopg.Connection[Any]) -> None:

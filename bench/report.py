@@ -118,12 +118,22 @@ def admin_table(runs: list[dict[str, Any]]) -> list[str]:
     ]
     for found in runs:
         for name, page in found.items():
-            if name == "rows":
+            if not isinstance(page, dict) or "latency_ms" not in page:
                 continue
+            cancelled = " (timed out)" if page.get("timed_out") else ""
             lines.append(
-                f"| {found['rows']:,} | {name} | {_lat(page['latency_ms'])} "
+                f"| {found['rows']:,} | {name}{cancelled} | {_lat(page['latency_ms'])} "
                 f"| {page['statements']} | {'yes' if page['full_table_count'] else 'no'} "
                 f"| {page['db_share']:.0%} | {page['slowest_statement_ms'] or 0:.1f} |"
+            )
+        worst = found.get("worst_search_ms")
+        if worst:
+            lines.append("")
+            lines.append(
+                f"Worst single search request at {found['rows']:,} rows: {worst['max_ms']:.1f} ms "
+                f"({worst['search']}); worst median {worst['worst_p50_ms']:.1f} ms; each "
+                f"statement of a search may run {worst['statement_timeout_ms']} ms; timed out: "
+                f"{', '.join(worst['timed_out']) or 'none'}."
             )
     return lines
 
@@ -249,6 +259,15 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             not changelist["full_table_count"],
         )
     )
+    worst = pages.get("worst_search_ms")
+    if worst:
+        checks.append(
+            (
+                f"worst admin search request ≤ 100 ms at {pages['rows']:,} rows",
+                f"{worst['max_ms']:.1f} ms ({worst['search']})",
+                worst["max_ms"] <= 100,
+            )
+        )
     house = results.get("housekeeping")
     if house:
         rows = house["rows_in_table"]

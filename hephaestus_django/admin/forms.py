@@ -13,8 +13,8 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.utils import formats, timezone
 
+from hephaestus_django.admin import times
 from hephaestus_django.admin.limits import (
     PAYLOAD_MAX_CHARS,
     PAYLOAD_MAX_DEPTH,
@@ -124,4 +124,4 @@ def facts(
 
 
 def _when(moment: Any) -> str:
-    return formats.localize(timezone.localtime(moment)) if moment else "—"
+    return times.as_text(moment) if moment else "—"

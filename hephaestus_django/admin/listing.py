@@ -22,11 +22,11 @@ from django.core.paginator import Paginator
 from django.db import DatabaseError, connections, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import formats, timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from hephaestus_django.admin import times
 from hephaestus_django.admin.budget import cancelled
 from hephaestus_django.core.errors import UnknownWorkflowError
 from hephaestus_django.core.naming import short_name
@@ -191,19 +191,6 @@ def steps_cell(
     return format_html_join(" ", "{}", ((chip,) for chip in chips))
 
 
-def moment(value: datetime | None) -> str:
-    """A time for the list: compact (``2026-11-24 05:43``), in full on hover."""
-    if value is None:
-        return "—"
-    local = timezone.localtime(value) if timezone.is_aware(value) else value
-    return format_html(
-        '<time datetime="{}" title="{}">{}</time>',
-        value.isoformat(),
-        formats.localize(local),
-        f"{local:%Y-%m-%d %H:%M}",
-    )
-
-
 def _graph_positions(workflow: str) -> dict[str, int]:
     """Each step's position in the registered workflow's graph (no query); {} if unknown."""
     try:
@@ -244,13 +231,9 @@ def _timer_hint(info: Any) -> tuple[str, bool]:
 
 
 def _parse(value: Any) -> str | None:
-    """A stored ISO 8601 time in the current time zone, as text; None if it is not one."""
+    """A stored ISO 8601 time as the admin shows times, as text; None if it is not one."""
     try:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         return None
-    if moment is None:
-        return None
-    if timezone.is_aware(moment):
-        moment = timezone.localtime(moment)
-    return f"{moment:%Y-%m-%d %H:%M %Z}".strip()
+    return None if moment is None else times.as_text(moment)

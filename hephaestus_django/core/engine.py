@@ -16,6 +16,8 @@ no step runs twice and none is skipped.
 
 from __future__ import annotations
 
+import re
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,6 +62,40 @@ class StepResult:
     step: StepClass
     outcome: Outcome | None = None
     error: BaseException | None = None
+
+
+TRACEBACK_FRAMES = 40
+"""How many of the innermost frames of each exception (and of each cause) a failure keeps."""
+TRACEBACK_CHARS = 8192
+"""The most characters of a failure's traceback kept; the end, where it was raised, stays."""
+
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def format_traceback(error: BaseException) -> str | None:
+    """``error``'s traceback as Python prints it (with its causes), bounded for storage.
+
+    The state is rewritten on every transition of the instance, so a recursion error's
+    thousand frames or a huge value in a source line must not weigh on every later write: the
+    innermost :data:`TRACEBACK_FRAMES` frames of each exception are kept, and at most
+    :data:`TRACEBACK_CHARS` characters, the end of the text (where it was raised) from a line
+    start. NUL and lone surrogates, which PostgreSQL's jsonb cannot hold, are written as
+    escapes. None when the error was never raised (it has no traceback) or cannot be formatted.
+    """
+    if error.__traceback__ is None:
+        return None
+    try:
+        text = "".join(traceback.format_exception(error, limit=-TRACEBACK_FRAMES)).rstrip()
+    except Exception:  # a hostile __str__ or __repr__ must not lose the failure itself
+        return None
+    text = _UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    if len(text) <= TRACEBACK_CHARS:
+        return text
+    tail = text[-(TRACEBACK_CHARS - 60) :]
+    line_start = tail.find("\n") + 1
+    if 0 < line_start < len(tail):
+        tail = tail[line_start:]
+    return f"[{len(text) - len(tail)} characters of the traceback left out]\n{tail}"
 
 
 def new_instance(
@@ -291,7 +327,9 @@ class _Draft:
             return  # the first failure of a wave is the one recorded
         kind = type(error)
         module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
-        self.error = Failure(step, f"{module}{kind.__qualname__}", str(error), now)
+        self.error = Failure(
+            step, f"{module}{kind.__qualname__}", str(error), now, format_traceback(error)
+        )
         self.current = step
 
     def wait(self, step: StepClass, outcome: Async, now: datetime) -> None:

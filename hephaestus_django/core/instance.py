@@ -117,12 +117,19 @@ class Running:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The error that failed an instance: the step, the exception's type and message."""
+    """The error that failed an instance: the step, the exception's type and message.
+
+    ``traceback`` is where it was raised, as Python prints it, so an operator can find the
+    line without reproducing the failure; it is bounded in size (see
+    :func:`~hephaestus_django.core.engine.format_traceback`), and None for failures recorded
+    before it was kept or raised without one.
+    """
 
     step: type[Step]
     error_type: str
     message: str
     at: datetime
+    traceback: str | None = None
 
 
 @dataclass(kw_only=True, repr=False)

@@ -5,7 +5,7 @@ An arrow that skips rows passes through a placeholder in each row it crosses, so
 the boxes instead of through them. The order within each row is improved by barycenter sweeps,
 keeping the order with the fewest crossings; x positions are then pulled towards the neighbours
 in the rows above and below. Everything is deterministic: the same workflow, the same picture.
-Text widths are estimated (the server has no fonts to measure with), generously.
+Text widths are estimated (the server has no fonts to measure with), generously, per character.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations, pairwise
 
-from hephaestus_django.diagram.model import Diagram, Edge, Node
+from hephaestus_django.diagram.model import Diagram, Edge, Node, StepState
 
 Point = tuple[float, float]
 
@@ -25,14 +25,48 @@ PLACEHOLDER_WIDTH = 14.0
 MARGIN = 24.0
 TOP = 52.0  # room for the start marker above the first row
 MIN_BOX_WIDTH = 120.0
+BOX_PADDING = 28.0  # room left and right of a box's text, together
 JUNCTION_DROP = 16.0
 SWEEPS = 12
 PULLS = 8
 
 
+# Advance widths in em of the sans-serif fonts browsers fall back to (DejaVu Sans, the widest
+# of them, rounded up), by kind of character; anything else counts as a full em (CJK, emoji).
+_NARROW = frozenset(" !'(),-./:;I[]`fijlrt|·")
+_WIDE = frozenset("%@MWmw—")
+_EM = {"narrow": 0.36, "digit": 0.64, "lower": 0.62, "upper": 0.74, "wide": 1.0, "other": 1.0}
+BOLD = 1.08
+"""How much wider bold text runs than regular."""
+
+
+def _em(char: str) -> float:
+    if char in _NARROW:
+        return _EM["narrow"]
+    if char in _WIDE:
+        return _EM["wide"]
+    if char.isascii():
+        if char.isdigit():
+            return _EM["digit"]
+        if char.isupper():
+            return _EM["upper"]
+        return _EM["lower"]
+    return _EM["other"]
+
+
 def text_width(text: str, size: float, bold: bool = False) -> float:
-    """A generous estimate of rendered text width in a sans-serif font."""
-    return len(text) * size * (0.64 if bold else 0.58)
+    """A generous estimate of ``text``'s rendered width at ``size`` px in a sans-serif font.
+
+    The server has no fonts to measure with, and the viewer's font is not known, so each
+    character counts at the width of its kind in the widest common fallback font: a box sized
+    by this holds its label in any of them.
+    """
+    return sum(map(_em, text)) * size * (BOLD if bold else 1.0)
+
+
+def subtitle(detail: str, state: StepState | None) -> str:
+    """A box's second line: what kind of step it is, and its state in the instance shown."""
+    return " · ".join(part for part in (detail, state.value if state else "") if part)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +141,13 @@ def _row_top(rank: int) -> float:
 
 
 def _box_width(node: Node) -> float:
+    """Wide enough for the name and for the subtitle in any state, so that every instance of a
+    workflow is drawn with the same layout."""
+    subtitles = [subtitle(node.detail, state) for state in (None, *StepState)]
     return max(
         MIN_BOX_WIDTH,
-        text_width(node.label, 13, bold=True) + 28,
-        text_width(node.detail or "not reached", 11) + 28,
+        text_width(node.label, 13, bold=True) + BOX_PADDING,
+        *(text_width(text, 11) + BOX_PADDING for text in subtitles),
     )
 
 

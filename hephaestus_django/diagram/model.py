@@ -223,16 +223,16 @@ def progress_of(instance: Instance) -> Progress:
             "" if entry.context_updates is None else f"; result: {_short(entry.context_updates)}"
         )
         notes[entry.step] = (
-            f"completed with “{entry.event}” at {entry.timestamp:%Y-%m-%d %H:%M:%S}{result}"
+            f"completed with “{entry.event}” at {entry.timestamp:%Y-%m-%d %H:%M:%S %Z}{result}"
         )
     for step, waiting in instance.waiting_steps.items():
         timer = (
-            f"; timer fires “{waiting.timer_event}” at {waiting.resume_at:%Y-%m-%d %H:%M:%S}"
+            f"; timer fires “{waiting.timer_event}” at {waiting.resume_at:%Y-%m-%d %H:%M:%S %Z}"
             if waiting.resume_at
             else ""
         )
         events = ", ".join(step.events)
-        notes[step] = f"waiting since {waiting.since:%Y-%m-%d %H:%M:%S} for {events}{timer}"
+        notes[step] = f"waiting since {waiting.since:%Y-%m-%d %H:%M:%S %Z} for {events}{timer}"
     if failed is not None and instance.error is not None:
         states[failed] = StepState.FAILED
         notes[failed] = f"failed: {instance.error.error_type}: {instance.error.message}"

@@ -22,6 +22,7 @@ from hephaestus_django.diagram.layout import (
     Wire,
     lay_out,
 )
+from hephaestus_django.diagram.layout import subtitle as _subtitle
 from hephaestus_django.diagram.layout import text_width as _text_width
 from hephaestus_django.diagram.model import Diagram, EdgeKind, Progress, StepState
 
@@ -176,7 +177,7 @@ def _box(box: Box, progress: Progress | None) -> str:
     state = progress.state(node.step) if progress else None
     fill, stroke, ink = PALETTE[state]
     radius = BOX_HEIGHT / 2 if node.is_end else 7
-    subtitle = " · ".join(part for part in (node.detail, state.value if state else "") if part)
+    subtitle = _subtitle(node.detail, state)
     tooltip = node.path + (
         f" — {progress.notes[node.step]}" if progress and node.step in progress.notes else ""
     )

@@ -189,6 +189,7 @@ class _StateWriter:
                     "type": error.error_type,
                     "message": error.message,
                     "at": error.at.isoformat(),
+                    **({} if error.traceback is None else {"traceback": error.traceback}),
                 },
                 "error",
                 1,
@@ -510,4 +511,6 @@ class _Reader:
             error_type=self.string(fields.get("type"), f"{path}.type"),
             message=self.string(fields.get("message"), f"{path}.message"),
             at=self.datetime(fields.get("at"), f"{path}.at"),
+            # Absent from rows written before tracebacks were kept.
+            traceback=self.optional(fields.get("traceback"), f"{path}.traceback", self.string),
         )

@@ -102,17 +102,17 @@ def admin_user(django_user_model: type[AbstractUser]) -> AbstractUser:
     return django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
 
 
-def snap(page: Any, name: str, until: str | None = None) -> None:
+def snap(page: Any, name: str, until: str | None = None, width: int = WIDTH) -> None:
     """A screenshot of the whole page, or of its top down to the end of ``until``."""
     height = page.evaluate("document.documentElement.scrollHeight")
-    page.set_viewport_size({"width": WIDTH, "height": height})
+    page.set_viewport_size({"width": width, "height": height})
     clip = None
     if until is not None:
         box = page.locator(until).bounding_box()
-        clip = {"x": 0, "y": 0, "width": WIDTH, "height": box["y"] + box["height"] + 20}
+        clip = {"x": 0, "y": 0, "width": width, "height": box["y"] + box["height"] + 20}
     IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(IMAGES / name), clip=clip)
-    page.set_viewport_size({"width": WIDTH, "height": 900})
+    page.set_viewport_size({"width": width, "height": 900})
 
 
 def test_operator_finds_and_resumes_an_order(
@@ -176,3 +176,56 @@ def test_operator_finds_and_resumes_an_order(
     resumed = WorkflowInstance.objects.get(pk=target).to_instance()
     assert resumed.status is Status.WAITING
     assert resumed.context.result("shipment") == {"carrier": "DHL Express", "tracking": "JD0815"}
+
+
+def log_in(page: Any, url: str, user: AbstractUser) -> None:
+    page.goto(f"{url}/admin/login/?next={CHANGELIST}")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+
+
+# How far the list's last column reaches, against the box that shows it (Django's changelist
+# scrolls ``.results`` sideways rather than widen the page) and against the window.
+LAST_COLUMN = """() => {
+    const results = document.querySelector("#changelist .results");
+    const frame = results.getBoundingClientRect();
+    const cells = [...document.querySelectorAll("#result_list tr > :last-child")];
+    return {
+        scrollWidth: results.scrollWidth,
+        clientWidth: results.clientWidth,
+        frameRight: frame.right,
+        cellsRight: Math.max(...cells.map((cell) => cell.getBoundingClientRect().right)),
+        pageWidth: document.documentElement.scrollWidth,
+        windowWidth: window.innerWidth,
+    };
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 1400])
+@pytest.mark.parametrize("sidebar", ["open", "closed"])
+def test_the_changelists_last_column_is_not_cut_off(
+    width: int,
+    sidebar: str,
+    live_server: Any,
+    admin_user: AbstractUser,
+    orders: dict[str, UUID],
+    only_the_shop: None,
+    open_browser: Callable[[], AbstractContextManager[Any]],
+) -> None:
+    from playwright.sync_api import expect
+
+    with open_browser() as browser:
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.set_default_timeout(15_000)
+        log_in(page, live_server.url, admin_user)
+        # Django's nav_sidebar.js keeps the choice as the text "true" or "false".
+        is_open = "true" if sidebar == "open" else "false"
+        page.evaluate(f"localStorage.setItem('django.admin.navSidebarIsOpen', '{is_open}')")
+        page.reload()
+        expect(page.locator("#result_list tbody tr")).to_have_count(len(orders))
+        assert page.locator("#main.shifted").count() == (1 if sidebar == "open" else 0)
+        found = page.evaluate(LAST_COLUMN)
+    assert found["scrollWidth"] <= found["clientWidth"], found
+    assert found["cellsRight"] <= found["frameRight"] + 0.5, found
+    assert found["pageWidth"] <= found["windowWidth"], found

@@ -80,6 +80,30 @@ def test_failed_state_round_trips(storage: Storage) -> None:
     assert_same_instance(got, instance)
 
 
+def test_a_failures_traceback_round_trips(storage: Storage) -> None:
+    instance = stored(storage, flows.FanOut, script={"charge": "fail"})
+    got = storage.get(instance.id).error
+    assert got is not None
+    assert got.traceback is not None
+    assert got.traceback == instance.error.traceback  # type: ignore[union-attr]
+    assert got.traceback.startswith("Traceback (most recent call last):")
+    assert 'raise StepFailed(f"{self.step_key} was told to fail")' in got.traceback
+    assert got.traceback.endswith("tests.flows.StepFailed: charge was told to fail")
+
+
+def test_a_failure_without_a_traceback_round_trips(storage: Storage) -> None:
+    failed = run_waves(
+        engine.start(engine.new_instance(flows.FanOut, {"script": {"charge": "fail"}}))
+    )
+    assert failed.error is not None
+    instance = replace(failed, error=replace(failed.error, traceback=None))
+    storage.put(instance)
+    got = storage.get(instance.id)
+    assert got.error is not None
+    assert got.error.traceback is None
+    assert got.error == instance.error
+
+
 @pytest.mark.parametrize("missing", [uuid.uuid4(), str(uuid.uuid4()), "not-a-uuid", 42, None])
 def test_get_of_a_missing_or_malformed_id_is_not_found(storage: Storage, missing: Any) -> None:
     with pytest.raises(InstanceNotFound) as caught:

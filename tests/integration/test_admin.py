@@ -64,7 +64,7 @@ def test_changelist_shows_the_columns(admin_client: Client, storage: DjangoStora
     waiting = stored(storage, flows.TwoWaits)
     page = listed(admin_client)
     assert str(waiting.id) in page
-    assert 'title="tests.flows.TwoWaits">TwoWaits</span>' in page
+    assert 'title="tests.flows.TwoWaits, version 1">TwoWaits</span>' in page
     assert "Signature" in page  # current step, read from one key of the state
     assert "waiting" in page
 
@@ -81,7 +81,6 @@ def test_every_column_of_a_row(admin_client: Client, storage: DjangoStorage) -> 
     assert headers == [
         ("short_id", "Id"),
         ("workflow_name", "Workflow"),
-        ("version", "Version"),
         ("status_badge", "Status"),
         ("steps", "Current step"),
         ("inserted", "Inserted at"),
@@ -91,13 +90,13 @@ def test_every_column_of_a_row(admin_client: Client, storage: DjangoStorage) -> 
     href = reverse("admin:hephaestus_django_workflowinstance_change", args=[instance.id])
     assert f'href="{href}"' in row
     assert f'<span class="hx-id" title="{instance.id}">{str(instance.id)[:8]}…</span>' in row
-    assert '<td class="field-version">1</td>' in row
+    assert '<span class="hx-version">v1</span>' in row  # the version, in the workflow's column
     assert '<span class="hx-badge hx-status-waiting">waiting</span>' in row
     # both waiting steps, as chips, in graph order
     assert re.search(r"hx-step-waiting.*Signature.*hx-step-waiting.*Payment", row, re.DOTALL)
     inserted = timezone.localtime(instance.inserted_at)
     assert f'<td class="field-inserted"><time datetime="{instance.inserted_at.isoformat()}"' in row
-    assert f">{inserted:%Y-%m-%d %H:%M}</time></td>" in row
+    assert f">{inserted:%Y-%m-%d %H:%M:%S}</time></td>" in row
     assert '<td class="field-updated"><time datetime=' in row
 
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from html import unescape
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
+from django.utils import timezone
 
 from hephaestus_django import Context, Done, Event, Instance, Step, WaitForEvent, Workflow
+from hephaestus_django.admin import times
+from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 from tests.contract.test_storage_contract import stored
@@ -136,6 +141,84 @@ def test_a_failed_instance_shows_its_error(admin_client: Client, storage: Django
     assert re.search(r'<g class="hx-node hx-state-failed" data-step="[^"]+\.Echo">', page)
     steps = section(page, "steps")
     assert re.search(r'running</th><td>\s*<span class="hx-empty">none</span>', steps)
+
+
+def test_a_failed_instance_shows_its_traceback_collapsed(
+    admin_client: Client, storage: DjangoStorage
+) -> None:
+    instance = stored(storage, EchoFlow, note=SCRIPT, fail=True)
+    page = shown(admin_client, instance.id)
+    assert SCRIPT not in page
+    found = re.search(
+        r'<details class="hx-traceback" id="hx-traceback">\s*<summary>Traceback</summary>\s*'
+        r"<pre>(.*?)</pre>\s*</details>",
+        page,
+        re.DOTALL,
+    )
+    assert found is not None
+    shown_text = found.group(1)
+    assert shown_text.startswith("Traceback (most recent call last):")
+    assert "test_admin_detail.py" in shown_text
+    assert "raise RuntimeError(f&quot;cannot echo {note}&quot;)" in shown_text
+    assert shown_text.endswith(f"RuntimeError: cannot echo {ESCAPED}")
+    assert unescape(shown_text) == instance.error.traceback  # type: ignore[union-attr]
+
+
+def test_a_failure_stored_without_a_traceback_shows_none(
+    admin_client: Client, storage: DjangoStorage
+) -> None:
+    instance = stored(storage, EchoFlow, note="hello", fail=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE workflow_instances SET state = state #- '{error,traceback}' WHERE id = %s",
+            [instance.id],
+        )
+    page = shown(admin_client, instance.id)
+    assert "cannot echo hello" in page.split('id="hx-error"')[1]
+    assert "hx-traceback" not in page
+
+
+def test_times_are_shown_to_the_second_in_the_current_time_zone(
+    admin_client: Client, storage: DjangoStorage
+) -> None:
+    instance = stored(storage, EchoFlow, note="hello")
+    row = WorkflowInstance.objects.get(pk=instance.id)
+    with timezone.override(ZoneInfo("Asia/Kathmandu")):  # UTC+05:45: no whole-hour offset
+        page = shown(admin_client, instance.id)
+    inserted = row.inserted_at.astimezone(ZoneInfo("Asia/Kathmandu"))
+    overview = section(page, "overview")
+    assert f"<td>{time_element(row.inserted_at, inserted, zone=True)}</td>" in overview
+    stamp = instance.execution_history[0].timestamp
+    assert time_element(stamp, stamp.astimezone(ZoneInfo("Asia/Kathmandu"))) in section(
+        page, "history"
+    )
+    since = instance.waiting_steps[Confirm].since.astimezone(ZoneInfo("Asia/Kathmandu"))
+    assert "since <time datetime=" in section(page, "steps")
+    assert f">{since:%Y-%m-%d %H:%M:%S}</time>" in section(page, "steps")
+
+
+def time_element(value: datetime, local: datetime, *, zone: bool = False) -> str:
+    text = f"{local:%Y-%m-%d %H:%M:%S}" + (" +0545" if zone else "")
+    return (
+        f'<time datetime="{value.isoformat()}" title="{local:%Y-%m-%d %H:%M:%S.%f} +0545">'
+        f"{text}</time>"
+    )
+
+
+@pytest.mark.parametrize("use_tz", [True, False])
+def test_times_follow_use_tz_as_django_templates_do(use_tz: bool) -> None:
+    aware = datetime(2026, 11, 24, 5, 43, 12, 345678, tzinfo=UTC)
+    naive = datetime(2026, 11, 24, 5, 43, 12)
+    with override_settings(USE_TZ=use_tz), timezone.override(ZoneInfo("America/New_York")):
+        assert times.as_text(naive) == "2026-11-24 05:43:12"
+        if use_tz:  # to the current time zone
+            assert times.as_text(aware) == "2026-11-24 00:43:12 EST"
+            assert times.as_text(aware, zone=False) == "2026-11-24 00:43:12"
+        else:  # as stored
+            assert times.as_text(aware) == "2026-11-24 05:43:12 UTC"
+        element = times.moment(aware)
+    assert element.startswith('<time datetime="2026-11-24T05:43:12.345678+00:00" title="2026-11-24')
+    assert times.moment(None) == "—"
 
 
 def test_a_script_in_the_context_is_escaped_everywhere(

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from hephaestus_django import Done, Step, Workflow
+from hephaestus_django import Done, Step, WaitForEvent, Workflow
 from hephaestus_django.core import engine
 from hephaestus_django.diagram import (
     EdgeKind,
+    Progress,
     StepState,
     build_diagram,
     progress_of,
@@ -26,7 +27,7 @@ from hephaestus_django.diagram import (
     to_dot,
     to_mermaid,
 )
-from hephaestus_django.diagram.layout import lay_out
+from hephaestus_django.diagram.layout import lay_out, text_width
 from tests import flows
 from tests.unit.test_engine import started
 
@@ -109,6 +110,9 @@ def test_progress_of_an_instance() -> None:
     done = progress_of(started(flows.IfElse))
     assert (flows.Check, "valid", flows.Approve) in done.taken
     assert (flows.Check, "invalid", flows.Reject) not in done.taken
+    when = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"  # to the second, the zone named
+    assert re.fullmatch(f"completed with “valid” at {when}; result: .*", done.notes[flows.Check])
+    assert re.match(f"waiting since {when} for signed, declined", waiting.notes[flows.Signature])
 
 
 # --- layout -----------------------------------------------------------------------------------
@@ -141,6 +145,46 @@ def test_a_long_arrow_runs_between_the_rows_boxes() -> None:
     for x, y in long_wire.points[1:-1]:
         for box in layout.boxes.values():
             assert not (box.x <= x <= box.x + box.width and box.y < y < box.bottom)
+
+
+class Approval(WaitForEvent):
+    events = ("approved",)
+
+
+class ApprovalFlow(Workflow):
+    start = Approval
+    transitions = {Approval: {"approved": Done}}
+
+
+REGULAR_EM = 0.55
+"""An average advance of lowercase text in common sans-serif fonts, in em: a box narrower than
+its text at this width certainly overflows (the browser test measures the real width)."""
+
+
+@pytest.mark.parametrize("workflow", [ApprovalFlow, flows.TwoWaits, flows.Timed])
+@pytest.mark.parametrize("state", [None, *StepState])
+def test_every_box_holds_its_texts_in_every_state(
+    workflow: type[Workflow], state: StepState | None
+) -> None:
+    diagram = build_diagram(workflow.graph)
+    progress = None if state is None else Progress({node.step: state for node in diagram.nodes})
+    rects = {}
+    for step, g in nodes_of(render_svg(diagram, progress)).items():
+        rect = g.find(f"{SVG}rect")
+        assert rect is not None
+        rects[step] = float(rect.get("width", 0))
+        for text in g.iter(f"{SVG}text"):
+            size = float(text.get("font-size", 0))
+            needed = len(text.text or "") * size * REGULAR_EM + 12
+            assert needed <= rects[step], (step, text.text, rects[step])
+    if state is StepState.WAITING and workflow is ApprovalFlow:
+        texts = [t.text for t in ET.fromstring(render_svg(diagram, progress)).iter(f"{SVG}text")]
+        assert "waits for an event · waiting" in texts
+
+
+def test_wide_letters_widen_a_box() -> None:
+    assert text_width("MMMM", 13, bold=True) > text_width("iiii", 13, bold=True) * 2
+    assert text_width("ÜÜÜ", 11) >= text_width("uuu", 11)
 
 
 def test_the_layout_is_deterministic() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db import connection, connections
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Length
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
@@ -175,6 +176,24 @@ def test_to_instances_reads_whole_rows_whatever_the_queryset_selects(
         found = statements(lambda queryset=queryset: queryset.to_instances())
         assert len(found) == 1, name
         assert queryset.to_instances() == expected, name
+
+
+def test_a_row_failed_before_tracebacks_were_kept_reads(storage: DjangoStorage) -> None:
+    instance = stored(storage, flows.FanOut, script={"charge": "fail"})
+    assert instance.error is not None
+    assert instance.error.traceback
+    WorkflowInstance.objects.filter(pk=instance.id).update(
+        state=RawSQL("state #- '{error,traceback}'", [])
+    )
+    assert "traceback" not in WorkflowInstance.objects.values("state__error").get()["state__error"]
+    got = storage.get(instance.id)
+    assert got.error is not None
+    assert got.error.traceback is None
+    assert (got.error.step, got.error.error_type, got.error.message) == (
+        instance.error.step,
+        instance.error.error_type,
+        instance.error.message,
+    )
 
 
 def test_fields_are_the_models_columns_in_order() -> None:

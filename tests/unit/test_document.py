@@ -147,6 +147,37 @@ def test_a_row_missing_state_keys_names_them() -> None:
         from_row(replace(row, state=state))
 
 
+def failed() -> Instance:
+    return run_waves(
+        engine.start(engine.new_instance(flows.FanOut, {"script": {"charge": "fail"}}))
+    )
+
+
+def test_a_failure_is_stored_with_its_traceback() -> None:
+    instance = failed()
+    assert instance.error is not None
+    assert instance.error.traceback
+    row = to_row(instance)
+    assert row.state["error"]["traceback"] == instance.error.traceback
+    assert read_back(instance).error == instance.error
+
+
+def test_a_failure_stored_before_tracebacks_were_kept_still_reads() -> None:
+    row = to_row(failed())
+    error = {key: value for key, value in row.state["error"].items() if key != "traceback"}
+    got = from_row(replace(row, state={**row.state, "error": error}))
+    assert got.error is not None
+    assert got.error.traceback is None
+    assert got.error.message == "charge was told to fail"
+
+
+def test_a_traceback_that_is_not_text_is_corrupt() -> None:
+    row = to_row(failed())
+    state = {**row.state, "error": {**row.state["error"], "traceback": ["not", "text"]}}
+    with pytest.raises(CorruptInstanceError, match=r"error\.traceback.*expected a string"):
+        from_row(replace(row, state=state))
+
+
 # --- a status column that disagrees with the state -------------------------------------------
 
 

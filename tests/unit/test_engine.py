@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -224,6 +225,93 @@ def test_failure_records_type_message_and_step() -> None:
     assert instance.current_step is flows.Charge
     assert flows.Join not in instance.active_steps
     assert engine.runnable(instance) == []
+
+
+def raised(error: BaseException) -> BaseException:
+    """``error`` after it was raised and caught, as a runner hands it to the engine."""
+    try:
+        raise error
+    except BaseException as caught:
+        return caught
+
+
+def recurse(depth: int) -> None:
+    if depth == 0:
+        raise ValueError("x" * 300)
+    recurse(depth - 1)
+
+
+def test_a_failure_keeps_where_the_error_was_raised() -> None:
+    instance = started(flows.FanOut, {"charge": "fail"})
+    assert instance.error is not None
+    assert instance.error.traceback is not None
+    lines = instance.error.traceback.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert any(line.strip().startswith('File "') and "flows.py" in line for line in lines)
+    assert lines[-1] == "tests.flows.StepFailed: charge was told to fail"
+
+
+def test_a_failures_traceback_shows_its_cause() -> None:
+    try:
+        try:
+            {}["sku"]
+        except KeyError as missing:
+            raise RuntimeError("lookup failed") from missing
+    except RuntimeError as error:
+        text = engine.format_traceback(error)
+    assert text is not None
+    assert "KeyError: 'sku'" in text
+    assert "The above exception was the direct cause" in text
+    assert text.endswith("RuntimeError: lookup failed")
+
+
+def test_an_error_never_raised_has_no_traceback() -> None:
+    assert engine.format_traceback(TimeoutError("step timed out")) is None
+    failed = engine.apply(
+        engine.start(engine.new_instance(flows.FanOut, {"script": {}})),
+        [StepResult(flows.Split, error=TimeoutError("step timed out"))],
+        now=NOW,
+    )
+    assert failed.error is not None
+    assert failed.error.traceback is None
+
+
+def test_a_deep_traceback_keeps_its_innermost_frames_within_the_size_limit() -> None:
+    try:
+        recurse(500)
+    except ValueError as error:
+        text = engine.format_traceback(error)
+    assert text is not None
+    frames = re.findall(r'^  File "', text, flags=re.MULTILINE)
+    assert 0 < len(frames) <= engine.TRACEBACK_FRAMES
+    assert "test_a_deep_traceback" not in text  # the outermost frames are left out
+    assert text.endswith("ValueError: " + "x" * 300)
+
+
+def test_a_huge_message_keeps_the_traceback_within_the_size_limit() -> None:
+    text = engine.format_traceback(raised(ValueError("y" * 100_000)))
+    assert text is not None
+    assert len(text) <= engine.TRACEBACK_CHARS
+    first, *_rest = text.splitlines()
+    assert re.fullmatch(r"\[\d+ characters of the traceback left out\]", first)
+    assert text.endswith("y" * 1000)
+
+
+def test_characters_jsonb_cannot_hold_are_escaped_in_a_traceback() -> None:
+    text = engine.format_traceback(raised(ValueError("nul \x00 and \ud800 here")))
+    assert text is not None
+    assert text.endswith("ValueError: nul \\u0000 and \\ud800 here")
+    assert "\x00" not in text
+
+
+def test_an_error_whose_str_fails_still_gets_a_traceback() -> None:
+    class Hostile(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    text = engine.format_traceback(raised(Hostile()))
+    assert text is not None
+    assert text.endswith("Hostile: <exception str() failed>")
 
 
 def test_retry_reruns_the_failed_step_then_continues() -> None:
