@@ -26,6 +26,7 @@ from hephaestus_django.core.workflow import WorkflowDefinition, workflow_registr
 from hephaestus_django.diagram import build_diagram, progress_of, render_svg
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime.document import from_row
+from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX
 from hephaestus_django.storage import parse_state
 
 
@@ -52,6 +53,11 @@ class InstancePage:
     history: list[StepRow] = field(default_factory=list)
     waiting: list[StepRow] = field(default_factory=list)
     active: list[StepRow] = field(default_factory=list)
+    """Running steps: for ``LocalRunner``, every runnable step; on a job engine, those a
+    worker's job marked, each with where it runs and since when."""
+    queued: list[StepRow] = field(default_factory=list)
+    """Runnable steps whose job has not started yet (``QueuedRunner`` only)."""
+    on_queue: bool = False
     completed: list[StepRow] = field(default_factory=list)
     configs: list[StepRow] = field(default_factory=list)
     metadata: str = ""
@@ -87,11 +93,7 @@ def instance_page(row: WorkflowInstance) -> InstancePage:
         results=_results(instance),
         history=_history(instance),
         waiting=_waiting(instance),
-        active=[
-            _step(s)
-            for s in _sorted(instance, instance.active_steps)
-            if s not in instance.waiting_steps and not (instance.error and s is instance.error.step)
-        ],
+        **_runnable(instance),
         completed=[_step(s) for s in _sorted(instance, instance.completed_steps)],
         configs=[
             _step(step, config=pretty(config))
@@ -163,6 +165,24 @@ def _history(instance: Instance) -> list[StepRow]:
         )
         for number, entry in enumerate(instance.execution_history, start=1)
     ]
+
+
+def _runnable(instance: Instance) -> dict[str, Any]:
+    """The page's ``active``, ``queued`` and ``on_queue``: which runnable steps run, and where."""
+    runnable = [
+        s
+        for s in _sorted(instance, instance.active_steps)
+        if s not in instance.waiting_steps and not (instance.error and s is instance.error.step)
+    ]
+    owner = instance.lease_owner or ""
+    if not (owner.startswith(QUEUE_OWNER_PREFIX) or instance.running):
+        return {"active": [_step(s) for s in runnable], "queued": [], "on_queue": False}
+    marks = instance.running
+    return {
+        "active": [_step(s, on=marks[s].on, since=marks[s].since) for s in runnable if s in marks],
+        "queued": [_step(s) for s in runnable if s not in marks],
+        "on_queue": True,
+    }
 
 
 def _waiting(instance: Instance) -> list[StepRow]:

@@ -341,3 +341,45 @@ def test_a_quarantined_row_says_why_and_what_lifts_it(admin_client: Client) -> N
     note = page.split('id="hx-quarantine">')[1].split("</p>")[0]
     assert "no worker claims it again until it is written" in note
     assert "missing keys" in note  # the reason the worker stored
+
+
+def test_a_queued_instance_tells_queued_steps_from_running_ones(
+    admin_client: Client, storage: DjangoStorage
+) -> None:
+    """On a job engine: a step whose job started runs on a worker (named), the others wait in
+    the queue."""
+    instance = flows_fan_out_on_the_queue(storage)
+    marked = storage.mark_running(instance.id, flows.Pack.path(), "worker-3:4242", timedelta(1))
+    assert marked is not None
+    steps = section(shown(admin_client, instance.id), "steps")
+    queued = steps[steps.index(">queued<") : steps.index(">running<")]
+    running = steps[steps.index(">running<") : steps.index(">completed<")]
+    assert "Charge" in queued
+    assert "Notify" in queued
+    assert "Pack" not in queued
+    assert "Pack" in running
+    assert "on worker-3:4242 since" in running
+
+
+def test_a_local_runners_steps_are_running_with_no_queue_row(
+    admin_client: Client, storage: DjangoStorage
+) -> None:
+    instance = flows_fan_out_on_the_queue(storage, owner="host:1:runner")
+    steps = section(shown(admin_client, instance.id), "steps")
+    assert ">queued<" not in steps
+    assert "Pack" in steps[steps.index(">running<") : steps.index(">completed<")]
+
+
+def flows_fan_out_on_the_queue(storage: DjangoStorage, owner: str = "queued:x") -> Instance:
+    """A fan-out whose three branches are runnable (none has run), leased to ``owner``."""
+    from hephaestus_django.core import engine
+
+    started = engine.start(engine.new_instance(flows.FanOut, {"script": {}}))
+    split = engine.apply(
+        started,
+        [engine.StepResult(flows.Split, outcome=Event("ok"))],
+        now=storage.now(),
+    )
+    split.lease_owner, split.lease_expires_at = owner, storage.now() + timedelta(minutes=5)
+    storage.put(split)
+    return split
