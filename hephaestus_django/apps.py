@@ -20,3 +20,9 @@ class HephaestusConfig(AppConfig):
         # Like admin.autodiscover(): every installed app's workflows.py is imported,
         # so the registry knows each workflow before a stored row names it.
         autodiscover_modules("workflows")
+        # The tasks procrastinate's workers run, only where procrastinate's app is installed:
+        # a project without procrastinate never imports it.
+        if self.apps.is_installed("procrastinate.contrib.django"):
+            from hephaestus_django.queues.procrastinate import register_tasks
+
+            register_tasks()

@@ -15,13 +15,22 @@ first request. A check never raises: whatever is wrong becomes a message.
 ``hephaestus.E008``        a ``DjangoStorage`` names a database alias that does not exist
 ``hephaestus.E009``        a ``DjangoStorage`` database is not PostgreSQL
 ``hephaestus.E010``        ``django.contrib.postgres`` is not in ``INSTALLED_APPS``
+``hephaestus.E011``        the runner's queue adapter needs a package that is not installed
+``hephaestus.E012``        the runner's queue adapter needs a Django app not in ``INSTALLED_APPS``
 ``hephaestus.W001``        no storage is named ``"default"`` (``Workflow.start()`` uses it)
+``hephaestus.W002``        the job queue is on another database alias than a storage, so
+                           enqueueing no longer commits with the transition
 =========================  ===============================================================
+
+E011, E012 and W002 concern ``QueuedRunner`` with an adapter of
+:mod:`hephaestus_django.queues`: the adapter declares what it needs (its ``requirements``)
+and where its jobs go (``database_alias()``), and the checks hold the project to it.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -84,13 +93,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages: list[CheckMessage] = list(_unknown_keys(raw, TOP_LEVEL_KEYS, f"settings.{SETTING}"))
     messages += _check_storages()
     runner = raw.get("RUNNER")
-    messages += _check_backend(
+    found, built = _check_backend(
         runner_settings() if runner is None else runner,
         f"settings.{SETTING}['RUNNER']",
         "runner",
         ("start", "resume", "retry", "work"),
         DEFAULT_RUNNER_BACKEND,
-    )[0]
+    )
+    messages += found
+    if built is not None:
+        messages += _check_queue(built)
     return messages
 
 
@@ -142,6 +154,76 @@ def _check_storages() -> list[CheckMessage]:
             )
         )
     return messages
+
+
+def _check_queue(runner: Any) -> list[CheckMessage]:
+    """E011/E012/W002 for a runner whose dispatcher is one of ``hephaestus_django.queues``."""
+    from hephaestus_django.queues import Requirements
+    from hephaestus_django.storage import DjangoStorage
+
+    dispatcher: Any = getattr(runner, "dispatcher", None)
+    needs = getattr(dispatcher, "requirements", None)
+    if not isinstance(needs, Requirements):
+        return []
+    where = f"settings.{SETTING}['RUNNER']"
+    try:
+        importlib.import_module(needs.module)
+    except ImportError as error:
+        return [
+            _error(
+                11,
+                f"{where} enqueues with {dispatcher!r}, but {needs.engine} is not installed "
+                f"({error}).",
+                f"pip install 'hephaestus-django[{needs.extra}]'",
+                where,
+            )
+        ]
+    if not apps.is_installed(needs.app):
+        return [
+            _error(
+                12,
+                f"{where} enqueues with {dispatcher!r}, but {needs.app!r} is not in "
+                f"INSTALLED_APPS.",
+                f"Add {needs.app!r} to INSTALLED_APPS and run manage.py migrate: it brings "
+                f"{needs.engine}'s tables and the workers that run the jobs.",
+                "settings.INSTALLED_APPS",
+            )
+        ]
+    queue_alias = dispatcher.database_alias()
+    messages: list[CheckMessage] = []
+    for alias, storage in _built_storages().items():
+        if not isinstance(storage, DjangoStorage) or storage.using == queue_alias:
+            continue
+        using = storage.using
+        storage_where = f"settings.{SETTING}['STORAGES'][{alias!r}]"
+        messages.append(
+            Warning(
+                f"{storage_where} stores in database {using!r}, but {needs.engine} keeps its "
+                f"jobs in database {queue_alias!r}: the jobs of a transition are enqueued after "
+                f"it commits, not in its transaction.",
+                hint=f"Keep the storage and {needs.engine}'s jobs on one database alias. "
+                f"Otherwise a process that dies between the commit and the enqueue leaves "
+                f"its steps to the sweep (manage.py hephaestus_worker), one lease later.",
+                obj=storage_where,
+                id="hephaestus.W002",
+            )
+        )
+    return messages
+
+
+def _built_storages() -> dict[str, Any]:
+    """The configured storages that can be built, by alias (the others have errors already)."""
+    try:
+        entries = storage_settings()
+    except InvalidBackendError:
+        return {}
+    built = {}
+    for alias, entry in entries.items():
+        try:
+            built[alias] = build_backend(entry, alias, InvalidBackendError)
+        except Exception:  # reported by _check_storages
+            continue
+    return built
 
 
 def _check_backend(

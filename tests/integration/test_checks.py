@@ -370,7 +370,10 @@ def test_e010_contrib_postgres_not_installed() -> None:
     with warnings.catch_warnings():
         # Django warns that overriding INSTALLED_APPS has side effects; here they are the point.
         warnings.simplefilter("ignore")
-        with modify_settings(INSTALLED_APPS={"remove": ["django.contrib.postgres"]}):
+        # procrastinate's app goes too: its ready(), which a changed INSTALLED_APPS runs again
+        # for every app that stays, cannot run twice in one process (its tasks clash).
+        removed = ["django.contrib.postgres", "procrastinate.contrib.django"]
+        with modify_settings(INSTALLED_APPS={"remove": removed}):
             message = reported("hephaestus.E010")
 
     assert message.obj == "settings.INSTALLED_APPS"

@@ -18,12 +18,18 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from django.core.management import call_command
 from django.db import connection
+
+from hephaestus_django import storages
+from hephaestus_django.conf import runner as configured_runner
+from hephaestus_django.runtime import QueuedRunner
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -43,6 +49,7 @@ VERIFIED = {
     "configure(storages=": "test_runtime_without_django",
     "InMemoryStorage(clock=": "test_a_test_moves_the_storages_clock",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
+    "queues.procrastinate.ProcrastinateDispatcher": "test_procrastinate_settings_pass_the_checks",
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
     "make test": ".ci/run",
     "make demo": ".ci/run",
@@ -258,3 +265,18 @@ class Reminder(Workflow):
     namespace: dict[str, Any] = {"__name__": "readme_clock"}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["fired"].status == "completed"
+
+
+def test_procrastinate_settings_pass_the_checks(settings: Any) -> None:
+    """The "Running on workers" settings, added to this suite's (which install procrastinate's
+    app already: changing INSTALLED_APPS in a test would run its ready() twice)."""
+    namespace: dict[str, Any] = {
+        "INSTALLED_APPS": [app for app in settings.INSTALLED_APPS if "procrastinate" not in app]
+    }
+    exec(block("queues.procrastinate.ProcrastinateDispatcher"), namespace)
+    assert sorted(namespace["INSTALLED_APPS"]) == sorted(settings.INSTALLED_APPS)
+    settings.HEPHAESTUS = namespace["HEPHAESTUS"]
+    call_command("check", fail_level="WARNING", stdout=StringIO(), stderr=StringIO())
+    built = configured_runner.get()
+    assert isinstance(built, QueuedRunner)
+    assert built.dispatcher.joins_transaction(storages["default"])

@@ -1,0 +1,177 @@
+"""The dispatcher contract: what every adapter does, run against each (``adapters.ADAPTERS``).
+
+``QueuedRunner`` decides which jobs to enqueue; these tests check that what an adapter
+enqueues comes back to ``receive`` intact and in time, however often it is delivered, and that
+the jobs its workers run take a workflow to its end with every step's result recorded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from hephaestus_django import HephaestusError, Status
+from hephaestus_django.core.instance import Instance
+from hephaestus_django.runtime.dispatch import StepJob, WakeUp
+from tests.dispatchers import workflows
+from tests.dispatchers.harness import Harness
+
+
+def recorded(instance: Instance) -> Counter[str]:
+    """How often each step's result is in the history."""
+    return Counter(entry.step.__name__ for entry in instance.execution_history)
+
+
+def drain_until(adapter: Harness, instance_id: uuid.UUID, status: Status) -> Instance:
+    """Drain again and again until the instance is in ``status`` (timers come due meanwhile);
+    fails after 30 s, which no passing run comes near."""
+    deadline = time.monotonic() + 30
+    while True:
+        adapter.drain()
+        instance = adapter.storage.get(instance_id)
+        if instance.status is status:
+            return instance
+        assert time.monotonic() < deadline, f"still {instance.status}, not {status}"
+        time.sleep(0.1)
+
+
+def test_start_returns_before_the_first_step_runs_with_its_job_queued(adapter: Harness) -> None:
+    instance_id = workflows.Chain.start({})
+
+    instance = adapter.storage.get(instance_id)
+    assert instance.status is Status.RUNNING
+    assert len(instance.execution_history) == 0
+    assert adapter.queued() == [StepJob("default", instance_id, workflows.First.path())]
+
+
+def test_a_chain_of_three_steps_runs_to_completion(adapter: Harness) -> None:
+    instance_id = workflows.Chain.start({})
+    adapter.drain()
+
+    instance = adapter.storage.get(instance_id)
+    assert instance.status is Status.COMPLETED
+    assert [(entry.step.__name__, entry.event) for entry in instance.execution_history] == [
+        ("First", "ok"),
+        ("Second", "ok"),
+        ("Third", "ok"),
+        ("Done", "done"),
+    ]
+    assert adapter.queued() == []
+
+
+def test_a_fan_out_enqueues_each_branch_and_joins_once(adapter: Harness) -> None:
+    instance_id = workflows.Diamond.start({})
+    adapter.drain()
+
+    instance = adapter.storage.get(instance_id)
+    assert instance.status is Status.COMPLETED
+    assert recorded(instance) == {"Fork": 1, "Left": 1, "Right": 1, "Join": 1, "Done": 1}
+
+
+def test_every_job_delivered_twice_has_one_effect(adapter: Harness) -> None:
+    """Each job is enqueued a second time as it appears: each step still counts once."""
+    instance_id = workflows.Diamond.start({})
+    for _ in range(10):
+        jobs = [job for job in adapter.queued() if isinstance(job, StepJob)]
+        if not jobs:
+            break
+        adapter.dispatcher.enqueue_steps(jobs)  # the engine's second delivery of each
+        adapter.drain()
+
+    instance = adapter.storage.get(instance_id)
+    assert instance.status is Status.COMPLETED
+    assert recorded(instance) == {"Fork": 1, "Left": 1, "Right": 1, "Join": 1, "Done": 1}
+
+
+def test_a_job_delivered_after_its_step_completed_changes_nothing(adapter: Harness) -> None:
+    instance_id = workflows.Chain.start({})
+    (first,) = adapter.queued()
+    adapter.drain()
+    before = adapter.storage.get(instance_id)
+
+    adapter.deliver(first.payload())
+
+    after = adapter.storage.get(instance_id)
+    assert after.revision == before.revision
+    assert recorded(after) == recorded(before)
+
+
+def test_an_event_delivered_twice_has_one_effect(adapter: Harness) -> None:
+    instance_id = workflows.Gated.start({})
+    drain_until(adapter, instance_id, Status.WAITING)
+
+    workflows.Gated.resume(instance_id, "go")
+    with pytest.raises(HephaestusError):
+        workflows.Gated.resume(instance_id, "go")
+    instance = drain_until(adapter, instance_id, Status.COMPLETED)
+
+    assert recorded(instance) == {"First": 1, "Gate": 1, "Second": 1, "Done": 1}
+
+
+@pytest.mark.parametrize("why", ["unknown", "deleted"])
+def test_a_job_for_a_missing_instance_is_logged_once_and_dropped(
+    adapter: Harness, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hephaestus_django.queue")
+    if why == "deleted":
+        missing = workflows.Chain.start({})
+        adapter.storage.delete(missing)
+    else:
+        missing = uuid.uuid4()
+        adapter.dispatcher.enqueue_steps([StepJob("default", missing, workflows.First.path())])
+    going_on = workflows.Chain.start({})  # queued after it: the worker must go on to it
+    adapter.drain()
+
+    mentions = [record for record in caplog.records if str(missing) in record.getMessage()]
+    assert len(mentions) == 1, [record.getMessage() for record in mentions]
+    assert "no longer exists" in mentions[0].getMessage()
+    assert adapter.storage.get(going_on).status is Status.COMPLETED
+    assert adapter.queued() == []
+
+
+def test_a_malformed_payload_is_logged_and_dropped(
+    adapter: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hephaestus_django.queue")
+    adapter.deliver({"kind": "step", "storage": "default", "instance": "not-a-uuid"})
+    instance_id = workflows.Chain.start({})
+    adapter.drain()
+
+    (dropped,) = [r for r in caplog.records if r.getMessage().startswith("dropped a job")]
+    assert "'not-a-uuid'" in dropped.getMessage()
+    assert adapter.storage.get(instance_id).status is Status.COMPLETED
+
+
+def test_a_wake_up_job_fires_the_timer_when_it_is_due(adapter: Harness) -> None:
+    instance_id = workflows.Napping.start({})
+    adapter.drain()  # First runs; the timer is a wake-up job, not due yet
+    waiting = adapter.storage.get(instance_id)
+    assert waiting.status is Status.WAITING
+    (wakeup,) = adapter.queued()
+    assert isinstance(wakeup, WakeUp)
+    assert wakeup.instance_id == instance_id
+    assert wakeup.at > waiting.updated_at
+
+    instance = drain_until(adapter, instance_id, Status.COMPLETED)
+    assert recorded(instance) == {"First": 1, "Nap": 1, "Done": 1}
+    assert adapter.queued() == []
+
+
+def test_an_early_wake_up_changes_nothing_and_comes_back_when_due(adapter: Harness) -> None:
+    instance_id = workflows.Dozing.start({})
+    adapter.drain()
+    (wakeup,) = adapter.queued()
+    before = adapter.storage.get(instance_id)
+
+    early = WakeUp("default", instance_id, wakeup.at - timedelta(hours=1))
+    adapter.deliver(early.payload())
+
+    after = adapter.storage.get(instance_id)
+    assert after.status is Status.WAITING
+    assert after.revision == before.revision
+    assert wakeup in adapter.queued()  # the real one is still to come

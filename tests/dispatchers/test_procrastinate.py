@@ -1,0 +1,309 @@
+"""``ProcrastinateDispatcher`` itself: transactions, options, task registration, system checks.
+
+The tests with real ``manage.py procrastinate worker`` processes are in
+``test_procrastinate_workers.py``; what every adapter does is in ``test_contract.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from io import StringIO
+from typing import TYPE_CHECKING
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.db import connection, transaction
+
+from hephaestus_django import Status
+from hephaestus_django.queues.procrastinate import (
+    STEP_TASK,
+    WAKE_UP_TASK,
+    ProcrastinateDispatcher,
+    register_tasks,
+)
+from hephaestus_django.runtime import InMemoryStorage, QueuedRunner, configure
+from hephaestus_django.runtime.dispatch import StepJob
+from hephaestus_django.storage import DjangoStorage
+from tests.dispatchers import workflows
+from tests.dispatchers.harness_procrastinate import ProcrastinateHarness, queued_jobs
+from tests.processes.children import REPO
+
+if TYPE_CHECKING:
+    from pytest_django import Settings
+
+DISPATCHER = "hephaestus_django.queues.procrastinate.ProcrastinateDispatcher"
+QUEUED_RUNNER = {
+    "BACKEND": "hephaestus_django.runtime.QueuedRunner",
+    "OPTIONS": {"dispatcher": DISPATCHER},
+}
+
+
+@pytest.fixture
+def harness() -> Iterator[ProcrastinateHarness]:
+    """``QueuedRunner`` on ``ProcrastinateDispatcher`` over the test database."""
+    built = ProcrastinateHarness()
+    runner = QueuedRunner(dispatcher=built.dispatcher, lease=60)
+    configure(storages={"default": built.storage}, runner=runner)
+    yield built
+    configure()
+    runner.close()
+    built.close()
+
+
+def stored_ids() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id::text FROM workflow_instances")
+        return [row[0] for row in cursor.fetchall()]
+
+
+# --- the transaction ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_start_leaves_neither_instance_nor_job(
+    harness: ProcrastinateHarness,
+) -> None:
+    class Abandon(Exception):
+        pass
+
+    inside = []
+
+    def start_then_fail() -> None:
+        with transaction.atomic():
+            workflows.Chain.start({})
+            inside.extend([stored_ids(), harness.queued()])
+            raise Abandon
+
+    with pytest.raises(Abandon):
+        start_then_fail()
+    # inside the transaction both were there ...
+    (instance_id,) = inside[0]
+    assert inside[1] == [StepJob("default", uuid.UUID(instance_id), workflows.First.path())]
+    # ... and after the rollback neither is
+    assert stored_ids() == []
+    assert queued_jobs() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_start_commits_its_job_with_it(harness: ProcrastinateHarness) -> None:
+    with transaction.atomic():
+        instance_id = workflows.Chain.start({})
+    assert harness.queued() == [StepJob("default", instance_id, workflows.First.path())]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_steps_are_deferred_to_the_configured_queue_with_their_priority() -> None:
+    dispatcher = ProcrastinateDispatcher(queue="elsewhere", priority=7)
+    jobs = [StepJob("default", uuid.uuid4(), workflows.First.path()) for _ in range(3)]
+    dispatcher.enqueue_steps(jobs)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT queue_name, task_name, priority FROM procrastinate_jobs ORDER BY id")
+        rows = cursor.fetchall()
+        cursor.execute("TRUNCATE procrastinate_jobs CASCADE")
+    assert rows == [("elsewhere", STEP_TASK, 7)] * 3
+
+
+def test_joins_transaction_exactly_for_a_django_storage_on_procrastinates_alias(
+    settings: Settings,
+) -> None:
+    dispatcher = ProcrastinateDispatcher()
+    assert dispatcher.joins_transaction(DjangoStorage(using="default"))
+    assert not dispatcher.joins_transaction(DjangoStorage(using="other"))
+    assert not dispatcher.joins_transaction(InMemoryStorage())
+
+    settings.PROCRASTINATE_DATABASE_ALIAS = "other"
+    assert dispatcher.database_alias() == "other"
+    assert dispatcher.joins_transaction(DjangoStorage(using="other"))
+    assert not dispatcher.joins_transaction(DjangoStorage(using="default"))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"queue": ""}, "queue must be a non-empty string, not ''"),
+        ({"queue": 3}, "queue must be a non-empty string, not 3"),
+        ({"priority": "high"}, "priority must be an integer, not 'high'"),
+        ({"wakeup_priority": True}, "wakeup_priority must be an integer, not True"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ProcrastinateDispatcher(**options)  # type: ignore[arg-type]
+
+
+def test_a_dotted_path_with_options_builds_it() -> None:
+    runner = QueuedRunner(dispatcher=DISPATCHER, dispatcher_options={"queue": "q", "priority": 2})
+    assert repr(runner.dispatcher) == (
+        "ProcrastinateDispatcher(queue='q', priority=2, wakeup_priority=2)"
+    )
+
+
+# --- the workers' tasks ---------------------------------------------------------------------
+
+
+def test_the_tasks_are_registered_on_procrastinates_django_app_once() -> None:
+    from procrastinate.contrib.django import app
+
+    register_tasks()  # again, after the app's ready() did: nothing changes
+    assert {STEP_TASK, WAKE_UP_TASK} <= set(app.tasks)
+    assert app.tasks[STEP_TASK].queue == "default"  # deferring names the queue itself
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("state = state - 'context'", "is corrupt at state: missing keys context"),
+        ("workflow = 'gone.Workflow'", "'gone.Workflow'"),
+    ],
+    ids=["corrupt", "unknown-workflow"],
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_job_naming_a_corrupt_instance_is_logged_once_and_dropped(
+    harness: ProcrastinateHarness, caplog: pytest.LogCaptureFixture, damage: str, reason: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="hephaestus_django.queue")
+    corrupt = workflows.Chain.start({})
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE workflow_instances SET {damage} WHERE id = %s", [corrupt])
+    going_on = workflows.Chain.start({})
+    harness.drain()
+
+    mentions = [r for r in caplog.records if str(corrupt) in r.getMessage()]
+    assert len(mentions) == 1, [r.getMessage() for r in mentions]
+    assert mentions[0].levelno == logging.ERROR
+    message = mentions[0].getMessage()
+    assert message.startswith(f"dropped the step {workflows.First.path()} of instance {corrupt}")
+    assert reason in message
+    assert harness.storage.get(going_on).status is Status.COMPLETED
+    assert harness.queued() == []
+
+
+# --- a project without procrastinate ----------------------------------------------------------
+
+WITHOUT_PROCRASTINATE = textwrap.dedent(
+    """
+    import json, sys
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DATABASES={"default": json.loads(sys.argv[1])},
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth",
+                        "django.contrib.postgres", "hephaestus_django"],
+        USE_TZ=True,
+    )
+    django.setup()
+    from django.core.management import call_command
+    import hephaestus_django.queues.procrastinate as adapter
+    adapter.ProcrastinateDispatcher()
+    call_command("check")
+    assert not any(name.startswith("procrastinate") for name in sys.modules), sorted(
+        name for name in sys.modules if name.startswith("procrastinate"))
+    print("NO PROCRASTINATE")
+    """
+)
+
+
+@pytest.mark.django_db
+def test_a_project_without_procrastinates_app_never_imports_procrastinate() -> None:
+    """Setting up, checking, even importing the adapter and building a dispatcher."""
+    database = {
+        key: connection.settings_dict[key]
+        for key in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PROCRASTINATE, json.dumps(database)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "NO PROCRASTINATE" in result.stdout
+
+
+# --- system checks ----------------------------------------------------------------------------
+
+
+def check_report(fail_level: str = "ERROR") -> str:
+    """``manage.py check``'s report; it must fail at ``fail_level``."""
+    with pytest.raises(SystemCheckError) as failure:
+        call_command("check", fail_level=fail_level, stdout=StringIO(), stderr=StringIO())
+    return str(failure.value)
+
+
+def test_the_check_passes_with_procrastinate_set_up(settings: Settings) -> None:
+    settings.HEPHAESTUS = {"RUNNER": QUEUED_RUNNER}
+    call_command("check", fail_level="WARNING", stdout=StringIO(), stderr=StringIO())
+
+
+def test_procrastinate_not_installed_is_e011_saying_which_extra(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.HEPHAESTUS = {"RUNNER": QUEUED_RUNNER}
+    for name in [name for name in sys.modules if name.startswith("procrastinate")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "procrastinate", None)  # import procrastinate fails
+
+    report = check_report()
+    assert "(hephaestus.E011)" in report
+    assert "procrastinate is not installed" in report
+    assert "HINT: pip install 'hephaestus-django[procrastinate]'" in report
+
+
+def test_procrastinates_app_not_installed_is_e012(settings: Settings) -> None:
+    settings.HEPHAESTUS = {"RUNNER": QUEUED_RUNNER}
+    settings.INSTALLED_APPS = [
+        app for app in settings.INSTALLED_APPS if app != "procrastinate.contrib.django"
+    ]
+
+    report = check_report()
+    assert "settings.INSTALLED_APPS: (hephaestus.E012)" in report
+    assert "'procrastinate.contrib.django' is not in INSTALLED_APPS" in report
+    assert "manage.py migrate" in report
+
+
+def test_a_storage_on_another_alias_than_the_jobs_is_w002_naming_both(
+    settings: Settings,
+) -> None:
+    settings.HEPHAESTUS = {
+        "RUNNER": QUEUED_RUNNER,
+        "STORAGES": {
+            "default": {"BACKEND": "hephaestus_django.storage.DjangoStorage"},
+            "tenant": {
+                "BACKEND": "hephaestus_django.storage.DjangoStorage",
+                "OPTIONS": {"using": "other"},
+            },
+        },
+    }
+    call_command("check", stdout=StringIO(), stderr=StringIO())  # a warning only
+
+    report = check_report("WARNING")
+    (line,) = [line for line in report.splitlines() if "hephaestus.W002" in line]
+    assert line.startswith("settings.HEPHAESTUS['STORAGES']['tenant']: (hephaestus.W002)")
+    assert "stores in database 'other'" in line
+    assert "keeps its jobs in database 'default'" in line
+
+    settings.PROCRASTINATE_DATABASE_ALIAS = "other"  # now it is the default storage that differs
+    report = check_report("WARNING")
+    (line,) = [line for line in report.splitlines() if "hephaestus.W002" in line]
+    assert line.startswith("settings.HEPHAESTUS['STORAGES']['default']: (hephaestus.W002)")
+
+
+def test_a_local_runner_is_not_held_to_procrastinate(settings: Settings) -> None:
+    settings.INSTALLED_APPS = [
+        app for app in settings.INSTALLED_APPS if app != "procrastinate.contrib.django"
+    ]
+    settings.HEPHAESTUS = {"RUNNER": {"BACKEND": "hephaestus_django.runtime.LocalRunner"}}
+    call_command("check", fail_level="WARNING", stdout=StringIO(), stderr=StringIO())

@@ -1,0 +1,44 @@
+"""Settings of the worker processes (``python -m django procrastinate worker``, the sweep).
+
+The database is the test's, from ``$HEPHAESTUS_TEST_DB`` (see ``tests/processes/children.py``);
+the runner is ``QueuedRunner`` on ``ProcrastinateDispatcher`` with the lease ``$LEASE``
+(seconds). ``tests.dispatchers`` is an app so that its ``workflows`` module is autodiscovered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+DATABASES = {"default": json.loads(os.environ["HEPHAESTUS_TEST_DB"])}
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.postgres",
+    "procrastinate.contrib.django",
+    "hephaestus_django",
+    "tests.dispatchers",
+]
+USE_TZ = True
+TIME_ZONE = "UTC"
+SECRET_KEY = "hephaestus-django-tests-not-secret"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+HEPHAESTUS = {
+    "RUNNER": {
+        "BACKEND": "hephaestus_django.runtime.QueuedRunner",
+        "OPTIONS": {
+            "dispatcher": "hephaestus_django.queues.procrastinate.ProcrastinateDispatcher",
+            "lease": float(os.environ.get("LEASE", "300")),
+        },
+    }
+}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "hephaestus_django": {"handlers": ["stderr"], "level": "INFO"},
+        "procrastinate": {"handlers": ["stderr"], "level": "WARNING"},
+    },
+}

@@ -1,0 +1,146 @@
+"""Workflows of the dispatcher tests, shared with the worker processes (autodiscovered there).
+
+Each step records the process that ran it, so a test can tell that work was spread over
+workers; the history says how often each step's result was recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hephaestus_django import Done, Event, Step, Wait, WaitForEvent, Workflow
+
+
+class _Recorded(Step):
+    """Emits ``ok`` with the pid of the process that ran it as its result."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        return Event("ok", {"pid": os.getpid()})
+
+
+class First(_Recorded):
+    """Step one of three."""
+
+
+class Second(_Recorded):
+    """Step two of three."""
+
+
+class Third(_Recorded):
+    """Step three of three."""
+
+
+class Chain(Workflow):
+    """Three steps in a row: three jobs, each enqueued by the one before."""
+
+    start = First
+    transitions = {First: {"ok": Second}, Second: {"ok": Third}, Third: {"ok": Done}}
+
+
+class Fork(_Recorded):
+    """Opens a fan-out."""
+
+
+class Left(_Recorded):
+    """A branch."""
+
+
+class Right(_Recorded):
+    """Another branch."""
+
+
+class Join(_Recorded):
+    """Runs once, after every branch."""
+
+
+class Diamond(Workflow):
+    """A fan-out of two branches and their join."""
+
+    start = Fork
+    transitions = {
+        Fork: {"ok": [Left, Right]},
+        Left: {"ok": Join},
+        Right: {"ok": Join},
+        Join: {"ok": Done},
+    }
+
+
+class Nap(Wait):
+    """A one-second timer."""
+
+
+class Napping(Workflow):
+    """A timer between two steps: its wake-up job fires it."""
+
+    start = First
+    transitions = {First: {"ok": Nap.configure(duration=1, unit="seconds")}, Nap: {"timeout": Done}}
+
+
+class Doze(Wait):
+    """A half-hour timer."""
+
+
+class Dozing(Workflow):
+    """A timer no test waits for: its wake-ups come early."""
+
+    start = First
+    transitions = {
+        First: {"ok": Doze.configure(duration=30, unit="minutes")},
+        Doze: {"timeout": Done},
+    }
+
+
+class Snooze(Wait):
+    """A one-second timer beside two branches."""
+
+
+class Busy(Workflow):
+    """The load: three branches, one of them a timer, joined."""
+
+    start = Fork
+    transitions = {
+        Fork: {"ok": [Left, Right, Snooze.configure(duration=1, unit="seconds")]},
+        Left: {"ok": Join},
+        Right: {"ok": Join},
+        Snooze: {"timeout": Join},
+        Join: {"ok": Done},
+    }
+
+
+class Gate(WaitForEvent):
+    """Waits for ``go``."""
+
+    events = ("go",)
+
+
+class Gated(Workflow):
+    """Waits for an event, then one step."""
+
+    start = First
+    transitions = {First: {"ok": Gate}, Gate: {"go": Second}, Second: {"ok": Done}}
+
+
+class Crunch(Step):
+    """Records each attempt in ``context.initial["dir"]``; the first blocks, to be killed."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        folder = Path(context.initial["dir"])
+        attempt = len(list(folder.glob("attempt-*"))) + 1
+        (folder / f"attempt-{attempt}-{os.getpid()}").touch()
+        if attempt == 1:
+            time.sleep(600)  # killed long before this ends
+        return Event("ok", {"pid": os.getpid()})
+
+
+class Crunching(Workflow):
+    """A step whose first worker dies under it."""
+
+    start = First
+    transitions = {First: {"ok": Crunch}, Crunch: {"ok": Done}}
