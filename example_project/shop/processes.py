@@ -47,6 +47,9 @@ STOP_TIMEOUT = 10.0
 """Seconds a process has to stop after SIGTERM before it is killed."""
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class ProcessFailed(RuntimeError):
     """A process of the demo could not start, or ended while the demo needed it."""
 
@@ -177,14 +180,16 @@ class DemoProcesses:
 
     def stop(self) -> None:
         """Stop every process: SIGTERM to all, then SIGKILL to those still running after
-        ``STOP_TIMEOUT`` seconds. Idempotent. A second Ctrl-C meanwhile does not interrupt it."""
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        ``STOP_TIMEOUT`` seconds. Idempotent. A second Ctrl-C or SIGTERM meanwhile does not
+        interrupt it."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
         try:
             self._stop()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _stop(self) -> None:
         running = [child for child in self.children if child.exited() is None]

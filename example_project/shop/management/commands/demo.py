@@ -43,14 +43,15 @@ def address(text: str) -> str:
     return f"{host or '127.0.0.1'}:{port}"
 
 
-def _exit_on_sigterm() -> None:
-    """Let SIGTERM unwind the demo like Ctrl-C, so it stops the processes it started."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, frame: _raise_system_exit(signum))
+def _stop_on_signals() -> None:
+    """Let SIGINT (Ctrl-C) and SIGTERM unwind the demo, so it stops the processes it started.
 
-
-def _raise_system_exit(signum: int) -> None:
-    raise SystemExit(128 + signum)
+    Both raise KeyboardInterrupt, also when the demo was started with SIGINT ignored (as a
+    shell script's ``&`` does) and over the handler the embedded server's start installs
+    (the server is still stopped at exit, after the demo's processes).
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 class Command(BaseCommand):
@@ -113,7 +114,7 @@ class Command(BaseCommand):
         serve: str | None,
         **options: Any,
     ) -> None:
-        _exit_on_sigterm()
+        _stop_on_signals()
         demo = Demo(
             self.stdout,
             self.style,
