@@ -112,8 +112,7 @@ class Expected:
         return self.step in instance.completed_steps
 
     def __str__(self) -> str:
-        where = {Status.WAITING: "at", Status.FAILED: "at"}.get(self.status, "after")
-        return f"{self.status} {where} {self.step.__qualname__}"
+        return f"{self.status} at {self.step.__qualname__}"
 
 
 UNDER_WAY = frozenset({Status.PENDING, Status.RUNNING, Status.WAITING})
