@@ -90,7 +90,8 @@ class DemoProcesses:
         self.log_dir = log_dir
         self.stdout = stdout
         self.children: list[Child] = []
-        self.host = socket.gethostname()
+        self.started = 0
+        """How many processes this object has started, stopped ones included."""
 
     def __enter__(self) -> DemoProcesses:
         return self
@@ -231,6 +232,7 @@ class DemoProcesses:
         )
         child = Child(name, command, process, log_path, log_file=log_file)
         self.children.append(child)
+        self.started += 1
         return child
 
     def _wait_registered(self, child: Child, before: int) -> int:

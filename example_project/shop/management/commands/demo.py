@@ -54,6 +54,11 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+def stopped(demo: Demo) -> str:
+    """What to add to an error about the processes the demo started (all stopped by now)."""
+    return "\nThe workers and the sweep are stopped." if demo.processes.started else ""
+
+
 class Command(BaseCommand):
     """Migrate, create admin/admin, start the workers, run orders through every path of
     OrderFulfilment, report; optionally serve the admin with the workers running."""
@@ -130,11 +135,9 @@ class Command(BaseCommand):
             if demo.serving:
                 self.stdout.write("Stopped the admin, the workers and the sweep.")
                 return
-            raise CommandError(
-                "interrupted; the workers and the sweep are stopped", returncode=130
-            ) from None
+            raise CommandError(f"interrupted{stopped(demo)}", returncode=130) from None
         except (DemoFailed, ProcessFailed) as error:
-            raise CommandError(f"{error}\nThe workers and the sweep are stopped.") from error
+            raise CommandError(f"{error}{stopped(demo)}") from error
         except OperationalError as error:
             raise CommandError(
                 f"cannot use the database: {error}".strip()
