@@ -18,6 +18,8 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 .DEFAULT_GOAL := test
 DEMO_SERVE ?= 1
 DEMO_ARGS ?=
+DEMO_PORT ?= 8000
+DEMO_WORKERS ?= 2
 PGDATA_DEMO := example_project/.pgdata
 
 BENCH_ARGS ?=
@@ -53,15 +55,14 @@ clean: pg-stop
 	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
 	find . -path ./.pgdata -prune -o -type d -name __pycache__ -exec rm -rf {} +
 
-# The example project: migrate, a superuser, orders in every state, a summary; then the admin at
-# http://127.0.0.1:8000/admin/ until Ctrl-C (DEMO_SERVE=0 exits after the summary). Uses
-# $DATABASE_URL when set, else an embedded PostgreSQL kept in example_project/.pgdata.
+# The example project: migrate, a superuser, procrastinate workers (DEMO_WORKERS, default 2)
+# and the sweep, orders in every state run by the workers, a summary; then the admin at
+# http://127.0.0.1:$(DEMO_PORT)/admin/ with the workers running, until Ctrl-C (DEMO_SERVE=0
+# exits after the summary). The demo starts and stops every process itself. Uses $DATABASE_URL
+# when set, else an embedded PostgreSQL kept in example_project/.pgdata (logs in .pgdata/logs).
 demo: $(STAMP)
-	cd example_project && ../$(BIN)/python manage.py demo $(DEMO_ARGS)
-	@if [ "$(DEMO_SERVE)" != "0" ]; then \
-		echo "Serving the admin at http://127.0.0.1:8000/admin/ (Ctrl-C to stop)"; \
-		cd example_project && ../$(BIN)/python manage.py runserver --noreload 127.0.0.1:8000; \
-	fi
+	cd example_project && ../$(BIN)/python manage.py demo --workers $(DEMO_WORKERS) \
+		$(if $(filter-out 0,$(DEMO_SERVE)),--serve 127.0.0.1:$(DEMO_PORT)) $(DEMO_ARGS)
 
 # The benchmark suite: every figure a ratio against raw psycopg 3 measured in the same run,
 # interleaved; writes bench/results/<timestamp>.json and .md (a full run also LATEST.md). About

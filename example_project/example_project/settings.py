@@ -5,8 +5,13 @@ Otherwise an embedded PostgreSQL is started on demand from the ``embedded-postgr
 data is kept in ``example_project/.pgdata/`` and reused by the next run (delete that directory to
 start afresh). The process that starts it stops it again when it exits.
 
-There is no ``HEPHAESTUS`` setting: by default instances are stored in the ``default`` database.
-The README lists every setting.
+Instances are stored in the ``default`` database (the default storage), and their steps run as
+procrastinate jobs (``QueuedRunner`` with the procrastinate adapter): ``start()`` and ``resume()``
+return at once, and worker processes run the steps. ``manage.py demo`` starts and stops those
+processes itself (see :mod:`shop.processes`); with ``manage.py runserver`` alone, run them beside
+it: ``manage.py procrastinate worker`` (as many as you like) and ``manage.py hephaestus_worker``
+(the sweep: it re-enqueues the work of an instance whose worker died). The README lists every
+setting.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",  # the GIN index on the instances' state
+    "procrastinate.contrib.django",  # the job queue's tables, and `manage.py procrastinate`
     "hephaestus_django",
     "shop",
 ]
@@ -83,6 +89,18 @@ def _database() -> dict[str, Any]:
 
 
 DATABASES = {"default": _database()}
+
+HEPHAESTUS = {
+    "RUNNER": {
+        "BACKEND": "hephaestus_django.runtime.QueuedRunner",
+        "OPTIONS": {
+            "dispatcher": "hephaestus_django.queues.procrastinate.ProcrastinateDispatcher",
+            # A worker killed mid-step has its step enqueued again by the sweep after this many
+            # seconds (default 5 minutes); the demo's steps are instant.
+            "lease": 30,
+        },
+    },
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 USE_TZ = True

@@ -1,5 +1,12 @@
 """The demo behind ``manage.py demo``: orders in every state, then a summary of what happened.
 
+The steps run on worker processes, as in production: the example project's runner is
+``QueuedRunner`` with the procrastinate adapter, and the demo starts ``--workers`` procrastinate
+workers and the sweep (``hephaestus_worker``) itself, then stops them when it ends, however it
+ends (:mod:`shop.processes`). ``start()`` and ``resume()`` return at once; the demo then waits
+until the workers have moved every order to the state it expects, and fails, naming the orders
+that are stuck, if they take longer than ``timeout`` seconds.
+
 A plain class, so it can be run and tested without the command line::
 
     Demo(sys.stdout, orders=10, seed=1).run()
@@ -11,10 +18,13 @@ the database already holds.
 from __future__ import annotations
 
 import random
+import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
@@ -27,22 +37,29 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from hephaestus_django import Instance, Status, storages
+from hephaestus_django import Instance, Status, Step, storages
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.worker import run_once
+from shop.processes import DemoProcesses, check_free
 from shop.workflows import (
     DELIVERY_WINDOW,
+    AwaitShipment,
     BookExpressCourier,
     BookStandardCourier,
+    Cancelled,
+    ChargePayment,
     OrderFulfilment,
+    Rejected,
     RequestReview,
     ThankGoldCustomer,
 )
 
 DEFAULT_ORDERS = 50
 DEFAULT_SEED = 2024
+DEFAULT_WORKERS = 2
+DEFAULT_ADDRESS = "127.0.0.1:8000"
 FIRST_ORDER_ID = 10001
-ADMIN_URL = "http://127.0.0.1:8000/admin/"
+LOG_DIR = Path(__file__).resolve().parent.parent / ".pgdata" / "logs"
+"""Where the workers' and the sweep's output goes (``example_project/.pgdata/logs/``)."""
 ADMIN_USERNAME = ADMIN_PASSWORD = "admin"  # EXAMPLE PROJECT ONLY: a well-known password
 PROGRESS_FROM = 20
 """Show a progress bar from this many orders on (when writing to a terminal)."""
@@ -74,8 +91,37 @@ KINDS = {"regular": 82, "declined card": 8, "empty cart": 5, "free after voucher
 """What kind of order to make, with weights: the last three do not get far."""
 
 
+class DemoFailed(Exception):
+    """The demo could not go on: orders stuck or in an unexpected state (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The state an order should reach: a status, and where (waiting at, completed, failed at)."""
+
+    status: Status
+    step: type[Step]
+
+    def met(self, instance: Instance) -> bool:
+        if instance.status is not self.status:
+            return False
+        if self.status is Status.WAITING:
+            return self.step in instance.waiting_steps
+        if self.status is Status.FAILED:
+            return instance.error is not None and instance.error.step is self.step
+        return self.step in instance.completed_steps
+
+    def __str__(self) -> str:
+        return f"{self.status} at {self.step.__qualname__}"
+
+
+UNDER_WAY = frozenset({Status.PENDING, Status.RUNNING, Status.WAITING})
+"""Statuses an instance may still leave by itself; in any other it stays (until retried)."""
+
+
 class Demo:
-    """Migrate, create the admin user, run orders through every path, and report."""
+    """Migrate, create the admin user, start the workers, run orders through every path, report;
+    then serve the admin if ``serve`` names an address (``127.0.0.1:8000``) until Ctrl-C."""
 
     def __init__(
         self,
@@ -84,34 +130,55 @@ class Demo:
         *,
         orders: int = DEFAULT_ORDERS,
         seed: int = DEFAULT_SEED,
+        workers: int = DEFAULT_WORKERS,
+        timeout: float | None = None,
+        serve: str | None = None,
     ) -> None:
         if orders < 1:
             raise ValueError(f"orders must be a positive number, not {orders!r}")
+        if workers < 1:
+            raise ValueError(f"workers must be a positive number, not {workers!r}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self.stdout = stdout
         self.style = style
         self.orders = orders
         self.seed = seed
+        self.timeout = default_timeout(orders, workers) if timeout is None else timeout
+        self.serve = serve
         self.storage = storages["default"]
+        self.processes = DemoProcesses(workers=workers, log_dir=LOG_DIR)
+        self.serving = False
+        """True once the admin is served: Ctrl-C is then the way to stop, not a failure."""
 
     def run(self) -> None:
-        """Every part of the demo, in order."""
+        """Every part of the demo, in order; the processes it started are stopped at the end,
+        also when a part fails or the demo is interrupted."""
+        if self.serve:
+            check_free(self.serve)
         self.migrate()
         self.create_superuser()
-        started = self.start_orders()
-        shipped = self.report_shipments(started)
-        self.fire_timers(shipped)
-        self.summarise()
-        self.explain_admin()
+        with self.processes:
+            self.start_processes()
+            started = self.start_orders()
+            self.report_shipments(started)
+            self.summarise()
+            self.explain_admin()
+            if self.serve:
+                self.serving = True
+                self.processes.serve(self.serve)
+        self.say("Stopped the workers and the sweep.")
 
     # --- the parts ------------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Create or update the tables."""
+        """Create or update the tables: the instances', and procrastinate's jobs."""
         self.heading("1. Database")
         call_command("migrate", interactive=False, verbosity=0)
         db = connection.settings_dict
         where = f"{db['NAME']} on {db['HOST'] or 'localhost'}:{db['PORT'] or 5432}"
-        self.say(f"Migrated database {where}; instances live in the table workflow_instances.")
+        self.say(f"Migrated database {where}; instances live in the table workflow_instances,")
+        self.say("and their steps' jobs in procrastinate_jobs.")
 
     def create_superuser(self) -> None:
         """A superuser admin/admin, created or its password reset: for this example only."""
@@ -126,35 +193,65 @@ class Demo:
         self.say(f"{verb} the development superuser {ADMIN_USERNAME} / {ADMIN_PASSWORD}.")
         self.say("(Example project only: never use this account or password anywhere else.)")
 
+    def start_processes(self) -> None:
+        """Start the procrastinate workers and the sweep."""
+        self.heading("3. Workers")
+        self.say("The runner is QueuedRunner with the procrastinate adapter: every step is a job.")
+        began = time.monotonic()
+        workers = self.processes.start_workers()
+        sweep = self.processes.start_sweep()
+        pids = ", ".join(str(child.pid) for child in workers)
+        self.say(
+            f"Started {len(workers)} workers, `manage.py procrastinate worker` "
+            f"(pid {pids}), in {time.monotonic() - began:.1f} s,"
+        )
+        self.say(
+            f"and the sweep, `manage.py hephaestus_worker` (pid {sweep.pid}): it enqueues again"
+        )
+        self.say("the work of an instance whose worker died. They stop when the demo stops.")
+        self.say(f"Their logs: {self.processes.log_dir}/")
+
     def start_orders(self) -> list[UUID]:
-        """Start ``self.orders`` orders with varied, seeded contexts; return their ids."""
-        self.heading("3. Placing orders")
+        """Start ``self.orders`` orders with varied, seeded contexts; return their ids once the
+        workers have moved every one of them as far as it goes."""
+        self.heading("4. Placing orders")
         first = self.next_order_id()
         rng = random.Random(f"{self.seed}:{first}")  # the same seed and database, the same orders
         contexts = [self.make_order(rng, first + n) for n in range(self.orders)]
         last = contexts[-1]["order_id"]
         self.say(f"OrderFulfilment.start(context) for orders #{first}-#{last} (seed {self.seed}).")
-        self.say("Each order runs until it waits, completes or fails:")
         ids = []
         began = time.monotonic()
         for context in self.progress(contexts, "orders"):
             ids.append(OrderFulfilment.start(context))
         elapsed = time.monotonic() - began
-        counts = count_by_step(WorkflowInstance.objects.filter(id__in=ids).to_instances())
+        self.say(
+            f"({len(ids)} starts in {elapsed:.2f} s: each commits the instance and its first job "
+            "together, and returns.)"
+        )
+        expected = {
+            id: expected_after_start(context) for id, context in zip(ids, contexts, strict=True)
+        }
+        moved, waited = self.wait_for(expected, "placed")
+        self.say(
+            f"The workers ran each order until it waited, completed or failed ({waited:.2f} s):"
+        )
+        counts = count_by_step(moved)
         width = max(len(step) for _status, step in counts)
         for (status, step), n in sorted(counts.items(), key=lambda item: -item[1]):
             why = EXPLAIN_START.get(step, "")
             self.say(f"  {n:4}  {status:<9}  at {step:<{width}}  {why}".rstrip())
-        self.say(f"({len(ids)} orders in {elapsed:.2f} s: every wave of steps is one write.)")
         return ids
 
-    def report_shipments(self, ids: list[UUID]) -> list[Instance]:
-        """The warehouse reports: resume most waiting orders as shipped, a few as cancelled."""
-        self.heading("4. The warehouse reports")
+    def report_shipments(self, ids: list[UUID]) -> None:
+        """The warehouse reports: resume most waiting orders as shipped, a few as cancelled;
+        then the workers run the refunds, and fire the delivery windows' timers when due."""
+        self.heading("5. The warehouse reports")
         waiting = WorkflowInstance.objects.filter(id__in=ids).waiting().to_instances()
         waiting.sort(key=lambda instance: instance.context.initial["order_id"])
-        shipped: list[Instance] = []
-        cancelled = untouched = 0
+        expected: dict[UUID, Expected] = {}
+        untouched = 0
+        began = time.monotonic()
         for instance in waiting:
             rng = random.Random(f"{self.seed}:warehouse:{instance.context.initial['order_id']}")
             roll = rng.random()
@@ -166,51 +263,106 @@ class Demo:
                     "tracking": f"{CARRIERS[booking['carrier']]}{rng.randrange(10**9):09d}",
                     "shipped_at": timezone.now().replace(microsecond=0),  # aware; stored tagged
                 }
-                shipped.append(OrderFulfilment.resume(instance.id, "shipped", payload))
+                OrderFulfilment.resume(instance.id, "shipped", payload)
+                expected[instance.id] = Expected(Status.COMPLETED, follow_up_of(instance))
             elif roll < 0.8:
                 OrderFulfilment.resume(instance.id, "cancelled", {"reason": "customer cancelled"})
-                cancelled += 1
+                expected[instance.id] = Expected(Status.COMPLETED, Cancelled)
             else:
                 untouched += 1
+        elapsed = time.monotonic() - began
+        shipped = sum(1 for e in expected.values() if e.step is not Cancelled)
+        cancelled = len(expected) - shipped
         window = delivery_window()
         self.say(
-            f'  {len(shipped):4}  OrderFulfilment.resume(id, "shipped", {{"carrier": ..., '
+            f'  {shipped:4}  OrderFulfilment.resume(id, "shipped", {{"carrier": ..., '
             '"tracking": ..., "shipped_at": ...})'
         )
         self.say(
-            f"        -> a delivery window of {window}: a Wait timer, stored with the instance"
+            f"        -> a delivery window of {window}: a Wait timer, stored with the instance,"
         )
+        self.say("           and a wake-up job scheduled for when it is due")
         self.say(f'  {cancelled:4}  OrderFulfilment.resume(id, "cancelled", {{"reason": ...}})')
         self.say("        -> RefundPayment -> Cancelled")
         self.say(f"  {untouched:4}  not reported yet: still waiting at AwaitShipment")
-        return shipped
-
-    def fire_timers(self, shipped: list[Instance]) -> None:
-        """Wait until the delivery windows are over, then fire the due timers."""
-        self.heading("5. Timers")
-        due_times = [
-            waiting.resume_at
-            for instance in shipped
-            for waiting in instance.waiting_steps.values()
-            if waiting.resume_at is not None
-        ]
-        if due_times:
-            delay = max((max(due_times) - datetime.now(UTC)).total_seconds(), 0)
-            self.say(f"Waiting {delay:.1f} s until the last delivery window is over...")
-            time.sleep(delay + 0.05)
-        fired = run_once()  # what `manage.py hephaestus_worker` does in a loop
-        self.say(f"hephaestus_django.worker.run_once(): {len(fired)} timers fired.")
-        thanked = sum(1 for i in fired if i.context.result(ThankGoldCustomer) is not None)
-        reviewed = sum(1 for i in fired if i.context.result(RequestReview) is not None)
-        completed = sum(1 for i in fired if i.status is Status.COMPLETED)
-        self.say("Then a Route on the customer's tier chose the follow-up:")
+        if expected:
+            self.say(
+                f"({len(expected)} resumes in {elapsed:.2f} s: each returns once its transition "
+                "and jobs are committed.)"
+            )
+        self.heading("6. Timers")
+        finished, waited = self.wait_for(expected, "reported")
+        self.say("The workers ran the refunds, and fired each delivery window's timer when it")
+        self.say(f"was over ({window}; all done in {waited:.2f} s); then a Route on the")
+        self.say("customer's tier chose the follow-up:")
+        thanked = sum(1 for i in finished if i.context.result(ThankGoldCustomer) is not None)
+        reviewed = sum(1 for i in finished if i.context.result(RequestReview) is not None)
+        refunded = sum(1 for i in finished if Cancelled in i.completed_steps)
         self.say(f"  {thanked:4}  ThankGoldCustomer (gold customers)")
         self.say(f"  {reviewed:4}  RequestReview (everyone else)")
-        self.say(f"  {completed:4}  of them completed")
+        self.say(f"  {thanked + reviewed:4}  of them completed")
+        self.say(f"  {refunded:4}  cancelled orders refunded (RefundPayment -> Cancelled)")
+
+    def wait_for(
+        self, expected: Mapping[UUID, Expected], what: str
+    ) -> tuple[list[Instance], float]:
+        """Wait until every instance of ``expected`` is in its expected state; return them, and
+        how many seconds that took.
+
+        Fails with :class:`DemoFailed`, naming the orders, when one ends in another state, or
+        when they are not all there after ``self.timeout`` seconds; with
+        :class:`~shop.processes.ProcessFailed` when a worker or the sweep has died.
+        """
+        began = time.monotonic()
+        pending = dict(expected)
+        arrived: list[Instance] = []
+        stream = RawStream(self.stdout)
+        show = stream.isatty() and len(expected) >= PROGRESS_FROM
+        while pending:
+            found = {
+                instance.id: instance
+                for instance in WorkflowInstance.objects.filter(id__in=pending).to_instances()
+            }
+            wrong = []
+            for id, expectation in list(pending.items()):
+                instance = found.get(id)
+                if instance is None:
+                    wrong.append(f"{id}: the instance no longer exists")
+                elif expectation.met(instance):
+                    arrived.append(instance)
+                    del pending[id]
+                elif instance.status not in UNDER_WAY:
+                    wrong.append(f"{describe(instance)}, expected {expectation}")
+            if wrong:
+                raise DemoFailed(
+                    f"{len(wrong)} {what} orders ended in a state the demo does not expect:\n"
+                    + listing(wrong)
+                )
+            if not pending:
+                break
+            self.processes.check_running()
+            if time.monotonic() - began > self.timeout:
+                stuck = [
+                    f"{describe(found[id])}, expected {expectation}"
+                    for id, expectation in pending.items()
+                ]
+                raise DemoFailed(
+                    f"{len(stuck)} of {len(expected)} {what} orders did not reach the state "
+                    f"expected within {self.timeout:g} s (--timeout):\n{listing(stuck)}\n"
+                    f"The workers' and the sweep's logs: {self.processes.log_dir}/"
+                )
+            if show:
+                done = len(expected) - len(pending)
+                stream.write(f"\r  the workers have moved {done}/{len(expected)} orders on")
+                stream.flush()
+            time.sleep(0.1)
+        if show:
+            stream.write("\r" + " " * 60 + "\r")
+        return arrived, time.monotonic() - began
 
     def summarise(self) -> None:
-        """Counts by workflow, status and step; a JSONB query; one failure."""
-        self.heading("6. What is in the database (all runs so far)")
+        """Counts by workflow, status and step; a JSONB query; one failure; who ran the steps."""
+        self.heading("7. What is in the database (all runs so far)")
         rows = (
             WorkflowInstance.objects.values("workflow", "status", step=KT("state__current_step"))
             .annotate(count=Count("id"))
@@ -233,6 +385,9 @@ class Demo:
         if examples:
             self.say(f"  The latest orders, via .to_instances(): {examples}")
 
+        self.say("")
+        self.say_workers()
+
         failed = WorkflowInstance.objects.of_workflow(OrderFulfilment).failed()
         row = failed.order_by("-inserted_at").first()
         self.say("")
@@ -244,11 +399,32 @@ class Demo:
         self.say(f"  step:  {error.step.__qualname__}", self.style_of("ERROR"))
         self.say(f"  error: {error.error_type}: {error.message}", self.style_of("ERROR"))
 
+    def say_workers(self) -> None:
+        """Which worker processes ran this run's steps, and how many jobs each."""
+        jobs = self.processes.jobs_by_worker()
+        busy = sum(1 for count in jobs.values() if count)
+        self.say(
+            f"This run's steps ran as {sum(jobs.values())} procrastinate jobs on {busy} of "
+            f"{len(jobs)} workers, on host {socket.gethostname()}:"
+        )
+        for child, count in jobs.items():
+            self.say(f"  {child.name} (pid {child.pid}): {count} jobs")
+
     def explain_admin(self) -> None:
         """How to look at all this in the admin."""
-        self.heading("7. See it in the admin")
-        self.say("  python manage.py runserver")
-        self.say(f"  then open {ADMIN_URL} and log in as {ADMIN_USERNAME} / {ADMIN_PASSWORD}.")
+        self.heading("8. See it in the admin")
+        url = f"http://{self.serve or DEFAULT_ADDRESS}/admin/"
+        if self.serve:
+            self.say(f"Serving the admin at {url}: log in as {ADMIN_USERNAME} / {ADMIN_PASSWORD}.")
+            self.say("  The workers and the sweep keep running. Resume an order waiting at")
+            self.say("  AwaitShipment: the page returns at once, the instance running; reload it")
+            self.say("  to see the workers move it on. Filter by status, search the context")
+            self.say("  (order_id=10001), read a failed one's error and history.")
+            self.say("  Ctrl-C stops the admin, the workers and the sweep.")
+            self.say("")
+            return
+        self.say("  make demo   (it serves the admin, with the workers running, until Ctrl-C)")
+        self.say(f"  then open {url} and log in as {ADMIN_USERNAME} / {ADMIN_PASSWORD}.")
         self.say("  Filter by status, search the context (order_id=10001),")
         self.say("  resume a waiting order, read a failed one's error and history.")
 
@@ -350,6 +526,45 @@ def count_by_step(instances: Iterable[Instance]) -> dict[tuple[str, str], int]:
         key = (instance.status.value, step)
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def expected_after_start(order: Mapping[str, Any]) -> Expected:
+    """Where a new order should get to by itself, from what ``make_order`` made of it."""
+    if not order["items"] or order["total"] <= 0:
+        return Expected(Status.COMPLETED, Rejected)
+    if order["card"] == "declined":
+        return Expected(Status.FAILED, ChargePayment)
+    return Expected(Status.WAITING, AwaitShipment)
+
+
+def follow_up_of(instance: Instance) -> type[Step]:
+    """The step a shipped order's delivery ends with: the Route of ``shop.workflows``."""
+    if instance.context.initial["customer"]["tier"] == "gold":
+        return ThankGoldCustomer
+    return RequestReview
+
+
+def describe(instance: Instance) -> str:
+    """``#10003 (1a2b...) is running at ChargePayment``."""
+    order = instance.context.initial.get("order_id", "?")
+    steps = sorted(step.__qualname__ for step in instance.active_steps) or [
+        instance.current_step.__qualname__ if instance.current_step else "-"
+    ]
+    return f"order #{order} ({instance.id}) is {instance.status} at {', '.join(steps)}"
+
+
+def listing(lines: list[str], most: int = 10) -> str:
+    """The first ``most`` lines, indented, and how many more there are."""
+    shown = [f"  {line}" for line in lines[:most]]
+    if len(lines) > most:
+        shown.append(f"  ... and {len(lines) - most} more")
+    return "\n".join(shown)
+
+
+def default_timeout(orders: int, workers: int) -> float:
+    """How long the demo waits for the workers by default: a minute, and a second more per
+    order and worker (a worker moves a few orders a second on, so this is generous)."""
+    return 60.0 + orders / workers
 
 
 def short_name(dotted: str | None) -> str:
