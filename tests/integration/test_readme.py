@@ -29,7 +29,7 @@ from django.db import connection
 
 from hephaestus_django import storages
 from hephaestus_django.conf import runner as configured_runner
-from hephaestus_django.runtime import QueuedRunner
+from hephaestus_django.runtime import QueuedRunner, configure
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -46,7 +46,8 @@ VERIFIED = {
     "from hephaestus_django.models import WorkflowInstance": "test_quickstart_word_for_word",
     'storage = storages["default"]': "test_quickstart_word_for_word",
     '"tenant_a": {': "test_quickstart_word_for_word",
-    "configure(storages=": "test_runtime_without_django",
+    "InMemoryStorage()})  # takes precedence": "test_runtime_without_django",
+    "dispatcher = InMemoryDispatcher()": "test_queued_runner_in_your_tests",
     "InMemoryStorage(clock=": "test_a_test_moves_the_storages_clock",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
     "queues.procrastinate.ProcrastinateDispatcher": "test_procrastinate_settings_pass_the_checks",
@@ -189,7 +190,7 @@ def test_quickstart_word_for_word(tmp_path: Path, fresh_database: dict[str, str]
 
 def test_runtime_without_django(tmp_path: Path) -> None:
     code = textwrap.dedent(
-        block("configure(storages=")
+        block("InMemoryStorage()})  # takes precedence")
         + """
 import sys
 from hephaestus_django import Done, Step, Workflow
@@ -213,6 +214,22 @@ print("OK")
     assert "OK" in run(
         sys.executable, "-c", code, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}
     )
+
+
+def test_queued_runner_in_your_tests() -> None:
+    """The quickstart's workflow on the in-memory queue: nothing runs until the test drains."""
+    workflows = block("class OrderWorkflow(Workflow):")
+    namespace: dict[str, Any] = {"__name__": "readme_queued"}
+    try:
+        exec(
+            compile(workflows + block("dispatcher = InMemoryDispatcher()"), "README.md", "exec"),
+            namespace,
+        )
+        instance = namespace["OrderWorkflow"].get(namespace["queued_id"])
+    finally:
+        configure()
+    assert instance.status == "waiting"  # for the payment, after ValidateOrder ran as a job
+    assert namespace["dispatcher"].jobs == []
 
 
 def test_graph_command_prints_the_readme_graph(tmp_path: Path) -> None:
