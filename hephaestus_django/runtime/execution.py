@@ -10,7 +10,9 @@ checked and logged the same way, so both runners record the same history.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from hephaestus_django.core import engine
 from hephaestus_django.core.engine import Activation, StepResult
@@ -69,6 +71,40 @@ def reach_ends(instance: Instance, now: datetime) -> Instance:
         return instance
     results = [execute_step(instance, item) for item in engine.runnable(instance)]
     return engine.apply(instance, results, now=now)
+
+
+Transition = Callable[[Instance], Instance]
+
+
+def resuming(
+    event: str,
+    data: Any,
+    *,
+    now: Callable[[], datetime],
+    step: StepClass | str | None,
+    workflow: type[WorkflowDefinition] | None,
+    expected_revision: int | None,
+) -> Transition:
+    """The transition of ``resume``: checked against what the caller expects, then the event
+    delivered (at the storage's ``now()``); the same for both runners."""
+
+    def transition(instance: Instance) -> Instance:
+        expect(instance, workflow, expected_revision)
+        return engine.resume(instance, event, data, now=now(), step=step)
+
+    return transition
+
+
+def retrying(
+    *, workflow: type[WorkflowDefinition] | None, expected_revision: int | None
+) -> Transition:
+    """The transition of ``retry``, checked against what the caller expects."""
+
+    def transition(instance: Instance) -> Instance:
+        expect(instance, workflow, expected_revision)
+        return engine.retry(instance)
+
+    return transition
 
 
 def expect(

@@ -3,9 +3,11 @@
 ``start``, ``resume`` and ``retry`` make their transition and enqueue a job per
 step it made runnable, in one transaction when the dispatcher can join it
 (:mod:`~hephaestus_django.runtime.dispatch`), then return at once: the caller
-(a web request, an admin click) never waits for a step. A job executes its step
-outside any lock, then applies the result with the storage's locked
-``update`` and enqueues, in the same transaction, whatever became runnable. So a
+(a web request, an admin click) never waits for a step. A job marks its step
+running (where, since when), executes it outside any lock, then records the
+result (one optimistic write; the storage's locked ``update`` when another job
+wrote the instance meanwhile) and enqueues, in the same transaction, whatever
+became runnable. So a
 fan-out's branches are separate jobs that run on different machines at once,
 and a join is decided from the stored state by whichever branch finishes last.
 
@@ -13,8 +15,8 @@ Delivery is at least once; effects are not repeated:
 
 - a job whose step is no longer runnable (delivered twice, already done, the
   instance failed, was deleted or is corrupt) does nothing and says so in the
-  log; two jobs of one step racing both run it, and the locked update records
-  the first result only;
+  log; two jobs of one step racing both run it, and only the first result is
+  recorded (the second write is stale, and the locked update finds the step done);
 - a timer due within ``wakeup_horizon`` becomes a wake-up job at its due time;
   an early or repeated wake-up changes nothing.
 
@@ -69,7 +71,7 @@ from hephaestus_django.runtime.dispatch import (
     WakeUp,
     job_from_payload,
 )
-from hephaestus_django.runtime.execution import execute_step, expect, reach_ends
+from hephaestus_django.runtime.execution import execute_step, reach_ends, resuming, retrying
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.runner import DEFAULT_LEASE
 from hephaestus_django.runtime.storage import StepMarking, Storage, atomic, on_commit
@@ -142,12 +144,18 @@ class QueuedRunner:
         expected_revision: int | None = None,
     ) -> Instance:
         """Deliver ``event`` to a waiting step and enqueue what it made runnable."""
-
-        def transition(instance: Instance) -> Instance:
-            expect(instance, workflow, expected_revision)
-            return engine.resume(instance, event, data, now=storage.now(), step=step)
-
-        return self._transition(instance_id, storage, transition)
+        return self._transition(
+            instance_id,
+            storage,
+            resuming(
+                event,
+                data,
+                now=storage.now,
+                step=step,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
 
     def retry(
         self,
@@ -158,12 +166,9 @@ class QueuedRunner:
         expected_revision: int | None = None,
     ) -> Instance:
         """Make a failed instance's failed step runnable again, and enqueue it."""
-
-        def transition(instance: Instance) -> Instance:
-            expect(instance, workflow, expected_revision)
-            return engine.retry(instance)
-
-        return self._transition(instance_id, storage, transition)
+        return self._transition(
+            instance_id, storage, retrying(workflow=workflow, expected_revision=expected_revision)
+        )
 
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """The sweep: fire due timers and enqueue again the work of instances whose lease

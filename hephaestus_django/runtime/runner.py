@@ -40,7 +40,7 @@ from hephaestus_django.core.errors import HephaestusError, InstanceNotFound, Sta
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.workflow import WorkflowDefinition
-from hephaestus_django.runtime.execution import execute_step, expect, reach_ends
+from hephaestus_django.runtime.execution import execute_step, reach_ends, resuming, retrying
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.storage import Storage, in_callers_transaction
 
@@ -147,12 +147,18 @@ class LocalRunner:
         With ``expected_revision`` (the revision the caller saw, e.g. on an admin page), an
         instance that has changed since is refused with :class:`StaleInstanceError`.
         """
-
-        def transition(instance: Instance) -> Instance:
-            expect(instance, workflow, expected_revision)
-            return engine.resume(instance, event, data, now=storage.now(), step=step)
-
-        return self._transition_and_run(instance_id, storage, transition)
+        return self._transition_and_run(
+            instance_id,
+            storage,
+            resuming(
+                event,
+                data,
+                now=storage.now,
+                step=step,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
 
     def retry(
         self,
@@ -163,12 +169,9 @@ class LocalRunner:
         expected_revision: int | None = None,
     ) -> Instance:
         """Run a failed instance's failed step again, then what follows (see ``resume``)."""
-
-        def transition(instance: Instance) -> Instance:
-            expect(instance, workflow, expected_revision)
-            return engine.retry(instance)
-
-        return self._transition_and_run(instance_id, storage, transition)
+        return self._transition_and_run(
+            instance_id, storage, retrying(workflow=workflow, expected_revision=expected_revision)
+        )
 
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """Fire due timers and take over instances whose runner died; return those handled.
