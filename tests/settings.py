@@ -48,9 +48,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "django_tasks_db",  # Django Tasks' database backend (tests/dispatchers)
     "hephaestus_django",
     "tests.testapp",
 ]
+
+# Django Tasks: the database backend, on the database the default storage uses, so enqueueing
+# joins the transaction of a QueuedRunner with TasksDispatcher (tests/dispatchers).
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
