@@ -17,6 +17,18 @@ first request. A check never raises: whatever is wrong becomes a message.
 ``hephaestus.E010``        ``django.contrib.postgres`` is not in ``INSTALLED_APPS``
 ``hephaestus.W001``        no storage is named ``"default"`` (``Workflow.start()`` uses it)
 =========================  ===============================================================
+
+A ``QueuedRunner``'s dispatcher that has a ``check(storages)`` method reports on its own job
+engine (:func:`check_dispatcher`); ``TasksDispatcher``'s messages:
+
+=========================  ===============================================================
+``hephaestus.E011``        Django Tasks is not installed (``django.tasks`` nor the backport)
+``hephaestus.E012``        the dispatcher's task backend is not in ``TASKS`` or cannot be built
+``hephaestus.E013``        the backend is django-tasks-db's, whose app is not installed
+``hephaestus.E014``        the backend refuses the dispatcher's queue name or priority
+``hephaestus.W002``        enqueueing does not join a storage's transactions
+``hephaestus.W003``        the backend cannot delay a task: timers wait for the sweep
+=========================  ===============================================================
 """
 
 from __future__ import annotations
@@ -108,6 +120,31 @@ def check_postgres_app(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
             "settings.INSTALLED_APPS",
         )
     ]
+
+
+@register(TAG)
+def check_dispatcher(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A ``QueuedRunner``'s dispatcher checks its job engine against the configured storages,
+    when it has a ``check(storages)`` method (the adapters in ``hephaestus_django.queues``).
+
+    A runner or storage that cannot be built is left to :func:`check_settings` to report.
+    """
+    where = f"settings.{SETTING}['RUNNER']"
+    try:
+        runner = build_backend(runner_settings(), where, InvalidBackendError)
+        entries = storage_settings()
+    except Exception:
+        return []
+    check = getattr(getattr(runner, "dispatcher", None), "check", None)
+    if not callable(check):
+        return []
+    built = {}
+    for alias, entry in entries.items():
+        try:
+            built[alias] = build_backend(entry, f"storage {alias!r}", InvalidBackendError)
+        except Exception:
+            continue
+    return list(check(built))
 
 
 def _check_storages() -> list[CheckMessage]:
