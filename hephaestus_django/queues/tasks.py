@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -74,6 +74,12 @@ def framework() -> ModuleType:
 def framework_exceptions() -> ModuleType:
     """The Tasks API's exceptions module (``TaskException``, an invalid task or backend)."""
     return importlib.import_module(f"{framework().__name__}.exceptions")
+
+
+def base_task_class() -> type:
+    """The Tasks API's ``Task`` class (a backend may name its own as ``task_class``)."""
+    task: type = importlib.import_module(f"{framework().__name__}.base").Task
+    return task
 
 
 def database_backend_class() -> type | None:
@@ -160,6 +166,100 @@ class TasksDispatcher:
             return False
         return self.database_alias() == storage.using
 
+    # --- system checks ----------------------------------------------------------------------
+
+    def check(self, storages: Mapping[str, Storage]) -> list[Any]:
+        """What ``manage.py check`` reports about this dispatcher, given the configured
+        storages (see :mod:`hephaestus_django.checks`): the Tasks API or django-tasks-db
+        missing, the backend unknown or refusing our tasks, the database backend's app not
+        installed (errors); enqueueing that cannot join a storage's transaction, a backend
+        that cannot delay a wake-up (warnings)."""
+        from django.apps import apps
+        from django.core.checks import Error, Warning
+
+        where = "settings.HEPHAESTUS['RUNNER']['OPTIONS']"
+        try:
+            api = framework()
+        except TasksNotInstalled as error:
+            return [Error(str(error), hint=INSTALL_HINT, obj=where, id="hephaestus.E011")]
+        try:
+            backend = self.get_backend()
+        except ValueError as error:  # django-tasks-db's compat module, without a Tasks API
+            return [Error(str(error), hint=INSTALL_HINT, obj=where, id="hephaestus.E011")]
+        except Exception as error:  # the Tasks API's InvalidTaskBackend (ImproperlyConfigured)
+            return [
+                Error(
+                    f"The TasksDispatcher's task backend {self.backend!r} cannot be used: {error}",
+                    hint=f"Name an alias of settings.TASKS as OPTIONS['dispatcher_options']"
+                    f"['backend'] (TASKS: {sorted(getattr(api.task_backends, 'settings', {}))}"
+                    f"); for the database backend, {INSTALL_HINT} and use "
+                    f"'django_tasks_db.DatabaseBackend'.",
+                    obj=where,
+                    id="hephaestus.E012",
+                )
+            ]
+        database_backend = database_backend_class()
+        is_database = database_backend is not None and isinstance(backend, database_backend)
+        if is_database and not apps.is_installed("django_tasks_db"):
+            return [
+                Error(
+                    f"The TasksDispatcher's task backend {self.backend!r} is django-tasks-db's "
+                    f"DatabaseBackend, but 'django_tasks_db' is not in INSTALLED_APPS.",
+                    hint="Add 'django_tasks_db' to INSTALLED_APPS and run manage.py migrate: "
+                    "its table holds the tasks.",
+                    obj="settings.INSTALLED_APPS",
+                    id="hephaestus.E013",
+                )
+            ]
+        messages: list[Any] = []
+        try:
+            self.task(_step_function)
+        except framework_exceptions().TaskException as error:
+            messages.append(
+                Error(
+                    f"The task backend {self.backend!r} refuses the TasksDispatcher's tasks "
+                    f"(queue_name={self.queue_name!r}, priority={self.priority}): {error}",
+                    hint="Use a queue_name of the backend's QUEUES (or add it there), and "
+                    "priority 0 for a backend without priorities.",
+                    obj=where,
+                    id="hephaestus.E014",
+                )
+            )
+        if not backend.supports_defer:
+            messages.append(
+                Warning(
+                    f"The task backend {self.backend!r} cannot run a task later (run_after): "
+                    f"timers get no wake-up task.",
+                    hint="hephaestus_worker fires them instead, one lease after they are due; "
+                    "use a backend that supports run_after (django-tasks-db does).",
+                    obj=where,
+                    id="hephaestus.W003",
+                )
+            )
+        database = self.database_alias() if is_database else None
+        messages += [
+            Warning(
+                f"Enqueueing through the TasksDispatcher does not join the transactions of "
+                f"storage {alias!r}: "
+                + (
+                    f"its task backend {self.backend!r} is not a database backend."
+                    if database is None
+                    else f"the task backend writes to database {database!r}, the storage to "
+                    f"{getattr(storage, 'using', '?')!r}."
+                ),
+                hint="Jobs are enqueued once a transition has committed; a crash in between "
+                "leaves steps without a job until the instance's lease lapses and "
+                "hephaestus_worker (the sweep) enqueues them again. For jobs that commit with "
+                "their transition, use django_tasks_db.DatabaseBackend on the storage's "
+                "database.",
+                obj=f"settings.HEPHAESTUS['STORAGES'][{alias!r}]",
+                id="hephaestus.W002",
+            )
+            for alias, storage in storages.items()
+            if _is_django_storage(storage) and not self.joins_transaction(storage)
+        ]
+        return messages
+
     # --- what the adapter's checks and tasks use --------------------------------------------
 
     def get_backend(self) -> Any:
@@ -181,13 +281,19 @@ class TasksDispatcher:
     def task(self, function: Callable[[dict[str, str]], Any]) -> Any:
         """``function`` as a Task on this dispatcher's backend, queue and priority (validated by
         the backend: an unknown queue or an unsupported priority raises the Tasks API's error)."""
-        task_class = getattr(self.get_backend(), "task_class", None) or framework().Task
+        task_class = getattr(self.get_backend(), "task_class", None) or base_task_class()
         return task_class(
             func=function,
             backend=self.backend,
             queue_name=self.queue_name,
             priority=self.priority,
         )
+
+
+def _is_django_storage(storage: object) -> bool:
+    from hephaestus_django.storage import DjangoStorage
+
+    return isinstance(storage, DjangoStorage)
 
 
 def run_step(payload: dict[str, str]) -> dict[str, str] | None:

@@ -49,7 +49,7 @@ def _tasks_queued() -> int:
     return DBTaskResult.objects.filter(status="READY").count()
 
 
-def _tasks_drain() -> None:
+def run_db_worker_batch(*arguments: str) -> None:
     """``db_worker --batch``: the real worker, in this process, until no task is ready.
 
     The worker installs its own SIGINT/SIGTERM handlers; they are put back afterwards so the
@@ -72,6 +72,7 @@ def _tasks_drain() -> None:
                 "--no-reload",
                 "--interval",
                 "0",
+                *arguments,
                 verbosity=0,
             )
     finally:
@@ -104,7 +105,7 @@ TASKS = Adapter(
     settings_module="tests.dispatchers.tasks_settings",
     worker=("db_worker", "--interval", "0.1", "--no-startup-delay", "--no-reload"),
     queued=_tasks_queued,
-    drain=_tasks_drain,
+    drain=run_db_worker_batch,
     duplicate=_tasks_duplicate,
     enqueue_payload=_tasks_enqueue_payload,
 )
