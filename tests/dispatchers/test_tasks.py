@@ -4,6 +4,7 @@ a deployment runs them: ``manage.py check``)."""
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,14 +15,14 @@ from django.core.management.base import SystemCheckError
 from django.test import modify_settings
 from django_tasks_db.models import DBTaskResult
 
-from hephaestus_django import storages
+from hephaestus_django import conf, storages
 from hephaestus_django.core.engine import next_due_time
 from hephaestus_django.queues import tasks
 from hephaestus_django.queues.tasks import TasksDispatcher
 from hephaestus_django.runtime import InMemoryStorage
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
-from tests.dispatchers.adapters import run_db_worker_batch
+from tests.dispatchers.adapters import TASKS, run_db_worker_batch
 
 if TYPE_CHECKING:
     from pytest_django import Settings
@@ -237,3 +238,36 @@ def test_a_storage_on_another_database_than_the_tasks_is_a_warning(settings: Set
 def test_a_local_runner_gets_no_tasks_message(settings: Settings) -> None:
     settings.TASKS = {"default": {"BACKEND": immediate_backend()}}
     assert check() == ""
+
+
+# --- the README's "Running on workers" for Django Tasks ------------------------------------------
+
+
+def readme_block(fragment: str) -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"^```\w+\n(.*?)^```", readme, flags=re.DOTALL | re.MULTILINE)
+    (found,) = [code for code in blocks if fragment in code]
+    return found
+
+
+@pytest.mark.django_db
+def test_the_readmes_tasks_settings_pass_the_checks(settings: Settings) -> None:
+    """Its settings, applied to a project that has hephaestus_django, configure a queued
+    runner whose tasks commit with its transitions, and nothing to warn about."""
+    namespace: dict[str, Any] = {"INSTALLED_APPS": ["hephaestus_django"]}
+    exec(readme_block('"django_tasks_db.DatabaseBackend"'), namespace)
+    assert namespace["INSTALLED_APPS"] == ["hephaestus_django", "django_tasks_db"]
+    settings.TASKS = namespace["TASKS"]
+    settings.HEPHAESTUS = namespace["HEPHAESTUS"]
+
+    assert check() == ""
+    dispatcher = conf.runner.get().dispatcher
+    assert isinstance(dispatcher, TasksDispatcher)
+    assert dispatcher.joins_transaction(storages["default"])
+
+
+def test_the_readmes_tasks_commands_are_the_process_tests() -> None:
+    """The process tests (test_contract's worker processes, ``Processes.worker`` and
+    ``Processes.sweep``) run these very commands, with test-friendly options."""
+    commands = [line.split()[2] for line in readme_block("manage.py db_worker").splitlines()]
+    assert commands == [TASKS.worker[0], "hephaestus_worker"]

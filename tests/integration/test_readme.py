@@ -44,6 +44,8 @@ VERIFIED = {
     "InMemoryStorage(clock=": "test_a_test_moves_the_storages_clock",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
+    '"django_tasks_db.DatabaseBackend"': "test_the_readmes_tasks_settings_pass_the_checks",
+    "python manage.py db_worker": "test_the_readmes_tasks_commands_are_the_process_tests",
     "make test": ".ci/run",
     "make demo": ".ci/run",
     "make bench": ".ci/run",
