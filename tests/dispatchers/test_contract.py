@@ -49,7 +49,7 @@ def test_start_returns_before_the_step_runs_and_leaves_one_job(
     queued: Adapter, tmp_path: Path
 ) -> None:
     """The caller never waits for a step: start() writes the instance and its first job."""
-    instance_id = workflows.Chain.start({"dir": str(tmp_path)})
+    instance_id = workflows.QueuedChain.start({"dir": str(tmp_path)})
 
     instance = storages["default"].get(instance_id)
     assert instance.status is Status.RUNNING
@@ -68,7 +68,7 @@ def test_a_rolled_back_transaction_leaves_neither_instance_nor_job(
 
     def start_then_roll_back() -> None:
         with transaction.atomic():
-            started.append(workflows.Chain.start({"dir": str(tmp_path)}))
+            started.append(workflows.QueuedChain.start({"dir": str(tmp_path)}))
             assert queued.queued() == 1  # inside the transaction already
             raise RolledBack
 
@@ -83,15 +83,15 @@ def test_a_rolled_back_transaction_leaves_neither_instance_nor_job(
 
 @pytest.mark.django_db
 def test_the_engines_worker_runs_a_chain_and_a_fan_out(queued: Adapter, tmp_path: Path) -> None:
-    chain = workflows.Chain.start({"dir": str(tmp_path)})
-    fan_out = workflows.FanOut.start({"dir": str(tmp_path)})
+    chain = workflows.QueuedChain.start({"dir": str(tmp_path)})
+    fan_out = workflows.QueuedFanOut.start({"dir": str(tmp_path)})
 
     queued.drain()
 
-    assert history(chain) == [("Fetch", "ok"), ("Check", "ok"), ("Store", "ok"), ("Done", "done")]
+    assert history(chain) == [("Fetch", "ok"), ("Verify", "ok"), ("Store", "ok"), ("Done", "done")]
     steps = history(fan_out)
     assert sorted(steps[1:3]) == [("Left", "ok"), ("Right", "ok")]
-    assert [steps[0], *steps[3:]] == [("Open", "ok"), ("Merge", "ok"), ("Done", "done")]
+    assert [steps[0], *steps[3:]] == [("Open", "ok"), ("Rejoin", "ok"), ("Done", "done")]
     assert status(chain) is status(fan_out) is Status.COMPLETED
     assert queued.queued() == 0
 
@@ -100,7 +100,7 @@ def test_the_engines_worker_runs_a_chain_and_a_fan_out(queued: Adapter, tmp_path
 def test_a_job_delivered_twice_has_one_effect(queued: Adapter, tmp_path: Path) -> None:
     """The second delivery finds its step no longer runnable and does nothing: the step does
     not even execute again, and no result is recorded twice."""
-    instance_id = workflows.Chain.start({"dir": str(tmp_path)})
+    instance_id = workflows.QueuedChain.start({"dir": str(tmp_path)})
     assert queued.duplicate() == 1
 
     queued.drain()
@@ -108,7 +108,7 @@ def test_a_job_delivered_twice_has_one_effect(queued: Adapter, tmp_path: Path) -
     assert markers(tmp_path, "fetch") == [f"fetch-1-{os.getpid()}"]
     assert history(instance_id) == [
         ("Fetch", "ok"),
-        ("Check", "ok"),
+        ("Verify", "ok"),
         ("Store", "ok"),
         ("Done", "done"),
     ]
@@ -116,13 +116,13 @@ def test_a_job_delivered_twice_has_one_effect(queued: Adapter, tmp_path: Path) -
 
 @pytest.mark.django_db
 def test_an_event_delivered_twice_has_one_effect(queued: Adapter, tmp_path: Path) -> None:
-    instance_id = workflows.Approving.start({"dir": str(tmp_path)})
+    instance_id = workflows.QueuedApproval.start({"dir": str(tmp_path)})
     queued.drain()
     assert status(instance_id) is Status.WAITING
 
-    workflows.Approving.resume(instance_id, "approved")
+    workflows.QueuedApproval.resume(instance_id, "approved")
     with pytest.raises(HephaestusError):
-        workflows.Approving.resume(instance_id, "approved")
+        workflows.QueuedApproval.resume(instance_id, "approved")
     assert queued.queued() == 1
     queued.drain()
 
@@ -147,7 +147,7 @@ def test_a_job_naming_an_unusable_instance_is_logged_once_and_dropped(
     elif case == "malformed":
         queued.enqueue_payload({"kind": "step", "storage": "default", "instance": "nonsense"})
     else:
-        victim = workflows.Chain.start({"dir": str(tmp_path)})
+        victim = workflows.QueuedChain.start({"dir": str(tmp_path)})
         with connection.cursor() as cursor:
             change = {
                 "deleted": "DELETE FROM workflow_instances WHERE id = %s",
@@ -156,7 +156,7 @@ def test_a_job_naming_an_unusable_instance_is_logged_once_and_dropped(
                 "WHERE id = %s",
             }[case]
             cursor.execute(change, [victim])
-    survivor = workflows.Chain.start({"dir": str(tmp_path / "survivor")})
+    survivor = workflows.QueuedChain.start({"dir": str(tmp_path / "survivor")})
     (tmp_path / "survivor").mkdir()
     caplog.set_level(logging.INFO, logger="hephaestus_django.queue")
 
@@ -182,17 +182,17 @@ def test_worker_processes_run_a_chain_and_a_fan_out_to_completion(
 ) -> None:
     """Two of the engine's workers; every step runs in one of them, the join once."""
     workers = {processes.worker().pid, processes.worker().pid}
-    chain = workflows.Chain.start({"dir": str(tmp_path)})
-    fan_out = workflows.FanOut.start({"dir": str(tmp_path)})
+    chain = workflows.QueuedChain.start({"dir": str(tmp_path)})
+    fan_out = workflows.QueuedFanOut.start({"dir": str(tmp_path)})
 
     processes.wait_until(
         lambda: status(chain) is status(fan_out) is Status.COMPLETED, "completed both"
     )
 
-    assert history(chain) == [("Fetch", "ok"), ("Check", "ok"), ("Store", "ok"), ("Done", "done")]
-    assert [step for step, _event in history(fan_out)].count("Merge") == 1
+    assert history(chain) == [("Fetch", "ok"), ("Verify", "ok"), ("Store", "ok"), ("Done", "done")]
+    assert [step for step, _event in history(fan_out)].count("Rejoin") == 1
     ran = [path.name for path in tmp_path.iterdir() if not path.name.endswith(".log")]
-    assert len(ran) == 7  # fetch, check, store, open, left, right, merge: each once
+    assert len(ran) == 7  # fetch, verify, store, open, left, right, rejoin: each once
     assert {int(name.rsplit("-", 1)[1]) for name in ran} <= workers
 
 
@@ -203,7 +203,7 @@ def test_a_wake_up_job_fires_a_timer_with_no_sweep_running(
     """The timer becomes a job due at its time; no ``hephaestus_worker`` runs, so only that
     job can have fired it."""
     processes.worker()
-    instance_id = workflows.Timed.start({"dir": str(tmp_path)})
+    instance_id = workflows.QueuedTimer.start({"dir": str(tmp_path)})
 
     processes.wait_until(lambda: status(instance_id) is Status.COMPLETED, "fired the timer")
 
@@ -219,8 +219,8 @@ def test_a_worker_killed_mid_step_its_step_runs_again_once_the_lease_lapses(
     heartbeat renews it) and the sweep enqueues the step again for another worker. The step
     ran twice (at least once), its result is recorded once."""
     victim = processes.worker()
-    instance_id = workflows.Crunching.start({"dir": str(tmp_path)})
-    processes.wait_until(lambda: bool(markers(tmp_path, "crunch")), "started the step")
+    instance_id = workflows.QueuedCrunching.start({"dir": str(tmp_path)})
+    processes.wait_until(lambda: bool(markers(tmp_path, "grind")), "started the step")
     victim.send_signal(signal.SIGKILL)  # kill -9 in the middle of the step
     victim.wait()
     survivor = processes.worker()
@@ -228,8 +228,8 @@ def test_a_worker_killed_mid_step_its_step_runs_again_once_the_lease_lapses(
 
     processes.wait_until(lambda: status(instance_id) is Status.COMPLETED, "completed")
 
-    assert markers(tmp_path, "crunch") == [f"crunch-1-{victim.pid}", f"crunch-2-{survivor.pid}"]
-    assert history(instance_id) == [("Crunch", "ok"), ("Done", "done")]
-    assert storages["default"].get(instance_id).context.result(workflows.Crunch) == {
+    assert markers(tmp_path, "grind") == [f"grind-1-{victim.pid}", f"grind-2-{survivor.pid}"]
+    assert history(instance_id) == [("Grind", "ok"), ("Done", "done")]
+    assert storages["default"].get(instance_id).context.result(workflows.Grind) == {
         "pid": survivor.pid
     }

@@ -92,7 +92,7 @@ def test_jobs_are_task_rows_on_the_dispatchers_queue_with_its_priority(
             "OPTIONS": {**QUEUED["RUNNER"]["OPTIONS"], "dispatcher_options": options},
         }
     }
-    instance_id = workflows.Timed.start({"dir": str(tmp_path)})
+    instance_id = workflows.QueuedTimer.start({"dir": str(tmp_path)})
     run_db_worker_batch("--queue-name", "workflows")
 
     rows = list(DBTaskResult.objects.order_by("enqueued_at"))

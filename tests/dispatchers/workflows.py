@@ -37,7 +37,7 @@ class Fetch(Marking):
     """First of three."""
 
 
-class Check(Marking):
+class Verify(Marking):
     """Second of three."""
 
 
@@ -45,11 +45,11 @@ class Store(Marking):
     """Third of three."""
 
 
-class Chain(Workflow):
+class QueuedChain(Workflow):
     """Three steps, one after another: three jobs."""
 
     start_step = Fetch
-    transitions = {Fetch: {"ok": Check}, Check: {"ok": Store}, Store: {"ok": Done}}
+    transitions = {Fetch: {"ok": Verify}, Verify: {"ok": Store}, Store: {"ok": Done}}
 
 
 class Open(Marking):
@@ -64,19 +64,19 @@ class Right(Marking):
     """The other branch."""
 
 
-class Merge(Marking):
+class Rejoin(Marking):
     """The join: runs once, after both branches."""
 
 
-class FanOut(Workflow):
+class QueuedFanOut(Workflow):
     """Two branches as two jobs, joined by the one that finishes last."""
 
     start_step = Open
     transitions = {
         Open: {"ok": [Left, Right]},
-        Left: {"ok": Merge},
-        Right: {"ok": Merge},
-        Merge: {"ok": Done},
+        Left: {"ok": Rejoin},
+        Right: {"ok": Rejoin},
+        Rejoin: {"ok": Done},
     }
 
 
@@ -88,7 +88,7 @@ class BeforeDoze(Marking):
     """Starts the timed workflow."""
 
 
-class Timed(Workflow):
+class QueuedTimer(Workflow):
     """A timer whose wake-up job fires it, with no sweep running."""
 
     start_step = BeforeDoze
@@ -98,7 +98,7 @@ class Timed(Workflow):
     }
 
 
-class Crunch(Step):
+class Grind(Step):
     """The first attempt blocks, so a test can kill its worker in the middle of it."""
 
     events = ("ok",)
@@ -109,11 +109,11 @@ class Crunch(Step):
         return Event("ok", updates={"pid": os.getpid()})
 
 
-class Crunching(Workflow):
+class QueuedCrunching(Workflow):
     """A step whose first worker dies in the middle of it."""
 
-    start_step = Crunch
-    transitions = {Crunch: {"ok": Done}}
+    start_step = Grind
+    transitions = {Grind: {"ok": Done}}
 
 
 class Approval(WaitForEvent):
@@ -126,7 +126,7 @@ class AfterApproval(Marking):
     """Runs once the approval arrived."""
 
 
-class Approving(Workflow):
+class QueuedApproval(Workflow):
     """An event delivered twice must have one effect."""
 
     start_step = Approval
