@@ -15,16 +15,27 @@ first request. A check never raises: whatever is wrong becomes a message.
 ``hephaestus.E008``        a ``DjangoStorage`` names a database alias that does not exist
 ``hephaestus.E009``        a ``DjangoStorage`` database is not PostgreSQL
 ``hephaestus.E010``        ``django.contrib.postgres`` is not in ``INSTALLED_APPS``
-``hephaestus.E011``        the runner's queue adapter needs a package that is not installed
-``hephaestus.E012``        the runner's queue adapter needs a Django app not in ``INSTALLED_APPS``
+``hephaestus.E011``        the queue adapter's job engine is not installed (the hint names the
+                           extra to ``pip install``)
+``hephaestus.E012``        the engine's Django app is not in ``INSTALLED_APPS``
+``hephaestus.E013``        Django Tasks: the dispatcher's task backend is not an alias of
+                           ``TASKS``, or cannot be built
+``hephaestus.E014``        Django Tasks: the backend refuses the dispatcher's queue name or
+                           priority
 ``hephaestus.W001``        no storage is named ``"default"`` (``Workflow.start()`` uses it)
-``hephaestus.W002``        the job queue is on another database alias than a storage, so
-                           enqueueing no longer commits with the transition
+``hephaestus.W002``        enqueueing does not join a storage's transaction: the storage is on
+                           another database alias than the queue's jobs (for Django Tasks,
+                           also: the backend is not a database backend)
+``hephaestus.W003``        Django Tasks: the backend cannot delay a task (``run_after``), so
+                           timers wait for the sweep
+``hephaestus.W004``        a ``QueuedRunner``'s ``lease`` is longer than 10 minutes
 =========================  ===============================================================
 
-E011, E012 and W002 concern ``QueuedRunner`` with an adapter of
+E011, E012 and W002 concern ``QueuedRunner`` with any adapter of
 :mod:`hephaestus_django.queues`: the adapter declares what it needs (its ``requirements``)
-and where its jobs go (``database_alias()``), and the checks hold the project to it.
+and where its jobs go (``database_alias()``, ``joins_transaction()``), and the checks hold the
+project to it. Once those pass, an adapter with a ``check(storages)`` method reports on its
+engine's own settings (E013, E014, W003 for ``TasksDispatcher``).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from django.apps import apps
@@ -102,6 +114,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     )
     messages += found
     if built is not None:
+        messages += _check_lease(built)
         messages += _check_queue(built)
     return messages
 
@@ -156,8 +169,35 @@ def _check_storages() -> list[CheckMessage]:
     return messages
 
 
+LEASE_LIMIT = timedelta(minutes=10)
+"""Above this, W004: a killed worker's steps wait that long before the sweep enqueues them."""
+
+
+def _check_lease(runner: Any) -> list[CheckMessage]:
+    """W004 for a ``QueuedRunner`` whose lease is longer than :data:`LEASE_LIMIT`."""
+    from hephaestus_django.runtime import QueuedRunner
+
+    if not isinstance(runner, QueuedRunner) or runner.lease <= LEASE_LIMIT:
+        return []
+    where = f"settings.{SETTING}['RUNNER']"
+    minutes = runner.lease.total_seconds() / 60
+    return [
+        Warning(
+            f"{where} has a lease of {minutes:g} minutes: the steps of a worker that dies "
+            f"(killed, out of memory, its machine gone) wait that long before the sweep "
+            f"enqueues them again.",
+            hint="A running step renews its instance's lease, so the lease need not cover a "
+            "long step: it bounds how long a dead worker's work waits. Keep it at a few "
+            "minutes (the default is 5); OPTIONS={'lease': <seconds>}.",
+            obj=where,
+            id="hephaestus.W004",
+        )
+    ]
+
+
 def _check_queue(runner: Any) -> list[CheckMessage]:
-    """E011/E012/W002 for a runner whose dispatcher is one of ``hephaestus_django.queues``."""
+    """E011/E012/W002 for a runner whose dispatcher is one of ``hephaestus_django.queues``,
+    then what the dispatcher's own ``check(storages)`` reports (E013, E014, W003)."""
     from hephaestus_django.queues import Requirements
     from hephaestus_django.storage import DjangoStorage
 
@@ -178,7 +218,7 @@ def _check_queue(runner: Any) -> list[CheckMessage]:
                 where,
             )
         ]
-    if not apps.is_installed(needs.app):
+    if needs.app is not None and not apps.is_installed(needs.app):
         return [
             _error(
                 12,
@@ -189,21 +229,35 @@ def _check_queue(runner: Any) -> list[CheckMessage]:
                 "settings.INSTALLED_APPS",
             )
         ]
+    storages = _built_storages()
+    own_check = getattr(dispatcher, "check", None)
+    messages: list[CheckMessage] = list(own_check(storages)) if callable(own_check) else []
+    if any(message.is_serious() for message in messages):
+        return messages  # the engine is misconfigured: where its jobs go is not known yet
     queue_alias = dispatcher.database_alias()
-    messages: list[CheckMessage] = []
-    for alias, storage in _built_storages().items():
-        if not isinstance(storage, DjangoStorage) or storage.using == queue_alias:
+    for alias, storage in storages.items():
+        if not isinstance(storage, DjangoStorage) or dispatcher.joins_transaction(storage):
             continue
-        using = storage.using
         storage_where = f"settings.{SETTING}['STORAGES'][{alias!r}]"
+        where_jobs = (
+            f"keeps its jobs in database {queue_alias!r}"
+            if queue_alias is not None
+            else f"keeps its jobs outside the database ({dispatcher!r} is not on a database "
+            f"backend)"
+        )
         messages.append(
             Warning(
-                f"{storage_where} stores in database {using!r}, but {needs.engine} keeps its "
-                f"jobs in database {queue_alias!r}: the jobs of a transition are enqueued after "
-                f"it commits, not in its transaction.",
-                hint=f"Keep the storage and {needs.engine}'s jobs on one database alias. "
-                f"Otherwise a process that dies between the commit and the enqueue leaves "
-                f"its steps to the sweep (manage.py hephaestus_worker), one lease later.",
+                f"{storage_where} stores in database {storage.using!r}, but {needs.engine} "
+                f"{where_jobs}: the jobs of a transition are enqueued after it commits, not "
+                f"in its transaction.",
+                hint=f"Keep the storage and {needs.engine}'s jobs on one database alias"
+                + (
+                    ""
+                    if queue_alias is not None
+                    else " (for Django Tasks: django_tasks_db.DatabaseBackend)"
+                )
+                + ". Otherwise a process that dies between the commit and the enqueue leaves "
+                "its steps to the sweep (manage.py hephaestus_worker), one lease later.",
                 obj=storage_where,
                 id="hephaestus.W002",
             )

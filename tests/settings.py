@@ -49,9 +49,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "procrastinate.contrib.django",
+    "django_tasks_db",  # Django Tasks' database backend (tests/dispatchers)
     "hephaestus_django",
     "tests.testapp",
 ]
+
+# Django Tasks: the database backend, on the database the default storage uses, so enqueueing
+# joins the transaction of a QueuedRunner with TasksDispatcher (tests/dispatchers).
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

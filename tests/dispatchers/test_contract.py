@@ -8,16 +8,20 @@ the jobs its workers run take a workflow to its end with every step's result rec
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.db import connection, transaction
 
-from hephaestus_django import HephaestusError, Status
+from hephaestus_django import HephaestusError, InstanceNotFound, Status
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime.dispatch import StepJob, WakeUp
+from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.harness import Harness
 
@@ -25,6 +29,11 @@ from tests.dispatchers.harness import Harness
 def recorded(instance: Instance) -> Counter[str]:
     """How often each step's result is in the history."""
     return Counter(entry.step.__name__ for entry in instance.execution_history)
+
+
+def markers(folder: Path) -> list[str]:
+    """The steps' marker files: ``<step_key>-<attempt>-<pid>``, one per run of a step."""
+    return sorted(path.name for path in folder.iterdir())
 
 
 def drain_until(adapter: Harness, instance_id: uuid.UUID, status: Status) -> Instance:
@@ -46,6 +55,43 @@ def test_start_returns_before_the_first_step_runs_with_its_job_queued(adapter: H
     instance = adapter.storage.get(instance_id)
     assert instance.status is Status.RUNNING
     assert len(instance.execution_history) == 0
+    assert adapter.queued() == [StepJob("default", instance_id, workflows.First.path())]
+
+
+def test_a_rolled_back_start_leaves_neither_instance_nor_job(adapter: Harness) -> None:
+    """Where enqueueing joins the storage's transaction, the job is written in the caller's
+    transaction, not after it: a rollback takes both, so no job ever names an instance that was
+    never committed."""
+    if not adapter.dispatcher.joins_transaction(adapter.storage):
+        pytest.skip("enqueueing does not join this storage's transaction")
+
+    class RolledBack(Exception):
+        pass
+
+    inside: list[object] = []
+
+    def start_then_roll_back() -> None:
+        with transaction.atomic():
+            instance_id = workflows.Chain.start({})
+            inside.extend([instance_id, adapter.queued()])
+            raise RolledBack
+
+    with pytest.raises(RolledBack):
+        start_then_roll_back()
+    instance_id, jobs = inside
+    # inside the transaction both were there ...
+    assert jobs == [StepJob("default", instance_id, workflows.First.path())]  # type: ignore[arg-type]
+    # ... and after the rollback neither is
+    assert adapter.queued() == []
+    with pytest.raises(InstanceNotFound):
+        adapter.storage.get(instance_id)
+
+
+def test_a_committed_start_commits_its_job_with_it(adapter: Harness) -> None:
+    if not adapter.dispatcher.joins_transaction(adapter.storage):
+        pytest.skip("enqueueing does not join this storage's transaction")
+    with transaction.atomic():
+        instance_id = workflows.Chain.start({})
     assert adapter.queued() == [StepJob("default", instance_id, workflows.First.path())]
 
 
@@ -73,9 +119,10 @@ def test_a_fan_out_enqueues_each_branch_and_joins_once(adapter: Harness) -> None
     assert recorded(instance) == {"Fork": 1, "Left": 1, "Right": 1, "Join": 1, "Done": 1}
 
 
-def test_every_job_delivered_twice_has_one_effect(adapter: Harness) -> None:
-    """Each job is enqueued a second time as it appears: each step still counts once."""
-    instance_id = workflows.Diamond.start({})
+def test_every_job_delivered_twice_has_one_effect(adapter: Harness, tmp_path: Path) -> None:
+    """Each job is enqueued a second time as it appears: the second delivery finds its step no
+    longer runnable and does nothing, so each step runs once and its result counts once."""
+    instance_id = workflows.Diamond.start({"dir": str(tmp_path)})
     for _ in range(10):
         jobs = [job for job in adapter.queued() if isinstance(job, StepJob)]
         if not jobs:
@@ -86,6 +133,8 @@ def test_every_job_delivered_twice_has_one_effect(adapter: Harness) -> None:
     instance = adapter.storage.get(instance_id)
     assert instance.status is Status.COMPLETED
     assert recorded(instance) == {"Fork": 1, "Left": 1, "Right": 1, "Join": 1, "Done": 1}
+    here = os.getpid()
+    assert markers(tmp_path) == [f"{key}-1-{here}" for key in ("fork", "join", "left", "right")]
 
 
 def test_a_job_delivered_after_its_step_completed_changes_nothing(adapter: Harness) -> None:
@@ -130,6 +179,38 @@ def test_a_job_for_a_missing_instance_is_logged_once_and_dropped(
     mentions = [record for record in caplog.records if str(missing) in record.getMessage()]
     assert len(mentions) == 1, [record.getMessage() for record in mentions]
     assert "no longer exists" in mentions[0].getMessage()
+    assert adapter.storage.get(going_on).status is Status.COMPLETED
+    assert adapter.queued() == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("state = state - 'context'", "is corrupt at state: missing keys context"),
+        ("workflow = 'gone.Workflow'", "'gone.Workflow'"),
+    ],
+    ids=["corrupt", "unknown-workflow"],
+)
+def test_a_job_naming_a_corrupt_instance_is_logged_once_and_dropped(
+    adapter: Harness, caplog: pytest.LogCaptureFixture, damage: str, reason: str
+) -> None:
+    """Running such a job again would not help: it is logged once as an error and dropped (the
+    engine records it as done), and the worker goes on with the next job."""
+    if not isinstance(adapter.storage, DjangoStorage):
+        pytest.skip("the damage is done in SQL, to a stored row")
+    caplog.set_level(logging.INFO, logger="hephaestus_django.queue")
+    corrupt = workflows.Chain.start({})
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE workflow_instances SET {damage} WHERE id = %s", [corrupt])
+    going_on = workflows.Chain.start({})
+    adapter.drain()
+
+    mentions = [r for r in caplog.records if str(corrupt) in r.getMessage()]
+    assert len(mentions) == 1, [r.getMessage() for r in mentions]
+    assert mentions[0].levelno == logging.ERROR
+    message = mentions[0].getMessage()
+    assert message.startswith(f"dropped the step {workflows.First.path()} of instance {corrupt}")
+    assert reason in message
     assert adapter.storage.get(going_on).status is Status.COMPLETED
     assert adapter.queued() == []
 

@@ -1,38 +1,35 @@
-"""``ProcrastinateDispatcher`` itself: transactions, options, task registration, system checks.
+"""``ProcrastinateDispatcher`` itself: its jobs' rows, options, task registration, checks.
 
 The tests with real ``manage.py procrastinate worker`` processes are in
-``test_procrastinate_workers.py``; what every adapter does is in ``test_contract.py``.
+``test_workers.py`` and ``test_procrastinate_workers.py``; what every adapter does (the
+transaction too) is in ``test_contract.py``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
 from io import StringIO
 from typing import TYPE_CHECKING
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import connection, transaction
+from django.db import connection
 
-from hephaestus_django import Status
 from hephaestus_django.queues.procrastinate import (
     STEP_TASK,
     WAKE_UP_TASK,
     ProcrastinateDispatcher,
     register_tasks,
 )
-from hephaestus_django.runtime import InMemoryStorage, QueuedRunner, configure
+from hephaestus_django.runtime import InMemoryStorage, QueuedRunner
 from hephaestus_django.runtime.dispatch import StepJob
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
-from tests.dispatchers.harness_procrastinate import ProcrastinateHarness, queued_jobs
 from tests.processes.children import REPO
 
 if TYPE_CHECKING:
@@ -45,57 +42,7 @@ QUEUED_RUNNER = {
 }
 
 
-@pytest.fixture
-def harness() -> Iterator[ProcrastinateHarness]:
-    """``QueuedRunner`` on ``ProcrastinateDispatcher`` over the test database."""
-    built = ProcrastinateHarness()
-    runner = QueuedRunner(dispatcher=built.dispatcher, lease=60)
-    configure(storages={"default": built.storage}, runner=runner)
-    yield built
-    configure()
-    runner.close()
-    built.close()
-
-
-def stored_ids() -> list[str]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT id::text FROM workflow_instances")
-        return [row[0] for row in cursor.fetchall()]
-
-
-# --- the transaction ------------------------------------------------------------------------
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_rolled_back_start_leaves_neither_instance_nor_job(
-    harness: ProcrastinateHarness,
-) -> None:
-    class Abandon(Exception):
-        pass
-
-    inside = []
-
-    def start_then_fail() -> None:
-        with transaction.atomic():
-            workflows.Chain.start({})
-            inside.extend([stored_ids(), harness.queued()])
-            raise Abandon
-
-    with pytest.raises(Abandon):
-        start_then_fail()
-    # inside the transaction both were there ...
-    (instance_id,) = inside[0]
-    assert inside[1] == [StepJob("default", uuid.UUID(instance_id), workflows.First.path())]
-    # ... and after the rollback neither is
-    assert stored_ids() == []
-    assert queued_jobs() == []
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_committed_start_commits_its_job_with_it(harness: ProcrastinateHarness) -> None:
-    with transaction.atomic():
-        instance_id = workflows.Chain.start({})
-    assert harness.queued() == [StepJob("default", instance_id, workflows.First.path())]
+# --- the dispatcher ---------------------------------------------------------------------------
 
 
 @pytest.mark.django_db(transaction=True)
@@ -157,35 +104,6 @@ def test_the_tasks_are_registered_on_procrastinates_django_app_once() -> None:
     register_tasks()  # again, after the app's ready() did: nothing changes
     assert {STEP_TASK, WAKE_UP_TASK} <= set(app.tasks)
     assert app.tasks[STEP_TASK].queue == "default"  # deferring names the queue itself
-
-
-@pytest.mark.parametrize(
-    ("damage", "reason"),
-    [
-        ("state = state - 'context'", "is corrupt at state: missing keys context"),
-        ("workflow = 'gone.Workflow'", "'gone.Workflow'"),
-    ],
-    ids=["corrupt", "unknown-workflow"],
-)
-@pytest.mark.django_db(transaction=True)
-def test_a_job_naming_a_corrupt_instance_is_logged_once_and_dropped(
-    harness: ProcrastinateHarness, caplog: pytest.LogCaptureFixture, damage: str, reason: str
-) -> None:
-    caplog.set_level(logging.INFO, logger="hephaestus_django.queue")
-    corrupt = workflows.Chain.start({})
-    with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE workflow_instances SET {damage} WHERE id = %s", [corrupt])
-    going_on = workflows.Chain.start({})
-    harness.drain()
-
-    mentions = [r for r in caplog.records if str(corrupt) in r.getMessage()]
-    assert len(mentions) == 1, [r.getMessage() for r in mentions]
-    assert mentions[0].levelno == logging.ERROR
-    message = mentions[0].getMessage()
-    assert message.startswith(f"dropped the step {workflows.First.path()} of instance {corrupt}")
-    assert reason in message
-    assert harness.storage.get(going_on).status is Status.COMPLETED
-    assert harness.queued() == []
 
 
 # --- a project without procrastinate ----------------------------------------------------------

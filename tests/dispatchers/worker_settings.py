@@ -1,8 +1,10 @@
-"""Settings of the worker processes (``python -m django procrastinate worker``, the sweep).
+"""Settings of the worker processes (``manage.py procrastinate worker``, ``manage.py db_worker``,
+the sweep), as ``tests.dispatchers.workers`` starts them.
 
 The database is the test's, from ``$HEPHAESTUS_TEST_DB`` (see ``tests/processes/children.py``);
-the runner is ``QueuedRunner`` on ``ProcrastinateDispatcher`` with the lease ``$LEASE``
-(seconds). ``tests.dispatchers`` is an app so that its ``workflows`` module is autodiscovered.
+the runner is ``QueuedRunner`` on the dispatcher ``$DISPATCHER`` (a dotted path) with the lease
+``$LEASE`` (seconds). Both engines' apps are installed, as in the tests' own settings.
+``tests.dispatchers`` is an app so that its ``workflows`` module is autodiscovered.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.postgres",
     "procrastinate.contrib.django",
+    "django_tasks_db",
     "hephaestus_django",
     "tests.dispatchers",
 ]
@@ -23,11 +26,14 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 SECRET_KEY = "hephaestus-django-tests-not-secret"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 HEPHAESTUS = {
     "RUNNER": {
         "BACKEND": "hephaestus_django.runtime.QueuedRunner",
         "OPTIONS": {
-            "dispatcher": "hephaestus_django.queues.procrastinate.ProcrastinateDispatcher",
+            "dispatcher": os.environ.get(
+                "DISPATCHER", "hephaestus_django.queues.procrastinate.ProcrastinateDispatcher"
+            ),
             "lease": float(os.environ.get("LEASE", "300")),
         },
     }
@@ -40,5 +46,7 @@ LOGGING = {
     "loggers": {
         "hephaestus_django": {"handlers": ["stderr"], "level": "INFO"},
         "procrastinate": {"handlers": ["stderr"], "level": "WARNING"},
+        "django_tasks": {"handlers": ["stderr"], "level": "WARNING"},
+        "django_tasks_db": {"handlers": ["stderr"], "level": "WARNING"},
     },
 }

@@ -1,7 +1,10 @@
 """Workflows of the dispatcher tests, shared with the worker processes (autodiscovered there).
 
 Each step records the process that ran it, so a test can tell that work was spread over
-workers; the history says how often each step's result was recorded.
+workers; the history says how often each step's result was recorded. Started with a folder as
+``{"dir": ...}``, each step also leaves a marker file ``<step_key>-<attempt>-<pid>`` there, so a
+test counts how often a step *ran* (at least once) apart from how often its result was
+*recorded* (exactly once).
 """
 
 from __future__ import annotations
@@ -14,12 +17,24 @@ from typing import Any
 from hephaestus_django import Done, Event, Step, Wait, WaitForEvent, Workflow
 
 
+def mark(context: Any, key: str) -> int:
+    """Leave this run's marker in ``context.initial["dir"]`` (when the instance was started with
+    one); return which attempt of the step this is (1 for the first)."""
+    if "dir" not in context.initial:
+        return 1
+    folder = Path(context.initial["dir"])
+    attempt = len(list(folder.glob(f"{key}-*"))) + 1
+    (folder / f"{key}-{attempt}-{os.getpid()}").touch()
+    return attempt
+
+
 class _Recorded(Step):
-    """Emits ``ok`` with the pid of the process that ran it as its result."""
+    """Emits ``ok`` with the pid of the process that ran it as its result (and marks its run)."""
 
     events = ("ok",)
 
     def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        mark(context, self.step_key)
         return Event("ok", {"pid": os.getpid()})
 
 
@@ -126,15 +141,12 @@ class Gated(Workflow):
 
 
 class Crunch(Step):
-    """Records each attempt in ``context.initial["dir"]``; the first blocks, to be killed."""
+    """Marks each attempt in ``context.initial["dir"]``; the first blocks, to be killed."""
 
     events = ("ok",)
 
     def execute(self, instance: Any, config: Any, context: Any) -> Any:
-        folder = Path(context.initial["dir"])
-        attempt = len(list(folder.glob("attempt-*"))) + 1
-        (folder / f"attempt-{attempt}-{os.getpid()}").touch()
-        if attempt == 1:
+        if mark(context, self.step_key) == 1:
             time.sleep(600)  # killed long before this ends
         return Event("ok", {"pid": os.getpid()})
 

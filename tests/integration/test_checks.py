@@ -403,6 +403,47 @@ def test_w001_an_empty_storages_dict_warns(settings: Settings) -> None:
     assert ids() == ["hephaestus.W001"]
 
 
+# --- W004 -----------------------------------------------------------------------------------
+
+
+def queued_runner(lease: float) -> dict[str, Any]:
+    return {
+        "BACKEND": "hephaestus_django.runtime.QueuedRunner",
+        "OPTIONS": {
+            "dispatcher": "hephaestus_django.runtime.memory_dispatch.InMemoryDispatcher",
+            "lease": lease,
+        },
+    }
+
+
+def test_w004_a_queued_runners_lease_over_ten_minutes_warns(settings: Settings) -> None:
+    settings.HEPHAESTUS = {"RUNNER": queued_runner(lease=601)}
+
+    check_passes()  # a warning only
+    message = reported("hephaestus.W004")
+
+    assert message.obj == "settings.HEPHAESTUS['RUNNER']"
+    assert "lease of 10.0167 minutes" in message.msg
+    assert "wait that long before the sweep enqueues them again" in message.msg
+    assert "need not cover a long step" in message.hint
+    assert ids() == ["hephaestus.W004"]
+
+
+@pytest.mark.parametrize("lease", [60, 300, 600])
+def test_w004_a_lease_of_ten_minutes_or_less_is_fine(settings: Settings, lease: float) -> None:
+    settings.HEPHAESTUS = {"RUNNER": queued_runner(lease=lease)}
+
+    assert ids() == []
+
+
+def test_w004_is_not_for_a_local_runners_lease(settings: Settings) -> None:
+    settings.HEPHAESTUS = {
+        "RUNNER": {"BACKEND": "hephaestus_django.runtime.LocalRunner", "OPTIONS": {"lease": 3600}}
+    }
+
+    assert ids() == []
+
+
 # --- a check never crashes ------------------------------------------------------------------
 
 

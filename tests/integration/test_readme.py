@@ -52,6 +52,8 @@ VERIFIED = {
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
     "queues.procrastinate.ProcrastinateDispatcher": "test_procrastinate_settings_pass_the_checks",
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
+    '"django_tasks_db.DatabaseBackend"': "test_the_readmes_tasks_settings_pass_the_checks",
+    "python manage.py db_worker": "test_the_readmes_tasks_commands_are_the_process_tests",
     "make test": ".ci/run",
     "make demo": ".ci/run",
     "make bench": ".ci/run",
