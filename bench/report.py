@@ -272,9 +272,117 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return checks
 
 
+def _spread(found: dict[str, float], unit: str = "", digits: int = 1) -> str:
+    return (
+        f"**{found['median']:.{digits}f}{unit}** ({found['p25']:.{digits}f}-"
+        f"{found['p75']:.{digits}f}; {found['min']:.{digits}f}-{found['max']:.{digits}f})"
+    )
+
+
+def _pickup(found: dict[str, float]) -> str:
+    return (
+        f"**{found['p50']:.1f}** / {found['p99']:.1f} ({found['p25']:.1f}-{found['p75']:.1f}; "
+        f"{found['min']:.1f}-{found['max']:.1f}; n={found['n']})"
+    )
+
+
+def queued_lines(found: dict[str, Any]) -> list[str]:
+    """Item 8: the queued runner on procrastinate's worker processes."""
+    scaling, pickup, overhead = found["scaling"], found["pickup"], found["overhead"]
+    recovery, counts = found["recovery"], found["counts"]
+    lines = [
+        "`QueuedRunner` + `ProcrastinateDispatcher` on `DjangoStorage`; workers are "
+        "`manage.py procrastinate worker --concurrency 1` processes started by the bench. "
+        "Figures: **median** (p25-p75; min-max) over rounds, unless said.",
+        "",
+        f"**Scaling** ({scaling['workflow']}; {scaling['instances_per_worker']} instances per "
+        f"worker, all started in one transaction; {scaling['rounds']} rounds, the order of "
+        "worker counts reversed every other round):",
+        "",
+        "| workers | jobs/s | ideal (no overhead) |",
+        "|---|---|---|",
+        *[
+            f"| {n} | {_spread(rate)} | {scaling['ideal_jobs_per_s'][n]:.0f} |"
+            for n, rate in scaling["jobs_per_s"].items()
+        ],
+        "",
+        f"4 workers vs 1: {_spread(scaling['ratio_4_vs_1'], 'x', 2)} (target ≥ 3.5x).",
+        "",
+        "**Pickup latency**, from the return of the committed `start` (ours) or `defer` (bare "
+        "procrastinate task) to the step's (task's) first line, one idle worker, alternating; "
+        "ms p50 / p99 (p25-p75; min-max; n):",
+        "",
+        "| | ms |",
+        "|---|---|",
+        f"| QueuedRunner `start` | {_pickup(pickup['ours_ms'])} |",
+        f"| bare procrastinate `defer` | {_pickup(pickup['bare_ms'])} |",
+        "",
+        f"Target: p50 ≤ 50 ms on procrastinate. Ours - bare at p50: "
+        f"{pickup['ours_minus_bare_p50_ms']:+.1f} ms.",
+        "",
+        f"**Overhead**: 3 no-op steps on QueuedRunner against a bare procrastinate chain of 3 "
+        f"tasks, each deferring the next; {overhead['chains_per_batch']} chains per batch started "
+        f"in one transaction, {overhead['workers']} worker(s), {overhead['rounds']} rounds "
+        f"alternating the sides:",
+        "",
+        "| | steps/s | statements per step | commits per step |",
+        "|---|---|---|---|",
+    ]
+    per_step = counts.get("per_step", {})
+    for side, label in (("ours", "QueuedRunner"), ("bare", "bare procrastinate chain")):
+        counted = per_step.get(side)
+        lines.append(
+            f"| {label} | {_spread(overhead[f'{side}_steps_per_s'], '', 0)} "
+            + (
+                f"| {_spread(counted['statements'], '', 2)} "
+                f"| {_spread(counted['commits'], '', 2)} |"
+                if counted
+                else f"| {counts.get('skipped', '-')} | |"
+            )
+        )
+    lines += [
+        "",
+        f"Ours ÷ bare steps/s: {_spread(overhead['ratio'], 'x', 2)} (target ≥ 0.8x).",
+        "",
+    ]
+    if per_step:
+        lines += [
+            f"Statements: every `execute` of a psycopg cursor in the process that starts the "
+            f"chains and runs procrastinate's worker (`BEGIN`/`COMMIT` not included); commits: "
+            f"`pg_stat_database.xact_commit` of the bench database. Both counted for "
+            f"{counts['chains'][0]} and {counts['chains'][1]} chains in processes of their own, "
+            f"the difference divided by the {3 * counts['chains'][0]} steps between them; "
+            f"{counts['rounds']} round(s). Per step, by kind:",
+            "",
+            "| statement | ours | bare |",
+            "|---|---|---|",
+            *[
+                f"| `{kind}` | {counts['by_kind_per_step'].get('ours', {}).get(kind, 0):.2f} "
+                f"| {counts['by_kind_per_step'].get('bare', {}).get(kind, 0):.2f} |"
+                for kind in sorted(
+                    {
+                        *counts["by_kind_per_step"].get("ours", {}),
+                        *counts["by_kind_per_step"].get("bare", {}),
+                    }
+                )
+            ],
+            "",
+        ]
+    lines += [
+        f"**Recovery after `kill -9`**: two workers and `hephaestus_worker --interval "
+        f"{recovery['sweep_interval_s']:g}`, lease {recovery['lease_s']:g} s; the worker "
+        f"running a long step is killed a second into it. From the kill to the step starting "
+        f"again on the other worker: {_spread(recovery['seconds'], ' s', 2)} over "
+        f"{recovery['rounds']} rounds (target ≤ lease + one sweep interval = "
+        f"{recovery['target_s']:g} s).",
+        "",
+    ]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     info = results["machine"]
-    lines = [
+    header = [
         f"# Benchmark results: {results['started']} ({results['mode']} mode)",
         "",
         f"{info['cpus']} CPUs · {info['postgresql'].split(' on ')[0]} ({info['server']}; fsync "
@@ -288,6 +396,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"alternates the two sides in slices of {SLICE} operations): **median** (p25-p75; "
         "min-max). Latencies in ms.",
         "",
+    ]
+    queued = (
+        ["## 8. Queued runner", "", *queued_lines(results["queued"])] if "queued" in results else []
+    )
+    if "storage_ops" not in results:  # python -m bench --only queued
+        return "\n".join([*header, *queued])
+    lines = [
+        *header,
         "## 1. Storage operations (~2.2 KB state)",
         "",
         *storage_table(results["storage_ops"]),
@@ -317,6 +433,7 @@ def markdown(results: dict[str, Any]) -> str:
             if "housekeeping" in results
             else []
         ),
+        *queued,
         "## Budget",
         "",
         "| target | measured | met |",
