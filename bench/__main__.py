@@ -1,7 +1,10 @@
-"""``python -m bench [--quick]``: run every measurement, write the JSON and the markdown.
+"""``python -m bench [--quick] [--only queued]``: run every measurement, write the JSON and
+the markdown.
 
 Full mode (``make bench``) measures at 100,000 and 1,000,000 rows with at least 5 interleaved
-rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and writes.
+rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and writes. The queued
+runner's section (worker processes, :mod:`bench.queued.run`) comes last, in both modes, where
+procrastinate is installed; ``--only queued`` runs it alone.
 """
 
 from __future__ import annotations
@@ -26,17 +29,17 @@ FULL: dict[str, Any] = {
     "admin_requests": 20,
     "writer_baseline_s": 10,
     "queued": {
-        "rounds": 5,
-        "per_worker": 20,
-        "pickup_samples": 150,
-        "overhead_rounds": 7,
-        "overhead_n": 100,
+        "rounds": 4,
+        "per_worker": 15,
+        "pickup_samples": 100,
+        "overhead_rounds": 5,
+        "overhead_n": 60,
         "overhead_workers": 1,
-        "recovery_rounds": 5,
+        "recovery_rounds": 4,
         "lease": 3.0,
         "sweep_interval": 0.5,
-        "count_rounds": 3,
-        "count_n": 20,
+        "count_rounds": 2,
+        "count_n": 15,
     },
 }
 QUICK: dict[str, Any] = {

@@ -7,8 +7,10 @@ the worker of ``manage.py procrastinate worker``, with neither LISTEN/NOTIFY nor
 and prints, as JSON, the SQL statements this process sent: every ``execute`` of a psycopg
 cursor, sync or async (Django's, procrastinate's pool's), ``executemany`` counting one per
 parameter set; ``BEGIN``/``COMMIT``/``ROLLBACK``, which psycopg and Django send themselves,
-are not in it. The bench counts the commits on the server (``pg_stat_database``), which sees
-them once this process has exited and its backends with it.
+are not in it. Also the worker's wall and CPU time per step and, for ours, where a job's time
+goes (the thread CPU and wall time of the runner's parts). The bench counts the commits on the
+server (``pg_stat_database``), which sees them once this process has exited and its backends
+with it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import re
 import sys
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -94,6 +97,40 @@ def _instrument() -> None:
         acls.executemany = acounted_many  # type: ignore[method-assign]
 
 
+TIMES: dict[str, list[float]] = {}
+"""Where a step's time goes: label -> [calls, thread CPU seconds, wall seconds]."""
+
+
+def _timed(owner: Any, name: str, label: str) -> None:
+    """Accumulate the thread CPU and wall time of every call of ``owner.name``."""
+    original = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        cpu, wall = time.thread_time(), time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent = TIMES.setdefault(label, [0, 0.0, 0.0])
+            spent[0] += 1
+            spent[1] += time.thread_time() - cpu
+            spent[2] += time.perf_counter() - wall
+
+    setattr(owner, name, wrapper)
+
+
+def _time_ours() -> None:
+    from hephaestus_django.queues.procrastinate import ProcrastinateDispatcher
+    from hephaestus_django.runtime import queued
+    from hephaestus_django.storage import DjangoStorage
+
+    _timed(queued.QueuedRunner, "handle", "QueuedRunner.handle (the whole job)")
+    _timed(DjangoStorage, "get", "DjangoStorage.get (is the step runnable?)")
+    _timed(queued, "execute_step", "execute_step (the no-op step)")
+    _timed(queued.QueuedRunner, "_transition", "QueuedRunner._transition (its transaction)")
+    _timed(DjangoStorage, "update", "DjangoStorage.update (locked read + write)")
+    _timed(ProcrastinateDispatcher, "enqueue_steps", "ProcrastinateDispatcher.enqueue_steps")
+
+
 def main(side: str, n: int) -> dict[str, Any]:
     _instrument()
     import django
@@ -118,6 +155,9 @@ def main(side: str, n: int) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown side {side!r}")
     counted["enqueue"] = dict(STATEMENTS)
+    if side == "ours":
+        _time_ours()
+    cpu, wall = time.process_time(), time.perf_counter()
     with app.replace_connector(app.connector.get_worker_connector()):
         app.run_worker(
             queues=[QUEUE],
@@ -126,6 +166,15 @@ def main(side: str, n: int) -> dict[str, Any]:
             install_signal_handlers=False,
             concurrency=1,
         )
+    steps = 3 * n
+    counted["worker_ms_per_step"] = {
+        "wall": (time.perf_counter() - wall) * 1000 / steps,
+        "cpu": (time.process_time() - cpu) * 1000 / steps,
+    }
+    counted["anatomy_ms_per_call"] = {
+        label: {"calls": calls, "cpu": spent_cpu * 1000 / calls, "wall": spent * 1000 / calls}
+        for label, (calls, spent_cpu, spent) in TIMES.items()
+    }
     runner.close()
     counted["all"] = dict(STATEMENTS)
     counted["statements"] = sum(STATEMENTS.values())

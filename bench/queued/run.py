@@ -329,6 +329,8 @@ class Queued:
         if done != n:
             raise RuntimeError(f"counting {side} {n}: {done} chains done")
         return {
+            "worker_ms_per_step": counted["worker_ms_per_step"],
+            "anatomy_ms_per_call": counted["anatomy_ms_per_call"],
             "statements": counted["statements"],
             "by_kind": counted["all"],
             "commits": commits1 - commits0 - 1,  # less the first snapshot's own
@@ -354,7 +356,8 @@ class Queued:
             poll=0.5,
         )
         per_step: dict[str, dict[str, list[float]]] = {
-            side: {"statements": [], "commits": [], "rollbacks": []} for side in ("ours", "bare")
+            side: {"statements": [], "commits": [], "rollbacks": [], "wall_ms": [], "cpu_ms": []}
+            for side in ("ours", "bare")
         }
         phases: list[dict[str, Any]] = []
         for round_no in range(rounds):
@@ -365,6 +368,8 @@ class Queued:
                 phases.append({"side": side, "n": n, "small": small, "large": large})
                 for key in ("statements", "commits", "rollbacks"):
                     per_step[side][key].append((large[key] - small[key]) / (3 * n))
+                for key in ("wall", "cpu"):
+                    per_step[side][f"{key}_ms"].append(large["worker_ms_per_step"][key])
         last = {p["side"]: p for p in phases[-2:]}
         return {
             "chains": [n, 2 * n],
@@ -380,6 +385,7 @@ class Queued:
                 }
                 for side in last
             },
+            "anatomy_ms_per_call": last["ours"]["large"]["anatomy_ms_per_call"],
             "phases": phases,
         }
 
