@@ -55,7 +55,7 @@ QUICK: dict[str, Any] = {
     "writer_baseline_s": 3,
     "queued": {
         "rounds": 2,
-        "per_worker": 10,
+        "per_worker": 8,
         "pickup_samples": 40,
         "overhead_rounds": 3,
         "overhead_n": 40,

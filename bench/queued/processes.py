@@ -25,7 +25,7 @@ from bench.queued import marks
 STOP_TIMEOUT_S = 10.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -61,7 +61,7 @@ class Fleet:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()

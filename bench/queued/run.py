@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,7 @@ from django.db import connections, transaction
 from bench.environment import REPO
 from bench.measure import percentile, spread
 from bench.queued import marks
-from bench.queued.processes import Fleet
+from bench.queued.processes import Fleet, die_with_parent
 from bench.queued.workflows import Noop3, Pickup1, Sleep3, Stall1
 from hephaestus_django.queues.procrastinate import ProcrastinateDispatcher
 from hephaestus_django.runtime import QueuedRunner
@@ -315,6 +316,7 @@ class Queued:
             text=True,
             timeout=300,
             check=False,
+            preexec_fn=die_with_parent,
         )
         if process.returncode != 0:
             raise RuntimeError(f"bench.queued.counting {side} {n} failed:\n{process.stderr}")
@@ -454,11 +456,18 @@ def _latencies(values: list[float]) -> dict[str, float]:
     }
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run(conninfo: str, plan: dict[str, Any]) -> dict[str, Any]:
     """Every queued-runner figure; the workers are stopped whatever happens."""
     workdir = Path(tempfile.mkdtemp(prefix="hx-bench-queued-"))
     queued = Queued(conninfo, workdir)
     ok = False
+    # SIGTERM too goes through the `finally` that stops the workers (Ctrl-C does already);
+    # should the bench die regardless, its children get SIGKILL (processes.die_with_parent).
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         results: dict[str, Any] = {}
         log("8a. scaling: 1, 2, 4 workers, 50 ms steps")
@@ -479,6 +488,7 @@ def run(conninfo: str, plan: dict[str, Any]) -> dict[str, Any]:
         return results
     finally:
         queued.close()
+        signal.signal(signal.SIGTERM, previous)
         if ok:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
