@@ -76,7 +76,7 @@ def _instrument() -> None:
             return _many(self, query, params, *a, **k)
 
         cls.execute = counted  # type: ignore[method-assign]
-        cls.executemany = counted_many  # type: ignore[method-assign]
+        cls.executemany = counted_many  # type: ignore[method-assign,assignment]
     for acls in (psycopg.AsyncCursor,):
         aexecute, aexecutemany = acls.execute, acls.executemany
 
@@ -94,7 +94,7 @@ def _instrument() -> None:
             return await _many(self, query, params, *a, **k)
 
         acls.execute = acounted  # type: ignore[method-assign]
-        acls.executemany = acounted_many  # type: ignore[method-assign]
+        acls.executemany = acounted_many  # type: ignore[method-assign,assignment]
 
 
 TIMES: dict[str, list[float]] = {}
@@ -158,7 +158,7 @@ def main(side: str, n: int) -> dict[str, Any]:
     if side == "ours":
         _time_ours()
     cpu, wall = time.process_time(), time.perf_counter()
-    with app.replace_connector(app.connector.get_worker_connector()):
+    with app.replace_connector(app.connector.get_worker_connector()):  # type: ignore[attr-defined]
         app.run_worker(
             queues=[QUEUE],
             wait=False,
@@ -175,7 +175,7 @@ def main(side: str, n: int) -> dict[str, Any]:
         label: {"calls": calls, "cpu": spent_cpu * 1000 / calls, "wall": spent * 1000 / calls}
         for label, (calls, spent_cpu, spent) in TIMES.items()
     }
-    runner.close()
+    runner.close()  # type: ignore[attr-defined]
     counted["all"] = dict(STATEMENTS)
     counted["statements"] = sum(STATEMENTS.values())
     counted["samples"] = SAMPLES

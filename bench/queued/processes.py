@@ -116,7 +116,7 @@ class Fleet:
         for child in self.children:
             if child.poll() is not None:
                 raise RuntimeError(
-                    f"a bench worker ({' '.join(map(str, child.args))}) exited with "
+                    f"a bench worker ({child.args!r}) exited with "
                     f"{child.returncode}; see the logs in {self.log_dir}"
                 )
 

@@ -47,6 +47,7 @@ from bench.measure import percentile, spread
 from bench.queued import marks
 from bench.queued.processes import Fleet, die_with_parent
 from bench.queued.workflows import Noop3, Pickup1, Sleep3, Stall1
+from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.queues.procrastinate import ProcrastinateDispatcher
 from hephaestus_django.runtime import QueuedRunner
 from hephaestus_django.runtime.config import backends
@@ -172,11 +173,16 @@ class Queued:
             )
         )
 
-    def batch(self, side: str, n: int, context: dict[str, Any] | None = None) -> float:
+    def batch(
+        self,
+        side: str,
+        n: int,
+        workflow: type[WorkflowDefinition] = Noop3,
+        context: dict[str, Any] | None = None,
+    ) -> float:
         """Start ``n`` workflows (or bare chains) in one transaction; seconds until all done."""
         from bench.queued.tasks import chain_1
 
-        workflow = Sleep3 if context else Noop3
         with transaction.atomic():
             for _ in range(n):
                 if side == "ours":
@@ -200,7 +206,7 @@ class Queued:
                 self.start_workers(n)
                 try:
                     instances = per_worker * n
-                    elapsed = self.batch("ours", instances, {"sleep": STEP_SLEEP_S})
+                    elapsed = self.batch("ours", instances, Sleep3, {"sleep": STEP_SLEEP_S})
                 finally:
                     self.stop_workers()
                 rates[n].append(3 * instances / elapsed)
