@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     unprepared = environment.raw_connection(conninfo, prepared=False)
     results: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
-        "mode": "quick" if args.quick else "full",
+        "mode": ("quick" if args.quick else "full") + (f", {args.only} only" if args.only else ""),
         "machine": environment.machine(raw, source),
         "loads": {},
         "containment": [],

@@ -449,10 +449,6 @@ def markdown(results: dict[str, Any]) -> str:
         f"{info['django']} · psycopg {info['psycopg']} ({info['psycopg_impl']}) · "
         f"{results['elapsed_s'] / 60:.1f} min",
         "",
-        "Ratios are ours ÷ raw psycopg (higher is better for ours), per round (each round "
-        f"alternates the two sides in slices of {SLICE} operations): **median** (p25-p75; "
-        "min-max). Latencies in ms.",
-        "",
     ]
     queued = (
         ["## 8. Queued runner", "", *queued_lines(results["queued"])] if "queued" in results else []
@@ -461,6 +457,10 @@ def markdown(results: dict[str, Any]) -> str:
         return "\n".join([*header, *queued, *_budget_lines(budget(results))])
     lines = [
         *header,
+        "Ratios are ours ÷ raw psycopg (higher is better for ours), per round (each round "
+        f"alternates the two sides in slices of {SLICE} operations): **median** (p25-p75; "
+        "min-max). Latencies in ms.",
+        "",
         "## 1. Storage operations (~2.2 KB state)",
         "",
         *storage_table(results["storage_ops"]),
