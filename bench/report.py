@@ -338,10 +338,13 @@ def queued_lines(found: dict[str, Any]) -> list[str]:
         f"worker, all started in one transaction; {scaling['rounds']} rounds, the order of "
         "worker counts reversed every other round):",
         "",
-        "| workers | jobs/s | ideal (no overhead) |",
-        "|---|---|---|",
+        "| workers | jobs/s | ideal (no overhead) | workers' CPU ms per job | machine CPU busy |",
+        "|---|---|---|---|---|",
         *[
-            f"| {n} | {_spread(rate)} | {scaling['ideal_jobs_per_s'][n]:.0f} |"
+            f"| {n} | {_spread(rate)} | {scaling['ideal_jobs_per_s'][n]:.0f} "
+            f"| {_spread(scaling['worker_cpu_ms_per_job'][n])} "
+            f"| {scaling['machine_busy'][n]['median']:.0%} "
+            f"({scaling['machine_busy'][n]['min']:.0%}-{scaling['machine_busy'][n]['max']:.0%}) |"
             for n, rate in scaling["jobs_per_s"].items()
         ],
         "",

@@ -27,6 +27,7 @@ spread:
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -198,19 +199,28 @@ class Queued:
 
     def scaling(self, *, rounds: int, per_worker: int) -> dict[str, Any]:
         rates: dict[int, list[float]] = {n: [] for n in WORKER_COUNTS}
+        worker_cpu: dict[int, list[float]] = {n: [] for n in WORKER_COUNTS}
+        busy: dict[int, list[float]] = {n: [] for n in WORKER_COUNTS}
         ratios = []
         for round_no in range(rounds):
             order = WORKER_COUNTS if round_no % 2 == 0 else WORKER_COUNTS[::-1]
             for n in order:
                 self.reset()
-                self.start_workers(n)
+                workers = self.start_workers(n)
                 try:
                     instances = per_worker * n
+                    cpu, machine = _cpu_seconds(workers), _machine_busy()
                     elapsed = self.batch("ours", instances, Sleep3, {"sleep": STEP_SLEEP_S})
+                    cpu, machine = _cpu_seconds(workers) - cpu, _machine_busy(machine)
                 finally:
                     self.stop_workers()
                 rates[n].append(3 * instances / elapsed)
-                log(f"scaling round {round_no + 1}: {n} worker(s), {rates[n][-1]:.1f} jobs/s")
+                worker_cpu[n].append(cpu * 1000 / (3 * instances))
+                busy[n].append(machine)
+                log(
+                    f"scaling round {round_no + 1}: {n} worker(s), {rates[n][-1]:.1f} jobs/s; "
+                    f"{worker_cpu[n][-1]:.1f} ms worker CPU per job; machine {machine:.0%} busy"
+                )
             ratios.append(rates[WORKER_COUNTS[-1]][-1] / rates[1][-1])
         return {
             "workflow": "Sleep3: 3 steps in a row, each a 50 ms sleep",
@@ -219,6 +229,8 @@ class Queued:
             "rounds": rounds,
             "jobs_per_s": {str(n): spread(found) for n, found in rates.items()},
             "ideal_jobs_per_s": {str(n): n / STEP_SLEEP_S for n in WORKER_COUNTS},
+            "worker_cpu_ms_per_job": {str(n): spread(found) for n, found in worker_cpu.items()},
+            "machine_busy": {str(n): spread(found) for n, found in busy.items()},
             "ratio_4_vs_1": spread(ratios),
             "ratios": ratios,
         }
@@ -448,6 +460,34 @@ class Queued:
             "seconds": spread(times),
             "times": times,
         }
+
+
+def _cpu_seconds(children: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU seconds of ``children`` so far (Linux's /proc; 0 elsewhere)."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for child in children:
+        try:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def _machine_busy(since: Any = None) -> Any:
+    """The machine's CPU counters (Linux's /proc/stat); with ``since``, the busy share since."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return float("nan") if since is not None else None
+    idle = values[3] + values[4]  # idle, iowait
+    if since is None:
+        return (sum(values), idle)
+    if not since:
+        return float("nan")
+    total, was_idle = sum(values) - since[0], idle - since[1]
+    return 1 - was_idle / total if total else float("nan")
 
 
 def _latencies(values: list[float]) -> dict[str, float]:
