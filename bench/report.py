@@ -350,9 +350,10 @@ def queued_lines(found: dict[str, Any]) -> list[str]:
         "",
         f"4 workers vs 1: {_spread(scaling['ratio_4_vs_1'], 'x', 2)} (target ≥ 3.5x).",
         "",
-        "**Pickup latency**, from the return of the committed `start` (ours) or `defer` (bare "
-        "procrastinate task) to the step's (task's) first line, one idle worker, alternating; "
-        "ms p50 / p99 (p25-p75; min-max; n):",
+        "**Pickup latency**, from the commit of a `start` (ours) or a `defer` (bare "
+        "procrastinate task), each in a transaction (its first `on_commit` callback), to the "
+        "step's (task's) first line, one idle worker, alternating; ms p50 / p99 (p25-p75; "
+        "min-max; n):",
         "",
         "| | ms |",
         "|---|---|",

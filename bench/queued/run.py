@@ -13,7 +13,8 @@ spread:
    to the last instance completed (polled every 20 ms), and per round the ratio 4 vs 1.
 2. **Pickup latency**: one idle worker; a ``Pickup1`` instance started (its step marks the time
    it starts, :mod:`bench.queued.marks`), against a bare procrastinate task deferred (it marks
-   too), alternating: from the return of ``start`` / ``defer`` (after their commit) to the mark.
+   too), alternating, each in a transaction: from its commit (an ``on_commit`` callback) to
+   the mark.
 3. **Overhead**: ``Noop3`` (three no-op steps) on ``QueuedRunner`` against the bare chain of
    three procrastinate tasks, each deferring the next, on the same worker(s), in alternating
    batches of ``overhead_n`` each started in one transaction: steps per second and their ratio
@@ -240,16 +241,19 @@ class Queued:
     def _pickup_once(self, side: str, index: int) -> float:
         from bench.queued.tasks import mark_start
 
-        if side == "ours":
-            instance = self.runner.start(Pickup1, {}, storage=self.storage)
-            committed = time.time()
-            key = str(instance.id)
-        else:
-            key = f"bare-{index}"
-            mark_start.defer(key=key)  # autocommit: committed when it returns
-            committed = time.time()
+        # Both sides in a transaction of this process, timed by its first on_commit callback:
+        # the moment COMMIT returned, before either side's own return path (procrastinate's
+        # `defer` builds its Job after the insert, and a worker may be faster than that).
+        committed: list[float] = []
+        with transaction.atomic():
+            transaction.on_commit(lambda: committed.append(time.time()))
+            if side == "ours":
+                key = str(self.runner.start(Pickup1, {}, storage=self.storage).id)
+            else:
+                key = f"bare-{index}"
+                mark_start.defer(key=key)
         (_, started), *_ = self.marks.wait(key, timeout=30, fleet=self.fleet)
-        return (started - committed) * 1000
+        return (started - committed[0]) * 1000
 
     def pickup(self, *, samples: int, warmup: int = 5) -> dict[str, Any]:
         self.reset()
