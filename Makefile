@@ -66,7 +66,8 @@ demo: $(STAMP)
 
 # The benchmark suite: every figure a ratio against raw psycopg 3 measured in the same run,
 # interleaved; writes bench/results/<timestamp>.json and .md (a full run also LATEST.md). About
-# 7 minutes (it loads 1,000,000 rows); BENCH_ARGS=--quick is the CI's short run at 100,000 rows.
+# 11 minutes (it loads 1,000,000 rows, then runs the queued runner's worker processes);
+# BENCH_ARGS=--quick is the CI's short run at 100,000 rows.
 # Uses $DATABASE_URL when set, else an embedded PostgreSQL kept in .pgdata/bench.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -9,6 +9,8 @@ process, interleaved over repeated rounds, and quoted as a median with its sprea
   and the bulk loads of 100,000 / 1,000,000 rows;
 - :mod:`bench.measure`: interleaved rounds, percentiles, spreads;
 - one module per measured item: :mod:`bench.storage_ops`, :mod:`bench.containment`,
-  :mod:`bench.end_to_end`, :mod:`bench.tail`, :mod:`bench.admin_pages`, :mod:`bench.memory`;
+  :mod:`bench.end_to_end`, :mod:`bench.tail`, :mod:`bench.admin_pages`, :mod:`bench.memory`,
+  :mod:`bench.housekeeping`; and :mod:`bench.queued` (``QueuedRunner`` on procrastinate's worker
+  processes, against bare procrastinate tasks);
 - :mod:`bench.report`: the JSON results and the markdown table.
 """

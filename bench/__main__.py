@@ -1,7 +1,10 @@
-"""``python -m bench [--quick]``: run every measurement, write the JSON and the markdown.
+"""``python -m bench [--quick] [--only queued]``: run every measurement, write the JSON and
+the markdown.
 
 Full mode (``make bench``) measures at 100,000 and 1,000,000 rows with at least 5 interleaved
-rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and writes.
+rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and writes. The queued
+runner's section (worker processes, :mod:`bench.queued.run`) comes last, in both modes, where
+procrastinate is installed; ``--only queued`` runs it alone.
 """
 
 from __future__ import annotations
@@ -25,6 +28,19 @@ FULL: dict[str, Any] = {
     "admin_rows": 1_000_000,
     "admin_requests": 20,
     "writer_baseline_s": 10,
+    "queued": {
+        "rounds": 4,
+        "per_worker": 15,
+        "pickup_samples": 100,
+        "overhead_rounds": 5,
+        "overhead_n": 60,
+        "overhead_workers": 1,
+        "recovery_rounds": 4,
+        "lease": 3.0,
+        "sweep_interval": 0.5,
+        "count_rounds": 2,
+        "count_n": 15,
+    },
 }
 QUICK: dict[str, Any] = {
     "rounds": 3,
@@ -37,6 +53,19 @@ QUICK: dict[str, Any] = {
     "admin_rows": 100_000,
     "admin_requests": 5,
     "writer_baseline_s": 3,
+    "queued": {
+        "rounds": 2,
+        "per_worker": 8,
+        "pickup_samples": 40,
+        "overhead_rounds": 3,
+        "overhead_n": 40,
+        "overhead_workers": 1,
+        "recovery_rounds": 2,
+        "lease": 3.0,
+        "sweep_interval": 0.5,
+        "count_rounds": 1,
+        "count_n": 10,
+    },
 }
 SEED_ROWS = 10_000
 
@@ -48,6 +77,11 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
+    parser.add_argument(
+        "--only",
+        choices=["queued"],
+        help="run one section alone: 'queued', the queued runner's worker processes",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = datetime.now(UTC)
@@ -57,6 +91,44 @@ def main(argv: list[str] | None = None) -> int:
     conninfo = environment.recreate_database(url)
     environment.configure_django(conninfo)
     # Imported after django.setup(): they import the model and the storage.
+    from bench import report
+
+    raw = environment.raw_connection(conninfo)
+    unprepared = environment.raw_connection(conninfo, prepared=False)
+    results: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "mode": ("quick" if args.quick else "full") + (f", {args.only} only" if args.only else ""),
+        "machine": environment.machine(raw, source),
+        "loads": {},
+        "containment": [],
+        "admin": [],
+    }
+    log(f"database {environment.DATABASE} on {source}; {results['machine']['postgresql']}")
+    if args.only != "queued":
+        run_storage_sections(results, plan, raw, unprepared, conninfo)
+    if environment.QUEUED_APPS:
+        # Last: it empties the table, and its worker processes share the machine's CPUs.
+        from bench.queued import run as queued
+
+        log("8. QueuedRunner + procrastinate, worker processes")
+        results["queued"] = queued.run(conninfo, plan["queued"])
+    else:
+        log("8. QueuedRunner: skipped, procrastinate is not installed")
+
+    results["elapsed_s"] = time.perf_counter() - clock
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    json_path, md_path = report.write(results, stamp, latest=not args.quick and not args.only)
+    print(md_path.read_text())
+    log(f"wrote {json_path} and {md_path} in {results['elapsed_s'] / 60:.1f} min")
+    raw.close()
+    unprepared.close()
+    return 0
+
+
+def run_storage_sections(
+    results: dict[str, Any], plan: dict[str, Any], raw: Any, unprepared: Any, conninfo: str
+) -> None:
+    """Items 1 to 7: the storage, end to end, containment, tail, admin, memory, housekeeping."""
     from bench import (
         admin_pages,
         containment,
@@ -64,22 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         end_to_end,
         housekeeping,
         memory,
-        report,
         storage_ops,
         tail,
     )
 
-    raw = environment.raw_connection(conninfo)
-    unprepared = environment.raw_connection(conninfo, prepared=False)
-    results: dict[str, Any] = {
-        "started": started.isoformat(timespec="seconds"),
-        "mode": "quick" if args.quick else "full",
-        "machine": environment.machine(raw, source),
-        "loads": {},
-        "containment": [],
-        "admin": [],
-    }
-    log(f"database {environment.DATABASE} on {source}; {results['machine']['postgresql']}")
     results["loads"][SEED_ROWS] = data.bulk_load(raw, 1, SEED_ROWS)
     rounds, ops = plan["rounds"], plan["ops"]
 
@@ -117,15 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     results["housekeeping"] = housekeeping.run(
         raw, conninfo, bulk_rows=loaded, baseline_s=plan["writer_baseline_s"]
     )
-
-    results["elapsed_s"] = time.perf_counter() - clock
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    json_path, md_path = report.write(results, stamp, latest=not args.quick)
-    print(md_path.read_text())
-    log(f"wrote {json_path} and {md_path} in {results['elapsed_s'] / 60:.1f} min")
-    raw.close()
-    unprepared.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -37,6 +37,20 @@ PREPARED = "prepared"
 PREPARED_OPTIONS = {"server_side_binding": True, "prepare_threshold": 5}
 
 
+def _queued_apps() -> list[str]:
+    """procrastinate's app (its tables) and the queued runner's workflows and bare tasks, where
+    procrastinate is installed (the ``procrastinate`` extra; the dev extras bring it)."""
+    try:
+        import procrastinate  # noqa: F401
+    except ImportError:
+        return []
+    return ["procrastinate.contrib.django", "bench.queued"]
+
+
+QUEUED_APPS = _queued_apps()
+"""Empty where procrastinate is missing: the queued-runner section is then skipped."""
+
+
 def server_url() -> tuple[str, str]:
     """The server's URL, and where it came from (``DATABASE_URL`` or ``embedded``)."""
     url = os.environ.get("DATABASE_URL", "").strip()
@@ -90,6 +104,7 @@ def configure_django(conninfo: str) -> None:
             "django.contrib.messages",
             "django.contrib.postgres",
             "hephaestus_django",
+            *QUEUED_APPS,
         ],
         MIDDLEWARE=[
             "django.contrib.sessions.middleware.SessionMiddleware",

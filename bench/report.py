@@ -219,8 +219,45 @@ def _configurations(found: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def queued_budget(found: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Issue 15's benchmark targets."""
+    ratio = found["scaling"]["ratio_4_vs_1"]["median"]
+    pickup = found["pickup"]["ours_ms"]["p50"]
+    overhead = found["overhead"]["ratio"]["median"]
+    recovery = found["recovery"]
+    took = recovery["seconds"]["max"]
+    return [
+        ("queued: 4 workers ≥ 3.5x the jobs/s of 1 (50 ms steps)", f"{ratio:.2f}x", ratio >= 3.5),
+        ("queued: pickup latency p50 ≤ 50 ms (procrastinate)", f"{pickup:.1f} ms", pickup <= 50),
+        (
+            "queued: no-op steps ≥ 0.8x a bare procrastinate chain",
+            f"{overhead:.2f}x",
+            overhead >= 0.8,
+        ),
+        (
+            f"queued: recovery after kill -9 ≤ lease + sweep interval ({recovery['target_s']:g} s),"
+            " worst round",
+            f"{took:.2f} s",
+            took <= recovery["target_s"],
+        ),
+    ]
+
+
+def _budget_lines(checks: list[tuple[str, str, bool]]) -> list[str]:
+    return [
+        "## Budget",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        *[f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in checks],
+        "",
+    ]
+
+
 def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for every budget line that this run measured."""
+    if "storage_ops" not in results:
+        return queued_budget(results["queued"]) if "queued" in results else []
     ops = results["storage_ops"]
     checks = []
     for name, floor in (("put_insert", 0.9), ("put_update", 0.9), ("get", 0.8)):
@@ -288,12 +325,144 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                 not seq,
             )
         )
+    if "queued" in results:
+        checks += queued_budget(results["queued"])
     return checks
+
+
+def _spread(found: dict[str, float], unit: str = "", digits: int = 1) -> str:
+    return (
+        f"**{found['median']:.{digits}f}{unit}** ({found['p25']:.{digits}f}-"
+        f"{found['p75']:.{digits}f}; {found['min']:.{digits}f}-{found['max']:.{digits}f})"
+    )
+
+
+def _pickup(found: dict[str, float]) -> str:
+    return (
+        f"**{found['p50']:.1f}** / {found['p99']:.1f} ({found['p25']:.1f}-{found['p75']:.1f}; "
+        f"{found['min']:.1f}-{found['max']:.1f}; n={found['n']})"
+    )
+
+
+def queued_lines(found: dict[str, Any]) -> list[str]:
+    """Item 8: the queued runner on procrastinate's worker processes."""
+    scaling, pickup, overhead = found["scaling"], found["pickup"], found["overhead"]
+    recovery, counts = found["recovery"], found["counts"]
+    lines = [
+        "`QueuedRunner` + `ProcrastinateDispatcher` on `DjangoStorage`; workers are "
+        "`manage.py procrastinate worker --concurrency 1` processes started by the bench. "
+        "Figures: **median** (p25-p75; min-max) over rounds, unless said.",
+        "",
+        f"**Scaling** ({scaling['workflow']}; {scaling['instances_per_worker']} instances per "
+        f"worker, all started in one transaction; {scaling['rounds']} rounds, the order of "
+        "worker counts reversed every other round):",
+        "",
+        "| workers | jobs/s | ideal (no overhead) | workers' CPU ms per job | machine CPU busy |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {n} | {_spread(rate)} | {scaling['ideal_jobs_per_s'][n]:.0f} "
+            f"| {_spread(scaling['worker_cpu_ms_per_job'][n])} "
+            f"| {scaling['machine_busy'][n]['median']:.0%} "
+            f"({scaling['machine_busy'][n]['min']:.0%}-{scaling['machine_busy'][n]['max']:.0%}) |"
+            for n, rate in scaling["jobs_per_s"].items()
+        ],
+        "",
+        f"4 workers vs 1: {_spread(scaling['ratio_4_vs_1'], 'x', 2)} (target ≥ 3.5x).",
+        "",
+        "**Pickup latency**, from the commit of a `start` (ours) or a `defer` (bare "
+        "procrastinate task), each in a transaction (its first `on_commit` callback), to the "
+        "step's (task's) first line, one idle worker, alternating; ms p50 / p99 (p25-p75; "
+        "min-max; n):",
+        "",
+        "| | ms |",
+        "|---|---|",
+        f"| QueuedRunner `start` | {_pickup(pickup['ours_ms'])} |",
+        f"| bare procrastinate `defer` | {_pickup(pickup['bare_ms'])} |",
+        "",
+        f"Target: p50 ≤ 50 ms on procrastinate. Ours - bare at p50: "
+        f"{pickup['ours_minus_bare_p50_ms']:+.1f} ms.",
+        "",
+        f"**Overhead**: 3 no-op steps on QueuedRunner against a bare procrastinate chain of 3 "
+        f"tasks, each deferring the next; {overhead['chains_per_batch']} chains per batch started "
+        f"in one transaction, {overhead['workers']} worker(s), {overhead['rounds']} rounds "
+        f"alternating the sides:",
+        "",
+        "| | steps/s | statements per step | commits per step |",
+        "|---|---|---|---|",
+    ]
+    per_step = counts.get("per_step", {})
+    for side, label in (("ours", "QueuedRunner"), ("bare", "bare procrastinate chain")):
+        counted = per_step.get(side)
+        lines.append(
+            f"| {label} | {_spread(overhead[f'{side}_steps_per_s'], '', 0)} "
+            + (
+                f"| {_spread(counted['statements'], '', 2)} "
+                f"| {_spread(counted['commits'], '', 2)} |"
+                if counted
+                else f"| {counts.get('skipped', '-')} | |"
+            )
+        )
+    lines += [
+        "",
+        f"Ours ÷ bare steps/s: {_spread(overhead['ratio'], 'x', 2)} (target ≥ 0.8x).",
+        "",
+    ]
+    if per_step:
+        lines += [
+            f"Statements: every `execute` of a psycopg cursor in the process that starts the "
+            f"chains and runs procrastinate's worker (`BEGIN`/`COMMIT` not included); commits: "
+            f"`pg_stat_database.xact_commit` of the bench database. Both counted for "
+            f"{counts['chains'][0]} and {counts['chains'][1]} chains in processes of their own, "
+            f"the difference divided by the {3 * counts['chains'][0]} steps between them; "
+            f"{counts['rounds']} round(s). Per step, by kind:",
+            "",
+            "| statement | ours | bare |",
+            "|---|---|---|",
+            *[
+                f"| `{kind}` | {counts['by_kind_per_step'].get('ours', {}).get(kind, 0):.2f} "
+                f"| {counts['by_kind_per_step'].get('bare', {}).get(kind, 0):.2f} |"
+                for kind in sorted(
+                    {
+                        *counts["by_kind_per_step"].get("ours", {}),
+                        *counts["by_kind_per_step"].get("bare", {}),
+                    }
+                )
+            ],
+            "",
+        ]
+    if per_step:
+        lines += [
+            "Where a step's time goes, in the same counting processes (procrastinate's worker in "
+            f"the process, {counts['chains'][1]} chains, no other worker; ms per step, median "
+            "over rounds): ours "
+            f"{per_step['ours']['wall_ms']['median']:.2f} wall / "
+            f"{per_step['ours']['cpu_ms']['median']:.2f} CPU, bare "
+            f"{per_step['bare']['wall_ms']['median']:.2f} wall / "
+            f"{per_step['bare']['cpu_ms']['median']:.2f} CPU. Ours, per call:",
+            "",
+            "| part of a job | calls | ms CPU (this thread) | ms wall |",
+            "|---|---|---|---|",
+            *[
+                f"| `{label}` | {spent['calls']} | {spent['cpu']:.3f} | {spent['wall']:.3f} |"
+                for label, spent in counts["anatomy_ms_per_call"].items()
+            ],
+            "",
+        ]
+    lines += [
+        f"**Recovery after `kill -9`**: two workers and `hephaestus_worker --interval "
+        f"{recovery['sweep_interval_s']:g}`, lease {recovery['lease_s']:g} s; the worker "
+        f"running a long step is killed a second into it. From the kill to the step starting "
+        f"again on the other worker: {_spread(recovery['seconds'], ' s', 2)} over "
+        f"{recovery['rounds']} rounds (target ≤ lease + one sweep interval = "
+        f"{recovery['target_s']:g} s).",
+        "",
+    ]
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
     info = results["machine"]
-    lines = [
+    header = [
         f"# Benchmark results: {results['started']} ({results['mode']} mode)",
         "",
         f"{info['cpus']} CPUs · {info['postgresql'].split(' on ')[0]} ({info['server']}; fsync "
@@ -303,6 +472,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"{info['django']} · psycopg {info['psycopg']} ({info['psycopg_impl']}) · "
         f"{results['elapsed_s'] / 60:.1f} min",
         "",
+    ]
+    queued = (
+        ["## 8. Queued runner", "", *queued_lines(results["queued"])] if "queued" in results else []
+    )
+    if "storage_ops" not in results:  # python -m bench --only queued
+        return "\n".join([*header, *queued, *_budget_lines(budget(results))])
+    lines = [
+        *header,
         "Ratios are ours ÷ raw psycopg (higher is better for ours), per round (each round "
         f"alternates the two sides in slices of {SLICE} operations): **median** (p25-p75; "
         "min-max). Latencies in ms.",
@@ -336,12 +513,8 @@ def markdown(results: dict[str, Any]) -> str:
             if "housekeeping" in results
             else []
         ),
-        "## Budget",
-        "",
-        "| target | measured | met |",
-        "|---|---|---|",
-        *[f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in budget(results)],
-        "",
+        *queued,
+        *_budget_lines(budget(results)),
     ]
     return "\n".join(lines)
 

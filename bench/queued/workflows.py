@@ -1,0 +1,98 @@
+"""The workflows run by the bench's worker processes.
+
+- :class:`Sleep3`: three steps in a row, each sleeping ``initial["sleep"]`` seconds (I/O-bound
+  work: the scaling figure);
+- :class:`Noop3`: three steps in a row that do nothing (the overhead figure, against the bare
+  procrastinate chain of :mod:`bench.queued.tasks`);
+- :class:`Pickup1`: one step that marks when it starts (the pickup latency);
+- :class:`Stall1`: one step that marks when it starts and, the first time, sleeps
+  ``initial["sleep"]`` seconds: the worker running it is killed meanwhile (the recovery).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from bench.queued.marks import mark, marked_before
+from hephaestus_django import Done, Event, Step, Workflow
+from hephaestus_django.core.instance import Context, Instance
+
+
+class _Sleep(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        time.sleep(context.initial["sleep"])
+        return Event("ok")
+
+
+class SleepA(_Sleep):
+    pass
+
+
+class SleepB(_Sleep):
+    pass
+
+
+class SleepC(_Sleep):
+    pass
+
+
+class Sleep3(Workflow):
+    start = SleepA
+    transitions = {SleepA: {"ok": SleepB}, SleepB: {"ok": SleepC}, SleepC: {"ok": Done}}
+
+
+class _Noop(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        return Event("ok")
+
+
+class NoopA(_Noop):
+    pass
+
+
+class NoopB(_Noop):
+    pass
+
+
+class NoopC(_Noop):
+    pass
+
+
+class Noop3(Workflow):
+    start = NoopA
+    transitions = {NoopA: {"ok": NoopB}, NoopB: {"ok": NoopC}, NoopC: {"ok": Done}}
+
+
+class MarkStart(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        mark(str(instance.id))
+        return Event("ok")
+
+
+class Pickup1(Workflow):
+    start = MarkStart
+    transitions = {MarkStart: {"ok": Done}}
+
+
+class LongStep(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        again = marked_before(str(instance.id))
+        mark(str(instance.id))
+        if not again:
+            time.sleep(context.initial["sleep"])
+        return Event("ok")
+
+
+class Stall1(Workflow):
+    start = LongStep
+    transitions = {LongStep: {"ok": Done}}
