@@ -89,6 +89,10 @@ def _database() -> dict[str, Any]:
 
 
 DATABASES = {"default": _database()}
+# The job engine's workers close Django's connection after every job unless it may live on:
+# a new connection per step costs more than the step (see README, "Running on workers").
+DATABASES["default"]["CONN_MAX_AGE"] = 300
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 HEPHAESTUS = {
     "RUNNER": {

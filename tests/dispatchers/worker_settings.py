@@ -12,7 +12,14 @@ from __future__ import annotations
 import json
 import os
 
-DATABASES = {"default": json.loads(os.environ["HEPHAESTUS_TEST_DB"])}
+DATABASES = {
+    "default": {
+        **json.loads(os.environ["HEPHAESTUS_TEST_DB"]),
+        # as the README advises for workers: no new connection per job
+        "CONN_MAX_AGE": 300,
+        "CONN_HEALTH_CHECKS": True,
+    }
+}
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
