@@ -41,6 +41,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -230,7 +231,7 @@ class QueuedRunner:
             if step not in engine.runnable_steps(current):
                 logger.info("the %s ran, but its result was recorded already", job)
                 return current
-            return engine.apply(current, [result], now=storage.now())
+            return engine.apply(current, [result], now=storage.now(), random=random.random)
 
         return self._transition(instance.id, storage, record, read=instance)
 

@@ -28,6 +28,7 @@ leases and timers.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -251,7 +252,7 @@ class LocalRunner:
             if not relevant:  # another runner finished these steps meanwhile
                 return base
             now = storage.now()
-            applied = reach_ends(engine.apply(base, relevant, now=now), now)
+            applied = reach_ends(engine.apply(base, relevant, now=now, random=random.random), now)
             return with_lease(applied, owner, now, self.lease)
 
         return self._put_or_update(apply(instance), storage, apply)
