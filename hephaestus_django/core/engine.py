@@ -303,6 +303,11 @@ def retry_policy(workflow: type[WorkflowDefinition], step: StepClass) -> Retry |
     return policy if policy is not None else workflow.default_retry
 
 
+def waits_for_an_event(instance: Instance) -> bool:
+    """True when some waiting step can be resumed: it waits for an event, not its next attempt."""
+    return any(waiting.attempt is None for waiting in instance.waiting_steps.values())
+
+
 def next_due_time(instance: Instance) -> datetime | None:
     """The earliest timer among the waiting steps, if any."""
     times = [w.resume_at for w in instance.waiting_steps.values() if w.resume_at is not None]
