@@ -6,6 +6,7 @@ attempt happens when a worker (``runner.work``) or a wake-up job finds it due.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -287,9 +288,16 @@ def test_the_state_document_keeps_attempts_and_errors() -> None:
 # --- LocalRunner ----------------------------------------------------------------------------
 
 
-def test_local_runner_fails_twice_then_succeeds(storage: InMemoryStorage, clock: Clock) -> None:
+def test_local_runner_fails_twice_then_succeeds(
+    storage: InMemoryStorage, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
     runner = LocalRunner()
-    instance_id = Retried.start({"fails": 2})
+    with caplog.at_level(logging.INFO, logger="hephaestus_django.runner"):
+        instance_id = Retried.start({"fails": 2})
+    assert (
+        f"instance {instance_id} (Retried): Flaky waits to retry: attempt 2 of 3 at "
+        "2026-01-05 09:00:10+00:00" in caplog.messages
+    )
     instance = Retried.get(instance_id)
     assert instance.status is Status.WAITING  # the caller is not kept waiting for the backoff
     assert instance.waiting_steps[Flaky].resume_at == clock.now + timedelta(seconds=10)
