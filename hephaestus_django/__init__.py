@@ -27,6 +27,7 @@ _EXPORTS = {
     "Event": "hephaestus_django.core.outcomes",
     "Async": "hephaestus_django.core.outcomes",
     "Route": "hephaestus_django.core.graph",
+    "Retry": "hephaestus_django.core.policies",
     "Status": "hephaestus_django.core.status",
     "Instance": "hephaestus_django.core.instance",
     "Context": "hephaestus_django.core.instance",
@@ -80,6 +81,7 @@ __all__ = [
     "InvalidQueryError",
     "LocalRunner",
     "QueuedRunner",
+    "Retry",
     "Route",
     "SerializationError",
     "StaleInstanceError",
@@ -137,6 +139,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.graph import Route
     from hephaestus_django.core.instance import Context, Instance
     from hephaestus_django.core.outcomes import Async, Event
+    from hephaestus_django.core.policies import Retry
     from hephaestus_django.core.status import Status
     from hephaestus_django.core.steps import Debug, Done, Step, StepRef, Wait, WaitForEvent
     from hephaestus_django.runtime.memory import InMemoryStorage

@@ -12,9 +12,20 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
-from hephaestus_django import Async, Done, Event, Route, Step, Wait, WaitForEvent, Workflow
+from hephaestus_django import (
+    Async,
+    Done,
+    Event,
+    Retry,
+    Route,
+    Step,
+    Wait,
+    WaitForEvent,
+    Workflow,
+)
 from hephaestus_django.core.instance import Context, Instance
 
 EXECUTIONS: Counter[str] = Counter()
@@ -183,3 +194,88 @@ class Uneven(Workflow):
         Charge: {"ok": Join},
         Join: {"ok": Done},
     }
+
+
+# --- retries -------------------------------------------------------------------------------
+
+ATTEMPTS: Counter[str] = Counter()
+"""How often each ``Flaky`` step of each instance ran, in this process."""
+
+
+class Transient(ConnectionError):
+    """What a flaky service raises: worth another attempt."""
+
+
+class CardDeclined(Exception):
+    """A business outcome: never retried, even when the policy names it."""
+
+
+class Unrelated(ValueError):
+    """An error the policy does not name."""
+
+
+RETRY_ERRORS: dict[str, type[Exception]] = {
+    "transient": Transient,
+    "declined": CardDeclined,
+    "unrelated": Unrelated,
+}
+
+
+class Flaky(Step):
+    """Fails its first ``context.initial["fails"]`` runs (``"<step_key>_fails"`` for a
+    subclass; counted per instance, in this process) with ``context.initial["error"]``
+    (default ``"transient"``), then emits ``ok``."""
+
+    events = ("ok",)
+    expected_errors = (CardDeclined,)
+    retry = Retry(
+        max_attempts=3,
+        backoff=timedelta(seconds=10),
+        factor=2,
+        max_backoff=timedelta(seconds=15),
+        jitter=False,
+        on=(Transient, CardDeclined),
+    )
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        key = f"{instance.id}:{self.step_key}"
+        with _lock:
+            ATTEMPTS[key] += 1
+            attempt = ATTEMPTS[key]
+        fails = context.initial.get(f"{self.step_key}_fails", context.initial.get("fails", 0))
+        if attempt <= fails:
+            kind = RETRY_ERRORS[context.initial.get("error", "transient")]
+            raise kind(f"run {attempt} failed")
+        return Event("ok", updates={"runs": attempt})
+
+
+class Retried(Workflow):
+    """``Flaky``, then ``Done``."""
+
+    start_step = Flaky
+    transitions = {Flaky: {"ok": Done}}
+
+
+class PlainFlaky(Flaky):
+    """``Flaky`` without a policy of its own: the workflow's ``default_retry`` applies."""
+
+    retry = None
+
+
+class OnceOnly(Flaky):
+    """``Flaky`` that opts out of its workflow's default: one attempt."""
+
+    retry = Retry(max_attempts=1)
+
+
+class RetriedByDefault(Workflow):
+    """Two steps under the workflow's default policy, one of which opts out of it."""
+
+    default_retry = Retry(max_attempts=2, backoff=timedelta(seconds=5), jitter=False)
+    start_step = PlainFlaky
+    transitions = {PlainFlaky: {"ok": OnceOnly}, OnceOnly: {"ok": Done}}
+
+
+def runs(instance_id: object, step: type[Step] = Flaky) -> int:
+    """How often a ``Flaky`` step of one instance ran in this process."""
+    return ATTEMPTS[f"{instance_id}:{step.step_key}"]

@@ -19,6 +19,7 @@ from uuid import UUID
 
 from django.utils.safestring import SafeString, mark_safe
 
+from hephaestus_django.core.engine import retry_policy
 from hephaestus_django.core.errors import HephaestusError, UnknownWorkflowError
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Failure, Instance
@@ -153,6 +154,7 @@ def _results(instance: Instance) -> list[StepRow]:
 
 
 def _history(instance: Instance) -> list[StepRow]:
+    """One row per entry; a failed attempt (retried) carries its ``error`` instead of a result."""
     return [
         _step(
             entry.step,
@@ -162,6 +164,7 @@ def _history(instance: Instance) -> list[StepRow]:
             updates="" if entry.context_updates is None else pretty(entry.context_updates),
             metadata="" if not entry.metadata_updates else pretty(entry.metadata_updates),
             next=", ".join(step.__name__ for step in entry.next_steps),
+            error=None if entry.error is None else entry.error,
         )
         for number, entry in enumerate(instance.execution_history, start=1)
     ]
@@ -186,18 +189,38 @@ def _runnable(instance: Instance) -> dict[str, Any]:
 
 
 def _waiting(instance: Instance) -> list[StepRow]:
-    return [
-        _step(
-            step,
-            since=waiting.since,
-            resume_at=waiting.resume_at,
-            timer_event=waiting.timer_event or "",
-            events=", ".join(step.events),
+    """The waiting steps; one waiting to retry shows its attempt ("2 of 5") and last error."""
+    rows = []
+    for step, waiting in sorted(
+        instance.waiting_steps.items(), key=lambda item: instance.workflow.graph.rank(item[0])
+    ):
+        retry: dict[str, Any] = {}
+        if waiting.attempt is not None:
+            policy = retry_policy(instance.workflow, step)
+            retry = {
+                "attempt": waiting.attempt,
+                "max_attempts": policy.max_attempts if policy is not None else "",
+                "last_error": _last_error(instance, step),
+            }
+        rows.append(
+            _step(
+                step,
+                since=waiting.since,
+                resume_at=waiting.resume_at,
+                timer_event=waiting.timer_event or "",
+                events=", ".join(step.events),
+                **retry,
+            )
         )
-        for step, waiting in sorted(
-            instance.waiting_steps.items(), key=lambda item: instance.workflow.graph.rank(item[0])
-        )
-    ]
+    return rows
+
+
+def _last_error(instance: Instance, step: StepClass) -> Failure | None:
+    """The failure of ``step``'s latest failed attempt."""
+    for entry in reversed(instance.execution_history):
+        if entry.step is step and entry.error is not None:
+            return entry.error
+    return None
 
 
 def pretty(value: Any) -> str:

@@ -57,7 +57,9 @@ class ResumeForm(RevisionForm):
                     for event in step.events
                 ],
             )
-            for step in graph.sorted(instance.waiting_steps)
+            for step in graph.sorted(
+                step for step, waiting in instance.waiting_steps.items() if waiting.attempt is None
+            )
         ]
 
     def clean_event(self) -> tuple[str, str]:
@@ -98,6 +100,11 @@ def facts(
     if operation == "resume" and instance is not None:
         return [
             (
+                f"{step.__name__} waits to retry",
+                f"attempt {waiting.attempt} at {_when(waiting.resume_at)}; it cannot be resumed",
+            )
+            if waiting.attempt is not None
+            else (
                 f"{step.__name__} is waiting",
                 f"since {_when(waiting.since)}; accepts {', '.join(step.events)}"
                 + (

@@ -225,7 +225,9 @@ def _timer_hint(info: Any) -> tuple[str, bool]:
         return "waiting", False
     since, due = _parse(info.get("since")), _parse(info.get("resume_at"))
     hint = f"waiting since {since}" if since else "waiting"
-    if due:
+    if due and info.get("attempt") is not None:
+        hint += f"; attempt {info.get('attempt')} (a retry) at {due}"
+    elif due:
         hint += f"; timer fires {info.get('timer_event') or 'its event'} at {due}"
     return hint, due is not None
 

@@ -39,6 +39,7 @@ from hephaestus_django.admin.listing import (
 from hephaestus_django.admin.operations import OperationsMixin, page_context
 from hephaestus_django.admin.rows import storage_for
 from hephaestus_django.admin.times import moment
+from hephaestus_django.core.engine import waits_for_an_event
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.status import Status
 from hephaestus_django.models import WorkflowInstance
@@ -174,7 +175,10 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             "title": page.title,
             "page": page,
             "media": self.media,
-            "can_resume": status is Status.WAITING and self.has_resume_permission(request),
+            "can_resume": status is Status.WAITING
+            and page.instance is not None
+            and waits_for_an_event(page.instance)
+            and self.has_resume_permission(request),
             "can_retry": status is Status.FAILED and self.has_retry_permission(request),
             "can_delete": self.has_delete_permission(request, row),
             **(extra_context or {}),

@@ -27,6 +27,7 @@ from django.urls import reverse
 from hephaestus_django import conf
 from hephaestus_django.admin.forms import ResumeForm, RevisionForm, facts
 from hephaestus_django.admin.rows import NoStorageForDatabase, decoded, storage_for
+from hephaestus_django.core.engine import waits_for_an_event
 from hephaestus_django.core.errors import HephaestusError, StaleInstanceError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.naming import short_name
@@ -90,6 +91,13 @@ class OperationsMixin:
         if not self.has_resume_permission(request):
             raise PermissionDenied
         row, instance = self._load(request, object_id, "resumed", Status.WAITING)
+        if not waits_for_an_event(instance):
+            self._refuse(
+                request,
+                row,
+                "This instance cannot be resumed: it waits for no event, only for the next "
+                "attempt of a failed step, which a worker makes when it is due.",
+            )
         form = ResumeForm(instance, request.POST or None, initial={"revision": instance.revision})
         if request.method == "POST":
             self._check_fresh(request, row, instance.revision)

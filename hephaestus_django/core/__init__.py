@@ -25,6 +25,7 @@ from hephaestus_django.core.errors import (
 from hephaestus_django.core.graph import Route, WorkflowGraph
 from hephaestus_django.core.instance import Context, Failure, HistoryEntry, Instance, Waiting
 from hephaestus_django.core.outcomes import Async, Event
+from hephaestus_django.core.policies import Retry
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import Debug, Done, Step, StepRef, Wait, WaitForEvent
 from hephaestus_django.core.workflow import WorkflowDefinition
@@ -45,6 +46,7 @@ __all__ = [
     "InstanceNotWaitingError",
     "InvalidInstanceError",
     "InvalidJobError",
+    "Retry",
     "Route",
     "SerializationError",
     "StaleInstanceError",

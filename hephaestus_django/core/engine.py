@@ -12,13 +12,22 @@ triggered but still waiting for its own join. After exclusive branches
 the taken branch reaches it; after a fan-out it waits for every branch.
 Because the graph is acyclic, a step that cannot run now never can again, so
 no step runs twice and none is skipped.
+
+Retries. A step that raises, under a retry policy (:class:`Retry`: the step's
+``retry``, else the workflow's ``default_retry``) that allows another attempt,
+does not fail the instance: the attempt goes into the history with its error,
+the step's count in ``Instance.attempts`` goes up, and the step waits on a
+*retry timer* (a :class:`Waiting` with ``attempt`` set) that
+:func:`fire_due_timers` turns back into a runnable step when due. The backoff
+is thus a timer like any other, stored with the instance. The engine draws
+no random numbers: the runner passes ``random`` to :func:`apply`.
 """
 
 from __future__ import annotations
 
 import re
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,6 +51,7 @@ from hephaestus_django.core.instance import (
     evolve,
 )
 from hephaestus_django.core.outcomes import Async, Event, Outcome
+from hephaestus_django.core.policies import Retry
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import StepRef
 from hephaestus_django.core.workflow import WorkflowDefinition
@@ -174,14 +184,27 @@ def config_of(instance: Instance, step: StepClass) -> Mapping[str, Any]:
     return instance.step_configs.get(step, {})
 
 
-def apply(instance: Instance, results: Sequence[StepResult], *, now: datetime) -> Instance:
+def _full_backoff() -> float:
+    return 1.0
+
+
+def apply(
+    instance: Instance,
+    results: Sequence[StepResult],
+    *,
+    now: datetime,
+    random: Callable[[], float] = _full_backoff,
+) -> Instance:
     """Record the results of one wave of executed steps.
 
     Completions and waits are recorded first, failures last, so a sibling that
     finished in the same wave is not lost; after a failure nothing new is
-    activated.
+    activated. A failure its retry policy tries again is a retry timer instead
+    (see the module's docstring); ``random`` gives the jitter of its backoff, a
+    float in [0, 1) (the runners pass ``random.random``; by default the full
+    backoff).
     """
-    draft = _Draft(instance)
+    draft = _Draft(instance, random)
     graph = instance.workflow.graph
     for result in results:
         draft.expect_runnable(result.step)
@@ -190,7 +213,7 @@ def apply(instance: Instance, results: Sequence[StepResult], *, now: datetime) -
     )
     for result in ordered:
         if result.error is not None:
-            draft.fail(result.step, result.error, now)
+            draft.fail_or_retry(result.step, result.error, now)
         elif isinstance(result.outcome, Async):
             draft.wait(result.step, result.outcome, now)
         elif isinstance(result.outcome, Event):
@@ -212,12 +235,19 @@ def resume(
 
     Refused, with nothing changed, when the instance is not waiting or no
     waiting step declares ``event``. When several waiting steps declare it,
-    name the one meant with ``step``.
+    name the one meant with ``step``. A step waiting to be retried waits for
+    its retry timer, not for an event: resuming it is refused too.
     """
     if not instance.waiting_steps or instance.status not in (Status.WAITING, Status.RUNNING):
         raise InstanceNotWaitingError(
             f"instance {instance.id} of {_name(instance)} is {instance.status} and waits for "
             f"nothing; only a waiting instance can be resumed",
+            instance_id=instance.id,
+        )
+    if step is None and all(w.attempt is not None for w in instance.waiting_steps.values()):
+        raise InstanceNotWaitingError(
+            f"instance {instance.id} of {_name(instance)} waits for no event: "
+            f"{_retry_waits(instance)}; a retry timer cannot be resumed",
             instance_id=instance.id,
         )
     target = _waiting_step_for(instance, event, step)
@@ -227,7 +257,11 @@ def resume(
 
 
 def fire_due_timers(instance: Instance, *, now: datetime) -> Instance:
-    """Complete every waiting step whose timer is due, with its timer event."""
+    """Complete every waiting step whose timer is due, with its timer event.
+
+    A due retry timer does not complete its step: the step becomes runnable
+    again, for its next attempt.
+    """
     due = [
         (step, waiting)
         for step, waiting in instance.waiting_steps.items()
@@ -237,12 +271,19 @@ def fire_due_timers(instance: Instance, *, now: datetime) -> Instance:
         return instance
     draft = _Draft(instance)
     for step, waiting in sorted(due, key=lambda item: instance.workflow.graph.rank(item[0])):
-        draft.complete_or_fail(step, Event(str(waiting.timer_event)), now)
+        if waiting.attempt is not None:
+            draft.waiting.pop(step)
+        else:
+            draft.complete_or_fail(step, Event(str(waiting.timer_event)), now)
     return draft.settle()
 
 
 def retry(instance: Instance) -> Instance:
-    """Run the failed step again: failed -> running, the error cleared."""
+    """Run the failed step again: failed -> running, the error cleared.
+
+    The step's count of failed attempts starts again, so its retry policy
+    allows it every attempt anew.
+    """
     if instance.status is not Status.FAILED or instance.error is None:
         raise EngineError(
             f"instance {instance.id} of {_name(instance)} is {instance.status}; only a failed "
@@ -250,8 +291,21 @@ def retry(instance: Instance) -> Instance:
             instance_id=instance.id,
         )
     draft = _Draft(instance)
+    draft.attempts.pop(instance.error.step, None)
     draft.error = None
     return draft.settle()
+
+
+def retry_policy(workflow: type[WorkflowDefinition], step: StepClass) -> Retry | None:
+    """The retry policy ``step`` runs under in ``workflow``: its own, else the workflow's
+    ``default_retry``; None when neither declares one (a single attempt)."""
+    policy = step.retry
+    return policy if policy is not None else workflow.default_retry
+
+
+def waits_for_an_event(instance: Instance) -> bool:
+    """True when some waiting step can be resumed: it waits for an event, not its next attempt."""
+    return any(waiting.attempt is None for waiting in instance.waiting_steps.values())
 
 
 def next_due_time(instance: Instance) -> datetime | None:
@@ -264,10 +318,48 @@ def _name(instance: Instance) -> str:
     return instance.workflow.__qualname__
 
 
+def describe_retry_wait(instance: Instance, step: StepClass, waiting: Waiting) -> str:
+    """``"Charge waits to retry: attempt 2 of 5 at 2025-01-01 12:00:03+00:00"``."""
+    policy = retry_policy(instance.workflow, step)
+    of = f" of {policy.max_attempts}" if policy is not None else ""
+    return (
+        f"{step.__qualname__} waits to retry: attempt {waiting.attempt}{of} at {waiting.resume_at}"
+    )
+
+
+def _names_step(name: StepClass | str, step: StepClass) -> bool:
+    return name is step or name in (step.path(), step.__qualname__, step.step_key)
+
+
+def _retry_waits(instance: Instance) -> str:
+    return "; ".join(
+        describe_retry_wait(instance, step, waiting)
+        for step, waiting in sorted(
+            instance.waiting_steps.items(), key=lambda item: instance.workflow.graph.rank(item[0])
+        )
+        if waiting.attempt is not None
+    )
+
+
 def _waiting_step_for(instance: Instance, event: str, step: StepClass | str | None) -> StepClass:
-    waiting = instance.workflow.graph.sorted(instance.waiting_steps)
+    waiting = instance.workflow.graph.sorted(
+        s for s, why in instance.waiting_steps.items() if why.attempt is None
+    )
     if step is not None:
-        chosen = [s for s in waiting if s is step or step in (s.path(), s.__qualname__, s.step_key)]
+        chosen = [s for s in waiting if _names_step(step, s)]
+        retrying = [
+            (s, why)
+            for s, why in instance.waiting_steps.items()
+            if why.attempt is not None and _names_step(step, s)
+        ]
+        if not chosen and retrying:
+            target, why = retrying[0]
+            raise UnexpectedEventError(
+                f"instance {instance.id} of {_name(instance)} cannot be resumed at step "
+                f"{target.__qualname__}: {describe_retry_wait(instance, target, why)}; "
+                f"a retry timer cannot be resumed",
+                instance_id=instance.id,
+            )
         if not chosen:
             raise UnexpectedEventError(
                 f"instance {instance.id} of {_name(instance)} is not waiting on step {step!r}; "
@@ -295,8 +387,10 @@ def _waiting_step_for(instance: Instance, event: str, step: StepClass | str | No
 class _Draft:
     """The mutable working copy one transition builds before it is frozen again."""
 
-    def __init__(self, instance: Instance) -> None:
+    def __init__(self, instance: Instance, random: Callable[[], float] = _full_backoff) -> None:
         self.instance = instance
+        self.random = random
+        self.attempts = dict(instance.attempts)
         self.graph: WorkflowGraph = instance.workflow.graph
         self.active = set(instance.active_steps)
         self.waiting = dict(instance.waiting_steps)
@@ -317,19 +411,35 @@ class _Draft:
             )
         if step in self.waiting:
             raise EngineError(
-                f"step {step.__qualname__} of instance {self.instance.id} is waiting; deliver "
-                f"its event with resume()",
+                f"step {step.__qualname__} of instance {self.instance.id} is waiting (for an "
+                f"event, a timer or its next attempt); it cannot report a result",
                 instance_id=self.instance.id,
             )
+
+    def fail_or_retry(self, step: StepClass, error: BaseException, now: datetime) -> None:
+        """A step raised: wait for its next attempt when its policy allows one, else fail."""
+        policy = retry_policy(self.instance.workflow, step)
+        if policy is None:
+            self.fail(step, error, now)
+            return
+        if self.error is not None:
+            return  # a sibling failed first: this result is discarded, as without a policy
+        failed = self.attempts.get(step, 0) + 1
+        self.attempts[step] = failed
+        if isinstance(error, step.expected_errors) or not policy.allows(failed, error):
+            self.fail(step, error, now)
+        else:
+            self.history.append(
+                HistoryEntry(step=step, event="", timestamp=now, error=_failure(step, error, now))
+            )
+            delay = policy.delay(failed, self.random())
+            self.waiting[step] = Waiting(now, now + delay, None, attempt=failed + 1)
+            self.current = step
 
     def fail(self, step: StepClass, error: BaseException, now: datetime) -> None:
         if self.error is not None:
             return  # the first failure of a wave is the one recorded
-        kind = type(error)
-        module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
-        self.error = Failure(
-            step, f"{module}{kind.__qualname__}", str(error), now, format_traceback(error)
-        )
+        self.error = _failure(step, error, now)
         self.current = step
 
     def wait(self, step: StepClass, outcome: Async, now: datetime) -> None:
@@ -357,6 +467,7 @@ class _Draft:
             self.metadata = {**self.metadata, **event.metadata}
         self.active.discard(step)
         self.waiting.pop(step, None)
+        self.attempts.pop(step, None)
         self.completed.add(step)
         self.current = step
         self.history.append(
@@ -456,6 +567,7 @@ class _Draft:
             execution_history=tuple(self.history),
             runtime_metadata=self.metadata,
             error=self.error,
+            attempts=self.attempts,
         )
 
     def _status(self, running: set[StepClass]) -> Status:
@@ -475,4 +587,13 @@ class _Draft:
         return waiting[0] if waiting else self.current
 
     def _last_completed(self) -> StepClass | None:
-        return self.history[-1].step if self.history else self.current
+        for entry in reversed(self.history):
+            if entry.error is None:
+                return entry.step
+        return self.current
+
+
+def _failure(step: StepClass, error: BaseException, now: datetime) -> Failure:
+    kind = type(error)
+    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+    return Failure(step, f"{module}{kind.__qualname__}", str(error), now, format_traceback(error))

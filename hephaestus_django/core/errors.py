@@ -39,7 +39,16 @@ class WorkflowDefinitionError(HephaestusError):
 
 
 class StepDefinitionError(HephaestusError):
-    """A step class is malformed (bad ``events``, ``step_key`` or config)."""
+    """A step class is malformed (bad ``events``, ``step_key``, config or retry policy).
+
+    ``step`` is the step's qualified name and ``rule`` a stable identifier of the broken
+    rule (``"malformed-retry"``), when the error says which.
+    """
+
+    def __init__(self, message: str, *, step: str | None = None, rule: str | None = None):
+        self.step = step
+        self.rule = rule
+        super().__init__(message)
 
 
 class UnknownWorkflowError(HephaestusError):

@@ -57,6 +57,9 @@ class HistoryEntry:
 
     ``next_steps`` are the steps the transition chose; the engine derives
     which joins have been reached from them.
+
+    A failed attempt that its retry policy tries again is an entry too: its ``error`` is the
+    attempt's failure, its ``event`` is empty and it chose no ``next_steps``.
     """
 
     step: type[Step]
@@ -65,6 +68,13 @@ class HistoryEntry:
     context_updates: Any = None
     metadata_updates: Mapping[str, Any] | None = None
     next_steps: tuple[type[Step], ...] = ()
+    error: Failure | None = None
+    """The failure of an attempt that was retried; None for a completed step."""
+
+    @property
+    def failed(self) -> bool:
+        """True for a failed attempt (retried), False for a completion."""
+        return self.error is not None
 
 
 # The slots' own descriptors, in field order: see read_history_entry.
@@ -78,6 +88,7 @@ def read_history_entry(
     context_updates: Any,
     metadata_updates: Mapping[str, Any] | None,
     next_steps: tuple[type[Step], ...],
+    error: Failure | None = None,
 ) -> HistoryEntry:
     """``HistoryEntry(...)`` for a storage decoding a row, whose values it has just checked.
 
@@ -88,23 +99,37 @@ def read_history_entry(
     ``object.__setattr__`` ends up calling; the entry stays frozen.
     """
     entry = object.__new__(HistoryEntry)
-    set_step, set_event, set_timestamp, set_context, set_metadata, set_next = _HISTORY_ENTRY_SLOTS
+    set_step, set_event, set_timestamp, set_context, set_metadata, set_next, set_error = (
+        _HISTORY_ENTRY_SLOTS
+    )
     set_step(entry, step)
     set_event(entry, event)
     set_timestamp(entry, timestamp)
     set_context(entry, context_updates)
     set_metadata(entry, metadata_updates)
     set_next(entry, next_steps)
+    set_error(entry, error)
     return entry
 
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """Why a step is waiting: since when, and the timer that ends it, if any."""
+    """Why a step is waiting: since when, and the timer that ends it, if any.
+
+    With ``attempt`` set, the step failed and waits to be attempted again (its retry policy's
+    backoff): at ``resume_at`` it runs again, as attempt number ``attempt``; ``resume()``
+    cannot end such a wait.
+    """
 
     since: datetime
     resume_at: datetime | None = None
     timer_event: str | None = None
+    attempt: int | None = None
+
+    @property
+    def retrying(self) -> bool:
+        """True when the step waits for its next attempt, not for an event."""
+        return self.attempt is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +183,9 @@ class Instance:
     execution_history: tuple[HistoryEntry, ...] = ()
     runtime_metadata: Mapping[str, Any] = field(default_factory=dict)
     error: Failure | None = None
+    attempts: Mapping[type[Step], int] = field(default_factory=dict)
+    """How many times each active step has failed and been retried (its retry policy's
+    count); a step is absent until its first failed attempt, and dropped when it completes."""
     revision: int = 0
     """How many times storage has written this instance; 0 before the first put."""
     inserted_at: datetime | None = None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hephaestus_django.core.errors import StepDefinitionError
 from hephaestus_django.core.naming import dotted_path, snake_case
 from hephaestus_django.core.outcomes import Async, StepResult
+from hephaestus_django.core.policies import RULE_MALFORMED_RETRY, Retry
 from hephaestus_django.core.registry import Registry
 
 if TYPE_CHECKING:
@@ -48,8 +49,12 @@ class Step:
     expected_errors: ClassVar[tuple[type[Exception], ...]] = ()
     """Exceptions that are business outcomes (a declined card), not bugs.
 
-    They fail the step like any exception, but are logged without a traceback.
+    They fail the step like any exception, but are logged without a traceback, and are
+    never retried.
     """
+    retry: ClassVar[Retry | None] = None
+    """How often the step is attempted when it raises (:class:`~hephaestus_django.Retry`);
+    None: the workflow's ``default_retry``, and without one a single attempt."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -69,6 +74,7 @@ class Step:
                 f"step {cls.__qualname__}: expected_errors must be a tuple of exception "
                 f"classes, not {expected!r}"
             )
+        _check_retry(cls)
         if cls.terminal and cls.events:
             raise StepDefinitionError(
                 f"terminal step {cls.__qualname__} declares events {cls.events}; "
@@ -117,6 +123,23 @@ class StepRef:
                 f"config of {self.step.__qualname__} must be a dict, not {self.config!r}"
             )
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+
+
+def _check_retry(cls: type[Step]) -> None:
+    policy = cls.__dict__.get("retry")
+    if policy is None:
+        return
+    if not isinstance(policy, Retry):
+        problems = [f"retry must be a Retry(...) or None, not {policy!r}"]
+    else:
+        problems = policy.problems()
+    if problems:
+        raise StepDefinitionError(
+            f"step {cls.__qualname__}: malformed retry policy ({RULE_MALFORMED_RETRY}): "
+            + "; ".join(problems),
+            step=cls.__qualname__,
+            rule=RULE_MALFORMED_RETRY,
+        )
 
 
 def _checked_events(cls: type[Step]) -> tuple[str, ...]:

@@ -26,6 +26,11 @@ to change. Rules, in the order they are checked:
     no two steps share a context key.
 ``fan-out-not-converging``
     the branches of a fan-out meet in a common step before ``Done``.
+
+Checked by the classes themselves, before these: ``invalid-version``, and
+``malformed-retry`` (a workflow's ``default_retry``, or a step's ``retry``,
+raised as :class:`StepDefinitionError` when the step class is defined, is not
+a sound :class:`~hephaestus_django.core.policies.Retry`).
 """
 
 from __future__ import annotations

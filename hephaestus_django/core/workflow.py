@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from hephaestus_django.core.errors import WorkflowDefinitionError
 from hephaestus_django.core.graph import WorkflowGraph
 from hephaestus_django.core.naming import dotted_path
+from hephaestus_django.core.policies import RULE_MALFORMED_RETRY, Retry
 from hephaestus_django.core.registry import Registry
 from hephaestus_django.core.steps import Step, StepRef
 from hephaestus_django.core.validation import build_graph
@@ -53,6 +54,8 @@ class WorkflowDefinition:
     """
 
     version: ClassVar[int] = 1
+    default_retry: ClassVar[Retry | None] = None
+    """The retry policy of the steps that declare none of their own (``Step.retry``)."""
     transitions: ClassVar[dict[type[Step], dict[str, Any]]] = {}
     start_step: ClassVar[type[Step] | StepRef]
     graph: ClassVar[WorkflowGraph]
@@ -72,6 +75,7 @@ class WorkflowDefinition:
             raise WorkflowDefinitionError(
                 name, "invalid-version", f"version must be a positive int, not {version!r}"
             )
+        _check_default_retry(cls, name)
         cls.graph = build_graph(name, cls._start_spec, cls.transitions, start_name=cls._start_name)
         cls.start_step = cls.graph.start
         workflow_registry.register(cls)
@@ -85,6 +89,20 @@ class WorkflowDefinition:
     def is_abstract(cls) -> bool:
         """True for base classes that are not workflows by themselves."""
         return bool(cls.__dict__.get("abstract", False)) or not hasattr(cls, "graph")
+
+
+def _check_default_retry(cls: type[WorkflowDefinition], name: str) -> None:
+    policy = cls.default_retry
+    if policy is None:
+        return
+    if not isinstance(policy, Retry):
+        problems = [f"default_retry must be a Retry(...) or None, not {policy!r}"]
+    else:
+        problems = policy.problems()
+    if problems:
+        raise WorkflowDefinitionError(
+            name, RULE_MALFORMED_RETRY, "malformed default_retry: " + "; ".join(problems)
+        )
 
 
 def _take_start_spec(cls: type[WorkflowDefinition]) -> None:

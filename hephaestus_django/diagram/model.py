@@ -218,6 +218,12 @@ def progress_of(instance: Instance) -> Progress:
     notes: dict[StepClass, str] = {}
     taken: set[tuple[StepClass, str, StepClass]] = set()
     for entry in instance.execution_history:
+        if entry.error is not None:  # a failed attempt that was retried
+            notes[entry.step] = (
+                f"attempt failed at {entry.timestamp:%Y-%m-%d %H:%M:%S %Z}: "
+                f"{entry.error.error_type}: {entry.error.message}"
+            )
+            continue
         taken.update((entry.step, entry.event, target) for target in entry.next_steps)
         result = (
             "" if entry.context_updates is None else f"; result: {_short(entry.context_updates)}"
@@ -226,6 +232,12 @@ def progress_of(instance: Instance) -> Progress:
             f"completed with “{entry.event}” at {entry.timestamp:%Y-%m-%d %H:%M:%S %Z}{result}"
         )
     for step, waiting in instance.waiting_steps.items():
+        if waiting.attempt is not None:
+            notes[step] = (
+                f"waits to retry: attempt {waiting.attempt} at "
+                f"{waiting.resume_at:%Y-%m-%d %H:%M:%S %Z}; {notes.get(step, '')}"
+            ).rstrip("; ")
+            continue
         timer = (
             f"; timer fires “{waiting.timer_event}” at {waiting.resume_at:%Y-%m-%d %H:%M:%S %Z}"
             if waiting.resume_at

@@ -6,6 +6,12 @@ The ``state`` document holds everything but the columns::
      "active_steps", "waiting_steps", "completed_steps", "execution_history",
      "runtime_metadata", "error"}
 
+plus, only when there is something to say, ``"running"`` (the steps jobs are
+running) and ``"attempts"`` (the failed attempts of steps being retried). A
+waiting step's ``"attempt"`` and a history entry's ``"error"`` (a failed
+attempt) are likewise written only when set, so documents written before
+retries existed read as they always did.
+
 Classes are stored as dotted paths, sets as sorted lists, the engine's own
 timestamps as ISO 8601 strings; values from users (context, configs,
 metadata) go through :mod:`~hephaestus_django.runtime.codec`, so they come
@@ -145,6 +151,10 @@ class _StateWriter:
 
     def document(self) -> dict[str, Any]:
         document = self._document()
+        if self.instance.attempts:  # only while steps are retried
+            document["attempts"] = {
+                step.path(): count for step, count in self.instance.attempts.items()
+            }
         if self.instance.running:  # only while jobs run: other documents stay as they were
             document["running"] = {
                 step.path(): {"on": running.on, "since": running.since.isoformat()}
@@ -172,6 +182,7 @@ class _StateWriter:
                         "since": waiting.since.isoformat(),
                         "resume_at": _iso(waiting.resume_at),
                         "timer_event": waiting.timer_event,
+                        **({} if waiting.attempt is None else {"attempt": waiting.attempt}),
                     }
                     for step, waiting in instance.waiting_steps.items()
                 },
@@ -181,19 +192,7 @@ class _StateWriter:
             "completed_steps": _paths(instance.completed_steps),
             "execution_history": list(map(self.entry, instance.execution_history, count())),
             "runtime_metadata": user(instance.runtime_metadata, "runtime_metadata", 1),
-            "error": None
-            if error is None
-            else user(
-                {
-                    "step": error.step.path(),
-                    "type": error.error_type,
-                    "message": error.message,
-                    "at": error.at.isoformat(),
-                    **({} if error.traceback is None else {"traceback": error.traceback}),
-                },
-                "error",
-                1,
-            ),
+            "error": None if error is None else user(_failure_document(error), "error", 1),
         }
 
     def entry(self, entry: HistoryEntry, index: int) -> dict[str, Any]:
@@ -201,7 +200,7 @@ class _StateWriter:
         if type(event) is not str or not event.isascii() or "\x00" in event:
             event = self.user(event, f"execution_history[{index}].event", 3)
         metadata = entry.metadata_updates
-        return {
+        document: dict[str, Any] = {
             "step": entry.step.path(),
             "event": event,
             "timestamp": entry.timestamp.isoformat(),
@@ -211,6 +210,11 @@ class _StateWriter:
             else self.user(metadata, f"execution_history[{index}].metadata_updates", 3),
             "next_steps": [step.path() for step in entry.next_steps],
         }
+        if entry.error is not None:  # a failed attempt that was retried
+            document["error"] = self.user(
+                _failure_document(entry.error), f"execution_history[{index}].error", 3
+            )
+        return document
 
     def updates(self, entry: HistoryEntry, index: int) -> codec.JSON:
         """An entry's result; the one in ``context.steps`` when it is that very object.
@@ -333,6 +337,7 @@ def from_row(row: StoredRow) -> Instance:
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
         running=reader.running(state.get("running")),
+        attempts=reader.attempts(state.get("attempts")),
     )
     disagreement = status_disagreement(instance)
     if disagreement is not None:
@@ -364,6 +369,16 @@ def status_disagreement(instance: Instance) -> str | None:
     if status is Status.COMPLETED and (instance.active_steps or waiting):
         return f"it is 'completed' but the state has active steps ({active})"
     return None
+
+
+def _failure_document(error: Failure) -> dict[str, Any]:
+    return {
+        "step": error.step.path(),
+        "type": error.error_type,
+        "message": error.message,
+        "at": error.at.isoformat(),
+        **({} if error.traceback is None else {"traceback": error.traceback}),
+    }
 
 
 def _path(step: StepClass | None) -> str | None:
@@ -440,7 +455,21 @@ class _Reader:
             timer_event=self.optional(
                 fields.get("timer_event"), f"{path}.timer_event", self.string
             ),
+            attempt=self.optional(fields.get("attempt"), f"{path}.attempt", self.count),
         )
+
+    def count(self, value: object, path: str) -> int:
+        if type(value) is not int or value < 1:
+            self.corrupt(path, f"expected a positive integer, found {value!r}")
+        return value
+
+    def attempts(self, value: object) -> dict[StepClass, int]:
+        if value is None:
+            return {}
+        return {
+            self.step(name, f"attempts[{name!r}]"): self.count(count, f"attempts[{name!r}]")
+            for name, count in self.mapping(value, "attempts").items()
+        }
 
     def running(self, value: object) -> dict[StepClass, Running]:
         if value is None:
@@ -475,6 +504,8 @@ class _Reader:
         step = by_path.get(name) if type(name) is str else None
         if step is None or type(event) is not str or type(stamp) is not str:
             return None
+        if fields.get("error") is not None:  # a failed attempt: rare, read with its checks
+            return None
         if not (metadata is None or type(metadata) is dict) or type(names) is not list:
             return None
         try:
@@ -502,6 +533,7 @@ class _Reader:
                     self.list(fields.get("next_steps", []), f"{path}.next_steps")
                 )
             ),
+            error=self.optional(fields.get("error"), f"{path}.error", self.failure),
         )
 
     def failure(self, value: object, path: str) -> Failure:

@@ -10,7 +10,7 @@ checked and logged the same way, so both runners record the same history.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +56,19 @@ def execute_step(instance: Instance, activation: Activation) -> StepResult:
         )
         return StepResult(step, error=error)
     return StepResult(step, outcome=outcome)
+
+
+def log_retries(results: Sequence[StepResult], after: Instance) -> None:
+    """Say, for each step that raised and now waits for its next attempt, when that is."""
+    for result in results:
+        waiting = after.waiting_steps.get(result.step)
+        if result.error is not None and waiting is not None and waiting.attempt is not None:
+            logger.info(
+                "instance %s (%s): %s",
+                after.id,
+                after.workflow.__qualname__,
+                engine.describe_retry_wait(after, result.step, waiting),
+            )
 
 
 def reach_ends(instance: Instance, now: datetime) -> Instance:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -71,7 +72,13 @@ from hephaestus_django.runtime.dispatch import (
     WakeUp,
     job_from_payload,
 )
-from hephaestus_django.runtime.execution import execute_step, reach_ends, resuming, retrying
+from hephaestus_django.runtime.execution import (
+    execute_step,
+    log_retries,
+    reach_ends,
+    resuming,
+    retrying,
+)
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.runner import DEFAULT_LEASE
 from hephaestus_django.runtime.storage import StepMarking, Storage, atomic, on_commit
@@ -230,7 +237,9 @@ class QueuedRunner:
             if step not in engine.runnable_steps(current):
                 logger.info("the %s ran, but its result was recorded already", job)
                 return current
-            return engine.apply(current, [result], now=storage.now())
+            applied = engine.apply(current, [result], now=storage.now(), random=random.random)
+            log_retries([result], applied)
+            return applied
 
         return self._transition(instance.id, storage, record, read=instance)
 

@@ -28,6 +28,7 @@ leases and timers.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -40,7 +41,13 @@ from hephaestus_django.core.errors import HephaestusError, InstanceNotFound, Sta
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.workflow import WorkflowDefinition
-from hephaestus_django.runtime.execution import execute_step, reach_ends, resuming, retrying
+from hephaestus_django.runtime.execution import (
+    execute_step,
+    log_retries,
+    reach_ends,
+    resuming,
+    retrying,
+)
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.storage import Storage, in_callers_transaction
 
@@ -251,7 +258,9 @@ class LocalRunner:
             if not relevant:  # another runner finished these steps meanwhile
                 return base
             now = storage.now()
-            applied = reach_ends(engine.apply(base, relevant, now=now), now)
+            applied = engine.apply(base, relevant, now=now, random=random.random)
+            log_retries(relevant, applied)
+            applied = reach_ends(applied, now)
             return with_lease(applied, owner, now, self.lease)
 
         return self._put_or_update(apply(instance), storage, apply)

@@ -616,3 +616,41 @@ def test_a_row_the_worker_cannot_decode_is_quarantined_until_written(
     assert storage.claim("w3", lease=timedelta(minutes=1), limit=10) == []
     storage.put(got)  # any write lifts the quarantine
     assert ids(storage.claim("w4", lease=timedelta(minutes=1), limit=10)) == [vanished]
+
+
+# --- retries --------------------------------------------------------------------------------
+
+
+def test_an_instance_waiting_to_retry_round_trips_and_is_claimed_when_due(
+    storage: Storage,
+) -> None:
+    flows.ATTEMPTS.clear()
+    fresh = engine.start(engine.new_instance(flows.Retried, {"fails": 1}))
+    waiting = run_waves(fresh, now=storage.now() - timedelta(minutes=1))  # due 50 s ago
+    not_yet = run_waves(
+        engine.start(engine.new_instance(flows.Retried, {"fails": 1})), now=storage.now()
+    )
+    storage.put(waiting)
+    storage.put(not_yet)
+    got = storage.get(waiting.id)
+    assert_same_instance(got, waiting)
+    assert got.status is Status.WAITING
+    assert got.attempts == {flows.Flaky: 1}
+    assert got.waiting_steps[flows.Flaky].attempt == 2
+    (entry,) = got.execution_history
+    assert entry.error is not None
+    assert entry.error.message == "run 1 failed"
+    assert entry.error.traceback is not None
+    assert ids(storage.query(status=Status.WAITING)) == [waiting.id, not_yet.id]
+
+    claimed = storage.claim("w1", lease=timedelta(minutes=1), limit=10)
+    assert ids(claimed) == [waiting.id]
+
+
+def test_an_instance_stored_before_retries_existed_reads_with_no_attempts(
+    storage: Storage,
+) -> None:
+    instance = stored(storage)
+    got = storage.get(instance.id)
+    assert got.attempts == {}
+    assert all(entry.error is None for entry in got.execution_history)

@@ -48,7 +48,8 @@ VERIFIED = {
     '"tenant_a": {': "test_quickstart_word_for_word",
     "InMemoryStorage()})  # takes precedence": "test_runtime_without_django",
     "dispatcher = InMemoryDispatcher()": "test_queued_runner_in_your_tests",
-    "InMemoryStorage(clock=": "test_a_test_moves_the_storages_clock",
+    "runner.start(Reminder": "test_a_test_moves_the_storages_clock",
+    "class ChargeCard(Step):": "test_retries_section",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
     "queues.procrastinate.ProcrastinateDispatcher": "test_procrastinate_settings_pass_the_checks",
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
@@ -279,11 +280,19 @@ class Reminder(Workflow):
         Wait: {"timeout": Done},
     }
 """
-        + block("InMemoryStorage(clock=")
+        + block("runner.start(Reminder")
     )
     namespace: dict[str, Any] = {"__name__": "readme_clock"}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["fired"].status == "completed"
+
+
+def test_retries_section() -> None:
+    """The "Retries" block runs as it is: two failed attempts, then the charge goes through."""
+    namespace: dict[str, Any] = {"__name__": "readme_retries"}
+    exec(compile(block("class ChargeCard(Step):"), "README.md", "exec"), namespace)
+    assert namespace["instance"].status == "completed"
+    assert namespace["ChargeCard"].calls == 3
 
 
 def test_procrastinate_settings_pass_the_checks(settings: Any) -> None:

@@ -97,6 +97,44 @@ def test_a_worker_killed_mid_step_is_taken_over(children: Children, tmp_path: Pa
     assert history(str(instance.id)) == [("Split", "ok"), ("Crunch", "ok"), ("Done", "done")]
 
 
+def test_a_worker_killed_during_a_retry_backoff_leaves_the_next_attempt_to_another(
+    children: Children, tmp_path: Path
+) -> None:
+    first = children.spawn("manage", {"argv": ["hephaestus_worker", "--interval", "0.05"]})
+    (instance_id,) = children.run(
+        "start", {"workflow": workflows.Stubborn.path(), "context": {"dir": str(tmp_path)}}
+    )["ids"]
+    deadline = time.monotonic() + 60
+    while True:  # the first worker makes attempt 2, which fails: the step waits for attempt 3
+        waiting = DjangoStorage().get(instance_id).waiting_steps.get(workflows.CallFlakyService)
+        if waiting is not None and waiting.attempt == 3:
+            break
+        assert time.monotonic() < deadline, "the second attempt never failed"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)  # kill -9 during the backoff
+    first.wait()
+
+    second = children.spawn("manage", {"argv": ["hephaestus_worker", "--interval", "0.05"]})
+    deadline = time.monotonic() + 60
+    while DjangoStorage().get(instance_id).status is not Status.COMPLETED:
+        assert time.monotonic() < deadline, "no worker made the third attempt"
+        time.sleep(0.1)
+    second.send_signal(signal.SIGTERM)
+    children.result(second)
+    assert len(list(tmp_path.glob("attempt-*"))) == 3
+    instance = DjangoStorage().get(instance_id)
+    assert [
+        (entry.step.__name__, entry.error.message if entry.error else entry.event)
+        for entry in instance.execution_history
+    ] == [
+        ("Split", "ok"),
+        ("CallFlakyService", "the service is down (attempt 1)"),
+        ("CallFlakyService", "the service is down (attempt 2)"),
+        ("CallFlakyService", "ok"),
+        ("Done", "done"),
+    ]
+
+
 def test_a_timer_fires_once_after_every_process_stopped(children: Children) -> None:
     (instance_id,) = children.run("start", {"workflow": workflows.Napping.path()})["ids"]
     assert DjangoStorage().get(instance_id).status is Status.WAITING

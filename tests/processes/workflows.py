@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from hephaestus_django import Done, Step, Wait, WaitForEvent, Workflow
+from hephaestus_django import Done, Retry, Step, Wait, WaitForEvent, Workflow
 
 BRANCHES = 20
 
@@ -118,3 +119,25 @@ class Crawling(Workflow):
 
     start = Crawl
     transitions = {Crawl: {"ok": Done}}
+
+
+class CallFlakyService(Step):
+    """Fails its first two attempts (counted in files: any process may make one), then succeeds."""
+
+    events = ("ok",)
+    retry = Retry(max_attempts=3, backoff=timedelta(seconds=2), factor=1, jitter=False)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        folder = Path(context.initial["dir"])
+        attempt = len(list(folder.glob("attempt-*"))) + 1
+        (folder / f"attempt-{attempt}-{os.getpid()}").touch()
+        if attempt <= 2:
+            raise ConnectionError(f"the service is down (attempt {attempt})")
+        return "ok"
+
+
+class Stubborn(Workflow):
+    """A step that succeeds on its third attempt, two seconds after each failure."""
+
+    start = Split
+    transitions = {Split: {"ok": CallFlakyService}, CallFlakyService: {"ok": Done}}

@@ -127,7 +127,8 @@ def test_evolve_is_shallow_like_replace() -> None:
 
 
 def test_a_history_entry_read_from_storage_is_the_entry_its_fields_make() -> None:
-    values = (First, "ok", NOW, {"total": 3}, {"tenant": "a"}, (Second,))
+    failure = Failure(First, "OSError", "the gateway timed out", NOW)
+    values = (First, "ok", NOW, {"total": 3}, {"tenant": "a"}, (Second,), failure)
     entry = read_history_entry(*values)
     built = HistoryEntry(*values)
     assert type(entry) is HistoryEntry

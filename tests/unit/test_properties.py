@@ -10,6 +10,13 @@ workflow and any choices and resume order:
 - exactly the steps on the taken path run (none is skipped);
 - every step runs after each of its predecessors that ran;
 - the history and the completed steps agree.
+
+Under a random retry policy, with steps that fail a random number of times first:
+
+- no step runs more than ``max_attempts`` times;
+- the instance completes when every step on the taken path fails fewer times than that (each
+  failed attempt in the history), and fails, at a step that ran ``max_attempts`` times, when
+  one does not.
 """
 
 from __future__ import annotations
@@ -17,12 +24,13 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hephaestus_django import Async, Done, Status, Step, Workflow
+from hephaestus_django import Async, Done, Retry, Status, Step, Workflow
 from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Instance
 from tests.unit.test_engine import NOW, run_waves
@@ -58,6 +66,8 @@ def _step(built: Built, kind: str, events: tuple[str, ...], wait: bool = False) 
 
     def execute(self: Step, instance: Instance, config: Any, context: Any) -> Any:
         built.runs[name] += 1
+        if built.runs[name] <= context.initial.get("fails", {}).get(self.step_key, 0):
+            raise ConnectionError(f"{name} failed, run {built.runs[name]}")
         if wait:
             return Async()
         return context.initial["choices"].get(self.step_key, events[0])
@@ -94,14 +104,19 @@ def _compile(
     return opening
 
 
-def build(shape: Shape) -> Built:
+def build(shape: Shape, default_retry: Retry | None = None) -> Built:
     built = Built()
     transitions: dict[type[Step], Any] = {}
     start = _compile(built, shape, Done, transitions)
     built.workflow = type(
         "Generated",
         (Workflow,),
-        {"start": start, "transitions": transitions, "__module__": __name__},
+        {
+            "start": start,
+            "transitions": transitions,
+            "default_retry": default_retry,
+            "__module__": __name__,
+        },
     )
     return built
 
@@ -153,3 +168,73 @@ def test_every_generated_workflow_runs_to_completion_correctly(shape: Shape, dat
         for predecessor in graph.predecessors[step]:
             if predecessor in position:
                 assert position[predecessor] < position[step], (predecessor, step)
+
+
+policies = st.builds(
+    Retry,
+    max_attempts=st.integers(min_value=1, max_value=4),
+    backoff=st.integers(min_value=0, max_value=120).map(lambda s: timedelta(seconds=s)),
+    factor=st.sampled_from([1.0, 1.5, 2.0, 10.0]),
+    max_backoff=st.integers(min_value=0, max_value=600).map(lambda s: timedelta(seconds=s)),
+    jitter=st.booleans(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(shape=shapes, policy=policies, data=st.data())
+def test_retries_never_run_a_step_more_than_max_attempts_times(
+    shape: Shape, policy: Retry, data: Any
+) -> None:
+    built = build(shape, default_retry=policy)
+    graph = built.workflow.graph
+    choices = {
+        step.step_key: data.draw(st.sampled_from(step.events), label=step.__name__)
+        for step in graph.order
+        if len(step.events) > 1
+    }
+    fails = {
+        step.step_key: data.draw(st.integers(min_value=0, max_value=5), label=step.__name__)
+        for step in graph.order
+        if not step.terminal
+    }
+    start = engine.new_instance(built.workflow, {"choices": choices, "fails": fails})
+    now = NOW
+    instance = run_waves(engine.start(start), now=now)
+    for _round in range(len(graph.order) * (policy.max_attempts + 1) + 1):
+        if instance.status is not Status.WAITING:
+            break
+        events = [s for s, why in instance.waiting_steps.items() if why.attempt is None]
+        due = engine.next_due_time(instance)
+        if events and (due is None or data.draw(st.booleans(), label="resume first")):
+            chosen = data.draw(st.sampled_from(graph.sorted(events)), label="resume")
+            instance = run_waves(engine.resume(instance, "ok", now=now, step=chosen), now=now)
+        else:
+            assert due is not None
+            now = max(now, due)
+            instance = run_waves(engine.fire_due_timers(instance, now=now), now=now)
+
+    assert all(count <= policy.max_attempts for count in built.runs.values()), built.runs
+    on_path = expected_steps(built, instance) - {"Done"}
+    doomed = {name for name in on_path if fails[_key(graph, name)] >= policy.max_attempts}
+    failed_attempts = Counter(
+        entry.step.__name__ for entry in instance.execution_history if entry.error is not None
+    )
+    if not doomed:
+        assert instance.status is Status.COMPLETED
+        for name in on_path:
+            assert built.runs[name] == fails[_key(graph, name)] + 1, name
+            assert failed_attempts[name] == fails[_key(graph, name)], name
+        assert instance.attempts == {}
+    else:
+        assert instance.status is Status.FAILED
+        assert instance.error is not None
+        failed = instance.error.step.__name__
+        assert failed in doomed
+        assert built.runs[failed] == policy.max_attempts
+        assert failed_attempts[failed] == policy.max_attempts - 1
+        assert instance.attempts[instance.error.step] == policy.max_attempts
+
+
+def _key(graph: Any, name: str) -> str:
+    (step,) = [step for step in graph.order if step.__name__ == name]
+    return str(step.step_key)

@@ -5,18 +5,25 @@ series-parallel workflow of :mod:`tests.unit.test_properties` and any such
 delivery (jobs shuffled, some run twice, some held back and run later), the
 queued run ends in the state a ``LocalRunner`` reaches: the same status, the
 same completed steps and results, each step completed once in the history.
+
+Under a random retry policy, with steps that fail a random number of times first, both runners
+end alike too (the same history of failed attempts and completions, when the instance
+completes; the same status when it fails), and neither runs a step more than ``max_attempts``
+times.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hephaestus_django import Status
+from hephaestus_django import Retry, Status
+from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
@@ -25,8 +32,9 @@ from hephaestus_django.runtime import (
     QueuedRunner,
     configure,
 )
-from hephaestus_django.runtime.dispatch import Job
-from tests.unit.test_properties import Built, build, shapes
+from hephaestus_django.runtime.dispatch import Job, WakeUp
+from tests.unit.test_engine import NOW
+from tests.unit.test_properties import Built, build, policies, shapes
 
 HOLD_BACKS = 2
 """How often one job may be held back: a late job still comes, eventually."""
@@ -113,3 +121,115 @@ def test_any_delivery_of_the_jobs_ends_as_local_runner_does(shape: Any, data: An
         for predecessor in built.workflow.graph.predecessors[step]:
             if predecessor in position:
                 assert position[predecessor] < position[step], (predecessor, step)
+
+
+# --- retries --------------------------------------------------------------------------------
+
+
+class Clock:
+    """The storages' clock: the drivers move it to the next retry timer."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _retried_local_run(built: Built, initial: dict[str, Any], rounds: int) -> Instance:
+    clock = Clock()
+    storage = InMemoryStorage(clock=clock)
+    runner = LocalRunner(max_workers=1)
+    configure(storages={"default": storage}, runner=runner)
+    instance_id = built.workflow.start(initial)
+    for _round in range(rounds):
+        instance = built.workflow.get(instance_id)
+        if instance.status is not Status.WAITING:
+            break
+        if not _resume_first(built, instance):
+            clock.now = max(clock.now, _due(instance))
+            runner.work(storage=storage)
+    return built.workflow.get(instance_id)
+
+
+def _retried_queued_run(built: Built, initial: dict[str, Any], rounds: int, data: Any) -> Instance:
+    clock = Clock()
+    dispatcher = InMemoryDispatcher()
+    configure(
+        storages={"default": InMemoryStorage(clock=clock)},
+        runner=QueuedRunner(dispatcher=dispatcher),
+    )
+    instance_id = built.workflow.start(initial)
+    for _round in range(rounds):
+        taken = dispatcher.take()
+        jobs = [job for job in taken if not isinstance(job, WakeUp)]
+        for wakeup in taken:
+            if isinstance(wakeup, WakeUp):  # back in the queue, until it is due
+                dispatcher.enqueue_wakeup(wakeup)
+        for job in data.draw(st.permutations(jobs), label="delivery order"):
+            dispatcher.run(job)
+        if jobs:
+            continue
+        instance = built.workflow.get(instance_id)
+        if instance.status is not Status.WAITING:
+            break
+        if not _resume_first(built, instance):
+            clock.now = max(clock.now, _due(instance))
+            dispatcher.drain()  # the wake-up job, at its time
+    return built.workflow.get(instance_id)
+
+
+def _resume_first(built: Built, instance: Instance) -> bool:
+    """Resume the first step waiting for an event, if one is; False when only retries wait."""
+    events = [step for step, why in instance.waiting_steps.items() if why.attempt is None]
+    if not events:
+        return False
+    built.workflow.resume(instance.id, "ok", step=built.workflow.graph.sorted(events)[0])
+    return True
+
+
+def _due(instance: Instance) -> datetime:
+    due = engine.next_due_time(instance)
+    assert due is not None, "only retries wait, but no retry timer is set"
+    return due
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, policy=policies, data=st.data())
+def test_both_runners_honour_the_same_retry_policy(shape: Any, policy: Retry, data: Any) -> None:
+    built = build(shape, default_retry=policy)
+    graph = built.workflow.graph
+    choices = {
+        step.step_key: data.draw(st.sampled_from(step.events), label=step.__name__)
+        for step in graph.order
+        if len(step.events) > 1
+    }
+    fails = {
+        step.step_key: data.draw(st.integers(min_value=0, max_value=4), label=step.__name__)
+        for step in graph.order
+        if not step.terminal
+    }
+    initial = {"choices": choices, "fails": fails}
+    rounds = 4 * len(graph.order) * (policy.max_attempts + 1)
+    try:
+        expected = _retried_local_run(built, initial, rounds)
+        local_runs = Counter(built.runs)
+        built.runs.clear()
+        queued = _retried_queued_run(built, initial, rounds, data)
+    finally:
+        configure()
+    for runs in (local_runs, built.runs):
+        assert all(count <= policy.max_attempts for count in runs.values()), runs
+    assert queued.status is expected.status
+    assert expected.status in (Status.COMPLETED, Status.FAILED)
+    if expected.status is Status.COMPLETED:  # a failure may stop other branches at other points
+        assert _retried_outcome(queued) == _retried_outcome(expected)
+        assert built.runs == local_runs
+
+
+def _retried_outcome(instance: Instance) -> tuple[Any, ...]:
+    history = Counter(
+        (entry.step, entry.event, entry.error.message if entry.error else None)
+        for entry in instance.execution_history
+    )
+    return (instance.completed_steps, dict(instance.context.steps), history, instance.attempts)
