@@ -443,8 +443,10 @@ def test_workers_go_on_after_restarts_and_terminated_backends_with_nothing_lost(
     print(f"exit statuses on SIGTERM at the end: {json.dumps(statuses)}")
 
 
+# Not strict: a procrastinate release that fixes it shows as XPASS in the summary (time to
+# update the README), and does not fail a run on a machine that installed it.
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="procrastinate 3.10: a worker's LISTEN connection is not opened again after a "
     "restart (its listener task dies unnoticed, procrastinate#1597); the worker goes on "
     "polling only, every --fetch-job-polling-interval",
