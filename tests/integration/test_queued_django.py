@@ -106,3 +106,27 @@ def test_the_sweep_on_postgresql_enqueues_a_lapsed_instance_again(
     assert handled.id == instance_id
     assert dispatcher.jobs == [StepJob("default", instance_id, flows.Check.path())]
     assert flows.executions(instance_id) == {}
+
+
+def test_the_running_mark_relaxes_only_its_own_commit(dispatcher: InMemoryDispatcher) -> None:
+    """The mark is committed without waiting for the disk, and the connection's
+    synchronous_commit is as it was afterwards; inside a caller's transaction it is never
+    relaxed (set_config would relax the caller's whole transaction)."""
+    storage = DjangoStorage(using="default")
+
+    def setting() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return str(cursor.fetchone()[0])
+
+    first = flows.IfElse.start({"script": {}})
+    with CaptureQueriesContext(connection) as queries:
+        assert storage.mark_running(first, flows.Check.path(), "h:1", timedelta(seconds=30))
+    assert "set_config('synchronous_commit', 'off', true)" in queries.captured_queries[0]["sql"]
+    assert setting() == "on"
+
+    second = flows.IfElse.start({"script": {}})
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        assert storage.mark_running(second, flows.Check.path(), "h:1", timedelta(seconds=30))
+        assert setting() == "on"
+    assert "set_config" not in queries.captured_queries[0]["sql"]
