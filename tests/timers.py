@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from hephaestus_django.core.instance import Instance, evolve
@@ -24,3 +24,17 @@ def make_due(
         return evolve(current, waiting_steps=waiting)
 
     return storage.update(instance_id, change)
+
+
+class Clock:
+    """A storage clock a test moves by hand (``InMemoryStorage(clock=Clock())``): the clock
+    every lease and timer is measured by."""
+
+    def __init__(self, now: datetime = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)

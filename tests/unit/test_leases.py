@@ -13,6 +13,7 @@ from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.runtime import InMemoryStorage, LocalRunner
 from hephaestus_django.runtime.leases import new_owner
 from tests import flows
+from tests.timers import Clock
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -49,18 +50,8 @@ def test_a_runner_holds_the_lease_only_while_steps_are_runnable() -> None:
     assert storage.get(done.id).lease_owner is None
 
 
-class Clock:
-    """A clock a test moves on: the storage's, which every lease and timer is measured by."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def test_a_resume_while_another_runner_executes_leaves_the_steps_to_it() -> None:
-    clock = Clock()
+    clock = Clock(T0)
     storage = InMemoryStorage(clock=clock)
     runner = LocalRunner()
     instance = runner.start(flows.TwoWaits, {"script": {}}, storage=storage)
@@ -82,7 +73,7 @@ def test_a_resume_while_another_runner_executes_leaves_the_steps_to_it() -> None
 
 
 def test_a_dead_runners_steps_run_again_after_its_lease_lapses() -> None:
-    clock = Clock()
+    clock = Clock(T0)
     storage = InMemoryStorage(clock=clock)
     attempts: list[int] = []
 

@@ -121,6 +121,15 @@ def build(shape: Shape, default_retry: Retry | None = None) -> Built:
     return built
 
 
+def draw_choices(built: Built, data: Any) -> dict[str, str]:
+    """An event for every step that has a choice of several, drawn by hypothesis."""
+    return {
+        step.step_key: data.draw(st.sampled_from(step.events), label=step.__name__)
+        for step in built.workflow.graph.order
+        if len(step.events) > 1
+    }
+
+
 def expected_steps(built: Built, instance: Instance) -> set[str]:
     """The steps that must run, walking the graph along the choices taken."""
     graph = built.workflow.graph
@@ -144,11 +153,7 @@ def expected_steps(built: Built, instance: Instance) -> set[str]:
 def test_every_generated_workflow_runs_to_completion_correctly(shape: Shape, data: Any) -> None:
     built = build(shape)
     graph = built.workflow.graph
-    choosers = [step for step in graph.order if len(step.events) > 1]
-    choices = {
-        step.step_key: data.draw(st.sampled_from(step.events), label=step.__name__)
-        for step in choosers
-    }
+    choices = draw_choices(built, data)
     instance = run_waves(engine.start(engine.new_instance(built.workflow, {"choices": choices})))
     for _round in range(len(graph.order) + 1):
         if instance.status is not Status.WAITING:
@@ -187,11 +192,7 @@ def test_retries_never_run_a_step_more_than_max_attempts_times(
 ) -> None:
     built = build(shape, default_retry=policy)
     graph = built.workflow.graph
-    choices = {
-        step.step_key: data.draw(st.sampled_from(step.events), label=step.__name__)
-        for step in graph.order
-        if len(step.events) > 1
-    }
+    choices = draw_choices(built, data)
     fails = {
         step.step_key: data.draw(st.integers(min_value=0, max_value=5), label=step.__name__)
         for step in graph.order

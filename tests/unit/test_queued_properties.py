@@ -33,8 +33,9 @@ from hephaestus_django.runtime import (
     configure,
 )
 from hephaestus_django.runtime.dispatch import Job, WakeUp
+from tests.timers import Clock
 from tests.unit.test_engine import NOW
-from tests.unit.test_properties import Built, build, policies, shapes
+from tests.unit.test_properties import Built, build, draw_choices, policies, shapes
 
 HOLD_BACKS = 2
 """How often one job may be held back: a late job still comes, eventually."""
@@ -100,11 +101,7 @@ def _outcome(instance: Instance) -> tuple[Any, ...]:
 @given(shape=shapes, data=st.data())
 def test_any_delivery_of_the_jobs_ends_as_local_runner_does(shape: Any, data: Any) -> None:
     built = build(shape)
-    choosers = [step for step in built.workflow.graph.order if len(step.events) > 1]
-    choices = {
-        step.step_key: data.draw(st.sampled_from(step.events), label=step.__name__)
-        for step in choosers
-    }
+    choices = draw_choices(built, data)
     try:
         expected = _local_run(built, choices)
         built.runs.clear()
@@ -126,18 +123,8 @@ def test_any_delivery_of_the_jobs_ends_as_local_runner_does(shape: Any, data: An
 # --- retries --------------------------------------------------------------------------------
 
 
-class Clock:
-    """The storages' clock: the drivers move it to the next retry timer."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def _retried_local_run(built: Built, initial: dict[str, Any], rounds: int) -> Instance:
-    clock = Clock()
+    clock = Clock(NOW)
     storage = InMemoryStorage(clock=clock)
     runner = LocalRunner(max_workers=1)
     configure(storages={"default": storage}, runner=runner)
@@ -153,7 +140,7 @@ def _retried_local_run(built: Built, initial: dict[str, Any], rounds: int) -> In
 
 
 def _retried_queued_run(built: Built, initial: dict[str, Any], rounds: int, data: Any) -> Instance:
-    clock = Clock()
+    clock = Clock(NOW)
     dispatcher = InMemoryDispatcher()
     configure(
         storages={"default": InMemoryStorage(clock=clock)},
@@ -199,11 +186,7 @@ def _due(instance: Instance) -> datetime:
 def test_both_runners_honour_the_same_retry_policy(shape: Any, policy: Retry, data: Any) -> None:
     built = build(shape, default_retry=policy)
     graph = built.workflow.graph
-    choices = {
-        step.step_key: data.draw(st.sampled_from(step.events), label=step.__name__)
-        for step in graph.order
-        if len(step.events) > 1
-    }
+    choices = draw_choices(built, data)
     fails = {
         step.step_key: data.draw(st.integers(min_value=0, max_value=4), label=step.__name__)
         for step in graph.order

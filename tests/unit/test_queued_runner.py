@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -30,19 +30,7 @@ from hephaestus_django.runtime import (
 )
 from hephaestus_django.runtime.queued import receive
 from tests import flows
-
-
-class Clock:
-    """A storage clock a test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+from tests.timers import Clock
 
 
 @pytest.fixture

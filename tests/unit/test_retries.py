@@ -40,19 +40,7 @@ from hephaestus_django.runtime import (
 from hephaestus_django.runtime.document import from_row, to_row
 from tests import flows
 from tests.flows import Flaky, Retried
-
-
-class Clock:
-    """A storage clock a test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+from tests.timers import Clock
 
 
 @pytest.fixture
