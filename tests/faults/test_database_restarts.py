@@ -15,63 +15,31 @@ import json
 import re
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import dj_database_url
-import psycopg
 import pytest
 
-from hephaestus_django.testing.embedded import ensure_server, stop_server
+from hephaestus_django.testing.embedded import stop_server
+from tests.faults.server import OwnServer
 from tests.processes import workflows
 from tests.processes.children import REPO, Children
 
 pytestmark = pytest.mark.slow
 
 DATA_DIR = REPO / ".pgdata" / "faults"
-SETTINGS = {"synchronous_commit": "on"}
 LEASE = "3"  # seconds: a dead runner's steps are taken over this long after its last renewal
 WORKER = ["hephaestus_worker", "--interval", "0.2", "--max-backoff", "1"]
 
 
-class Server:
+class Server(OwnServer):
     """The embedded server of this module and one fresh database on it."""
 
     def __init__(self) -> None:
-        self.database = f"faults_{uuid.uuid4().hex[:8]}"
-        self.url = ensure_server(DATA_DIR, database=self.database, settings=SETTINGS)
-        self.settings = dict(dj_database_url.parse(self.url))
-
-    def restart(self, mode: str) -> float:
-        """Stop the server (``fast`` or ``immediate``) and start it again; when it was back."""
-        stop_server(DATA_DIR, mode=mode)
-        time.sleep(0.5)  # down for a while: passes fail, timers come due
-        ensure_server(DATA_DIR, database=self.database, settings=SETTINGS)
-        return time.time()
-
-    def terminate_backends(self) -> int:
-        """``pg_terminate_backend`` every other session on the database; how many."""
-        with psycopg.connect(self.url, autocommit=True) as connection:
-            rows = connection.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                [self.database],
-            ).fetchall()
-        return len(rows)
-
-    def rows(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        """Every stored instance: id -> (status, state)."""
-        with psycopg.connect(self.url) as connection:
-            found = connection.execute("SELECT id, status, state FROM workflow_instances")
-            return {str(id_): (status, state) for id_, status, state in found.fetchall()}
-
-    def drop(self) -> None:
-        with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        super().__init__(DATA_DIR, "faults", clock=time.time)
 
 
 @pytest.fixture(scope="module", autouse=True)

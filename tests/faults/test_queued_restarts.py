@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dj_database_url
 import psycopg
 import pytest
 from django.db import connections
@@ -54,14 +53,14 @@ from hephaestus_django.queues.procrastinate import ProcrastinateDispatcher
 from hephaestus_django.reconnect import close_obsolete_connections
 from hephaestus_django.runtime import QueuedRunner, configure
 from hephaestus_django.storage import DjangoStorage
-from hephaestus_django.testing.embedded import ensure_server, stop_server
+from hephaestus_django.testing.embedded import stop_server
 from tests.dispatchers import workflows
+from tests.faults.server import OwnServer
 from tests.processes.children import REPO, Children
 
 pytestmark = pytest.mark.slow
 
 DATA_DIR = REPO / ".pgdata" / "queued-faults"
-SERVER_SETTINGS = {"synchronous_commit": "on"}
 ALIAS = "queued_faults"  # this process's alias for the server of this module
 QUEUE = "hephaestus"
 LEASE = 3.0  # seconds
@@ -78,40 +77,11 @@ EXPECTED = {  # each step's result, recorded once
 }
 
 
-class Server:
+class Server(OwnServer):
     """The embedded server of this module and one fresh database on it."""
 
     def __init__(self) -> None:
-        self.database = f"queued_faults_{uuid.uuid4().hex[:8]}"
-        self.url = ensure_server(DATA_DIR, database=self.database, settings=SERVER_SETTINGS)
-        self.settings = dict(dj_database_url.parse(self.url))
-
-    def restart(self, mode: str) -> float:
-        """Stop the server (``fast`` or ``immediate``), start it again; when it was back."""
-        stop_server(DATA_DIR, mode=mode)
-        time.sleep(0.5)  # down for a while: fetches, starts and steps fail, timers come due
-        ensure_server(DATA_DIR, database=self.database, settings=SERVER_SETTINGS)
-        return time.monotonic()
-
-    def terminate_backends(self) -> int:
-        """``pg_terminate_backend`` every other session on the database; how many."""
-        with psycopg.connect(self.url, autocommit=True) as connection:
-            rows = connection.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                [self.database],
-            ).fetchall()
-        return len(rows)
-
-    def rows(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        """Every stored instance: id -> (status, state)."""
-        with psycopg.connect(self.url) as connection:
-            found = connection.execute("SELECT id, status, state FROM workflow_instances")
-            return {str(id_): (status, state) for id_, status, state in found.fetchall()}
-
-    def drop(self) -> None:
-        with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        super().__init__(DATA_DIR, "queued_faults", clock=time.monotonic)
 
 
 @dataclass
