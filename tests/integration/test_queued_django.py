@@ -119,14 +119,22 @@ def test_the_running_mark_relaxes_only_its_own_commit(dispatcher: InMemoryDispat
             cursor.execute("SHOW synchronous_commit")
             return str(cursor.fetchone()[0])
 
-    first = flows.IfElse.start({"script": {}})
-    with CaptureQueriesContext(connection) as queries:
-        assert storage.mark_running(first, flows.Check.path(), "h:1", timedelta(seconds=30))
-    assert "set_config('synchronous_commit', 'off', true)" in queries.captured_queries[0]["sql"]
-    assert setting() == "on"
-
-    second = flows.IfElse.start({"script": {}})
-    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
-        assert storage.mark_running(second, flows.Check.path(), "h:1", timedelta(seconds=30))
+    # The embedded test server runs with synchronous_commit off for speed: the session is set
+    # on here, so that a relaxation leaking out of the mark's statement would show.
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO on")
+    try:
+        first = flows.IfElse.start({"script": {}})
+        with CaptureQueriesContext(connection) as queries:
+            assert storage.mark_running(first, flows.Check.path(), "h:1", timedelta(seconds=30))
+        assert "set_config('synchronous_commit', 'off', true)" in queries.captured_queries[0]["sql"]
         assert setting() == "on"
-    assert "set_config" not in queries.captured_queries[0]["sql"]
+
+        second = flows.IfElse.start({"script": {}})
+        with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+            assert storage.mark_running(second, flows.Check.path(), "h:1", timedelta(seconds=30))
+            assert setting() == "on"
+        assert "set_config" not in queries.captured_queries[0]["sql"]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET synchronous_commit")
