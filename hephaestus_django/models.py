@@ -51,6 +51,9 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
     def failed(self) -> WorkflowInstanceQuerySet:
         return self.with_status(Status.FAILED)
 
+    def cancelled(self) -> WorkflowInstanceQuerySet:
+        return self.with_status(Status.CANCELLED)
+
     def of_workflow(self, workflow: type | str) -> WorkflowInstanceQuerySet:
         """Instances of one workflow, given as its class or dotted path."""
         return self.filter(workflow=workflow_name(workflow, "workflow"))
@@ -161,6 +164,7 @@ class WorkflowInstance(models.Model):
         permissions = [
             ("resume_workflowinstance", "Can resume a waiting workflow instance"),
             ("retry_workflowinstance", "Can retry a failed workflow instance"),
+            ("cancel_workflowinstance", "Can cancel a workflow instance"),
         ]
         indexes = [
             # A 256 kB pending list (PostgreSQL's default is 4 MB): new entries are merged into

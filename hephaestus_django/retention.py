@@ -35,7 +35,7 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 INDEX = "idx_workflow_instances_prune"
 """The index every batch is read from."""
-INDEXED_STATUSES = (Status.COMPLETED.value, Status.FAILED.value)
+INDEXED_STATUSES = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
 """The statuses the prune index covers: it is partial, so that the writes of instances still
 under way (several per instance) do not pay for it; a finished instance is written once more at
 most. Pruning other statuses works too, read through the status index and sorted per batch."""
@@ -52,7 +52,7 @@ _AFTER = " AND (updated_at, id) > (%(after_at)s, %(after_id)s)"
 
 
 def _literal(status: str) -> str:
-    """``status`` as an SQL literal; only the five statuses are accepted.
+    """``status`` as an SQL literal; only the statuses of :class:`Status` are accepted.
 
     Statuses are written into the SQL rather than bound, so that the planner can prove a batch
     matches the partial index's condition also when the database alias binds parameters on the

@@ -9,6 +9,7 @@ from hephaestus_django.core.errors import (
     CorruptInstanceError,
     EngineError,
     HephaestusError,
+    InstanceNotCancellableError,
     InstanceNotFound,
     InstanceNotWaitingError,
     InvalidInstanceError,
@@ -23,7 +24,15 @@ from hephaestus_django.core.errors import (
     WorkflowDefinitionError,
 )
 from hephaestus_django.core.graph import Route, WorkflowGraph
-from hephaestus_django.core.instance import Context, Failure, HistoryEntry, Instance, Waiting
+from hephaestus_django.core.instance import (
+    Cancellation,
+    Compensation,
+    Context,
+    Failure,
+    HistoryEntry,
+    Instance,
+    Waiting,
+)
 from hephaestus_django.core.outcomes import Async, Event
 from hephaestus_django.core.policies import Retry
 from hephaestus_django.core.status import Status
@@ -32,6 +41,8 @@ from hephaestus_django.core.workflow import WorkflowDefinition
 
 __all__ = [
     "Async",
+    "Cancellation",
+    "Compensation",
     "Context",
     "CorruptInstanceError",
     "Debug",
@@ -42,6 +53,7 @@ __all__ = [
     "HephaestusError",
     "HistoryEntry",
     "Instance",
+    "InstanceNotCancellableError",
     "InstanceNotFound",
     "InstanceNotWaitingError",
     "InvalidInstanceError",

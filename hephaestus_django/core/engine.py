@@ -21,6 +21,21 @@ the step's count in ``Instance.attempts`` goes up, and the step waits on a
 :func:`fire_due_timers` turns back into a runnable step when due. The backoff
 is thus a timer like any other, stored with the instance. The engine draws
 no random numbers: the runner passes ``random`` to :func:`apply`.
+
+Cancellation and compensation. :func:`cancel` ends an instance ``cancelled``:
+its waiting steps and timers are dropped, and the results of steps still
+running are refused when they come back (they are not runnable any more).
+With ``compensate=True``, and when a ``compensate_on_failure`` workflow fails,
+the instance first undoes its completed steps: it stays ``running`` with a
+:class:`Compensation` whose ``pending`` steps (those that define
+``compensate``, the last completed first) become its active step one at a
+time. Runners execute an active step's ``compensate`` instead of its
+``execute`` while the instance is compensating (:attr:`Activation.compensating`),
+each is recorded in the history, retried under the step's policy like an
+attempt, and when none is left the instance ends cancelled, or failed with
+the error that started them. A compensation that fails for good fails the
+instance with its error; ``retry`` then resumes the compensations, never the
+steps.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from uuid import UUID
 
 from hephaestus_django.core.errors import (
     EngineError,
+    InstanceNotCancellableError,
     InstanceNotWaitingError,
     InvalidInstanceError,
     StepOutcomeError,
@@ -42,6 +58,8 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.graph import StepClass, Transition, WorkflowGraph
 from hephaestus_django.core.instance import (
+    Cancellation,
+    Compensation,
     Context,
     Failure,
     HistoryEntry,
@@ -59,19 +77,32 @@ from hephaestus_django.core.workflow import WorkflowDefinition
 
 @dataclass(frozen=True, slots=True)
 class Activation:
-    """A step that is ready to execute, with the config it runs with."""
+    """A step that is ready to execute, with the config it runs with.
+
+    With ``compensating``, what is to run is the step's ``compensate``, not its ``execute``.
+    """
 
     step: StepClass
     config: Mapping[str, Any]
+    compensating: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """What executing one step gave: an outcome, or the exception it raised."""
+    """What executing one step gave: an outcome, or the exception it raised.
+
+    ``compensating`` says it is the result of the step's ``compensate``: the engine refuses
+    to record it as the step's own result, and the other way round.
+    """
 
     step: StepClass
     outcome: Outcome | None = None
     error: BaseException | None = None
+    compensating: bool = False
+
+
+COMPENSATED = "compensated"
+"""The event of a history entry recording a step's compensation."""
 
 
 TRACEBACK_FRAMES = 40
@@ -163,7 +194,24 @@ def runnable(instance: Instance) -> list[Activation]:
     if instance.status is not Status.RUNNING:
         return []
     ready = instance.workflow.graph.sorted(runnable_steps(instance))
-    return [Activation(step, config_of(instance, step)) for step in ready]
+    compensating = instance.compensating
+    return [Activation(step, config_of(instance, step), compensating) for step in ready]
+
+
+def activation(instance: Instance, step: StepClass) -> Activation:
+    """What running ``step`` of ``instance`` means now: its ``execute``, or its ``compensate``
+    while the instance is compensating (the caller checked it is runnable)."""
+    return Activation(step, config_of(instance, step), instance.compensating)
+
+
+def accepts(instance: Instance, result: StepResult) -> bool:
+    """True when ``result`` can be recorded on ``instance``: its step is runnable, and it is
+    the result of what the step runs now (its work, or its compensation).
+
+    A runner asks before recording a result it computed on an older read: the step may have
+    been completed by a duplicate job meanwhile, or the instance cancelled.
+    """
+    return result.step in runnable_steps(instance) and result.compensating == instance.compensating
 
 
 def runnable_steps(instance: Instance) -> frozenset[StepClass]:
@@ -208,11 +256,20 @@ def apply(
     graph = instance.workflow.graph
     for result in results:
         draft.expect_runnable(result.step)
+        if result.compensating != instance.compensating:
+            raise EngineError(
+                f"the result of step {result.step.__qualname__} is of its "
+                f"{'compensation' if result.compensating else 'work'}, but instance "
+                f"{instance.id} is {'' if instance.compensating else 'not '}compensating",
+                instance_id=instance.id,
+            )
     ordered = sorted(
         results, key=lambda result: (result.error is not None, graph.rank(result.step))
     )
     for result in ordered:
-        if result.error is not None:
+        if result.compensating and result.error is None:
+            draft.compensated(result.step, now)
+        elif result.error is not None:
             draft.fail_or_retry(result.step, result.error, now)
         elif isinstance(result.outcome, Async):
             draft.wait(result.step, result.outcome, now)
@@ -282,7 +339,10 @@ def retry(instance: Instance) -> Instance:
     """Run the failed step again: failed -> running, the error cleared.
 
     The step's count of failed attempts starts again, so its retry policy
-    allows it every attempt anew.
+    allows it every attempt anew; the failure goes into the history as a failed
+    attempt, so that every attempt's error stays on record. An instance whose
+    compensation failed runs that compensation again (and then the remaining
+    ones); one whose steps were all compensated cannot be retried.
     """
     if instance.status is not Status.FAILED or instance.error is None:
         raise EngineError(
@@ -290,10 +350,100 @@ def retry(instance: Instance) -> Instance:
             f"instance can be retried",
             instance_id=instance.id,
         )
+    if instance.compensation is not None and instance.compensation.done:
+        raise EngineError(
+            f"instance {instance.id} of {_name(instance)} failed and its completed steps were "
+            f"compensated; it cannot be retried: start a new instance",
+            instance_id=instance.id,
+        )
     draft = _Draft(instance)
-    draft.attempts.pop(instance.error.step, None)
+    error = instance.error
+    draft.attempts.pop(error.step, None)
+    draft.history.append(
+        HistoryEntry(
+            step=error.step,
+            event="",
+            timestamp=error.at,
+            error=error,
+            compensating=instance.compensating,
+        )
+    )
     draft.error = None
     return draft.settle()
+
+
+def cancel(
+    instance: Instance, *, now: datetime, reason: str | None = None, compensate: bool = False
+) -> Instance:
+    """Stop an instance: pending, running or waiting -> cancelled.
+
+    Its waiting steps and timers are dropped and its active steps will not be run (a result
+    that comes back for one is refused by :func:`accepts`). With ``compensate``, the
+    completed steps that define ``compensate`` are undone first, the last completed first:
+    the instance stays running, compensating, and ends cancelled after the last one (see the
+    module's docstring). Refused with :class:`InstanceNotCancellableError`, nothing changed,
+    for an instance that has ended or is already compensating.
+    """
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidInstanceError(
+            f"the reason for cancelling instance {instance.id} must be a string, not {reason!r}"
+        )
+    if instance.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
+        raise InstanceNotCancellableError(
+            f"instance {instance.id} of {_name(instance)} is {instance.status}; only a pending, "
+            f"running or waiting instance can be cancelled (nothing was changed)",
+            instance_id=instance.id,
+        )
+    if instance.compensating and instance.compensation is not None:
+        why = "being cancelled" if instance.compensation.ends is Status.CANCELLED else "failing"
+        raise InstanceNotCancellableError(
+            f"instance {instance.id} of {_name(instance)} is already compensating its steps "
+            f"after {why}; it ends {instance.compensation.ends} once they are compensated "
+            f"(nothing was changed)",
+            instance_id=instance.id,
+        )
+    graph = instance.workflow.graph
+    at = graph.sorted(instance.active_steps | instance.waiting_steps.keys())
+    record = Cancellation(now, reason, tuple(at), bool(compensate))
+    pending = compensations(instance) if compensate else ()
+    if not pending:
+        return evolve(
+            instance,
+            status=Status.CANCELLED,
+            active_steps=frozenset(),
+            waiting_steps={},
+            attempts={},
+            running={},
+            cancellation=record,
+        )
+    return evolve(
+        instance,
+        status=Status.RUNNING,
+        current_step=pending[0],
+        active_steps=frozenset({pending[0]}),
+        waiting_steps={},
+        attempts={},
+        running={},
+        cancellation=record,
+        compensation=Compensation(Status.CANCELLED, now, pending),
+    )
+
+
+def compensations(instance: Instance) -> tuple[StepClass, ...]:
+    """The steps to compensate, in the order their ``compensate`` runs: every completed step
+    that defines one, the last completed first."""
+    found: list[StepClass] = []
+    for entry in reversed(instance.execution_history):
+        step = entry.step
+        if (
+            entry.error is None
+            and not entry.compensating
+            and step.compensable()
+            and step in instance.completed_steps
+            and step not in found
+        ):
+            found.append(step)
+    return tuple(found)
 
 
 def retry_policy(workflow: type[WorkflowDefinition], step: StepClass) -> Retry | None:
@@ -401,6 +551,10 @@ class _Draft:
         self.metadata = instance.runtime_metadata
         self.error = instance.error
         self.current = instance.current_step
+        self.compensation = instance.compensation
+        self.undoing = False
+        """True once a failure in this transition started the compensations: the other
+        results of its wave are then discarded, like those after a failure."""
 
     def expect_runnable(self, step: StepClass) -> None:
         if self.instance.status is not Status.RUNNING or step not in self.active:
@@ -422,7 +576,7 @@ class _Draft:
         if policy is None:
             self.fail(step, error, now)
             return
-        if self.error is not None:
+        if self.error is not None or self.undoing:
             return  # a sibling failed first: this result is discarded, as without a policy
         failed = self.attempts.get(step, 0) + 1
         self.attempts[step] = failed
@@ -430,17 +584,75 @@ class _Draft:
             self.fail(step, error, now)
         else:
             self.history.append(
-                HistoryEntry(step=step, event="", timestamp=now, error=_failure(step, error, now))
+                HistoryEntry(
+                    step=step,
+                    event="",
+                    timestamp=now,
+                    error=_failure(step, error, now),
+                    compensating=self.compensation is not None,
+                )
             )
             delay = policy.delay(failed, self.random())
             self.waiting[step] = Waiting(now, now + delay, None, attempt=failed + 1)
             self.current = step
 
     def fail(self, step: StepClass, error: BaseException, now: datetime) -> None:
-        if self.error is not None:
+        if self.error is not None or self.undoing:
             return  # the first failure of a wave is the one recorded
         self.error = _failure(step, error, now)
         self.current = step
+        if self.instance.workflow.compensate_on_failure and self.compensation is None:
+            self._compensate_failure(now)
+
+    def _compensate_failure(self, now: datetime) -> None:
+        """The failure just recorded starts the compensations, if a completed step has one:
+        it goes into the history, and comes back as the instance's error once they ran."""
+        pending = compensations(
+            evolve(
+                self.instance,
+                execution_history=tuple(self.history),
+                completed_steps=frozenset(self.completed),
+            )
+        )
+        if not pending or self.error is None:
+            return
+        failure = self.error
+        self.history.append(
+            HistoryEntry(
+                step=failure.step, event="", timestamp=now, error=failure, compensating=True
+            )
+        )
+        self.compensation = Compensation(Status.FAILED, now, pending, failure)
+        self.undoing = True
+        self.error = None
+        self.active = {pending[0]}
+        self.waiting = {}
+        self.attempts = {}
+        self.current = pending[0]
+
+    def compensated(self, step: StepClass, now: datetime) -> None:
+        """``step``'s compensation ran: record it, and make the next one active."""
+        compensation = self.compensation
+        if compensation is None or not compensation.pending or compensation.pending[0] != step:
+            raise EngineError(
+                f"step {step.__qualname__} is not the step instance {self.instance.id} "
+                f"compensates now",
+                instance_id=self.instance.id,
+            )
+        self.history.append(
+            HistoryEntry(step=step, event=COMPENSATED, timestamp=now, compensating=True)
+        )
+        self.active.discard(step)
+        self.attempts.pop(step, None)
+        self.current = step
+        rest = compensation.pending[1:]
+        self.compensation = Compensation(
+            compensation.ends, compensation.since, rest, compensation.failure
+        )
+        if rest:
+            self.active.add(rest[0])
+        elif compensation.ends is Status.FAILED:
+            self.error = compensation.failure
 
     def wait(self, step: StepClass, outcome: Async, now: datetime) -> None:
         self.waiting[step] = Waiting(now, outcome.due_time(now), outcome.timer_event)
@@ -548,13 +760,15 @@ class _Draft:
         )
 
     def settle(self) -> Instance:
-        if self.error is None:
+        if self.error is None and self.compensation is None:
             self.activate_ready()
+        elif self.compensation is not None and self.compensation.pending and self.error is None:
+            self.active = {self.compensation.pending[0]}  # a retry of a failed compensation
         running = self.active.difference(self.waiting)
         status = self._status(running)
         if status is Status.COMPLETED:
             self.current = self._last_completed()
-        elif status is not Status.FAILED:
+        elif status not in (Status.FAILED, Status.CANCELLED):
             self.current = self._current_active(running)
         return evolve(
             self.instance,
@@ -568,6 +782,7 @@ class _Draft:
             runtime_metadata=self.metadata,
             error=self.error,
             attempts=self.attempts,
+            compensation=self.compensation,
         )
 
     def _status(self, running: set[StepClass]) -> Status:
@@ -578,6 +793,8 @@ class _Draft:
             return Status.RUNNING
         if self.waiting:
             return Status.WAITING
+        if self.compensation is not None and self.compensation.done:
+            return self.compensation.ends  # cancelled (failed has its error back)
         return Status.COMPLETED
 
     def _current_active(self, running: set[StepClass]) -> StepClass | None:
@@ -588,7 +805,7 @@ class _Draft:
 
     def _last_completed(self) -> StepClass | None:
         for entry in reversed(self.history):
-            if entry.error is None:
+            if entry.error is None and not entry.compensating:
                 return entry.step
         return self.current
 

@@ -90,6 +90,11 @@ class UnexpectedEventError(EngineError):
     """``resume`` named an event that no waiting step declares (or is ambiguous)."""
 
 
+class InstanceNotCancellableError(EngineError):
+    """``cancel`` was called on an instance that has ended (completed, failed, cancelled) or
+    is already undoing its steps; nothing changed."""
+
+
 class StepOutcomeError(HephaestusError):
     """A step returned something that is not a valid outcome.
 

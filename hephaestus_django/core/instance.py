@@ -60,6 +60,10 @@ class HistoryEntry:
 
     A failed attempt that its retry policy tries again is an entry too: its ``error`` is the
     attempt's failure, its ``event`` is empty and it chose no ``next_steps``.
+
+    An entry with ``compensating`` set records the step's compensation (its ``compensate``
+    ran, event ``"compensated"``) or, with an ``error``, a failed attempt at it; so does the
+    failure that started the compensations of a ``compensate_on_failure`` workflow.
     """
 
     step: type[Step]
@@ -70,6 +74,8 @@ class HistoryEntry:
     next_steps: tuple[type[Step], ...] = ()
     error: Failure | None = None
     """The failure of an attempt that was retried; None for a completed step."""
+    compensating: bool = False
+    """True when the entry belongs to the instance's compensations, not to its steps' work."""
 
     @property
     def failed(self) -> bool:
@@ -89,6 +95,7 @@ def read_history_entry(
     metadata_updates: Mapping[str, Any] | None,
     next_steps: tuple[type[Step], ...],
     error: Failure | None = None,
+    compensating: bool = False,
 ) -> HistoryEntry:
     """``HistoryEntry(...)`` for a storage decoding a row, whose values it has just checked.
 
@@ -99,9 +106,16 @@ def read_history_entry(
     ``object.__setattr__`` ends up calling; the entry stays frozen.
     """
     entry = object.__new__(HistoryEntry)
-    set_step, set_event, set_timestamp, set_context, set_metadata, set_next, set_error = (
-        _HISTORY_ENTRY_SLOTS
-    )
+    (
+        set_step,
+        set_event,
+        set_timestamp,
+        set_context,
+        set_metadata,
+        set_next,
+        set_error,
+        set_compensating,
+    ) = _HISTORY_ENTRY_SLOTS
     set_step(entry, step)
     set_event(entry, event)
     set_timestamp(entry, timestamp)
@@ -109,6 +123,7 @@ def read_history_entry(
     set_metadata(entry, metadata_updates)
     set_next(entry, next_steps)
     set_error(entry, error)
+    set_compensating(entry, compensating)
     return entry
 
 
@@ -157,6 +172,42 @@ class Failure:
     traceback: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """Why and when ``Workflow.cancel`` stopped an instance, and where it stood then.
+
+    ``steps`` are the steps that were active or waiting at that moment (they never ran to
+    an end); ``compensate`` says whether the caller asked for the completed steps to be
+    compensated.
+    """
+
+    at: datetime
+    reason: str | None = None
+    steps: tuple[type[Step], ...] = ()
+    compensate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Compensation:
+    """An instance undoing its completed steps, the last completed first.
+
+    ``pending`` are the steps whose ``compensate`` has not run to an end yet, in the order
+    they run (the first one is the instance's active step); the instance ends ``ends``
+    (cancelled, or failed with ``failure``, the error that started the compensations) once
+    it is empty. The record stays on the ended instance, with ``pending`` empty.
+    """
+
+    ends: Status
+    since: datetime
+    pending: tuple[type[Step], ...] = ()
+    failure: Failure | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once every step has been compensated."""
+        return not self.pending
+
+
 @dataclass(kw_only=True, repr=False)
 class Instance:
     """One execution of a workflow.
@@ -197,6 +248,16 @@ class Instance:
     running: Mapping[type[Step], Running] = field(default_factory=dict)
     """The active steps a job engine's worker is executing right now (``QueuedRunner``): the
     others are queued. Empty for ``LocalRunner``, which runs its steps within its own lease."""
+    cancellation: Cancellation | None = None
+    """Set by ``Workflow.cancel``: when, why, and where the instance stood."""
+    compensation: Compensation | None = None
+    """Set while (and after) the instance undoes its completed steps: see :class:`Compensation`."""
+
+    @property
+    def compensating(self) -> bool:
+        """True while compensations remain to run: the active step runs its ``compensate``."""
+        compensation = self.compensation
+        return compensation is not None and bool(compensation.pending)
 
     def leased_to_other(self, owner: str, now: datetime) -> bool:
         """True when a runner other than ``owner`` holds a live lease."""
@@ -218,6 +279,8 @@ class Instance:
 
     def _whereabouts(self) -> str:
         """`` at <steps>`` for the repr: the failed, waiting, active or current step(s)."""
+        if self.compensating and self.compensation is not None and self.error is None:
+            return f" compensating {self.compensation.pending[0].__qualname__}"
         if self.error is not None:
             message = self.error.message
             if len(message) > _REPR_MESSAGE:

@@ -1,4 +1,4 @@
-"""The five statuses an instance moves through."""
+"""The six statuses an instance moves through."""
 
 from __future__ import annotations
 
@@ -22,3 +22,5 @@ class Status(StrEnum):
     """No step is active or waiting: the workflow reached its end."""
     FAILED = "failed"
     """A step failed; nothing else runs until the instance is retried."""
+    CANCELLED = "cancelled"
+    """Stopped by ``Workflow.cancel``: nothing runs again (after its compensations, if any)."""

@@ -88,6 +88,23 @@ class Step:
         """Do the step's work and say how it went."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement execute()")
 
+    def compensate(self, instance: Instance, config: Mapping[str, Any], context: Context) -> None:
+        """Undo what ``execute`` did (refund the charge, release the stock): override it to
+        make the step compensable.
+
+        Runs when the instance is cancelled with ``compensate=True``, or fails in a workflow
+        with ``compensate_on_failure``, for every step that completed, the last completed
+        first. It runs at least once (a worker may die after it and before it is recorded),
+        under the step's retry policy and timeout, so make it idempotent. Its return value is
+        ignored; raising fails the compensation like a step's attempt.
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} does not define compensate()")
+
+    @classmethod
+    def compensable(cls) -> bool:
+        """True when the step defines ``compensate``: only those are compensated."""
+        return cls.compensate is not Step.compensate
+
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> None:
         """Check a config given to this step in a workflow definition.

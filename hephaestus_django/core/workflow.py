@@ -32,6 +32,9 @@ from hephaestus_django.core.registry import Registry
 from hephaestus_django.core.steps import Step, StepRef
 from hephaestus_django.core.validation import build_graph
 
+RULE_MALFORMED_COMPENSATION = "malformed-compensation"
+"""The rule id of a workflow whose ``compensate_on_failure`` is not a bool."""
+
 workflow_registry: Registry[type[WorkflowDefinition]] = Registry("workflow")
 """Every concrete workflow class, by dotted path."""
 
@@ -56,6 +59,9 @@ class WorkflowDefinition:
     version: ClassVar[int] = 1
     default_retry: ClassVar[Retry | None] = None
     """The retry policy of the steps that declare none of their own (``Step.retry``)."""
+    compensate_on_failure: ClassVar[bool] = False
+    """When an instance fails, run the ``compensate`` of its completed steps (the last
+    completed first), then end it failed with the error that started them."""
     transitions: ClassVar[dict[type[Step], dict[str, Any]]] = {}
     start_step: ClassVar[type[Step] | StepRef]
     graph: ClassVar[WorkflowGraph]
@@ -76,6 +82,12 @@ class WorkflowDefinition:
                 name, "invalid-version", f"version must be a positive int, not {version!r}"
             )
         _check_default_retry(cls, name)
+        if not isinstance(cls.compensate_on_failure, bool):
+            raise WorkflowDefinitionError(
+                name,
+                RULE_MALFORMED_COMPENSATION,
+                f"compensate_on_failure must be True or False, not {cls.compensate_on_failure!r}",
+            )
         cls.graph = build_graph(name, cls._start_spec, cls.transitions, start_name=cls._start_name)
         cls.start_step = cls.graph.start
         workflow_registry.register(cls)

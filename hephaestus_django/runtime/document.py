@@ -36,6 +36,8 @@ from hephaestus_django.core.engine import next_due_time
 from hephaestus_django.core.errors import CorruptInstanceError, UnknownWorkflowError
 from hephaestus_django.core.graph import StepClass, WorkflowGraph
 from hephaestus_django.core.instance import (
+    Cancellation,
+    Compensation,
     Context,
     Failure,
     HistoryEntry,
@@ -160,6 +162,24 @@ class _StateWriter:
                 step.path(): {"on": running.on, "since": running.since.isoformat()}
                 for step, running in self.instance.running.items()
             }
+        cancellation, compensation = self.instance.cancellation, self.instance.compensation
+        if cancellation is not None:
+            document["cancellation"] = {
+                "at": cancellation.at.isoformat(),
+                "reason": self.user(cancellation.reason, "cancellation.reason", 2),
+                "steps": [step.path() for step in cancellation.steps],
+                "compensate": cancellation.compensate,
+            }
+        if compensation is not None:
+            failure = compensation.failure
+            document["compensation"] = {
+                "ends": compensation.ends.value,
+                "since": compensation.since.isoformat(),
+                "pending": [step.path() for step in compensation.pending],
+                "failure": None
+                if failure is None
+                else self.user(_failure_document(failure), "compensation.failure", 2),
+            }
         return document
 
     def _document(self) -> dict[str, Any]:
@@ -214,6 +234,8 @@ class _StateWriter:
             document["error"] = self.user(
                 _failure_document(entry.error), f"execution_history[{index}].error", 3
             )
+        if entry.compensating:
+            document["compensating"] = True
         return document
 
     def updates(self, entry: HistoryEntry, index: int) -> codec.JSON:
@@ -338,6 +360,12 @@ def from_row(row: StoredRow) -> Instance:
         lease_expires_at=row.lease_expires_at,
         running=reader.running(state.get("running")),
         attempts=reader.attempts(state.get("attempts")),
+        cancellation=reader.optional(
+            state.get("cancellation"), "cancellation", reader.cancellation
+        ),
+        compensation=reader.optional(
+            state.get("compensation"), "compensation", reader.compensation
+        ),
     )
     disagreement = status_disagreement(instance)
     if disagreement is not None:
@@ -504,7 +532,7 @@ class _Reader:
         step = by_path.get(name) if type(name) is str else None
         if step is None or type(event) is not str or type(stamp) is not str:
             return None
-        if fields.get("error") is not None:  # a failed attempt: rare, read with its checks
+        if fields.get("error") is not None or "compensating" in fields:  # rare: read checked
             return None
         if not (metadata is None or type(metadata) is dict) or type(names) is not list:
             return None
@@ -534,6 +562,42 @@ class _Reader:
                 )
             ),
             error=self.optional(fields.get("error"), f"{path}.error", self.failure),
+            compensating=self.flag(fields.get("compensating", False), f"{path}.compensating"),
+        )
+
+    def flag(self, value: object, path: str) -> bool:
+        if not isinstance(value, bool):
+            self.corrupt(path, f"expected true or false, found {value!r}")
+        return value
+
+    def steps(self, value: object, path: str) -> tuple[StepClass, ...]:
+        return tuple(
+            self.step(name, f"{path}[{index}]") for index, name in enumerate(self.list(value, path))
+        )
+
+    def cancellation(self, value: object, path: str) -> Cancellation:
+        fields = self.mapping(value, path)
+        return Cancellation(
+            at=self.datetime(fields.get("at"), f"{path}.at"),
+            reason=self.optional(fields.get("reason"), f"{path}.reason", self.string),
+            steps=self.steps(fields.get("steps", []), f"{path}.steps"),
+            compensate=self.flag(fields.get("compensate", False), f"{path}.compensate"),
+        )
+
+    def compensation(self, value: object, path: str) -> Compensation:
+        fields = self.mapping(value, path)
+        found = fields.get("ends")
+        ends = _STATUSES.get(found) if isinstance(found, str) else None
+        if ends is not Status.CANCELLED and ends is not Status.FAILED:
+            self.corrupt(f"{path}.ends", f"expected 'cancelled' or 'failed', found {found!r}")
+        failure = self.optional(fields.get("failure"), f"{path}.failure", self.failure)
+        if ends is Status.FAILED and failure is None:
+            self.corrupt(f"{path}.failure", "a compensation that ends failed keeps its failure")
+        return Compensation(
+            ends=ends,
+            since=self.datetime(fields.get("since"), f"{path}.since"),
+            pending=self.steps(fields.get("pending", []), f"{path}.pending"),
+            failure=failure,
         )
 
     def failure(self, value: object, path: str) -> Failure:

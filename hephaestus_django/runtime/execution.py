@@ -24,7 +24,7 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.core.outcomes import Event, read_outcome
+from hephaestus_django.core.outcomes import Event, Outcome, read_outcome
 from hephaestus_django.core.steps import Done
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec
@@ -35,18 +35,28 @@ _RESULT_DEPTH = 3
 """How deep a step's result is stored: in the state, its history, an entry."""
 
 
+_COMPENSATED = Event(engine.COMPENSATED)
+
+
 def execute_step(instance: Instance, activation: Activation) -> StepResult:
-    """Run one step and read its outcome; an exception it raises becomes its result."""
+    """Run one step (or its ``compensate``, while the instance is compensating) and read its
+    outcome; an exception it raises becomes its result."""
     step = activation.step
+    compensating = activation.compensating
     try:
-        returned = step().execute(instance, activation.config, instance.context)
-        outcome = read_outcome(step, returned)
-        if isinstance(outcome, Event):
-            _check_storable(step, outcome)
+        if compensating:
+            step().compensate(instance, activation.config, instance.context)
+            outcome: Outcome = _COMPENSATED
+        else:
+            returned = step().execute(instance, activation.config, instance.context)
+            outcome = read_outcome(step, returned)
+            if isinstance(outcome, Event):
+                _check_storable(step, outcome)
     except Exception as error:
         quiet = (SerializationError, StepOutcomeError, *step.expected_errors)
         logger.warning(
-            "step %s of instance %s (%s) failed: %s: %s",
+            "%s %s of instance %s (%s) failed: %s: %s",
+            "the compensation of step" if compensating else "step",
             step.__qualname__,
             instance.id,
             instance.workflow.__qualname__,
@@ -54,8 +64,8 @@ def execute_step(instance: Instance, activation: Activation) -> StepResult:
             error,
             exc_info=not isinstance(error, quiet),
         )
-        return StepResult(step, error=error)
-    return StepResult(step, outcome=outcome)
+        return StepResult(step, error=error, compensating=compensating)
+    return StepResult(step, outcome=outcome, compensating=compensating)
 
 
 def log_retries(results: Sequence[StepResult], after: Instance) -> None:
@@ -80,7 +90,7 @@ def reach_ends(instance: Instance, now: datetime) -> Instance:
     real steps runs as usual.
     """
     steps = engine.runnable_steps(instance)  # most often a real step: no need to sort
-    if not steps or not all(_is_plain_end(step) for step in steps):
+    if not steps or instance.compensating or not all(_is_plain_end(step) for step in steps):
         return instance
     results = [execute_step(instance, item) for item in engine.runnable(instance)]
     return engine.apply(instance, results, now=now)
@@ -104,6 +114,23 @@ def resuming(
     def transition(instance: Instance) -> Instance:
         expect(instance, workflow, expected_revision)
         return engine.resume(instance, event, data, now=now(), step=step)
+
+    return transition
+
+
+def cancelling(
+    *,
+    now: Callable[[], datetime],
+    reason: str | None,
+    compensate: bool,
+    workflow: type[WorkflowDefinition] | None,
+    expected_revision: int | None,
+) -> Transition:
+    """The transition of ``cancel``, checked against what the caller expects."""
+
+    def transition(instance: Instance) -> Instance:
+        expect(instance, workflow, expected_revision)
+        return engine.cancel(instance, now=now(), reason=reason, compensate=compensate)
 
     return transition
 

@@ -52,7 +52,6 @@ from typing import Any
 from uuid import UUID
 
 from hephaestus_django.core import engine
-from hephaestus_django.core.engine import Activation
 from hephaestus_django.core.errors import (
     CorruptInstanceError,
     HephaestusError,
@@ -73,6 +72,7 @@ from hephaestus_django.runtime.dispatch import (
     job_from_payload,
 )
 from hephaestus_django.runtime.execution import (
+    cancelling,
     execute_step,
     log_retries,
     reach_ends,
@@ -177,6 +177,33 @@ class QueuedRunner:
             instance_id, storage, retrying(workflow=workflow, expected_revision=expected_revision)
         )
 
+    def cancel(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        reason: str | None = None,
+        compensate: bool = False,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Cancel an instance; with ``compensate``, enqueue its first compensation.
+
+        The jobs already queued for it find it cancelled and do nothing; a step running as a
+        job finishes, and its result is not recorded.
+        """
+        return self._transition(
+            instance_id,
+            storage,
+            cancelling(
+                now=storage.now,
+                reason=reason,
+                compensate=compensate,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
+
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """The sweep: fire due timers and enqueue again the work of instances whose lease
         lapsed; return the instances handled. Runs no step itself."""
@@ -231,11 +258,16 @@ class QueuedRunner:
             else nullcontext()
         )
         with held:
-            result = execute_step(instance, Activation(step, engine.config_of(instance, step)))
+            result = execute_step(instance, engine.activation(instance, step))
 
         def record(current: Instance) -> Instance:
-            if step not in engine.runnable_steps(current):
-                logger.info("the %s ran, but its result was recorded already", job)
+            if not engine.accepts(current, result):
+                logger.info(
+                    "the %s ran, but its result is not recorded: it was recorded already, or "
+                    "the instance is %s",
+                    job,
+                    "compensating" if current.compensating else current.status,
+                )
                 return current
             applied = engine.apply(current, [result], now=storage.now(), random=random.random)
             log_retries([result], applied)

@@ -42,6 +42,7 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.execution import (
+    cancelling,
     execute_step,
     log_retries,
     reach_ends,
@@ -86,6 +87,17 @@ class Runner(Protocol):
         instance_id: UUID | str,
         *,
         storage: Storage,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance: ...
+
+    def cancel(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        reason: str | None = None,
+        compensate: bool = False,
         workflow: type[WorkflowDefinition] | None = None,
         expected_revision: int | None = None,
     ) -> Instance: ...
@@ -180,6 +192,33 @@ class LocalRunner:
             instance_id, storage, retrying(workflow=workflow, expected_revision=expected_revision)
         )
 
+    def cancel(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        reason: str | None = None,
+        compensate: bool = False,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Cancel an instance; with ``compensate``, run its compensations here first.
+
+        A runner executing its steps elsewhere finds it cancelled when it records their
+        results, and records nothing.
+        """
+        return self._transition_and_run(
+            instance_id,
+            storage,
+            cancelling(
+                now=storage.now,
+                reason=reason,
+                compensate=compensate,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
+
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """Fire due timers and take over instances whose runner died; return those handled.
 
@@ -253,9 +292,8 @@ class LocalRunner:
         self, instance: Instance, results: list[StepResult], storage: Storage, owner: str
     ) -> Instance:
         def apply(base: Instance) -> Instance:
-            runnable = engine.runnable_steps(base)
-            relevant = [result for result in results if result.step in runnable]
-            if not relevant:  # another runner finished these steps meanwhile
+            relevant = [result for result in results if engine.accepts(base, result)]
+            if not relevant:  # another runner finished these steps meanwhile, or cancelled
                 return base
             now = storage.now()
             applied = engine.apply(base, relevant, now=now, random=random.random)

@@ -87,6 +87,33 @@ class Workflow(WorkflowDefinition):
         )
 
     @classmethod
+    def cancel(
+        cls,
+        id: UUID | str,
+        reason: str | None = None,
+        *,
+        compensate: bool = False,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
+        """Stop a pending, running or waiting instance for good: it ends ``cancelled``.
+
+        Its waiting steps and timers are dropped, its queued jobs do nothing, and a step
+        running somewhere finishes with its result discarded. ``reason`` is kept with the
+        instance (``instance.cancellation``). With ``compensate=True`` the ``compensate`` of
+        every completed step that defines one runs first, the last completed first; the
+        instance ends cancelled after them. An instance that has ended (completed, failed,
+        cancelled) or is compensating raises ``InstanceNotCancellableError``, and nothing
+        changes.
+        """
+        return backends.runner().cancel(
+            id,
+            storage=backends.storage(storage),
+            reason=reason,
+            compensate=compensate,
+            workflow=None if cls.is_abstract() else cls,
+        )
+
+    @classmethod
     def get(cls, id: UUID | str, *, storage: str | Storage = DEFAULT_ALIAS) -> Instance:
         """The stored instance; ``InstanceNotFound`` if absent or of another workflow."""
         instance = backends.storage(storage).get(id)

@@ -128,7 +128,7 @@ def test_evolve_is_shallow_like_replace() -> None:
 
 def test_a_history_entry_read_from_storage_is_the_entry_its_fields_make() -> None:
     failure = Failure(First, "OSError", "the gateway timed out", NOW)
-    values = (First, "ok", NOW, {"total": 3}, {"tenant": "a"}, (Second,), failure)
+    values = (First, "ok", NOW, {"total": 3}, {"tenant": "a"}, (Second,), failure, True)
     entry = read_history_entry(*values)
     built = HistoryEntry(*values)
     assert type(entry) is HistoryEntry
