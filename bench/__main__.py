@@ -28,6 +28,7 @@ FULL: dict[str, Any] = {
     "admin_rows": 1_000_000,
     "admin_requests": 20,
     "writer_baseline_s": 10,
+    "policies_n": 200,
     "queued": {
         "rounds": 4,
         "per_worker": 15,
@@ -53,6 +54,7 @@ QUICK: dict[str, Any] = {
     "admin_rows": 100_000,
     "admin_requests": 5,
     "writer_baseline_s": 3,
+    "policies_n": 40,
     "queued": {
         "rounds": 2,
         "per_worker": 8,
@@ -136,6 +138,7 @@ def run_storage_sections(
         end_to_end,
         housekeeping,
         memory,
+        policies,
         storage_ops,
         tail,
     )
@@ -149,6 +152,8 @@ def run_storage_sections(
     results["memory"] = memory.run(raw, instances=10_000, rounds=max(rounds // 2, 2))
     log("3. end to end")
     results["end_to_end"] = end_to_end.run(raw, unprepared, rounds=rounds, n=plan["workflows"])
+    log("9. step policies: statements and time per step")
+    results["policies"] = policies.run(n=plan["policies_n"])
 
     loaded = SEED_ROWS
     for rows, c_rounds, probes, seq_probes in plan["containment"]:

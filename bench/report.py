@@ -460,6 +460,33 @@ def queued_lines(found: dict[str, Any]) -> list[str]:
     return lines
 
 
+def policies_lines(found: dict[str, Any]) -> list[str]:
+    """Item 9: statements and microseconds of each case, and per failed attempt / compensation."""
+    names = {
+        "plain": "one-step workflow, started and run to its end",
+        "failed_attempt": "the same, first attempt failed and retried by a worker pass",
+        "cancel": "`cancel` of an instance waiting for an event",
+        "compensation": "`cancel(compensate=True)` after three compensable steps",
+    }
+    lines = ["| case | statements | µs: **median** (p25-p75) |", "|---|---:|---:|"]
+    for key, label in names.items():
+        case = found[key]
+        timing = case["us"]
+        lines.append(
+            f"| {label} | {case['statements']} | **{timing['median']:.0f}** "
+            f"({timing['p25']:.0f}-{timing['p75']:.0f}) |"
+        )
+    attempt, compensated = found["per_failed_attempt"], found["per_compensated_step"]
+    lines += [
+        "",
+        f"A failed attempt costs {attempt['statements']} statements and "
+        f"{attempt['us']:.0f} µs more than a step that succeeds at once (its record and retry "
+        f"timer, the worker's claim and the second attempt's write); a compensated step costs "
+        f"{compensated['statements']:.1f} statements and {compensated['us']:.0f} µs.",
+    ]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     info = results["machine"]
     header = [
@@ -511,6 +538,11 @@ def markdown(results: dict[str, Any]) -> str:
         *(
             ["## 7. Housekeeping", "", *housekeeping_lines(results["housekeeping"]), ""]
             if "housekeeping" in results
+            else []
+        ),
+        *(
+            ["## 9. Step policies", "", *policies_lines(results["policies"]), ""]
+            if "policies" in results
             else []
         ),
         *queued,

@@ -49,15 +49,18 @@ def new_owner() -> str:
 def with_lease(instance: Instance, owner: str, now: datetime, duration: timedelta) -> Instance:
     """The instance leased to ``owner`` while it has runnable steps, released otherwise.
 
-    A live lease held by another runner is left alone: that runner executes the steps.
+    A live lease held by another runner is left alone while there are steps to run: that
+    runner executes them. With none (the instance was cancelled, or failed, while that runner
+    executed steps whose results will now be refused), it is released whoever holds it, so a
+    finished instance never keeps a lease.
     """
+    if not engine.runnable_steps(instance):
+        if instance.lease_owner is None:
+            return instance
+        return evolve(instance, lease_owner=None, lease_expires_at=None)
     if instance.leased_to_other(owner, now):
         return instance
-    if engine.runnable_steps(instance):
-        return evolve(instance, lease_owner=owner, lease_expires_at=now + duration)
-    if instance.lease_owner is None:
-        return instance
-    return evolve(instance, lease_owner=None, lease_expires_at=None)
+    return evolve(instance, lease_owner=owner, lease_expires_at=now + duration)
 
 
 _LeaseKey = tuple[int, UUID, str]

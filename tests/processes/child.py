@@ -162,7 +162,33 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-COMMANDS = {"resume": resume, "work": work, "start": start, "manage": manage, "load": load}
+def operate(args: dict[str, Any]) -> dict[str, Any]:
+    """One operation on one instance (``cancel``, ``retry`` or ``resume`` with ``go``), at the
+    same moment as the other children: whether it was done, or the error that refused it."""
+    from hephaestus_django import HephaestusError, Workflow
+
+    wait_for_go(args.get("go"))
+    instance_id, operation = args["id"], args["operation"]
+    try:
+        if operation == "cancel":
+            Workflow.cancel(instance_id, "raced", compensate=args.get("compensate", False))
+        elif operation == "retry":
+            Workflow.retry(instance_id)
+        else:
+            Workflow.resume(instance_id, "go")
+    except HephaestusError as error:
+        return {"ok": False, "error": f"{type(error).__name__}: {error}"}
+    return {"ok": True, "error": None}
+
+
+COMMANDS = {
+    "resume": resume,
+    "work": work,
+    "start": start,
+    "manage": manage,
+    "load": load,
+    "operate": operate,
+}
 
 if __name__ == "__main__":
     setup()

@@ -170,3 +170,49 @@ def test_the_worker_logs_to_stderr_in_a_project_that_configured_no_logging(
     assert (
         "INFO hephaestus_django.worker: moved 1 instance(s) on in default: now 1 completed" in err
     )
+
+
+def race(children: Children, instance_id: str, operations: list[str]) -> list[dict[str, object]]:
+    go = children.go_file()
+    racers = [
+        children.spawn("operate", {"id": instance_id, "operation": operation, "go": str(go)})
+        for operation in operations
+    ]
+    go.touch()
+    return [children.result(process) for process in racers]
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_cancel_racing_a_resume_exactly_one_wins(children: Children, attempt: int) -> None:
+    (instance_id,) = children.run("start", {"workflow": workflows.Gated.path()})["ids"]
+
+    cancel, resume = race(children, instance_id, ["cancel", "resume"])
+
+    instance = DjangoStorage().get(instance_id)
+    assert [cancel["ok"], resume["ok"]].count(True) == 1, (cancel, resume)
+    if cancel["ok"]:
+        assert instance.status is Status.CANCELLED
+        assert str(resume["error"]).startswith("InstanceNotWaitingError: ")
+        assert "cancelled" in str(resume["error"])
+        assert history(instance_id) == []
+    else:
+        assert instance.status is Status.COMPLETED
+        assert str(cancel["error"]).startswith("InstanceNotCancellableError: ")
+        assert "completed" in str(cancel["error"])
+        assert history(instance_id) == [("Hold", "go"), ("Done", "done")]
+
+
+def test_a_cancel_racing_a_retry_exactly_one_wins(children: Children, tmp_path: Path) -> None:
+    context = {"dir": str(tmp_path)}
+    (instance_id,) = children.run(
+        "start", {"workflow": workflows.Repairable.path(), "context": context}
+    )["ids"]
+    assert DjangoStorage().get(instance_id).status is Status.FAILED
+    (tmp_path / "fixed").touch()
+
+    cancel, retry = race(children, instance_id, ["cancel", "retry"])
+
+    # a failed instance cannot be cancelled, and once retried it has completed: the retry wins
+    assert (cancel["ok"], retry["ok"]) == (False, True), (cancel, retry)
+    assert str(cancel["error"]).startswith("InstanceNotCancellableError: ")
+    assert DjangoStorage().get(instance_id).status is Status.COMPLETED

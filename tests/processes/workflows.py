@@ -87,6 +87,31 @@ class Hold(WaitForEvent):
     events = ("go",)
 
 
+class Gated(Workflow):
+    """Waits for ``go``, then ends: what a cancel and a resume race on."""
+
+    start = Hold
+    transitions = {Hold: {"go": Done}}
+
+
+class Refusing(Step):
+    """Fails while its instance's context says so, per file: a retry can then succeed."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        if not (Path(context.initial["dir"]) / "fixed").exists():
+            raise ConnectionError("the service is down")
+        return "ok"
+
+
+class Repairable(Workflow):
+    """Fails until a file exists, then a retry completes it: what a cancel and a retry race on."""
+
+    start = Refusing
+    transitions = {Refusing: {"ok": Done}}
+
+
 class Tick(Wait):
     """A one-second timer, due while the database may be down."""
 

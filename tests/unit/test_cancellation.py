@@ -6,10 +6,8 @@ test drains the in-memory queue, as a worker would run them.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -21,16 +19,14 @@ from hephaestus_django import (
     InstanceNotFound,
     InstanceNotWaitingError,
     InvalidInstanceError,
-    Retry,
     SerializationError,
     Status,
-    Step,
     WaitForEvent,
     Workflow,
     WorkflowDefinitionError,
 )
 from hephaestus_django.core import engine
-from hephaestus_django.core.instance import Cancellation, Context, Instance
+from hephaestus_django.core.instance import Cancellation, Context
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
     InMemoryStorage,
@@ -39,100 +35,19 @@ from hephaestus_django.runtime import (
     configure,
 )
 from hephaestus_django.runtime.document import from_row, to_row
+from tests.sagas import (
+    BROKEN_REFUNDS,
+    EFFECTS,
+    AwaitShipment,
+    CancelsItself,
+    Charge,
+    Notify,
+    Order,
+    Reserve,
+    SelfCancelling,
+    UndoneOrder,
+)
 from tests.timers import Clock
-
-EFFECTS: dict[UUID, list[str]] = defaultdict(list)
-"""What the steps below did, per instance, in order: their work and their compensations."""
-BROKEN_REFUNDS: set[UUID] = set()
-"""Instances whose refund keeps failing until the test removes them."""
-
-
-class Declined(Exception):
-    """The card was declined: a business outcome."""
-
-
-class RefundDown(Exception):
-    """The payment provider cannot refund right now."""
-
-
-class Reserve(Step):
-    events = ("reserved",)
-
-    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
-        EFFECTS[instance.id].append("reserve")
-        return "reserved"
-
-    def compensate(self, instance: Instance, config: Mapping[str, Any], context: Context) -> None:
-        EFFECTS[instance.id].append("release")
-
-
-class Notify(Step):
-    """Completes without a compensation: nothing to undo."""
-
-    events = ("sent",)
-
-    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
-        EFFECTS[instance.id].append("notify")
-        return "sent"
-
-
-class Charge(Step):
-    events = ("charged",)
-    expected_errors = (Declined,)
-    retry = Retry(max_attempts=2, backoff=timedelta(seconds=5), jitter=False)
-
-    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
-        if context.initial.get("decline"):
-            raise Declined("card declined")
-        EFFECTS[instance.id].append("charge")
-        return "charged"
-
-    def compensate(self, instance: Instance, config: Mapping[str, Any], context: Context) -> None:
-        if instance.id in BROKEN_REFUNDS:
-            raise RefundDown("refunds are down")
-        EFFECTS[instance.id].append("refund")
-
-
-class AwaitShipment(WaitForEvent):
-    events = ("shipped", "timeout")
-
-
-class Order(Workflow):
-    start_step = Reserve
-    transitions = {
-        Reserve: {"reserved": Notify},
-        Notify: {"sent": Charge},
-        Charge: {"charged": AwaitShipment.configure(timeout={"duration": 2, "unit": "days"})},
-        AwaitShipment: {"shipped": Done, "timeout": Done},
-    }
-
-
-class UndoneOrder(Workflow):
-    """The same order, compensated when it fails."""
-
-    compensate_on_failure = True
-    start_step = Reserve
-    transitions = {
-        Reserve: {"reserved": Notify},
-        Notify: {"sent": Charge},
-        Charge: {"charged": Done},
-    }
-
-
-class CancelsItself(Step):
-    """Cancels its own instance while it runs, then returns: its result must not count."""
-
-    events = ("done",)
-
-    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
-        EFFECTS[instance.id].append("ran")
-        Workflow.cancel(instance.id, "changed my mind")
-        return "done"
-
-
-class SelfCancelling(Workflow):
-    start_step = CancelsItself
-    transitions = {CancelsItself: {"done": Done}}
 
 
 @pytest.fixture(autouse=True)
@@ -296,6 +211,7 @@ def test_a_step_running_when_its_instance_is_cancelled_has_its_result_discarded(
     assert instance.cancellation is not None
     assert instance.cancellation.steps == (CancelsItself,)
     assert instance.completed_steps == frozenset()
+    assert instance.lease_owner is None  # the lease of the runner that ran the step is gone
 
 
 # --- compensation ------------------------------------------------------------------------
@@ -380,7 +296,7 @@ def test_a_compensation_that_keeps_failing_fails_the_instance_once_and_retry_res
     assert failed.error is not None
     assert (failed.error.step, failed.error.error_type) == (
         Charge,
-        "tests.unit.test_cancellation.RefundDown",
+        "tests.sagas.RefundDown",
     )
     assert failed.compensating
     clock.advance(days=1)

@@ -39,12 +39,17 @@ def run_waves(instance: Instance, now: datetime = NOW) -> Instance:
     while activations := engine.runnable(instance):
         results = []
         for activation in activations:
-            step = activation.step
+            step, compensating = activation.step, activation.compensating
             try:
-                returned = step().execute(instance, activation.config, instance.context)
-                results.append(StepResult(step, outcome=read_outcome(step, returned)))
+                if compensating:
+                    step().compensate(instance, activation.config, instance.context)
+                    outcome: Any = Event(engine.COMPENSATED)
+                else:
+                    returned = step().execute(instance, activation.config, instance.context)
+                    outcome = read_outcome(step, returned)
+                results.append(StepResult(step, outcome=outcome, compensating=compensating))
             except Exception as error:
-                results.append(StepResult(step, error=error))
+                results.append(StepResult(step, error=error, compensating=compensating))
         instance = engine.apply(instance, results, now=now)
     return instance
 

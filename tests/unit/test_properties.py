@@ -17,6 +17,13 @@ Under a random retry policy, with steps that fail a random number of times first
 - the instance completes when every step on the taken path fails fewer times than that (each
   failed attempt in the history), and fails, at a step that ran ``max_attempts`` times, when
   one does not.
+
+Cancelled at any point, with or without compensation:
+
+- no step runs afterwards, whatever is attempted (resumes, due timers, results of steps that
+  were running);
+- with compensation, exactly the completed steps are compensated, each once, the last
+  completed first, and the instance ends cancelled.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hephaestus_django import Async, Done, Retry, Status, Step, Workflow
+from hephaestus_django import Async, Done, Event, Retry, Status, Step, Workflow
 from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Instance
 from tests.unit.test_engine import NOW, run_waves
@@ -59,10 +66,16 @@ class Built:
     workflow: type[Workflow] = Workflow
     runs: Counter[str] = field(default_factory=Counter)
     counter: itertools.count[int] = field(default_factory=itertools.count)
+    compensable: bool = False
+    """Whether the generated steps define ``compensate``."""
+    compensated: list[str] = field(default_factory=list)
 
 
 def _step(built: Built, kind: str, events: tuple[str, ...], wait: bool = False) -> type[Step]:
     name = f"{kind}{next(built.counter)}"
+
+    def compensate(self: Step, instance: Instance, config: Any, context: Any) -> None:
+        built.compensated.append(name)
 
     def execute(self: Step, instance: Instance, config: Any, context: Any) -> Any:
         built.runs[name] += 1
@@ -72,7 +85,10 @@ def _step(built: Built, kind: str, events: tuple[str, ...], wait: bool = False) 
             return Async()
         return context.initial["choices"].get(self.step_key, events[0])
 
-    return type(name, (Step,), {"events": events, "execute": execute, "__module__": __name__})
+    body = {"events": events, "execute": execute, "__module__": __name__}
+    if built.compensable:
+        body["compensate"] = compensate
+    return type(name, (Step,), body)
 
 
 def _compile(
@@ -104,8 +120,8 @@ def _compile(
     return opening
 
 
-def build(shape: Shape, default_retry: Retry | None = None) -> Built:
-    built = Built()
+def build(shape: Shape, default_retry: Retry | None = None, compensable: bool = False) -> Built:
+    built = Built(compensable=compensable)
     transitions: dict[type[Step], Any] = {}
     start = _compile(built, shape, Done, transitions)
     built.workflow = type(
@@ -239,3 +255,40 @@ def test_retries_never_run_a_step_more_than_max_attempts_times(
 def _key(graph: Any, name: str) -> str:
     (step,) = [step for step in graph.order if step.__name__ == name]
     return str(step.step_key)
+
+
+@settings(max_examples=150, deadline=None)
+@given(shape=shapes, data=st.data())
+def test_a_cancelled_instance_never_runs_a_step_again(shape: Shape, data: Any) -> None:
+    built = build(shape, compensable=True)
+    graph = built.workflow.graph
+    choices = draw_choices(built, data)
+    instance = engine.start(engine.new_instance(built.workflow, {"choices": choices}))
+    cancel_at = data.draw(st.integers(min_value=0, max_value=len(graph.order)), label="cancel at")
+    compensate = data.draw(st.booleans(), label="compensate")
+    for _round in range(cancel_at):
+        instance = run_waves(instance)
+        if instance.status is not Status.WAITING:
+            break
+        waiting = graph.sorted(instance.waiting_steps)
+        instance = engine.resume(instance, "ok", now=NOW, step=data.draw(st.sampled_from(waiting)))
+    if instance.status in (Status.COMPLETED, Status.FAILED):
+        return
+    # the steps that were runnable when cancelled ran meanwhile: their results come back late
+    late = [
+        engine.StepResult(activation.step, outcome=Event("ok"))
+        for activation in engine.runnable(instance)
+    ]
+    completed = [entry.step.__name__ for entry in instance.execution_history]
+    runs = Counter(built.runs)
+
+    cancelled = run_waves(engine.cancel(instance, now=NOW, compensate=compensate))
+
+    assert cancelled.status is Status.CANCELLED
+    assert built.runs == runs, "a step ran after its instance was cancelled"
+    expected = list(reversed(completed)) if compensate else []
+    assert built.compensated == expected
+    assert [late_result for late_result in late if engine.accepts(cancelled, late_result)] == []
+    assert engine.runnable(cancelled) == []
+    assert engine.fire_due_timers(cancelled, now=NOW + timedelta(days=365)) is cancelled
+    assert not engine.waits_for_an_event(cancelled)

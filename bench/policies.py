@@ -1,0 +1,172 @@
+"""Item 9: what the step policies cost per step, in statements and time.
+
+``LocalRunner`` + ``DjangoStorage`` on the ``default`` alias; every step does nothing, so what is
+measured is what a policy adds to the engine, the codec and the storage. Each case is timed
+``n`` times (median and spread, microseconds) and its statements counted once with Django's
+``CaptureQueriesContext`` (what Django logs: a transaction's ``BEGIN`` and ``COMMIT`` are in
+it). The steps' failures are logged by the runner as in production; the log is silenced here.
+
+- *plain*: a one-step workflow started and run to its end, the baseline.
+- *failed attempt*: the same step failing its first attempt under ``Retry(backoff=0)``: the
+  start that records the failure and its retry timer, plus the worker pass that fires the
+  timer and runs the second attempt; the cost of one failed attempt is that minus *plain*.
+- *cancel*: ``Workflow.cancel`` of an instance waiting for an event.
+- *compensation*: ``cancel(compensate=True)`` of an instance waiting after three completed
+  compensable steps; per compensated step, that minus *cancel*, divided by three.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from bench.measure import spread
+from hephaestus_django import Done, Retry, Step, WaitForEvent, Workflow
+from hephaestus_django.core.instance import Context, Instance
+from hephaestus_django.runtime import LocalRunner, configure
+from hephaestus_django.storage import DjangoStorage
+
+_FAILED_FIRST: set[UUID] = set()
+"""Instances whose first attempt has failed already."""
+
+
+class Nothing(Step):
+    """Completes at once."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
+        return "ok"
+
+
+class FailsOnce(Step):
+    """Fails its first attempt, then completes; retried at once."""
+
+    events = ("ok",)
+    retry = Retry(max_attempts=2, backoff=timedelta(0), jitter=False)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
+        if instance.id not in _FAILED_FIRST:
+            _FAILED_FIRST.add(instance.id)
+            raise ConnectionError("the first attempt fails")
+        return "ok"
+
+
+class Undoable(Step):
+    """Completes at once; its compensation does nothing."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
+        return "ok"
+
+    def compensate(self, instance: Instance, config: Mapping[str, Any], context: Context) -> None:
+        return None
+
+
+class UndoA(Undoable):
+    pass
+
+
+class UndoB(Undoable):
+    pass
+
+
+class UndoC(Undoable):
+    pass
+
+
+class Hold(WaitForEvent):
+    events = ("go",)
+
+
+class Plain(Workflow):
+    start_step = Nothing
+    transitions = {Nothing: {"ok": Done}}
+
+
+class RetriedOnce(Workflow):
+    start_step = FailsOnce
+    transitions = {FailsOnce: {"ok": Done}}
+
+
+class Held(Workflow):
+    start_step = Hold
+    transitions = {Hold: {"go": Done}}
+
+
+class Undoable3(Workflow):
+    start_step = UndoA
+    transitions = {
+        UndoA: {"ok": UndoB},
+        UndoB: {"ok": UndoC},
+        UndoC: {"ok": Hold},
+        Hold: {"go": Done},
+    }
+
+
+def _case(
+    prepare: Callable[[], Any], action: Callable[[Any], Any], n: int
+) -> tuple[int, dict[str, float]]:
+    """Statements of one ``action`` (on what ``prepare`` made), and its time over ``n`` runs."""
+    with CaptureQueriesContext(connection) as captured:
+        action(prepare())
+    statements = len(captured.captured_queries)
+    samples = []
+    for _ in range(n):
+        subject = prepare()
+        start = time.perf_counter_ns()
+        action(subject)
+        samples.append((time.perf_counter_ns() - start) / 1000)
+    return statements, spread(samples)
+
+
+def run(*, n: int) -> dict[str, Any]:
+    storage = DjangoStorage()
+    runner = LocalRunner()
+    configure(storages={"default": storage}, runner=runner)
+    quiet = logging.getLogger("hephaestus_django")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+
+        def failing_then_worked(_: None) -> None:
+            RetriedOnce.start({})
+            runner.work(storage=storage)
+
+        cases = {
+            "plain": _case(lambda: None, lambda _: Plain.start({}), n),
+            "failed_attempt": _case(lambda: None, failing_then_worked, n),
+            "cancel": _case(lambda: Held.start({}), Held.cancel, n),
+            "compensation": _case(
+                lambda: Undoable3.start({}),
+                lambda instance_id: Undoable3.cancel(instance_id, compensate=True),
+                n,
+            ),
+        }
+    finally:
+        quiet.setLevel(level)
+        runner.close()
+        configure()
+    found: dict[str, Any] = {
+        name: {"statements": statements, "us": timing}
+        for name, (statements, timing) in cases.items()
+    }
+    plain, failed = found["plain"], found["failed_attempt"]
+    cancel, compensation = found["cancel"], found["compensation"]
+    found["per_failed_attempt"] = {
+        "statements": failed["statements"] - plain["statements"],
+        "us": failed["us"]["median"] - plain["us"]["median"],
+    }
+    found["per_compensated_step"] = {
+        "statements": (compensation["statements"] - cancel["statements"]) / 3,
+        "us": (compensation["us"]["median"] - cancel["us"]["median"]) / 3,
+    }
+    return found
