@@ -22,12 +22,18 @@ time. Users normally subclass :class:`hephaestus_django.Workflow`, which adds
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from hephaestus_django.core.errors import WorkflowDefinitionError
 from hephaestus_django.core.graph import WorkflowGraph
 from hephaestus_django.core.naming import dotted_path
-from hephaestus_django.core.policies import RULE_MALFORMED_RETRY, Retry
+from hephaestus_django.core.policies import (
+    RULE_MALFORMED_RETRY,
+    RULE_MALFORMED_TIMEOUT,
+    Retry,
+    timeout_problems,
+)
 from hephaestus_django.core.registry import Registry
 from hephaestus_django.core.steps import Step, StepRef
 from hephaestus_django.core.validation import build_graph
@@ -56,6 +62,9 @@ class WorkflowDefinition:
     version: ClassVar[int] = 1
     default_retry: ClassVar[Retry | None] = None
     """The retry policy of the steps that declare none of their own (``Step.retry``)."""
+    default_timeout: ClassVar[timedelta | None] = None
+    """How long one attempt of a step may run, for the steps that declare no ``timeout`` of
+    their own (``Step.timeout``)."""
     transitions: ClassVar[dict[type[Step], dict[str, Any]]] = {}
     start_step: ClassVar[type[Step] | StepRef]
     graph: ClassVar[WorkflowGraph]
@@ -76,6 +85,11 @@ class WorkflowDefinition:
                 name, "invalid-version", f"version must be a positive int, not {version!r}"
             )
         _check_default_retry(cls, name)
+        problems = timeout_problems("default_timeout", cls.default_timeout)
+        if problems:
+            raise WorkflowDefinitionError(
+                name, RULE_MALFORMED_TIMEOUT, "malformed default_timeout: " + "; ".join(problems)
+            )
         cls.graph = build_graph(name, cls._start_spec, cls.transitions, start_name=cls._start_name)
         cls.start_step = cls.graph.start
         workflow_registry.register(cls)

@@ -28,6 +28,7 @@ from hephaestus_django.core.outcomes import Event, read_outcome
 from hephaestus_django.core.steps import Done
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.bounded import bounded
 
 logger = logging.getLogger("hephaestus_django.runner")
 
@@ -35,11 +36,27 @@ _RESULT_DEPTH = 3
 """How deep a step's result is stored: in the state, its history, an entry."""
 
 
-def execute_step(instance: Instance, activation: Activation) -> StepResult:
-    """Run one step and read its outcome; an exception it raises becomes its result."""
+def execute_step(
+    instance: Instance, activation: Activation, *, in_transaction: bool = False
+) -> StepResult:
+    """Run one step and read its outcome; an exception it raises becomes its result.
+
+    A step with a ``timeout`` (or under a workflow's ``default_timeout``) is bounded by it: an
+    attempt that overruns fails with :class:`StepTimeout` and its late result is discarded
+    (:mod:`~hephaestus_django.runtime.bounded`). Pass ``in_transaction`` when the calling
+    thread is inside a transaction the step must see: the step then runs in this thread, and
+    an overrun is only found when it returns.
+    """
     step = activation.step
+    timeout = None if _is_plain_end(step) else engine.step_timeout(instance.workflow, step)
     try:
-        returned = step().execute(instance, activation.config, instance.context)
+        returned = bounded(
+            lambda: step().execute(instance, activation.config, instance.context),
+            timeout,
+            instance,
+            step,
+            in_transaction=in_transaction,
+        )
         outcome = read_outcome(step, returned)
         if isinstance(outcome, Event):
             _check_storable(step, outcome)
