@@ -17,6 +17,14 @@ class HephaestusConfig(AppConfig):
         from hephaestus_django.runtime.config import backends
 
         backends.install_provider(DjangoBackends())
+        # A step with a timeout runs on a thread of its own (runtime.bounded); Django opens a
+        # connection per thread, so the thread closes its connections as it ends, on time or
+        # abandoned and late, rather than leaving them to the garbage collector.
+        from django.db import connections
+
+        from hephaestus_django.runtime.bounded import on_thread_exit
+
+        on_thread_exit(connections.close_all)
         # Like admin.autodiscover(): every installed app's workflows.py is imported,
         # so the registry knows each workflow before a stored row names it.
         autodiscover_modules("workflows")

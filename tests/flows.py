@@ -22,6 +22,7 @@ from hephaestus_django import (
     Retry,
     Route,
     Step,
+    StepTimeout,
     Wait,
     WaitForEvent,
     Workflow,
@@ -279,3 +280,75 @@ class RetriedByDefault(Workflow):
 def runs(instance_id: object, step: type[Step] = Flaky) -> int:
     """How often a ``Flaky`` step of one instance ran in this process."""
     return ATTEMPTS[f"{instance_id}:{step.step_key}"]
+
+
+# --- timeouts ------------------------------------------------------------------------------
+
+TIMEOUT = timedelta(milliseconds=250)
+"""``Stalling``'s timeout: short, as every hung attempt costs it; the attempts that do not hang
+return at once, far inside it."""
+
+_GATES: dict[str, threading.Event] = {}
+_HUNG: dict[str, list[threading.Thread]] = {}
+
+
+def gate(instance_id: object) -> threading.Event:
+    """What the hanging attempts of one instance's ``Stalling`` steps wait for."""
+    with _lock:
+        return _GATES.setdefault(str(instance_id), threading.Event())
+
+
+def release(instance_id: object) -> None:
+    """Let the instance's hung attempts return (late), and wait until their threads ended.
+
+    A thread's end includes discarding its late result, so whatever the runtime does with it
+    has happened when this returns.
+    """
+    gate(instance_id).set()
+    with _lock:
+        hung = list(_HUNG.get(str(instance_id), []))
+    for thread in hung:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), f"{thread.name} did not end after its release"
+
+
+class Stalling(Step):
+    """Hangs in its first ``context.initial["hangs"]`` attempts (counted per instance and step,
+    in this process) until the test calls ``release``, then returns
+    ``Event("ok", updates={"attempt": n, "late": True})``; later attempts return
+    ``Event("ok", updates={"attempt": n})`` at once."""
+
+    events = ("ok",)
+    timeout = TIMEOUT
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        key = f"{instance.id}:{self.step_key}"
+        with _lock:
+            ATTEMPTS[key] += 1
+            attempt = ATTEMPTS[key]
+        if attempt <= context.initial.get("hangs", 0):
+            with _lock:
+                _HUNG.setdefault(str(instance.id), []).append(threading.current_thread())
+            gate(instance.id).wait(timeout=60)  # 60 s: a failed test never leaves it for good
+            return Event("ok", updates={"attempt": attempt, "late": True})
+        return Event("ok", updates={"attempt": attempt})
+
+
+class Stalls(Workflow):
+    """``Stalling`` without a retry policy: a timeout fails the instance."""
+
+    start_step = Stalling
+    transitions = {Stalling: {"ok": Done}}
+
+
+class RetriedStalling(Stalling):
+    """``Stalling`` under a policy that retries timeouts only, after no wait."""
+
+    retry = Retry(max_attempts=3, backoff=timedelta(0), jitter=False, on=(StepTimeout,))
+
+
+class StallsThenRecovers(Workflow):
+    """``RetriedStalling``, then ``Done``."""
+
+    start_step = RetriedStalling
+    transitions = {RetriedStalling: {"ok": Done}}

@@ -44,7 +44,7 @@ import re
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -451,6 +451,13 @@ def retry_policy(workflow: type[WorkflowDefinition], step: StepClass) -> Retry |
     ``default_retry``; None when neither declares one (a single attempt)."""
     policy = step.retry
     return policy if policy is not None else workflow.default_retry
+
+
+def step_timeout(workflow: type[WorkflowDefinition], step: StepClass) -> timedelta | None:
+    """How long one attempt of ``step`` may run in ``workflow``: its own ``timeout``, else the
+    workflow's ``default_timeout``; None when neither declares one (no bound)."""
+    bound = step.timeout
+    return bound if bound is not None else workflow.default_timeout
 
 
 def waits_for_an_event(instance: Instance) -> bool:

@@ -13,6 +13,7 @@ are reported by Django system checks and subclass ``ImproperlyConfigured``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from uuid import UUID
 
 
@@ -101,6 +102,29 @@ class StepOutcomeError(HephaestusError):
     The runner records it as that step's failure, like any exception the step
     raises.
     """
+
+
+class StepTimeout(HephaestusError, TimeoutError):
+    """An attempt of a step ran longer than its ``timeout``: it counts as failed.
+
+    Recorded as the attempt's error, like an exception the step raised, so the step's
+    retry policy attempts it again (it is an ``Exception``, and a ``TimeoutError``) or the
+    instance fails. Python cannot stop a running thread: the overrunning call is abandoned,
+    left to finish in the background, and whatever it returns or raises then is discarded.
+    ``timeout`` is the bound it overran; ``step`` and ``workflow`` are qualified names.
+    """
+
+    def __init__(self, *, instance_id: UUID, workflow: str, step: str, timeout: timedelta) -> None:
+        self.instance_id = instance_id
+        self.workflow = workflow
+        self.step = step
+        self.timeout = timeout
+        super().__init__(
+            f"step {step} of instance {instance_id} ({workflow}) ran longer than its timeout "
+            f"of {timeout}, so the attempt counts as failed and its late result will be "
+            f"discarded; make the step return in time (give what it waits on a timeout shorter "
+            f"than the step's), or give the step a longer timeout"
+        )
 
 
 class StorageError(HephaestusError):

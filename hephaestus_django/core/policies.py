@@ -13,6 +13,10 @@ A :class:`Retry` is a plain frozen value: building one never raises, and
 :meth:`Retry.problems` says what is wrong with it. Step and workflow classes
 call it when they are defined, so a malformed policy fails at import
 (rule ``malformed-retry``), never at run time.
+
+A step's ``timeout`` (or a workflow's ``default_timeout``) bounds how long one attempt may
+run; :func:`timeout_problems` checks it when the class is defined (rule
+``malformed-timeout``). The runtime enforces it (:mod:`hephaestus_django.runtime.execution`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from datetime import timedelta
 
 RULE_MALFORMED_RETRY = "malformed-retry"
 """The rule id of a step or workflow whose retry policy is malformed."""
+
+RULE_MALFORMED_TIMEOUT = "malformed-timeout"
+"""The rule id of a step whose ``timeout`` (or a workflow whose ``default_timeout``) is not a
+positive ``timedelta`` or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +107,19 @@ class Retry:
 
 def _is_exception_class(kind: object) -> bool:
     return isinstance(kind, type) and issubclass(kind, Exception)
+
+
+def timeout_problems(name: str, value: object) -> list[str]:
+    """What is wrong with ``value`` as a step's time bound ``name``; empty when it is sound.
+
+    A bound is a positive ``timedelta``, or None for none. A number is refused rather than
+    read as seconds, as ``Retry`` refuses one for its backoff: ``timeout = 5`` could as well
+    mean minutes.
+    """
+    if value is None:
+        return []
+    if not isinstance(value, timedelta):
+        return [f"{name} must be a timedelta or None, not {value!r}"]
+    if value <= timedelta(0):
+        return [f"{name} must be a positive timedelta, not {value!r}"]
+    return []

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hephaestus_django.core.errors import StepDefinitionError
 from hephaestus_django.core.naming import dotted_path, snake_case
 from hephaestus_django.core.outcomes import Async, StepResult
-from hephaestus_django.core.policies import RULE_MALFORMED_RETRY, Retry
+from hephaestus_django.core.policies import (
+    RULE_MALFORMED_RETRY,
+    RULE_MALFORMED_TIMEOUT,
+    Retry,
+    timeout_problems,
+)
 from hephaestus_django.core.registry import Registry
 
 if TYPE_CHECKING:
@@ -55,6 +60,12 @@ class Step:
     retry: ClassVar[Retry | None] = None
     """How often the step is attempted when it raises (:class:`~hephaestus_django.Retry`);
     None: the workflow's ``default_retry``, and without one a single attempt."""
+    timeout: ClassVar[timedelta | None] = None
+    """How long one attempt of ``execute`` may run (a positive ``timedelta``); an attempt that
+    runs longer fails with :class:`~hephaestus_django.StepTimeout`, retried under ``retry``,
+    and its late result is discarded. None: the workflow's ``default_timeout``, and without
+    one no bound. Not the ``timeout`` config of ``WaitForEvent``, which bounds a wait for an
+    event, not a running call."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -75,6 +86,7 @@ class Step:
                 f"classes, not {expected!r}"
             )
         _check_retry(cls)
+        _check_timeout(cls)
         if cls.terminal and cls.events:
             raise StepDefinitionError(
                 f"terminal step {cls.__qualname__} declares events {cls.events}; "
@@ -156,6 +168,17 @@ def _check_retry(cls: type[Step]) -> None:
             + "; ".join(problems),
             step=cls.__qualname__,
             rule=RULE_MALFORMED_RETRY,
+        )
+
+
+def _check_timeout(cls: type[Step]) -> None:
+    problems = timeout_problems("timeout", cls.__dict__.get("timeout"))
+    if problems:
+        raise StepDefinitionError(
+            f"step {cls.__qualname__}: malformed timeout ({RULE_MALFORMED_TIMEOUT}): "
+            + "; ".join(problems),
+            step=cls.__qualname__,
+            rule=RULE_MALFORMED_TIMEOUT,
         )
 
 

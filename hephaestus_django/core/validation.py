@@ -30,7 +30,9 @@ to change. Rules, in the order they are checked:
 Checked by the classes themselves, before these: ``invalid-version``, and
 ``malformed-retry`` (a workflow's ``default_retry``, or a step's ``retry``,
 raised as :class:`StepDefinitionError` when the step class is defined, is not
-a sound :class:`~hephaestus_django.core.policies.Retry`).
+a sound :class:`~hephaestus_django.core.policies.Retry`), and ``malformed-timeout``
+(a step's ``timeout`` or a workflow's ``default_timeout`` is not a positive
+``timedelta`` or None).
 """
 
 from __future__ import annotations

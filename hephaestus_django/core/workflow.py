@@ -22,12 +22,18 @@ time. Users normally subclass :class:`hephaestus_django.Workflow`, which adds
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from hephaestus_django.core.errors import WorkflowDefinitionError
 from hephaestus_django.core.graph import WorkflowGraph
 from hephaestus_django.core.naming import dotted_path
-from hephaestus_django.core.policies import RULE_MALFORMED_RETRY, Retry
+from hephaestus_django.core.policies import (
+    RULE_MALFORMED_RETRY,
+    RULE_MALFORMED_TIMEOUT,
+    Retry,
+    timeout_problems,
+)
 from hephaestus_django.core.registry import Registry
 from hephaestus_django.core.steps import Step, StepRef
 from hephaestus_django.core.validation import build_graph
@@ -59,6 +65,9 @@ class WorkflowDefinition:
     version: ClassVar[int] = 1
     default_retry: ClassVar[Retry | None] = None
     """The retry policy of the steps that declare none of their own (``Step.retry``)."""
+    default_timeout: ClassVar[timedelta | None] = None
+    """How long one attempt of a step may run, for the steps that declare no ``timeout`` of
+    their own (``Step.timeout``)."""
     compensate_on_failure: ClassVar[bool] = False
     """When an instance fails, run the ``compensate`` of its completed steps (the last
     completed first), then end it failed with the error that started them."""
@@ -82,6 +91,11 @@ class WorkflowDefinition:
                 name, "invalid-version", f"version must be a positive int, not {version!r}"
             )
         _check_default_retry(cls, name)
+        problems = timeout_problems("default_timeout", cls.default_timeout)
+        if problems:
+            raise WorkflowDefinitionError(
+                name, RULE_MALFORMED_TIMEOUT, "malformed default_timeout: " + "; ".join(problems)
+            )
         if not isinstance(cls.compensate_on_failure, bool):
             raise WorkflowDefinitionError(
                 name,

@@ -28,6 +28,7 @@ from hephaestus_django.core.outcomes import Event, Outcome, read_outcome
 from hephaestus_django.core.steps import Done
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.bounded import bounded
 
 logger = logging.getLogger("hephaestus_django.runner")
 
@@ -38,17 +39,39 @@ _RESULT_DEPTH = 3
 _COMPENSATED = Event(engine.COMPENSATED)
 
 
-def execute_step(instance: Instance, activation: Activation) -> StepResult:
+def execute_step(
+    instance: Instance, activation: Activation, *, in_transaction: bool = False
+) -> StepResult:
     """Run one step (or its ``compensate``, while the instance is compensating) and read its
-    outcome; an exception it raises becomes its result."""
+    outcome; an exception it raises becomes its result.
+
+    A step with a ``timeout`` (or under a workflow's ``default_timeout``) is bounded by it: an
+    attempt that overruns fails with :class:`StepTimeout` and its late result is discarded
+    (:mod:`~hephaestus_django.runtime.bounded`); so is its compensation. Pass
+    ``in_transaction`` when the calling thread is inside a transaction the step must see: the
+    step then runs in this thread, and an overrun is only found when it returns.
+    """
     step = activation.step
     compensating = activation.compensating
+    timeout = None if _is_plain_end(step) else engine.step_timeout(instance.workflow, step)
     try:
         if compensating:
-            step().compensate(instance, activation.config, instance.context)
+            bounded(
+                lambda: step().compensate(instance, activation.config, instance.context),
+                timeout,
+                instance,
+                step,
+                in_transaction=in_transaction,
+            )
             outcome: Outcome = _COMPENSATED
         else:
-            returned = step().execute(instance, activation.config, instance.context)
+            returned = bounded(
+                lambda: step().execute(instance, activation.config, instance.context),
+                timeout,
+                instance,
+                step,
+                in_transaction=in_transaction,
+            )
             outcome = read_outcome(step, returned)
             if isinstance(outcome, Event):
                 _check_storable(step, outcome)

@@ -81,7 +81,13 @@ from hephaestus_django.runtime.execution import (
 )
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.runner import DEFAULT_LEASE
-from hephaestus_django.runtime.storage import StepMarking, Storage, atomic, on_commit
+from hephaestus_django.runtime.storage import (
+    StepMarking,
+    Storage,
+    atomic,
+    in_callers_transaction,
+    on_commit,
+)
 
 logger = logging.getLogger("hephaestus_django.queue")
 
@@ -257,8 +263,11 @@ class QueuedRunner:
             if owner is not None and owner.startswith(QUEUE_OWNER_PREFIX)
             else nullcontext()
         )
-        with held:
-            result = execute_step(instance, engine.activation(instance, step))
+        inside = in_callers_transaction(storage)
+        with held:  # a step that overruns its timeout is abandoned: the renewals end with it
+            result = execute_step(
+                instance, engine.activation(instance, step), in_transaction=inside
+            )
 
         def record(current: Instance) -> Instance:
             if not engine.accepts(current, result):

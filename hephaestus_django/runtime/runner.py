@@ -322,10 +322,14 @@ class LocalRunner:
 
         There they run in the caller's thread, one after another, so that every step sees
         the same data: a pool thread has a database connection of its own, outside the
-        transaction, and would not see the caller's uncommitted rows.
+        transaction, and would not see the caller's uncommitted rows. For the same reason a
+        step's ``timeout`` cannot move it to a thread of its own there: it is checked when the
+        step returns (see :mod:`~hephaestus_django.runtime.bounded`).
         """
-        if len(activations) == 1 or in_callers_transaction(storage):
-            return [execute_step(instance, item) for item in activations]
+        if in_callers_transaction(storage):
+            return [execute_step(instance, item, in_transaction=True) for item in activations]
+        if len(activations) == 1:
+            return [execute_step(instance, activations[0])]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.max_workers, thread_name_prefix="hephaestus-step"

@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from io import StringIO
@@ -50,6 +51,7 @@ VERIFIED = {
     "dispatcher = InMemoryDispatcher()": "test_queued_runner_in_your_tests",
     "runner.start(Reminder": "test_a_test_moves_the_storages_clock",
     "class ChargeCard(Step):": "test_retries_section",
+    "class FetchRates(Step):": "test_timeouts_section",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
     "queues.procrastinate.ProcrastinateDispatcher": "test_procrastinate_settings_pass_the_checks",
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
@@ -293,6 +295,22 @@ def test_retries_section() -> None:
     exec(compile(block("class ChargeCard(Step):"), "README.md", "exec"), namespace)
     assert namespace["instance"].status == "completed"
     assert namespace["ChargeCard"].calls == 3
+
+
+def test_timeouts_section() -> None:
+    """The "Timeouts" block runs as it is: attempt 1 hangs past its timeout and is abandoned,
+    attempt 2 completes, and attempt 1's late result, once its thread ended, is not recorded."""
+    namespace: dict[str, Any] = {"__name__": "readme_timeouts"}
+    exec(compile(block("class FetchRates(Step):"), "README.md", "exec"), namespace)
+    instance = namespace["instance"]
+    assert instance.status == "completed"
+    assert namespace["FetchRates"].calls == 2
+    for thread in threading.enumerate():  # attempt 1's thread, unless it ended already
+        if thread.name == f"hephaestus-attempt FetchRates of {instance.id}":
+            thread.join(timeout=30)
+    stored = namespace["storage"].get(instance.id)
+    assert stored.revision == instance.revision
+    assert stored.context.result(namespace["FetchRates"]) == {"attempt": 2}
 
 
 def test_procrastinate_settings_pass_the_checks(settings: Any) -> None:
