@@ -464,6 +464,7 @@ def policies_lines(found: dict[str, Any]) -> list[str]:
     """Item 9: statements and microseconds of each case, and per failed attempt / compensation."""
     names = {
         "plain": "one-step workflow, started and run to its end",
+        "timeout": "the same step with a `timeout` (bounded on a thread of its own)",
         "failed_attempt": "the same, first attempt failed and retried by a worker pass",
         "cancel": "`cancel` of an instance waiting for an event",
         "compensation": "`cancel(compensate=True)` after three compensable steps",
@@ -477,9 +478,11 @@ def policies_lines(found: dict[str, Any]) -> list[str]:
             f"({timing['p25']:.0f}-{timing['p75']:.0f}) |"
         )
     attempt, compensated = found["per_failed_attempt"], found["per_compensated_step"]
+    timed = found["per_timed_step"]
     lines += [
         "",
-        f"A failed attempt costs {attempt['statements']} statements and "
+        f"A `timeout` costs {timed['statements']} statements and {timed['us']:.0f} µs per "
+        f"step; a failed attempt costs {attempt['statements']} statements and "
         f"{attempt['us']:.0f} µs more than a step that succeeds at once (its record and retry "
         f"timer, the worker's claim and the second attempt's write); a compensated step costs "
         f"{compensated['statements']:.1f} statements and {compensated['us']:.0f} µs.",
