@@ -88,7 +88,7 @@ def _floor_workflow(raw: psycopg.Connection[Any], name: str, floor: list[tuple[A
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
         with raw.cursor() as cursor:
             cursor.execute(
-                UPSERT, [key, name, status, 1, text, revision, None, None, None, revision]
+                UPSERT, [key, name, status, 1, text, revision, *[None] * 5, revision]
             )
             written = cursor.fetchone()
         assert written is not None

@@ -28,6 +28,7 @@ _EXPORTS = {
     "Async": "hephaestus_django.core.outcomes",
     "Route": "hephaestus_django.core.graph",
     "Retry": "hephaestus_django.core.policies",
+    "KeyScope": "hephaestus_django.core.keys",
     "Status": "hephaestus_django.core.status",
     "Instance": "hephaestus_django.core.instance",
     "Context": "hephaestus_django.core.instance",
@@ -47,6 +48,7 @@ _EXPORTS = {
     "InstanceNotFound": "hephaestus_django.core.errors",
     "StaleInstanceError": "hephaestus_django.core.errors",
     "SerializationError": "hephaestus_django.core.errors",
+    "DuplicateInstanceError": "hephaestus_django.core.errors",
     "CorruptInstanceError": "hephaestus_django.core.errors",
     "InvalidQueryError": "hephaestus_django.core.errors",
     "InvalidJobError": "hephaestus_django.core.errors",
@@ -70,6 +72,7 @@ __all__ = [
     "Debug",
     "DjangoStorage",
     "Done",
+    "DuplicateInstanceError",
     "EngineError",
     "Event",
     "HephaestusError",
@@ -82,6 +85,7 @@ __all__ = [
     "InvalidInstanceError",
     "InvalidJobError",
     "InvalidQueryError",
+    "KeyScope",
     "LocalRunner",
     "QueuedRunner",
     "Retry",
@@ -124,6 +128,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.errors import (
         BackendNotConfigured,
         CorruptInstanceError,
+        DuplicateInstanceError,
         EngineError,
         HephaestusError,
         InstanceNotCancellableError,
@@ -144,6 +149,7 @@ if TYPE_CHECKING:
     )
     from hephaestus_django.core.graph import Route
     from hephaestus_django.core.instance import Context, Instance
+    from hephaestus_django.core.keys import KeyScope
     from hephaestus_django.core.outcomes import Async, Event
     from hephaestus_django.core.policies import Retry
     from hephaestus_django.core.status import Status

@@ -19,6 +19,7 @@ from django.db.models.functions import Now
 from django.db.models.sql.compiler import SQLCompiler
 
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.keys import MAX_KEY_LENGTH
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import Step
 from hephaestus_django.cursors import fetch_all
@@ -155,6 +156,23 @@ class WorkflowInstance(models.Model):
         ),
     )
 
+    # NULL, not "": most instances have no key, and the indexes below skip NULLs.
+    business_key = models.CharField(  # noqa: DJ001
+        max_length=MAX_KEY_LENGTH,
+        null=True,
+        blank=True,
+        help_text="The caller's own name for the instance (start(..., key=...)).",
+    )
+    key_claim = models.TextField(  # noqa: DJ001
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=(
+            "The scope, workflow and key while the instance holds its business key: unique, so "
+            "two instances cannot hold one key at once."
+        ),
+    )
+
     objects = WorkflowInstanceQuerySet.as_manager()
 
     class Meta:
@@ -202,6 +220,12 @@ class WorkflowInstance(models.Model):
             # hephaestus_prune's batches: one status at a time, oldest first, each batch
             # starting after the last (updated_at, id) deleted. Partial: only the statuses a
             # runner never writes, so the writes of running instances do not pay for it.
+            # Workflow.get(key=...), resume(key=...), query(key=...), the admin's key search.
+            models.Index(
+                fields=["business_key"],
+                name="idx_workflow_instances_key",
+                condition=models.Q(business_key__isnull=False),
+            ),
             models.Index(
                 fields=["status", "updated_at", "id"],
                 name="idx_workflow_instances_prune",
@@ -216,6 +240,13 @@ class WorkflowInstance(models.Model):
             models.CheckConstraint(
                 condition=models.Q(workflow_version__gte=1),
                 name="workflow_instances_version_positive",
+            ),
+            # One holder per business key in its scope; a start that finds the key held gets
+            # the holder's id (storage.INSERT_KEYED) instead of a second instance.
+            models.UniqueConstraint(
+                fields=["key_claim"],
+                name="workflow_instances_key_claim",
+                condition=models.Q(key_claim__isnull=False),
             ),
         ]
 

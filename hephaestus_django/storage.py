@@ -47,6 +47,7 @@ from django.db import DatabaseError, connections, transaction
 
 from hephaestus_django.core.errors import (
     CorruptInstanceError,
+    DuplicateInstanceError,
     InstanceNotFound,
     StaleInstanceError,
 )
@@ -78,6 +79,7 @@ FIELDS = (
     "lease_owner",
     "lease_expires_at",
     "quarantine_reason",
+    "business_key",
 )
 """The columns every read selects, in the order :func:`stored_row` reads them: the order of
 the model's fields, so a queryset selecting whole rows reads them in this order too."""
@@ -187,10 +189,10 @@ DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
 UPSERT = f"""
 INSERT INTO {TABLE} AS stored (
     id, workflow, status, workflow_version, state, revision, inserted_at, updated_at,
-    lease_owner, lease_expires_at, due_at
+    lease_owner, lease_expires_at, due_at, business_key, key_claim
 )
 VALUES (
-    %s, %s, %s, %s, %s::jsonb, %s + 1, clock_timestamp(), clock_timestamp(), %s, %s, %s
+    %s, %s, %s, %s, %s::jsonb, %s + 1, clock_timestamp(), clock_timestamp(), %s, %s, %s, %s, %s
 )
 ON CONFLICT (id) DO UPDATE SET
     workflow = EXCLUDED.workflow,
@@ -201,10 +203,18 @@ ON CONFLICT (id) DO UPDATE SET
     lease_owner = EXCLUDED.lease_owner,
     lease_expires_at = EXCLUDED.lease_expires_at,
     due_at = EXCLUDED.due_at,
+    key_claim = EXCLUDED.key_claim,
     quarantine_reason = NULL
 WHERE stored.revision = %s
 RETURNING revision, workflow_version, inserted_at, updated_at
 """
+# A new instance holding a business key: inserted unless its key (or its id) is taken, which is
+# then found out without an error, so a caller's transaction is not aborted by a unique violation.
+# The unique index on key_claim makes concurrent starts with one key wait for each other.
+INSERT_KEYED = UPSERT[: UPSERT.index("ON CONFLICT")] + (
+    "ON CONFLICT DO NOTHING\nRETURNING revision, workflow_version, inserted_at, updated_at\n"
+)
+KEY_HOLDER = f"SELECT id FROM {TABLE} WHERE key_claim = %s"
 # After a lost connection: is the row what a put of revision %s wrote? (What UPSERT returns.)
 WRITTEN = f"""
 SELECT revision, workflow_version, inserted_at, updated_at FROM {TABLE}
@@ -294,14 +304,20 @@ class DjangoStorage:
             row.lease_owner,
             row.lease_expires_at,
             row.due_at,
+            row.business_key,
+            row.key_claim,
             row.revision,
         ]
+        keyed = row.revision == 0 and row.key_claim is not None
+        statement, params = (INSERT_KEYED, params[:-1]) if keyed else (UPSERT, params)
         try:
-            written = fetch_one(connections[self.using], UPSERT, params)
+            written = fetch_one(connections[self.using], statement, params)
         except DatabaseError as error:
             if not dropped(self.using, error):
                 raise
-            written = self._put_again(row, state, params)
+            written = self._put_again(row, state, statement, params)
+        if written is None and keyed:
+            written = self._insert_or_find_holder(instance, row, state, params)
         if written is None:
             raise StaleInstanceError(instance.id, instance.revision)
         revision, version, inserted_at, updated_at = written
@@ -310,7 +326,30 @@ class DjangoStorage:
         instance.inserted_at = inserted_at
         instance.updated_at = updated_at
 
-    def _put_again(self, row: StoredRow, state: str, params: list[Any]) -> Any:
+    def _insert_or_find_holder(
+        self, instance: Instance, row: StoredRow, state: str, params: list[Any]
+    ) -> Any:
+        """A keyed insert wrote nothing: ``DuplicateInstanceError`` naming the instance that
+        holds the key; None when none does (the id was taken: the put is stale).
+
+        The holder may release the key between the insert and the lookup (it completed, under
+        ``"active"``): the insert is then tried again, a few times.
+        """
+        connection = connections[self.using]
+        for _ in range(3):
+            holder = fetch_one(connection, KEY_HOLDER, [row.key_claim])
+            if holder is not None and holder[0] != row.id:
+                raise DuplicateInstanceError(
+                    str(row.business_key), instance.workflow.__qualname__, holder[0]
+                )
+            if holder is not None or fetch_one(connection, REVISION, [row.id]) is not None:
+                return None
+            written = fetch_one(connection, INSERT_KEYED, params)
+            if written is not None:
+                return written
+        return None
+
+    def _put_again(self, row: StoredRow, state: str, statement: str, params: list[Any]) -> Any:
         """After the connection dropped under a put: what it wrote, writing it if it did not.
 
         The row says whether the lost write landed: then it holds this very state at the next
@@ -328,7 +367,7 @@ class DjangoStorage:
             return landed
         current = fetch_one(connection, REVISION, [row.id])
         if current is None or current[0] == row.revision:
-            return fetch_one(connection, UPSERT, params)
+            return fetch_one(connection, statement, params)
         return None
 
     def update(self, instance_id: UUID | str, change: Callable[[Instance], Instance]) -> Instance:
@@ -470,6 +509,9 @@ def where_clause(filters: QueryFilters) -> tuple[str, list[Any]]:
     if filters.id is not None:
         conditions.append("id = %s")
         params.append(filters.id)
+    if filters.key is not None:
+        conditions.append("business_key = %s")
+        params.append(filters.key)
     if filters.statuses is not None:
         conditions.append("status = ANY(%s)")
         params.append(sorted(filters.statuses))
@@ -514,6 +556,7 @@ def stored_row(values: Any) -> StoredRow:
         lease_owner,
         lease_expires_at,
         quarantine_reason,
+        business_key,
     ) = values
     loaded = parse_state(instance_id, state)
     return StoredRow(
@@ -530,6 +573,7 @@ def stored_row(values: Any) -> StoredRow:
         lease_expires_at=lease_expires_at,
         due_at=due_at,
         quarantine_reason=quarantine_reason,
+        business_key=business_key,
     )
 
 

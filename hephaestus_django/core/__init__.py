@@ -7,6 +7,7 @@ instances through pure state transitions. The runtime layer
 
 from hephaestus_django.core.errors import (
     CorruptInstanceError,
+    DuplicateInstanceError,
     EngineError,
     HephaestusError,
     InstanceNotCancellableError,
@@ -34,6 +35,7 @@ from hephaestus_django.core.instance import (
     Instance,
     Waiting,
 )
+from hephaestus_django.core.keys import KeyScope
 from hephaestus_django.core.outcomes import Async, Event
 from hephaestus_django.core.policies import Retry
 from hephaestus_django.core.status import Status
@@ -48,6 +50,7 @@ __all__ = [
     "CorruptInstanceError",
     "Debug",
     "Done",
+    "DuplicateInstanceError",
     "EngineError",
     "Event",
     "Failure",
@@ -59,6 +62,7 @@ __all__ = [
     "InstanceNotWaitingError",
     "InvalidInstanceError",
     "InvalidJobError",
+    "KeyScope",
     "Retry",
     "Route",
     "SerializationError",

@@ -68,6 +68,7 @@ from hephaestus_django.core.instance import (
     coerce_instance_id,
     evolve,
 )
+from hephaestus_django.core.keys import checked_key
 from hephaestus_django.core.outcomes import Async, Event, Outcome
 from hephaestus_django.core.policies import Retry
 from hephaestus_django.core.status import Status
@@ -145,8 +146,9 @@ def new_instance(
     *,
     id: UUID | str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    key: str | None = None,
 ) -> Instance:
-    """A pending instance of ``workflow`` started with ``initial`` data."""
+    """A pending instance of ``workflow`` started with ``initial`` data, named ``key``."""
     if not (isinstance(workflow, type) and issubclass(workflow, WorkflowDefinition)):
         raise InvalidInstanceError(f"{workflow!r} is not a workflow class")
     if workflow.is_abstract():
@@ -162,6 +164,8 @@ def new_instance(
         raise InvalidInstanceError(f"runtime metadata must be a dict, not {metadata!r}")
     graph = workflow.graph
     fields: dict[str, Any] = {} if id is None else {"id": coerce_instance_id(id)}
+    if key is not None:
+        fields["business_key"] = checked_key(key, workflow.__qualname__)
     return Instance(
         workflow=workflow,
         workflow_version=workflow.version,

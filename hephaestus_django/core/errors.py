@@ -156,6 +156,24 @@ class StaleInstanceError(StorageError):
         )
 
 
+class DuplicateInstanceError(StorageError):
+    """An instance with this business key exists already in the workflow's ``key_scope``.
+
+    ``existing_id`` is that instance's id: ``Workflow.start(..., key=...)`` returns it
+    (idempotent start) unless the caller asked for this error.
+    """
+
+    def __init__(self, key: str, workflow: str, existing_id: UUID) -> None:
+        self.key = key
+        self.workflow = workflow
+        self.existing_id = existing_id
+        super().__init__(
+            f"an instance of {workflow} with business key {key!r} exists already: "
+            f"{existing_id}; use it (Workflow.get(key=...)), or start without if_exists='raise' "
+            f"to get its id back"
+        )
+
+
 class SerializationError(StorageError, ValueError):
     """A value cannot be stored so that it comes back equal and of the same type.
 

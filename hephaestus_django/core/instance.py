@@ -252,6 +252,9 @@ class Instance:
     """Set by ``Workflow.cancel``: when, why, and where the instance stood."""
     compensation: Compensation | None = None
     """Set while (and after) the instance undoes its completed steps: see :class:`Compensation`."""
+    business_key: str | None = None
+    """The caller's own name for the instance (``start(..., key=...)``), unique in the
+    workflow's ``key_scope``; it never changes."""
 
     @property
     def compensating(self) -> bool:

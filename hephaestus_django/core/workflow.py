@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from hephaestus_django.core.errors import WorkflowDefinitionError
 from hephaestus_django.core.graph import WorkflowGraph
+from hephaestus_django.core.keys import RULE_MALFORMED_KEY_SCOPE, KeyScope
 from hephaestus_django.core.naming import dotted_path
 from hephaestus_django.core.policies import (
     RULE_MALFORMED_RETRY,
@@ -68,6 +69,9 @@ class WorkflowDefinition:
     default_timeout: ClassVar[timedelta | None] = None
     """How long one attempt of a step may run, for the steps that declare no ``timeout`` of
     their own (``Step.timeout``)."""
+    key_scope: ClassVar[str] = KeyScope.ACTIVE
+    """Among which instances a business key is unique: ``"active"``, ``"workflow"``,
+    ``"version"``, ``"global"`` or ``"none"`` (see :mod:`hephaestus_django.core.keys`)."""
     compensate_on_failure: ClassVar[bool] = False
     """When an instance fails, run the ``compensate`` of its completed steps (the last
     completed first), then end it failed with the error that started them."""
@@ -96,6 +100,14 @@ class WorkflowDefinition:
             raise WorkflowDefinitionError(
                 name, RULE_MALFORMED_TIMEOUT, "malformed default_timeout: " + "; ".join(problems)
             )
+        scopes = [scope.value for scope in KeyScope]
+        if not isinstance(cls.key_scope, str) or cls.key_scope not in scopes:
+            raise WorkflowDefinitionError(
+                name,
+                RULE_MALFORMED_KEY_SCOPE,
+                f"key_scope must be one of {', '.join(map(repr, scopes))}, not {cls.key_scope!r}",
+            )
+        cls.key_scope = KeyScope(cls.key_scope)
         if not isinstance(cls.compensate_on_failure, bool):
             raise WorkflowDefinitionError(
                 name,

@@ -46,6 +46,7 @@ from hephaestus_django.core.instance import (
     Waiting,
     read_history_entry,
 )
+from hephaestus_django.core.keys import key_claim
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import workflow_registry
 from hephaestus_django.runtime import codec
@@ -96,6 +97,10 @@ class StoredRow:
     quarantine_reason: str | None = None
     """Why a worker could not decode the row it claimed; while set, no worker claims it again.
     Every write clears it."""
+    business_key: str | None = None
+    key_claim: str | None = None
+    """What makes the business key unique in its scope while the instance holds it
+    (:func:`~hephaestus_django.core.keys.key_claim`); written, never read back."""
     plain: bool = False
     """``state`` was just parsed from text that :func:`codec.is_plain` (or ``is_plain_jsonb``)
     accepts, and is shared with nothing else: decoding it would copy it unchanged, so
@@ -114,6 +119,8 @@ def to_row(instance: Instance) -> StoredRow:
         lease_owner=instance.lease_owner,
         lease_expires_at=instance.lease_expires_at,
         due_at=due_time(instance),
+        business_key=instance.business_key,
+        key_claim=key_claim(instance),
     )
 
 
@@ -360,6 +367,7 @@ def from_row(row: StoredRow) -> Instance:
         lease_expires_at=row.lease_expires_at,
         running=reader.running(state.get("running")),
         attempts=reader.attempts(state.get("attempts")),
+        business_key=row.business_key,
         cancellation=reader.optional(
             state.get("cancellation"), "cancellation", reader.cancellation
         ),

@@ -17,7 +17,15 @@ from hephaestus_django.core.instance import coerce_instance_id
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition
 
-FILTER_NAMES = ("id", "status", "status_in", "workflow", "workflow_version", "workflow_family")
+FILTER_NAMES = (
+    "id",
+    "key",
+    "status",
+    "status_in",
+    "workflow",
+    "workflow_version",
+    "workflow_family",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +37,25 @@ class QueryFilters:
     workflow: str | None = None
     workflow_version: int | None = None
     workflow_family: str | None = None
+    key: str | None = None
+    """The business key (``start(..., key=...)``)."""
     limit: int | None = None
     matches_nothing: bool = False
     """True when the filters contradict themselves (a malformed id, an empty status_in)."""
 
-    def match(self, *, id: UUID, status: str, workflow: str, workflow_version: int) -> bool:
+    def match(
+        self,
+        *,
+        id: UUID,
+        status: str,
+        workflow: str,
+        workflow_version: int,
+        business_key: str | None = None,
+    ) -> bool:
         """The same predicate a SQL backend expresses, for backends that filter in Python."""
         return not self.matches_nothing and (
             (self.id is None or id == self.id)
+            and (self.key is None or business_key == self.key)
             and (self.statuses is None or status in self.statuses)
             and (self.workflow is None or workflow == self.workflow)
             and (self.workflow_version is None or workflow_version == self.workflow_version)
@@ -76,6 +95,11 @@ def parse_filters(filters: Mapping[str, Any], *, limit: int | None = None) -> Qu
         parsed["workflow"] = workflow_name(filters["workflow"], "workflow")
     if "workflow_version" in filters:
         parsed["workflow_version"] = _version(filters["workflow_version"])
+    if "key" in filters:
+        key = filters["key"]
+        if not isinstance(key, str):
+            raise InvalidQueryError(f"key must be a business key (a string), not {key!r}")
+        parsed["key"] = key
     if "workflow_family" in filters:
         family = filters["workflow_family"]
         if not isinstance(family, str) or not family:

@@ -19,7 +19,11 @@ from typing import Any
 from uuid import UUID
 
 from hephaestus_django.core import engine
-from hephaestus_django.core.errors import InstanceNotFound, StaleInstanceError
+from hephaestus_django.core.errors import (
+    DuplicateInstanceError,
+    InstanceNotFound,
+    StaleInstanceError,
+)
 from hephaestus_django.core.instance import Instance, Running, evolve, instance_key
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
@@ -46,6 +50,8 @@ class InMemoryStorage:
 
     def __init__(self, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._records: dict[UUID, _Record] = {}
+        self._claims: dict[str, UUID] = {}
+        """The business keys held (their claims), and by which instance."""
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -148,6 +154,7 @@ class InMemoryStorage:
         stored = self._records.get(row.id)
         if stored is not None and stored.row.revision != instance.revision:
             raise StaleInstanceError(instance.id, instance.revision)
+        self._hold_key(instance, row, stored.row if stored is not None else None)
         now = self._clock()
         row = replace(
             row,
@@ -163,12 +170,28 @@ class InMemoryStorage:
         instance.updated_at = row.updated_at
         instance.workflow_version = row.workflow_version
 
+    def _hold_key(self, instance: Instance, row: StoredRow, stored: StoredRow | None) -> None:
+        """Record the instance's claim on its business key; ``DuplicateInstanceError`` when
+        another instance holds it. The caller holds the lock."""
+        claim = row.key_claim
+        holder = self._claims.get(claim) if claim is not None else None
+        if claim is not None and holder is not None and holder != row.id:
+            raise DuplicateInstanceError(
+                str(row.business_key), instance.workflow.__qualname__, holder
+            )
+        if stored is not None and stored.key_claim is not None and stored.key_claim != claim:
+            self._claims.pop(stored.key_claim, None)
+        if claim is not None:
+            self._claims[claim] = row.id
+
     def delete(self, instance_id: UUID | str) -> None:
         key = instance_key(instance_id)
         if key is None:
             return
         with self._lock:
-            self._records.pop(key, None)
+            record = self._records.pop(key, None)
+            if record is not None and record.row.key_claim is not None:
+                self._claims.pop(record.row.key_claim, None)
 
     def query(self, *, limit: int | None = None, **filters: Any) -> list[Instance]:
         parsed = parse_filters(filters, limit=limit)
@@ -185,6 +208,7 @@ class InMemoryStorage:
                     status=record.row.status,
                     workflow=record.row.workflow,
                     workflow_version=record.row.workflow_version,
+                    business_key=record.row.business_key,
                 )
             ),
             key=_age,
@@ -197,6 +221,7 @@ class InMemoryStorage:
         """Forget every instance."""
         with self._lock:
             self._records.clear()
+            self._claims.clear()
 
     def __len__(self) -> int:
         return len(self._records)

@@ -132,11 +132,18 @@ class QueuedRunner:
         storage: Storage,
         id: UUID | str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Instance:
-        """Create an instance running, and enqueue its start step; return without running it."""
+        """Create an instance running, and enqueue its start step; return without running it.
+
+        With a business ``key`` held by another instance in the workflow's ``key_scope``,
+        nothing is written or enqueued, and ``DuplicateInstanceError`` names that instance.
+        """
         alias = backends.alias_of(storage)
         now = storage.now()
-        instance = engine.start(engine.new_instance(workflow, context, id=id, metadata=metadata))
+        instance = engine.start(
+            engine.new_instance(workflow, context, id=id, metadata=metadata, key=key)
+        )
         instance = self._leased(reach_ends(instance, now), now)
 
         def write() -> tuple[Instance | None, Instance]:

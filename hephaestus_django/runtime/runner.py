@@ -68,6 +68,7 @@ class Runner(Protocol):
         storage: Storage,
         id: UUID | str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Instance: ...
 
     def resume(
@@ -141,11 +142,18 @@ class LocalRunner:
         storage: Storage,
         id: UUID | str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Instance:
-        """Create an instance, persist it running, and run it until it waits or ends."""
+        """Create an instance, persist it running, and run it until it waits or ends.
+
+        With a business ``key`` held by another instance in the workflow's ``key_scope``,
+        nothing is written and ``DuplicateInstanceError`` names that instance.
+        """
         owner = new_owner()
         now = storage.now()
-        instance = engine.start(engine.new_instance(workflow, context, id=id, metadata=metadata))
+        instance = engine.start(
+            engine.new_instance(workflow, context, id=id, metadata=metadata, key=key)
+        )
         instance = with_lease(reach_ends(instance, now), owner, now, self.lease)
         storage.put(instance)
         return self.run(instance, storage=storage, owner=owner)

@@ -12,18 +12,23 @@
 ``storage=`` names a configured storage alias (``"default"`` unless told) or
 is a storage object. Called on a concrete workflow class, ``get``, ``resume``
 and ``list`` only see that workflow's instances; on ``Workflow`` itself, all.
+
+An instance started with a business ``key`` (``start(context, key="order-A-1001")``)
+is found by it too: ``get``, ``resume``, ``retry`` and ``cancel`` take ``key=``
+instead of an id, and ``list(key=...)`` filters on it.
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from hephaestus_django.core.errors import InstanceNotFound
+from hephaestus_django.core.errors import DuplicateInstanceError, InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.keys import FINISHED
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.config import DEFAULT_ALIAS, backends
 from hephaestus_django.runtime.storage import Storage
@@ -40,6 +45,8 @@ class Workflow(WorkflowDefinition):
         context: Mapping[str, Any] | None = None,
         *,
         id: UUID | str | None = None,
+        key: str | None = None,
+        if_exists: Literal["return", "raise"] = "return",
         storage: str | Storage = DEFAULT_ALIAS,
         metadata: Mapping[str, Any] | None = None,
     ) -> UUID:
@@ -49,49 +56,80 @@ class Workflow(WorkflowDefinition):
         it waits, completes or fails. ``id`` lets the caller choose the id (a
         UUID); a value that cannot be stored raises ``SerializationError``
         and nothing is written.
+
+        ``key`` is the caller's own name for the instance ("order-A-1001"), unique in the
+        workflow's ``key_scope``: when an instance holds it already, nothing is started and
+        that instance's id is returned (a retried webhook starts one fulfilment, not two), or,
+        with ``if_exists="raise"``, ``DuplicateInstanceError`` names it. Atomic under
+        concurrency: of several processes starting one key at once, one starts it and the
+        others get its id.
         """
+        if if_exists not in ("return", "raise"):
+            raise ValueError(f"if_exists must be 'return' or 'raise', not {if_exists!r}")
         runner = backends.runner()
-        return runner.start(
-            cls, context, storage=backends.storage(storage), id=id, metadata=metadata
-        ).id
+        try:
+            return runner.start(
+                cls, context, storage=backends.storage(storage), id=id, metadata=metadata, key=key
+            ).id
+        except DuplicateInstanceError as error:
+            if if_exists == "raise":
+                raise
+            return error.existing_id
 
     @classmethod
     def resume(
         cls,
-        id: UUID | str,
-        event: str,
+        id: UUID | str | None = None,
+        event: str | None = None,
         data: Any = None,
         *,
+        key: str | None = None,
         step: StepClass | str | None = None,
         storage: str | Storage = DEFAULT_ALIAS,
     ) -> Instance:
         """Deliver ``event`` to a waiting step (``data`` becomes its result) and run on.
 
         Works from any process. ``step`` picks the step when several waiting
-        steps declare the same event.
+        steps declare the same event. Name the instance by ``id`` or by its business ``key``.
         """
+        if event is None:
+            raise TypeError(
+                "resume() needs the event to deliver: resume(id, event) or "
+                "resume(key=..., event=...)"
+            )
+        chosen = backends.storage(storage)
         return backends.runner().resume(
-            id,
+            cls._identify(id, key, chosen),
             event,
             data,
-            storage=backends.storage(storage),
+            storage=chosen,
             step=step,
             workflow=None if cls.is_abstract() else cls,
         )
 
     @classmethod
-    def retry(cls, id: UUID | str, *, storage: str | Storage = DEFAULT_ALIAS) -> Instance:
+    def retry(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        key: str | None = None,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
         """Run a failed instance's failed step again, and what follows."""
+        chosen = backends.storage(storage)
         return backends.runner().retry(
-            id, storage=backends.storage(storage), workflow=None if cls.is_abstract() else cls
+            cls._identify(id, key, chosen),
+            storage=chosen,
+            workflow=None if cls.is_abstract() else cls,
         )
 
     @classmethod
     def cancel(
         cls,
-        id: UUID | str,
+        id: UUID | str | None = None,
         reason: str | None = None,
         *,
+        key: str | None = None,
         compensate: bool = False,
         storage: str | Storage = DEFAULT_ALIAS,
     ) -> Instance:
@@ -105,18 +143,27 @@ class Workflow(WorkflowDefinition):
         cancelled) or is compensating raises ``InstanceNotCancellableError``, and nothing
         changes.
         """
+        chosen = backends.storage(storage)
         return backends.runner().cancel(
-            id,
-            storage=backends.storage(storage),
+            cls._identify(id, key, chosen),
+            storage=chosen,
             reason=reason,
             compensate=compensate,
             workflow=None if cls.is_abstract() else cls,
         )
 
     @classmethod
-    def get(cls, id: UUID | str, *, storage: str | Storage = DEFAULT_ALIAS) -> Instance:
-        """The stored instance; ``InstanceNotFound`` if absent or of another workflow."""
-        instance = backends.storage(storage).get(id)
+    def get(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        key: str | None = None,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
+        """The stored instance, by id or business ``key``; ``InstanceNotFound`` if absent or
+        of another workflow."""
+        chosen = backends.storage(storage)
+        instance = chosen.get(cls._identify(id, key, chosen))
         if not cls.is_abstract() and not issubclass(instance.workflow, cls):
             raise InstanceNotFound(
                 id, f"it is an instance of {instance.workflow.__qualname__}, not {cls.__qualname__}"
@@ -131,3 +178,23 @@ class Workflow(WorkflowDefinition):
         if not cls.is_abstract():
             filters.setdefault("workflow", cls)
         return backends.storage(storage).query(limit=limit, **filters)
+
+    @classmethod
+    def _identify(cls, id: UUID | str | None, key: str | None, storage: Storage) -> UUID | str:
+        """The id of the instance named by ``id`` or by its business ``key`` (exactly one).
+
+        Under a key, the instance holding it (one that has not completed or been cancelled)
+        if any, else the newest: with ``key_scope = "active"`` or ``"none"`` a key may name
+        several instances over time.
+        """
+        if (id is None) == (key is None):
+            raise TypeError("name the instance by its id or by key=, not both nor neither")
+        if id is not None:
+            return id
+        filters: dict[str, Any] = {} if cls.is_abstract() else {"workflow": cls}
+        found = storage.query(key=key, **filters)
+        if not found:
+            of = "" if cls.is_abstract() else f" of {cls.__qualname__}"
+            raise InstanceNotFound(key, f"no instance{of} has the business key {key!r}")
+        holding = [instance for instance in found if instance.status not in FINISHED]
+        return (holding or found)[-1].id

@@ -19,12 +19,15 @@ import pytest
 
 from hephaestus_django import (
     Done,
+    DuplicateInstanceError,
     InstanceNotFound,
+    KeyScope,
     SerializationError,
     StaleInstanceError,
     Status,
     Step,
     UnknownWorkflowError,
+    WaitForEvent,
     Workflow,
 )
 from hephaestus_django.core import engine
@@ -654,3 +657,93 @@ def test_an_instance_stored_before_retries_existed_reads_with_no_attempts(
     got = storage.get(instance.id)
     assert got.attempts == {}
     assert all(entry.error is None for entry in got.execution_history)
+
+
+# --- business keys --------------------------------------------------------------------------
+
+
+class AwaitKeyed(WaitForEvent):
+    events = ("go",)
+
+
+def _keyed_workflow(scope: str, name: str = "") -> type[Workflow]:
+    return type(
+        name or f"Keyed{scope.title()}",
+        (Workflow,),
+        {
+            "key_scope": scope,
+            "start_step": AwaitKeyed,
+            "transitions": {AwaitKeyed: {"go": Done}},
+            "__module__": __name__,
+        },
+    )
+
+
+KEYED = {scope.value: _keyed_workflow(scope.value) for scope in KeyScope}
+OTHER_GLOBAL = _keyed_workflow("global", "OtherGlobal")
+
+
+def keyed(
+    storage: Storage, scope: str, key: str, workflow: type[Workflow] | None = None
+) -> Instance:
+    instance = run_waves(engine.start(engine.new_instance(workflow or KEYED[scope], {}, key=key)))
+    storage.put(instance)
+    return instance
+
+
+def test_a_business_key_round_trips_and_is_queried(storage: Storage) -> None:
+    instance = keyed(storage, "active", "order-A-1001")
+    assert storage.get(instance.id).business_key == "order-A-1001"
+    assert [found.id for found in storage.query(key="order-A-1001")] == [instance.id]
+    assert storage.query(key="order-A-1002") == []
+
+
+def test_a_key_held_in_its_scope_refuses_a_second_instance_naming_the_holder(
+    storage: Storage,
+) -> None:
+    first = keyed(storage, "active", "order-7")
+    with pytest.raises(DuplicateInstanceError) as raised:
+        keyed(storage, "active", "order-7")
+    assert raised.value.existing_id == first.id
+    assert raised.value.key == "order-7"
+    assert "order-7" in str(raised.value)
+    assert str(first.id) in str(raised.value)
+    assert [found.id for found in storage.query(key="order-7")] == [first.id]
+
+
+def test_under_the_active_scope_a_finished_instance_frees_its_key(storage: Storage) -> None:
+    first = keyed(storage, "active", "order-8")
+    storage.put(run_waves(engine.resume(first, "go", now=datetime.now(UTC))))
+    assert storage.get(first.id).status is Status.COMPLETED
+    second = keyed(storage, "active", "order-8")
+    assert {found.id for found in storage.query(key="order-8")} == {first.id, second.id}
+
+
+@pytest.mark.parametrize("scope", ["workflow", "version", "global"])
+def test_other_scopes_keep_the_key_after_the_end(storage: Storage, scope: str) -> None:
+    first = keyed(storage, scope, "k-1")
+    storage.put(run_waves(engine.resume(first, "go", now=datetime.now(UTC))))
+    with pytest.raises(DuplicateInstanceError):
+        keyed(storage, scope, "k-1")
+
+
+def test_the_global_scope_spans_workflows_and_the_others_do_not(storage: Storage) -> None:
+    keyed(storage, "global", "shared")
+    with pytest.raises(DuplicateInstanceError):
+        keyed(storage, "global", "shared", OTHER_GLOBAL)
+    keyed(storage, "active", "shared")  # another workflow, another scope
+    keyed(storage, "workflow", "shared")
+
+
+def test_the_none_scope_never_refuses(storage: Storage) -> None:
+    first = keyed(storage, "none", "label")
+    second = keyed(storage, "none", "label")
+    assert {found.id for found in storage.query(key="label")} == {first.id, second.id}
+
+
+def test_a_keyed_insert_of_an_existing_id_is_stale(storage: Storage) -> None:
+    first = keyed(storage, "active", "k-9")
+    twin = engine.start(engine.new_instance(KEYED["active"], {}, id=first.id, key="k-10"))
+    with pytest.raises(StaleInstanceError):
+        storage.put(twin)
+    assert storage.get(first.id).business_key == "k-9"

@@ -84,7 +84,11 @@ def start(args: dict[str, Any]) -> dict[str, Any]:
     from hephaestus_django.core.workflow import workflow_registry
 
     workflow = workflow_registry.resolve(args["workflow"])
-    ids = [str(workflow.start(args.get("context", {}))) for _ in range(args.get("count", 1))]
+    wait_for_go(args.get("go"))
+    key = args.get("key")
+    ids = [
+        str(workflow.start(args.get("context", {}), key=key)) for _ in range(args.get("count", 1))
+    ]
     return {"ids": ids}
 
 

@@ -216,3 +216,17 @@ def test_a_cancel_racing_a_retry_exactly_one_wins(children: Children, tmp_path: 
     assert (cancel["ok"], retry["ok"]) == (False, True), (cancel, retry)
     assert str(cancel["error"]).startswith("InstanceNotCancellableError: ")
     assert DjangoStorage().get(instance_id).status is Status.COMPLETED
+
+
+def test_eight_processes_starting_one_business_key_start_one_instance(children: Children) -> None:
+    go = children.go_file()
+    payload = {"workflow": workflows.Gated.path(), "key": "order-A-1001", "go": str(go)}
+    racers = [children.spawn("start", payload) for _ in range(8)]
+    go.touch()
+    results = [children.result(process) for process in racers]
+
+    ids = {instance_id for result in results for instance_id in result["ids"]}
+    assert len(ids) == 1, ids
+    stored = DjangoStorage().query(key="order-A-1001")
+    assert [str(instance.id) for instance in stored] == list(ids)
+    assert stored[0].status is Status.WAITING
