@@ -51,6 +51,7 @@ VERIFIED = {
     "dispatcher = InMemoryDispatcher()": "test_queued_runner_in_your_tests",
     "runner.start(Reminder": "test_a_test_moves_the_storages_clock",
     "class ChargeCard(Step):": "test_retries_section",
+    "class Fulfilment(Workflow):": "test_business_keys_section",
     "class FetchRates(Step):": "test_timeouts_section",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
     "queues.procrastinate.ProcrastinateDispatcher": "test_procrastinate_settings_pass_the_checks",
@@ -295,6 +296,19 @@ def test_retries_section() -> None:
     exec(compile(block("class ChargeCard(Step):"), "README.md", "exec"), namespace)
     assert namespace["instance"].status == "completed"
     assert namespace["ChargeCard"].calls == 3
+
+
+def test_business_keys_section() -> None:
+    """The "Business keys" block runs as it is, on the runtime's own backends."""
+    from hephaestus_django.runtime import InMemoryStorage, LocalRunner, configure
+
+    configure(storages={"default": InMemoryStorage()}, runner=LocalRunner())
+    try:
+        namespace: dict[str, Any] = {"__name__": "readme_business_keys"}
+        exec(compile(block("class Fulfilment(Workflow):"), "README.md", "exec"), namespace)
+        assert namespace["Fulfilment"].get(namespace["first"]).business_key == "order-A-1001"
+    finally:
+        configure()
 
 
 def test_timeouts_section() -> None:
