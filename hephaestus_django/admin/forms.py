@@ -116,6 +116,7 @@ class CancelForm(RevisionForm):
         if self.compensations:
             self.fields["compensate"] = forms.BooleanField(
                 label="Compensate completed steps",
+                label_suffix="",  # a checkbox's label follows it, as in Django's admin
                 required=False,
                 help_text=f"Runs the compensate() of {in_order(self.compensations)}, in this "
                 "order, before the instance ends cancelled. Completed steps without a "

@@ -50,6 +50,7 @@ VERIFIED = {
     "dispatcher = InMemoryDispatcher()": "test_queued_runner_in_your_tests",
     "runner.start(Reminder": "test_a_test_moves_the_storages_clock",
     "class ChargeCard(Step):": "test_retries_section",
+    "Order.cancel(order_id": "test_cancelling_section",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
     "queues.procrastinate.ProcrastinateDispatcher": "test_procrastinate_settings_pass_the_checks",
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
@@ -293,6 +294,20 @@ def test_retries_section() -> None:
     exec(compile(block("class ChargeCard(Step):"), "README.md", "exec"), namespace)
     assert namespace["instance"].status == "completed"
     assert namespace["ChargeCard"].calls == 3
+
+
+def test_cancelling_section() -> None:
+    """The "Cancelling and compensating" block runs as it is, on the storage it configures: the
+    order is cancelled where it waited, its charge refunded before its stock is released."""
+    namespace: dict[str, Any] = {"__name__": "readme_cancelling"}
+    try:
+        exec(compile(block("Order.cancel(order_id"), "README.md", "exec"), namespace)
+        instance = namespace["instance"]
+        assert instance.cancellation.steps == (namespace["AwaitShipment"],)
+        assert instance.compensation.done
+        assert namespace["Order"].compensate_on_failure is True
+    finally:
+        configure()
 
 
 def test_procrastinate_settings_pass_the_checks(settings: Any) -> None:
