@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hephaestus_django import (
@@ -27,7 +27,9 @@ from hephaestus_django import (
     WaitForEvent,
     Workflow,
 )
+from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Context, Instance
+from hephaestus_django.runtime.execution import execute_step
 
 EXECUTIONS: Counter[str] = Counter()
 _lock = threading.Lock()
@@ -352,3 +354,70 @@ class StallsThenRecovers(Workflow):
 
     start_step = RetriedStalling
     transitions = {RetriedStalling: {"ok": Done}}
+# --- sagas: steps that can be undone ----------------------------------------------------------
+
+UNDONE: list[str] = []
+"""``"<instance id>:<step key>"`` for every compensation that ran, in order."""
+BROKEN_UNDO: set[str] = set()
+"""Step keys whose compensation raises until a test removes them."""
+
+
+class Compensable(Scripted):
+    """A scripted step that can be undone: its compensation is recorded in ``UNDONE``."""
+
+    def compensate(self, instance: Instance, config: Mapping[str, Any], context: Context) -> None:
+        if self.step_key in BROKEN_UNDO:
+            raise StepFailed(f"{self.step_key} could not be undone")
+        with _lock:
+            UNDONE.append(f"{instance.id}:{self.step_key}")
+
+
+class Hold(Compensable):
+    """Reserves stock; undone by releasing it."""
+
+
+class Mail(Scripted):
+    """Sends an e-mail: nothing to undo, no compensation."""
+
+
+class Bill(Compensable):
+    """Charges the card; undone by a refund."""
+
+
+class Shipment(WaitForEvent):
+    events = ("shipped",)
+
+
+class Saga(Workflow):
+    """Two compensable steps around one that is not, then a wait: cancelled while it waits."""
+
+    start_step = Hold
+    transitions = {
+        Hold: {"ok": Mail},
+        Mail: {"ok": Bill},
+        Bill: {"ok": Shipment},
+        Shipment: {"shipped": Done},
+    }
+
+
+class FailingSaga(Workflow):
+    """The same steps, compensated when one fails (``script={"bill": "fail"}``)."""
+
+    compensate_on_failure = True
+    start_step = Hold
+    transitions = {Hold: {"ok": Mail}, Mail: {"ok": Bill}, Bill: {"ok": Done}}
+
+
+def undone(instance_id: object) -> list[str]:
+    """The step keys of one instance whose compensation ran, in the order they ran."""
+    prefix = f"{instance_id}:"
+    return [key[len(prefix) :] for key in UNDONE if key.startswith(prefix)]
+
+
+def run_to_rest(instance: Instance) -> Instance:
+    """Run what is runnable until nothing is, compensations included: what a runner does,
+    minus threads and storage."""
+    while activations := engine.runnable(instance):
+        results = [execute_step(instance, activation) for activation in activations]
+        instance = engine.apply(instance, results, now=datetime.now(UTC))
+    return instance

@@ -15,6 +15,8 @@ before a stored row names it. The graph, read top to bottom::
                                                   otherwise        --> RequestReview    --> Done
                   --cancelled / timeout (14 days)--> RefundPayment --> Cancelled
 
+``ReserveStock`` and ``ChargePayment`` define ``compensate()``: an order cancelled with
+``compensate=True`` (the admin's Cancel operation offers it) is refunded, then its stock released.
 ``ChargePayment`` raises ``PaymentDeclined`` for a declined card: a step that raises fails the
 instance, which records the error's type and message. Steps are deterministic and instant: no
 network, no sleeping (the 2-second ``Wait`` is a stored timer, fired by the runner when due).
@@ -89,6 +91,10 @@ class ReserveStock(Step):
             },
         )
 
+    def compensate(self, instance, config, context):
+        """Release the reservation when the order is cancelled with ``compensate=True``. A
+        compensation may run twice: releasing a released reservation must be harmless."""
+
 
 class ChargePayment(Step):
     """Charge the order's total to the customer's card; a declined card fails the order."""
@@ -110,6 +116,10 @@ class ChargePayment(Step):
             },
             metadata={"payment_provider": "demo-pay"},  # merged into runtime_metadata
         )
+
+    def compensate(self, instance, config, context):
+        """Refund the charge when the order is cancelled with ``compensate=True``; a real shop
+        passes the payment id as the refund's idempotency key, as this may run twice."""
 
 
 class PrepareShipment(Step):

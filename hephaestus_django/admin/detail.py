@@ -19,10 +19,16 @@ from uuid import UUID
 
 from django.utils.safestring import SafeString, mark_safe
 
-from hephaestus_django.core.engine import retry_policy
+from hephaestus_django.core.engine import COMPENSATED, retry_policy
 from hephaestus_django.core.errors import HephaestusError, UnknownWorkflowError
 from hephaestus_django.core.graph import StepClass
-from hephaestus_django.core.instance import Failure, Instance
+from hephaestus_django.core.instance import (
+    Cancellation,
+    Compensation,
+    Failure,
+    HistoryEntry,
+    Instance,
+)
 from hephaestus_django.core.workflow import WorkflowDefinition, workflow_registry
 from hephaestus_django.diagram import build_diagram, progress_of, render_svg
 from hephaestus_django.models import WorkflowInstance
@@ -65,6 +71,16 @@ class InstancePage:
     current_step: str = ""
     error: Failure | None = None
     failed_step: str = ""
+    cancellation: Cancellation | None = None
+    cancelled_at: list[StepRow] = field(default_factory=list)
+    """The steps the instance stood at (active or waiting) when it was cancelled."""
+    compensation: Compensation | None = None
+    compensated: list[StepRow] = field(default_factory=list)
+    """Steps whose compensation ran, in the order they ran."""
+    to_compensate: list[StepRow] = field(default_factory=list)
+    """Steps whose compensation has not run yet, in the order they will; the first runs now."""
+    failure_step: StepRow | None = None
+    """The step whose failure started the compensations (``compensate_on_failure``)."""
 
     @property
     def title(self) -> str:
@@ -105,6 +121,7 @@ def instance_page(row: WorkflowInstance) -> InstancePage:
         current_step=instance.current_step.__name__ if instance.current_step else "",
         error=instance.error,
         failed_step=instance.error.step.__name__ if instance.error else "",
+        **_undoing(instance),
     )
 
 
@@ -154,7 +171,8 @@ def _results(instance: Instance) -> list[StepRow]:
 
 
 def _history(instance: Instance) -> list[StepRow]:
-    """One row per entry; a failed attempt (retried) carries its ``error`` instead of a result."""
+    """One row per entry; a failed attempt (retried) carries its ``error`` instead of a result,
+    and an entry of the compensations says which kind it is (``kind``)."""
     return [
         _step(
             entry.step,
@@ -165,9 +183,46 @@ def _history(instance: Instance) -> list[StepRow]:
             metadata="" if not entry.metadata_updates else pretty(entry.metadata_updates),
             next=", ".join(step.__name__ for step in entry.next_steps),
             error=None if entry.error is None else entry.error,
+            kind=_kind(instance, entry),
         )
         for number, entry in enumerate(instance.execution_history, start=1)
     ]
+
+
+def _kind(instance: Instance, entry: HistoryEntry) -> str:
+    """What a history entry records, for the page: ``""`` for a step's work (done, or an attempt
+    that failed), ``"compensated"`` for a compensation that ran, ``"compensation failed"`` for
+    a failed attempt at one, ``"failure compensated"`` for the failure that started them."""
+    if not entry.compensating:
+        return ""
+    if entry.error is None:
+        return "compensated" if entry.event == COMPENSATED else ""
+    compensation = instance.compensation
+    if compensation is not None and entry.error == compensation.failure:
+        return "failure compensated"
+    return "compensation failed"
+
+
+def _undoing(instance: Instance) -> dict[str, Any]:
+    """The page's cancellation and compensation: where a cancelled instance stood, which steps
+    were compensated and which are left to be."""
+    compensation = instance.compensation
+    done = [
+        entry.step
+        for entry in instance.execution_history
+        if entry.compensating and entry.error is None and entry.event == COMPENSATED
+    ]
+    cancellation = instance.cancellation
+    return {
+        "cancellation": cancellation,
+        "cancelled_at": [_step(step) for step in cancellation.steps] if cancellation else [],
+        "compensation": compensation,
+        "compensated": [_step(step) for step in done],
+        "to_compensate": [_step(step) for step in compensation.pending] if compensation else [],
+        "failure_step": _step(compensation.failure.step)
+        if compensation and compensation.failure
+        else None,
+    }
 
 
 def _runnable(instance: Instance) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """The forms of the admin's confirmation pages, and what those pages state before confirming.
 
 Every form carries the revision its page was rendered with, so an operation is refused when the
-instance changed since. A resume payload is checked here to be JSON the storage can keep, within
-the bounds of :mod:`hephaestus_django.admin.limits`, so a bad one is a form error, never a
-failed write or a server error.
+instance changed since. A resume payload and a cancellation's reason are checked here to be
+values the storage can keep, within the bounds of :mod:`hephaestus_django.admin.limits`, so a bad
+one is a form error, never a failed write or a server error.
 """
 
 from __future__ import annotations
@@ -18,10 +18,14 @@ from hephaestus_django.admin import times
 from hephaestus_django.admin.limits import (
     PAYLOAD_MAX_CHARS,
     PAYLOAD_MAX_DEPTH,
+    REASON_MAX_CHARS,
+    check_characters,
     check_length,
     check_nesting,
 )
+from hephaestus_django.core.engine import compensations
 from hephaestus_django.core.errors import HephaestusError, InvalidQueryError
+from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime import codec
@@ -89,6 +93,55 @@ class ResumeForm(RevisionForm):
         return value
 
 
+class CancelForm(RevisionForm):
+    """An optional reason, kept with the instance, and whether to compensate its completed steps.
+
+    The checkbox is there only when a completed step defines ``compensate``: without one there
+    is nothing to undo, and offering it would suggest otherwise.
+    """
+
+    reason = forms.CharField(
+        label="Reason",
+        required=False,
+        strip=True,
+        max_length=REASON_MAX_CHARS,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Optional. Kept with the instance (instance.cancellation.reason), e.g. "
+        "“customer called to cancel”.",
+    )
+
+    def __init__(self, instance: Instance, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.compensations = compensations(instance)
+        if self.compensations:
+            self.fields["compensate"] = forms.BooleanField(
+                label="Compensate completed steps",
+                label_suffix="",  # a checkbox's label follows it, as in Django's admin
+                required=False,
+                help_text=f"Runs the compensate() of {in_order(self.compensations)}, in this "
+                "order, before the instance ends cancelled. Completed steps without a "
+                "compensate() are left as they are.",
+            )
+
+    def clean_reason(self) -> str | None:
+        # Django's CharField already refuses NUL; this also names lone surrogates, which
+        # PostgreSQL cannot store either.
+        text: str = self.cleaned_data["reason"]
+        try:
+            check_characters(text, "This reason")
+        except InvalidQueryError as error:
+            raise ValidationError(f"{error}.") from error
+        return text or None
+
+    def clean_compensate(self) -> bool:
+        return bool(self.cleaned_data.get("compensate"))
+
+
+def in_order(steps: tuple[StepClass, ...]) -> str:
+    """``"Charge, then Reserve"``: steps in the order their compensations run."""
+    return ", then ".join(step.__name__ for step in steps)
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value that can be stored")
 
@@ -122,12 +175,44 @@ def facts(
             ("error", f"{error.error_type}: {error.message}"),
             ("failed at", _when(error.at)),
         ]
+    if operation == "cancel" and instance is not None:
+        return _cancel_facts(instance)
     return [
         ("workflow", f"{row.workflow}, version {row.workflow_version}"),
         ("status", row.status),
         ("started", _when(row.inserted_at)),
         ("updated", _when(row.updated_at)),
     ]
+
+
+def _cancel_facts(instance: Instance) -> list[tuple[str, Any]]:
+    """Where the instance stands, which of its steps stop, and what compensating would undo."""
+    graph = instance.workflow.graph
+    waiting = graph.sorted(instance.waiting_steps)
+    running = graph.sorted(instance.active_steps - instance.waiting_steps.keys())
+    undone = compensations(instance)
+    kept = [step for step in graph.sorted(instance.completed_steps) if step not in undone]
+    found: list[tuple[str, Any]] = [("status", str(instance.status))]
+    if waiting:
+        found.append(("waiting", f"{_names(waiting)}: stops waiting; its timers are dropped"))
+    if running:
+        found.append(
+            (
+                "running or queued",
+                f"{_names(running)}: a result that comes back later is discarded, and the "
+                "step is not compensated",
+            )
+        )
+    found.append(("completed", _names(graph.sorted(instance.completed_steps)) or "none"))
+    if undone:
+        found.append(("compensated if you tick the box, in order", in_order(undone)))
+    if kept:
+        found.append(("completed without compensate() (never undone)", _names(kept)))
+    return found
+
+
+def _names(steps: list[StepClass]) -> str:
+    return ", ".join(step.__name__ for step in steps)
 
 
 def _when(moment: Any) -> str:

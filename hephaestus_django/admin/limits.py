@@ -1,4 +1,4 @@
-"""The bounds on what an operator types into the admin: search terms and resume payloads.
+"""The bounds on what an operator types into the admin: search terms, resume payloads, reasons.
 
 Whatever comes through a form or the search box is checked against these limits *before* it is
 parsed, so no input can exhaust Python's stack (``json`` recurses once per nesting level) or
@@ -32,6 +32,10 @@ PAYLOAD_MAX_CHARS = 100_000
 PAYLOAD_MAX_DEPTH = 50
 """Containers nested in a resume payload; half of what the storage keeps, which leaves the
 payload room inside the state it is stored in."""
+
+REASON_MAX_CHARS = 1_000
+"""Characters in the reason given for cancelling an instance: a sentence or two for the people
+who look at the instance later, kept with it (``instance.cancellation.reason``)."""
 
 
 def check_characters(text: str, what: str) -> None:

@@ -5,9 +5,10 @@
 - :class:`CheapCountPaginator` never counts the whole table: an unfiltered list on a large table
   shows PostgreSQL's own estimate (``pg_class.reltuples``, kept fresh by autovacuum/ANALYZE), a
   filtered one counts matching rows only up to a limit.
-- :func:`steps_cell` renders the current/waiting steps from three keys of the JSONB ``state``
-  that the changelist query selects, so the list never loads a whole state and makes no query
-  per row.
+- :func:`steps_cell` renders the current/waiting steps from five small keys of the JSONB
+  ``state`` that the changelist query selects (current, active and waiting steps, and the steps
+  a cancelled instance stood at or a compensating one has left to undo), so the list never
+  loads a whole state and makes no query per row.
 """
 
 from __future__ import annotations
@@ -163,20 +164,34 @@ def steps_cell(
     active: Sequence[str] | None,
     waiting: Mapping[str, Any] | None,
     workflow: str = "",
+    *,
+    cancelled_at: Any = None,
+    compensating: Any = None,
 ) -> str:
-    """The step(s) an instance is at: waiting ones (with their timer), running ones, or the
-    step it failed or ended at, in the order of ``workflow``'s graph. Inputs are the raw JSON
-    keys; anything malformed shows as —."""
+    """The step(s) an instance is at: waiting ones (with their timer), running ones, the step
+    it failed or completed at, or those it stood at when it was cancelled, in the order of
+    ``workflow``'s graph; while it compensates, the step whose compensation runs. Inputs are the
+    raw JSON keys (``cancelled_at``: ``cancellation.steps``, ``compensating``:
+    ``compensation.pending``); anything malformed shows as —."""
     if status in ("failed", "completed"):
         tone = status
         return _chip(current, tone, f"{tone} at") if isinstance(current, str) else "—"
-    waiting = waiting if isinstance(waiting, Mapping) else {}
-    active = [path for path in active if isinstance(path, str)] if isinstance(active, list) else []
     rank = _graph_positions(workflow)
 
     def position(path: str) -> tuple[int, str]:
         return rank.get(path, len(rank)), path
 
+    if status == "cancelled":
+        # Where it stood, not its current step: after compensations that is the last one undone.
+        chips = [_chip(path, "cancelled", "cancelled at") for path in _paths(cancelled_at)]
+        return format_html_join(" ", "{}", ((chip,) for chip in chips)) if chips else "—"
+    waiting = waiting if isinstance(waiting, Mapping) else {}
+    undoing = _paths(compensating)[:1]
+    if undoing:  # one compensation runs at a time: the first pending one
+        path = undoing[0]
+        hint, timer = _timer_hint(waiting[path]) if path in waiting else ("running", False)
+        return _chip(path, "compensating", f"compensating ({hint})", timer)
+    active = _paths(active)
     chips = [
         _chip(path, "waiting", *_timer_hint(waiting[path]))
         for path in sorted(waiting, key=position)
@@ -189,6 +204,11 @@ def steps_cell(
     if not chips:
         return "—"
     return format_html_join(" ", "{}", ((chip,) for chip in chips))
+
+
+def _paths(value: Any) -> list[str]:
+    """The step paths of a raw JSON list; [] for anything else."""
+    return [path for path in value if isinstance(path, str)] if isinstance(value, list) else []
 
 
 def _graph_positions(workflow: str) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """Browse, search and operate workflow instances in the Django admin.
 
-The changelist stays cheap on large tables: ``state`` is deferred and only three small keys of it
-are selected (current, active and waiting steps), the filters take their choices from the
+The changelist stays cheap on large tables: ``state`` is deferred and only a few small keys of it
+are selected (current, active and waiting steps; where a cancelled instance stood, what a
+compensating one has left to undo), the filters take their choices from the
 workflow registry instead of ``SELECT DISTINCT``, and the paginator never counts the whole table
 (see :mod:`hephaestus_django.admin.listing`). Search takes an instance id, or context values
 (``order_id=123``, ``customer.tier=gold`` or a JSON object) answered with ``state @> ...``
@@ -9,8 +10,8 @@ through the GIN index (:mod:`hephaestus_django.admin.search`).
 
 The instance page is read-only and shows the workflow graph with the instance's progress on it
 (:mod:`hephaestus_django.admin.detail`). Instances change only through the runner and storage:
-resume, retry and delete each have a permission and a confirmation page that refuses to act on a
-stale view (:mod:`hephaestus_django.admin.operations`).
+resume, retry, cancel and delete each have a permission and a confirmation page that refuses to
+act on a stale view (:mod:`hephaestus_django.admin.operations`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from hephaestus_django.admin.listing import (
     WorkflowFilter,
     steps_cell,
 )
-from hephaestus_django.admin.operations import OperationsMixin, page_context
+from hephaestus_django.admin.operations import CANCELLABLE, OperationsMixin, page_context
 from hephaestus_django.admin.rows import storage_for
 from hephaestus_django.admin.times import moment
 from hephaestus_django.core.engine import waits_for_an_event
@@ -90,6 +91,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         return [
             path("<path:object_id>/resume/", wrap(self.resume_view), name=f"{info}_resume"),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
+            path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
             *super().get_urls(),
         ]
 
@@ -103,6 +105,10 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
                 current_step_path=KT("state__current_step"),
                 active_step_paths=KeyTransform("active_steps", "state"),
                 waiting_step_map=KeyTransform("waiting_steps", "state"),
+                cancelled_at_paths=KeyTransform("steps", KeyTransform("cancellation", "state")),
+                compensation_pending_paths=KeyTransform(
+                    "pending", KeyTransform("compensation", "state")
+                ),
             )
         return queryset.annotate(state_json=Cast("state", TextField()))
 
@@ -150,6 +156,8 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             getattr(row, "active_step_paths", None),
             getattr(row, "waiting_step_map", None),
             row.workflow,
+            cancelled_at=getattr(row, "cancelled_at_paths", None),
+            compensating=getattr(row, "compensation_pending_paths", None),
         )
 
     # --- the instance page -----------------------------------------------------------------
@@ -168,7 +176,11 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         if not self.has_view_or_change_permission(request, row):
             raise PermissionDenied
         page = instance_page(row)
-        status = page.instance.status if page.instance else None
+        instance = page.instance
+        status = instance.status if instance else None
+        # A failed instance whose steps were all compensated cannot be retried (the runner
+        # refuses it): no button for it.
+        compensated = bool(instance and instance.compensation and instance.compensation.done)
         context = {
             **self.admin_site.each_context(request),
             **page_context(self.opts, row),
@@ -179,7 +191,13 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             and page.instance is not None
             and waits_for_an_event(page.instance)
             and self.has_resume_permission(request),
-            "can_retry": status is Status.FAILED and self.has_retry_permission(request),
+            "can_retry": status is Status.FAILED
+            and not compensated
+            and self.has_retry_permission(request),
+            "can_cancel": status in CANCELLABLE
+            and instance is not None
+            and not instance.compensating
+            and self.has_cancel_permission(request),
             "can_delete": self.has_delete_permission(request, row),
             **(extra_context or {}),
         }

@@ -1,7 +1,8 @@
-"""Resume, retry and delete in the admin, so an operator can never corrupt an instance.
+"""Resume, retry, cancel and delete in the admin, so an operator can never corrupt an instance.
 
 Each operation has its own permission (``resume_workflowinstance``, ``retry_workflowinstance``,
-Django's ``delete_workflowinstance``), checked by the view as well as when showing the button,
+``cancel_workflowinstance``, Django's ``delete_workflowinstance``), checked by the view as well
+as when showing the button,
 and its own confirmation page. They act through the configured runner and storage, exactly as
 code would, never by editing fields. The confirmation form carries the revision it was rendered
 with: the runner refuses (``expected_revision=``) to act on an instance that changed since, and
@@ -25,7 +26,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from hephaestus_django import conf
-from hephaestus_django.admin.forms import ResumeForm, RevisionForm, facts
+from hephaestus_django.admin import times
+from hephaestus_django.admin.forms import CancelForm, ResumeForm, RevisionForm, facts, in_order
 from hephaestus_django.admin.rows import NoStorageForDatabase, decoded, storage_for
 from hephaestus_django.core.engine import waits_for_an_event
 from hephaestus_django.core.errors import HephaestusError, StaleInstanceError
@@ -34,6 +36,13 @@ from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.status import Status
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime.storage import Storage
+
+CANCELLABLE = (Status.PENDING, Status.RUNNING, Status.WAITING)
+"""The statuses an instance can be cancelled in (unless it is compensating already)."""
+
+CONFIRM = {"delete": "Yes, delete it", "cancel": "Yes, cancel it"}
+"""The confirm button of the operations that cannot be undone (shown as dangerous); the others
+are labelled with the operation's name."""
 
 STALE = (
     "Nothing was done: this instance changed since the page was loaded (it was at revision "
@@ -80,6 +89,9 @@ class OperationsMixin:
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.retry_{self.opts.model_name}")
 
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.cancel_{self.opts.model_name}")
+
     def admin_url(self, name: str, *args: Any) -> str:
         info = f"{self.opts.app_label}_{self.opts.model_name}"
         return reverse(f"{self.admin_site.name}:{info}_{name}", args=args)
@@ -90,7 +102,7 @@ class OperationsMixin:
     def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         if not self.has_resume_permission(request):
             raise PermissionDenied
-        row, instance = self._load(request, object_id, "resumed", Status.WAITING)
+        row, instance = self._load(request, object_id, "resumed", (Status.WAITING,))
         if not waits_for_an_event(instance):
             self._refuse(
                 request,
@@ -123,7 +135,7 @@ class OperationsMixin:
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         if not self.has_retry_permission(request):
             raise PermissionDenied
-        row, instance = self._load(request, object_id, "retried", Status.FAILED)
+        row, instance = self._load(request, object_id, "retried", (Status.FAILED,))
         form = RevisionForm(request.POST or None, initial={"revision": instance.revision})
         if request.method == "POST":
             self._check_fresh(request, row, instance.revision)
@@ -139,6 +151,42 @@ class OperationsMixin:
                     ),
                 )
         return self._confirm(request, row, instance, "retry", form)
+
+    @stoppable
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_cancel_permission(request):
+            raise PermissionDenied
+        row, instance = self._load(request, object_id, "cancelled", CANCELLABLE)
+        if instance.compensating and instance.compensation is not None:
+            self._refuse(
+                request,
+                row,
+                "This instance cannot be cancelled: it is compensating its completed steps "
+                f"already, and ends {instance.compensation.ends} once they are compensated.",
+            )
+        form = CancelForm(instance, request.POST or None, initial={"revision": instance.revision})
+        if request.method == "POST":
+            self._check_fresh(request, row, instance.revision)
+            if form.is_valid():
+                reason = form.cleaned_data["reason"]
+                compensate = form.cleaned_data.get("compensate", False)  # absent: nothing to undo
+                done = "Cancelled" + (
+                    f", compensating {in_order(form.compensations)}" if compensate else ""
+                )
+                return self._act(
+                    request,
+                    row,
+                    "cancellation",
+                    done + (f" (reason: {reason})" if reason else ""),
+                    lambda storage: conf.runner.get().cancel(
+                        row.pk,
+                        storage=storage,
+                        reason=reason,
+                        compensate=compensate,
+                        expected_revision=form.cleaned_data["revision"],
+                    ),
+                )
+        return self._confirm(request, row, instance, "cancel", form)
 
     @stoppable
     def delete_view(
@@ -165,19 +213,21 @@ class OperationsMixin:
         return row  # type: ignore[no-any-return]
 
     def _load(
-        self, request: HttpRequest, object_id: str, verb: str, status: Status
+        self, request: HttpRequest, object_id: str, verb: str, statuses: tuple[Status, ...]
     ) -> tuple[WorkflowInstance, Instance]:
-        """The row and its instance, which must be in ``status``; else Stop with the reason."""
+        """The row and its instance, which must be in one of ``statuses``; else Stop with the
+        reason."""
         row = self._row(request, object_id)
         instance, problem = decoded(row)
         if instance is None:
             self._refuse(request, row, f"This instance cannot be {verb}: {problem}")
-        elif instance.status is not status:
+        elif instance.status not in statuses:
+            allowed = ", ".join(statuses[:-1]) + (" or " if len(statuses) > 1 else "")
             self._refuse(
                 request,
                 row,
                 f"This instance cannot be {verb}: it is {instance.status}, "
-                f"and only a {status} instance can be.",
+                f"and only a {allowed}{statuses[-1]} instance can be.",
             )
         assert instance is not None
         return row, instance
@@ -208,14 +258,8 @@ class OperationsMixin:
             messages.error(request, f"The {name} was refused: {error}")
         else:
             self.log_change(request, row, done)
-            if result.status is Status.FAILED and result.error is not None:
-                messages.warning(
-                    request,
-                    f"{done}; then {result.error.step.__name__} failed with "
-                    f"{result.error.error_type}: {result.error.message}",
-                )
-            else:
-                messages.success(request, f"{done}; the instance is now {result.status}.")
+            level, text = outcome(done, result)
+            messages.add_message(request, level, text)
         return HttpResponseRedirect(self.admin_url("change", row.pk))
 
     def _delete(self, request: HttpRequest, row: WorkflowInstance, seen: int) -> HttpResponse:
@@ -254,11 +298,36 @@ class OperationsMixin:
             "instance": instance,
             "facts": facts(operation, row, instance),
             "form": form,
+            "confirm_label": CONFIRM.get(operation, operation.capitalize()),
+            "dangerous": operation in CONFIRM,
             "media": self.media + form.media,
             "detail_url": self.admin_url("change", row.pk),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.operation_template, context)
+
+
+def outcome(done: str, result: Instance) -> tuple[int, str]:
+    """The message level and text after an operation: where the instance is now, and a warning
+    when a step (or a compensation) failed in what the runner went on to run."""
+    what = "the compensation of " if result.compensating else ""
+    error = result.error
+    if result.status is Status.FAILED and error is not None:
+        return messages.WARNING, (
+            f"{done}; then {what}{error.step.__name__} failed with "
+            f"{error.error_type}: {error.message}"
+        )
+    compensation = result.compensation
+    if result.compensating and compensation is not None:
+        step = compensation.pending[0]
+        waiting = result.waiting_steps.get(step)
+        if waiting is not None and waiting.attempt is not None and waiting.resume_at:
+            return messages.WARNING, (
+                f"{done}; then the compensation of {step.__name__} failed, and attempt "
+                f"{waiting.attempt} is due at {times.as_text(waiting.resume_at)}."
+            )
+    now = f"{result.status}, compensating" if result.compensating else str(result.status)
+    return messages.SUCCESS, f"{done}; the instance is now {now}."
 
 
 def page_context(opts: Any, row: WorkflowInstance) -> dict[str, Any]:

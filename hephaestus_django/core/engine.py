@@ -662,8 +662,10 @@ class _Draft:
         )
         if rest:
             self.active.add(rest[0])
-        elif compensation.ends is Status.FAILED:
+        elif compensation.ends is Status.FAILED and compensation.failure is not None:
+            # The instance ends failed where it failed, not at the last step it undid.
             self.error = compensation.failure
+            self.current = compensation.failure.step
 
     def wait(self, step: StepClass, outcome: Async, now: datetime) -> None:
         self.waiting[step] = Waiting(now, outcome.due_time(now), outcome.timer_event)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from hephaestus_django.core.engine import COMPENSATED
 from hephaestus_django.core.graph import StepClass, WorkflowGraph
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.status import Status
@@ -31,6 +32,12 @@ class StepState(StrEnum):
     WAITING = "waiting"
     FAILED = "failed"
     NOT_REACHED = "not reached"
+    COMPENSATING = "compensating"
+    """Its ``compensate`` runs now (or waits for its next attempt)."""
+    COMPENSATED = "compensated"
+    """It completed, and its ``compensate`` has undone it since."""
+    CANCELLED = "cancelled"
+    """It was active or waiting when the instance was cancelled: it never ran to an end."""
 
     @property
     def css(self) -> str:
@@ -208,7 +215,12 @@ def _edges(graph: WorkflowGraph, nodes: Mapping[StepClass, Node]) -> list[Edge]:
 
 
 def progress_of(instance: Instance) -> Progress:
-    """Each step's state in ``instance``, the transitions it took, and a tooltip note per step."""
+    """Each step's state in ``instance``, the transitions it took, and a tooltip note per step.
+
+    A compensated step is shown compensated rather than completed, the step whose compensation
+    runs as compensating, and the steps a cancelled instance stood at as cancelled (they are
+    no longer active, but "not reached" would hide where it stopped).
+    """
     failed = instance.error.step if instance.status is Status.FAILED and instance.error else None
     states: dict[StepClass, StepState] = dict.fromkeys(
         instance.completed_steps, StepState.COMPLETED
@@ -217,7 +229,19 @@ def progress_of(instance: Instance) -> Progress:
     states.update(dict.fromkeys(instance.waiting_steps, StepState.WAITING))
     notes: dict[StepClass, str] = {}
     taken: set[tuple[StepClass, str, StepClass]] = set()
+    compensation = instance.compensation
+    started_by = compensation.failure if compensation is not None else None
     for entry in instance.execution_history:
+        if entry.compensating:
+            if entry.error is None and entry.event == COMPENSATED:
+                states[entry.step] = StepState.COMPENSATED
+                notes[entry.step] = f"compensated at {entry.timestamp:%Y-%m-%d %H:%M:%S %Z}"
+            elif entry.error is not None and entry.error != started_by:
+                notes[entry.step] = (
+                    f"compensation attempt failed at {entry.timestamp:%Y-%m-%d %H:%M:%S %Z}: "
+                    f"{entry.error.error_type}: {entry.error.message}"
+                )
+            continue
         if entry.error is not None:  # a failed attempt that was retried
             notes[entry.step] = (
                 f"attempt failed at {entry.timestamp:%Y-%m-%d %H:%M:%S %Z}: "
@@ -245,9 +269,28 @@ def progress_of(instance: Instance) -> Progress:
         )
         events = ", ".join(step.events)
         notes[step] = f"waiting since {waiting.since:%Y-%m-%d %H:%M:%S %Z} for {events}{timer}"
+    cancellation = instance.cancellation
+    if cancellation is not None:
+        reason = f"; reason: {_short(cancellation.reason)}" if cancellation.reason else ""
+        for step in cancellation.steps:
+            states[step] = StepState.CANCELLED
+            notes[step] = (
+                f"cancelled at {cancellation.at:%Y-%m-%d %H:%M:%S %Z} before it ended{reason}"
+            )
+    if started_by is not None:  # the failure that started the compensations
+        states[started_by.step] = StepState.FAILED
+        notes[started_by.step] = (
+            f"failed: {started_by.error_type}: {started_by.message}; its completed steps are "
+            "compensated"
+        )
+    if instance.compensating and compensation is not None:
+        step = compensation.pending[0]
+        states[step] = StepState.COMPENSATING
+        notes[step] = f"compensating: its compensate() runs; {notes.get(step, '')}".rstrip("; ")
     if failed is not None and instance.error is not None:
         states[failed] = StepState.FAILED
-        notes[failed] = f"failed: {instance.error.error_type}: {instance.error.message}"
+        what = "compensation failed" if instance.compensating else "failed"
+        notes[failed] = f"{what}: {instance.error.error_type}: {instance.error.message}"
     return Progress(states=states, taken=frozenset(taken), notes=notes)
 
 

@@ -37,9 +37,25 @@ PALETTE: dict[StepState | None, tuple[str, str, str]] = {
     StepState.WAITING: ("#fff4dc", "#e08e00", "#7a4a00"),
     StepState.FAILED: ("#fdecea", "#c62828", "#8e1c1c"),
     StepState.NOT_REACHED: ("#f6f6f6", "#b8b8b8", "#6f6f6f"),
+    StepState.COMPENSATING: ("#f3e5f5", "#7b1fa2", "#4a148c"),
+    StepState.COMPENSATED: ("#f3e5f5", "#7b1fa2", "#4a148c"),
+    StepState.CANCELLED: ("#eceff1", "#607d8b", "#37474f"),
     None: ("#f2f7fa", "#417690", "#1f3f4f"),
 }
 WIRE = {"taken": "#417690", "idle": "#b8b8b8", "plain": "#5f6b73"}
+OCCASIONAL = frozenset({StepState.COMPENSATING, StepState.COMPENSATED, StepState.CANCELLED})
+"""States the legend lists only when a step of the instance is in one: most instances are never
+cancelled or compensated, and their legend stays as short as it was."""
+
+
+def outline(state: StepState | None) -> tuple[str, str]:
+    """A box's outline in ``state``: its width and its dash attribute (the legend's swatches
+    are drawn alike, so that the two compensation states tell apart there too)."""
+    width = "2.5" if state in (StepState.ACTIVE, StepState.WAITING, StepState.FAILED) else "1.5"
+    if state is StepState.COMPENSATING:
+        return "2.5", ' stroke-dasharray="5 3"'
+    dash = ' stroke-dasharray="4 3"' if state is StepState.NOT_REACHED else ""
+    return width, dash
 
 
 def render_svg(diagram: Diagram, progress: Progress | None = None, *, prefix: str = "hx") -> str:
@@ -185,8 +201,7 @@ def _box(box: Box, progress: Progress | None) -> str:
         tooltip += f" — {state.value}"
     name_y = box.y + (19 if subtitle else 28)
     css = f"hx-node hx-state-{state.css}" if state else "hx-node hx-state-plain"
-    dash = ' stroke-dasharray="4 3"' if state is StepState.NOT_REACHED else ""
-    width = "2.5" if state in (StepState.ACTIVE, StepState.WAITING, StepState.FAILED) else "1.5"
+    width, dash = outline(state)
     return (
         f'<g class="{css}" data-step="{escape(node.path)}"><title>{escape(tooltip)}</title>'
         f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.width:.1f}" height="{box.height:.1f}" '
@@ -205,7 +220,10 @@ def _box(box: Box, progress: Progress | None) -> str:
 
 def _legend_items(progress: Progress | None) -> Iterator[tuple[str, str, float]]:
     if progress is not None:
+        present = set(progress.states.values())
         for state in StepState:
+            if state in OCCASIONAL and state not in present:
+                continue
             yield f"state:{state.value}", state.value, _text_width(state.value, 11) + 34
         yield "edge:taken", "taken", _text_width("taken", 11) + 46
     yield "edge:fan-out", "fan-out: all run", _text_width("fan-out: all run", 11) + 46
@@ -243,10 +261,11 @@ def _legend_item(kind: str, label: str, x: float, prefix: str) -> Iterator[str]:
     what, name = kind.split(":", 1)
     if what == "state":
         state = StepState(name)
-        fill, stroke, _ink = PALETTE[state]
+        fill, line, _ink = PALETTE[state]
+        width, dash = outline(state) if state in OCCASIONAL else ("1.5", "")
         yield (
             f'<g class="hx-legend-item hx-state-{state.css}"><rect x="{x:.1f}" y="4" width="18" '
-            f'height="14" rx="3" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/>'
+            f'height="14" rx="3" fill="{fill}" stroke="{line}" stroke-width="{width}"{dash}/>'
         )
         text_x = x + 24
     else:

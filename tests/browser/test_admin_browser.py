@@ -178,6 +178,47 @@ def test_operator_finds_and_resumes_an_order(
     assert resumed.context.result("shipment") == {"carrier": "DHL Express", "tracking": "JD0815"}
 
 
+def test_operator_cancels_an_order_and_refunds_it(
+    live_server: Any,
+    admin_user: AbstractUser,
+    orders: dict[str, UUID],
+    only_the_shop: None,
+    open_browser: Callable[[], AbstractContextManager[Any]],
+) -> None:
+    from playwright.sync_api import expect
+
+    target = str(orders["also waiting"])
+    with open_browser() as browser:
+        page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+        page.set_default_timeout(15_000)
+        log_in(page, live_server.url, admin_user)
+        page.goto(f"{live_server.url}{CHANGELIST}{target}/change/")
+        page.click("#hx-cancel")
+        expect(page.locator("#id_compensate")).to_be_visible()
+        expect(page.locator(".hx-confirm")).to_contain_text(
+            "Runs the compensate() of ChargePayment, then ReserveStock, in this order"
+        )
+        page.fill("#id_reason", "The customer called: the mug is a gift and came too late.")
+        page.check("#id_compensate")
+        snap(page, "admin-cancel.png")
+        page.click("#hx-confirm")
+        expect(page.locator(".messagelist .success")).to_contain_text(
+            "Cancelled, compensating ChargePayment, then ReserveStock"
+        )
+        graph = page.locator("#hx-graph svg.hx-graph")
+        expect(
+            graph.locator('g.hx-state-compensated[data-step="shop.workflows.ChargePayment"]')
+        ).to_be_visible()
+        expect(
+            graph.locator('g.hx-state-cancelled[data-step="shop.workflows.AwaitShipment"]')
+        ).to_be_visible()
+
+    cancelled = WorkflowInstance.objects.get(pk=target).to_instance()
+    assert cancelled.status is Status.CANCELLED
+    assert cancelled.compensation is not None
+    assert cancelled.compensation.done
+
+
 def log_in(page: Any, url: str, user: AbstractUser) -> None:
     page.goto(f"{url}/admin/login/?next={CHANGELIST}")
     page.fill("#id_username", user.username)

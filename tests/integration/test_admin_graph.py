@@ -9,6 +9,7 @@ import itertools
 import re
 import sys
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from io import StringIO
 from typing import Any
 
@@ -28,6 +29,7 @@ from hephaestus_django.diagram import (
     to_mermaid,
 )
 from hephaestus_django.diagram.layout import lay_out, text_width
+from hephaestus_django.runtime.execution import execute_step
 from tests import flows
 from tests.unit.test_engine import started
 
@@ -254,6 +256,85 @@ def test_steps_are_coloured_by_their_state(
         if "hx-legend-text" in (t.get("class") or "")
     ]
     assert legend[:6] == ["completed", "active", "waiting", "failed", "not reached", "taken"]
+
+
+def legend_of(svg: str) -> list[str | None]:
+    return [
+        t.text
+        for t in ET.fromstring(svg).iter(f"{SVG}text")
+        if "hx-legend-text" in (t.get("class") or "")
+    ]
+
+
+def saga_waiting() -> Any:
+    return flows.run_to_rest(engine.start(engine.new_instance(flows.Saga, {"script": {}})))
+
+
+def test_a_cancelled_and_compensated_instance_on_the_graph() -> None:
+    now = datetime.now(UTC)
+    instance = flows.run_to_rest(
+        engine.cancel(saga_waiting(), now=now, reason="<b>stop</b>", compensate=True)
+    )
+    progress = progress_of(instance)
+    assert progress.state(flows.Bill) is progress.state(flows.Hold) is StepState.COMPENSATED
+    assert progress.state(flows.Mail) is StepState.COMPLETED  # nothing to undo
+    assert progress.state(flows.Shipment) is StepState.CANCELLED
+    assert progress.notes[flows.Bill].startswith("compensated at ")
+    assert progress.notes[flows.Shipment].endswith('before it ended; reason: "<b>stop</b>"')
+    assert (flows.Hold, "ok", flows.Mail) in progress.taken  # compensations take no edge
+    svg = render_svg(build_diagram(flows.Saga.graph), progress)
+    nodes = nodes_of(svg)
+    assert nodes["tests.flows.Bill"].get("class") == "hx-node hx-state-compensated"
+    shipment = nodes["tests.flows.Shipment"]
+    assert shipment.get("class") == "hx-node hx-state-cancelled"
+    assert shipment.find(f"{SVG}rect").get("fill") == "#eceff1"  # type: ignore[union-attr]
+    assert "&lt;b&gt;stop&lt;/b&gt;" in svg
+    legend = legend_of(svg)
+    assert legend[:5] == ["completed", "active", "waiting", "failed", "not reached"]
+    assert "compensated" in legend
+    assert "cancelled" in legend
+    assert "compensating" not in legend  # only the states the instance shows
+
+
+def test_the_step_compensating_now_and_the_failure_that_started_it() -> None:
+    failing = engine.start(engine.new_instance(flows.FailingSaga, {"script": {"bill": "fail"}}))
+    while not failing.compensating:  # run up to the failure, not its compensations
+        failing = engine.apply(
+            failing,
+            [execute_step(failing, item) for item in engine.runnable(failing)],
+            now=datetime.now(UTC),
+        )
+    progress = progress_of(failing)
+    assert progress.state(flows.Bill) is StepState.FAILED
+    assert "its completed steps are compensated" in progress.notes[flows.Bill]
+    assert progress.state(flows.Hold) is StepState.COMPENSATING
+    assert progress.state(flows.Mail) is StepState.COMPLETED
+    svg = render_svg(build_diagram(flows.FailingSaga.graph), progress)
+    hold = nodes_of(svg)["tests.flows.Hold"].find(f"{SVG}rect")
+    assert hold is not None
+    assert hold.get("stroke-dasharray") == "5 3"  # dashed, like its legend swatch
+    root = ET.fromstring(svg)
+    (swatch,) = [
+        g.find(f"{SVG}rect")
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "hx-legend-item hx-state-compensating"
+    ]
+    assert swatch is not None
+    assert swatch.get("stroke-dasharray") == "5 3"
+    assert "cancelled" not in legend_of(svg)
+
+
+def test_an_instance_never_cancelled_keeps_the_short_legend() -> None:
+    svg = render_svg(build_diagram(flows.Saga.graph), progress_of(saga_waiting()))
+    assert legend_of(svg)[:6] == [
+        "completed",
+        "active",
+        "waiting",
+        "failed",
+        "not reached",
+        "taken",
+    ]
+    assert not {"compensating", "compensated", "cancelled"} & set(legend_of(svg))
 
 
 def test_taken_edges_are_marked() -> None:

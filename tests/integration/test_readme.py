@@ -53,6 +53,7 @@ VERIFIED = {
     "class ChargeCard(Step):": "test_retries_section",
     "class Fulfilment(Workflow):": "test_business_keys_section",
     "class FetchRates(Step):": "test_timeouts_section",
+    "Order.cancel(order_id": "test_cancelling_section",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
     "queues.procrastinate.ProcrastinateDispatcher": "test_procrastinate_settings_pass_the_checks",
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
@@ -300,13 +301,27 @@ def test_retries_section() -> None:
 
 def test_business_keys_section() -> None:
     """The "Business keys" block runs as it is, on the runtime's own backends."""
-    from hephaestus_django.runtime import InMemoryStorage, LocalRunner, configure
+    from hephaestus_django.runtime import InMemoryStorage, LocalRunner
 
     configure(storages={"default": InMemoryStorage()}, runner=LocalRunner())
     try:
         namespace: dict[str, Any] = {"__name__": "readme_business_keys"}
         exec(compile(block("class Fulfilment(Workflow):"), "README.md", "exec"), namespace)
         assert namespace["Fulfilment"].get(namespace["first"]).business_key == "order-A-1001"
+    finally:
+        configure()
+
+
+def test_cancelling_section() -> None:
+    """The "Cancelling and compensating" block runs as it is, on the storage it configures: the
+    order is cancelled where it waited, its charge refunded before its stock is released."""
+    namespace: dict[str, Any] = {"__name__": "readme_cancelling"}
+    try:
+        exec(compile(block("Order.cancel(order_id"), "README.md", "exec"), namespace)
+        instance = namespace["instance"]
+        assert instance.cancellation.steps == (namespace["AwaitShipment"],)
+        assert instance.compensation.done
+        assert namespace["Order"].compensate_on_failure is True
     finally:
         configure()
 

@@ -20,6 +20,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from hephaestus_django.core import engine
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.retention import INDEX, Pruner, batch_sql, parse_age
 from hephaestus_django.storage import DjangoStorage
@@ -89,6 +90,34 @@ def test_several_statuses(population: dict[str, list[object]]) -> None:
     # One status at a time: a batch for each.
     assert (report.matched, report.deleted, report.batches) == (6, 6, 2)
     assert remaining() == set(population["new_done"] + population["old_waiting"])
+
+
+def test_cancelled_instances_are_pruned_like_the_other_finished_ones(
+    population: dict[str, list[object]],
+) -> None:
+    storage = DjangoStorage()
+    old, new = stored(storage, flows.TwoWaits), stored(storage, flows.TwoWaits)
+    for instance in (old, new):
+        storage.put(engine.cancel(instance, now=timezone.now(), reason="stop"))
+    age_rows(40, old.id)
+    out = prune("--status", "cancelled", "--older-than", "30d")
+    assert out.startswith("Deleted 1 cancelled instances")
+    assert remaining() == set(population["old_done"]) | {
+        *population["new_done"],
+        *population["old_failed"],
+        *population["old_waiting"],
+        new.id,
+    }
+    report = Pruner(
+        statuses=["completed", "failed", "cancelled"], older_than=timedelta(days=30)
+    ).run(dry_run=True)
+    assert report.matched == 6  # the five completed and the failed one
+
+
+def test_the_status_is_never_implied() -> None:
+    # A delete names what it deletes: no default, not even "every finished status".
+    with pytest.raises(CommandError, match="--status"):
+        prune("--older-than", "30d")
 
 
 @pytest.mark.parametrize(
@@ -194,8 +223,9 @@ def test_a_wrong_storage_or_database_is_refused(
 # --- the index --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("status", ["completed", "cancelled"])
 @pytest.mark.parametrize("first", [True, False])
-def test_a_batch_is_an_index_scan_in_key_order(first: bool) -> None:
+def test_a_batch_is_an_index_scan_in_key_order(first: bool, status: str) -> None:
     params = {"cutoff": timezone.now(), "limit": 1000}
     if not first:
         params.update(after_at=timezone.now() - timedelta(days=60), after_id=uuid.uuid4())
@@ -206,7 +236,7 @@ def test_a_batch_is_an_index_scan_in_key_order(first: bool) -> None:
         # deliver the order).
         for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
             cursor.execute(f"SET LOCAL {setting} = off")
-        cursor.execute("EXPLAIN " + batch_sql("completed", first=first), params)
+        cursor.execute("EXPLAIN " + batch_sql(status, first=first), params)
         lines = [row[0] for row in cursor.fetchall()]
     plan = "\n".join(lines)
     # Rows are locked as they come from the index, in key order: no sort in between, and
@@ -214,7 +244,7 @@ def test_a_batch_is_an_index_scan_in_key_order(first: bool) -> None:
     (locking,) = [n for n, line in enumerate(lines) if "LockRows" in line]
     assert f"Index Scan using {INDEX} on workflow_instances" in lines[locking + 1], plan
     condition = lines[locking + 2]
-    assert "Index Cond: (((status)::text = 'completed'::text) AND (updated_at < " in condition
+    assert f"Index Cond: (((status)::text = '{status}'::text) AND (updated_at < " in condition
     assert ("AND (ROW(updated_at, id) > ROW(" in condition) is not first, plan
 
 

@@ -264,6 +264,7 @@ def test_a_failure_is_compensated_and_the_instance_ends_failed_with_it(settle: S
     assert instance.status is Status.FAILED
     assert instance.error is not None
     assert (instance.error.step, instance.error.message) == (Charge, "card declined")
+    assert instance.current_step is Charge  # where it failed, not the last step it undid
     assert [
         (entry.step, entry.event, entry.failed)
         for entry in instance.execution_history

@@ -99,7 +99,8 @@ class CtrlC:
 class Command(BaseCommand):
     help = (
         "Delete workflow instances in the given statuses whose last change is older than "
-        "--older-than, in batches. Example: --status completed --older-than 30d --dry-run"
+        "--older-than, in batches. Example: --status completed --status cancelled --older-than "
+        "30d --dry-run"
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -109,7 +110,8 @@ class Command(BaseCommand):
             action="append",
             required=True,
             dest="statuses",
-            help="a status to prune (repeat for several), e.g. completed",
+            help="a status to prune (repeat for several): the finished ones are completed, "
+            "failed and cancelled; there is no default, a prune names what it deletes",
         )
         parser.add_argument("--older-than", type=age, required=True, help="e.g. 30d, 12h, 2w")
         parser.add_argument("--dry-run", action="store_true", help="count, delete nothing")
