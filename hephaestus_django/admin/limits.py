@@ -9,6 +9,7 @@ admin shows it as a message or a form error, never as a server error.
 
 from __future__ import annotations
 
+from hephaestus_django.core.engine import MAX_REASON_LENGTH
 from hephaestus_django.core.errors import InvalidQueryError
 from hephaestus_django.runtime.codec.refusals import SURROGATE
 
@@ -33,7 +34,7 @@ PAYLOAD_MAX_DEPTH = 50
 """Containers nested in a resume payload; half of what the storage keeps, which leaves the
 payload room inside the state it is stored in."""
 
-REASON_MAX_CHARS = 1_000
+REASON_MAX_CHARS = MAX_REASON_LENGTH
 """Characters in the reason given for cancelling an instance: a sentence or two for the people
 who look at the instance later, kept with it (``instance.cancellation.reason``)."""
 

@@ -141,6 +141,8 @@ class OperationsMixin:
             self._check_fresh(request, row, instance.revision)
             if form.is_valid():
                 failed = instance.error.step.__name__ if instance.error else "the failed step"
+                if instance.compensating:
+                    failed = f"the compensation of {failed}"
                 return self._act(
                     request,
                     row,

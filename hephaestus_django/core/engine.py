@@ -102,6 +102,10 @@ class StepResult:
     compensating: bool = False
 
 
+MAX_REASON_LENGTH = 1_000
+"""The longest reason ``cancel`` keeps, in characters: it is stored with the instance, and
+rewritten with every write of it."""
+
 COMPENSATED = "compensated"
 """The event of a history entry recording a step's compensation."""
 
@@ -392,6 +396,11 @@ def cancel(
         raise InvalidInstanceError(
             f"the reason for cancelling instance {instance.id} must be a string, not {reason!r}"
         )
+    if reason is not None and len(reason) > MAX_REASON_LENGTH:
+        raise InvalidInstanceError(
+            f"the reason for cancelling instance {instance.id} is {len(reason)} characters "
+            f"long; the most is {MAX_REASON_LENGTH}"
+        )
     if instance.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
         raise InstanceNotCancellableError(
             f"instance {instance.id} of {_name(instance)} is {instance.status}; only a pending, "
@@ -666,6 +675,9 @@ class _Draft:
             # The instance ends failed where it failed, not at the last step it undid.
             self.error = compensation.failure
             self.current = compensation.failure.step
+        elif self.instance.cancellation is not None and self.instance.cancellation.steps:
+            # Likewise a cancelled instance ends where it stood when it was cancelled.
+            self.current = self.instance.cancellation.steps[0]
 
     def wait(self, step: StepClass, outcome: Async, now: datetime) -> None:
         self.waiting[step] = Waiting(now, outcome.due_time(now), outcome.timer_event)

@@ -169,6 +169,8 @@ def test_a_reason_that_is_not_text_is_refused_before_anything_is_written(
     revision = Order.get(instance_id).revision
     with pytest.raises(InvalidInstanceError, match=f"cancelling instance {instance_id}"):
         Order.cancel(instance_id, {"why": "no"})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInstanceError, match="1001 characters long; the most is 1000"):
+        Order.cancel(instance_id, "x" * 1001)
     assert Order.get(instance_id).revision == revision
 
 
@@ -234,6 +236,7 @@ def test_cancel_with_compensation_undoes_the_completed_steps_last_first(settle: 
         (entry.step, entry.event) for entry in instance.execution_history if entry.compensating
     ]
     assert compensations == [(Charge, "compensated"), (Reserve, "compensated")]
+    assert instance.current_step is AwaitShipment  # where it stood, not the last step undone
     assert instance.error is None
     assert instance.lease_owner is None
 
