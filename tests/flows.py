@@ -354,6 +354,8 @@ class StallsThenRecovers(Workflow):
 
     start_step = RetriedStalling
     transitions = {RetriedStalling: {"ok": Done}}
+
+
 # --- sagas: steps that can be undone ----------------------------------------------------------
 
 UNDONE: list[str] = []

@@ -212,7 +212,9 @@ def test_a_compensation_that_fails_is_a_warning_and_retry_resumes_the_compensati
 
     flows.BROKEN_UNDO.clear()
     response = admin_client.post(url("retry", instance.id), {"revision": failed.revision})
-    assert messages_of(response) == [("success", "Retried the compensation of Bill; the instance is now cancelled.")]
+    assert messages_of(response) == [
+        ("success", "Retried the compensation of Bill; the instance is now cancelled.")
+    ]
     assert flows.undone(instance.id) == ["bill", "hold"]
 
 
