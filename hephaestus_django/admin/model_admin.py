@@ -46,11 +46,13 @@ from hephaestus_django.core.status import Status
 from hephaestus_django.models import WorkflowInstance
 
 SEARCH_HELP = (
-    "Search by instance id, or by values in the context the instance was started with: "
-    'order_id=123, customer.tier=gold, order_id="123" (the string), or a JSON object such as '
-    '{"customer": {"tier": "gold"}}. Several key=value terms must all match. Any other text '
-    "matches the workflow's name."
+    "Search by instance id, by business key (key:order-A-1001, or the key alone), or by values "
+    'in the context the instance was started with: order_id=123, customer.tier=gold, order_id="123" '
+    '(the string), or a JSON object such as {"customer": {"tier": "gold"}}. Several key=value '
+    "terms must all match. Any other text matches a business key exactly or the workflow's name."
 )
+KEY_SHOWN = 24
+"""Characters of a business key the list shows; the whole key is in its tooltip."""
 
 STATUSES = frozenset(status.value for status in Status)
 
@@ -114,10 +116,19 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
 
     # --- columns ---------------------------------------------------------------------------
 
-    @admin.display(description="id", ordering="id")
+    # The business key, when there is one, goes under the id: the caller's own name for the
+    # instance is what an operator looks for, and a column of its own would not fit.
+    @admin.display(description="id / key", ordering="id")
     def short_id(self, row: WorkflowInstance) -> str:
         text = str(row.pk)
-        return format_html('<span class="hx-id" title="{}">{}…</span>', text, text[:8])
+        shown = format_html('<span class="hx-id" title="{}">{}…</span>', text, text[:8])
+        key = row.business_key
+        if not key:
+            return shown
+        short = key if len(key) <= KEY_SHOWN else key[: KEY_SHOWN - 1] + "…"
+        return format_html(
+            '{}<br><span class="hx-key" title="business key: {}">{}</span>', shown, key, short
+        )
 
     # The version shares the workflow's column: a column of its own was a header wider than
     # its digit, and the list must fit beside the navigation sidebar and the filters.

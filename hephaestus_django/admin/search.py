@@ -6,8 +6,10 @@ Accepted forms:
 - ``order_id=123`` -> ``state @> {"context": {"initial": {"order_id": 123}}}``
 - ``customer.tier=gold`` -> ``state @> {"context": {"initial": {"customer": {"tier": "gold"}}}}``
 - ``{"customer": {"tier": "gold"}}`` -> that object under ``context.initial``
-- any other text -> the registered workflows whose dotted path contains it (case-insensitive),
-  found in the registry, so no query scans the table for a substring
+- ``key:order-A-1001`` -> the instances with that business key (its index)
+- any other text -> that business key exactly, or the registered workflows whose dotted path
+  contains it (case-insensitive), found in the registry, so no query scans the table for a
+  substring
 
 The ``state @>`` forms are answered through the GIN index on ``state``. The value after ``=`` is
 read as JSON when it is JSON (``123``, ``true``, ``"123"``), else as a plain string, so
@@ -44,6 +46,8 @@ from hephaestus_django.runtime.codec.refusals import SURROGATE
 
 _KEY_PATH = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$")
 TERM = "the search term"
+KEY_PREFIX = "key:"
+"""A search term starting with it is a business key, whatever it looks like (``key:a=b``)."""
 
 
 def search_filter(term: str) -> Q:
@@ -55,10 +59,15 @@ def search_filter(term: str) -> Q:
         return Q(id=uuid.UUID(term))
     except ValueError:
         pass
+    if term.startswith(KEY_PREFIX):
+        key = term[len(KEY_PREFIX) :].strip()
+        if not key:
+            raise InvalidQueryError(f"{KEY_PREFIX} needs the business key after it")
+        return Q(business_key=key)
     wanted = context_filter(term)
     if wanted is not None:
         return Q(state__contains=wanted)
-    return Q(workflow__in=matching_workflows(term))
+    return Q(business_key=term) | Q(workflow__in=matching_workflows(term))
 
 
 def matching_workflows(text: str) -> list[str]:

@@ -79,7 +79,7 @@ def test_every_column_of_a_row(admin_client: Client, storage: DjangoStorage) -> 
         re.DOTALL,
     )
     assert headers == [
-        ("short_id", "Id"),
+        ("short_id", "Id / key"),
         ("workflow_name", "Workflow"),
         ("status_badge", "Status"),
         ("steps", "Current step"),
