@@ -46,10 +46,11 @@ from hephaestus_django.core.status import Status
 from hephaestus_django.models import WorkflowInstance
 
 SEARCH_HELP = (
-    "Search by instance id, by business key (key:order-A-1001, or the key alone), or by values "
-    'in the context the instance was started with: order_id=123, customer.tier=gold, order_id="123" '
-    '(the string), or a JSON object such as {"customer": {"tier": "gold"}}. Several key=value '
-    "terms must all match. Any other text matches a business key exactly or the workflow's name."
+    "Search by instance id, by business key (key:order-A-1001, or the key alone), or by "
+    "values in the context the instance was started with: order_id=123, customer.tier=gold, "
+    'order_id="123" (the string), or a JSON object such as {"customer": {"tier": "gold"}}. '
+    "Several key=value terms must all match. Any other text matches a business key exactly or "
+    "the workflow's name."
 )
 KEY_SHOWN = 24
 """Characters of a business key the list shows; the whole key is in its tooltip."""
