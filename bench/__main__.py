@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "loads": {},
         "containment": [],
         "admin": [],
+        "keys": [],
     }
     log(f"database {environment.DATABASE} on {source}; {results['machine']['postgresql']}")
     if args.only != "queued":
@@ -138,6 +139,7 @@ def run_storage_sections(
         end_to_end,
         housekeeping,
         memory,
+        keys,
         policies,
         storage_ops,
         tail,
@@ -167,6 +169,8 @@ def run_storage_sections(
                 raw, unprepared, rows=rows, rounds=c_rounds, n=probes, seq_probes=seq_probes
             )
         )
+        log(f"10. lookup by business key at {rows:,} rows")
+        results["keys"].append(keys.run(raw, rows=rows, rounds=c_rounds, n=probes))
         if rows == plan["admin_rows"]:
             log(f"5. admin pages at {rows:,} rows")
             results["admin"].append(admin_pages.run(raw, rows=rows, n=plan["admin_requests"]))

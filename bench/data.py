@@ -32,13 +32,15 @@ _BATCH = 100_000
 
 _BULK_INSERT = """
 INSERT INTO workflow_instances
-    (id, workflow, status, workflow_version, state, revision, inserted_at, updated_at)
+    (id, workflow, status, workflow_version, state, revision, inserted_at, updated_at,
+     business_key)
 SELECT gen_random_uuid(), %(workflow)s, 'completed', 1,
        replace(replace(%(template)s, '@O@', (%(base)s::int + g)::text),
                '@C@', (g %% 5000)::text)::jsonb,
        1,
        %(epoch)s::timestamptz + g * interval '1 millisecond',
-       %(epoch)s::timestamptz + g * interval '1 millisecond'
+       %(epoch)s::timestamptz + g * interval '1 millisecond',
+       'order-' || (%(base)s::int + g)::text
 FROM generate_series(%(first)s::int, %(last)s::int) AS g
 """
 

@@ -65,6 +65,23 @@ def containment_table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def keys_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Item 10: lookups by business key against lookups by id, per table size."""
+    lines = [
+        "| rows | by key / by id (ops/s) | by key ms p50 / p99 / max | by id ms p50 / p99 / max "
+        "| plan of the key lookup |",
+        "|---|---|---|---|---|",
+    ]
+    for found in runs:
+        compared = found["key_vs_id"]
+        lines.append(
+            f"| {found['rows']:,} | {_ratio(compared['ratio'])} "
+            f"| {_lat(compared['ours']['latency_ms'])} | {_lat(compared['raw']['latency_ms'])} "
+            f"| `{found['plan']}` |"
+        )
+    return lines
+
+
 def end_to_end_table(runs: dict[str, Any]) -> list[str]:
     lines = [
         "| workflow | ours/floor workflows/s | ours wf/s | floor wf/s | statements ours / floor "
@@ -273,6 +290,15 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         checks.append((f"3-step workflow ≥ 0.8x floor, {label}", f"{got:.3f}x", got >= 0.8))
     worst = max(found["writes_per_wave"] for found in results["end_to_end"].values())
     checks.append(("≤ 1 write per engine wave", f"{worst:.2f}", worst <= 1))
+    if results.get("keys"):
+        found = results["keys"][-1]
+        checks.append(
+            (
+                f"key lookup through idx_workflow_instances_key at {found['rows']:,} rows",
+                found["plan"],
+                bool(found["uses_index"]),
+            )
+        )
     largest = results["containment"][-1]
     for label, found in _configurations({**largest, **largest["ours_vs_raw_gin"]}):
         got = 1 / found["ratio"]["median"]
@@ -546,6 +572,16 @@ def markdown(results: dict[str, Any]) -> str:
         *(
             ["## 9. Step policies", "", *policies_lines(results["policies"]), ""]
             if "policies" in results
+            else []
+        ),
+        *(
+            [
+                "## 10. Lookup by business key (`storage.query(key=...)`) against by id (`get`)",
+                "",
+                *keys_table(results["keys"]),
+                "",
+            ]
+            if results.get("keys")
             else []
         ),
         *queued,
