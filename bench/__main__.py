@@ -131,15 +131,16 @@ def main(argv: list[str] | None = None) -> int:
 def run_storage_sections(
     results: dict[str, Any], plan: dict[str, Any], raw: Any, unprepared: Any, conninfo: str
 ) -> None:
-    """Items 1 to 7: the storage, end to end, containment, tail, admin, memory, housekeeping."""
+    """Items 1 to 7, 9 and 10: the storage, end to end, containment, tail, admin, memory,
+    housekeeping, step policies, lookups by business key."""
     from bench import (
         admin_pages,
         containment,
         data,
         end_to_end,
         housekeeping,
-        memory,
         keys,
+        memory,
         policies,
         storage_ops,
         tail,
