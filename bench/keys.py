@@ -26,12 +26,11 @@ def run(raw: psycopg.Connection[Any], *, rows: int, rounds: int, n: int) -> dict
     storage = DjangoStorage()
     total = 2 * (rounds + 1) * n + 2
     keys = [f"order-{BULK_ORDER_BASE + picker.randint(1, rows)}" for _ in range(total)]
-    ids = {
-        key: instance_id
-        for key, instance_id in raw.execute(
+    ids = dict(
+        raw.execute(
             f"SELECT business_key, id FROM {TABLE} WHERE business_key = ANY(%s)", [keys]
         ).fetchall()
-    }
+    )
     by_key = iter(keys)
     by_id = iter(keys)
 
