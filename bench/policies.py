@@ -133,8 +133,9 @@ def _case(
     clock (once a minute) or a first connection.
     """
     action(prepare())
+    subject = prepare()
     with CaptureQueriesContext(connection) as captured:
-        action(prepare())
+        action(subject)
     statements = len(captured.captured_queries)
     samples = []
     for _ in range(n):
