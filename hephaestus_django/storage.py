@@ -38,9 +38,9 @@ reading timestamps with psycopg's compiled loader where that changes nothing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import DatabaseError, connections, transaction
@@ -183,6 +183,8 @@ MARK_RUNNING_RELAXED = MARK_RUNNING.replace(
     "WHERE set_config('synchronous_commit', 'off', true) = 'off' AND id = %(id)s",
 )
 DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
+_WRITTEN_COLUMNS = "revision, workflow_version, inserted_at, updated_at"
+"""What UPSERT returns (and a statement around it selects from ``written``)."""
 # clock_timestamp(), not now(): several puts in one transaction keep their order.
 UPSERT = f"""
 INSERT INTO {TABLE} AS stored (
@@ -203,8 +205,20 @@ ON CONFLICT (id) DO UPDATE SET
     due_at = EXCLUDED.due_at,
     quarantine_reason = NULL
 WHERE stored.revision = %s
-RETURNING revision, workflow_version, inserted_at, updated_at
+RETURNING {_WRITTEN_COLUMNS}
 """
+
+
+class JobsSQL(NamedTuple):
+    """Jobs a dispatcher enqueues in the statement of a put (:meth:`DjangoStorage.put_with_jobs`,
+    what :class:`~hephaestus_django.runtime.dispatch.JobsForPut` dispatchers return for a
+    ``DjangoStorage``): an SQL expression with ``%s`` parameters, evaluated once if, and only
+    if, the put writes."""
+
+    expression: str
+    params: Sequence[Any]
+
+
 # After a lost connection: is the row what a put of revision %s wrote? (What UPSERT returns.)
 WRITTEN = f"""
 SELECT revision, workflow_version, inserted_at, updated_at FROM {TABLE}
@@ -282,6 +296,29 @@ class DjangoStorage:
         return from_row(stored_row(found))
 
     def put(self, instance: Instance) -> None:
+        self._put(instance, UPSERT, [])
+
+    def put_with_jobs(self, instance: Instance, jobs: object) -> None:
+        """``put``, enqueueing ``jobs`` (a :class:`JobsSQL`, or None for none) in its statement.
+
+        Still one statement: ``WITH written AS (<the put>) SELECT ..., <jobs' expression> FROM
+        written``, whose expression is evaluated once for the row written, and not at all for
+        a stale put. So outside a transaction the write and its jobs commit together without
+        ``BEGIN`` and ``COMMIT`` round trips, and inside one they join it as any put does.
+        """
+        if jobs is None:
+            self._put(instance, UPSERT, [])
+            return
+        if not isinstance(jobs, JobsSQL):
+            raise TypeError(f"jobs must be a JobsSQL or None, not {jobs!r}")
+        sql = (
+            f"WITH written AS ({UPSERT}) SELECT {_WRITTEN_COLUMNS}, {jobs.expression} FROM written"
+        )
+        self._put(instance, sql, jobs.params)
+
+    def _put(self, instance: Instance, sql: str, extra: Sequence[Any]) -> None:
+        """Write ``instance`` with ``sql`` (:data:`UPSERT`, or a statement around it whose
+        first four columns are what it returns), ``extra`` following the upsert's parameters."""
         row = to_row(instance)
         state = codec.dumps_encoded(row.state)
         params = [
@@ -295,28 +332,30 @@ class DjangoStorage:
             row.lease_expires_at,
             row.due_at,
             row.revision,
+            *extra,
         ]
         try:
-            written = fetch_one(connections[self.using], UPSERT, params)
+            written = fetch_one(connections[self.using], sql, params)
         except DatabaseError as error:
             if not dropped(self.using, error):
                 raise
-            written = self._put_again(row, state, params)
+            written = self._put_again(row, state, sql, params)
         if written is None:
             raise StaleInstanceError(instance.id, instance.revision)
-        revision, version, inserted_at, updated_at = written
+        revision, version, inserted_at, updated_at = written[:4]
         instance.revision = revision
         instance.workflow_version = version
         instance.inserted_at = inserted_at
         instance.updated_at = updated_at
 
-    def _put_again(self, row: StoredRow, state: str, params: list[Any]) -> Any:
+    def _put_again(self, row: StoredRow, state: str, sql: str, params: list[Any]) -> Any:
         """After the connection dropped under a put: what it wrote, writing it if it did not.
 
         The row says whether the lost write landed: then it holds this very state at the next
-        revision. If it still holds the revision the put was based on (or is absent, for a new
-        instance), nothing was written and the put is made again; any other revision is
-        another writer's, and the put is stale (None).
+        revision (and the jobs its statement enqueued landed with it). If it still holds the
+        revision the put was based on (or is absent, for a new instance), nothing was written
+        and the put is made again, jobs and all; any other revision is another writer's, and
+        the put is stale (None).
         """
         connection = connections[self.using]
         landed = fetch_one(
@@ -328,7 +367,7 @@ class DjangoStorage:
             return landed
         current = fetch_one(connection, REVISION, [row.id])
         if current is None or current[0] == row.revision:
-            return fetch_one(connection, UPSERT, params)
+            return fetch_one(connection, sql, params)
         return None
 
     def update(self, instance_id: UUID | str, change: Callable[[Instance], Instance]) -> Instance:

@@ -24,16 +24,20 @@ So when the storage is a ``DjangoStorage`` on that alias, the jobs join the tran
 records the transition: both commit, or neither (:meth:`ProcrastinateDispatcher.joins_transaction`).
 Procrastinate's insert trigger notifies the workers (LISTEN/NOTIFY) when it commits.
 
-**One statement, procrastinate's own function.** The jobs are inserted by the SQL function
-procrastinate's own ``defer`` calls, ``procrastinate_defer_jobs_v1`` (procrastinate 3.2 and
-later; :func:`defer_statement`), in one statement on Django's cursor, and not through a
-``procrastinate.App`` with a ``DjangoConnector``: building the job objects, adapting them to
+**procrastinate's own function, in one statement.** The jobs are inserted by the SQL
+function procrastinate's own ``defer`` calls, ``procrastinate_defer_jobs_v1`` (procrastinate
+3.2 and later; :func:`defer_statement`), in one statement on Django's cursor, and not through
+a ``procrastinate.App`` with a ``DjangoConnector``: building the job objects, adapting them to
 the composite type and the connector's wrapping cost a worker ~0.5 ms of CPU per job (a no-op
-step's job takes ~7 ms in all), for the same row. procrastinate versions its SQL functions
-(``_v1``) and changes a signature only under a new name, so the statement holds as long as
-procrastinate's own defer calls that function; ``tests/dispatchers/test_procrastinate.py``
-fails if the installed procrastinate's defer statement, its job type or the rows it writes
-differ from this module's.
+step's job takes ~7 ms in all), for the same rows. A job that records its step's result goes
+further: the call is an expression of the storage's own write
+(:meth:`ProcrastinateDispatcher.jobs_for_put`, ``DjangoStorage.put_with_jobs``), evaluated
+only when that write lands, so the result and the next step's job are one statement that
+commits by itself, rather than a transaction of two (its ``BEGIN`` and ``COMMIT`` are round
+trips too). procrastinate versions its SQL functions (``_v1``) and changes a signature only
+under a new name, so the statement holds as long as procrastinate's own defer calls that
+function: ``tests/dispatchers/test_procrastinate.py`` fails if the installed procrastinate's
+defer statement, its job type or the rows it writes differ from this module's.
 
 **The tasks.** Two procrastinate tasks, :data:`STEP_TASK` and :data:`WAKE_UP_TASK`, run on
 the workers; both hand their payload to :func:`hephaestus_django.runtime.queued.receive`.
@@ -69,6 +73,7 @@ from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.dispatch import StepJob, WakeUp
 from hephaestus_django.runtime.queued import receive
 from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.storage import JobsSQL
 
 STEP_TASK = "hephaestus_django.step"
 """The procrastinate task that executes one step of one instance."""
@@ -91,6 +96,9 @@ JOB_FIELDS = (
 )
 """The type's fields in order (``procrastinate.types.JobToDefer``): what :func:`defer_statement`
 writes, in that order, in each ``ROW(...)``."""
+
+_Job = tuple[str, str, int, dict[str, Any], datetime | None]
+"""A job to defer: its queue, task, priority, task keyword arguments and ``scheduled_at``."""
 
 DEFAULT_QUEUE = "hephaestus"
 DJANGO_APP = "procrastinate.contrib.django"
@@ -153,25 +161,47 @@ class ProcrastinateDispatcher:
 
     def enqueue_steps(self, jobs: Sequence[StepJob]) -> None:
         """One procrastinate job per step, all in one statement (:func:`defer_statement`)."""
-        if not jobs:
-            return
-        rows = [
-            (self.queue, STEP_TASK, self.priority, {"payload": job.payload()}, None) for job in jobs
-        ]
-        self._defer(rows)
+        if jobs:
+            self._defer(self._rows(jobs, None))
 
     def enqueue_wakeup(self, wakeup: WakeUp) -> None:
         """A procrastinate job that no worker takes before ``wakeup.at`` (its ``scheduled_at``,
         what procrastinate's ``schedule_at`` sets)."""
-        kwargs = {"payload": wakeup.payload()}
-        self._defer([(self.queue, WAKE_UP_TASK, self.wakeup_priority, kwargs, wakeup.at)])
+        self._defer(self._rows((), wakeup))
 
-    def _defer(self, jobs: Sequence[tuple[str, str, int, dict[str, Any], datetime | None]]) -> None:
-        alias = self.database_alias()
+    def jobs_for_put(
+        self, steps: Sequence[StepJob], wakeup: WakeUp | None, storage: Storage
+    ) -> JobsSQL | None:
+        """``steps`` and ``wakeup`` as the expression a ``DjangoStorage`` on procrastinate's
+        alias evaluates in the statement of its put (``DjangoStorage.put_with_jobs``): a job's
+        recording of its step and the next step's job are then one statement, not a
+        transaction of two (whose ``BEGIN`` and ``COMMIT`` are round trips too)."""
+        rows = self._rows(steps, wakeup)
+        if not rows:
+            return None
+        self._check(self.database_alias())
+        return JobsSQL(*defer_expression(rows))
+
+    def _rows(self, steps: Sequence[StepJob], wakeup: WakeUp | None) -> list[_Job]:
+        rows: list[_Job] = [
+            (self.queue, STEP_TASK, self.priority, {"payload": job.payload()}, None)
+            for job in steps
+        ]
+        if wakeup is not None:
+            kwargs = {"payload": wakeup.payload()}
+            rows.append((self.queue, WAKE_UP_TASK, self.wakeup_priority, kwargs, wakeup.at))
+        return rows
+
+    def _check(self, alias: str) -> None:
+        """:func:`_check_installed`, once per alias."""
         if alias not in self._ready:
             with self._lock:
                 _check_installed()
                 self._ready.add(alias)
+
+    def _defer(self, jobs: Sequence[_Job]) -> None:
+        alias = self.database_alias()
+        self._check(alias)
         sql, params = defer_statement(jobs)
         fetch_all(connections[alias], sql, params)
 
@@ -193,16 +223,22 @@ def _check_installed() -> None:
         )
 
 
-def defer_statement(
-    jobs: Sequence[tuple[str, str, int, dict[str, Any], datetime | None]],
-) -> tuple[str, list[Any]]:
+def defer_statement(jobs: Sequence[_Job]) -> tuple[str, list[Any]]:
     """The statement that defers ``jobs``, each ``(queue, task, priority, kwargs,
     scheduled_at)``, and its parameters: procrastinate's own (``procrastinate.sql.queries
-    ["defer_jobs"]``), with the job array written as ``ROW(...)`` values of plain parameters.
+    ["defer_jobs"]``), its job array written by :func:`defer_expression`. It returns the
+    jobs' ids."""
+    expression, params = defer_expression(jobs)
+    return f"SELECT unnest({expression}) AS id", params
+
+
+def defer_expression(jobs: Sequence[_Job]) -> tuple[str, list[Any]]:
+    """The call of :data:`DEFER_FUNCTION` that defers ``jobs`` (its value: their ids), and its
+    parameters: the job array written as ``ROW(...)`` values of plain parameters.
 
     Every job has no ``lock`` and no ``queueing_lock`` (see the module's docstring); ``kwargs``
     are the task's keyword arguments, stored as the job's ``args``. Each parameter is cast, so
-    the statement also works with ``server_side_binding``. The statement returns the jobs' ids.
+    the expression also works with ``server_side_binding``.
     """
     params: list[Any] = []
     for queue, task, priority, kwargs, scheduled_at in jobs:
@@ -217,7 +253,7 @@ def _defer_sql(count: int) -> str:
         " %s::timestamptz)"
     )
     rows = ", ".join([row] * count)
-    return f"SELECT unnest({DEFER_FUNCTION}(ARRAY[{rows}]::{JOB_TYPE}[])) AS id"
+    return f"{DEFER_FUNCTION}(ARRAY[{rows}]::{JOB_TYPE}[])"
 
 
 def run_step(payload: dict[str, Any]) -> None:

@@ -12,17 +12,20 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from io import StringIO
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from hephaestus_django import StaleInstanceError
+from hephaestus_django.core import engine
 from hephaestus_django.queues.procrastinate import (
     DEFER_FUNCTION,
     JOB_FIELDS,
@@ -33,8 +36,9 @@ from hephaestus_django.queues.procrastinate import (
     defer_statement,
     register_tasks,
 )
-from hephaestus_django.runtime import InMemoryStorage, QueuedRunner
+from hephaestus_django.runtime import InMemoryStorage, QueuedRunner, configure
 from hephaestus_django.runtime.dispatch import StepJob, WakeUp
+from hephaestus_django.runtime.queued import receive
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.harness_procrastinate import clear_jobs, procrastinate_app
@@ -162,6 +166,129 @@ def test_a_committed_job_notifies_the_workers_queue() -> None:
         clear_jobs()
     assert [note.channel for note in received] == ["procrastinate_queue_v1#notified"]
     assert json.loads(received[0].payload)["type"] == "job_inserted"
+
+
+# --- a step's result and the next step's job: one statement ----------------------------------
+
+
+@pytest.fixture
+def chain_runner() -> Iterator[QueuedRunner]:
+    """``QueuedRunner`` on ``ProcrastinateDispatcher`` and ``DjangoStorage``, configured."""
+    runner = QueuedRunner(dispatcher=ProcrastinateDispatcher(queue=FOLDED_QUEUE), lease=60)
+    configure(storages={"default": DjangoStorage(using="default")}, runner=runner)
+    try:
+        yield runner
+    finally:
+        configure()
+        runner.close()
+        clear_jobs()
+
+
+FOLDED_QUEUE = "folded"
+
+
+def job_rows() -> list[tuple[str, dict[str, str]]]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT task_name, args->'payload' FROM procrastinate_jobs ORDER BY id")
+        rows = cursor.fetchall()
+    return [(task, json.loads(payload)) for task, payload in rows]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_records_its_step_and_defers_the_next_in_one_statement(
+    chain_runner: QueuedRunner,
+) -> None:
+    """The mark (which is also the read) and the result's write, which defers the next step's
+    job in its own statement: no transaction of a write and a separate defer."""
+    instance_id = workflows.Chain.start({})
+    [(task, payload)] = job_rows()
+    assert task == STEP_TASK
+    clear_jobs()
+    with CaptureQueriesContext(connection) as queries:
+        receive(payload)
+    statements = [query["sql"].split()[0] for query in queries.captured_queries]
+    assert statements == ["UPDATE", "WITH"], statements
+    assert DEFER_FUNCTION in queries.captured_queries[1]["sql"]
+    assert job_rows() == [
+        (STEP_TASK, StepJob("default", instance_id, workflows.Second.path()).payload())
+    ]
+    assert [entry.step for entry in workflows.Chain.get(instance_id).execution_history] == [
+        workflows.First
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_put_with_jobs_writes_and_defers_nothing(chain_runner: QueuedRunner) -> None:
+    storage = DjangoStorage(using="default")
+    instance = storage.get(workflows.Chain.start({}))
+    clear_jobs()
+    storage.put(storage.get(instance.id))  # another writer: ``instance`` is now stale
+    jobs = chain_runner.dispatcher.jobs_for_put(  # type: ignore[attr-defined]
+        [StepJob("default", instance.id, workflows.Second.path())], None, storage
+    )
+    with pytest.raises(StaleInstanceError):
+        storage.put_with_jobs(instance, jobs)
+    assert job_rows() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_put_with_jobs_leaves_neither(chain_runner: QueuedRunner) -> None:
+    storage = DjangoStorage(using="default")
+    instance = storage.get(workflows.Chain.start({}))
+    clear_jobs()
+    revision = instance.revision
+    jobs = chain_runner.dispatcher.jobs_for_put(  # type: ignore[attr-defined]
+        [], WakeUp("default", instance.id, datetime(2031, 1, 1, tzinfo=UTC)), storage
+    )
+    with transaction.atomic():
+        storage.put_with_jobs(instance, jobs)
+        assert [task for task, _ in job_rows()] == [WAKE_UP_TASK]
+        transaction.set_rollback(True)
+    assert job_rows() == []
+    assert storage.get(instance.id).revision == revision
+
+
+@pytest.mark.django_db
+def test_put_with_jobs_refuses_what_no_dispatcher_made() -> None:
+    storage = DjangoStorage(using="default")
+    instance = engine.start(engine.new_instance(workflows.Chain, {}))
+    with pytest.raises(TypeError, match="jobs must be a JobsSQL or None"):
+        storage.put_with_jobs(instance, "SELECT 1")
+    storage.put_with_jobs(instance, None)  # nothing to enqueue: a put
+    assert storage.get(instance.id).revision == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("lost", ["answer", "statement"])
+def test_a_put_with_jobs_after_a_dropped_connection_writes_and_defers_once(
+    chain_runner: QueuedRunner, lost: str
+) -> None:
+    """Its answer lost (it landed: not made again), or lost before it ran (made again)."""
+    storage = DjangoStorage(using="default")
+    instance = storage.get(workflows.Chain.start({}))
+    clear_jobs()
+    jobs = chain_runner.dispatcher.jobs_for_put(  # type: ignore[attr-defined]
+        [StepJob("default", instance.id, workflows.Second.path())], None, storage
+    )
+    seen: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        folded = sql.startswith("WITH written")
+        if folded and lost == "statement" and len(seen) == 1:
+            connection.connection.close()
+        result = execute(sql, params, many, context)
+        if folded and lost == "answer" and len(seen) == 1:
+            connection.connection.close()
+            raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    revision = instance.revision
+    with connection.execute_wrapper(wrapper):
+        storage.put_with_jobs(instance, jobs)
+    assert sum(sql.startswith("WITH written") for sql in seen) == (1 if lost == "answer" else 2)
+    assert instance.revision == storage.get(instance.id).revision == revision + 1
+    assert [task for task, _ in job_rows()] == [STEP_TASK]
 
 
 def test_joins_transaction_exactly_for_a_django_storage_on_procrastinates_alias(
