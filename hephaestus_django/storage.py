@@ -38,9 +38,9 @@ reading timestamps with psycopg's compiled loader where that changes nothing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import DatabaseError, connections, transaction
@@ -185,6 +185,8 @@ MARK_RUNNING_RELAXED = MARK_RUNNING.replace(
     "WHERE set_config('synchronous_commit', 'off', true) = 'off' AND id = %(id)s",
 )
 DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
+_WRITTEN_COLUMNS = "revision, workflow_version, inserted_at, updated_at"
+"""What UPSERT returns (and a statement around it selects from ``written``)."""
 # clock_timestamp(), not now(): several puts in one transaction keep their order.
 UPSERT = f"""
 INSERT INTO {TABLE} AS stored (
@@ -206,7 +208,7 @@ ON CONFLICT (id) DO UPDATE SET
     key_claim = EXCLUDED.key_claim,
     quarantine_reason = NULL
 WHERE stored.revision = %s
-RETURNING revision, workflow_version, inserted_at, updated_at
+RETURNING {_WRITTEN_COLUMNS}
 """
 # A new instance holding a business key: inserted unless its key (or its id) is taken, which is
 # then found out without an error, so a caller's transaction is not aborted by a unique violation.
@@ -215,6 +217,18 @@ INSERT_KEYED = UPSERT[: UPSERT.index("ON CONFLICT")] + (
     "ON CONFLICT DO NOTHING\nRETURNING revision, workflow_version, inserted_at, updated_at\n"
 )
 KEY_HOLDER = f"SELECT id FROM {TABLE} WHERE key_claim = %s"
+
+
+class JobsSQL(NamedTuple):
+    """Jobs a dispatcher enqueues in the statement of a put (:meth:`DjangoStorage.put_with_jobs`,
+    what :class:`~hephaestus_django.runtime.dispatch.JobsForPut` dispatchers return for a
+    ``DjangoStorage``): an SQL expression with ``%s`` parameters, evaluated once if, and only
+    if, the put writes."""
+
+    expression: str
+    params: Sequence[Any]
+
+
 # After a lost connection: is the row what a put of revision %s wrote? (What UPSERT returns.)
 WRITTEN = f"""
 SELECT revision, workflow_version, inserted_at, updated_at FROM {TABLE}
@@ -292,6 +306,36 @@ class DjangoStorage:
         return from_row(stored_row(found))
 
     def put(self, instance: Instance) -> None:
+        self._put(instance, UPSERT, [])
+
+    def put_with_jobs(self, instance: Instance, jobs: object) -> None:
+        """``put``, enqueueing ``jobs`` (a :class:`JobsSQL`, or None for none) in its statement.
+
+        Still one statement: ``WITH written AS (<the put>) SELECT ..., <jobs' expression> FROM
+        written``, whose expression is evaluated once for the row written, and not at all for
+        a stale put. So outside a transaction the write and its jobs commit together without
+        ``BEGIN`` and ``COMMIT`` round trips, and inside one they join it as any put does.
+        For an instance stored already: a new one holding a business key is inserted by ``put``,
+        whose statement finds a taken key without a unique violation.
+        """
+        if instance.revision == 0 and instance.business_key is not None and jobs is not None:
+            raise ValueError(
+                f"put_with_jobs() writes instances stored already; instance {instance.id} is new "
+                f"and holds a business key: put() it, then enqueue its jobs"
+            )
+        if jobs is None:
+            self._put(instance, UPSERT, [])
+            return
+        if not isinstance(jobs, JobsSQL):
+            raise TypeError(f"jobs must be a JobsSQL or None, not {jobs!r}")
+        sql = (
+            f"WITH written AS ({UPSERT}) SELECT {_WRITTEN_COLUMNS}, {jobs.expression} FROM written"
+        )
+        self._put(instance, sql, jobs.params)
+
+    def _put(self, instance: Instance, sql: str, extra: Sequence[Any]) -> None:
+        """Write ``instance`` with ``sql`` (:data:`UPSERT`, or a statement around it whose
+        first four columns are what it returns), ``extra`` following the upsert's parameters."""
         row = to_row(instance)
         state = codec.dumps_encoded(row.state)
         params = [
@@ -307,20 +351,24 @@ class DjangoStorage:
             row.business_key,
             row.key_claim,
             row.revision,
+            *extra,
         ]
-        keyed = row.revision == 0 and row.key_claim is not None
-        statement, params = (INSERT_KEYED, params[:-1]) if keyed else (UPSERT, params)
+        # A new instance holding a business key is inserted by a statement that finds a taken
+        # key without a unique violation (INSERT_KEYED); only plain puts insert new instances.
+        keyed = row.revision == 0 and row.key_claim is not None and sql is UPSERT
+        if keyed:
+            sql, params = INSERT_KEYED, params[:-1]
         try:
-            written = fetch_one(connections[self.using], statement, params)
+            written = fetch_one(connections[self.using], sql, params)
         except DatabaseError as error:
             if not dropped(self.using, error):
                 raise
-            written = self._put_again(row, state, statement, params)
+            written = self._put_again(row, state, sql, params)
         if written is None and keyed:
             written = self._insert_or_find_holder(instance, row, state, params)
         if written is None:
             raise StaleInstanceError(instance.id, instance.revision)
-        revision, version, inserted_at, updated_at = written
+        revision, version, inserted_at, updated_at = written[:4]
         instance.revision = revision
         instance.workflow_version = version
         instance.inserted_at = inserted_at
@@ -349,13 +397,14 @@ class DjangoStorage:
                 return written
         return None
 
-    def _put_again(self, row: StoredRow, state: str, statement: str, params: list[Any]) -> Any:
+    def _put_again(self, row: StoredRow, state: str, sql: str, params: list[Any]) -> Any:
         """After the connection dropped under a put: what it wrote, writing it if it did not.
 
         The row says whether the lost write landed: then it holds this very state at the next
-        revision. If it still holds the revision the put was based on (or is absent, for a new
-        instance), nothing was written and the put is made again; any other revision is
-        another writer's, and the put is stale (None).
+        revision (and the jobs its statement enqueued landed with it). If it still holds the
+        revision the put was based on (or is absent, for a new instance), nothing was written
+        and the put is made again, jobs and all; any other revision is another writer's, and
+        the put is stale (None).
         """
         connection = connections[self.using]
         landed = fetch_one(
@@ -367,7 +416,7 @@ class DjangoStorage:
             return landed
         current = fetch_one(connection, REVISION, [row.id])
         if current is None or current[0] == row.revision:
-            return fetch_one(connection, statement, params)
+            return fetch_one(connection, sql, params)
         return None
 
     def update(self, instance_id: UUID | str, change: Callable[[Instance], Instance]) -> Instance:

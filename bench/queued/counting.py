@@ -129,6 +129,8 @@ def _time_ours() -> None:
     _timed(queued.QueuedRunner, "_transition", "QueuedRunner._transition (its transaction)")
     _timed(DjangoStorage, "update", "DjangoStorage.update (locked read + write)")
     _timed(ProcrastinateDispatcher, "enqueue_steps", "ProcrastinateDispatcher.enqueue_steps")
+    _timed(DjangoStorage, "mark_running", "DjangoStorage.mark_running (mark + read)")
+    _timed(DjangoStorage, "put_with_jobs", "DjangoStorage.put_with_jobs (result + next job)")
 
 
 def main(side: str, n: int) -> dict[str, Any]:

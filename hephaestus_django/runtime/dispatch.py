@@ -149,3 +149,17 @@ class Dispatcher(Protocol):
     def joins_transaction(self, storage: Storage) -> bool:
         """Whether what this dispatcher enqueues commits with ``storage``'s open transaction."""
         ...
+
+
+@runtime_checkable
+class JobsForPut(Protocol):
+    """A dispatcher whose jobs a storage can enqueue in the statement of a put
+    (:class:`~hephaestus_django.runtime.storage.JobsInPut`): one statement, not a
+    transaction of a write and an enqueue."""
+
+    def jobs_for_put(
+        self, steps: Sequence[StepJob], wakeup: WakeUp | None, storage: Storage
+    ) -> object | None:
+        """What ``storage.put_with_jobs`` enqueues ``steps`` and ``wakeup`` with (None when
+        there is nothing to enqueue); only asked where ``joins_transaction(storage)``."""
+        ...

@@ -67,6 +67,7 @@ from hephaestus_django.runtime.config import backends
 from hephaestus_django.runtime.dispatch import (
     Dispatcher,
     Job,
+    JobsForPut,
     StepJob,
     WakeUp,
     job_from_payload,
@@ -82,6 +83,7 @@ from hephaestus_django.runtime.execution import (
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.runner import DEFAULT_LEASE
 from hephaestus_django.runtime.storage import (
+    JobsInPut,
     StepMarking,
     Storage,
     atomic,
@@ -337,7 +339,10 @@ class QueuedRunner:
 
         Given the instance as just ``read``, the write is optimistic (one ``put``, stale if
         another writer got in first, e.g. a sibling branch); else, and after a stale put,
-        it is the storage's locked ``update``.
+        it is the storage's locked ``update``. Where the storage and the dispatcher can
+        (:class:`JobsInPut`, :class:`JobsForPut`), that optimistic put carries the jobs in
+        its own statement: no transaction to begin and commit around a write and an
+        enqueue, for what a job's recording of its step makes runnable.
         """
         key = instance_key(instance_id)
         if key is None:
@@ -352,6 +357,23 @@ class QueuedRunner:
                 return current
             now = storage.now()
             return self._leased(_without_stale_marks(reach_ends(changed, now)), now)
+
+        dispatcher = self.dispatcher
+        if (
+            read is not None
+            and isinstance(storage, JobsInPut)
+            and isinstance(dispatcher, JobsForPut)
+            and dispatcher.joins_transaction(storage)
+        ):
+            changed = change(read)
+            if changed is read:
+                return read
+            steps, wakeup = self._jobs(alias, read, changed, storage)
+            try:
+                storage.put_with_jobs(changed, dispatcher.jobs_for_put(steps, wakeup, storage))
+                return changed
+            except StaleInstanceError:
+                read = None  # another writer got in first: the locked update below
 
         def write() -> tuple[Instance | None, Instance]:
             if read is not None:

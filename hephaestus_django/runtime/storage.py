@@ -58,6 +58,12 @@ at once; use :func:`atomic` and :func:`on_commit`, which know the difference.
 offers ``mark_running`` (:class:`StepMarking`): one statement that also reads the
 instance for the job, so the admin tells queued steps from running ones.
 
+A storage that can write a dispatcher's jobs in the very statement of a ``put`` offers
+``put_with_jobs(instance, jobs)`` (:class:`JobsInPut`), for a dispatcher that can hand
+it its jobs that way (:class:`~hephaestus_django.runtime.dispatch.JobsForPut`):
+``QueuedRunner`` then records a step's result and enqueues what it made runnable in one
+statement instead of a transaction of several.
+
 The test-suite in ``tests/contract`` runs against every backend.
 """
 
@@ -171,4 +177,17 @@ class StepMarking(Protocol):
         extended to at least ``lease`` from now: a job starting is a sign of life. Raises
         ``InstanceNotFound`` when there is no such instance.
         """
+        ...
+
+
+@runtime_checkable
+class JobsInPut(Protocol):
+    """The optional part of the storage contract: a put that also enqueues jobs, in its own
+    statement, so the write and its jobs need no transaction of several statements."""
+
+    def put_with_jobs(self, instance: Instance, jobs: object) -> None:
+        """``put(instance)``, and, in the same statement, exactly when it writes, ``jobs``: what
+        a :class:`~hephaestus_django.runtime.dispatch.JobsForPut` dispatcher's
+        ``jobs_for_put`` returned for this storage (None: nothing to enqueue). A stale put
+        raises ``StaleInstanceError`` and enqueues nothing."""
         ...

@@ -34,6 +34,15 @@ def queued_jobs(queue: str | None = None) -> list[Job]:
     return [job_from_payload(json.loads(row) if isinstance(row, str) else row) for row in rows]
 
 
+def procrastinate_app() -> Any:
+    """A procrastinate app deferring through Django's connection, as procrastinate's own
+    ``defer`` does outside a worker: to deliver any payload, and to compare rows with."""
+    import procrastinate
+    from procrastinate.contrib.django.django_connector import DjangoConnector
+
+    return procrastinate.App(connector=DjangoConnector(alias="default"))
+
+
 class ProcrastinateHarness:
     """``ProcrastinateDispatcher`` over ``DjangoStorage`` on the same (test) database."""
 
@@ -61,7 +70,7 @@ class ProcrastinateHarness:
             )
 
     def deliver(self, payload: Any) -> None:
-        self.dispatcher._app().configure_task(STEP_TASK, queue=QUEUE).defer(payload=payload)
+        procrastinate_app().configure_task(STEP_TASK, queue=QUEUE).defer(payload=payload)
         self.drain()
 
     def close(self) -> None:

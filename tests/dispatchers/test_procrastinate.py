@@ -12,24 +12,36 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from io import StringIO
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import connection
+from django.db import OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
+from hephaestus_django import StaleInstanceError
+from hephaestus_django.core import engine
 from hephaestus_django.queues.procrastinate import (
+    DEFER_FUNCTION,
+    JOB_FIELDS,
+    JOB_TYPE,
     STEP_TASK,
     WAKE_UP_TASK,
     ProcrastinateDispatcher,
+    defer_statement,
     register_tasks,
 )
-from hephaestus_django.runtime import InMemoryStorage, QueuedRunner
-from hephaestus_django.runtime.dispatch import StepJob
+from hephaestus_django.runtime import InMemoryStorage, QueuedRunner, configure
+from hephaestus_django.runtime.dispatch import StepJob, WakeUp
+from hephaestus_django.runtime.queued import receive
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
+from tests.dispatchers.harness_procrastinate import clear_jobs, procrastinate_app
 from tests.processes.children import REPO
 
 if TYPE_CHECKING:
@@ -56,6 +68,227 @@ def test_steps_are_deferred_to_the_configured_queue_with_their_priority() -> Non
         rows = cursor.fetchall()
         cursor.execute("TRUNCATE procrastinate_jobs CASCADE")
     assert rows == [("elsewhere", STEP_TASK, 7)] * 3
+
+
+# --- the defer statement: procrastinate's own ------------------------------------------------
+
+JOB_COLUMNS = (
+    "queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at, status,"
+    " attempts, abort_requested, worker_id"
+)
+
+
+@pytest.mark.django_db
+def test_the_defer_statement_calls_the_function_and_type_procrastinates_own_defer_sends() -> None:
+    """What procrastinate's connector sends to defer a job names the same function, with the
+    same argument type, whose fields come in the order our ``ROW(...)`` writes them: a
+    procrastinate release that changes its defer statement fails here, not in production."""
+    from procrastinate import sql, types
+
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        procrastinate_app().configure_task(STEP_TASK, queue="q").defer(payload={})
+        transaction.set_rollback(True)
+    sent = " ".join(query["sql"] for query in captured.captured_queries)
+    assert f"{DEFER_FUNCTION}(" in sent
+    assert f"::{JOB_TYPE}[]" in sent
+    assert f"{DEFER_FUNCTION}(" in sql.queries["defer_jobs"]
+    assert types.JobToDefer._fields == JOB_FIELDS
+
+    ours, params = defer_statement([("q", STEP_TASK, 0, {"payload": {}}, None)])
+    assert f"{DEFER_FUNCTION}(ARRAY[ROW(" in ours
+    assert ours.endswith(f"]::{JOB_TYPE}[])) AS id")
+    assert len(params) == ours.count("%s") == 5
+
+
+@pytest.mark.django_db
+def test_the_databases_defer_function_takes_the_fields_in_our_order() -> None:
+    """The function and its type as procrastinate's migrations created them in this database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_function_identity_arguments(%s::regproc)",
+            [DEFER_FUNCTION],
+        )
+        assert cursor.fetchone() == (f"jobs {JOB_TYPE}[]",)
+        cursor.execute(
+            "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute"
+            " WHERE attrelid = (SELECT typrelid FROM pg_type WHERE oid = %s::regtype)"
+            " AND attnum > 0 AND NOT attisdropped",
+            [JOB_TYPE],
+        )
+        row = cursor.fetchone()
+    assert row is not None
+    assert tuple(row[0]) == JOB_FIELDS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_our_jobs_are_the_rows_procrastinates_own_defer_writes() -> None:
+    """A step job and a wake-up, deferred by the dispatcher and by procrastinate's API with
+    the same task, queue, priority, payload and time: the same rows."""
+    at = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    step = StepJob("default", uuid.uuid4(), workflows.First.path())
+    wakeup = WakeUp("default", uuid.uuid4(), at)
+    dispatcher = ProcrastinateDispatcher(queue="compared", priority=3, wakeup_priority=-2)
+    app = procrastinate_app()
+    try:
+        dispatcher.enqueue_steps([step])
+        dispatcher.enqueue_wakeup(wakeup)
+        app.configure_task(STEP_TASK, queue="compared", priority=3).defer(payload=step.payload())
+        app.configure_task(WAKE_UP_TASK, queue="compared", priority=-2, schedule_at=at).defer(
+            payload=wakeup.payload()
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {JOB_COLUMNS} FROM procrastinate_jobs ORDER BY id")
+            ours_step, ours_wakeup, their_step, their_wakeup = cursor.fetchall()
+    finally:
+        clear_jobs()
+    assert ours_step == their_step
+    assert ours_wakeup == their_wakeup
+    assert ours_wakeup[6] == at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_job_notifies_the_workers_queue() -> None:
+    """procrastinate's insert trigger sends the NOTIFY its workers LISTEN for, at the commit."""
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    listener = psycopg.connect(**params, autocommit=True)
+    try:
+        listener.execute('LISTEN "procrastinate_queue_v1#notified"')
+        with transaction.atomic():
+            ProcrastinateDispatcher(queue="notified").enqueue_steps(
+                [StepJob("default", uuid.uuid4(), workflows.First.path())]
+            )
+            assert not list(listener.notifies(timeout=0.2, stop_after=1))
+        received = list(listener.notifies(timeout=10, stop_after=1))
+    finally:
+        listener.close()
+        clear_jobs()
+    assert [note.channel for note in received] == ["procrastinate_queue_v1#notified"]
+    assert json.loads(received[0].payload)["type"] == "job_inserted"
+
+
+# --- a step's result and the next step's job: one statement ----------------------------------
+
+
+@pytest.fixture
+def chain_runner() -> Iterator[QueuedRunner]:
+    """``QueuedRunner`` on ``ProcrastinateDispatcher`` and ``DjangoStorage``, configured."""
+    runner = QueuedRunner(dispatcher=ProcrastinateDispatcher(queue=FOLDED_QUEUE), lease=60)
+    configure(storages={"default": DjangoStorage(using="default")}, runner=runner)
+    try:
+        yield runner
+    finally:
+        configure()
+        runner.close()
+        clear_jobs()
+
+
+FOLDED_QUEUE = "folded"
+
+
+def job_rows() -> list[tuple[str, dict[str, str]]]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT task_name, args->'payload' FROM procrastinate_jobs ORDER BY id")
+        rows = cursor.fetchall()
+    return [(task, json.loads(payload)) for task, payload in rows]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_records_its_step_and_defers_the_next_in_one_statement(
+    chain_runner: QueuedRunner,
+) -> None:
+    """The mark (which is also the read) and the result's write, which defers the next step's
+    job in its own statement: no transaction of a write and a separate defer."""
+    instance_id = workflows.Chain.start({})
+    [(task, payload)] = job_rows()
+    assert task == STEP_TASK
+    clear_jobs()
+    with CaptureQueriesContext(connection) as queries:
+        receive(payload)
+    statements = [query["sql"].split()[0] for query in queries.captured_queries]
+    assert statements == ["UPDATE", "WITH"], statements
+    assert DEFER_FUNCTION in queries.captured_queries[1]["sql"]
+    assert job_rows() == [
+        (STEP_TASK, StepJob("default", instance_id, workflows.Second.path()).payload())
+    ]
+    assert [entry.step for entry in workflows.Chain.get(instance_id).execution_history] == [
+        workflows.First
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_put_with_jobs_writes_and_defers_nothing(chain_runner: QueuedRunner) -> None:
+    storage = DjangoStorage(using="default")
+    instance = storage.get(workflows.Chain.start({}))
+    clear_jobs()
+    storage.put(storage.get(instance.id))  # another writer: ``instance`` is now stale
+    jobs = chain_runner.dispatcher.jobs_for_put(  # type: ignore[attr-defined]
+        [StepJob("default", instance.id, workflows.Second.path())], None, storage
+    )
+    with pytest.raises(StaleInstanceError):
+        storage.put_with_jobs(instance, jobs)
+    assert job_rows() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_put_with_jobs_leaves_neither(chain_runner: QueuedRunner) -> None:
+    storage = DjangoStorage(using="default")
+    instance = storage.get(workflows.Chain.start({}))
+    clear_jobs()
+    revision = instance.revision
+    jobs = chain_runner.dispatcher.jobs_for_put(  # type: ignore[attr-defined]
+        [], WakeUp("default", instance.id, datetime(2031, 1, 1, tzinfo=UTC)), storage
+    )
+    with transaction.atomic():
+        storage.put_with_jobs(instance, jobs)
+        assert [task for task, _ in job_rows()] == [WAKE_UP_TASK]
+        transaction.set_rollback(True)
+    assert job_rows() == []
+    assert storage.get(instance.id).revision == revision
+
+
+@pytest.mark.django_db
+def test_put_with_jobs_refuses_what_no_dispatcher_made() -> None:
+    storage = DjangoStorage(using="default")
+    instance = engine.start(engine.new_instance(workflows.Chain, {}))
+    with pytest.raises(TypeError, match="jobs must be a JobsSQL or None"):
+        storage.put_with_jobs(instance, "SELECT 1")
+    storage.put_with_jobs(instance, None)  # nothing to enqueue: a put
+    assert storage.get(instance.id).revision == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("lost", ["answer", "statement"])
+def test_a_put_with_jobs_after_a_dropped_connection_writes_and_defers_once(
+    chain_runner: QueuedRunner, lost: str
+) -> None:
+    """Its answer lost (it landed: not made again), or lost before it ran (made again)."""
+    storage = DjangoStorage(using="default")
+    instance = storage.get(workflows.Chain.start({}))
+    clear_jobs()
+    jobs = chain_runner.dispatcher.jobs_for_put(  # type: ignore[attr-defined]
+        [StepJob("default", instance.id, workflows.Second.path())], None, storage
+    )
+    seen: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        folded = sql.startswith("WITH written")
+        if folded and lost == "statement" and len(seen) == 1:
+            connection.connection.close()
+        result = execute(sql, params, many, context)
+        if folded and lost == "answer" and len(seen) == 1:
+            connection.connection.close()
+            raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    revision = instance.revision
+    with connection.execute_wrapper(wrapper):
+        storage.put_with_jobs(instance, jobs)
+    assert sum(sql.startswith("WITH written") for sql in seen) == (1 if lost == "answer" else 2)
+    assert instance.revision == storage.get(instance.id).revision == revision + 1
+    assert [task for task, _ in job_rows()] == [STEP_TASK]
 
 
 def test_joins_transaction_exactly_for_a_django_storage_on_procrastinates_alias(
