@@ -174,6 +174,8 @@ UPDATE {TABLE} SET
     END
 WHERE id = %(id)s AND status = 'running' AND state->'active_steps' ? %(step)s
   AND NOT state->'waiting_steps' ? %(step)s
+  AND (%(attempt)s::integer IS NULL
+       OR coalesce((state->'attempts'->>%(step)s::text)::integer, 0) + 1 = %(attempt)s::integer)
 RETURNING {COLUMNS}
 """
 # The same, committed without waiting for the WAL to reach the disk: the mark is a display,
@@ -487,7 +489,12 @@ class DjangoStorage:
         return claimed
 
     def mark_running(
-        self, instance_id: UUID | str, step: str, on: str, lease: timedelta
+        self,
+        instance_id: UUID | str,
+        step: str,
+        on: str,
+        lease: timedelta,
+        attempt: int | None = None,
     ) -> Instance | None:
         """One statement; a second one (a ``get``) only when nothing was marked, to raise
         ``InstanceNotFound`` for an instance that is gone. Outside a transaction the mark is
@@ -496,7 +503,7 @@ class DjangoStorage:
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
-        params = {"id": key, "step": step, "on": on, "lease": lease}
+        params = {"id": key, "step": step, "on": on, "lease": lease, "attempt": attempt}
         try:
             connection = connections[self.using]
             sql = MARK_RUNNING if connection.in_atomic_block else MARK_RUNNING_RELAXED

@@ -42,23 +42,35 @@ WAKE_UP = "wake-up"
 @dataclass(frozen=True, slots=True)
 class StepJob:
     """Execute ``step`` (a step class's dotted path) of instance ``instance_id``, stored in
-    the storage configured as ``storage``."""
+    the storage configured as ``storage``, as its attempt number ``attempt``.
+
+    The attempt lets a worker recognise a job delivered late: a duplicate of an attempt that
+    failed, arriving once the step's retry timer has made it runnable again, finds the step at
+    a later attempt and does nothing, so a step never runs more often than its retry policy
+    allows because its job engine delivered a job twice.
+    """
 
     storage: str
     instance_id: UUID
     step: str
+    attempt: int = 1
 
     def payload(self) -> dict[str, str]:
-        """The JSON object a job engine carries (strings only: every engine can)."""
-        return {
+        """The JSON object a job engine carries (strings only: every engine can). A first
+        attempt's payload has no ``attempt``, as before attempts were carried."""
+        payload = {
             "kind": STEP,
             "storage": self.storage,
             "instance": str(self.instance_id),
             "step": self.step,
         }
+        if self.attempt != 1:
+            payload["attempt"] = str(self.attempt)
+        return payload
 
     def __str__(self) -> str:
-        return f"step {self.step} of instance {self.instance_id} ({self.storage})"
+        attempt = f", attempt {self.attempt}" if self.attempt != 1 else ""
+        return f"step {self.step} of instance {self.instance_id} ({self.storage}{attempt})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +114,7 @@ def job_from_payload(payload: object) -> Job:
             f"the job payload's 'instance' must be a UUID, not {payload.get('instance')!r}"
         ) from None
     if kind == STEP:
-        return StepJob(storage, instance_id, _text(payload, "step"))
+        return StepJob(storage, instance_id, _text(payload, "step"), _attempt(payload))
     if kind == WAKE_UP:
         text = _text(payload, "at")
         try:
@@ -119,6 +131,20 @@ def job_from_payload(payload: object) -> Job:
             )
         return WakeUp(storage, instance_id, at)
     raise InvalidJobError(f"a job payload's 'kind' must be {STEP!r} or {WAKE_UP!r}, not {kind!r}")
+
+
+def _attempt(payload: Mapping[Any, Any]) -> int:
+    """The payload's attempt number: 1 when absent (a first attempt, or a job enqueued before
+    attempts were carried: if it was a later one, it is dropped and the sweep enqueues the step
+    again once the lease lapses)."""
+    value = payload.get("attempt")
+    if value is None:
+        return 1
+    if not isinstance(value, str) or not value.isdecimal() or int(value) < 1:
+        raise InvalidJobError(
+            f"the job payload's 'attempt' must be a positive integer as a string, not {value!r}"
+        )
+    return int(value)
 
 
 def _text(payload: Mapping[Any, Any], key: str) -> str:

@@ -116,12 +116,19 @@ class InMemoryStorage:
             return claimed
 
     def mark_running(
-        self, instance_id: UUID | str, step: str, on: str, lease: timedelta
+        self,
+        instance_id: UUID | str,
+        step: str,
+        on: str,
+        lease: timedelta,
+        attempt: int | None = None,
     ) -> Instance | None:
         with self._lock:
             current = self.get(instance_id)
             target = current.workflow.graph.by_path.get(step)
             if target is None or target not in engine.runnable_steps(current):
+                return None
+            if attempt is not None and current.attempts.get(target, 0) + 1 != attempt:
                 return None
             now = self._clock()
             expires = current.lease_expires_at

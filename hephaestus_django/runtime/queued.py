@@ -295,21 +295,32 @@ class QueuedRunner:
 
     def _start_step(self, job: StepJob, storage: Storage) -> Instance | None:
         """The instance with the job's step marked running, where the storage can mark it;
-        None (logged) when the step is not runnable."""
+        None (logged) when the step is not runnable, or not at the job's attempt (a late
+        duplicate of an attempt that failed)."""
         if isinstance(storage, StepMarking):
-            marked = storage.mark_running(job.instance_id, job.step, _here(), self.lease)
+            marked = storage.mark_running(
+                job.instance_id, job.step, _here(), self.lease, attempt=job.attempt
+            )
             if marked is not None:
                 return marked
         instance = storage.get(job.instance_id)
         step = instance.workflow.graph.by_path.get(job.step)
-        if step is not None and step in engine.runnable_steps(instance):
-            return instance
-        logger.info(
-            "nothing to do for the %s: the step is not runnable (instance %s)",
-            job,
-            instance.status,
-        )
-        return None
+        if step is None or step not in engine.runnable_steps(instance):
+            logger.info(
+                "nothing to do for the %s: the step is not runnable (instance %s)",
+                job,
+                instance.status,
+            )
+            return None
+        expected = instance.attempts.get(step, 0) + 1
+        if expected != job.attempt:
+            logger.info(
+                "nothing to do for the %s: the step is at attempt %d (a job delivered late)",
+                job,
+                expected,
+            )
+            return None
+        return instance
 
     def _wake(self, job: WakeUp, instance: Instance, storage: Storage) -> Instance | None:
         due = engine.next_due_time(instance)
@@ -445,7 +456,8 @@ class QueuedRunner:
         if before is not None:
             fresh = fresh - engine.runnable_steps(before)
         steps = [
-            StepJob(alias, after.id, step.path()) for step in after.workflow.graph.sorted(fresh)
+            StepJob(alias, after.id, step.path(), after.attempts.get(step, 0) + 1)
+            for step in after.workflow.graph.sorted(fresh)
         ]
         due = engine.next_due_time(after)
         wakeup = None

@@ -167,13 +167,20 @@ class StepMarking(Protocol):
     """The optional part of the storage contract: mark a queued step as running."""
 
     def mark_running(
-        self, instance_id: UUID | str, step: str, on: str, lease: timedelta
+        self,
+        instance_id: UUID | str,
+        step: str,
+        on: str,
+        lease: timedelta,
+        attempt: int | None = None,
     ) -> Instance | None:
         """Record that ``step`` (a dotted path) started running on ``on`` (host:pid) at the
         storage's now, as a write (a new revision), and return the instance as stored after it.
 
         Only while the step is runnable (the instance running, the step active and not
-        waiting); None otherwise, with nothing written. A queue lease (owner ``queued:…``) is
+        waiting), and, given an ``attempt``, while that is the step's next attempt (its count
+        of failed attempts, ``Instance.attempts``, plus one); None otherwise, with nothing
+        written. A queue lease (owner ``queued:…``) is
         extended to at least ``lease`` from now: a job starting is a sign of life. Raises
         ``InstanceNotFound`` when there is no such instance.
         """

@@ -561,6 +561,21 @@ def test_mark_running_of_a_step_that_is_not_runnable_writes_nothing(
         storage.mark_running(uuid.uuid4(), step, "h:1", timedelta(seconds=5))
 
 
+def test_mark_running_of_another_attempt_writes_nothing(storage: Storage) -> None:
+    assert isinstance(storage, StepMarking)
+    instance = running(storage)
+    storage.put(replace(instance, attempts={flows.Check: 2}))  # two attempts failed
+    step = flows.Check.path()
+    assert storage.mark_running(instance.id, step, "h:1", timedelta(seconds=5), attempt=1) is None
+    assert storage.mark_running(instance.id, step, "h:1", timedelta(seconds=5), attempt=2) is None
+    assert storage.get(instance.id).revision == 2
+    marked = storage.mark_running(instance.id, step, "h:1", timedelta(seconds=5), attempt=3)
+    assert marked is not None
+    assert marked.attempts == {flows.Check: 2}
+    fresh = running(storage)
+    assert storage.mark_running(fresh.id, step, "h:1", timedelta(seconds=5), attempt=1)
+
+
 def test_a_running_mark_survives_a_put_only_if_the_instance_keeps_it(storage: Storage) -> None:
     assert isinstance(storage, StepMarking)
     instance = running(storage)

@@ -222,6 +222,10 @@ def test_a_malformed_payload_is_dropped_with_the_reason(
     assert receive({"kind": "wake-up", "storage": "default", "instance": str(uuid4())}) is None
     assert "'at' must be a non-empty string" in caplog.text
     assert "must be a JSON object" in caplog.text
+    for attempt in ("0", "-1", "two", 2):
+        step = StepJob("default", uuid4(), "tests.flows.Check").payload()
+        assert receive({**step, "attempt": attempt}) is None
+        assert f"'attempt' must be a positive integer as a string, not {attempt!r}" in caplog.text
 
 
 def test_a_job_for_a_storage_that_is_not_configured_is_an_error(runner: QueuedRunner) -> None:

@@ -34,6 +34,7 @@ from hephaestus_django.runtime import (
     InMemoryStorage,
     LocalRunner,
     QueuedRunner,
+    StepJob,
     WakeUp,
     configure,
 )
@@ -407,6 +408,31 @@ def test_queued_runner_fails_twice_then_succeeds(
     assert attempts_in_history(done)[:2] == [("Flaky", "run 1 failed"), ("Flaky", "run 2 failed")]
     assert done.lease_owner is None
     assert dispatcher.jobs == []
+
+
+def test_a_late_duplicate_of_a_failed_attempts_job_runs_nothing(
+    dispatcher: InMemoryDispatcher, storage: InMemoryStorage, clock: Clock
+) -> None:
+    """The job engine delivers attempt 1's job again after the retry timer made the step
+    runnable for attempt 2: the duplicate does nothing, so the step runs no more often than
+    its policy allows."""
+    instance_id = Retried.start({"fails": 1})
+    [first] = dispatcher.jobs
+    assert isinstance(first, StepJob)
+    assert (first.attempt, "attempt" in first.payload()) == (1, False)
+    dispatcher.drain()  # attempt 1 fails
+    clock.advance(seconds=10)
+    [wakeup] = dispatcher.take()
+    dispatcher.run(wakeup)  # the timer fires: attempt 2 is enqueued
+    [second] = dispatcher.jobs
+    assert isinstance(second, StepJob)
+    assert (second.attempt, second.payload()["attempt"]) == (2, "2")
+
+    assert dispatcher.run(first) is None  # the late duplicate of attempt 1
+    assert flows.runs(instance_id) == 1
+    dispatcher.drain()
+    assert flows.runs(instance_id) == 2
+    assert Retried.get(instance_id).status is Status.COMPLETED
 
 
 def test_queued_runner_a_lost_wake_up_is_fired_by_the_sweep(
