@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
@@ -47,15 +47,21 @@ class StepJob:
     storage: str
     instance_id: UUID
     step: str
+    trace: Mapping[str, str] | None = field(default=None, compare=False)
+    """The trace context of the transition that made the step runnable (W3C ``traceparent``,
+    ``tracestate``), when tracing is on: the step's span in the worker is its child."""
 
     def payload(self) -> dict[str, str]:
         """The JSON object a job engine carries (strings only: every engine can)."""
-        return {
-            "kind": STEP,
-            "storage": self.storage,
-            "instance": str(self.instance_id),
-            "step": self.step,
-        }
+        return _traced(
+            {
+                "kind": STEP,
+                "storage": self.storage,
+                "instance": str(self.instance_id),
+                "step": self.step,
+            },
+            self.trace,
+        )
 
     def __str__(self) -> str:
         return f"step {self.step} of instance {self.instance_id} ({self.storage})"
@@ -68,21 +74,47 @@ class WakeUp:
     storage: str
     instance_id: UUID
     at: datetime
+    trace: Mapping[str, str] | None = field(default=None, compare=False)
+    """The trace context of the transition that set the timer, when tracing is on."""
 
     def payload(self) -> dict[str, str]:
         """The JSON object a job engine carries; ``at`` as ISO 8601 with its offset."""
-        return {
-            "kind": WAKE_UP,
-            "storage": self.storage,
-            "instance": str(self.instance_id),
-            "at": self.at.isoformat(),
-        }
+        return _traced(
+            {
+                "kind": WAKE_UP,
+                "storage": self.storage,
+                "instance": str(self.instance_id),
+                "at": self.at.isoformat(),
+            },
+            self.trace,
+        )
 
     def __str__(self) -> str:
         return f"wake-up of instance {self.instance_id} ({self.storage}) at {self.at.isoformat()}"
 
 
 Job = StepJob | WakeUp
+
+TRACE_KEYS = ("traceparent", "tracestate")
+"""The payload keys of a job's trace context (W3C Trace Context), present only when traced."""
+
+
+def _traced(payload: dict[str, str], trace: Mapping[str, str] | None) -> dict[str, str]:
+    """``payload`` with the trace context's keys, if there is one."""
+    if trace:
+        payload.update((key, trace[key]) for key in TRACE_KEYS if trace.get(key))
+    return payload
+
+
+def _trace_of(payload: Mapping[Any, Any]) -> dict[str, str] | None:
+    """The trace context a payload carries; a malformed one is ignored, never an error: a
+    job runs the same with or without its trace."""
+    found = {
+        key: value
+        for key in TRACE_KEYS
+        if isinstance(value := payload.get(key), str) and 0 < len(value) <= 512
+    }
+    return found or None
 
 
 def job_from_payload(payload: object) -> Job:
@@ -102,7 +134,7 @@ def job_from_payload(payload: object) -> Job:
             f"the job payload's 'instance' must be a UUID, not {payload.get('instance')!r}"
         ) from None
     if kind == STEP:
-        return StepJob(storage, instance_id, _text(payload, "step"))
+        return StepJob(storage, instance_id, _text(payload, "step"), trace=_trace_of(payload))
     if kind == WAKE_UP:
         text = _text(payload, "at")
         try:
@@ -117,7 +149,7 @@ def job_from_payload(payload: object) -> Job:
                 f"the wake-up of instance {instance_id} has 'at' {payload.get('at')!r} "
                 f"without a UTC offset"
             )
-        return WakeUp(storage, instance_id, at)
+        return WakeUp(storage, instance_id, at, trace=_trace_of(payload))
     raise InvalidJobError(f"a job payload's 'kind' must be {STEP!r} or {WAKE_UP!r}, not {kind!r}")
 
 
