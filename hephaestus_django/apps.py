@@ -22,7 +22,7 @@ class HephaestusConfig(AppConfig):
         from hephaestus_django import signals
         from hephaestus_django.runtime import events
 
-        events.add_listener(signals.send)
+        events.add_listener(signals.send, wants=signals.receiving)
         # OpenTelemetry spans and metrics, when opentelemetry-api is installed (a no-op
         # otherwise) and HEPHAESTUS["TELEMETRY"] is not False.
         from hephaestus_django import telemetry

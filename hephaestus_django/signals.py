@@ -96,6 +96,15 @@ SIGNALS: dict[type[events.LifecycleEvent], Signal] = {
     events.StepRetried: step_retried,
 }
 """Which signal each lifecycle event is sent as (the metrics-only events have none)."""
+_SIGNALS = tuple(SIGNALS.values())
+_FIELDS: dict[type[events.LifecycleEvent], tuple[str, ...]] = {}
+"""Each event type's field names, the signal's keyword arguments (``fields()`` is slow)."""
+
+
+def receiving() -> bool:
+    """Whether any of the signals has a receiver: if not, the runners compute no events for
+    them (the ``wants`` of the app's listener)."""
+    return any(signal.receivers for signal in _SIGNALS)
 
 
 def send(lifecycle_events: Sequence[events.LifecycleEvent]) -> None:
@@ -106,11 +115,13 @@ def send(lifecycle_events: Sequence[events.LifecycleEvent]) -> None:
     """
     for event in lifecycle_events:
         signal = SIGNALS.get(type(event))
-        if signal is None or not signal.has_listeners(event.workflow):
+        # ``receivers`` first: an empty list answers at once, ``has_listeners`` takes µs.
+        if signal is None or not signal.receivers or not signal.has_listeners(event.workflow):
             continue
-        arguments: dict[str, Any] = {
-            field.name: getattr(event, field.name) for field in fields(event)
-        }
+        names = _FIELDS.get(type(event))
+        if names is None:
+            names = _FIELDS[type(event)] = tuple(field.name for field in fields(event))
+        arguments: dict[str, Any] = {name: getattr(event, name) for name in names}
         for receiver, response in signal.send_robust(
             sender=event.workflow, lifecycle_event=event, **arguments
         ):

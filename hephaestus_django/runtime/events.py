@@ -41,7 +41,7 @@ from hephaestus_django.core.instance import Failure, Instance
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.logs import about
-from hephaestus_django.runtime.storage import on_commit
+from hephaestus_django.runtime.storage import Transactional
 
 logger = logging.getLogger("hephaestus_django.events")
 
@@ -188,16 +188,27 @@ Listener = Callable[[Sequence[LifecycleEvent]], None]
 """Called with the events of one committed write, in the order they happened."""
 
 _listeners: tuple[Listener, ...] = ()
+_interest: tuple[Callable[[], bool], ...] = ()
+"""Each listener's ``wants`` (see :func:`add_listener`), or an always-true one."""
+_TRANSACTIONAL: dict[type, bool] = {}
+"""Whether a storage type offers ``on_commit`` (see :func:`written`)."""
 _lock = threading.Lock()
 
 
-def add_listener(listener: Listener) -> None:
+def add_listener(listener: Listener, *, wants: Callable[[], bool] | None = None) -> None:
     """Call ``listener`` with the events of every committed write (once, however often it is
-    added: the Django app's ``ready()`` may run more than once in tests)."""
+    added: the Django app's ``ready()`` may run more than once in tests).
+
+    ``wants`` says, before each write, whether the listener has any use for its events now
+    (the Django signals' listener: whether any signal has a receiver): when no listener
+    wants them, they are not even computed, so an unused feature costs nothing per step.
+    """
     global _listeners
     with _lock:
         if listener not in _listeners:
             _listeners = (*_listeners, listener)
+            _wanted[listener] = wants
+            _refresh()
 
 
 def remove_listener(listener: Listener) -> None:
@@ -205,11 +216,25 @@ def remove_listener(listener: Listener) -> None:
     global _listeners
     with _lock:
         _listeners = tuple(known for known in _listeners if known != listener)
+        _wanted.pop(listener, None)
+        _refresh()
 
 
 def listening() -> bool:
-    """Whether any listener is added: without one, nothing is computed."""
-    return bool(_listeners)
+    """Whether a listener wants the events of the next write: if not, nothing is computed."""
+    return any(wants() for wants in _interest)
+
+
+_wanted: dict[Listener, Callable[[], bool] | None] = {}
+
+
+def _always() -> bool:
+    return True
+
+
+def _refresh() -> None:
+    global _interest
+    _interest = tuple(_wanted.get(listener) or _always for listener in _listeners)
 
 
 def written(
@@ -221,11 +246,19 @@ def written(
     ``taken_over`` says a worker's sweep claimed it. Called by the runners right after each
     write, in the transaction that wrote it if there is one (see the module's docstring).
     """
-    if not _listeners or after is before:
+    if after is before or not _interest or not any(wants() for wants in _interest):
         return
     found = changes(before, after, taken_over=taken_over)
-    if found:
-        on_commit(storage, lambda: deliver(found))
+    if not found:
+        return
+    kind = type(storage)
+    transactional = _TRANSACTIONAL.get(kind)
+    if transactional is None:  # a runtime-checkable protocol's isinstance is slow: once a type
+        transactional = _TRANSACTIONAL[kind] = isinstance(storage, Transactional)
+    if transactional:
+        storage.on_commit(lambda: deliver(found))  # type: ignore[attr-defined]
+    else:
+        deliver(found)
 
 
 def deliver(events: Sequence[LifecycleEvent]) -> None:

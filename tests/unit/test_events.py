@@ -71,6 +71,7 @@ def test_without_listeners_nothing_is_computed(
     storage: InMemoryStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(events, "_listeners", ())
+    monkeypatch.setattr(events, "_interest", ())
 
     def fail(*args: object, **kwargs: object) -> list[events.LifecycleEvent]:
         raise AssertionError("changes() computed without a listener")
@@ -87,3 +88,25 @@ def test_a_takeover_of_a_stalled_instance_and_a_timers_lag() -> None:
     taken = events.changes(instance, instance.__class__(**vars(instance)), taken_over=True)
     assert [event.name for event in taken] == ["instance_taken_over"]
     assert taken[0].steps == (flows.Approve,)  # type: ignore[attr-defined]
+
+
+def test_a_listener_that_wants_nothing_now_costs_no_computation(
+    storage: InMemoryStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Django signals' listener without a receiver: the events are not computed."""
+    got: list[str] = []
+    wanted = [False]
+
+    def listener(found: Sequence[events.LifecycleEvent]) -> None:
+        got.extend(event.name for event in found)
+
+    monkeypatch.setattr(events, "_listeners", ())
+    monkeypatch.setattr(events, "_interest", ())
+    monkeypatch.setattr(events, "_wanted", {})
+    events.add_listener(listener, wants=lambda: wanted[0])
+    flows.IfElse.start({"script": {}})
+    assert got == []
+    wanted[0] = True
+    flows.IfElse.start({"script": {}})
+    assert got[0] == "instance_started"
+    assert got[-1] == "instance_completed"
