@@ -14,6 +14,14 @@ it). The steps' failures are logged by the runner as in production; the log is s
 - *cancel*: ``Workflow.cancel`` of an instance waiting for an event.
 - *compensation*: ``cancel(compensate=True)`` of an instance waiting after three completed
   compensable steps; per compensated step, that minus *cancel*, divided by three.
+- *signal receiver*: *plain* with a receiver (that does nothing) connected to every one of the
+  nine signals of ``hephaestus_django.signals``; *plain* itself has the app's listener but no
+  receiver, which is what a project that uses no signal pays.
+- *tracing, API only*: *plain* traced through ``opentelemetry-api`` without an SDK (what a
+  project with the package but no SDK configured pays); *tracing, SDK*: with the SDK's
+  ``TracerProvider`` (a ``SimpleSpanProcessor`` into an ``InMemorySpanExporter``) and
+  ``MeterProvider`` (an ``InMemoryMetricReader``): two spans (the start, the step) and the
+  counters and histogram per run. *plain* and the other cases run with telemetry off.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from bench.measure import spread
-from hephaestus_django import Done, Retry, Step, WaitForEvent, Workflow
+from hephaestus_django import Done, Retry, Step, WaitForEvent, Workflow, signals, telemetry
 from hephaestus_django.core.instance import Context, Instance
 from hephaestus_django.runtime import LocalRunner, configure
 from hephaestus_django.storage import DjangoStorage
@@ -146,6 +154,54 @@ def _case(
     return statements, spread(samples)
 
 
+SIGNALS = (
+    "instance_started",
+    "instance_waiting",
+    "instance_resumed",
+    "instance_completed",
+    "instance_failed",
+    "instance_cancelled",
+    "step_completed",
+    "step_failed",
+    "step_retried",
+)
+
+
+def _receiver(sender: object, **kwargs: Any) -> None:
+    """A receiver that does nothing: what is measured is the sending."""
+
+
+def _with_receivers(n: int) -> tuple[int, dict[str, float]]:
+    connected = [getattr(signals, name) for name in SIGNALS]
+    for signal in connected:
+        signal.connect(_receiver, weak=False)
+    try:
+        return _case(lambda: None, lambda _: Plain.start({}), n)
+    finally:
+        for signal in connected:
+            signal.disconnect(_receiver)
+
+
+def _traced(n: int, *, sdk: bool) -> tuple[int, dict[str, float]]:
+    if not sdk:
+        telemetry.install()
+    else:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        telemetry.install(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    try:
+        return _case(lambda: None, lambda _: Plain.start({}), n)
+    finally:
+        telemetry.uninstall()
+
+
 def run(*, n: int) -> dict[str, Any]:
     storage = DjangoStorage()
     runner = LocalRunner()
@@ -153,6 +209,8 @@ def run(*, n: int) -> dict[str, Any]:
     quiet = logging.getLogger("hephaestus_django")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
+    traced = telemetry.installed()
+    telemetry.uninstall()  # the baseline runs untraced; the tracing cases install their own
     try:
 
         def failing_then_worked(_: None) -> None:
@@ -169,8 +227,14 @@ def run(*, n: int) -> dict[str, Any]:
                 lambda instance_id: Undoable3.cancel(instance_id, compensate=True),
                 n,
             ),
+            "signal_receiver": _with_receivers(n),
         }
+        if telemetry.available():
+            cases["tracing_api"] = _traced(n, sdk=False)
+            cases["tracing_sdk"] = _traced(n, sdk=True)
     finally:
+        if traced:
+            telemetry.install()
         quiet.setLevel(level)
         runner.close()
         configure()
@@ -188,6 +252,12 @@ def run(*, n: int) -> dict[str, Any]:
         "statements": failed["statements"] - plain["statements"],
         "us": failed["us"]["median"] - plain["us"]["median"],
     }
+    for case in ("signal_receiver", "tracing_api", "tracing_sdk"):
+        if case in found:
+            found[f"per_step_{case}"] = {
+                "statements": found[case]["statements"] - plain["statements"],
+                "us": found[case]["us"]["median"] - plain["us"]["median"],
+            }
     found["per_compensated_step"] = {
         "statements": (compensation["statements"] - cancel["statements"]) / 3,
         "us": (compensation["us"]["median"] - cancel["us"]["median"]) / 3,

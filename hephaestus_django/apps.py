@@ -17,6 +17,19 @@ class HephaestusConfig(AppConfig):
         from hephaestus_django.runtime.config import backends
 
         backends.install_provider(DjangoBackends())
+        # Lifecycle events become Django signals (hephaestus_django.signals), sent once the
+        # write that recorded them has committed.
+        from hephaestus_django import signals
+        from hephaestus_django.runtime import events
+
+        events.add_listener(signals.send, wants=signals.receiving)
+        # OpenTelemetry spans and metrics, when opentelemetry-api is installed (a no-op
+        # otherwise) and HEPHAESTUS["TELEMETRY"] is not False.
+        from hephaestus_django import telemetry
+        from hephaestus_django.conf import telemetry_enabled
+
+        if telemetry_enabled() and not telemetry.installed():
+            telemetry.install()
         # A step with a timeout runs on a thread of its own (runtime.bounded); Django opens a
         # connection per thread, so the thread closes its connections as it ends, on time or
         # abandoned and late, rather than leaving them to the garbage collector.

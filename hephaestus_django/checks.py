@@ -22,6 +22,7 @@ first request. A check never raises: whatever is wrong becomes a message.
                            ``TASKS``, or cannot be built
 ``hephaestus.E014``        Django Tasks: the backend refuses the dispatcher's queue name or
                            priority
+``hephaestus.E015``        ``TELEMETRY`` is not True or False
 ``hephaestus.W001``        no storage is named ``"default"`` (``Workflow.start()`` uses it)
 ``hephaestus.W002``        enqueueing does not join a storage's transaction: the storage is on
                            another database alias than the queue's jobs (for Django Tasks,
@@ -104,6 +105,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         return [_reported(error, f"settings.{SETTING}")]
     messages: list[CheckMessage] = list(_unknown_keys(raw, TOP_LEVEL_KEYS, f"settings.{SETTING}"))
     messages += _check_storages()
+    telemetry = raw.get("TELEMETRY", True)
+    if not isinstance(telemetry, bool):
+        messages.append(
+            _error(
+                15,
+                f"settings.{SETTING}['TELEMETRY'] must be True or False, not {telemetry!r}.",
+                f"True traces and measures with OpenTelemetry when opentelemetry-api is "
+                f"installed; False never does. {DOCS}",
+                f"settings.{SETTING}['TELEMETRY']",
+            )
+        )
     runner = raw.get("RUNNER")
     found, built = _check_backend(
         runner_settings() if runner is None else runner,

@@ -43,7 +43,7 @@ from hephaestus_django.runtime.storage import Storage
 SETTING = "HEPHAESTUS"
 DEFAULT_STORAGE_BACKEND = "hephaestus_django.storage.DjangoStorage"
 DEFAULT_RUNNER_BACKEND = "hephaestus_django.runtime.LocalRunner"
-TOP_LEVEL_KEYS = ("STORAGES", "RUNNER")
+TOP_LEVEL_KEYS = ("STORAGES", "RUNNER", "TELEMETRY")
 BACKEND_KEYS = ("BACKEND", "OPTIONS")
 SETTINGS_DOCS = Path(__file__).resolve().parent / "docs" / "settings.md"
 """The settings reference, shipped inside the package so that an installed copy has it."""
@@ -90,6 +90,16 @@ def hephaestus_setting() -> Mapping[str, Any]:
             hint=f"Use {{'STORAGES': {{...}}, 'RUNNER': {{...}}}} or leave it out. {DOCS}",
         )
     return value
+
+
+def telemetry_enabled() -> bool:
+    """``HEPHAESTUS["TELEMETRY"]``: trace and measure with OpenTelemetry when it is installed
+    (True, the default), or never (False). Anything else counts as True here and is reported
+    by check ``hephaestus.E015``."""
+    try:
+        return hephaestus_setting().get("TELEMETRY", True) is not False
+    except InvalidBackendError:
+        return True
 
 
 def storage_settings() -> dict[str, Any]:

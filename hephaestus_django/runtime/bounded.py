@@ -45,6 +45,7 @@ from typing import Generic, TypeVar, cast
 from hephaestus_django.core.errors import StepTimeout
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.runtime.logs import about
 
 logger = logging.getLogger("hephaestus_django.runner")
 
@@ -231,6 +232,7 @@ class _Attempt(Generic[T]):
             self._timeout,
             late,
             what,
+            extra=about(self._instance, step=self._step),
         )
         self._returned = self._raised = None  # nothing keeps the late result alive
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
@@ -54,6 +54,9 @@ class StepJob:
     instance_id: UUID
     step: str
     attempt: int = 1
+    trace: Mapping[str, str] | None = field(default=None, compare=False)
+    """The trace context of the transition that made the step runnable (W3C ``traceparent``,
+    ``tracestate``), when tracing is on: the step's span in the worker is its child."""
 
     def payload(self) -> dict[str, str]:
         """The JSON object a job engine carries (strings only: every engine can). A first
@@ -66,7 +69,7 @@ class StepJob:
         }
         if self.attempt != 1:
             payload["attempt"] = str(self.attempt)
-        return payload
+        return _traced(payload, self.trace)
 
     def __str__(self) -> str:
         attempt = f", attempt {self.attempt}" if self.attempt != 1 else ""
@@ -80,21 +83,47 @@ class WakeUp:
     storage: str
     instance_id: UUID
     at: datetime
+    trace: Mapping[str, str] | None = field(default=None, compare=False)
+    """The trace context of the transition that set the timer, when tracing is on."""
 
     def payload(self) -> dict[str, str]:
         """The JSON object a job engine carries; ``at`` as ISO 8601 with its offset."""
-        return {
-            "kind": WAKE_UP,
-            "storage": self.storage,
-            "instance": str(self.instance_id),
-            "at": self.at.isoformat(),
-        }
+        return _traced(
+            {
+                "kind": WAKE_UP,
+                "storage": self.storage,
+                "instance": str(self.instance_id),
+                "at": self.at.isoformat(),
+            },
+            self.trace,
+        )
 
     def __str__(self) -> str:
         return f"wake-up of instance {self.instance_id} ({self.storage}) at {self.at.isoformat()}"
 
 
 Job = StepJob | WakeUp
+
+TRACE_KEYS = ("traceparent", "tracestate")
+"""The payload keys of a job's trace context (W3C Trace Context), present only when traced."""
+
+
+def _traced(payload: dict[str, str], trace: Mapping[str, str] | None) -> dict[str, str]:
+    """``payload`` with the trace context's keys, if there is one."""
+    if trace:
+        payload.update((key, trace[key]) for key in TRACE_KEYS if trace.get(key))
+    return payload
+
+
+def _trace_of(payload: Mapping[Any, Any]) -> dict[str, str] | None:
+    """The trace context a payload carries; a malformed one is ignored, never an error: a
+    job runs the same with or without its trace."""
+    found = {
+        key: value
+        for key in TRACE_KEYS
+        if isinstance(value := payload.get(key), str) and 0 < len(value) <= 512
+    }
+    return found or None
 
 
 def job_from_payload(payload: object) -> Job:
@@ -114,7 +143,13 @@ def job_from_payload(payload: object) -> Job:
             f"the job payload's 'instance' must be a UUID, not {payload.get('instance')!r}"
         ) from None
     if kind == STEP:
-        return StepJob(storage, instance_id, _text(payload, "step"), _attempt(payload))
+        return StepJob(
+            storage,
+            instance_id,
+            _text(payload, "step"),
+            _attempt(payload),
+            trace=_trace_of(payload),
+        )
     if kind == WAKE_UP:
         text = _text(payload, "at")
         try:
@@ -129,7 +164,7 @@ def job_from_payload(payload: object) -> Job:
                 f"the wake-up of instance {instance_id} has 'at' {payload.get('at')!r} "
                 f"without a UTC offset"
             )
-        return WakeUp(storage, instance_id, at)
+        return WakeUp(storage, instance_id, at, trace=_trace_of(payload))
     raise InvalidJobError(f"a job payload's 'kind' must be {STEP!r} or {WAKE_UP!r}, not {kind!r}")
 
 

@@ -27,8 +27,9 @@ from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.outcomes import Event, Outcome, read_outcome
 from hephaestus_django.core.steps import Done
 from hephaestus_django.core.workflow import WorkflowDefinition
-from hephaestus_django.runtime import codec
+from hephaestus_django.runtime import codec, tracing
 from hephaestus_django.runtime.bounded import bounded
+from hephaestus_django.runtime.logs import about
 
 logger = logging.getLogger("hephaestus_django.runner")
 
@@ -51,6 +52,15 @@ def execute_step(
     ``in_transaction`` when the calling thread is inside a transaction the step must see: the
     step then runs in this thread, and an overrun is only found when it returns.
     """
+    if tracing.installed() is None or _is_plain_end(activation.step):
+        return _execute(instance, activation, in_transaction)
+    with tracing.step(instance, activation) as span:
+        result = _execute(instance, activation, in_transaction)
+        span.set_result(result)
+    return result
+
+
+def _execute(instance: Instance, activation: Activation, in_transaction: bool) -> StepResult:
     step = activation.step
     compensating = activation.compensating
     timeout = None if _is_plain_end(step) else engine.step_timeout(instance.workflow, step)
@@ -86,6 +96,7 @@ def execute_step(
             type(error).__name__,
             error,
             exc_info=not isinstance(error, quiet),
+            extra=about(instance, step=step),
         )
         return StepResult(step, error=error, compensating=compensating)
     return StepResult(step, outcome=outcome, compensating=compensating)
@@ -101,6 +112,7 @@ def log_retries(results: Sequence[StepResult], after: Instance) -> None:
                 after.id,
                 after.workflow.__qualname__,
                 engine.describe_retry_wait(after, result.step, waiting),
+                extra=about(after, step=result.step),
             )
 
 

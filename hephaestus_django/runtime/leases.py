@@ -28,6 +28,7 @@ from uuid import UUID
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InstanceNotFound
 from hephaestus_django.core.instance import Instance, evolve
+from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.storage import Storage
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -131,14 +132,22 @@ class Heartbeat:
                     return
             self._report_lost(storage, instance_id, owner)
         except Exception:  # the next beat tries again; the step itself carries on
-            logger.exception("could not renew the lease on instance %s", instance_id)
+            logger.exception(
+                "could not renew the lease on instance %s",
+                instance_id,
+                extra=about(instance_id=instance_id),
+            )
 
     def _report_lost(self, storage: Storage, instance_id: UUID, owner: str) -> None:
         """Say why a lease still held here could not be renewed: only a real takeover warns."""
         try:
             holder = storage.get(instance_id).lease_owner
         except InstanceNotFound:
-            logger.info("instance %s was deleted while its steps ran here", instance_id)
+            logger.info(
+                "instance %s was deleted while its steps ran here",
+                instance_id,
+                extra=about(instance_id=instance_id),
+            )
             return
         if holder is not None and holder != owner:
             logger.warning(
@@ -146,12 +155,14 @@ class Heartbeat:
                 "may run again there",
                 instance_id,
                 holder,
+                extra=about(instance_id=instance_id),
             )
         else:
             logger.info(
                 "the lease on instance %s was released by another write while its steps ran "
                 "here; the next wave's write decides who runs what follows",
                 instance_id,
+                extra=about(instance_id=instance_id),
             )
 
 

@@ -63,6 +63,7 @@ from hephaestus_django.core.errors import (
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve, instance_key
 from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime import events, tracing
 from hephaestus_django.runtime.config import backends
 from hephaestus_django.runtime.dispatch import (
     Dispatcher,
@@ -81,6 +82,7 @@ from hephaestus_django.runtime.execution import (
     retrying,
 )
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
+from hephaestus_django.runtime.logs import InstanceFields, about
 from hephaestus_django.runtime.runner import DEFAULT_LEASE
 from hephaestus_django.runtime.storage import (
     JobsInPut,
@@ -126,6 +128,7 @@ class QueuedRunner:
 
     # --- the facade's verbs: a transition and its jobs, committed together -------------------
 
+    @tracing.traced("start")
     def start(
         self,
         workflow: type[WorkflowDefinition],
@@ -154,6 +157,7 @@ class QueuedRunner:
 
         return self._commit(storage, alias, write)
 
+    @tracing.traced("resume")
     def resume(
         self,
         instance_id: UUID | str,
@@ -179,6 +183,7 @@ class QueuedRunner:
             ),
         )
 
+    @tracing.traced("retry")
     def retry(
         self,
         instance_id: UUID | str,
@@ -192,6 +197,7 @@ class QueuedRunner:
             instance_id, storage, retrying(workflow=workflow, expected_revision=expected_revision)
         )
 
+    @tracing.traced("cancel")
     def cancel(
         self,
         instance_id: UUID | str,
@@ -231,7 +237,9 @@ class QueuedRunner:
             try:
                 handled.append(self._take_over(claimed, storage, alias, moment))
             except HephaestusError as error:
-                logger.error("could not move instance %s on: %s", claimed.id, error)
+                logger.error(
+                    "could not move instance %s on: %s", claimed.id, error, extra=about(claimed)
+                )
         return handled
 
     def close(self) -> None:
@@ -240,6 +248,7 @@ class QueuedRunner:
 
     # --- what a job engine's worker calls --------------------------------------------------
 
+    @tracing.job
     def handle(self, job: Job) -> Instance | None:
         """Run one delivered job; the instance as it stands after, or None if it was dropped.
 
@@ -254,9 +263,9 @@ class QueuedRunner:
                 return self._wake(job, storage.get(job.instance_id), storage)
             return self._run_step(job, storage)
         except InstanceNotFound:
-            logger.info("dropped the %s: the instance no longer exists", job)
+            logger.info("dropped the %s: the instance no longer exists", job, extra=_about_job(job))
         except (CorruptInstanceError, UnknownWorkflowError) as error:
-            logger.error("dropped the %s: %s", job, error)
+            logger.error("dropped the %s: %s", job, error, extra=_about_job(job))
         return None
 
     # --- internals ------------------------------------------------------------------------
@@ -285,6 +294,7 @@ class QueuedRunner:
                     "the instance is %s",
                     job,
                     "compensating" if current.compensating else current.status,
+                    extra=_about_job(job, current),
                 )
                 return current
             applied = engine.apply(current, [result], now=storage.now(), random=random.random)
@@ -310,6 +320,7 @@ class QueuedRunner:
                 "nothing to do for the %s: the step is not runnable (instance %s)",
                 job,
                 instance.status,
+                extra=_about_job(job, instance),
             )
             return None
         expected = instance.attempts.get(step, 0) + 1
@@ -318,19 +329,29 @@ class QueuedRunner:
                 "nothing to do for the %s: the step is at attempt %d (a job delivered late)",
                 job,
                 expected,
+                extra=_about_job(job, instance),
             )
             return None
         return instance
 
+    @tracing.traced("timer")
     def _wake(self, job: WakeUp, instance: Instance, storage: Storage) -> Instance | None:
         due = engine.next_due_time(instance)
         if due is None:
-            logger.debug("nothing to do for the %s: no timer waits", job)
+            logger.debug(
+                "nothing to do for the %s: no timer waits", job, extra=_about_job(job, instance)
+            )
             return None
         early = due - storage.now()
         if early > _EARLY_WAKEUP_SLEEP:
-            logger.info("the %s came %s early; enqueued again for %s", job, early, due)
-            self.dispatcher.enqueue_wakeup(WakeUp(job.storage, instance.id, due))
+            logger.info(
+                "the %s came %s early; enqueued again for %s",
+                job,
+                early,
+                due,
+                extra=_about_job(job, instance),
+            )
+            self.dispatcher.enqueue_wakeup(WakeUp(job.storage, instance.id, due, trace=job.trace))
             return None
         if early > timedelta(0):
             time.sleep(early.total_seconds())
@@ -401,6 +422,7 @@ class QueuedRunner:
 
         return self._commit(storage, alias, write)
 
+    @tracing.traced("takeover")
     def _take_over(
         self, claimed: Instance, storage: Storage, alias: str, now: datetime
     ) -> Instance:
@@ -415,33 +437,49 @@ class QueuedRunner:
             settled = settle(claimed)
             try:
                 storage.put(settled)
+                return claimed, settled
             except StaleInstanceError:
-                settled = storage.update(claimed.id, settle)
-            return None, settled
+                seen: list[Instance] = []
+
+                def again(current: Instance) -> Instance:
+                    seen[:] = [current]
+                    return settle(current)
+
+                settled = storage.update(claimed.id, again)
+                return (seen[0] if seen else claimed), settled
 
         logger.info(
             "took over instance %s (%s): its work is enqueued again",
             claimed.id,
             claimed.workflow.__qualname__,
+            extra=about(claimed),
         )
-        return self._commit(storage, alias, write)
+        return self._commit(storage, alias, write, taken_over=True)
 
     def _commit(
         self,
         storage: Storage,
         alias: str,
         write: Callable[[], tuple[Instance | None, Instance]],
+        *,
+        taken_over: bool = False,
     ) -> Instance:
-        """Run ``write``, then enqueue the jobs its transition calls for: in its transaction
-        when the dispatcher joins it, else once it has committed."""
+        """Run ``write`` (which returns the instance its transition started from, and the
+        one written), then enqueue the jobs its transition calls for: in its transaction
+        when the dispatcher joins it, else once it has committed. ``taken_over``: the sweep
+        claimed the instance, and every runnable step is enqueued again, not only new ones.
+
+        The lifecycle events of the write are told once it commits (``events.written``)."""
         if self.dispatcher.joins_transaction(storage):
             with atomic(storage):
                 before, after = write()
-                steps, wakeup = self._jobs(alias, before, after, storage)
+                events.written(storage, before, after, taken_over=taken_over)
+                steps, wakeup = self._jobs(alias, None if taken_over else before, after, storage)
                 self._enqueue(steps, wakeup)
             return after
         before, after = write()
-        steps, wakeup = self._jobs(alias, before, after, storage)
+        events.written(storage, before, after, taken_over=taken_over)
+        steps, wakeup = self._jobs(alias, None if taken_over else before, after, storage)
         if steps or wakeup is not None:
             on_commit(storage, lambda: self._enqueue_after_commit(steps, wakeup))
         return after
@@ -455,8 +493,9 @@ class QueuedRunner:
         fresh = engine.runnable_steps(after)
         if before is not None:
             fresh = fresh - engine.runnable_steps(before)
+        trace = tracing.carrier()
         steps = [
-            StepJob(alias, after.id, step.path(), after.attempts.get(step, 0) + 1)
+            StepJob(alias, after.id, step.path(), after.attempts.get(step, 0) + 1, trace=trace)
             for step in after.workflow.graph.sorted(fresh)
         ]
         due = engine.next_due_time(after)
@@ -466,7 +505,7 @@ class QueuedRunner:
             and (before is None or engine.next_due_time(before) != due)
             and due <= storage.now() + self.wakeup_horizon
         ):
-            wakeup = WakeUp(alias, after.id, due)
+            wakeup = WakeUp(alias, after.id, due, trace=trace)
         return steps, wakeup
 
     def _enqueue(self, steps: Sequence[StepJob], wakeup: WakeUp | None) -> None:
@@ -480,11 +519,12 @@ class QueuedRunner:
         try:
             self._enqueue(steps, wakeup)
         except Exception:
-            jobs = ", ".join(str(job) for job in [*steps, *([wakeup] if wakeup else [])])
+            pending: list[Job] = [*steps, *([wakeup] if wakeup else [])]
             logger.exception(
                 "could not enqueue %s after the transition committed; the sweep enqueues "
                 "the work again once the instance's lease lapses",
-                jobs,
+                ", ".join(str(job) for job in pending),
+                extra=_about_job(pending[0]) if pending else None,
             )
 
     def _leased(self, instance: Instance, now: datetime) -> Instance:
@@ -529,6 +569,14 @@ def receive(payload: object) -> Instance | None:
             f"{runner!r}; set settings.HEPHAESTUS['RUNNER'] to QueuedRunner in the workers too"
         )
     return runner.handle(job)
+
+
+def _about_job(job: Job, instance: Instance | None = None) -> InstanceFields:
+    """The ``extra`` of a log record about ``job``: its instance, and its step if it has one."""
+    step = job.step if isinstance(job, StepJob) else None
+    if instance is not None:
+        return about(instance, step=step)
+    return about(instance_id=job.instance_id, step=step)
 
 
 def _without_stale_marks(instance: Instance) -> Instance:

@@ -27,6 +27,7 @@ leases and timers.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ from hephaestus_django.core.errors import HephaestusError, InstanceNotFound, Sta
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime import events, tracing
 from hephaestus_django.runtime.execution import (
     cancelling,
     execute_step,
@@ -50,6 +52,7 @@ from hephaestus_django.runtime.execution import (
     retrying,
 )
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
+from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.storage import Storage, in_callers_transaction
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -134,6 +137,7 @@ class LocalRunner:
 
     # --- the facade's verbs ------------------------------------------------------------------
 
+    @tracing.traced("start")
     def start(
         self,
         workflow: type[WorkflowDefinition],
@@ -156,8 +160,10 @@ class LocalRunner:
         )
         instance = with_lease(reach_ends(instance, now), owner, now, self.lease)
         storage.put(instance)
+        events.written(storage, None, instance)
         return self.run(instance, storage=storage, owner=owner)
 
+    @tracing.traced("resume")
     def resume(
         self,
         instance_id: UUID | str,
@@ -187,6 +193,7 @@ class LocalRunner:
             ),
         )
 
+    @tracing.traced("retry")
     def retry(
         self,
         instance_id: UUID | str,
@@ -200,6 +207,7 @@ class LocalRunner:
             instance_id, storage, retrying(workflow=workflow, expected_revision=expected_revision)
         )
 
+    @tracing.traced("cancel")
     def cancel(
         self,
         instance_id: UUID | str,
@@ -243,7 +251,9 @@ class LocalRunner:
             try:
                 handled.append(self._take_over(claimed, storage, owner, moment))
             except HephaestusError as error:
-                logger.error("could not move instance %s on: %s", claimed.id, error)
+                logger.error(
+                    "could not move instance %s on: %s", claimed.id, error, extra=about(claimed)
+                )
         return handled
 
     def run(self, instance: Instance, *, storage: Storage, owner: str) -> Instance:
@@ -276,13 +286,18 @@ class LocalRunner:
         if key is None:
             raise InstanceNotFound(instance_id)
         owner = new_owner()
+        seen: list[Instance] = []
 
         def change(current: Instance) -> Instance:
+            seen[:] = [current]
             now = storage.now()
             return with_lease(reach_ends(transition(current), now), owner, now, self.lease)
 
-        return self.run(storage.update(key, change), storage=storage, owner=owner)
+        instance = storage.update(key, change)
+        events.written(storage, seen[0] if seen else None, instance)
+        return self.run(instance, storage=storage, owner=owner)
 
+    @tracing.traced("takeover")
     def _take_over(
         self, claimed: Instance, storage: Storage, owner: str, now: datetime
     ) -> Instance:
@@ -292,8 +307,13 @@ class LocalRunner:
             fired = reach_ends(engine.fire_due_timers(base, now=now), now)
             return with_lease(fired, owner, now, self.lease)
 
-        logger.info("took over instance %s (%s)", claimed.id, claimed.workflow.__qualname__)
-        instance = self._put_or_update(settle(claimed), storage, settle)
+        logger.info(
+            "took over instance %s (%s)",
+            claimed.id,
+            claimed.workflow.__qualname__,
+            extra=about(claimed),
+        )
+        instance = self._put_or_update(claimed, settle, storage, taken_over=True)
         return self.run(instance, storage=storage, owner=owner)
 
     def _save_wave(
@@ -309,18 +329,38 @@ class LocalRunner:
             applied = reach_ends(applied, now)
             return with_lease(applied, owner, now, self.lease)
 
-        return self._put_or_update(apply(instance), storage, apply)
+        return self._put_or_update(instance, apply, storage)
 
     def _put_or_update(
-        self, updated: Instance, storage: Storage, again: Callable[[Instance], Instance]
+        self,
+        base: Instance,
+        change: Callable[[Instance], Instance],
+        storage: Storage,
+        *,
+        taken_over: bool = False,
     ) -> Instance:
-        """Write optimistically; if another writer got in first, redo ``again`` under lock."""
+        """Write ``change(base)`` optimistically; if another writer got in first, redo
+        ``change`` on a fresh read under lock. Either way the write is told to the lifecycle
+        events' listeners, with the instance it started from."""
+        updated = change(base)
         try:
             storage.put(updated)
-            return updated
         except StaleInstanceError:
-            logger.info("instance %s changed meanwhile; re-applying to a fresh read", updated.id)
-            return storage.update(updated.id, again)
+            logger.info(
+                "instance %s changed meanwhile; re-applying to a fresh read",
+                updated.id,
+                extra=about(updated),
+            )
+            seen: list[Instance] = []
+
+            def again(current: Instance) -> Instance:
+                seen[:] = [current]
+                return change(current)
+
+            updated = storage.update(updated.id, again)
+            base = seen[0] if seen else updated
+        events.written(storage, base, updated, taken_over=taken_over)
+        return updated
 
     def _execute_wave(
         self, instance: Instance, activations: list[Activation], storage: Storage
@@ -342,5 +382,10 @@ class LocalRunner:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.max_workers, thread_name_prefix="hephaestus-step"
             )
-        futures = [self._pool.submit(execute_step, instance, item) for item in activations]
+        # Each branch in a copy of this thread's context, as asyncio.to_thread does: a tracing
+        # span (the start or resume around the wave) and other context-locals carry over.
+        futures = [
+            self._pool.submit(contextvars.copy_context().run, execute_step, instance, item)
+            for item in activations
+        ]
         return [future.result() for future in futures]

@@ -54,6 +54,8 @@ VERIFIED = {
     "class Fulfilment(Workflow):": "test_business_keys_section",
     "class FetchRates(Step):": "test_timeouts_section",
     "Order.cancel(order_id": "test_cancelling_section",
+    "@receiver(step_failed)": "test_signals_section",
+    "InMemorySpanExporter()": "test_tracing_section",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
     "queues.procrastinate.ProcrastinateDispatcher": "test_procrastinate_settings_pass_the_checks",
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
@@ -323,6 +325,42 @@ def test_cancelling_section() -> None:
         assert instance.compensation.done
         assert namespace["Order"].compensate_on_failure is True
     finally:
+        configure()
+
+
+def test_signals_section() -> None:
+    """The "Signals" block runs as it is: its receivers get the failure, then the completion."""
+    namespace: dict[str, Any] = {"__name__": "readme_signals"}
+    from hephaestus_django import signals
+
+    try:
+        code = block("@receiver(step_failed)")
+        exec(compile(code, "README.md", "exec"), namespace)
+        printed = code.rsplit("print(seen)\n# ", 1)[1].strip()
+        assert repr(namespace["seen"]) == printed
+    finally:
+        signals.step_failed.disconnect(namespace.get("report_failure"))
+        signals.instance_completed.disconnect(
+            namespace.get("invoiced"), sender=namespace.get("Invoicing")
+        )
+        configure()
+
+
+def test_tracing_section(capsys: pytest.CaptureFixture[str]) -> None:
+    """The "Tracing and metrics" block runs as it is and prints what it says it prints."""
+    from hephaestus_django import telemetry
+
+    was = telemetry.installed()
+    namespace: dict[str, Any] = {"__name__": "readme_tracing"}
+    try:
+        code = block("InMemorySpanExporter()")
+        exec(compile(code, "README.md", "exec"), namespace)
+        expected = [line[2:] for line in code.splitlines() if line.startswith("# hephaestus.")]
+        assert capsys.readouterr().out.splitlines() == expected
+    finally:
+        telemetry.uninstall()
+        if was:
+            telemetry.install()
         configure()
 
 

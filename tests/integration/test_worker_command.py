@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from io import StringIO
 from typing import Any
 
@@ -81,3 +84,46 @@ def test_a_long_interval_raises_the_default_backoff_with_it() -> None:
     out = StringIO()
     call_command("hephaestus_worker", "--once", "--interval", "30", stdout=out)
     assert out.getvalue() == "Moved 0 instance(s) on.\n"
+
+
+@contextmanager
+def unconfigured_logging() -> Iterator[logging.Logger]:
+    """Our logger without handlers, and no handler above it (pytest's own put aside for the
+    block: they are attached to the root logger while a test runs)."""
+    root, ours = logging.getLogger(), logging.getLogger("hephaestus_django")
+    saved = (root.handlers, ours.handlers, ours.level)
+    root.handlers, ours.handlers = [], []
+    try:
+        yield ours
+    finally:
+        root.handlers, ours.handlers = saved[0], saved[1]
+        ours.setLevel(saved[2])
+
+
+def test_the_worker_logs_to_stderr_when_the_project_configured_nothing(settings: Any) -> None:
+    settings.LOGGING = {"version": 1, "loggers": {"django": {"level": "INFO"}}}
+    with unconfigured_logging() as ours:
+        ours.setLevel(logging.NOTSET)
+        call_command("hephaestus_worker", "--once", stdout=StringIO())
+        [handler] = ours.handlers
+        assert isinstance(handler, logging.StreamHandler)
+        assert ours.level == logging.INFO
+
+
+@pytest.mark.parametrize(
+    "loggers",
+    [
+        {"hephaestus_django": {"level": "WARNING"}},
+        {"hephaestus_django.worker": {"level": "ERROR", "propagate": False}},
+        {"": {"level": "INFO"}},
+    ],
+)
+def test_the_worker_keeps_the_logging_the_project_configured(
+    settings: Any, loggers: dict[str, Any]
+) -> None:
+    settings.LOGGING = {"version": 1, "loggers": loggers}
+    with unconfigured_logging() as ours:
+        ours.setLevel(logging.WARNING)
+        call_command("hephaestus_worker", "--once", stdout=StringIO())
+        assert ours.handlers == []
+        assert ours.level == logging.WARNING

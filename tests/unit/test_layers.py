@@ -10,6 +10,8 @@ import pytest
 PROBE = (
     "import sys, hephaestus_django.core, hephaestus_django.runtime;"
     "import hephaestus_django.runtime.codec, hephaestus_django.serialization;"
+    "import hephaestus_django.runtime.events, hephaestus_django.runtime.tracing;"
+    "import hephaestus_django.telemetry; hephaestus_django.telemetry.install();"
     "import hephaestus_django;"
     "hephaestus_django.Workflow; hephaestus_django.InMemoryStorage; hephaestus_django.Step;"
     "assert 'django' not in sys.modules, sorted(m for m in sys.modules if m.startswith('django'))"

@@ -9,6 +9,7 @@ import sys
 import threading
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from hephaestus_django.conf import storages
@@ -88,12 +89,27 @@ def _log_to_stderr_unless_configured(verbosity: int) -> None:
 
     Django's default logging configures the ``django`` logger only, so the worker's INFO records
     would go nowhere (and its errors to Python's last-resort handler, unformatted). A project
-    that configured a handler for ``hephaestus_django`` or the root logger keeps its own.
+    whose ``LOGGING`` names ``hephaestus_django`` (or one of its loggers, or the root logger),
+    or that attached a handler any other way, keeps its own configuration untouched: its
+    levels, its handlers, its silence. ``--verbosity 0`` adds nothing either.
     """
     logger = logging.getLogger(LOGGER)
-    if logger.hasHandlers() or verbosity < 1:
+    if verbosity < 1 or _configured_by_project() or logger.hasHandlers():
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbosity >= 3 else logging.INFO)
+
+
+def _configured_by_project() -> bool:
+    """Whether ``settings.LOGGING`` configures our loggers or the root logger."""
+    configured = getattr(settings, "LOGGING", None) or {}
+    if not isinstance(configured, dict):
+        return False
+    if configured.get("root"):
+        return True
+    loggers = configured.get("loggers") or {}
+    return any(
+        name in ("", "root", LOGGER) or str(name).startswith(f"{LOGGER}.") for name in loggers
+    )
