@@ -319,3 +319,17 @@ class WorkerPass(models.Model):
 
     def __str__(self) -> str:
         return f"worker {self.worker} on {self.storage}"
+
+
+class OperationsDashboard(WorkflowInstance):
+    """The admin's operations dashboard, as an entry of the admin index (no table of its own).
+
+    A proxy with no permissions: whoever may view workflow instances sees it
+    (:class:`~hephaestus_django.admin.dashboard.OperationsDashboardAdmin`).
+    """
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = "operations dashboard"
+        verbose_name_plural = "operations dashboard"

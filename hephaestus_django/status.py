@@ -484,7 +484,16 @@ def snapshot(using: str = "default", *, storages: Sequence[str] | None = None) -
         now=now,
         by_status={status: by_status.get(status, Count(0)) for status in STATUSES},
         by_workflow=[
-            WorkflowCounts(workflow, {s: row[s] for s in STATUSES if s in row})
+            # A status counted exactly that a workflow has no row of is 0; one estimated that
+            # the statistics do not pair with the workflow is unknown, and left out.
+            WorkflowCounts(
+                workflow,
+                {
+                    s: row.get(s, Count(0))
+                    for s in STATUSES
+                    if s in row or counted.get(s, 0) <= COUNT_LIMIT
+                },
+            )
             for workflow, row in sorted(cells.items())
         ],
         overdue=_capped(int(overdue)),
@@ -539,6 +548,21 @@ def _hour(values: Sequence[Any]) -> Count:
         return Count(n, "more_than")
     whole_span = (newest - oldest).total_seconds()
     return Count(max(n, round(n * whole_span / sampled_span)), "about")
+
+
+def duration(delta: timedelta) -> str:
+    """``4m12s``, ``2h05m``, ``3d04h``: short, and exact enough for an operator."""
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{max(delta.total_seconds(), 0):.1f}s" if seconds < 10 else f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
 
 
 def timed_out(error: BaseException) -> bool:

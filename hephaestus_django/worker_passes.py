@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
 
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime.storage import Storage
@@ -89,7 +89,9 @@ class PassRecorder:
                 return
             passes, moved = pending.passes, pending.handled
             try:
-                with connections[using].cursor() as cursor:
+                # atomic: inside a caller's transaction, a failed record rolls back to its
+                # savepoint and leaves that transaction usable.
+                with transaction.atomic(using=using), connections[using].cursor() as cursor:
                     cursor.execute(
                         UPSERT, [self.worker, name[:255], self.host, self.pid, passes, moved]
                     )

@@ -2,6 +2,8 @@
 #
 # - hephaestus_worker_passes: one small row per worker process and storage, the worker's latest
 #   recorded pass, so that "does any worker run?" has an answer.
+# - OperationsDashboard: a proxy with no table and no permissions, the admin dashboard's entry
+#   in the admin index.
 # - idx_workflow_instances_quar: quarantined rows, counted without reading the table. Built
 #   CONCURRENTLY, so a table of millions of rows stays writable meanwhile (which is why the
 #   migration is not atomic); reversed with DROP INDEX CONCURRENTLY.
@@ -75,6 +77,19 @@ class Migration(migrations.Migration):
                     )
                 ],
             },
+        ),
+        migrations.CreateModel(
+            name="OperationsDashboard",
+            fields=[],
+            options={
+                "verbose_name": "operations dashboard",
+                "verbose_name_plural": "operations dashboard",
+                "proxy": True,
+                "default_permissions": (),
+                "indexes": [],
+                "constraints": [],
+            },
+            bases=("hephaestus_django.workflowinstance",),
         ),
         AddIndexConcurrently(
             model_name="workflowinstance",
