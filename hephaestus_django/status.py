@@ -50,7 +50,7 @@ from hephaestus_django.core.status import Status
 
 COUNT_LIMIT = 10_000
 """Rows counted exactly, per status and per question, before an answer becomes "more than"."""
-HOUR_SAMPLE = 500
+HOUR_SAMPLE = 250
 """Index entries read per hour and series of the 24-hour chart, at the most."""
 ERROR_SAMPLE = 1_000
 """Failures of the last day whose errors are grouped, at the most (the most recent)."""
@@ -371,7 +371,8 @@ def _series(name: str, column: str, where: str) -> str:
     return f"""
 CROSS JOIN LATERAL (
     SELECT count(*) AS n, max(t) AS newest, min(t) AS nth,
-           (SELECT min({column}) FROM {TABLE} WHERE {bounds}) AS oldest
+           CASE WHEN count(*) >= %(sample)s
+                THEN (SELECT min({column}) FROM {TABLE} WHERE {bounds}) END AS oldest
     FROM (SELECT {column} AS t FROM {TABLE} WHERE {bounds}
           ORDER BY {column} DESC LIMIT %(sample)s) x
 ) AS {name}"""

@@ -29,6 +29,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from hephaestus_django import status
 from hephaestus_django.admin import times
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.models import OperationsDashboard, WorkflowInstance
@@ -171,6 +172,8 @@ def page(found: Snapshot, changelist: str) -> dict[str, Any]:
             for error in found.errors
         ],
         "chart": hourly_chart(found.hours),
+        "hour_sample": status.HOUR_SAMPLE,
+        "count_limit": f"{status.COUNT_LIMIT:,}",
         "hours": [
             {"hour": hour, "label": times.as_text(hour.start, zone=False)[:-3]}
             for hour in found.hours

@@ -278,8 +278,8 @@ def report(found: Snapshot) -> str:
         ("Failed, last hour", str(found.failed_last_hour)),
         ("Last worker pass", worker),
     ]
-    label = max(len(name) for name, _ in rows) + 2
-    lines += [f"{(name + ':').ljust(label)}{text}" for name, text in rows]
+    pad = max(len(name) for name, _ in rows) + 2
+    lines += [f"{(name + ':').ljust(pad)}{text}" for name, text in rows]
     for item in found.quarantined_latest:
         lines.append(f"  quarantined {item.id} ({short_name(item.workflow)}): {item.reason}")
     if found.errors:
