@@ -301,10 +301,20 @@ def _seconds(delta: timedelta | None) -> float | None:
 
 BEGIN = """
 SELECT statement_timestamp(), current_setting('statement_timeout'),
-       current_setting('enable_seqscan'),
-       set_config('statement_timeout', %s, true), set_config('enable_seqscan', 'off', true)
+       current_setting('enable_seqscan'), current_setting('enable_sort'), current_setting('jit'),
+       set_config('statement_timeout', %s, true), set_config('enable_seqscan', 'off', true),
+       set_config('enable_sort', 'off', true), set_config('jit', 'off', true)
 """
-RESTORE = "SELECT set_config('statement_timeout', %s, true), set_config('enable_seqscan', %s, true)"
+# Sequential scans and sorts are discouraged: every question below reads an index in its order
+# and stops early. Statistics can be stale (a burst of failures since the last ANALYZE, which
+# still says there are none), and the planner would then read every row of a status through
+# the status index and sort them; with sorts off it takes the index that gives the order.
+# JIT is off: the cost of a discouraged plan node (10^10) would otherwise make PostgreSQL
+# compile every statement, ~0.9 s each, for queries that take milliseconds.
+RESTORE = """
+SELECT set_config('statement_timeout', %s, true), set_config('enable_seqscan', %s, true),
+       set_config('enable_sort', %s, true), set_config('jit', %s, true)
+"""
 
 # Each status counted up to the limit through idx_workflow_instances_status.
 STATUS_COUNTS = f"""
@@ -344,18 +354,21 @@ WHERE e.schemaname = current_schema() AND e.tablename = '{TABLE}'
 HEALTH = f"""
 SELECT
   (SELECT count(*) FROM (SELECT 1 FROM {TABLE}
-     WHERE due_at <= %(now)s AND quarantine_reason IS NULL LIMIT %(limit)s) c),
-  (SELECT min(due_at) FROM {TABLE} WHERE due_at <= %(now)s AND quarantine_reason IS NULL),
+     WHERE due_at <= %(now)s AND quarantine_reason IS NULL
+     ORDER BY due_at LIMIT %(limit)s) c),
+  (SELECT due_at FROM {TABLE} WHERE due_at <= %(now)s AND quarantine_reason IS NULL
+     ORDER BY due_at LIMIT 1),
   (SELECT count(*) FROM (SELECT 1 FROM {TABLE}
      WHERE status = 'running' AND lease_expires_at <= %(stalled)s
-       AND quarantine_reason IS NULL LIMIT %(limit)s) c),
-  (SELECT min(lease_expires_at) FROM {TABLE}
+       AND quarantine_reason IS NULL ORDER BY lease_expires_at LIMIT %(limit)s) c),
+  (SELECT lease_expires_at FROM {TABLE}
      WHERE status = 'running' AND lease_expires_at <= %(stalled)s
-       AND quarantine_reason IS NULL),
+       AND quarantine_reason IS NULL ORDER BY lease_expires_at LIMIT 1),
   (SELECT count(*) FROM (SELECT 1 FROM {TABLE}
-     WHERE quarantine_reason IS NOT NULL LIMIT %(limit)s) c),
+     WHERE quarantine_reason IS NOT NULL ORDER BY updated_at LIMIT %(limit)s) c),
   (SELECT count(*) FROM (SELECT 1 FROM {TABLE}
-     WHERE status = 'failed' AND updated_at > %(hour_ago)s LIMIT %(limit)s) c)
+     WHERE status = 'failed' AND updated_at > %(hour_ago)s
+     ORDER BY updated_at DESC LIMIT %(limit)s) c)
 """
 
 QUARANTINED = f"""
@@ -372,7 +385,8 @@ def _series(name: str, column: str, where: str) -> str:
 CROSS JOIN LATERAL (
     SELECT count(*) AS n, max(t) AS newest, min(t) AS nth,
            CASE WHEN count(*) >= %(sample)s
-                THEN (SELECT min({column}) FROM {TABLE} WHERE {bounds}) END AS oldest
+                THEN (SELECT {column} FROM {TABLE} WHERE {bounds}
+                      ORDER BY {column} LIMIT 1) END AS oldest
     FROM (SELECT {column} AS t FROM {TABLE} WHERE {bounds}
           ORDER BY {column} DESC LIMIT %(sample)s) x
 ) AS {name}"""
@@ -422,7 +436,7 @@ def snapshot(using: str = "default", *, storages: Sequence[str] | None = None) -
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
         cursor.execute(BEGIN, [f"{STATEMENT_TIMEOUT_MS}ms"])
-        now, previous_timeout, previous_seqscan, _, _ = cursor.fetchone()
+        now, *previous = cursor.fetchone()[:5]
 
         cursor.execute(STATUS_COUNTS, [COUNT_LIMIT + 1, STATUSES])
         counted = {status: int(n) for status, n in cursor.fetchall()}
@@ -478,7 +492,7 @@ def snapshot(using: str = "default", *, storages: Sequence[str] | None = None) -
             where, params = "WHERE storage = ANY(%s::text[])", [list(storages)]
         cursor.execute(WORKERS.format(where=where), [*params, WORKERS_SHOWN])
         workers = [WorkerSeen(*row) for row in cursor.fetchall()]
-        cursor.execute(RESTORE, [previous_timeout, previous_seqscan])
+        cursor.execute(RESTORE, previous)
 
     return Snapshot(
         using=using,
