@@ -322,6 +322,20 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             not changelist["full_table_count"],
         )
     )
+    for name in ("dashboard", "dashboard_busy_day"):
+        board = pages.get(name)
+        if board:
+            checks.append(
+                (
+                    f"{name.replace('_', ' ')} ≤ {board['budget_ms']:.0f} ms (p99) at "
+                    f"{pages['rows']:,} rows, bounded queries",
+                    f"p50 {board['latency_ms']['p50']:.1f} ms, p99 "
+                    f"{board['latency_ms']['p99']:.1f} ms, {board['statements']} statements",
+                    board["latency_ms"]["p99"] <= board["budget_ms"]
+                    and board["statements"] <= 16
+                    and not board["full_table_count"],
+                )
+            )
     worst = pages.get("worst_search_ms")
     if worst:
         checks.append(

@@ -231,6 +231,13 @@ class WorkflowInstance(models.Model):
                 name="idx_workflow_instances_prune",
                 condition=models.Q(status__in=list(INDEXED_STATUSES)),
             ),
+            # hephaestus_status and the admin's dashboard: quarantined rows, counted without
+            # reading the table (few rows, so a tiny index).
+            models.Index(
+                fields=["updated_at"],
+                name="idx_workflow_instances_quar",
+                condition=models.Q(quarantine_reason__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -277,3 +284,52 @@ class WorkflowInstance(models.Model):
     def to_instance(self) -> Instance:
         """The engine instance this row stores; ``CorruptInstanceError`` if it does not decode."""
         return from_row(self.stored_row())
+
+
+class WorkerPass(models.Model):
+    """The last pass of one worker process on one storage: whether any worker runs.
+
+    Written by :class:`~hephaestus_django.worker_passes.PassRecorder` at most once every
+    ``RECORD_EVERY`` seconds per worker and storage (one upsert of one small row), in the
+    database of the storage the pass served, so ``hephaestus_status`` and the admin's dashboard
+    read it where they read the instances. Rows of workers not seen for a week are deleted by
+    the same upsert.
+    """
+
+    worker = models.CharField(max_length=255, help_text="host:pid of the worker process.")
+    storage = models.CharField(max_length=255, help_text="The storage alias the pass served.")
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    started_at = models.DateTimeField(db_default=Now(), help_text="The worker's first pass.")
+    last_pass_at = models.DateTimeField(db_default=Now(), help_text="Its latest recorded pass.")
+    passes = models.BigIntegerField(default=0, help_text="Passes since it started.")
+    handled = models.BigIntegerField(default=0, help_text="Instances it moved on since it started.")
+
+    class Meta:
+        db_table = "hephaestus_worker_passes"
+        verbose_name = "worker pass"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["worker", "storage"], name="hephaestus_worker_passes_worker"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["last_pass_at"], name="hephaestus_worker_passes_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"worker {self.worker} on {self.storage}"
+
+
+class OperationsDashboard(WorkflowInstance):
+    """The admin's operations dashboard, as an entry of the admin index (no table of its own).
+
+    A proxy with no permissions: whoever may view workflow instances sees it
+    (:class:`~hephaestus_django.admin.dashboard.OperationsDashboardAdmin`).
+    """
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = "operations dashboard"
+        verbose_name_plural = "operations dashboard"

@@ -11,6 +11,7 @@ from hephaestus_django.conf import runner, storages
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.reconnect import close_obsolete_connections
 from hephaestus_django.runtime.worker import DEFAULT_MAX_BACKOFF, Worker
+from hephaestus_django.worker_passes import PassRecorder
 
 
 def worker(
@@ -37,6 +38,9 @@ def worker(
         # As between two requests: a connection past CONN_MAX_AGE, or one that failed its
         # health check, is closed and the next statement connects again.
         before_pass=close_obsolete_connections,
+        # Each pass that worked is recorded (at most every ten seconds) for hephaestus_status
+        # and the admin's dashboard: whether any worker runs.
+        after_pass=PassRecorder(),
     )
 
 

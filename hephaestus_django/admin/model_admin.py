@@ -30,6 +30,7 @@ from django.urls import URLPattern, path
 from django.utils.html import format_html
 
 from hephaestus_django.admin.bounded_search import SearchMixin
+from hephaestus_django.admin.dashboard import ErrorTypeFilter, dashboard_urls
 from hephaestus_django.admin.detail import instance_page
 from hephaestus_django.admin.listing import (
     CheapCountPaginator,
@@ -74,6 +75,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         VersionFilter,
         "inserted_at",
         "updated_at",
+        ErrorTypeFilter,
     )
     search_fields = ("=id",)
     search_help_text = SEARCH_HELP
@@ -95,6 +97,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             path("<path:object_id>/resume/", wrap(self.resume_view), name=f"{info}_resume"),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
+            *dashboard_urls(self),
             *super().get_urls(),
         ]
 

@@ -38,6 +38,8 @@ class Worker:
     ``storage`` is one storage, or several by name (``{"default": ..., "tenant_a": ...}``).
     ``before_pass`` is called before each pass, as a web server calls its frameworks' hooks
     between requests (the Django worker closes connections past ``CONN_MAX_AGE`` there).
+    ``after_pass`` is called after each pass that worked, with the storage's name, the storage
+    and the instances it moved on (the Django worker records there that a worker runs).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class Worker:
         interval: float = 1.0,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         before_pass: Callable[[], None] | None = None,
+        after_pass: Callable[[str, Storage, list[Instance]], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size!r}")
@@ -66,6 +69,7 @@ class Worker:
         self.interval = interval
         self.max_backoff = max_backoff
         self.before_pass = before_pass
+        self.after_pass = after_pass
 
     def run_once(self) -> list[Instance]:
         """Handle everything that needs work now in every storage; return what was handled.
@@ -141,6 +145,8 @@ class Worker:
             statuses = Counter(instance.status.value for instance in handled)
             summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
             logger.info("moved %d instance(s) on in %s: now %s", len(handled), name, summary)
+        if self.after_pass is not None:
+            self.after_pass(name, storage, handled)
         return handled
 
 

@@ -57,6 +57,7 @@ VERIFIED = {
     "@receiver(step_failed)": "test_signals_section",
     "InMemorySpanExporter()": "test_tracing_section",
     "manage.py hephaestus_graph": "test_graph_command_prints_the_readme_graph",
+    "manage.py hephaestus_status": "test_operations_section",
     "queues.procrastinate.ProcrastinateDispatcher": "test_procrastinate_settings_pass_the_checks",
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
     '"django_tasks_db.DatabaseBackend"': "test_the_readmes_tasks_settings_pass_the_checks",
@@ -393,3 +394,35 @@ def test_procrastinate_settings_pass_the_checks(settings: Any) -> None:
     built = configured_runner.get()
     assert isinstance(built, QueuedRunner)
     assert built.dispatcher.joins_transaction(storages["default"])
+
+
+@pytest.mark.django_db
+def test_operations_section() -> None:
+    """The README's ``hephaestus_status`` lines run as written: the report, its JSON, and the
+    check, which fails while no worker was ever seen and passes after a worker's pass."""
+    import json
+
+    from django.core.management.base import CommandError
+
+    from hephaestus_django.worker import run_once
+
+    lines = block("manage.py hephaestus_status").strip().splitlines()
+    assert len(lines) == 3
+    outputs = []
+    for line in lines:
+        assert line.startswith("python manage.py hephaestus_status")
+        arguments = shlex.split(line)[2:]
+        out = StringIO()
+        if "--check" in arguments:
+            with pytest.raises(CommandError, match="--max-worker-silence") as failed:
+                call_command(*arguments, stdout=StringIO())
+            assert failed.value.returncode == 1
+            run_once("default")
+        call_command(*arguments, stdout=out)
+        outputs.append(out.getvalue())
+    report, document, check = outputs
+    assert "Overdue timers:" in report
+    assert "Last worker pass:" in report
+    assert json.loads(document)["instances"]["total"] == {"count": 0, "kind": "exact"}
+    assert "CROSSED" not in check
+    assert check.count("ok") == 4  # overdue, stalled, quarantined, worker silence
