@@ -42,6 +42,7 @@ _EXPORTS = {
     "InstanceNotWaitingError": "hephaestus_django.core.errors",
     "InstanceNotCancellableError": "hephaestus_django.core.errors",
     "UnexpectedEventError": "hephaestus_django.core.errors",
+    "UpgradeError": "hephaestus_django.core.errors",
     "StepOutcomeError": "hephaestus_django.core.errors",
     "StepTimeout": "hephaestus_django.core.errors",
     "StorageError": "hephaestus_django.core.errors",
@@ -55,6 +56,7 @@ _EXPORTS = {
     "BackendNotConfigured": "hephaestus_django.core.errors",
     # runtime: running and storing
     "Workflow": "hephaestus_django.runtime.workflow",
+    "VersionedWorkflow": "hephaestus_django.runtime.workflow",
     "InMemoryStorage": "hephaestus_django.runtime.memory",
     "LocalRunner": "hephaestus_django.runtime.runner",
     "QueuedRunner": "hephaestus_django.runtime.queued",
@@ -101,6 +103,8 @@ __all__ = [
     "StorageError",
     "UnexpectedEventError",
     "UnknownWorkflowError",
+    "UpgradeError",
+    "VersionedWorkflow",
     "Wait",
     "WaitForEvent",
     "Workflow",
@@ -145,6 +149,7 @@ if TYPE_CHECKING:
         StorageError,
         UnexpectedEventError,
         UnknownWorkflowError,
+        UpgradeError,
         WorkflowDefinitionError,
     )
     from hephaestus_django.core.graph import Route
@@ -158,5 +163,5 @@ if TYPE_CHECKING:
     from hephaestus_django.runtime.memory_dispatch import InMemoryDispatcher
     from hephaestus_django.runtime.queued import QueuedRunner
     from hephaestus_django.runtime.runner import LocalRunner
-    from hephaestus_django.runtime.workflow import Workflow
+    from hephaestus_django.runtime.workflow import VersionedWorkflow, Workflow
     from hephaestus_django.storage import DjangoStorage

@@ -158,6 +158,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             row.workflow,
             cancelled_at=getattr(row, "cancelled_at_paths", None),
             compensating=getattr(row, "compensation_pending_paths", None),
+            version=row.workflow_version,
         )
 
     # --- the instance page -----------------------------------------------------------------

@@ -157,6 +157,7 @@ def new_instance(
         raise InvalidInstanceError(f"{workflow!r} is not a workflow class")
     if workflow.is_abstract():
         raise InvalidInstanceError(f"{workflow.__qualname__} is abstract and cannot be started")
+    workflow = workflow.starting()  # a versioned workflow starts on its current version
     if initial is None:
         initial = {}
     if not isinstance(initial, Mapping):

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any, ClassVar
+from uuid import UUID
 
-from hephaestus_django.core.errors import WorkflowDefinitionError
+from hephaestus_django.core.errors import InvalidInstanceError, WorkflowDefinitionError
 from hephaestus_django.core.graph import WorkflowGraph
 from hephaestus_django.core.keys import RULE_MALFORMED_KEY_SCOPE, KeyScope
 from hephaestus_django.core.naming import dotted_path
@@ -120,13 +121,72 @@ class WorkflowDefinition:
 
     @classmethod
     def path(cls) -> str:
-        """The dotted path the workflow is stored under."""
-        return dotted_path(cls)
+        """The dotted path the workflow is stored under: a version class's is its umbrella's
+        (:class:`~hephaestus_django.core.versions.VersionedDefinition`), so the instances of
+        every version share one ``workflow`` column value and ``workflow_version`` tells them
+        apart."""
+        umbrella = cls.umbrella()
+        return dotted_path(cls) if umbrella is None else umbrella.path()
+
+    @classmethod
+    def umbrella(cls) -> type[WorkflowDefinition] | None:
+        """The versioned workflow this class is a version of, if any.
+
+        Read from the class's own namespace: a subclass of a version class is not a version
+        of the same umbrella unless that umbrella names it too.
+        """
+        umbrella: type[WorkflowDefinition] | None = cls.__dict__.get("_umbrella")
+        return umbrella
 
     @classmethod
     def is_abstract(cls) -> bool:
         """True for base classes that are not workflows by themselves."""
         return bool(cls.__dict__.get("abstract", False)) or not hasattr(cls, "graph")
+
+    @classmethod
+    def stored_version(
+        cls, version: int, *, instance_id: UUID | None = None
+    ) -> type[WorkflowDefinition]:
+        """The class that runs a stored instance of this workflow at ``version``.
+
+        A plain workflow's one class runs every version number its rows carry (as it always
+        did); a versioned workflow answers with that version's class, or
+        ``UnknownWorkflowError`` naming the instance and the version.
+        """
+        return cls
+
+    @classmethod
+    def starting(cls, version: int | None = None) -> type[WorkflowDefinition]:
+        """The class a new instance starts on: this one; ``version``, if given, must be its
+        own (a versioned workflow chooses among its versions, the current one by default)."""
+        if version is not None and version != cls.version:
+            raise InvalidInstanceError(
+                f"{cls.__qualname__} is version {cls.version} and has no other; to run several "
+                f"versions side by side, name them in a VersionedWorkflow"
+            )
+        return cls
+
+    @classmethod
+    def owns(cls, workflow: type[WorkflowDefinition]) -> bool:
+        """Whether instances of ``workflow`` are this workflow's, for the facade's checks
+        (``Onboarding.get(id)`` refuses another workflow's instance): a subclass of this one,
+        or, for a versioned workflow, one of its versions."""
+        return issubclass(workflow, cls)
+
+    @classmethod
+    def known_versions(cls) -> tuple[int, ...]:
+        """The version numbers registered for this workflow: its own, or its versions'."""
+        return (cls.version,)
+
+
+def resolve_workflow(
+    path: str, version: int, *, instance_id: UUID | None = None
+) -> type[WorkflowDefinition]:
+    """The class that runs a stored instance naming ``path`` at ``version``, through the
+    registry only; ``UnknownWorkflowError`` when either is not registered."""
+    return workflow_registry.resolve(path, instance_id=instance_id).stored_version(
+        version, instance_id=instance_id
+    )
 
 
 def _check_default_retry(cls: type[WorkflowDefinition], name: str) -> None:

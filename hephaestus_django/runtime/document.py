@@ -48,7 +48,7 @@ from hephaestus_django.core.instance import (
 )
 from hephaestus_django.core.keys import key_claim
 from hephaestus_django.core.status import Status
-from hephaestus_django.core.workflow import workflow_registry
+from hephaestus_django.core.workflow import resolve_workflow
 from hephaestus_django.runtime import codec
 
 T = TypeVar("T")
@@ -318,7 +318,7 @@ def decode_claimed(
 
 def from_row(row: StoredRow) -> Instance:
     """Decode a stored row; ``CorruptInstanceError`` / ``UnknownWorkflowError`` for a bad one."""
-    workflow = workflow_registry.resolve(row.workflow, instance_id=row.id)
+    workflow = resolve_workflow(row.workflow, row.workflow_version, instance_id=row.id)
     reader = _Reader(row.id, workflow.graph)
     decoded = row.state if row.plain else codec.decode(row.state, instance_id=row.id)
     state = reader.mapping(decoded, "state")

@@ -176,7 +176,7 @@ def expect(
     """Refuse to act on an instance of another workflow, or one that changed since it was seen."""
     if revision is not None and instance.revision != revision:
         raise StaleInstanceError(instance.id, revision)
-    if workflow is not None and not issubclass(instance.workflow, workflow):
+    if workflow is not None and not workflow.owns(instance.workflow):
         raise InstanceNotFound(
             instance.id,
             f"it is an instance of {instance.workflow.__qualname__}, not {workflow.__qualname__}",

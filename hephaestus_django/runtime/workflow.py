@@ -29,6 +29,7 @@ from hephaestus_django.core.errors import DuplicateInstanceError, InstanceNotFou
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.keys import FINISHED
+from hephaestus_django.core.versions import VersionedDefinition
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.config import DEFAULT_ALIAS, backends
 from hephaestus_django.runtime.storage import Storage
@@ -49,6 +50,7 @@ class Workflow(WorkflowDefinition):
         if_exists: Literal["return", "raise"] = "return",
         storage: str | Storage = DEFAULT_ALIAS,
         metadata: Mapping[str, Any] | None = None,
+        version: int | None = None,
     ) -> UUID:
         """Start an instance with ``context`` as its initial data; return its id.
 
@@ -63,13 +65,22 @@ class Workflow(WorkflowDefinition):
         with ``if_exists="raise"``, ``DuplicateInstanceError`` names it. Atomic under
         concurrency: of several processes starting one key at once, one starts it and the
         others get its id.
+
+        On a :class:`VersionedWorkflow`, the instance starts on the ``current`` version, or on
+        ``version``; it runs on that version's definition until it ends (or is upgraded).
         """
         if if_exists not in ("return", "raise"):
             raise ValueError(f"if_exists must be 'return' or 'raise', not {if_exists!r}")
+        definition = cls.starting(version)
         runner = backends.runner()
         try:
             return runner.start(
-                cls, context, storage=backends.storage(storage), id=id, metadata=metadata, key=key
+                definition,
+                context,
+                storage=backends.storage(storage),
+                id=id,
+                metadata=metadata,
+                key=key,
             ).id
         except DuplicateInstanceError as error:
             if if_exists == "raise":
@@ -104,7 +115,7 @@ class Workflow(WorkflowDefinition):
             data,
             storage=chosen,
             step=step,
-            workflow=None if cls.is_abstract() else cls,
+            workflow=cls._scope(),
         )
 
     @classmethod
@@ -120,7 +131,7 @@ class Workflow(WorkflowDefinition):
         return backends.runner().retry(
             cls._identify(id, key, chosen),
             storage=chosen,
-            workflow=None if cls.is_abstract() else cls,
+            workflow=cls._scope(),
         )
 
     @classmethod
@@ -149,7 +160,7 @@ class Workflow(WorkflowDefinition):
             storage=chosen,
             reason=reason,
             compensate=compensate,
-            workflow=None if cls.is_abstract() else cls,
+            workflow=cls._scope(),
         )
 
     @classmethod
@@ -164,7 +175,7 @@ class Workflow(WorkflowDefinition):
         of another workflow."""
         chosen = backends.storage(storage)
         instance = chosen.get(cls._identify(id, key, chosen))
-        if not cls.is_abstract() and not issubclass(instance.workflow, cls):
+        if not cls.is_abstract() and not cls.owns(instance.workflow):
             raise InstanceNotFound(
                 id, f"it is an instance of {instance.workflow.__qualname__}, not {cls.__qualname__}"
             )
@@ -174,10 +185,30 @@ class Workflow(WorkflowDefinition):
     def list(
         cls, *, storage: str | Storage = DEFAULT_ALIAS, limit: int | None = None, **filters: Any
     ) -> builtins.list[Instance]:
-        """Instances matching ``filters`` (see ``storage.query``), oldest first."""
-        if not cls.is_abstract():
-            filters.setdefault("workflow", cls)
+        """Instances matching ``filters`` (see ``storage.query``), oldest first.
+
+        On a versioned workflow, the instances of every version (``workflow_version=2``
+        filters); on one of its version classes, that version's.
+        """
+        for name, value in cls._scope_filters().items():
+            filters.setdefault(name, value)
         return backends.storage(storage).query(limit=limit, **filters)
+
+    @classmethod
+    def _scope(cls) -> type[WorkflowDefinition] | None:
+        """The workflow whose instances this class acts on (``owns``); None on an abstract
+        base class, which acts on every instance."""
+        return None if cls.is_abstract() else cls
+
+    @classmethod
+    def _scope_filters(cls) -> dict[str, Any]:
+        """The query filters that select this class's instances: its path (an umbrella's,
+        for a version class), and a version class's version."""
+        if cls.is_abstract():
+            return {}
+        if cls.umbrella() is not None:
+            return {"workflow": cls, "workflow_version": cls.version}
+        return {"workflow": cls}
 
     @classmethod
     def _identify(cls, id: UUID | str | None, key: str | None, storage: Storage) -> UUID | str:
@@ -191,10 +222,26 @@ class Workflow(WorkflowDefinition):
             raise TypeError("name the instance by its id or by key=, not both nor neither")
         if id is not None:
             return id
-        filters: dict[str, Any] = {} if cls.is_abstract() else {"workflow": cls}
-        found = storage.query(key=key, **filters)
+        found = storage.query(key=key, **cls._scope_filters())
         if not found:
             of = "" if cls.is_abstract() else f" of {cls.__qualname__}"
             raise InstanceNotFound(key, f"no instance{of} has the business key {key!r}")
         holding = [instance for instance in found if instance.status not in FINISHED]
         return (holding or found)[-1].id
+
+
+class VersionedWorkflow(VersionedDefinition, Workflow):
+    """Several versions of one workflow side by side (see :mod:`~hephaestus_django.core.versions`).
+
+    ::
+
+        class Onboarding(VersionedWorkflow):
+            versions = (OnboardingV1, OnboardingV2)
+            current = 2
+
+    ``Onboarding.start(context)`` starts on the current version (``version=1`` chooses);
+    ``get``, ``resume``, ``retry``, ``cancel`` and ``list`` see the instances of every version,
+    each running on its own version's definition.
+    """
+
+    abstract = True
