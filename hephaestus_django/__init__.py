@@ -28,6 +28,7 @@ _EXPORTS = {
     "Async": "hephaestus_django.core.outcomes",
     "Route": "hephaestus_django.core.graph",
     "Retry": "hephaestus_django.core.policies",
+    "Upgrade": "hephaestus_django.core.upgrades",
     "KeyScope": "hephaestus_django.core.keys",
     "Status": "hephaestus_django.core.status",
     "Instance": "hephaestus_django.core.instance",
@@ -103,6 +104,7 @@ __all__ = [
     "StorageError",
     "UnexpectedEventError",
     "UnknownWorkflowError",
+    "Upgrade",
     "UpgradeError",
     "VersionedWorkflow",
     "Wait",
@@ -159,6 +161,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.policies import Retry
     from hephaestus_django.core.status import Status
     from hephaestus_django.core.steps import Debug, Done, Step, StepRef, Wait, WaitForEvent
+    from hephaestus_django.core.upgrades import Upgrade
     from hephaestus_django.runtime.memory import InMemoryStorage
     from hephaestus_django.runtime.memory_dispatch import InMemoryDispatcher
     from hephaestus_django.runtime.queued import QueuedRunner

@@ -7,8 +7,8 @@ and costs one round trip:
 - ``get``: ``SELECT ... WHERE id = %s``
 - ``put``: ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE revision = %s
   RETURNING ...``; no row back means another writer got there first, which
-  is :class:`StaleInstanceError`. ``workflow_version`` and ``inserted_at``
-  are left out of the update, so they never change.
+  is :class:`StaleInstanceError`. ``inserted_at`` is left out of the update, so it never
+  changes, and ``workflow_version`` changes only by an upgrade of the stored version.
 - ``delete``: ``DELETE ... WHERE id = %s``
 - ``query``: ``SELECT ... WHERE <filters> ORDER BY inserted_at, id LIMIT %s``
 - ``claim``: ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``: the
@@ -204,7 +204,11 @@ ON CONFLICT (id) DO UPDATE SET
     lease_expires_at = EXCLUDED.lease_expires_at,
     due_at = EXCLUDED.due_at,
     key_claim = EXCLUDED.key_claim,
-    quarantine_reason = NULL
+    quarantine_reason = NULL,
+    workflow_version = CASE
+        WHEN stored.workflow_version = %s THEN EXCLUDED.workflow_version
+        ELSE stored.workflow_version
+    END
 WHERE stored.revision = %s
 RETURNING revision, workflow_version, inserted_at, updated_at
 """
@@ -306,10 +310,11 @@ class DjangoStorage:
             row.due_at,
             row.business_key,
             row.key_claim,
+            row.upgraded_from,
             row.revision,
         ]
         keyed = row.revision == 0 and row.key_claim is not None
-        statement, params = (INSERT_KEYED, params[:-1]) if keyed else (UPSERT, params)
+        statement, params = (INSERT_KEYED, params[:-2]) if keyed else (UPSERT, params)
         try:
             written = fetch_one(connections[self.using], statement, params)
         except DatabaseError as error:

@@ -2,7 +2,7 @@
 
 Version 2 renames the welcome step (``SendWelcome`` -> ``SendWelcomeEmail``), adds an
 ``Activate`` step after the verification, and drops v1's ``LegacyCheck`` (a step v1 runs
-in parallel with the welcome, which v2 no longer needs). Its upgrade from v1 maps the steps
+after the welcome, which v2 no longer needs). Its upgrade from v1 maps the steps
 and moves the customer's e-mail address under ``contact`` in the initial context.
 """
 
@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hephaestus_django import Done, Event, Step, VersionedWorkflow, WaitForEvent, Workflow
+from hephaestus_django import (
+    Done,
+    Event,
+    Step,
+    Upgrade,
+    VersionedWorkflow,
+    WaitForEvent,
+    Workflow,
+)
 from hephaestus_django.core.instance import Context, Instance
 
 
@@ -33,6 +41,8 @@ class LegacyCheck(Step):
     events = ("checked",)
 
     def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
+        if context.initial.get("legacy_down"):
+            raise RuntimeError("the legacy system is down")
         return "checked"
 
 
@@ -52,7 +62,8 @@ class OnboardingV1(Workflow):
     tags = ("customers",)
     start_step = SendWelcome
     transitions = {
-        SendWelcome: {"sent": AwaitVerification},
+        SendWelcome: {"sent": LegacyCheck},
+        LegacyCheck: {"checked": AwaitVerification},
         AwaitVerification: {"verified": Done},
     }
 
@@ -60,6 +71,11 @@ class OnboardingV1(Workflow):
 class OnboardingV2(Workflow):
     version = 2
     tags = ("customers", "eu")
+    upgrade_from = Upgrade(
+        OnboardingV1,
+        steps={SendWelcome: SendWelcomeEmail, LegacyCheck: None},
+        context=lambda initial: {**initial, "contact": {"email": initial.get("email")}},
+    )
     start_step = SendWelcomeEmail
     transitions = {
         SendWelcomeEmail: {"sent": AwaitVerification},

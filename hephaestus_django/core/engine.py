@@ -73,6 +73,7 @@ from hephaestus_django.core.outcomes import Async, Event, Outcome
 from hephaestus_django.core.policies import Retry
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import StepRef
+from hephaestus_django.core.upgrades import upgrade as upgrade  # engine.upgrade(instance, to=)
 from hephaestus_django.core.workflow import WorkflowDefinition
 
 

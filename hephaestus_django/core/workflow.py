@@ -38,6 +38,7 @@ from hephaestus_django.core.policies import (
 )
 from hephaestus_django.core.registry import Registry
 from hephaestus_django.core.steps import Step, StepRef
+from hephaestus_django.core.upgrades import Upgrade, compile_upgrades
 from hephaestus_django.core.validation import build_graph
 
 RULE_MALFORMED_COMPENSATION = "malformed-compensation"
@@ -76,6 +77,11 @@ class WorkflowDefinition:
     compensate_on_failure: ClassVar[bool] = False
     """When an instance fails, run the ``compensate`` of its completed steps (the last
     completed first), then end it failed with the error that started them."""
+    upgrade_from: ClassVar[Upgrade | tuple[Upgrade, ...] | None] = None
+    """How instances of earlier versions become this version's (see
+    :mod:`~hephaestus_django.core.upgrades`); checked against both graphs when defined."""
+    upgrades: ClassVar[tuple[Upgrade, ...]] = ()
+    """The checked ``upgrade_from`` (this class's own, never a base class's)."""
     transitions: ClassVar[dict[type[Step], dict[str, Any]]] = {}
     start_step: ClassVar[type[Step] | StepRef]
     graph: ClassVar[WorkflowGraph]
@@ -117,6 +123,7 @@ class WorkflowDefinition:
             )
         cls.graph = build_graph(name, cls._start_spec, cls.transitions, start_name=cls._start_name)
         cls.start_step = cls.graph.start
+        cls.upgrades = compile_upgrades(cls, name)
         workflow_registry.register(cls)
 
     @classmethod

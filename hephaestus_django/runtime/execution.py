@@ -158,6 +158,23 @@ def cancelling(
     return transition
 
 
+def upgrading(
+    *,
+    to: type[WorkflowDefinition],
+    now: Callable[[], datetime],
+    workflow: type[WorkflowDefinition] | None,
+    expected_revision: int | None,
+) -> Transition:
+    """The transition of ``upgrade``: checked against what the caller expects, then the
+    instance moved to version ``to`` (:func:`~hephaestus_django.core.upgrades.upgrade`)."""
+
+    def transition(instance: Instance) -> Instance:
+        expect(instance, workflow, expected_revision)
+        return engine.upgrade(instance, to=to, now=now())
+
+    return transition
+
+
 def retrying(
     *, workflow: type[WorkflowDefinition] | None, expected_revision: int | None
 ) -> Transition:

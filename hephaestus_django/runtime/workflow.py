@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from uuid import UUID
 
+from hephaestus_django.core import engine
 from hephaestus_django.core.errors import DuplicateInstanceError, InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
@@ -32,6 +33,7 @@ from hephaestus_django.core.keys import FINISHED
 from hephaestus_django.core.versions import VersionedDefinition
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.config import DEFAULT_ALIAS, backends
+from hephaestus_django.runtime.execution import expect
 from hephaestus_django.runtime.storage import Storage
 
 
@@ -241,7 +243,37 @@ class VersionedWorkflow(VersionedDefinition, Workflow):
 
     ``Onboarding.start(context)`` starts on the current version (``version=1`` chooses);
     ``get``, ``resume``, ``retry``, ``cancel`` and ``list`` see the instances of every version,
-    each running on its own version's definition.
+    each running on its own version's definition. ``upgrade`` moves an instance to a newer
+    version, by the ``upgrade_from`` that version declares.
     """
 
     abstract = True
+
+    @classmethod
+    def upgrade(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        key: str | None = None,
+        to_version: int | None = None,
+        dry_run: bool = False,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
+        """Upgrade an instance to version ``to_version`` (default: the current one) and return it.
+
+        The instance's steps, results, timers and history are carried over by the
+        ``upgrade_from`` the new version declares (:mod:`~hephaestus_django.core.upgrades`),
+        under the instance's row lock: an upgrade racing a resume is applied before or after
+        it, never in between. Then what is runnable runs on the new version's steps. An
+        instance the upgrade does not cover raises ``UpgradeError`` naming the step and the
+        reason, and nothing changes. With ``dry_run`` the upgraded instance is computed and
+        returned, and nothing is written.
+        """
+        to = cls.starting(to_version)
+        chosen = backends.storage(storage)
+        instance_id = cls._identify(id, key, chosen)
+        if dry_run:
+            instance = chosen.get(instance_id)
+            expect(instance, cls, None)
+            return engine.upgrade(instance, to=to, now=chosen.now())
+        return backends.runner().upgrade(instance_id, storage=chosen, to=to, workflow=cls)

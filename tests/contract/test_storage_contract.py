@@ -158,6 +158,27 @@ def test_workflow_version_and_inserted_at_never_change(storage: Storage) -> None
     assert got.updated_at >= inserted_at
 
 
+def test_only_an_upgrade_of_the_stored_version_changes_it(storage: Storage) -> None:
+    from tests.versions import OnboardingV1, OnboardingV2
+
+    instance = engine.start(engine.new_instance(OnboardingV1, {"email": "a@b.c"}))
+    instance = run_waves(instance)
+    storage.put(instance)
+    inserted_at = instance.inserted_at
+    upgraded = engine.upgrade(instance, to=OnboardingV2, now=flows_now())
+    storage.put(upgraded)
+    got = storage.get(instance.id)
+    assert (got.workflow, got.workflow_version) == (OnboardingV2, 2)
+    assert got.inserted_at == inserted_at
+    assert_same_instance(got, upgraded)
+    assert [i.id for i in storage.query(workflow_version=2)] == [instance.id]
+    # a later put keeps it; one claiming an upgrade from a version not stored changes nothing
+    got.workflow_version = 5
+    storage.put(got)
+    assert storage.get(instance.id).workflow_version == 2
+    assert got.workflow_version == 2
+
+
 def test_delete_is_idempotent(storage: Storage) -> None:
     instance = stored(storage)
     storage.delete(instance.id)

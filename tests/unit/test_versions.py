@@ -38,6 +38,7 @@ from hephaestus_django.runtime import (
 from tests.versions import (
     Activate,
     AwaitVerification,
+    LegacyCheck,
     Newsletter,
     Onboarding,
     OnboardingV1,
@@ -103,6 +104,7 @@ def test_a_running_instance_keeps_running_on_its_version(settle: Settle) -> None
     settle()
     assert [entry.step for entry in Onboarding.get(old).execution_history] == [
         SendWelcome,
+        LegacyCheck,
         AwaitVerification,
         Done,
     ]
