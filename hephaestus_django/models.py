@@ -192,6 +192,7 @@ class WorkflowInstance(models.Model):
             ("resume_workflowinstance", "Can resume a waiting workflow instance"),
             ("retry_workflowinstance", "Can retry a failed workflow instance"),
             ("cancel_workflowinstance", "Can cancel a workflow instance"),
+            ("upgrade_workflowinstance", "Can upgrade a workflow instance to a newer version"),
         ]
         indexes = [
             # A 256 kB pending list (PostgreSQL's default is 4 MB): new entries are merged into

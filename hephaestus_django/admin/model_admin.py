@@ -43,6 +43,7 @@ from hephaestus_django.admin.times import moment
 from hephaestus_django.core.engine import waits_for_an_event
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.status import Status
+from hephaestus_django.core.upgrades import upgrade_target
 from hephaestus_django.models import WorkflowInstance
 
 SEARCH_HELP = (
@@ -92,6 +93,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             path("<path:object_id>/resume/", wrap(self.resume_view), name=f"{info}_resume"),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
+            path("<path:object_id>/upgrade/", wrap(self.upgrade_view), name=f"{info}_upgrade"),
             *super().get_urls(),
         ]
 
@@ -199,6 +201,9 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             and instance is not None
             and not instance.compensating
             and self.has_cancel_permission(request),
+            "can_upgrade": instance is not None
+            and upgrade_target(instance) is not None
+            and self.has_upgrade_permission(request),
             "can_delete": self.has_delete_permission(request, row),
             **(extra_context or {}),
         }

@@ -225,6 +225,21 @@ def upgrade_for(
     )
 
 
+def upgrade_target(instance: Instance) -> type[WorkflowDefinition] | None:
+    """The newest version of the instance's (versioned) workflow that declares an upgrade from
+    its version; None when there is none (a plain workflow, or no newer version covers it)."""
+    umbrella = instance.workflow.umbrella()
+    if umbrella is None:
+        return None
+    candidates = [
+        version
+        for version in getattr(umbrella, "versions", ())
+        if version.version > instance.workflow_version
+        and upgrade_for(instance, version)[0] is not None
+    ]
+    return max(candidates, key=lambda version: version.version, default=None)
+
+
 def upgrade(instance: Instance, *, to: type[WorkflowDefinition], now: datetime) -> Instance:
     """``instance`` as an instance of ``to``, by the upgrade ``to`` declares from its version.
 
