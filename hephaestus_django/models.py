@@ -22,7 +22,7 @@ from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.keys import MAX_KEY_LENGTH
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import Step
-from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.core.workflow import WorkflowDefinition, tagged
 from hephaestus_django.cursors import fetch_all
 from hephaestus_django.retention import INDEXED_STATUSES
 from hephaestus_django.runtime import codec
@@ -67,6 +67,10 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
         ):
             found = found.filter(workflow_version=workflow.version)
         return found
+
+    def tagged(self, tag: str) -> WorkflowInstanceQuerySet:
+        """Instances of the workflows carrying ``tag`` (resolved through the registry)."""
+        return self.filter(workflow__in=tagged(tag))
 
     def with_context(
         self, values: Mapping[str, Any] | None = None, /, **fields: Any

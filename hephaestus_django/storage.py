@@ -526,6 +526,9 @@ def where_clause(filters: QueryFilters) -> tuple[str, list[Any]]:
     if filters.workflow_version is not None:
         conditions.append("workflow_version = %s")
         params.append(filters.workflow_version)
+    if filters.workflows is not None:  # a tag: the workflows carrying it
+        conditions.append("workflow = ANY(%s)")
+        params.append(sorted(filters.workflows))
     if filters.workflow_family is not None:
         family = filters.workflow_family
         if family.endswith("."):

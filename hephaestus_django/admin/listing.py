@@ -31,7 +31,7 @@ from hephaestus_django.admin import times
 from hephaestus_django.admin.budget import cancelled
 from hephaestus_django.core.errors import UnknownWorkflowError
 from hephaestus_django.core.naming import short_name
-from hephaestus_django.core.workflow import resolve_workflow, workflow_registry
+from hephaestus_django.core.workflow import resolve_workflow, tagged, workflow_registry
 
 
 def registered_workflows() -> list[tuple[str, type[Any]]]:
@@ -88,6 +88,22 @@ class VersionFilter(admin.SimpleListFilter):
         if not (value.isascii() and value.isdigit() and len(value) <= 9):
             raise IncorrectLookupParameters(f"version must be a number, not {value[:20]!r}")
         return queryset.filter(workflow_version=int(value))
+
+
+class TagFilter(admin.SimpleListFilter):
+    """Filter by tag: the workflows carrying it (``tags = (...)`` on the class), through the
+    registry (no query, no column); the choices are every registered workflow's tags."""
+
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tags = sorted({tag for _path, cls in registered_workflows() for tag in cls.tags})
+        return [(tag, tag) for tag in tags]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(workflow__in=tagged(value)) if value else queryset
 
 
 class CheapCountPaginator(Paginator):

@@ -33,6 +33,7 @@ from hephaestus_django.admin.bounded_search import SearchMixin
 from hephaestus_django.admin.detail import instance_page
 from hephaestus_django.admin.listing import (
     CheapCountPaginator,
+    TagFilter,
     VersionFilter,
     WorkflowFilter,
     steps_cell,
@@ -70,6 +71,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         "status",
         WorkflowFilter,
         VersionFilter,
+        TagFilter,
         "inserted_at",
         "updated_at",
     )

@@ -42,7 +42,7 @@ from hephaestus_django.core.errors import (
     WorkflowDefinitionError,
 )
 from hephaestus_django.core.naming import dotted_path
-from hephaestus_django.core.workflow import WorkflowDefinition, workflow_registry
+from hephaestus_django.core.workflow import WorkflowDefinition, checked_tags, workflow_registry
 
 RULE_MALFORMED_VERSIONS = "malformed-versions"
 """The rule id of an umbrella whose ``versions`` or ``current`` are not sound."""
@@ -95,6 +95,8 @@ class VersionedDefinition(WorkflowDefinition):
         cls.current = current
         cls.version = current
         cls.key_scope = next(iter(scopes))
+        own = checked_tags(name, cls.__dict__.get("tags", ()))
+        cls.tags = tuple(dict.fromkeys([*own, *(t for v in versions for t in v.tags)]))
         for version in versions:
             workflow_registry.unregister(dotted_path(version), version)
             type.__setattr__(version, "_umbrella", cls)

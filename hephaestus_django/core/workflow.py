@@ -26,7 +26,11 @@ from datetime import timedelta
 from typing import Any, ClassVar
 from uuid import UUID
 
-from hephaestus_django.core.errors import InvalidInstanceError, WorkflowDefinitionError
+from hephaestus_django.core.errors import (
+    InvalidInstanceError,
+    UnknownWorkflowError,
+    WorkflowDefinitionError,
+)
 from hephaestus_django.core.graph import WorkflowGraph
 from hephaestus_django.core.keys import RULE_MALFORMED_KEY_SCOPE, KeyScope
 from hephaestus_django.core.naming import dotted_path
@@ -40,6 +44,11 @@ from hephaestus_django.core.registry import Registry
 from hephaestus_django.core.steps import Step, StepRef
 from hephaestus_django.core.upgrades import Upgrade, compile_upgrades
 from hephaestus_django.core.validation import build_graph
+
+RULE_MALFORMED_TAGS = "malformed-tags"
+"""The rule id of a workflow whose ``tags`` are not a tuple of short, non-empty strings."""
+MAX_TAG_LENGTH = 64
+"""The longest tag, in characters."""
 
 RULE_MALFORMED_COMPENSATION = "malformed-compensation"
 """The rule id of a workflow whose ``compensate_on_failure`` is not a bool."""
@@ -77,6 +86,10 @@ class WorkflowDefinition:
     compensate_on_failure: ClassVar[bool] = False
     """When an instance fails, run the ``compensate`` of its completed steps (the last
     completed first), then end it failed with the error that started them."""
+    tags: ClassVar[tuple[str, ...]] = ()
+    """Labels to find the workflow's instances by (``Workflow.list(tag="billing")``, the
+    admin's tag filter): a tuple of short strings. A versioned workflow carries its own and
+    every version's."""
     upgrade_from: ClassVar[Upgrade | tuple[Upgrade, ...] | None] = None
     """How instances of earlier versions become this version's (see
     :mod:`~hephaestus_django.core.upgrades`); checked against both graphs when defined."""
@@ -115,6 +128,7 @@ class WorkflowDefinition:
                 f"key_scope must be one of {', '.join(map(repr, scopes))}, not {cls.key_scope!r}",
             )
         cls.key_scope = KeyScope(cls.key_scope)
+        cls.tags = checked_tags(name, cls.tags)
         if not isinstance(cls.compensate_on_failure, bool):
             raise WorkflowDefinitionError(
                 name,
@@ -184,6 +198,41 @@ class WorkflowDefinition:
     def known_versions(cls) -> tuple[int, ...]:
         """The version numbers registered for this workflow: its own, or its versions'."""
         return (cls.version,)
+
+
+def checked_tags(name: str, tags: object) -> tuple[str, ...]:
+    """``tags`` if they are a tuple (or list) of non-empty strings of at most
+    :data:`MAX_TAG_LENGTH` characters, without repeats; ``WorkflowDefinitionError`` (rule
+    ``malformed-tags``) saying what is wrong otherwise."""
+    if not isinstance(tags, (tuple, list)):
+        raise WorkflowDefinitionError(
+            name,
+            RULE_MALFORMED_TAGS,
+            f"tags must be a tuple of strings, e.g. tags = ('billing', 'eu'), not {tags!r}",
+        )
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG_LENGTH:
+            raise WorkflowDefinitionError(
+                name,
+                RULE_MALFORMED_TAGS,
+                f"each tag must be a non-empty string of at most {MAX_TAG_LENGTH} characters, "
+                f"not {tag!r}",
+            )
+    return tuple(dict.fromkeys(tags))
+
+
+def tagged(tag: str) -> list[str]:
+    """The dotted paths of the registered workflows carrying ``tag`` (what a query by tag
+    selects: no column holds tags, the registry knows them)."""
+    found = []
+    for path in workflow_registry.names():
+        try:
+            workflow = workflow_registry.resolve(path)
+        except UnknownWorkflowError:  # pragma: no cover - collected between names() and here
+            continue
+        if tag in workflow.tags:
+            found.append(path)
+    return found
 
 
 def resolve_workflow(

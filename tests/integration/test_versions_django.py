@@ -17,7 +17,7 @@ from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime import configure
 from hephaestus_django.storage import DjangoStorage
 from tests.integration.test_admin import CHANGELIST, detail_url, listed, row_of
-from tests.versions import Onboarding, OnboardingV1, OnboardingV2
+from tests.versions import Newsletter, Onboarding, OnboardingV1, OnboardingV2
 
 pytestmark = pytest.mark.django_db
 
@@ -106,3 +106,18 @@ def test_the_graph_command_prints_a_version_of_a_versioned_workflow() -> None:
     assert "SendWelcome" in printed("--workflow-version", "1")
     with pytest.raises(CommandError, match="Onboarding has no version 5; its versions are 1, 2"):
         printed("--workflow-version", "5")
+
+
+def test_the_admin_filters_by_tag(admin_client: Client) -> None:
+    onboarding = Onboarding.start({})
+    newsletter = Newsletter.start({})
+    page = listed(admin_client)
+    assert 'href="?tag=eu"' in page
+    assert 'href="?tag=marketing"' in page
+    eu = listed(admin_client, tag="eu")
+    assert str(onboarding) in eu
+    assert str(newsletter) not in eu
+    assert str(onboarding) not in listed(admin_client, tag="no-such-tag")
+    assert [i.id for i in WorkflowInstance.objects.tagged("marketing").to_instances()] == [
+        newsletter
+    ]

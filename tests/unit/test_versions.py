@@ -19,6 +19,7 @@ from hephaestus_django import (
     Done,
     InstanceNotFound,
     InvalidInstanceError,
+    InvalidQueryError,
     KeyScope,
     Status,
     UnknownWorkflowError,
@@ -322,3 +323,55 @@ def test_the_umbrella_names_its_versions() -> None:
     with pytest.raises(InvalidInstanceError, match="abstract"):
         engine.new_instance(VersionedWorkflow, {})
     assert engine.new_instance(Onboarding, {}).workflow is OnboardingV2
+
+
+# --- tags ----------------------------------------------------------------------------------
+
+
+def test_tags_select_the_workflows_carrying_them(settle: Settle) -> None:
+    onboarding = Onboarding.start({}, version=1)
+    newsletter = Newsletter.start({})
+    settle()
+    assert Onboarding.tags == ("customers", "eu")  # its versions' tags
+    assert OnboardingV1.tags == ("customers",)
+    assert [i.id for i in Workflow.list(tag="eu")] == [onboarding]  # every version's instances
+    assert [i.id for i in Workflow.list(tag="marketing")] == [newsletter]
+    assert [i.id for i in Onboarding.list(tag="marketing")] == []
+    assert Workflow.list(tag="no-such-tag") == []
+    with pytest.raises(InvalidQueryError, match="tag must be a workflow tag"):
+        Workflow.list(tag=3)
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [
+        ("billing", "tags must be a tuple of strings"),
+        (("billing", 3), "each tag must be a non-empty string of at most 64 characters, not 3"),
+        (("",), "not ''"),
+        (("  ",), "not '  '"),
+        (("x" * 65,), "at most 64 characters"),
+    ],
+)
+def test_malformed_tags_are_refused_when_defined(tags: object, message: str) -> None:
+    with pytest.raises(WorkflowDefinitionError, match=re.escape(message)) as raised:
+        type(
+            "Tagged",
+            (Workflow,),
+            {
+                "tags": tags,
+                "start_step": AwaitVerification,
+                "transitions": {AwaitVerification: {"verified": Done}},
+            },
+        )
+    assert raised.value.rule == "malformed-tags"
+    with pytest.raises(WorkflowDefinitionError, match=re.escape(message)):
+        _umbrella(versions=(LoneV1,), tags=tags)
+
+
+def test_repeated_tags_are_kept_once() -> None:
+    class Twice(Workflow):
+        tags = ("billing", "billing", "eu")
+        start_step = AwaitVerification
+        transitions = {AwaitVerification: {"verified": Done}}
+
+    assert Twice.tags == ("billing", "eu")
