@@ -87,7 +87,7 @@ def _floor_workflow(raw: psycopg.Connection[Any], name: str, floor: list[tuple[A
     for document, status in floor:
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
         with raw.cursor() as cursor:
-            cursor.execute(UPSERT, [key, name, status, 1, text, revision, *[None] * 5, revision])
+            cursor.execute(UPSERT, [key, name, status, 1, text, revision, *[None] * 6, revision])
             written = cursor.fetchone()
         assert written is not None
         revision = written[0]

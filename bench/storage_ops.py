@@ -62,7 +62,7 @@ class Sides:
     def raw_put(self, key: UUID, document: Any, revision: int) -> int:
         params = [key, self.workflow, "completed", 1, _dumps(document), revision]
         with self.raw.cursor() as cursor:
-            cursor.execute(UPSERT, [*params, *[None] * 5, revision])
+            cursor.execute(UPSERT, [*params, *[None] * 6, revision])
             written = cursor.fetchone()
         assert written is not None
         return int(written[0])
@@ -74,7 +74,7 @@ class Sides:
         with self.raw.cursor() as cursor:
             cursor.executemany(
                 UPSERT,
-                [[k, self.workflow, status, 1, text, 0, *[None] * 5, 0] for k in keys],
+                [[k, self.workflow, status, 1, text, 0, *[None] * 6, 0] for k in keys],
             )
         return keys
 

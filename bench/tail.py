@@ -94,7 +94,7 @@ class _Stream:
             start = clock()
             text_params[4] = json.dumps(documents[i], ensure_ascii=False, separators=(",", ":"))
             with self.raw.cursor() as cursor:
-                cursor.execute(UPSERT, [*text_params, None, None, None, None, None, revision])
+                cursor.execute(UPSERT, [*text_params, *[None] * 6, revision])
                 written = cursor.fetchone()
             raw.append(clock() - start)
             assert written is not None
@@ -114,7 +114,7 @@ def anatomy(raw: psycopg.Connection[Any], params: dict[str, str | None], writes:
     latencies = []
     for i in range(writes):
         text = json.dumps({**stream.document, "runtime_metadata": {"tick": i}})
-        params_ = [uuid4(), stream.workflow, "completed", 1, text, 0, *[None] * 5, 0]
+        params_ = [uuid4(), stream.workflow, "completed", 1, text, 0, *[None] * 6, 0]
         start = time.perf_counter_ns()
         with raw.cursor() as cursor:
             cursor.execute(UPSERT, params_)

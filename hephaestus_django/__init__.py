@@ -28,6 +28,7 @@ _EXPORTS = {
     "Async": "hephaestus_django.core.outcomes",
     "Route": "hephaestus_django.core.graph",
     "Retry": "hephaestus_django.core.policies",
+    "Upgrade": "hephaestus_django.core.upgrades",
     "KeyScope": "hephaestus_django.core.keys",
     "Status": "hephaestus_django.core.status",
     "Instance": "hephaestus_django.core.instance",
@@ -42,6 +43,7 @@ _EXPORTS = {
     "InstanceNotWaitingError": "hephaestus_django.core.errors",
     "InstanceNotCancellableError": "hephaestus_django.core.errors",
     "UnexpectedEventError": "hephaestus_django.core.errors",
+    "UpgradeError": "hephaestus_django.core.errors",
     "StepOutcomeError": "hephaestus_django.core.errors",
     "StepTimeout": "hephaestus_django.core.errors",
     "StorageError": "hephaestus_django.core.errors",
@@ -55,6 +57,7 @@ _EXPORTS = {
     "BackendNotConfigured": "hephaestus_django.core.errors",
     # runtime: running and storing
     "Workflow": "hephaestus_django.runtime.workflow",
+    "VersionedWorkflow": "hephaestus_django.runtime.workflow",
     "InMemoryStorage": "hephaestus_django.runtime.memory",
     "LocalRunner": "hephaestus_django.runtime.runner",
     "QueuedRunner": "hephaestus_django.runtime.queued",
@@ -101,6 +104,9 @@ __all__ = [
     "StorageError",
     "UnexpectedEventError",
     "UnknownWorkflowError",
+    "Upgrade",
+    "UpgradeError",
+    "VersionedWorkflow",
     "Wait",
     "WaitForEvent",
     "Workflow",
@@ -145,6 +151,7 @@ if TYPE_CHECKING:
         StorageError,
         UnexpectedEventError,
         UnknownWorkflowError,
+        UpgradeError,
         WorkflowDefinitionError,
     )
     from hephaestus_django.core.graph import Route
@@ -154,9 +161,10 @@ if TYPE_CHECKING:
     from hephaestus_django.core.policies import Retry
     from hephaestus_django.core.status import Status
     from hephaestus_django.core.steps import Debug, Done, Step, StepRef, Wait, WaitForEvent
+    from hephaestus_django.core.upgrades import Upgrade
     from hephaestus_django.runtime.memory import InMemoryStorage
     from hephaestus_django.runtime.memory_dispatch import InMemoryDispatcher
     from hephaestus_django.runtime.queued import QueuedRunner
     from hephaestus_django.runtime.runner import LocalRunner
-    from hephaestus_django.runtime.workflow import Workflow
+    from hephaestus_django.runtime.workflow import VersionedWorkflow, Workflow
     from hephaestus_django.storage import DjangoStorage

@@ -22,6 +22,7 @@ from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.keys import MAX_KEY_LENGTH
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import Step
+from hephaestus_django.core.workflow import WorkflowDefinition, tagged
 from hephaestus_django.cursors import fetch_all
 from hephaestus_django.retention import INDEXED_STATUSES
 from hephaestus_django.runtime import codec
@@ -56,8 +57,20 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
         return self.with_status(Status.CANCELLED)
 
     def of_workflow(self, workflow: type | str) -> WorkflowInstanceQuerySet:
-        """Instances of one workflow, given as its class or dotted path."""
-        return self.filter(workflow=workflow_name(workflow, "workflow"))
+        """Instances of one workflow, given as its class or dotted path: a versioned
+        workflow's are those of every version, a version class's those of its version."""
+        found = self.filter(workflow=workflow_name(workflow, "workflow"))
+        if (
+            isinstance(workflow, type)
+            and issubclass(workflow, WorkflowDefinition)
+            and workflow.umbrella() is not None
+        ):
+            found = found.filter(workflow_version=workflow.version)
+        return found
+
+    def tagged(self, tag: str) -> WorkflowInstanceQuerySet:
+        """Instances of the workflows carrying ``tag`` (resolved through the registry)."""
+        return self.filter(workflow__in=tagged(tag))
 
     def with_context(
         self, values: Mapping[str, Any] | None = None, /, **fields: Any
@@ -183,6 +196,7 @@ class WorkflowInstance(models.Model):
             ("resume_workflowinstance", "Can resume a waiting workflow instance"),
             ("retry_workflowinstance", "Can retry a failed workflow instance"),
             ("cancel_workflowinstance", "Can cancel a workflow instance"),
+            ("upgrade_workflowinstance", "Can upgrade a workflow instance to a newer version"),
         ]
         indexes = [
             # A 256 kB pending list (PostgreSQL's default is 4 MB): new entries are merged into

@@ -7,8 +7,8 @@ and costs one round trip:
 - ``get``: ``SELECT ... WHERE id = %s``
 - ``put``: ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE revision = %s
   RETURNING ...``; no row back means another writer got there first, which
-  is :class:`StaleInstanceError`. ``workflow_version`` and ``inserted_at``
-  are left out of the update, so they never change.
+  is :class:`StaleInstanceError`. ``inserted_at`` is left out of the update, so it never
+  changes, and ``workflow_version`` changes only by an upgrade of the stored version.
 - ``delete``: ``DELETE ... WHERE id = %s``
 - ``query``: ``SELECT ... WHERE <filters> ORDER BY inserted_at, id LIMIT %s``
 - ``claim``: ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``: the
@@ -208,7 +208,11 @@ ON CONFLICT (id) DO UPDATE SET
     lease_expires_at = EXCLUDED.lease_expires_at,
     due_at = EXCLUDED.due_at,
     key_claim = EXCLUDED.key_claim,
-    quarantine_reason = NULL
+    quarantine_reason = NULL,
+    workflow_version = CASE
+        WHEN stored.workflow_version = %s THEN EXCLUDED.workflow_version
+        ELSE stored.workflow_version
+    END
 WHERE stored.revision = %s
 RETURNING {_WRITTEN_COLUMNS}
 """
@@ -352,6 +356,7 @@ class DjangoStorage:
             row.due_at,
             row.business_key,
             row.key_claim,
+            row.upgraded_from,
             row.revision,
             *extra,
         ]
@@ -359,7 +364,7 @@ class DjangoStorage:
         # key without a unique violation (INSERT_KEYED); only plain puts insert new instances.
         keyed = row.revision == 0 and row.key_claim is not None and sql is UPSERT
         if keyed:
-            sql, params = INSERT_KEYED, params[:-1]
+            sql, params = INSERT_KEYED, params[:-2]
         try:
             written = fetch_one(connections[self.using], sql, params)
         except DatabaseError as error:
@@ -577,6 +582,9 @@ def where_clause(filters: QueryFilters) -> tuple[str, list[Any]]:
     if filters.workflow_version is not None:
         conditions.append("workflow_version = %s")
         params.append(filters.workflow_version)
+    if filters.workflows is not None:  # a tag: the workflows carrying it
+        conditions.append("workflow = ANY(%s)")
+        params.append(sorted(filters.workflows))
     if filters.workflow_family is not None:
         family = filters.workflow_family
         if family.endswith("."):

@@ -29,7 +29,7 @@ from hephaestus_django.core.instance import (
     HistoryEntry,
     Instance,
 )
-from hephaestus_django.core.workflow import WorkflowDefinition, workflow_registry
+from hephaestus_django.core.workflow import WorkflowDefinition, resolve_workflow
 from hephaestus_django.diagram import build_diagram, progress_of, render_svg
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime.document import from_row
@@ -89,7 +89,7 @@ class InstancePage:
 
 def instance_page(row: WorkflowInstance) -> InstancePage:
     """The page for ``row``, which must carry its state as text in ``state_json``."""
-    workflow = _registered(row.workflow)
+    workflow = _registered(row.workflow, row.workflow_version)
     try:
         document = parse_state(row.id, row.state_json)
     except HephaestusError as error:
@@ -125,9 +125,10 @@ def instance_page(row: WorkflowInstance) -> InstancePage:
     )
 
 
-def _registered(path: str) -> type[WorkflowDefinition] | None:
+def _registered(path: str, version: int) -> type[WorkflowDefinition] | None:
+    """The class of the row's workflow and version, to draw its graph; None if unregistered."""
     try:
-        return workflow_registry.resolve(path)
+        return resolve_workflow(path, version)
     except UnknownWorkflowError:
         return None
 

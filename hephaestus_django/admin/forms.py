@@ -27,6 +27,7 @@ from hephaestus_django.core.engine import compensations
 from hephaestus_django.core.errors import HephaestusError, InvalidQueryError
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.upgrades import mapped_steps, upgrade_target
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime import codec
 
@@ -137,6 +138,12 @@ class CancelForm(RevisionForm):
         return bool(self.cleaned_data.get("compensate"))
 
 
+class UpgradeForm(RevisionForm):
+    """A confirmation of an upgrade, carrying the version the page proposed."""
+
+    to_version = forms.IntegerField(widget=forms.HiddenInput)
+
+
 def in_order(steps: tuple[StepClass, ...]) -> str:
     """``"Charge, then Reserve"``: steps in the order their compensations run."""
     return ", then ".join(step.__name__ for step in steps)
@@ -177,6 +184,8 @@ def facts(
         ]
     if operation == "cancel" and instance is not None:
         return _cancel_facts(instance)
+    if operation == "upgrade" and instance is not None:
+        return _upgrade_facts(instance)
     return [
         ("workflow", f"{row.workflow}, version {row.workflow_version}"),
         ("status", row.status),
@@ -208,6 +217,29 @@ def _cancel_facts(instance: Instance) -> list[tuple[str, Any]]:
         found.append(("compensated if you tick the box, in order", in_order(undone)))
     if kept:
         found.append(("completed without compensate() (never undone)", _names(kept)))
+    return found
+
+
+def _upgrade_facts(instance: Instance) -> list[tuple[str, Any]]:
+    """The versions, and what becomes of each step the instance holds."""
+    target = upgrade_target(instance)
+    if target is None:  # pragma: no cover - the view refuses it first
+        return [("status", str(instance.status))]
+    found: list[tuple[str, Any]] = [
+        ("status", str(instance.status)),
+        ("from", f"version {instance.workflow_version} ({instance.workflow.__qualname__})"),
+        ("to", f"version {target.version} ({target.__qualname__})"),
+    ]
+    held = instance.active_steps | instance.waiting_steps.keys()
+    for step, new in mapped_steps(instance, target):
+        where = "waiting" if step in instance.waiting_steps else "active" if step in held else ""
+        label = f"{step.__name__}" + (f" ({where})" if where else " (completed)")
+        if new is None:
+            found.append((label, "dropped: its history entries and result are removed"))
+        elif new is step:
+            found.append((label, "kept"))
+        else:
+            found.append((label, f"becomes {new.__name__}"))
     return found
 
 

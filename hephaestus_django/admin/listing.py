@@ -31,7 +31,7 @@ from hephaestus_django.admin import times
 from hephaestus_django.admin.budget import cancelled
 from hephaestus_django.core.errors import UnknownWorkflowError
 from hephaestus_django.core.naming import short_name
-from hephaestus_django.core.workflow import workflow_registry
+from hephaestus_django.core.workflow import resolve_workflow, tagged, workflow_registry
 
 
 def registered_workflows() -> list[tuple[str, type[Any]]]:
@@ -65,14 +65,20 @@ class WorkflowFilter(admin.SimpleListFilter):
 
 
 class VersionFilter(admin.SimpleListFilter):
-    """Filter by workflow version: 1 to the highest version registered (of the chosen workflow)."""
+    """Filter by workflow version: 1 to the highest version registered (of the chosen workflow;
+    a versioned workflow's are its versions')."""
 
     title = "version"
     parameter_name = "version"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         chosen = request.GET.get(WorkflowFilter.parameter_name)
-        versions = [cls.version for path, cls in registered_workflows() if chosen in (None, path)]
+        versions = [
+            number
+            for path, cls in registered_workflows()
+            if chosen in (None, path)
+            for number in cls.known_versions()
+        ]
         return [(str(v), f"version {v}") for v in range(1, max(versions, default=1) + 1)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -82,6 +88,22 @@ class VersionFilter(admin.SimpleListFilter):
         if not (value.isascii() and value.isdigit() and len(value) <= 9):
             raise IncorrectLookupParameters(f"version must be a number, not {value[:20]!r}")
         return queryset.filter(workflow_version=int(value))
+
+
+class TagFilter(admin.SimpleListFilter):
+    """Filter by tag: the workflows carrying it (``tags = (...)`` on the class), through the
+    registry (no query, no column); the choices are every registered workflow's tags."""
+
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tags = sorted({tag for _path, cls in registered_workflows() for tag in cls.tags})
+        return [(tag, tag) for tag in tags]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(workflow__in=tagged(value)) if value else queryset
 
 
 class CheapCountPaginator(Paginator):
@@ -167,6 +189,7 @@ def steps_cell(
     *,
     cancelled_at: Any = None,
     compensating: Any = None,
+    version: int = 1,
 ) -> str:
     """The step(s) an instance is at: waiting ones (with their timer), running ones, the step
     it failed or completed at, or those it stood at when it was cancelled, in the order of
@@ -176,7 +199,7 @@ def steps_cell(
     if status in ("failed", "completed"):
         tone = status
         return _chip(current, tone, f"{tone} at") if isinstance(current, str) else "—"
-    rank = _graph_positions(workflow)
+    rank = _graph_positions(workflow, version)
 
     def position(path: str) -> tuple[int, str]:
         return rank.get(path, len(rank)), path
@@ -211,10 +234,11 @@ def _paths(value: Any) -> list[str]:
     return [path for path in value if isinstance(path, str)] if isinstance(value, list) else []
 
 
-def _graph_positions(workflow: str) -> dict[str, int]:
-    """Each step's position in the registered workflow's graph (no query); {} if unknown."""
+def _graph_positions(workflow: str, version: int) -> dict[str, int]:
+    """Each step's position in the registered workflow's graph, the graph of ``version`` for a
+    versioned workflow (no query); {} if unknown."""
     try:
-        graph = workflow_registry.resolve(workflow).graph
+        graph = resolve_workflow(workflow, version).graph
     except UnknownWorkflowError:
         return {}
     return {step.path(): index for index, step in enumerate(graph.order)}

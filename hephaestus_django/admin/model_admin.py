@@ -34,6 +34,7 @@ from hephaestus_django.admin.dashboard import ErrorTypeFilter, dashboard_urls
 from hephaestus_django.admin.detail import instance_page
 from hephaestus_django.admin.listing import (
     CheapCountPaginator,
+    TagFilter,
     VersionFilter,
     WorkflowFilter,
     steps_cell,
@@ -44,6 +45,7 @@ from hephaestus_django.admin.times import moment
 from hephaestus_django.core.engine import waits_for_an_event
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.status import Status
+from hephaestus_django.core.upgrades import upgrade_target
 from hephaestus_django.models import WorkflowInstance
 
 SEARCH_HELP = (
@@ -73,6 +75,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         "status",
         WorkflowFilter,
         VersionFilter,
+        TagFilter,
         "inserted_at",
         "updated_at",
         ErrorTypeFilter,
@@ -97,6 +100,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             path("<path:object_id>/resume/", wrap(self.resume_view), name=f"{info}_resume"),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
+            path("<path:object_id>/upgrade/", wrap(self.upgrade_view), name=f"{info}_upgrade"),
             *dashboard_urls(self),
             *super().get_urls(),
         ]
@@ -173,6 +177,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             row.workflow,
             cancelled_at=getattr(row, "cancelled_at_paths", None),
             compensating=getattr(row, "compensation_pending_paths", None),
+            version=row.workflow_version,
         )
 
     # --- the instance page -----------------------------------------------------------------
@@ -213,6 +218,9 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             and instance is not None
             and not instance.compensating
             and self.has_cancel_permission(request),
+            "can_upgrade": instance is not None
+            and upgrade_target(instance) is not None
+            and self.has_upgrade_permission(request),
             "can_delete": self.has_delete_permission(request, row),
             **(extra_context or {}),
         }

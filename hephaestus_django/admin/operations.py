@@ -1,8 +1,9 @@
-"""Resume, retry, cancel and delete in the admin, so an operator can never corrupt an instance.
+"""Resume, retry, cancel, upgrade and delete in the admin, so an operator can never corrupt an
+instance.
 
 Each operation has its own permission (``resume_workflowinstance``, ``retry_workflowinstance``,
-``cancel_workflowinstance``, Django's ``delete_workflowinstance``), checked by the view as well
-as when showing the button,
+``cancel_workflowinstance``, ``upgrade_workflowinstance``, Django's
+``delete_workflowinstance``), checked by the view as well as when showing the button,
 and its own confirmation page. They act through the configured runner and storage, exactly as
 code would, never by editing fields. The confirmation form carries the revision it was rendered
 with: the runner refuses (``expected_revision=``) to act on an instance that changed since, and
@@ -24,16 +25,25 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 
 from hephaestus_django import conf
 from hephaestus_django.admin import times
-from hephaestus_django.admin.forms import CancelForm, ResumeForm, RevisionForm, facts, in_order
+from hephaestus_django.admin.forms import (
+    CancelForm,
+    ResumeForm,
+    RevisionForm,
+    UpgradeForm,
+    facts,
+    in_order,
+)
 from hephaestus_django.admin.rows import NoStorageForDatabase, decoded, storage_for
 from hephaestus_django.core.engine import waits_for_an_event
-from hephaestus_django.core.errors import HephaestusError, StaleInstanceError
+from hephaestus_django.core.errors import HephaestusError, StaleInstanceError, UpgradeError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.status import Status
+from hephaestus_django.core.upgrades import upgrade, upgrade_target
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime.storage import Storage
 
@@ -91,6 +101,9 @@ class OperationsMixin:
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.cancel_{self.opts.model_name}")
+
+    def has_upgrade_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.upgrade_{self.opts.model_name}")
 
     def admin_url(self, name: str, *args: Any) -> str:
         info = f"{self.opts.app_label}_{self.opts.model_name}"
@@ -189,6 +202,60 @@ class OperationsMixin:
                     ),
                 )
         return self._confirm(request, row, instance, "cancel", form)
+
+    @stoppable
+    def upgrade_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Upgrade to the newest version that declares an upgrade from the instance's version.
+
+        The page states the target and what becomes of each of the instance's steps; an
+        instance the upgrade does not cover is refused before anything is asked, with the
+        reason, and so is a confirmation whose target changed since the page was shown (a
+        deploy in between).
+        """
+        if not self.has_upgrade_permission(request):
+            raise PermissionDenied
+        row, instance = self._load(request, object_id, "upgraded", tuple(Status))
+        target = upgrade_target(instance)
+        umbrella = instance.workflow.umbrella()
+        if target is None or umbrella is None:
+            self._refuse(
+                request,
+                row,
+                f"This instance cannot be upgraded: no newer version of {short_name(row.workflow)} "
+                f"declares an upgrade from version {instance.workflow_version}.",
+            )
+        try:
+            upgrade(instance, to=target, now=timezone.now())  # a check: nothing is written
+        except UpgradeError as error:
+            self._refuse(request, row, f"This instance cannot be upgraded: {error.reason}.")
+        form = UpgradeForm(
+            request.POST or None,
+            initial={"revision": instance.revision, "to_version": target.version},
+        )
+        if request.method == "POST":
+            self._check_fresh(request, row, instance.revision)
+            if form.is_valid():
+                if form.cleaned_data["to_version"] != target.version:
+                    self._refuse(
+                        request,
+                        row,
+                        "Nothing was done: the version to upgrade to changed since the page was "
+                        f"loaded (it is now version {target.version}). Review it and try again.",
+                    )
+                return self._act(
+                    request,
+                    row,
+                    "upgrade",
+                    f"Upgraded from version {instance.workflow_version} to {target.version}",
+                    lambda storage: conf.runner.get().upgrade(
+                        row.pk,
+                        storage=storage,
+                        to=target,
+                        workflow=umbrella,
+                        expected_revision=form.cleaned_data["revision"],
+                    ),
+                )
+        return self._confirm(request, row, instance, "upgrade", form)
 
     @stoppable
     def delete_view(

@@ -73,6 +73,7 @@ from hephaestus_django.core.outcomes import Async, Event, Outcome
 from hephaestus_django.core.policies import Retry
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import StepRef
+from hephaestus_django.core.upgrades import upgrade as upgrade  # engine.upgrade(instance, to=)
 from hephaestus_django.core.workflow import WorkflowDefinition
 
 
@@ -157,6 +158,7 @@ def new_instance(
         raise InvalidInstanceError(f"{workflow!r} is not a workflow class")
     if workflow.is_abstract():
         raise InvalidInstanceError(f"{workflow.__qualname__} is abstract and cannot be started")
+    workflow = workflow.starting()  # a versioned workflow starts on its current version
     if initial is None:
         initial = {}
     if not isinstance(initial, Mapping):

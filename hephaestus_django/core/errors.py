@@ -60,14 +60,32 @@ class UnknownWorkflowError(HephaestusError):
     (for Django: the app's ``workflows`` module is autodiscovered).
     """
 
-    def __init__(self, name: str, *, kind: str = "workflow", instance_id: UUID | None = None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: str = "workflow",
+        instance_id: UUID | None = None,
+        version: int | None = None,
+        known_versions: Iterable[int] = (),
+    ):
         self.name = name
         self.kind = kind
         self.instance_id = instance_id
+        self.version = version
+        """For a versioned workflow: the version that is not registered (``name`` is)."""
         where = f" (instance {instance_id})" if instance_id is not None else ""
+        if version is None:
+            super().__init__(
+                f"no {kind} is registered as {name!r}{where}; import the module that defines "
+                f"it (in Django, put it in an installed app's workflows.py)"
+            )
+            return
+        known = ", ".join(map(str, sorted(known_versions))) or "none"
         super().__init__(
-            f"no {kind} is registered as {name!r}{where}; import the module that defines it "
-            f"(in Django, put it in an installed app's workflows.py)"
+            f"workflow {name!r} has no version {version} registered{where}; its versions are "
+            f"{known}: put the version class back in its umbrella's versions (upgrade the "
+            f"instances before removing a version), or delete the instance"
         )
 
 
@@ -89,6 +107,35 @@ class InstanceNotWaitingError(EngineError):
 
 class UnexpectedEventError(EngineError):
     """``resume`` named an event that no waiting step declares (or is ambiguous)."""
+
+
+class UpgradeError(EngineError):
+    """An instance cannot be upgraded to the version asked for; nothing changed.
+
+    ``workflow`` is the workflow's dotted path, ``from_version`` and ``to_version`` the
+    versions, ``step`` the step that stands in the way (when one does) and ``reason`` why.
+    """
+
+    def __init__(
+        self,
+        *,
+        instance_id: UUID | None,
+        workflow: str,
+        from_version: int,
+        to_version: int,
+        reason: str,
+        step: str | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.from_version = from_version
+        self.to_version = to_version
+        self.step = step
+        self.reason = reason
+        super().__init__(
+            f"instance {instance_id} of {workflow} cannot be upgraded from version "
+            f"{from_version} to {to_version}: {reason} (nothing was changed)",
+            instance_id=instance_id,
+        )
 
 
 class InstanceNotCancellableError(EngineError):

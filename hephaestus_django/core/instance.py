@@ -208,6 +208,20 @@ class Compensation:
         return not self.pending
 
 
+@dataclass(frozen=True, slots=True)
+class UpgradeRecord:
+    """An upgrade of the instance to a newer version of its workflow (``Workflow.upgrade``):
+    from which version to which, when, and the steps that changed: each old step's dotted path
+    with its new step's, or None for a step the new version dropped (with its history entries
+    and result). Paths, not classes: the old version's steps need not be registered any more.
+    """
+
+    from_version: int
+    to_version: int
+    at: datetime
+    steps: Mapping[str, str | None] = field(default_factory=dict)
+
+
 @dataclass(kw_only=True, repr=False)
 class Instance:
     """One execution of a workflow.
@@ -255,6 +269,8 @@ class Instance:
     business_key: str | None = None
     """The caller's own name for the instance (``start(..., key=...)``), unique in the
     workflow's ``key_scope``; it never changes."""
+    upgrades: tuple[UpgradeRecord, ...] = ()
+    """The upgrades that moved the instance to a newer version of its workflow, oldest first."""
 
     @property
     def compensating(self) -> bool:

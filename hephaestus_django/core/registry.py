@@ -43,6 +43,12 @@ class Registry(Generic[C]):
         except KeyError:
             raise UnknownWorkflowError(name, kind=self.kind, instance_id=instance_id) from None
 
+    def unregister(self, name: str, cls: C) -> None:
+        """Forget ``name`` if it is registered as ``cls`` (a newer class under it stays)."""
+        with self._lock:
+            if self._classes.get(name) is cls:
+                del self._classes[name]
+
     def __contains__(self, name: object) -> bool:
         return name in self._classes
 

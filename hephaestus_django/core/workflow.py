@@ -24,8 +24,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any, ClassVar
+from uuid import UUID
 
-from hephaestus_django.core.errors import WorkflowDefinitionError
+from hephaestus_django.core.errors import (
+    InvalidInstanceError,
+    UnknownWorkflowError,
+    WorkflowDefinitionError,
+)
 from hephaestus_django.core.graph import WorkflowGraph
 from hephaestus_django.core.keys import RULE_MALFORMED_KEY_SCOPE, KeyScope
 from hephaestus_django.core.naming import dotted_path
@@ -37,7 +42,13 @@ from hephaestus_django.core.policies import (
 )
 from hephaestus_django.core.registry import Registry
 from hephaestus_django.core.steps import Step, StepRef
+from hephaestus_django.core.upgrades import Upgrade, compile_upgrades
 from hephaestus_django.core.validation import build_graph
+
+RULE_MALFORMED_TAGS = "malformed-tags"
+"""The rule id of a workflow whose ``tags`` are not a tuple of short, non-empty strings."""
+MAX_TAG_LENGTH = 64
+"""The longest tag, in characters."""
 
 RULE_MALFORMED_COMPENSATION = "malformed-compensation"
 """The rule id of a workflow whose ``compensate_on_failure`` is not a bool."""
@@ -75,6 +86,15 @@ class WorkflowDefinition:
     compensate_on_failure: ClassVar[bool] = False
     """When an instance fails, run the ``compensate`` of its completed steps (the last
     completed first), then end it failed with the error that started them."""
+    tags: ClassVar[tuple[str, ...]] = ()
+    """Labels to find the workflow's instances by (``Workflow.list(tag="billing")``, the
+    admin's tag filter): a tuple of short strings. A versioned workflow carries its own and
+    every version's."""
+    upgrade_from: ClassVar[Upgrade | tuple[Upgrade, ...] | None] = None
+    """How instances of earlier versions become this version's (see
+    :mod:`~hephaestus_django.core.upgrades`); checked against both graphs when defined."""
+    upgrades: ClassVar[tuple[Upgrade, ...]] = ()
+    """The checked ``upgrade_from`` (this class's own, never a base class's)."""
     transitions: ClassVar[dict[type[Step], dict[str, Any]]] = {}
     start_step: ClassVar[type[Step] | StepRef]
     graph: ClassVar[WorkflowGraph]
@@ -108,6 +128,7 @@ class WorkflowDefinition:
                 f"key_scope must be one of {', '.join(map(repr, scopes))}, not {cls.key_scope!r}",
             )
         cls.key_scope = KeyScope(cls.key_scope)
+        cls.tags = checked_tags(name, cls.tags)
         if not isinstance(cls.compensate_on_failure, bool):
             raise WorkflowDefinitionError(
                 name,
@@ -116,17 +137,112 @@ class WorkflowDefinition:
             )
         cls.graph = build_graph(name, cls._start_spec, cls.transitions, start_name=cls._start_name)
         cls.start_step = cls.graph.start
+        cls.upgrades = compile_upgrades(cls, name)
         workflow_registry.register(cls)
 
     @classmethod
     def path(cls) -> str:
-        """The dotted path the workflow is stored under."""
-        return dotted_path(cls)
+        """The dotted path the workflow is stored under: a version class's is its umbrella's
+        (:class:`~hephaestus_django.core.versions.VersionedDefinition`), so the instances of
+        every version share one ``workflow`` column value and ``workflow_version`` tells them
+        apart."""
+        umbrella = cls.umbrella()
+        return dotted_path(cls) if umbrella is None else umbrella.path()
+
+    @classmethod
+    def umbrella(cls) -> type[WorkflowDefinition] | None:
+        """The versioned workflow this class is a version of, if any.
+
+        Read from the class's own namespace: a subclass of a version class is not a version
+        of the same umbrella unless that umbrella names it too.
+        """
+        umbrella: type[WorkflowDefinition] | None = cls.__dict__.get("_umbrella")
+        return umbrella
 
     @classmethod
     def is_abstract(cls) -> bool:
         """True for base classes that are not workflows by themselves."""
         return bool(cls.__dict__.get("abstract", False)) or not hasattr(cls, "graph")
+
+    @classmethod
+    def stored_version(
+        cls, version: int, *, instance_id: UUID | None = None
+    ) -> type[WorkflowDefinition]:
+        """The class that runs a stored instance of this workflow at ``version``.
+
+        A plain workflow's one class runs every version number its rows carry (as it always
+        did); a versioned workflow answers with that version's class, or
+        ``UnknownWorkflowError`` naming the instance and the version.
+        """
+        return cls
+
+    @classmethod
+    def starting(cls, version: int | None = None) -> type[WorkflowDefinition]:
+        """The class a new instance starts on: this one; ``version``, if given, must be its
+        own (a versioned workflow chooses among its versions, the current one by default)."""
+        if version is not None and version != cls.version:
+            raise InvalidInstanceError(
+                f"{cls.__qualname__} is version {cls.version} and has no other; to run several "
+                f"versions side by side, name them in a VersionedWorkflow"
+            )
+        return cls
+
+    @classmethod
+    def owns(cls, workflow: type[WorkflowDefinition]) -> bool:
+        """Whether instances of ``workflow`` are this workflow's, for the facade's checks
+        (``Onboarding.get(id)`` refuses another workflow's instance): a subclass of this one,
+        or, for a versioned workflow, one of its versions."""
+        return issubclass(workflow, cls)
+
+    @classmethod
+    def known_versions(cls) -> tuple[int, ...]:
+        """The version numbers registered for this workflow: its own, or its versions'."""
+        return (cls.version,)
+
+
+def checked_tags(name: str, tags: object) -> tuple[str, ...]:
+    """``tags`` if they are a tuple (or list) of non-empty strings of at most
+    :data:`MAX_TAG_LENGTH` characters, without repeats; ``WorkflowDefinitionError`` (rule
+    ``malformed-tags``) saying what is wrong otherwise."""
+    if not isinstance(tags, (tuple, list)):
+        raise WorkflowDefinitionError(
+            name,
+            RULE_MALFORMED_TAGS,
+            f"tags must be a tuple of strings, e.g. tags = ('billing', 'eu'), not {tags!r}",
+        )
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG_LENGTH:
+            raise WorkflowDefinitionError(
+                name,
+                RULE_MALFORMED_TAGS,
+                f"each tag must be a non-empty string of at most {MAX_TAG_LENGTH} characters, "
+                f"not {tag!r}",
+            )
+    return tuple(dict.fromkeys(tags))
+
+
+def tagged(tag: str) -> list[str]:
+    """The dotted paths of the registered workflows carrying ``tag`` (what a query by tag
+    selects: no column holds tags, the registry knows them)."""
+    found = []
+    for path in workflow_registry.names():
+        try:
+            workflow = workflow_registry.resolve(path)
+        except UnknownWorkflowError:  # pragma: no cover - collected between names() and here
+            continue
+        if tag in workflow.tags:
+            found.append(path)
+    return found
+
+
+def resolve_workflow(
+    path: str, version: int, *, instance_id: UUID | None = None
+) -> type[WorkflowDefinition]:
+    """The class that runs a stored instance naming ``path`` at ``version``, through the
+    registry only; ``UnknownWorkflowError`` when either is not registered."""
+    return workflow_registry.resolve(path, instance_id=instance_id).stored_version(
+        version, instance_id=instance_id
+    )
 
 
 def _check_default_retry(cls: type[WorkflowDefinition], name: str) -> None:

@@ -7,7 +7,8 @@ The ``state`` document holds everything but the columns::
      "runtime_metadata", "error"}
 
 plus, only when there is something to say, ``"running"`` (the steps jobs are
-running) and ``"attempts"`` (the failed attempts of steps being retried). A
+running), ``"attempts"`` (the failed attempts of steps being retried), ``"cancellation"``,
+``"compensation"`` and ``"upgrades"`` (the upgrades to newer versions). A
 waiting step's ``"attempt"`` and a history entry's ``"error"`` (a failed
 attempt) are likewise written only when set, so documents written before
 retries existed read as they always did.
@@ -43,12 +44,13 @@ from hephaestus_django.core.instance import (
     HistoryEntry,
     Instance,
     Running,
+    UpgradeRecord,
     Waiting,
     read_history_entry,
 )
 from hephaestus_django.core.keys import key_claim
 from hephaestus_django.core.status import Status
-from hephaestus_django.core.workflow import workflow_registry
+from hephaestus_django.core.workflow import resolve_workflow
 from hephaestus_django.runtime import codec
 
 T = TypeVar("T")
@@ -101,6 +103,10 @@ class StoredRow:
     key_claim: str | None = None
     """What makes the business key unique in its scope while the instance holds it
     (:func:`~hephaestus_django.core.keys.key_claim`); written, never read back."""
+    upgraded_from: int | None = None
+    """The version the instance's latest upgrade came from: a put changes the stored
+    ``workflow_version`` only when it is the stored one (an upgrade of what is stored); any
+    other put leaves the version as it was written first. Written, never read back."""
     plain: bool = False
     """``state`` was just parsed from text that :func:`codec.is_plain` (or ``is_plain_jsonb``)
     accepts, and is shared with nothing else: decoding it would copy it unchanged, so
@@ -121,6 +127,7 @@ def to_row(instance: Instance) -> StoredRow:
         due_at=due_time(instance),
         business_key=instance.business_key,
         key_claim=key_claim(instance),
+        upgraded_from=instance.upgrades[-1].from_version if instance.upgrades else None,
     )
 
 
@@ -177,6 +184,16 @@ class _StateWriter:
                 "steps": [step.path() for step in cancellation.steps],
                 "compensate": cancellation.compensate,
             }
+        if self.instance.upgrades:  # only once upgraded: other documents stay as they were
+            document["upgrades"] = [
+                {
+                    "from": record.from_version,
+                    "to": record.to_version,
+                    "at": record.at.isoformat(),
+                    "steps": dict(record.steps),
+                }
+                for record in self.instance.upgrades
+            ]
         if compensation is not None:
             failure = compensation.failure
             document["compensation"] = {
@@ -318,7 +335,7 @@ def decode_claimed(
 
 def from_row(row: StoredRow) -> Instance:
     """Decode a stored row; ``CorruptInstanceError`` / ``UnknownWorkflowError`` for a bad one."""
-    workflow = workflow_registry.resolve(row.workflow, instance_id=row.id)
+    workflow = resolve_workflow(row.workflow, row.workflow_version, instance_id=row.id)
     reader = _Reader(row.id, workflow.graph)
     decoded = row.state if row.plain else codec.decode(row.state, instance_id=row.id)
     state = reader.mapping(decoded, "state")
@@ -374,6 +391,7 @@ def from_row(row: StoredRow) -> Instance:
         compensation=reader.optional(
             state.get("compensation"), "compensation", reader.compensation
         ),
+        upgrades=reader.upgrades(state.get("upgrades")),
     )
     disagreement = status_disagreement(instance)
     if disagreement is not None:
@@ -607,6 +625,27 @@ class _Reader:
             pending=self.steps(fields.get("pending", []), f"{path}.pending"),
             failure=failure,
         )
+
+    def upgrades(self, value: object) -> tuple[UpgradeRecord, ...]:
+        if value is None:
+            return ()
+        records = []
+        for index, fields in enumerate(self.list(value, "upgrades")):
+            path = f"upgrades[{index}]"
+            found = self.mapping(fields, path)
+            steps = self.mapping(found.get("steps", {}), f"{path}.steps")
+            for old, new in steps.items():
+                if new is not None:
+                    self.string(new, f"{path}.steps[{old!r}]")
+            records.append(
+                UpgradeRecord(
+                    from_version=self.count(found.get("from"), f"{path}.from"),
+                    to_version=self.count(found.get("to"), f"{path}.to"),
+                    at=self.datetime(found.get("at"), f"{path}.at"),
+                    steps=steps,
+                )
+            )
+        return tuple(records)
 
     def failure(self, value: object, path: str) -> Failure:
         fields = self.mapping(value, path)

@@ -170,6 +170,23 @@ def cancelling(
     return transition
 
 
+def upgrading(
+    *,
+    to: type[WorkflowDefinition],
+    now: Callable[[], datetime],
+    workflow: type[WorkflowDefinition] | None,
+    expected_revision: int | None,
+) -> Transition:
+    """The transition of ``upgrade``: checked against what the caller expects, then the
+    instance moved to version ``to`` (:func:`~hephaestus_django.core.upgrades.upgrade`)."""
+
+    def transition(instance: Instance) -> Instance:
+        expect(instance, workflow, expected_revision)
+        return engine.upgrade(instance, to=to, now=now())
+
+    return transition
+
+
 def retrying(
     *, workflow: type[WorkflowDefinition] | None, expected_revision: int | None
 ) -> Transition:
@@ -188,7 +205,7 @@ def expect(
     """Refuse to act on an instance of another workflow, or one that changed since it was seen."""
     if revision is not None and instance.revision != revision:
         raise StaleInstanceError(instance.id, revision)
-    if workflow is not None and not issubclass(instance.workflow, workflow):
+    if workflow is not None and not workflow.owns(instance.workflow):
         raise InstanceNotFound(
             instance.id,
             f"it is an instance of {instance.workflow.__qualname__}, not {workflow.__qualname__}",

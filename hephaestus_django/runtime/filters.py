@@ -15,7 +15,7 @@ from uuid import UUID
 from hephaestus_django.core.errors import InvalidInstanceError, InvalidQueryError
 from hephaestus_django.core.instance import coerce_instance_id
 from hephaestus_django.core.status import Status
-from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.core.workflow import WorkflowDefinition, tagged
 
 FILTER_NAMES = (
     "id",
@@ -25,6 +25,7 @@ FILTER_NAMES = (
     "workflow",
     "workflow_version",
     "workflow_family",
+    "tag",
 )
 
 
@@ -39,6 +40,9 @@ class QueryFilters:
     workflow_family: str | None = None
     key: str | None = None
     """The business key (``start(..., key=...)``)."""
+    workflows: frozenset[str] | None = None
+    """The workflows carrying the ``tag`` asked for (dotted paths), resolved through the
+    registry when the filters are parsed."""
     limit: int | None = None
     matches_nothing: bool = False
     """True when the filters contradict themselves (a malformed id, an empty status_in)."""
@@ -60,6 +64,7 @@ class QueryFilters:
             and (self.workflow is None or workflow == self.workflow)
             and (self.workflow_version is None or workflow_version == self.workflow_version)
             and (self.workflow_family is None or in_family(workflow, self.workflow_family))
+            and (self.workflows is None or workflow in self.workflows)
         )
 
 
@@ -105,6 +110,12 @@ def parse_filters(filters: Mapping[str, Any], *, limit: int | None = None) -> Qu
         if not isinstance(family, str) or not family:
             raise InvalidQueryError(f"workflow_family must be a dotted path, not {family!r}")
         parsed["workflow_family"] = family
+    if "tag" in filters:
+        tag = filters["tag"]
+        if not isinstance(tag, str) or not tag:
+            raise InvalidQueryError(f"tag must be a workflow tag (a string), not {tag!r}")
+        parsed["workflows"] = frozenset(tagged(tag))
+        parsed["matches_nothing"] = parsed.get("matches_nothing", False) or not parsed["workflows"]
     return QueryFilters(**parsed)
 
 

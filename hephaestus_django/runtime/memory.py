@@ -169,7 +169,9 @@ class InMemoryStorage:
             revision=instance.revision + 1,
             inserted_at=stored.row.inserted_at if stored else now,
             updated_at=now,
-            workflow_version=stored.row.workflow_version if stored else row.workflow_version,
+            workflow_version=row.workflow_version
+            if stored is None or row.upgraded_from == stored.row.workflow_version
+            else stored.row.workflow_version,
         )
         self._records[row.id] = _Record(row, text)
         instance.revision = row.revision

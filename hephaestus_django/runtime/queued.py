@@ -80,6 +80,7 @@ from hephaestus_django.runtime.execution import (
     reach_ends,
     resuming,
     retrying,
+    upgrading,
 )
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
@@ -220,6 +221,29 @@ class QueuedRunner:
                 now=storage.now,
                 reason=reason,
                 compensate=compensate,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
+
+    def upgrade(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        to: type[WorkflowDefinition],
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Upgrade an instance to the version ``to`` under the row lock, and enqueue its
+        runnable steps of the new version (the jobs queued for old steps find them gone, and
+        do nothing)."""
+        return self._transition(
+            instance_id,
+            storage,
+            upgrading(
+                to=to,
+                now=storage.now,
                 workflow=workflow,
                 expected_revision=expected_revision,
             ),

@@ -50,6 +50,7 @@ from hephaestus_django.runtime.execution import (
     reach_ends,
     resuming,
     retrying,
+    upgrading,
 )
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
@@ -102,6 +103,16 @@ class Runner(Protocol):
         storage: Storage,
         reason: str | None = None,
         compensate: bool = False,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance: ...
+
+    def upgrade(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        to: type[WorkflowDefinition],
         workflow: type[WorkflowDefinition] | None = None,
         expected_revision: int | None = None,
     ) -> Instance: ...
@@ -230,6 +241,32 @@ class LocalRunner:
                 now=storage.now,
                 reason=reason,
                 compensate=compensate,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
+
+    def upgrade(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        to: type[WorkflowDefinition],
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Upgrade an instance to the version ``to`` under the row lock, then run what is
+        runnable on the new version's steps (a runner executing the old steps elsewhere finds
+        its results refused, and runs their new steps).
+
+        ``UpgradeError`` (nothing written) when the upgrade does not cover the instance.
+        """
+        return self._transition_and_run(
+            instance_id,
+            storage,
+            upgrading(
+                to=to,
+                now=storage.now,
                 workflow=workflow,
                 expected_revision=expected_revision,
             ),

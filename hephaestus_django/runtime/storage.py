@@ -18,7 +18,9 @@
 put again. A put whose ``revision`` is not the stored one raises
 :class:`StaleInstanceError` and writes nothing: an update is never lost
 silently. ``workflow_version`` and ``inserted_at`` are set by the first put and
-never changed by later ones. ``query`` returns instances oldest first (by
+never changed by later ones, but for one case: a put of an instance whose latest upgrade
+(``instance.upgrades[-1]``, see :mod:`~hephaestus_django.core.upgrades`) came from the stored
+version writes the version it was upgraded to. ``query`` returns instances oldest first (by
 ``inserted_at``, then id) and leaves out, with a logged error, rows that cannot
 be decoded, so one corrupt row never hides the others; ``get`` raises for it.
 

@@ -25,12 +25,15 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from uuid import UUID
 
+from hephaestus_django.core import engine
 from hephaestus_django.core.errors import DuplicateInstanceError, InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.keys import FINISHED
+from hephaestus_django.core.versions import VersionedDefinition
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.config import DEFAULT_ALIAS, backends
+from hephaestus_django.runtime.execution import expect
 from hephaestus_django.runtime.storage import Storage
 
 
@@ -49,6 +52,7 @@ class Workflow(WorkflowDefinition):
         if_exists: Literal["return", "raise"] = "return",
         storage: str | Storage = DEFAULT_ALIAS,
         metadata: Mapping[str, Any] | None = None,
+        version: int | None = None,
     ) -> UUID:
         """Start an instance with ``context`` as its initial data; return its id.
 
@@ -63,13 +67,22 @@ class Workflow(WorkflowDefinition):
         with ``if_exists="raise"``, ``DuplicateInstanceError`` names it. Atomic under
         concurrency: of several processes starting one key at once, one starts it and the
         others get its id.
+
+        On a :class:`VersionedWorkflow`, the instance starts on the ``current`` version, or on
+        ``version``; it runs on that version's definition until it ends (or is upgraded).
         """
         if if_exists not in ("return", "raise"):
             raise ValueError(f"if_exists must be 'return' or 'raise', not {if_exists!r}")
+        definition = cls.starting(version)
         runner = backends.runner()
         try:
             return runner.start(
-                cls, context, storage=backends.storage(storage), id=id, metadata=metadata, key=key
+                definition,
+                context,
+                storage=backends.storage(storage),
+                id=id,
+                metadata=metadata,
+                key=key,
             ).id
         except DuplicateInstanceError as error:
             if if_exists == "raise":
@@ -104,7 +117,7 @@ class Workflow(WorkflowDefinition):
             data,
             storage=chosen,
             step=step,
-            workflow=None if cls.is_abstract() else cls,
+            workflow=cls._scope(),
         )
 
     @classmethod
@@ -120,7 +133,7 @@ class Workflow(WorkflowDefinition):
         return backends.runner().retry(
             cls._identify(id, key, chosen),
             storage=chosen,
-            workflow=None if cls.is_abstract() else cls,
+            workflow=cls._scope(),
         )
 
     @classmethod
@@ -149,7 +162,7 @@ class Workflow(WorkflowDefinition):
             storage=chosen,
             reason=reason,
             compensate=compensate,
-            workflow=None if cls.is_abstract() else cls,
+            workflow=cls._scope(),
         )
 
     @classmethod
@@ -164,7 +177,7 @@ class Workflow(WorkflowDefinition):
         of another workflow."""
         chosen = backends.storage(storage)
         instance = chosen.get(cls._identify(id, key, chosen))
-        if not cls.is_abstract() and not issubclass(instance.workflow, cls):
+        if not cls.is_abstract() and not cls.owns(instance.workflow):
             raise InstanceNotFound(
                 id, f"it is an instance of {instance.workflow.__qualname__}, not {cls.__qualname__}"
             )
@@ -174,10 +187,30 @@ class Workflow(WorkflowDefinition):
     def list(
         cls, *, storage: str | Storage = DEFAULT_ALIAS, limit: int | None = None, **filters: Any
     ) -> builtins.list[Instance]:
-        """Instances matching ``filters`` (see ``storage.query``), oldest first."""
-        if not cls.is_abstract():
-            filters.setdefault("workflow", cls)
+        """Instances matching ``filters`` (see ``storage.query``), oldest first.
+
+        On a versioned workflow, the instances of every version (``workflow_version=2``
+        filters); on one of its version classes, that version's.
+        """
+        for name, value in cls._scope_filters().items():
+            filters.setdefault(name, value)
         return backends.storage(storage).query(limit=limit, **filters)
+
+    @classmethod
+    def _scope(cls) -> type[WorkflowDefinition] | None:
+        """The workflow whose instances this class acts on (``owns``); None on an abstract
+        base class, which acts on every instance."""
+        return None if cls.is_abstract() else cls
+
+    @classmethod
+    def _scope_filters(cls) -> dict[str, Any]:
+        """The query filters that select this class's instances: its path (an umbrella's,
+        for a version class), and a version class's version."""
+        if cls.is_abstract():
+            return {}
+        if cls.umbrella() is not None:
+            return {"workflow": cls, "workflow_version": cls.version}
+        return {"workflow": cls}
 
     @classmethod
     def _identify(cls, id: UUID | str | None, key: str | None, storage: Storage) -> UUID | str:
@@ -191,10 +224,56 @@ class Workflow(WorkflowDefinition):
             raise TypeError("name the instance by its id or by key=, not both nor neither")
         if id is not None:
             return id
-        filters: dict[str, Any] = {} if cls.is_abstract() else {"workflow": cls}
-        found = storage.query(key=key, **filters)
+        found = storage.query(key=key, **cls._scope_filters())
         if not found:
             of = "" if cls.is_abstract() else f" of {cls.__qualname__}"
             raise InstanceNotFound(key, f"no instance{of} has the business key {key!r}")
         holding = [instance for instance in found if instance.status not in FINISHED]
         return (holding or found)[-1].id
+
+
+class VersionedWorkflow(VersionedDefinition, Workflow):
+    """Several versions of one workflow side by side (see :mod:`~hephaestus_django.core.versions`).
+
+    ::
+
+        class Onboarding(VersionedWorkflow):
+            versions = (OnboardingV1, OnboardingV2)
+            current = 2
+
+    ``Onboarding.start(context)`` starts on the current version (``version=1`` chooses);
+    ``get``, ``resume``, ``retry``, ``cancel`` and ``list`` see the instances of every version,
+    each running on its own version's definition. ``upgrade`` moves an instance to a newer
+    version, by the ``upgrade_from`` that version declares.
+    """
+
+    abstract = True
+
+    @classmethod
+    def upgrade(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        key: str | None = None,
+        to_version: int | None = None,
+        dry_run: bool = False,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
+        """Upgrade an instance to version ``to_version`` (default: the current one) and return it.
+
+        The instance's steps, results, timers and history are carried over by the
+        ``upgrade_from`` the new version declares (:mod:`~hephaestus_django.core.upgrades`),
+        under the instance's row lock: an upgrade racing a resume is applied before or after
+        it, never in between. Then what is runnable runs on the new version's steps. An
+        instance the upgrade does not cover raises ``UpgradeError`` naming the step and the
+        reason, and nothing changes. With ``dry_run`` the upgraded instance is computed and
+        returned, and nothing is written.
+        """
+        to = cls.starting(to_version)
+        chosen = backends.storage(storage)
+        instance_id = cls._identify(id, key, chosen)
+        if dry_run:
+            instance = chosen.get(instance_id)
+            expect(instance, cls, None)
+            return engine.upgrade(instance, to=to, now=chosen.now())
+        return backends.runner().upgrade(instance_id, storage=chosen, to=to, workflow=cls)

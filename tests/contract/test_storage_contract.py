@@ -158,6 +158,43 @@ def test_workflow_version_and_inserted_at_never_change(storage: Storage) -> None
     assert got.updated_at >= inserted_at
 
 
+def test_query_by_tag_selects_the_workflows_carrying_it(storage: Storage) -> None:
+    from tests.versions import Newsletter, OnboardingV1, OnboardingV2
+
+    old = engine.start(engine.new_instance(OnboardingV1, {}))
+    new = engine.start(engine.new_instance(OnboardingV2, {}))
+    other = engine.start(engine.new_instance(Newsletter, {}))
+    for instance in (old, new, other):
+        storage.put(instance)
+    assert ids(storage.query(tag="customers")) == [old.id, new.id]
+    assert ids(storage.query(tag="eu", workflow_version=1)) == [old.id]
+    assert ids(storage.query(tag="marketing", status="running")) == [other.id]
+    assert storage.query(tag="nobody-has-it") == []
+    with pytest.raises(InvalidQueryError):
+        storage.query(tag=["customers"])
+
+
+def test_only_an_upgrade_of_the_stored_version_changes_it(storage: Storage) -> None:
+    from tests.versions import OnboardingV1, OnboardingV2
+
+    instance = engine.start(engine.new_instance(OnboardingV1, {"email": "a@b.c"}))
+    instance = run_waves(instance)
+    storage.put(instance)
+    inserted_at = instance.inserted_at
+    upgraded = engine.upgrade(instance, to=OnboardingV2, now=flows_now())
+    storage.put(upgraded)
+    got = storage.get(instance.id)
+    assert (got.workflow, got.workflow_version) == (OnboardingV2, 2)
+    assert got.inserted_at == inserted_at
+    assert_same_instance(got, upgraded)
+    assert [i.id for i in storage.query(workflow_version=2)] == [instance.id]
+    # a later put keeps it; one claiming an upgrade from a version not stored changes nothing
+    got.workflow_version = 5
+    storage.put(got)
+    assert storage.get(instance.id).workflow_version == 2
+    assert got.workflow_version == 2
+
+
 def test_delete_is_idempotent(storage: Storage) -> None:
     instance = stored(storage)
     storage.delete(instance.id)

@@ -52,6 +52,7 @@ VERIFIED = {
     "runner.start(Reminder": "test_a_test_moves_the_storages_clock",
     "class ChargeCard(Step):": "test_retries_section",
     "class Fulfilment(Workflow):": "test_business_keys_section",
+    "class OnboardingV1(Workflow):": "test_versions_and_upgrades_section",
     "class FetchRates(Step):": "test_timeouts_section",
     "Order.cancel(order_id": "test_cancelling_section",
     "@receiver(step_failed)": "test_signals_section",
@@ -311,6 +312,30 @@ def test_business_keys_section() -> None:
         namespace: dict[str, Any] = {"__name__": "readme_business_keys"}
         exec(compile(block("class Fulfilment(Workflow):"), "README.md", "exec"), namespace)
         assert namespace["Fulfilment"].get(namespace["first"]).business_key == "order-A-1001"
+    finally:
+        configure()
+
+
+def test_versions_and_upgrades_section() -> None:
+    """The "Versions and upgrades" block runs as it is, on the runtime's own backends: a
+    version 1 instance upgraded to version 2 (a step renamed, one added) and run on there."""
+    from hephaestus_django.runtime import InMemoryStorage, LocalRunner
+
+    configure(storages={"default": InMemoryStorage()}, runner=LocalRunner())
+    try:
+        namespace: dict[str, Any] = {"__name__": "readme_versions"}
+        exec(compile(block("class OnboardingV1(Workflow):"), "README.md", "exec"), namespace)
+        done = namespace["Onboarding"].get(namespace["old"])
+        assert [entry.step.__name__ for entry in done.execution_history] == [
+            "SendWelcomeEmail",
+            "AwaitVerification",
+            "Activate",
+            "Done",
+        ]
+        assert namespace["preview"].workflow_version == 2
+        assert done.upgrades[0].steps == {
+            "readme_versions.SendWelcome": "readme_versions.SendWelcomeEmail"
+        }
     finally:
         configure()
 

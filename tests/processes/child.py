@@ -86,8 +86,10 @@ def start(args: dict[str, Any]) -> dict[str, Any]:
     workflow = workflow_registry.resolve(args["workflow"])
     wait_for_go(args.get("go"))
     key = args.get("key")
+    extra = {"version": args["version"]} if "version" in args else {}
     ids = [
-        str(workflow.start(args.get("context", {}), key=key)) for _ in range(args.get("count", 1))
+        str(workflow.start(args.get("context", {}), key=key, **extra))
+        for _ in range(args.get("count", 1))
     ]
     return {"ids": ids}
 
@@ -167,7 +169,8 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def operate(args: dict[str, Any]) -> dict[str, Any]:
-    """One operation on one instance (``cancel``, ``retry`` or ``resume`` with ``go``), at the
+    """One operation on one instance (``cancel``, ``retry``, ``upgrade`` or ``resume`` with
+    ``go``), at the
     same moment as the other children: whether it was done, or the error that refused it."""
     from hephaestus_django import HephaestusError, Workflow
 
@@ -178,6 +181,10 @@ def operate(args: dict[str, Any]) -> dict[str, Any]:
             Workflow.cancel(instance_id, "raced", compensate=args.get("compensate", False))
         elif operation == "retry":
             Workflow.retry(instance_id)
+        elif operation == "upgrade":
+            umbrella = Workflow.get(instance_id).workflow.umbrella()
+            assert umbrella is not None
+            umbrella.upgrade(instance_id)  # type: ignore[attr-defined]
         else:
             Workflow.resume(instance_id, "go")
     except HephaestusError as error:

@@ -230,3 +230,28 @@ def test_eight_processes_starting_one_business_key_start_one_instance(children: 
     stored = DjangoStorage().query(key="order-A-1001")
     assert [str(instance.id) for instance in stored] == list(ids)
     assert stored[0].status is Status.WAITING
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_an_upgrade_racing_a_resume_is_serialized_by_the_row_lock(
+    children: Children, attempt: int
+) -> None:
+    (instance_id,) = children.run(
+        "start", {"workflow": workflows.VersionedGate.path(), "version": 1}
+    )["ids"]
+    assert DjangoStorage().get(instance_id).workflow is workflows.GatedV1
+
+    upgrade, resume = race(children, instance_id, ["upgrade", "resume"])
+
+    # Either order is a whole: upgraded then resumed on v2 (its Finish runs), or resumed on v1
+    # (it completes there) then upgraded as a completed instance. Never v1's Hold left in a v2
+    # instance, nor an event lost.
+    assert (upgrade["ok"], resume["ok"]) == (True, True), (upgrade, resume)
+    instance = DjangoStorage().get(instance_id)
+    assert (instance.workflow, instance.workflow_version) == (workflows.GatedV2, 2)
+    assert instance.status is Status.COMPLETED
+    assert len(instance.upgrades) == 1
+    assert history(instance_id) in (
+        [("Gate", "go"), ("Finish", "finished"), ("Done", "done")],  # the upgrade came first
+        [("Gate", "go"), ("Done", "done")],  # the resume came first
+    )

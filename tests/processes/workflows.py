@@ -9,7 +9,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from hephaestus_django import Done, Retry, Step, Wait, WaitForEvent, Workflow
+from hephaestus_django import (
+    Done,
+    Retry,
+    Step,
+    Upgrade,
+    VersionedWorkflow,
+    Wait,
+    WaitForEvent,
+    Workflow,
+)
 
 BRANCHES = 20
 
@@ -92,6 +101,39 @@ class Gated(Workflow):
 
     start = Hold
     transitions = {Hold: {"go": Done}}
+
+
+class Gate(WaitForEvent):
+    """Version 2's name for ``Hold``."""
+
+    events = ("go",)
+
+
+class Finish(Step):
+    """What version 2 adds after the gate."""
+
+    events = ("finished",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        return "finished"
+
+
+class GatedV1(Workflow):
+    """Waits for ``go``, then ends: what an upgrade and a resume race on."""
+
+    start = Hold
+    transitions = {Hold: {"go": Done}}
+
+
+class GatedV2(Workflow):
+    version = 2
+    upgrade_from = Upgrade(GatedV1, steps={Hold: Gate})
+    start_step = Gate
+    transitions = {Gate: {"go": Finish}, Finish: {"finished": Done}}
+
+
+class VersionedGate(VersionedWorkflow):
+    versions = (GatedV1, GatedV2)
 
 
 class Refusing(Step):

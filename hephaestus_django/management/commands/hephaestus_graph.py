@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from hephaestus_django.core.errors import UnknownWorkflowError
+from hephaestus_django.core.errors import InvalidInstanceError, UnknownWorkflowError
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.workflow import WorkflowDefinition, workflow_registry
 from hephaestus_django.diagram import build_diagram, render_svg, to_dot, to_mermaid
@@ -41,12 +41,24 @@ class Command(BaseCommand):
             default="mermaid",
             help="mermaid (default), dot or svg",
         )
+        parser.add_argument(
+            "--workflow-version",
+            type=int,
+            default=None,
+            dest="workflow_version",
+            help="for a versioned workflow, the version whose graph to print (default: its "
+            "current version)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         render = RENDERERS.get(options["format"])
         if render is None:
             raise CommandError(f"--format must be one of {', '.join(sorted(RENDERERS))}")
-        workflow = find_workflow(options["workflow"])
+        found = find_workflow(options["workflow"])
+        try:
+            workflow = found.starting(options.get("workflow_version"))
+        except InvalidInstanceError as error:
+            raise CommandError(str(error)) from None
         self.stdout.write(render(build_diagram(workflow.graph)), ending="")
 
 
