@@ -9,7 +9,7 @@ each event leads to. The class statement is checked at once, so a typo in
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
@@ -96,11 +96,18 @@ class Step:
 
     def execute(
         self, instance: Instance, config: Mapping[str, Any], context: Context
-    ) -> StepResult:
-        """Do the step's work and say how it went."""
+    ) -> StepResult | Awaitable[StepResult]:
+        """Do the step's work and say how it went.
+
+        May be ``async def``: the runner runs the coroutine to its end in the thread that
+        executes the step (which has no event loop of its own), so an async client library
+        can be awaited in a step on either runner.
+        """
         raise NotImplementedError(f"{type(self).__qualname__} must implement execute()")
 
-    def compensate(self, instance: Instance, config: Mapping[str, Any], context: Context) -> None:
+    def compensate(
+        self, instance: Instance, config: Mapping[str, Any], context: Context
+    ) -> Awaitable[None] | None:
         """Undo what ``execute`` did (refund the charge, release the stock): override it to
         make the step compensable.
 

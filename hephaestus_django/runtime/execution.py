@@ -28,6 +28,7 @@ from hephaestus_django.core.outcomes import Event, Outcome, read_outcome
 from hephaestus_django.core.steps import Done
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec, tracing
+from hephaestus_django.runtime.asynchronous import awaited
 from hephaestus_django.runtime.bounded import bounded
 from hephaestus_django.runtime.logs import about
 
@@ -67,7 +68,7 @@ def _execute(instance: Instance, activation: Activation, in_transaction: bool) -
     try:
         if compensating:
             bounded(
-                lambda: step().compensate(instance, activation.config, instance.context),
+                lambda: awaited(step().compensate(instance, activation.config, instance.context)),
                 timeout,
                 instance,
                 step,
@@ -76,7 +77,7 @@ def _execute(instance: Instance, activation: Activation, in_transaction: bool) -
             outcome: Outcome = _COMPENSATED
         else:
             returned = bounded(
-                lambda: step().execute(instance, activation.config, instance.context),
+                lambda: awaited(step().execute(instance, activation.config, instance.context)),
                 timeout,
                 instance,
                 step,

@@ -10,6 +10,7 @@ here runs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -52,6 +53,7 @@ VERIFIED = {
     "runner.start(Reminder": "test_a_test_moves_the_storages_clock",
     "class ChargeCard(Step):": "test_retries_section",
     "class Fulfilment(Workflow):": "test_business_keys_section",
+    "async def quote_view(request):": "test_async_section",
     "class OnboardingV1(Workflow):": "test_versions_and_upgrades_section",
     "class FetchRates(Step):": "test_timeouts_section",
     "Order.cancel(order_id": "test_cancelling_section",
@@ -301,6 +303,32 @@ def test_retries_section() -> None:
     exec(compile(block("class ChargeCard(Step):"), "README.md", "exec"), namespace)
     assert namespace["instance"].status == "completed"
     assert namespace["ChargeCard"].calls == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_section() -> None:
+    """The "Async" block's view answers through Django's AsyncClient: the async step ran and
+    the instance waits for its acceptance."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncRequestFactory
+
+    from hephaestus_django.runtime import LocalRunner
+    from hephaestus_django.storage import DjangoStorage
+
+    configure(storages={"default": DjangoStorage()}, runner=LocalRunner())
+    try:
+        namespace: dict[str, Any] = {"__name__": "readme_async"}
+        exec(compile(block("async def quote_view(request):"), "README.md", "exec"), namespace)
+        request = AsyncRequestFactory().get("/quote/", {"customer": "42"})
+        response = async_to_sync(namespace["quote_view"])(request)
+        assert response.status_code == 200
+        body = json.loads(response.content)
+        assert body["quote"] == {"price": pytest.approx(22.0)}
+        instance = namespace["Quote"].get(key="quote-42")
+        assert str(instance.id) == body["id"]
+        assert instance.status == "waiting"
+    finally:
+        configure()
 
 
 def test_business_keys_section() -> None:
