@@ -17,11 +17,13 @@ from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
-from django.db import connections
 
-from hephaestus_django.conf import StorageNotConfigured, storages
 from hephaestus_django.core.errors import InvalidQueryError
-from hephaestus_django.management.arguments import non_negative_seconds, positive_int
+from hephaestus_django.management.arguments import (
+    database_of,
+    non_negative_seconds,
+    positive_int,
+)
 from hephaestus_django.retention import Pruner, PruneReport, parse_age
 from hephaestus_django.runtime.filters import status_value
 
@@ -134,7 +136,7 @@ class Command(BaseCommand):
             pruner = Pruner(
                 statuses=options["statuses"],
                 older_than=options["older_than"],
-                using=database_alias(options["storage"], options["database"]),
+                using=database_of(options["storage"], options["database"]),
                 batch_size=options["batch_size"],
             )
         except ValueError as error:
@@ -167,35 +169,3 @@ class Command(BaseCommand):
             )
             raise SystemExit(INTERRUPTED)
         self.stdout.write(f"Deleted {totals}.")
-
-
-def database_alias(storage: str | None, database: str | None) -> str:
-    """The database alias to prune: ``database``, or the one the storage ``storage`` uses.
-
-    Neither given means the ``default`` storage's database.
-    """
-    if storage is not None and database is not None:
-        raise CommandError(
-            f"Give --storage or --database, not both (--storage {storage} prunes the database "
-            "that storage uses; --database names a database alias directly)."
-        )
-    if database is not None:
-        if database not in connections.settings:
-            known = ", ".join(repr(alias) for alias in connections.settings)
-            raise CommandError(
-                f"--database {database!r} is not a database alias in settings.DATABASES "
-                f"(configured: {known})."
-            )
-        return database
-    alias = storage or "default"
-    try:
-        backend = storages[alias]
-    except StorageNotConfigured as error:
-        raise CommandError(f"--storage {alias!r}: {error}") from error
-    using = getattr(backend, "using", None)
-    if not isinstance(using, str):
-        raise CommandError(
-            f"--storage {alias!r} is a {type(backend).__name__}, which keeps no rows in a "
-            "database: hephaestus_prune deletes rows of a DjangoStorage's database."
-        )
-    return using

@@ -23,9 +23,8 @@ from uuid import UUID
 from django.core.management.base import BaseCommand, CommandError
 
 from hephaestus_django.core.errors import HephaestusError, InvalidInstanceError, UpgradeError
-from hephaestus_django.management.arguments import positive_int
+from hephaestus_django.management.arguments import database_of, positive_int
 from hephaestus_django.management.commands.hephaestus_graph import find_workflow
-from hephaestus_django.management.commands.hephaestus_prune import database_alias
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime.workflow import VersionedWorkflow
 
@@ -90,7 +89,7 @@ class Command(BaseCommand):
         if source >= to.version:
             raise CommandError(f"--from {source} must be an earlier version than --to {to.version}")
         alias = options["storage"]
-        using = database_alias(alias, None)
+        using = database_of(alias, None)
         dry_run = options["dry_run"]
         report = self.upgrade_all(
             workflow, source, to.version, alias, using, options["batch_size"], dry_run
