@@ -372,7 +372,7 @@ class DjangoStorage:
                 raise
             written = self._put_again(row, state, sql, params)
         if written is None and keyed:
-            written = self._insert_or_find_holder(instance, row, state, params)
+            written = self._insert_or_find_holder(instance, row, params)
         if written is None:
             raise StaleInstanceError(instance.id, instance.revision)
         revision, version, inserted_at, updated_at = written[:4]
@@ -381,9 +381,7 @@ class DjangoStorage:
         instance.inserted_at = inserted_at
         instance.updated_at = updated_at
 
-    def _insert_or_find_holder(
-        self, instance: Instance, row: StoredRow, state: str, params: list[Any]
-    ) -> Any:
+    def _insert_or_find_holder(self, instance: Instance, row: StoredRow, params: list[Any]) -> Any:
         """A keyed insert wrote nothing: ``DuplicateInstanceError`` naming the instance that
         holds the key; None when none does (the id was taken: the put is stale).
 
