@@ -22,6 +22,7 @@ from bench.workflows import Linear3, initial_context
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime import InMemoryStorage, LocalRunner, codec
 from hephaestus_django.runtime.document import to_row
+from hephaestus_django.storage import INSERT, UPDATE
 
 STATE_INDEX = "idx_workflow_instances_state"
 BULK_ORDER_BASE = 1_000_000
@@ -43,6 +44,25 @@ SELECT gen_random_uuid(), %(workflow)s, 'completed', 1,
        'order-' || (%(base)s::int + g)::text
 FROM generate_series(%(first)s::int, %(last)s::int) AS g
 """
+
+
+def insert_params(key: Any, workflow: str, status: str, text: str) -> list[Any]:
+    """The parameters of :data:`~hephaestus_django.storage.INSERT` for a row with no lease,
+    timer or business key: what the floor writes."""
+    return [key, workflow, status, 1, text, None, None, None, None, None]
+
+
+def raw_write(cursor: Any, key: Any, workflow: str, status: str, text: str, revision: int) -> Any:
+    """The floor's write, by the statement ``DjangoStorage.put`` uses for it: the insert of a
+    new row (``revision`` 0), else the update at ``revision``. What it returns (the new
+    revision first), None if it wrote nothing."""
+    if revision == 0:
+        cursor.execute(INSERT, insert_params(key, workflow, status, text))
+    else:
+        cursor.execute(
+            UPDATE, [workflow, status, text, None, None, None, None, None, 1, key, revision]
+        )
+    return cursor.fetchone()
 
 
 def completed_instance(order_id: int) -> Instance:

@@ -24,6 +24,7 @@ import psycopg
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from bench.data import raw_write
 from bench.environment import PREPARED
 from bench.measure import interleave, repeat
 from bench.workflows import Fanout10, Linear3, initial_context
@@ -31,7 +32,7 @@ from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import InMemoryStorage, LocalRunner, codec
 from hephaestus_django.runtime.document import to_row
-from hephaestus_django.storage import UPSERT, DjangoStorage
+from hephaestus_django.storage import DjangoStorage
 
 WORKFLOWS: dict[str, type[WorkflowDefinition]] = {"linear_3": Linear3, "fanout_10": Fanout10}
 
@@ -87,8 +88,7 @@ def _floor_workflow(raw: psycopg.Connection[Any], name: str, floor: list[tuple[A
     for document, status in floor:
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
         with raw.cursor() as cursor:
-            cursor.execute(UPSERT, [key, name, status, 1, text, revision, *[None] * 6, revision])
-            written = cursor.fetchone()
+            written = raw_write(cursor, key, name, status, text, revision)
         assert written is not None
         revision = written[0]
 

@@ -19,12 +19,12 @@ import psycopg
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
-from bench.data import completed_instance, unsaved
+from bench.data import completed_instance, insert_params, raw_write, unsaved
 from bench.environment import PREPARED
 from bench.measure import interleave, repeat
 from hephaestus_django.core import engine
 from hephaestus_django.runtime.document import encoded_state
-from hephaestus_django.storage import COLUMNS, DELETE, SELECT_ONE, TABLE, UPSERT, DjangoStorage
+from hephaestus_django.storage import COLUMNS, DELETE, INSERT, SELECT_ONE, TABLE, DjangoStorage
 
 QUERY = f"SELECT {COLUMNS} FROM {TABLE} WHERE status = ANY(%s) ORDER BY inserted_at, id"
 
@@ -60,10 +60,8 @@ class Sides:
         self.workflow = self.template.workflow.path()
 
     def raw_put(self, key: UUID, document: Any, revision: int) -> int:
-        params = [key, self.workflow, "completed", 1, _dumps(document), revision]
         with self.raw.cursor() as cursor:
-            cursor.execute(UPSERT, [*params, *[None] * 6, revision])
-            written = cursor.fetchone()
+            written = raw_write(cursor, key, self.workflow, "completed", _dumps(document), revision)
         assert written is not None
         return int(written[0])
 
@@ -73,8 +71,8 @@ class Sides:
         text = _dumps(self.started_document if status == "running" else self.document)
         with self.raw.cursor() as cursor:
             cursor.executemany(
-                UPSERT,
-                [[k, self.workflow, status, 1, text, 0, *[None] * 6, 0] for k in keys],
+                INSERT,
+                [insert_params(k, self.workflow, status, text) for k in keys],
             )
         return keys
 

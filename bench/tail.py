@@ -25,10 +25,10 @@ from uuid import uuid4
 
 import psycopg
 
-from bench.data import STATE_INDEX, completed_instance, unsaved
+from bench.data import STATE_INDEX, completed_instance, insert_params, raw_write, unsaved
 from bench.measure import latency_ms, percentile
 from hephaestus_django.runtime.document import encoded_state
-from hephaestus_django.storage import UPSERT, DjangoStorage
+from hephaestus_django.storage import INSERT, DjangoStorage
 
 # name -> storage parameters of the GIN index (None: PostgreSQL's default)
 CONFIGS: dict[str, dict[str, str | None]] = {
@@ -90,12 +90,10 @@ class _Stream:
             start = clock()
             self.storage.put(stored)
             ours.append(clock() - start)
-            text_params = [key, self.workflow, "completed", 1, None, revision]
             start = clock()
-            text_params[4] = json.dumps(documents[i], ensure_ascii=False, separators=(",", ":"))
+            text = json.dumps(documents[i], ensure_ascii=False, separators=(",", ":"))
             with self.raw.cursor() as cursor:
-                cursor.execute(UPSERT, [*text_params, *[None] * 6, revision])
-                written = cursor.fetchone()
+                written = raw_write(cursor, key, self.workflow, "completed", text, revision)
             raw.append(clock() - start)
             assert written is not None
             revision = written[0]
@@ -114,10 +112,10 @@ def anatomy(raw: psycopg.Connection[Any], params: dict[str, str | None], writes:
     latencies = []
     for i in range(writes):
         text = json.dumps({**stream.document, "runtime_metadata": {"tick": i}})
-        params_ = [uuid4(), stream.workflow, "completed", 1, text, 0, *[None] * 6, 0]
+        params_ = insert_params(uuid4(), stream.workflow, "completed", text)
         start = time.perf_counter_ns()
         with raw.cursor() as cursor:
-            cursor.execute(UPSERT, params_)
+            cursor.execute(INSERT, params_)
             cursor.fetchone()
         latencies.append(time.perf_counter_ns() - start)
     slowest = sorted(range(writes), key=latencies.__getitem__)[-4:]

@@ -263,7 +263,7 @@ class WorkflowInstance(models.Model):
                 name="workflow_instances_version_positive",
             ),
             # One holder per business key in its scope; a start that finds the key held gets
-            # the holder's id (storage.INSERT_KEYED) instead of a second instance.
+            # the holder's id (storage.INSERT) instead of a second instance.
             models.UniqueConstraint(
                 fields=["key_claim"],
                 name="workflow_instances_key_claim",

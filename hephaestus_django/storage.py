@@ -5,10 +5,13 @@ so it takes part in the caller's transaction (``transaction.atomic(using=...)``)
 and costs one round trip:
 
 - ``get``: ``SELECT ... WHERE id = %s``
-- ``put``: ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE revision = %s
-  RETURNING ...``; no row back means another writer got there first, which
-  is :class:`StaleInstanceError`. ``inserted_at`` is left out of the update, so it never
-  changes, and ``workflow_version`` changes only by an upgrade of the stored version.
+- ``put``: a new instance's ``INSERT ... ON CONFLICT DO NOTHING RETURNING ...``, every
+  later write's ``UPDATE ... WHERE id = %s AND revision = %s RETURNING ...``; no row back
+  means another writer got there first (:class:`StaleInstanceError`), or, when the row is
+  gone, that the instance was deleted (:class:`InstanceDeletedError`, found out by a second
+  statement on that rare path): a write after the first never inserts, so a deleted
+  instance stays deleted. ``inserted_at`` is left out of the update, so it never changes,
+  and ``workflow_version`` changes only by an upgrade of the stored version.
 - ``delete``: ``DELETE ... WHERE id = %s``
 - ``query``: ``SELECT ... WHERE <filters> ORDER BY inserted_at, id LIMIT %s``
 - ``claim``: ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``: the
@@ -48,6 +51,7 @@ from django.db import DatabaseError, connections, transaction
 from hephaestus_django.core.errors import (
     CorruptInstanceError,
     DuplicateInstanceError,
+    InstanceDeletedError,
     InstanceNotFound,
     StaleInstanceError,
 )
@@ -188,40 +192,46 @@ MARK_RUNNING_RELAXED = MARK_RUNNING.replace(
 )
 DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
 _WRITTEN_COLUMNS = "revision, workflow_version, inserted_at, updated_at"
-"""What UPSERT returns (and a statement around it selects from ``written``)."""
-# clock_timestamp(), not now(): several puts in one transaction keep their order.
-UPSERT = f"""
-INSERT INTO {TABLE} AS stored (
+"""What INSERT and UPDATE return (and a statement around either selects from ``written``)."""
+# Only an instance's first write inserts (revision 0: never stored). It inserts unless its id,
+# or its business key, is taken, which is then found out without an error, so a caller's
+# transaction is not aborted by a unique violation; the unique index on key_claim makes
+# concurrent starts with one key wait for each other.
+# clock_timestamp(), not now(): several writes in one transaction keep their order.
+INSERT = f"""
+INSERT INTO {TABLE} (
     id, workflow, status, workflow_version, state, revision, inserted_at, updated_at,
     lease_owner, lease_expires_at, due_at, business_key, key_claim
 )
 VALUES (
-    %s, %s, %s, %s, %s::jsonb, %s + 1, clock_timestamp(), clock_timestamp(), %s, %s, %s, %s, %s
+    %s, %s, %s, %s, %s::jsonb, 1, clock_timestamp(), clock_timestamp(), %s, %s, %s, %s, %s
 )
-ON CONFLICT (id) DO UPDATE SET
-    workflow = EXCLUDED.workflow,
-    status = EXCLUDED.status,
-    state = EXCLUDED.state,
-    revision = stored.revision + 1,
-    updated_at = EXCLUDED.updated_at,
-    lease_owner = EXCLUDED.lease_owner,
-    lease_expires_at = EXCLUDED.lease_expires_at,
-    due_at = EXCLUDED.due_at,
-    key_claim = EXCLUDED.key_claim,
-    quarantine_reason = NULL,
-    workflow_version = CASE
-        WHEN stored.workflow_version = %s THEN EXCLUDED.workflow_version
-        ELSE stored.workflow_version
-    END
-WHERE stored.revision = %s
+ON CONFLICT DO NOTHING
 RETURNING {_WRITTEN_COLUMNS}
 """
-# A new instance holding a business key: inserted unless its key (or its id) is taken, which is
-# then found out without an error, so a caller's transaction is not aborted by a unique violation.
-# The unique index on key_claim makes concurrent starts with one key wait for each other.
-INSERT_KEYED = UPSERT[: UPSERT.index("ON CONFLICT")] + (
-    "ON CONFLICT DO NOTHING\nRETURNING revision, workflow_version, inserted_at, updated_at\n"
-)
+# Every later write updates the row at the revision it read, and never inserts: a row deleted
+# (or pruned) since stays deleted, and the write comes back empty. inserted_at and
+# business_key are left alone; workflow_version changes only by an upgrade of the stored
+# version (the instance's latest upgrade came from it).
+UPDATE = f"""
+UPDATE {TABLE} AS stored SET
+    workflow = %s,
+    status = %s,
+    state = %s::jsonb,
+    revision = stored.revision + 1,
+    updated_at = clock_timestamp(),
+    lease_owner = %s,
+    lease_expires_at = %s,
+    due_at = %s,
+    key_claim = %s,
+    quarantine_reason = NULL,
+    workflow_version = CASE
+        WHEN stored.workflow_version = %s THEN %s
+        ELSE stored.workflow_version
+    END
+WHERE stored.id = %s AND stored.revision = %s
+RETURNING {_WRITTEN_COLUMNS}
+"""
 KEY_HOLDER = f"SELECT id FROM {TABLE} WHERE key_claim = %s"
 
 
@@ -235,7 +245,8 @@ class JobsSQL(NamedTuple):
     params: Sequence[Any]
 
 
-# After a lost connection: is the row what a put of revision %s wrote? (What UPSERT returns.)
+# After a lost connection: is the row what a put of revision %s wrote? (What INSERT and
+# UPDATE return.)
 WRITTEN = f"""
 SELECT revision, workflow_version, inserted_at, updated_at FROM {TABLE}
 WHERE id = %s AND revision = %s AND state = %s::jsonb
@@ -312,7 +323,12 @@ class DjangoStorage:
         return from_row(stored_row(found))
 
     def put(self, instance: Instance) -> None:
-        self._put(instance, UPSERT, [])
+        """Insert a new instance (``revision`` 0), or update the stored one at ``revision``.
+
+        A later write never inserts: when the row is gone it raises
+        :class:`InstanceDeletedError`, so a deleted instance stays deleted.
+        """
+        self._put(instance, None)
 
     def put_with_jobs(self, instance: Instance, jobs: object) -> None:
         """``put``, enqueueing ``jobs`` (a :class:`JobsSQL`, or None for none) in its statement.
@@ -329,57 +345,52 @@ class DjangoStorage:
                 f"put_with_jobs() writes instances stored already; instance {instance.id} is new "
                 f"and holds a business key: put() it, then enqueue its jobs"
             )
-        if jobs is None:
-            self._put(instance, UPSERT, [])
-            return
-        if not isinstance(jobs, JobsSQL):
+        if jobs is not None and not isinstance(jobs, JobsSQL):
             raise TypeError(f"jobs must be a JobsSQL or None, not {jobs!r}")
-        sql = (
-            f"WITH written AS ({UPSERT}) SELECT {_WRITTEN_COLUMNS}, {jobs.expression} FROM written"
-        )
-        self._put(instance, sql, jobs.params)
+        self._put(instance, jobs)
 
-    def _put(self, instance: Instance, sql: str, extra: Sequence[Any]) -> None:
-        """Write ``instance`` with ``sql`` (:data:`UPSERT`, or a statement around it whose
-        first four columns are what it returns), ``extra`` following the upsert's parameters."""
+    def _put(self, instance: Instance, jobs: JobsSQL | None) -> None:
+        """Write ``instance`` with :data:`INSERT` or :data:`UPDATE`, with ``jobs`` in the same
+        statement when given."""
         row = to_row(instance)
         state = codec.dumps_encoded(row.state)
-        params = [
-            row.id,
-            row.workflow,
-            row.status,
-            row.workflow_version,
-            state,
-            row.revision,
-            row.lease_owner,
-            row.lease_expires_at,
-            row.due_at,
-            row.business_key,
-            row.key_claim,
-            row.upgraded_from,
-            row.revision,
-            *extra,
-        ]
-        # A new instance holding a business key is inserted by a statement that finds a taken
-        # key without a unique violation (INSERT_KEYED); only plain puts insert new instances.
-        keyed = row.revision == 0 and row.key_claim is not None and sql is UPSERT
-        if keyed:
-            sql, params = INSERT_KEYED, params[:-2]
+        sql, params = _write_statement(row, state)
+        if jobs is not None:
+            around = f"SELECT {_WRITTEN_COLUMNS}, {jobs.expression} FROM written"
+            sql = f"WITH written AS ({sql}) {around}"
+            params = [*params, *jobs.params]
         try:
             written = fetch_one(connections[self.using], sql, params)
         except DatabaseError as error:
             if not dropped(self.using, error):
                 raise
             written = self._put_again(row, state, sql, params)
-        if written is None and keyed:
-            written = self._insert_or_find_holder(instance, row, params)
         if written is None:
-            raise StaleInstanceError(instance.id, instance.revision)
+            written = self._not_written(instance, row, params)
         revision, version, inserted_at, updated_at = written[:4]
         instance.revision = revision
         instance.workflow_version = version
         instance.inserted_at = inserted_at
         instance.updated_at = updated_at
+
+    def _not_written(self, instance: Instance, row: StoredRow, params: list[Any]) -> Any:
+        """Why a put wrote nothing, as its error; or what a keyed insert tried again wrote.
+
+        An insert found its id taken (stale) or its business key held
+        (``DuplicateInstanceError``, unless the holder let it go meanwhile: then it is tried
+        again); an update found another revision (stale) or no row at all (deleted).
+        """
+        if row.revision == 0 and row.key_claim is not None:
+            written = self._insert_or_find_holder(instance, row, params)
+            if written is not None:
+                return written
+        elif row.revision > 0 and self._revision(row.id) is None:
+            raise InstanceDeletedError(instance.id, instance.revision)
+        raise StaleInstanceError(instance.id, instance.revision)
+
+    def _revision(self, key: UUID) -> int | None:
+        found = fetch_one(connections[self.using], REVISION, [key])
+        return None if found is None else int(found[0])
 
     def _insert_or_find_holder(self, instance: Instance, row: StoredRow, params: list[Any]) -> Any:
         """A keyed insert wrote nothing: ``DuplicateInstanceError`` naming the instance that
@@ -395,9 +406,9 @@ class DjangoStorage:
                 raise DuplicateInstanceError(
                     str(row.business_key), instance.workflow.__qualname__, holder[0]
                 )
-            if holder is not None or fetch_one(connection, REVISION, [row.id]) is not None:
+            if holder is not None or self._revision(row.id) is not None:
                 return None
-            written = fetch_one(connection, INSERT_KEYED, params)
+            written = fetch_one(connection, INSERT, params)
             if written is not None:
                 return written
         return None
@@ -407,21 +418,20 @@ class DjangoStorage:
 
         The row says whether the lost write landed: then it holds this very state at the next
         revision (and the jobs its statement enqueued landed with it). If it still holds the
-        revision the put was based on (or is absent, for a new instance), nothing was written
-        and the put is made again, jobs and all; any other revision is another writer's, and
-        the put is stale (None).
+        revision the put was based on (or, for a new instance, is absent), nothing was written
+        and the put is made again, jobs and all. Any other revision is another writer's, and a
+        row gone is a deletion: None, for :meth:`_not_written` to tell which.
         """
-        connection = connections[self.using]
         landed = fetch_one(
-            connection,
+            connections[self.using],
             WRITTEN,
             [row.id, row.revision + 1, state, row.lease_owner, row.status],
         )
         if landed is not None:
             return landed
-        current = fetch_one(connection, REVISION, [row.id])
-        if current is None or current[0] == row.revision:
-            return fetch_one(connection, sql, params)
+        current = self._revision(row.id)
+        if current == row.revision or (current is None and row.revision == 0):
+            return fetch_one(connections[self.using], sql, params)
         return None
 
     def update(self, instance_id: UUID | str, change: Callable[[Instance], Instance]) -> Instance:
@@ -552,6 +562,37 @@ class DjangoStorage:
         except DatabaseError as error:
             found = again(self.using, error, lambda db: fetch_all(db, sql, params))
         return decode_rows(found, stored_row)
+
+
+def _write_statement(row: StoredRow, state: str) -> tuple[str, list[Any]]:
+    """The statement writing ``row`` (its state encoded as ``state``), and its parameters:
+    :data:`INSERT` for a new instance, :data:`UPDATE` of the revision read for any other."""
+    if row.revision == 0:
+        return INSERT, [
+            row.id,
+            row.workflow,
+            row.status,
+            row.workflow_version,
+            state,
+            row.lease_owner,
+            row.lease_expires_at,
+            row.due_at,
+            row.business_key,
+            row.key_claim,
+        ]
+    return UPDATE, [
+        row.workflow,
+        row.status,
+        state,
+        row.lease_owner,
+        row.lease_expires_at,
+        row.due_at,
+        row.key_claim,
+        row.upgraded_from,
+        row.workflow_version,
+        row.id,
+        row.revision,
+    ]
 
 
 def _changed(connection: Any, sql: str, params: list[Any]) -> bool:

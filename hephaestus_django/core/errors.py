@@ -187,6 +187,22 @@ class InstanceNotFound(StorageError, LookupError):
         super().__init__(f"workflow instance {instance_id!s} not found{suffix}")
 
 
+class InstanceDeletedError(InstanceNotFound):
+    """A write found its instance gone: it was deleted (or pruned) after it was read.
+
+    Only the first write of an instance inserts it; every later one updates the row it read,
+    so a deleted instance stays deleted. The runner stops there: nothing after the write runs.
+    """
+
+    def __init__(self, instance_id: object, revision: int) -> None:
+        self.revision = revision
+        super().__init__(
+            instance_id,
+            f"it was deleted after revision {revision} was read, so this write was refused and "
+            f"nothing more of it runs; start a new instance if the work is still wanted",
+        )
+
+
 class StaleInstanceError(StorageError):
     """``put`` was based on an older read than the stored instance.
 

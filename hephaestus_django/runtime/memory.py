@@ -21,6 +21,7 @@ from uuid import UUID
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import (
     DuplicateInstanceError,
+    InstanceDeletedError,
     InstanceNotFound,
     StaleInstanceError,
 )
@@ -157,8 +158,13 @@ class InMemoryStorage:
             return True
 
     def _write(self, instance: Instance, row: StoredRow, text: str) -> None:
-        """Store ``row`` if ``instance.revision`` is current; the caller holds the lock."""
+        """Store ``row`` if ``instance.revision`` is current; the caller holds the lock.
+
+        Only a new instance (revision 0) is inserted: a later write whose row is gone raises
+        ``InstanceDeletedError``, so a deleted instance stays deleted."""
         stored = self._records.get(row.id)
+        if stored is None and instance.revision > 0:
+            raise InstanceDeletedError(instance.id, instance.revision)
         if stored is not None and stored.row.revision != instance.revision:
             raise StaleInstanceError(instance.id, instance.revision)
         self._hold_key(instance, row, stored.row if stored is not None else None)

@@ -287,6 +287,8 @@ class LocalRunner:
         for claimed in claimed_batch:
             try:
                 handled.append(self._take_over(claimed, storage, owner, moment))
+            except InstanceNotFound:  # deleted since the claim: it stays deleted
+                logger.info("instance %s was deleted while taken over", claimed.id)
             except HephaestusError as error:
                 logger.error(
                     "could not move instance %s on: %s", claimed.id, error, extra=about(claimed)

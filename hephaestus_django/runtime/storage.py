@@ -3,7 +3,8 @@
 ::
 
     storage.get(instance_id) -> Instance        # InstanceNotFound (also for a malformed id)
-    storage.put(instance) -> None               # upsert; StaleInstanceError on a stale read
+    storage.put(instance) -> None               # insert a new one, else update; StaleInstanceError
+                                                # on a stale read, InstanceDeletedError when gone
     storage.delete(instance_id) -> None         # idempotent
     storage.query(limit=None, **filters) -> list[Instance]
 
@@ -17,12 +18,15 @@
 ``workflow_version`` on the instance it was given, so the same object can be
 put again. A put whose ``revision`` is not the stored one raises
 :class:`StaleInstanceError` and writes nothing: an update is never lost
-silently. ``workflow_version`` and ``inserted_at`` are set by the first put and
-never changed by later ones, but for one case: a put of an instance whose latest upgrade
-(``instance.upgrades[-1]``, see :mod:`~hephaestus_django.core.upgrades`) came from the stored
-version writes the version it was upgraded to. ``query`` returns instances oldest first (by
-``inserted_at``, then id) and leaves out, with a logged error, rows that cannot
-be decoded, so one corrupt row never hides the others; ``get`` raises for it.
+silently. Only an instance's first put (``revision`` 0) inserts it; a later put whose
+instance is gone raises :class:`InstanceDeletedError` and writes nothing, so an instance
+deleted (or pruned) while one of its steps runs stays deleted, and nothing after it runs.
+``workflow_version`` and ``inserted_at`` are set by the first put and never changed by later
+ones, but for one case: a put of an instance whose latest upgrade (``instance.upgrades[-1]``, see
+:mod:`~hephaestus_django.core.upgrades`) came from the stored version writes the version it
+was upgraded to. ``query`` returns instances oldest first (by ``inserted_at``, then id) and
+leaves out, with a logged error, rows that cannot be decoded,
+so one corrupt row never hides the others; ``get`` raises for it.
 
 ``update`` serializes changes to one instance (a row lock, a mutex): two
 processes resuming the same instance never lose an update, and never hold the
@@ -89,7 +93,8 @@ class Storage(Protocol):
         ...
 
     def put(self, instance: Instance) -> None:
-        """Insert, or replace the stored instance if ``instance.revision`` is current."""
+        """Insert a new instance (``revision`` 0), or replace the stored one if
+        ``instance.revision`` is current; never re-insert one that was deleted."""
         ...
 
     def delete(self, instance_id: UUID | str) -> None:

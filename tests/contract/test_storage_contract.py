@@ -20,6 +20,7 @@ import pytest
 from hephaestus_django import (
     Done,
     DuplicateInstanceError,
+    InstanceDeletedError,
     InstanceNotFound,
     KeyScope,
     SerializationError,
@@ -202,6 +203,40 @@ def test_delete_is_idempotent(storage: Storage) -> None:
     storage.delete("not-a-uuid")
     with pytest.raises(InstanceNotFound):
         storage.get(instance.id)
+
+
+def test_a_write_after_the_first_never_brings_a_deleted_instance_back(storage: Storage) -> None:
+    instance = waiting(storage)
+    read = storage.get(instance.id)
+    storage.delete(instance.id)
+    resumed = engine.resume(read, "paid", now=flows_now())
+    with pytest.raises(InstanceDeletedError) as caught:
+        storage.put(resumed)
+    assert isinstance(caught.value, InstanceNotFound)  # callers that catch "not found" still do
+    assert str(instance.id) in str(caught.value)
+    assert "deleted" in str(caught.value)
+    assert resumed.revision == read.revision  # nothing recorded on the instance either
+    with pytest.raises(InstanceNotFound):
+        storage.get(instance.id)
+    assert storage.query(id=instance.id) == []
+    # a stale copy of the deleted instance is refused the same way, and so is the locked path
+    with pytest.raises(InstanceDeletedError):
+        storage.put(replace(read, revision=read.revision + 5))
+    with pytest.raises(InstanceNotFound):
+        storage.update(instance.id, lambda current: current)
+    with pytest.raises(InstanceNotFound):
+        storage.get(instance.id)
+
+
+def test_only_a_new_instance_is_inserted(storage: Storage) -> None:
+    new = run_waves(engine.start(engine.new_instance(flows.IfElse, {"script": {}})))
+    assert new.revision == 0
+    storage.put(new)
+    assert new.revision == 1
+    storage.delete(new.id)
+    again = run_waves(engine.start(engine.new_instance(flows.IfElse, {"script": {}}, id=new.id)))
+    storage.put(again)  # a new instance may take a deleted one's id: it is a first write
+    assert storage.get(new.id).revision == 1
 
 
 def test_returned_instances_share_nothing_with_storage(storage: Storage) -> None:

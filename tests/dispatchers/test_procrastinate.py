@@ -24,7 +24,7 @@ from django.core.management.base import SystemCheckError
 from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from hephaestus_django import StaleInstanceError
+from hephaestus_django import InstanceDeletedError, StaleInstanceError
 from hephaestus_django.core import engine
 from hephaestus_django.queues.procrastinate import (
     DEFER_FUNCTION,
@@ -229,6 +229,23 @@ def test_a_stale_put_with_jobs_writes_and_defers_nothing(chain_runner: QueuedRun
     with pytest.raises(StaleInstanceError):
         storage.put_with_jobs(instance, jobs)
     assert job_rows() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_put_with_jobs_of_a_deleted_instance_writes_and_defers_nothing(
+    chain_runner: QueuedRunner,
+) -> None:
+    storage = DjangoStorage(using="default")
+    instance = storage.get(workflows.Chain.start({}))
+    clear_jobs()
+    storage.delete(instance.id)
+    jobs = chain_runner.dispatcher.jobs_for_put(  # type: ignore[attr-defined]
+        [StepJob("default", instance.id, workflows.Second.path())], None, storage
+    )
+    with pytest.raises(InstanceDeletedError):
+        storage.put_with_jobs(instance, jobs)
+    assert job_rows() == []
+    assert storage.query(id=instance.id) == []
 
 
 @pytest.mark.django_db(transaction=True)

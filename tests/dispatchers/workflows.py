@@ -156,3 +156,28 @@ class Crunching(Workflow):
 
     start = First
     transitions = {First: {"ok": Crunch}, Crunch: {"ok": Done}}
+
+
+class Hold(Step):
+    """Marks its run, then holds until the file ``context.initial["release"]`` exists: the test
+    deletes (or cancels and prunes) the instance meanwhile."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        mark(context, self.step_key)
+        release = Path(context.initial["release"])
+        while not release.exists():
+            time.sleep(0.05)
+        return Event("ok", {"pid": os.getpid()})
+
+
+class Ship(_Recorded):
+    """Must never run for an instance deleted while ``Hold`` ran."""
+
+
+class Held(Workflow):
+    """A step that is still running when its instance is deleted."""
+
+    start = First
+    transitions = {First: {"ok": Hold}, Hold: {"ok": Ship}, Ship: {"ok": Done}}

@@ -36,7 +36,9 @@ def setup() -> None:
         },
     )
     django.setup()
-    import tests.processes.workflows  # noqa: F401  (registers the workflows)
+    # registers the workflows
+    import tests.dispatchers.workflows
+    import tests.processes.workflows  # noqa: F401
 
 
 def wait_for_go(go: str | None) -> None:
