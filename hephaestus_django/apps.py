@@ -10,6 +10,10 @@ class HephaestusConfig(AppConfig):
     name = "hephaestus_django"
     label = "hephaestus_django"
     verbose_name = "Workflows"
+    # The primary key type the migrations create (the worker passes table's id; the instances
+    # table's is a UUID): pinned, so a project whose DEFAULT_AUTO_FIELD is another type, or
+    # unset, gets no missing migration for this app from `makemigrations --check`.
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from hephaestus_django import checks  # noqa: F401  (registers the system checks)

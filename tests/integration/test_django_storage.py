@@ -6,6 +6,7 @@ import threading
 import uuid
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.storage import FIELDS, DjangoStorage
 from tests import flows
 from tests.contract.test_storage_contract import flows_now, stored
+from tests.processes.children import Children
 from tests.unit.test_engine import run_waves
 
 pytestmark = pytest.mark.django_db
@@ -363,6 +365,21 @@ def test_any_supported_context_round_trips_through_postgresql(
 
 def test_makemigrations_is_clean() -> None:
     call_command("makemigrations", "hephaestus_django", "--check", "--dry-run", verbosity=0)
+
+
+@pytest.mark.parametrize(
+    "auto_field", [None, "django.db.models.AutoField", "django.db.models.SmallAutoField"]
+)
+def test_makemigrations_is_clean_whatever_the_projects_default_auto_field(
+    tmp_path: Path, auto_field: str | None
+) -> None:
+    """The app pins its primary key type: a project's DEFAULT_AUTO_FIELD (or Django's default,
+    when it sets none) asks for no migration of this app."""
+    children = Children(tmp_path, dict(connection.settings_dict))
+    env = {} if auto_field is None else {"DEFAULT_AUTO_FIELD": auto_field}
+    argv = ["makemigrations", "hephaestus_django", "--check", "--dry-run"]
+    result = children.run("manage", {"argv": argv}, **env)
+    assert "No changes detected" in result["stdout"]
 
 
 @pytest.mark.django_db(transaction=True)

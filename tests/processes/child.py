@@ -28,6 +28,12 @@ def setup() -> None:
             "hephaestus_django",
         ],
         USE_TZ=True,
+        # unset unless the test names one: Django's own default, AutoField
+        **(
+            {"DEFAULT_AUTO_FIELD": os.environ["DEFAULT_AUTO_FIELD"]}
+            if "DEFAULT_AUTO_FIELD" in os.environ
+            else {}
+        ),
         HEPHAESTUS={
             "RUNNER": {
                 "BACKEND": "hephaestus_django.runtime.LocalRunner",
