@@ -69,6 +69,7 @@ from hephaestus_django.runtime.dispatch import (
     Dispatcher,
     Job,
     JobsForPut,
+    PendingJobs,
     StepJob,
     WakeUp,
     job_from_payload,
@@ -329,8 +330,11 @@ class QueuedRunner:
 
     def _start_step(self, job: StepJob, storage: Storage) -> Instance | None:
         """The instance with the job's step marked running, where the storage can mark it;
-        None (logged) when the step is not runnable, or not at the job's attempt (a late
-        duplicate of an attempt that failed)."""
+        None (logged) when the step is not runnable, not at the job's attempt (a late
+        duplicate of an attempt that failed), or already run by someone else
+        (:func:`~hephaestus_django.runtime.leases.runs_elsewhere`: a second job of a step
+        must not run it beside the first)."""
+        marking = isinstance(storage, StepMarking)
         if isinstance(storage, StepMarking):
             marked = storage.mark_running(
                 job.instance_id, job.step, _here(), self.lease, attempt=job.attempt
@@ -353,6 +357,19 @@ class QueuedRunner:
                 "nothing to do for the %s: the step is at attempt %d (a job delivered late)",
                 job,
                 expected,
+                extra=_about_job(job, instance),
+            )
+            return None
+        if marking:
+            # Refused while runnable at this attempt: the step runs elsewhere (or the instance
+            # changed in between, and whatever changed it enqueues what it calls for).
+            mark = instance.running.get(step)
+            logger.info(
+                "nothing to do for the %s: it already runs%s under a live lease (%s); if that "
+                "run dies, the lease lapses and the sweep enqueues the step again",
+                job,
+                f" on {mark.on} since {mark.since.isoformat()}" if mark is not None else "",
+                instance.lease_owner,
                 extra=_about_job(job, instance),
             )
             return None
@@ -499,11 +516,15 @@ class QueuedRunner:
                 before, after = write()
                 events.written(storage, before, after, taken_over=taken_over)
                 steps, wakeup = self._jobs(alias, None if taken_over else before, after, storage)
+                if taken_over:
+                    steps = self._not_pending(steps, after)
                 self._enqueue(steps, wakeup)
             return after
         before, after = write()
         events.written(storage, before, after, taken_over=taken_over)
         steps, wakeup = self._jobs(alias, None if taken_over else before, after, storage)
+        if taken_over:
+            steps = self._not_pending(steps, after)
         if steps or wakeup is not None:
             on_commit(storage, lambda: self._enqueue_after_commit(steps, wakeup))
         return after
@@ -531,6 +552,25 @@ class QueuedRunner:
         ):
             wakeup = WakeUp(alias, after.id, due, trace=trace)
         return steps, wakeup
+
+    def _not_pending(self, steps: list[StepJob], instance: Instance) -> list[StepJob]:
+        """``steps`` without those whose job still waits in the queue (where the dispatcher
+        can tell, :class:`PendingJobs`): a taken-over step gets a second job only when its
+        first one was taken by a worker (that died, or the lease would not have lapsed) or is
+        gone, so an outage of the workers, however long, leaves one job per step queued."""
+        dispatcher = self.dispatcher
+        if not steps or not isinstance(dispatcher, PendingJobs):
+            return steps
+        pending = dispatcher.pending_steps(steps)
+        if not pending:
+            return steps
+        logger.info(
+            "instance %s: not enqueued again, their jobs still wait in the queue: %s",
+            instance.id,
+            ", ".join(str(job) for job in steps if job in pending),
+            extra=about(instance),
+        )
+        return [job for job in steps if job not in pending]
 
     def _enqueue(self, steps: Sequence[StepJob], wakeup: WakeUp | None) -> None:
         if steps:
