@@ -15,8 +15,11 @@ Delivery is at least once; effects are not repeated:
 
 - a job whose step is no longer runnable (delivered twice, already done, the
   instance failed, was deleted or is corrupt) does nothing and says so in the
-  log; two jobs of one step racing both run it, and only the first result is
-  recorded (the second write is stale, and the locked update finds the step done);
+  log; a second job of a step that runs elsewhere (its running mark under the live
+  queue lease its job renews) is refused by ``mark_running`` and does nothing, so a
+  step body runs beside itself only when its first run's worker died or was cut off
+  for longer than the lease; and the first result is the one recorded (a later write
+  is stale, and the locked update finds the step done);
 - a timer due within ``wakeup_horizon`` becomes a wake-up job at its due time;
   an early or repeated wake-up changes nothing.
 
@@ -26,14 +29,18 @@ with ``LocalRunner``: an instance with work outstanding holds a *queue lease*
 no job renews it (the worker was killed, a job was lost, an enqueue after a
 commit never happened), it lapses and the sweep (``hephaestus_worker``, which
 calls :meth:`QueuedRunner.work`) enqueues every runnable step again, not running
-them itself. A waiting instance whose wake-up job is outstanding holds the lease
+them itself, except those whose job still waits in the queue, where the dispatcher
+can tell (:class:`~hephaestus_django.runtime.dispatch.PendingJobs`): workers busy
+or absent for many leases leave one job per step queued, not one per lease. A
+waiting instance whose wake-up job is outstanding holds the lease
 until the timer is due plus one lease, so the sweep fires a timer whose wake-up
 was lost one lease late, and leaves alone one whose wake-up is on its way.
 Timers further out than the horizon get no job: the sweep fires them when due.
 
 The lease is the recovery time: size it above the longest pause between two
-renewals (a step's heartbeat every third of it) and the queue's usual wait, and
-as short as you are willing to wait after a worker dies.
+renewals (a step's heartbeat every third of it), and as short as you are willing
+to wait after a worker dies. A job waiting longer than the lease costs a take-over
+(a write) per lease, not a second job.
 """
 
 from __future__ import annotations
