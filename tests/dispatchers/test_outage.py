@@ -77,7 +77,7 @@ def test_a_ten_lease_outage_leaves_one_job_per_step_and_runs_no_step_twice(
     workers: Workers, tmp_path: Path
 ) -> None:
     ran = tmp_path / "ran"
-    ids = []
+    ids: list[uuid.UUID] = []
     for number in range(INSTANCES):
         folder = ran / str(number)
         folder.mkdir(parents=True)
