@@ -155,7 +155,8 @@ WHERE stored.id = marked.id AND stored.revision = marked.revision
 """
 # A job starting a queued step: the step marked running (where, since when: ISO 8601 in UTC, as
 # the runtime writes times), a new revision, and a queue lease extended; only while the step is
-# runnable. It is also the job's read of the instance.
+# runnable and nobody else runs it (runtime.leases.runs_elsewhere: a mark under a live lease,
+# or a live lease that is not a queue lease). It is also the job's read of the instance.
 _UTC_ISO = (
     """to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 )
@@ -180,6 +181,11 @@ WHERE id = %(id)s AND status = 'running' AND state->'active_steps' ? %(step)s
   AND NOT state->'waiting_steps' ? %(step)s
   AND (%(attempt)s::integer IS NULL
        OR coalesce((state->'attempts'->>%(step)s::text)::integer, 0) + 1 = %(attempt)s::integer)
+  AND NOT coalesce(
+      lease_owner IS NOT NULL AND lease_expires_at > statement_timestamp()
+      AND (lease_owner NOT LIKE 'queued:%%' OR coalesce(state->'running' ? %(step)s, false)),
+      false
+  )
 RETURNING {COLUMNS}
 """
 # The same, committed without waiting for the WAL to reach the disk: the mark is a display,

@@ -51,13 +51,17 @@ otherwise: importing this module, and building the dispatcher, work without it.
 by procrastinate: the instance's lease lapses and ``hephaestus_worker`` enqueues its work
 again, the one recovery path, which also covers a worker that was killed. Jobs take no
 procrastinate ``lock``: the branches of a fan-out must run at once, and the runner already
-serializes each instance's transitions.
+serializes each instance's transitions. Nor a ``queueing_lock``: a second job of a waiting one
+would make procrastinate's defer raise, aborting the transaction of the write that enqueued it;
+instead the sweep asks :meth:`ProcrastinateDispatcher.pending_steps` which steps still have a
+job waiting (``todo``), and enqueues only the others.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -67,10 +71,11 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
+from hephaestus_django.core.errors import InvalidJobError
 from hephaestus_django.cursors import fetch_all
 from hephaestus_django.queues import Requirements
 from hephaestus_django.runtime import codec
-from hephaestus_django.runtime.dispatch import StepJob, WakeUp
+from hephaestus_django.runtime.dispatch import StepJob, WakeUp, job_from_payload
 from hephaestus_django.runtime.queued import receive
 from hephaestus_django.runtime.storage import Storage
 from hephaestus_django.storage import JobsSQL
@@ -182,6 +187,18 @@ class ProcrastinateDispatcher:
         self._check(self.database_alias())
         return JobsSQL(*defer_expression(rows))
 
+    def pending_steps(self, jobs: Sequence[StepJob]) -> frozenset[StepJob]:
+        """Those of ``jobs`` with a step job in ``procrastinate_jobs`` that no worker has
+        started (status ``todo``, in any queue): one statement (:data:`PENDING_STEPS`), on the
+        connection the jobs are deferred through, so inside the sweep's transaction."""
+        if not jobs:
+            return frozenset()
+        alias = self.database_alias()
+        self._check(alias)
+        instances = sorted({str(job.instance_id) for job in jobs})
+        rows = fetch_all(connections[alias], PENDING_STEPS, [STEP_TASK, instances])
+        return _pending(jobs, (row[0] for row in rows))
+
     def _rows(self, steps: Sequence[StepJob], wakeup: WakeUp | None) -> list[_Job]:
         rows: list[_Job] = [
             (self.queue, STEP_TASK, self.priority, {"payload": job.payload()}, None)
@@ -204,6 +221,29 @@ class ProcrastinateDispatcher:
         self._check(alias)
         sql, params = defer_statement(jobs)
         fetch_all(connections[alias], sql, params)
+
+
+PENDING_STEPS = """
+SELECT args->'payload' FROM procrastinate_jobs
+WHERE status = 'todo' AND task_name = %s AND args->'payload'->>'instance' = ANY(%s::text[])
+"""
+"""The payloads of the step jobs of some instances that wait for a worker. ``todo`` rows are
+few (what waits), and procrastinate's partial index on them (``status = 'todo'``) finds them."""
+
+
+def _pending(jobs: Sequence[StepJob], payloads: Iterable[object]) -> frozenset[StepJob]:
+    """Those of ``jobs`` equal to a job of ``payloads`` (JSON text or decoded); a payload that
+    does not parse is nobody's job."""
+    wanted = set(jobs)
+    found: set[StepJob] = set()
+    for payload in payloads:
+        try:
+            job = job_from_payload(json.loads(payload) if isinstance(payload, str) else payload)
+        except (InvalidJobError, ValueError):
+            continue
+        if isinstance(job, StepJob) and job in wanted:
+            found.add(job)
+    return frozenset(found)
 
 
 def _check_installed() -> None:

@@ -38,9 +38,10 @@ from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
+from hephaestus_django.core.errors import InvalidJobError
 from hephaestus_django.queues import Requirements
 from hephaestus_django.runtime.config import backends
-from hephaestus_django.runtime.dispatch import StepJob, WakeUp
+from hephaestus_django.runtime.dispatch import StepJob, WakeUp, job_from_payload
 from hephaestus_django.runtime.queued import receive
 from hephaestus_django.runtime.storage import Storage
 
@@ -159,6 +160,33 @@ class TasksDispatcher:
             )
             return
         self.task(_wakeup_function).using(run_after=wakeup.at).enqueue(wakeup.payload())
+
+    def pending_steps(self, jobs: Sequence[StepJob]) -> frozenset[StepJob]:
+        """Those of ``jobs`` with a :func:`run_step` task row that no worker has started
+        (``READY``), where the backend is django-tasks-db's database backend: one query on its
+        database (inside the sweep's transaction where enqueueing joins it). Any other backend
+        cannot be asked: none is pending, and the sweep enqueues the steps again, as before."""
+        alias = self.database_alias() if jobs else None
+        if alias is None:
+            return frozenset()
+        from django_tasks_db.models import DBTaskResult
+
+        wanted = set(jobs)
+        instances = sorted({str(job.instance_id) for job in jobs})
+        rows = DBTaskResult.objects.using(alias).filter(
+            status="READY",
+            task_path=f"{__name__}.{_step_function.__name__}",
+            args_kwargs__args__0__instance__in=instances,
+        )
+        found: set[StepJob] = set()
+        for arguments in rows.values_list("args_kwargs", flat=True):
+            try:
+                job = job_from_payload(arguments["args"][0])
+            except (InvalidJobError, KeyError, IndexError, TypeError):
+                continue
+            if isinstance(job, StepJob) and job in wanted:
+                found.add(job)
+        return frozenset(found)
 
     def joins_transaction(self, storage: Storage) -> bool:
         """True when the backend is the database backend writing to ``storage``'s database.

@@ -224,3 +224,22 @@ class JobsForPut(Protocol):
         """What ``storage.put_with_jobs`` enqueues ``steps`` and ``wakeup`` with (None when
         there is nothing to enqueue); only asked where ``joins_transaction(storage)``."""
         ...
+
+
+@runtime_checkable
+class PendingJobs(Protocol):
+    """A dispatcher that can tell which step jobs still wait in its queue (optional).
+
+    The sweep asks it before it enqueues a taken-over instance's steps again: a step whose job
+    still waits (no worker has taken it yet: the workers are busy, or there are none) keeps that
+    job and gets no second one, so the queue holds at most one pending job per runnable step
+    however long the outage lasts. A job a worker has taken is not pending: whether its run is
+    alive is the instance's lease's to say (the run renews it), and a lapsed lease means it is
+    not. A dispatcher without this method gets every step enqueued again, as before.
+    """
+
+    def pending_steps(self, jobs: Sequence[StepJob]) -> frozenset[StepJob]:
+        """Those of ``jobs`` (equal in storage, instance, step and attempt) that have a job
+        in the queue no worker has started yet. Read on the connection the dispatcher enqueues
+        through, so inside the caller's transaction where it joins one."""
+        ...

@@ -27,6 +27,7 @@ from uuid import UUID
 
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InstanceNotFound
+from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.storage import Storage
@@ -62,6 +63,27 @@ def with_lease(instance: Instance, owner: str, now: datetime, duration: timedelt
     if instance.leased_to_other(owner, now):
         return instance
     return evolve(instance, lease_owner=owner, lease_expires_at=now + duration)
+
+
+def runs_elsewhere(instance: Instance, step: StepClass, now: datetime) -> bool:
+    """Whether ``step`` of ``instance`` is run by someone else at ``now``, so a queued job must
+    not start it (``StepMarking.mark_running`` refuses it).
+
+    True while the instance's lease is live and either
+
+    - it is a queue lease and the step has a running mark: the job that marked the step renews
+      that lease (every third of it) while the step runs, so the mark is *live*; once that job
+      dies the lease lapses within one lease, the mark is dead, and the sweep clears it as it
+      takes the instance over; or
+    - it is not a queue lease: another runner holds the instance (the sweep between its claim
+      and its take-over's write, a ``LocalRunner`` driving it), and runs or re-enqueues its
+      steps itself.
+    """
+    owner = instance.lease_owner
+    expires = instance.lease_expires_at
+    if owner is None or expires is None or expires <= now:
+        return False
+    return not owner.startswith(QUEUE_OWNER_PREFIX) or step in instance.running
 
 
 _LeaseKey = tuple[int, UUID, str]

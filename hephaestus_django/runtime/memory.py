@@ -37,7 +37,7 @@ from hephaestus_django.runtime.document import (
     to_row,
 )
 from hephaestus_django.runtime.filters import claim_limit, parse_filters
-from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX
+from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, runs_elsewhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +132,8 @@ class InMemoryStorage:
             if attempt is not None and current.attempts.get(target, 0) + 1 != attempt:
                 return None
             now = self._clock()
+            if runs_elsewhere(current, target, now):
+                return None
             expires = current.lease_expires_at
             owner = current.lease_owner
             if owner is not None and owner.startswith(QUEUE_OWNER_PREFIX):

@@ -51,6 +51,12 @@ class InMemoryDispatcher:
         """Never: a list in memory does not roll back with a database transaction."""
         return False
 
+    def pending_steps(self, jobs: Sequence[StepJob]) -> frozenset[StepJob]:
+        """Those of ``jobs`` still in the list (a job a test took or ran is not pending)."""
+        wanted = set(jobs)
+        with self._lock:
+            return frozenset(job for job in self._jobs if job in wanted)
+
     @property
     def jobs(self) -> list[Job]:
         """The queued jobs, oldest first (a copy)."""

@@ -15,8 +15,11 @@ Delivery is at least once; effects are not repeated:
 
 - a job whose step is no longer runnable (delivered twice, already done, the
   instance failed, was deleted or is corrupt) does nothing and says so in the
-  log; two jobs of one step racing both run it, and only the first result is
-  recorded (the second write is stale, and the locked update finds the step done);
+  log; a second job of a step that runs elsewhere (its running mark under the live
+  queue lease its job renews) is refused by ``mark_running`` and does nothing, so a
+  step body runs beside itself only when its first run's worker died or was cut off
+  for longer than the lease; and the first result is the one recorded (a later write
+  is stale, and the locked update finds the step done);
 - a timer due within ``wakeup_horizon`` becomes a wake-up job at its due time;
   an early or repeated wake-up changes nothing.
 
@@ -26,14 +29,18 @@ with ``LocalRunner``: an instance with work outstanding holds a *queue lease*
 no job renews it (the worker was killed, a job was lost, an enqueue after a
 commit never happened), it lapses and the sweep (``hephaestus_worker``, which
 calls :meth:`QueuedRunner.work`) enqueues every runnable step again, not running
-them itself. A waiting instance whose wake-up job is outstanding holds the lease
+them itself, except those whose job still waits in the queue, where the dispatcher
+can tell (:class:`~hephaestus_django.runtime.dispatch.PendingJobs`): workers busy
+or absent for many leases leave one job per step queued, not one per lease. A
+waiting instance whose wake-up job is outstanding holds the lease
 until the timer is due plus one lease, so the sweep fires a timer whose wake-up
 was lost one lease late, and leaves alone one whose wake-up is on its way.
 Timers further out than the horizon get no job: the sweep fires them when due.
 
 The lease is the recovery time: size it above the longest pause between two
-renewals (a step's heartbeat every third of it) and the queue's usual wait, and
-as short as you are willing to wait after a worker dies.
+renewals (a step's heartbeat every third of it), and as short as you are willing
+to wait after a worker dies. A job waiting longer than the lease costs a take-over
+(a write) per lease, not a second job.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ from hephaestus_django.runtime.dispatch import (
     Dispatcher,
     Job,
     JobsForPut,
+    PendingJobs,
     StepJob,
     WakeUp,
     job_from_payload,
@@ -331,8 +339,11 @@ class QueuedRunner:
 
     def _start_step(self, job: StepJob, storage: Storage) -> Instance | None:
         """The instance with the job's step marked running, where the storage can mark it;
-        None (logged) when the step is not runnable, or not at the job's attempt (a late
-        duplicate of an attempt that failed)."""
+        None (logged) when the step is not runnable, not at the job's attempt (a late
+        duplicate of an attempt that failed), or already run by someone else
+        (:func:`~hephaestus_django.runtime.leases.runs_elsewhere`: a second job of a step
+        must not run it beside the first)."""
+        marking = isinstance(storage, StepMarking)
         if isinstance(storage, StepMarking):
             marked = storage.mark_running(
                 job.instance_id, job.step, _here(), self.lease, attempt=job.attempt
@@ -355,6 +366,19 @@ class QueuedRunner:
                 "nothing to do for the %s: the step is at attempt %d (a job delivered late)",
                 job,
                 expected,
+                extra=_about_job(job, instance),
+            )
+            return None
+        if marking:
+            # Refused while runnable at this attempt: the step runs elsewhere (or the instance
+            # changed in between, and whatever changed it enqueues what it calls for).
+            mark = instance.running.get(step)
+            logger.info(
+                "nothing to do for the %s: it already runs%s under a live lease (%s); if that "
+                "run dies, the lease lapses and the sweep enqueues the step again",
+                job,
+                f" on {mark.on} since {mark.since.isoformat()}" if mark is not None else "",
+                instance.lease_owner,
                 extra=_about_job(job, instance),
             )
             return None
@@ -501,11 +525,15 @@ class QueuedRunner:
                 before, after = write()
                 events.written(storage, before, after, taken_over=taken_over)
                 steps, wakeup = self._jobs(alias, None if taken_over else before, after, storage)
+                if taken_over:
+                    steps = self._not_pending(steps, after)
                 self._enqueue(steps, wakeup)
             return after
         before, after = write()
         events.written(storage, before, after, taken_over=taken_over)
         steps, wakeup = self._jobs(alias, None if taken_over else before, after, storage)
+        if taken_over:
+            steps = self._not_pending(steps, after)
         if steps or wakeup is not None:
             on_commit(storage, lambda: self._enqueue_after_commit(steps, wakeup))
         return after
@@ -533,6 +561,25 @@ class QueuedRunner:
         ):
             wakeup = WakeUp(alias, after.id, due, trace=trace)
         return steps, wakeup
+
+    def _not_pending(self, steps: list[StepJob], instance: Instance) -> list[StepJob]:
+        """``steps`` without those whose job still waits in the queue (where the dispatcher
+        can tell, :class:`PendingJobs`): a taken-over step gets a second job only when its
+        first one was taken by a worker (that died, or the lease would not have lapsed) or is
+        gone, so an outage of the workers, however long, leaves one job per step queued."""
+        dispatcher = self.dispatcher
+        if not steps or not isinstance(dispatcher, PendingJobs):
+            return steps
+        pending = dispatcher.pending_steps(steps)
+        if not pending:
+            return steps
+        logger.info(
+            "instance %s: not enqueued again, their jobs still wait in the queue: %s",
+            instance.id,
+            ", ".join(str(job) for job in steps if job in pending),
+            extra=about(instance),
+        )
+        return [job for job in steps if job not in pending]
 
     def _enqueue(self, steps: Sequence[StepJob], wakeup: WakeUp | None) -> None:
         if steps:

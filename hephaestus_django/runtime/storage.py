@@ -185,8 +185,10 @@ class StepMarking(Protocol):
         storage's now, as a write (a new revision), and return the instance as stored after it.
 
         Only while the step is runnable (the instance running, the step active and not
-        waiting), and, given an ``attempt``, while that is the step's next attempt (its count
-        of failed attempts, ``Instance.attempts``, plus one); None otherwise, with nothing
+        waiting), given an ``attempt``, while that is the step's next attempt (its count
+        of failed attempts, ``Instance.attempts``, plus one), and while nobody else runs it
+        (:func:`~hephaestus_django.runtime.leases.runs_elsewhere`: it has a running mark under
+        a live queue lease, or a live lease is not a queue lease); None otherwise, with nothing
         written. A queue lease (owner ``queued:…``) is
         extended to at least ``lease`` from now: a job starting is a sign of life. Raises
         ``InstanceNotFound`` when there is no such instance.

@@ -33,7 +33,7 @@ from hephaestus_django import (
 )
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InvalidQueryError
-from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.instance import Instance, Running
 from hephaestus_django.runtime.storage import StepMarking, Storage
 from tests import flows
 from tests.unit.test_engine import run_waves
@@ -609,12 +609,56 @@ def test_mark_running_marks_a_runnable_step_as_a_write_and_reads_it(storage: Sto
     assert got.lease_expires_at >= before + timedelta(hours=1) - ROUND_TRIP
 
 
-def test_mark_running_leaves_a_foreign_lease_alone(storage: Storage) -> None:
+def test_mark_running_refuses_a_live_foreign_lease_and_leaves_a_lapsed_one_alone(
+    storage: Storage,
+) -> None:
+    """A live lease that is not a queue lease is another runner's (the sweep between its claim
+    and its take-over, a ``LocalRunner``): its steps are that runner's to run. A lapsed one
+    is nobody's: the step is marked, and the lease is neither taken nor extended."""
     assert isinstance(storage, StepMarking)
-    instance = running(storage, "host:1:runner", timedelta(seconds=5))
-    marked = storage.mark_running(instance.id, flows.Check.path(), "h:1", timedelta(hours=1))
+    held = running(storage, "host:1:runner", timedelta(hours=1))
+    assert storage.mark_running(held.id, flows.Check.path(), "h:1", timedelta(hours=1)) is None
+    assert storage.get(held.id).revision == 1
+    lapsed = running(storage, "host:1:runner", -timedelta(seconds=1))
+    marked = storage.mark_running(lapsed.id, flows.Check.path(), "h:1", timedelta(hours=1))
     assert marked is not None
-    assert marked.lease_expires_at == instance.lease_expires_at
+    assert (marked.lease_owner, marked.lease_expires_at) == (
+        lapsed.lease_owner,
+        lapsed.lease_expires_at,
+    )
+
+
+def test_mark_running_refuses_a_step_already_running_under_a_live_mark(
+    storage: Storage,
+) -> None:
+    """A second job of a step that runs (its mark under a live queue lease, which the first
+    job renews) must not run it beside the first: nothing is written."""
+    assert isinstance(storage, StepMarking)
+    instance = running(storage, "queued:abc", timedelta(hours=1))
+    step = flows.Check.path()
+    first = storage.mark_running(instance.id, step, "h:1", timedelta(hours=1), attempt=1)
+    assert first is not None
+    assert storage.mark_running(instance.id, step, "h:2", timedelta(hours=1), attempt=1) is None
+    assert storage.mark_running(instance.id, step, "h:2", timedelta(hours=1)) is None
+    got = storage.get(instance.id)
+    assert got.revision == first.revision
+    assert {mark.on for mark in got.running.values()} == {"h:1"}
+
+
+def test_a_mark_under_a_lapsed_queue_lease_is_dead_and_is_marked_again(
+    storage: Storage,
+) -> None:
+    """The job that marked the step stopped renewing the lease (it died): the step may run
+    again, as the sweep's job of it does."""
+    assert isinstance(storage, StepMarking)
+    instance = running(storage, "queued:abc", -timedelta(seconds=1))
+    dead = replace(instance, running={flows.Check: Running("h:1", storage.now())})
+    storage.put(dead)
+    marked = storage.mark_running(instance.id, flows.Check.path(), "h:2", timedelta(hours=1))
+    assert marked is not None
+    assert marked.running[flows.Check].on == "h:2"
+    assert marked.lease_expires_at is not None
+    assert marked.lease_expires_at > storage.now()
 
 
 @pytest.mark.parametrize("step", ["tests.flows.Approve", "tests.flows.Nothing", "'; drop"])

@@ -20,7 +20,9 @@ from django.db import connection, transaction
 
 from hephaestus_django import HephaestusError, InstanceNotFound, Status
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.runtime.dispatch import StepJob, WakeUp
+from hephaestus_django.runtime import QueuedRunner, configure
+from hephaestus_django.runtime.dispatch import PendingJobs, StepJob, WakeUp
+from hephaestus_django.runtime.storage import StepMarking
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.harness import Harness
@@ -263,3 +265,70 @@ def test_an_early_wake_up_changes_nothing_and_comes_back_when_due(adapter: Harne
     assert after.status is Status.WAITING
     assert after.revision == before.revision
     assert wakeup in adapter.queued()  # the real one is still to come
+
+
+def test_pending_steps_are_the_step_jobs_no_worker_has_taken(adapter: Harness) -> None:
+    """Equal in instance, step and attempt: another step, a later attempt or another instance
+    is not the job that waits; once run, it waits no more."""
+    if not isinstance(adapter.dispatcher, PendingJobs):
+        pytest.skip("the dispatcher cannot tell which jobs wait")
+    instance_id = workflows.Chain.start({})
+    first = StepJob("default", instance_id, workflows.First.path())
+    others = [
+        StepJob("default", instance_id, workflows.Second.path()),
+        StepJob("default", instance_id, workflows.First.path(), 2),
+        StepJob("default", uuid.uuid4(), workflows.First.path()),
+    ]
+    assert adapter.dispatcher.pending_steps([first, *others]) == {first}
+    assert adapter.dispatcher.pending_steps([]) == frozenset()
+
+    adapter.drain()
+    assert adapter.dispatcher.pending_steps([first]) == frozenset()
+
+
+def test_the_sweep_gives_a_step_whose_job_still_waits_no_second_job(
+    adapter: Harness, tmp_path: Path
+) -> None:
+    """No worker takes the job: the instance's lease lapses again and again and the sweep
+    takes it over each time, and the queue still holds one job of the step."""
+    if not isinstance(adapter.dispatcher, PendingJobs):
+        pytest.skip("the dispatcher cannot tell which jobs wait")
+    runner = QueuedRunner(dispatcher=adapter.dispatcher, lease=0.2)
+    configure(storages={"default": adapter.storage}, runner=runner)
+    try:
+        instance_id = workflows.Chain.start({"dir": str(tmp_path)})
+        for _ in range(3):
+            time.sleep(0.3)  # the lease lapses: nothing renews it while the job waits
+            taken = runner.work(storage=adapter.storage)
+            assert [instance.id for instance in taken] == [instance_id]
+        assert adapter.queued() == [StepJob("default", instance_id, workflows.First.path())]
+
+        instance = drain_until(adapter, instance_id, Status.COMPLETED)
+    finally:
+        runner.close()
+    assert recorded(instance) == {"First": 1, "Second": 1, "Third": 1, "Done": 1}
+    here = os.getpid()
+    assert markers(tmp_path) == [f"{key}-1-{here}" for key in ("first", "second", "third")]
+
+
+def test_a_job_of_a_step_that_runs_elsewhere_does_nothing(
+    adapter: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second job of a step that another worker runs (its mark under the live lease that
+    worker renews) is refused by ``mark_running``, and dropped: the step body does not run
+    beside the first."""
+    if not isinstance(adapter.storage, StepMarking):
+        pytest.skip("the storage does not mark running steps")
+    caplog.set_level(logging.INFO, logger="hephaestus_django.queue")
+    instance_id = workflows.Chain.start({"dir": str(tmp_path)})
+    step = workflows.First.path()
+    assert adapter.storage.mark_running(instance_id, step, "elsewhere:7", timedelta(minutes=1))
+    before = adapter.storage.get(instance_id)
+
+    adapter.drain()
+
+    after = adapter.storage.get(instance_id)
+    assert after.revision == before.revision
+    assert markers(tmp_path) == []
+    messages = [record.getMessage() for record in ours(caplog)]
+    assert any("it already runs on elsewhere:7" in message for message in messages), messages

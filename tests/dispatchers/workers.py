@@ -31,6 +31,15 @@ POLL = "0.2"  # seconds between a worker's looks for jobs scheduled later (wake-
 
 
 @dataclass(frozen=True)
+class StepJobs:
+    """An engine's step jobs, counted: every one it was given (finished ones stay in its
+    table), and those that no worker has taken yet."""
+
+    enqueued: int
+    waiting: int
+
+
+@dataclass(frozen=True)
 class Engine:
     """A job engine as the process tests drive it."""
 
@@ -43,6 +52,8 @@ class Engine:
     """Empty its job tables."""
     failed: Callable[[], int]
     """How many of its jobs ended as failed (a dropped job is done with, not failed)."""
+    step_jobs: Callable[[], StepJobs]
+    """How many step jobs it was given, and how many of them still wait for a worker."""
 
     def __str__(self) -> str:
         return self.name
@@ -74,6 +85,19 @@ def _procrastinate_failed() -> int:
     return int(count)
 
 
+def _procrastinate_step_jobs() -> StepJobs:
+    from hephaestus_django.queues.procrastinate import STEP_TASK
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'todo') FROM procrastinate_jobs"
+            " WHERE task_name = %s",
+            [STEP_TASK],
+        )
+        enqueued, waiting = cursor.fetchone()
+    return StepJobs(int(enqueued), int(waiting))
+
+
 def _db_worker(concurrency: int) -> tuple[str, ...]:
     # db_worker runs one task at a time: concurrency comes from more processes.
     return ("db_worker", "--interval", POLL, "--no-startup-delay", "--no-reload")
@@ -91,12 +115,20 @@ def _tasks_failed() -> int:
     return DBTaskResult.objects.filter(status="FAILED").count()
 
 
+def _tasks_step_jobs() -> StepJobs:
+    from django_tasks_db.models import DBTaskResult
+
+    steps = DBTaskResult.objects.filter(task_path="hephaestus_django.queues.tasks.run_step")
+    return StepJobs(steps.count(), steps.filter(status="READY").count())
+
+
 PROCRASTINATE = Engine(
     name="procrastinate",
     dispatcher="hephaestus_django.queues.procrastinate.ProcrastinateDispatcher",
     worker=_procrastinate_worker,
     clear=_procrastinate_clear,
     failed=_procrastinate_failed,
+    step_jobs=_procrastinate_step_jobs,
 )
 TASKS = Engine(
     name="tasks",
@@ -104,6 +136,7 @@ TASKS = Engine(
     worker=_db_worker,
     clear=_tasks_clear,
     failed=_tasks_failed,
+    step_jobs=_tasks_step_jobs,
 )
 ENGINES = [PROCRASTINATE, TASKS]
 

@@ -181,3 +181,22 @@ class Held(Workflow):
 
     start = First
     transitions = {First: {"ok": Hold}, Hold: {"ok": Ship}, Ship: {"ok": Done}}
+
+
+class Linger(Step):
+    """Runs for a second (and marks its run): long enough for a second job of it to start
+    beside it, if one is allowed to."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        mark(context, self.step_key)
+        time.sleep(1)
+        return Event("ok", {"pid": os.getpid()})
+
+
+class Lingering(Workflow):
+    """Two steps of a second each: what the outage test queues and then runs."""
+
+    start = Linger
+    transitions = {Linger: {"ok": Second}, Second: {"ok": Done}}

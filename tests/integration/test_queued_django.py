@@ -57,6 +57,17 @@ def test_a_running_step_is_marked_with_where_it_runs(dispatcher: InMemoryDispatc
     assert marked is not None
     assert {step: mark.on for step, mark in marked.running.items()} == {flows.Pack: "worker-7:123"}
     assert flows.FanOut.get(instance_id).running == marked.running
+    # While worker-7's mark is live (the queue lease its job renews), a second job of Pack is
+    # refused: the step does not run beside itself.
+    assert dispatcher.run(pack) is None
+    assert flows.FanOut.get(instance_id).running == marked.running
+    # worker-7 dies: nothing renews the lease, it lapses, the mark is dead; the job runs Pack.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE workflow_instances SET lease_expires_at = statement_timestamp()"
+            " - interval '1 second' WHERE id = %s",
+            [instance_id],
+        )
     for job in branches:
         dispatcher.run(job)
     after = flows.FanOut.get(instance_id)

@@ -129,10 +129,11 @@ def test_a_job_delivered_twice_records_one_result(
     assert flows.executions(instance_id)["check"] == 1
 
 
-def test_two_deliveries_running_at_once_record_the_first_result_only(
+def test_two_deliveries_at_once_run_the_step_once_and_record_it_once(
     runner: QueuedRunner, dispatcher: InMemoryDispatcher, storage: InMemoryStorage
 ) -> None:
-    """Both run the step (at least once); the second's locked update finds it done."""
+    """The second delivery comes while the first runs the step: the step's mark under the live
+    queue lease refuses it (``mark_running``), so the step body runs once, not beside itself."""
     instance_id = flows.IfElse.start({"script": {}})
     [job] = dispatcher.take()
     rivals: list[Any] = []
@@ -141,16 +142,16 @@ def test_two_deliveries_running_at_once_record_the_first_result_only(
     def put_after_a_rival(instance: Any) -> None:
         if not rivals:
             rivals.append(job)
-            dispatcher.run(job)  # the duplicate records its result first
+            assert dispatcher.run(job) is None  # the duplicate: the step runs elsewhere
         original(instance)
 
     storage.put = put_after_a_rival  # type: ignore[method-assign]
     try:
-        dispatcher.run(job)  # its optimistic put is stale; the locked update finds Check done
+        dispatcher.run(job)
     finally:
         del storage.put
     instance = flows.IfElse.get(instance_id)
-    assert flows.executions(instance_id)["check"] == 2
+    assert flows.executions(instance_id)["check"] == 1
     assert [entry.step for entry in instance.execution_history] == [flows.Check]
     assert step_jobs(dispatcher) == ["Approve"]
 
