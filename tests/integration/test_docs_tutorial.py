@@ -43,7 +43,7 @@ def test_the_install_block_names_real_extras() -> None:
     assert shlex.split(venv) == ["python3", "-m", "venv", ".venv"]
     assert shlex.split(activate) == [".", ".venv/bin/activate"]
     # No public URL yet: the page says so rather than inventing one.
-    assert clone == "git clone <this repository's URL> hephaestus-django"
+    assert clone == "git clone <repository-url> hephaestus-django"
     pip, install, target, *more = shlex.split(install_line)
     assert (pip, install, more) == ("pip", "install", ["psycopg[binary]"])
     path, extras = re.fullmatch(r"(\./hephaestus-django)\[([\w,]+)\]", target).groups()  # type: ignore[union-attr]
