@@ -35,7 +35,7 @@ if not settings.configured:
 
 project = "hephaestus-django"
 author = "hephaestus-django contributors"
-copyright = "hephaestus-django contributors"  # noqa: A001 (Sphinx's name)
+copyright = "hephaestus-django contributors"
 try:
     release = metadata.version("hephaestus-django")
 except metadata.PackageNotFoundError:  # pragma: no cover - a checkout that was never installed
@@ -63,8 +63,14 @@ autodoc_default_options = {"members": True}
 # linked (no intersphinx: the build makes no network access), so they are let through here.
 nitpicky = True
 nitpick_ignore_regex = [
-    ("py:(class|exc|obj|data|func|meth|mod)", r"(builtins|collections|typing|uuid|datetime|decimal)\b.*"),
-    ("py:(class|exc|obj|data|func|meth|mod)", r"(enum|threading|logging|types|json|abc|asyncio)\b.*"),
+    (
+        "py:(class|exc|obj|data|func|meth|mod)",
+        r"(builtins|collections|typing|uuid|datetime|decimal)\b.*",
+    ),
+    (
+        "py:(class|exc|obj|data|func|meth|mod)",
+        r"(enum|threading|logging|types|json|abc|asyncio)\b.*",
+    ),
     ("py:(class|exc|obj|data|func|meth|mod)", r"(django|procrastinate|psycopg|opentelemetry)\b.*"),
     ("py:(class|obj)", r"(T|Any|Self|NoneType|ellipsis|EllipsisType|UUID|timedelta|datetime)"),
     ("py:(class|obj)", r"(TracerProvider|MeterProvider)"),
@@ -82,9 +88,9 @@ def _public_reference(app, env, node, contnode):  # type: ignore[no-untyped-def]
     from docutils import nodes
 
     target = node.get("reftarget", "")
-    within = target.startswith("hephaestus_django.") or (
-        node.get("py:module") or ""
-    ).startswith("hephaestus_django")
+    within = target.startswith("hephaestus_django.") or (node.get("py:module") or "").startswith(
+        "hephaestus_django"
+    )
     if node.get("refdomain") != "py" or not within:
         return None
     domain = env.get_domain("py")

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,7 +67,7 @@ def manage(project: Path, env: dict[str, str], *arguments: str, stdin: str | Non
 
 
 @pytest.fixture
-def project(tmp_path: Path, fresh_database: dict[str, str]) -> Iterator[tuple[Path, dict[str, str]]]:
+def project(tmp_path: Path, fresh_database: dict[str, str]) -> tuple[Path, dict[str, str]]:
     """Sections 1 to 3: the project, its settings and workflow, migrated."""
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
     env["PYTHONPATH"] = str(REPO)  # this checkout's package, as the clone's install would be
@@ -103,7 +102,7 @@ def project(tmp_path: Path, fresh_database: dict[str, str]) -> Iterator[tuple[Pa
     (migrate,) = commands("python manage.py migrate")
     manage(project, env, *migrate[2:])
     assert "no issues" in manage(project, env, "check")
-    yield project, env
+    return project, env
 
 
 def shell(project: Path, env: dict[str, str], code: str) -> str:
@@ -123,7 +122,11 @@ def wait_for(project: Path, env: dict[str, str], expression: str, expected: str)
     raise AssertionError(f"{expression} is {seen!r}, not {expected!r}, after 90 s")
 
 
-SETUP = "from shop.workflows import OrderWorkflow, Ship\nimport uuid\norder_id = uuid.UUID(open('order').read())"
+SETUP = (
+    "from shop.workflows import OrderWorkflow, Ship\n"
+    "import uuid\n"
+    "order_id = uuid.UUID(open('order').read())"
+)
 
 
 @pytest.mark.slow
@@ -220,4 +223,8 @@ def test_the_admin_commands_are_djangos() -> None:
 
     for command in commands("python manage.py runserver"):
         assert command[:2] == ["python", "manage.py"]
-        assert get_commands()[command[2]] in {"django.contrib.auth", "django.contrib.staticfiles", "django.core"}
+        assert get_commands()[command[2]] in {
+            "django.contrib.auth",
+            "django.contrib.staticfiles",
+            "django.core",
+        }
