@@ -24,7 +24,7 @@ PGDATA_DEMO := example_project/.pgdata
 
 BENCH_ARGS ?=
 
-.PHONY: test demo bench lint typecheck clean pg-stop
+.PHONY: test demo bench docs lint typecheck clean pg-stop
 
 test: $(STAMP)
 	$(BIN)/ruff check --quiet .
@@ -39,6 +39,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The documentation site (Sphinx, MyST pages, Furo) into docs/_build/html. Every warning is an
+# error and every cross-reference must resolve (-n), as on Read the Docs (.readthedocs.yaml).
+# The pages' code blocks are run by the test-suite (tests/integration/test_docs*.py).
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+
 # Stop the embedded test server (a no-op if it isn't running). Without a venv, signal it directly:
 # SIGINT is PostgreSQL's "fast shutdown".
 pg-stop:
@@ -52,7 +58,7 @@ pg-stop:
 
 # Removes the venv and caches; keeps the embedded server's data (.pgdata), which is reused.
 clean: pg-stop
-	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info docs/_build
 	find . -path ./.pgdata -prune -o -type d -name __pycache__ -exec rm -rf {} +
 
 # The example project: migrate, a superuser, procrastinate workers (DEMO_WORKERS, default 2)

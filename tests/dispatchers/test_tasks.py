@@ -4,7 +4,6 @@ a deployment runs them: ``manage.py check``)."""
 
 from __future__ import annotations
 
-import re
 import sys
 from io import StringIO
 from pathlib import Path
@@ -25,6 +24,7 @@ from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.harness_tasks import run_db_worker_batch
 from tests.dispatchers.workers import TASKS
+from tests.docblocks import block
 
 if TYPE_CHECKING:
     from pytest_django import Settings
@@ -248,22 +248,19 @@ def test_a_local_runner_gets_no_tasks_message(settings: Settings) -> None:
     assert check() == ""
 
 
-# --- the README's "Running on workers" for Django Tasks ------------------------------------------
+# --- the docs' "Running on workers" for Django Tasks ---------------------------------------------
 
 
-def readme_block(fragment: str) -> str:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    blocks = re.findall(r"^```\w+\n(.*?)^```", readme, flags=re.DOTALL | re.MULTILINE)
-    (found,) = [code for code in blocks if fragment in code]
-    return found
+def docs_block(fragment: str) -> str:
+    return block("docs/guides/workers.md", fragment)
 
 
 @pytest.mark.django_db
-def test_the_readmes_tasks_settings_pass_the_checks(settings: Settings) -> None:
+def test_the_docs_tasks_settings_pass_the_checks(settings: Settings) -> None:
     """Its settings, applied to a project that has hephaestus_django, configure a queued
     runner whose tasks commit with its transitions, and nothing to warn about."""
     namespace: dict[str, Any] = {"INSTALLED_APPS": ["hephaestus_django"]}
-    exec(readme_block('"django_tasks_db.DatabaseBackend"'), namespace)
+    exec(docs_block('"django_tasks_db.DatabaseBackend"'), namespace)
     assert namespace["INSTALLED_APPS"] == ["hephaestus_django", "django_tasks_db"]
     settings.TASKS = namespace["TASKS"]
     settings.HEPHAESTUS = namespace["HEPHAESTUS"]
@@ -274,8 +271,8 @@ def test_the_readmes_tasks_settings_pass_the_checks(settings: Settings) -> None:
     assert dispatcher.joins_transaction(storages["default"])
 
 
-def test_the_readmes_tasks_commands_are_the_process_tests() -> None:
+def test_the_docs_tasks_commands_are_the_process_tests() -> None:
     """The process tests (``test_workers.py``: ``Workers.worker`` and ``Workers.sweep``) run
     these very commands, with test-friendly options."""
-    commands = [line.split()[2] for line in readme_block("manage.py db_worker").splitlines()]
+    commands = [line.split()[2] for line in docs_block("manage.py db_worker").splitlines()]
     assert commands == [TASKS.worker(1)[0], "hephaestus_worker"]

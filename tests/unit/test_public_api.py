@@ -1,8 +1,8 @@
 """Every error a user can meet is importable from ``hephaestus_django`` itself.
 
-A newcomer reads an error's name in the README or in a traceback and writes
+A newcomer reads an error's name in the documentation or in a traceback and writes
 ``from hephaestus_django import ThatError`` to catch it; that must work for every public class of
-``core/errors.py`` and for every error the README names.
+``core/errors.py`` and for every error the README and the site's pages name.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from pathlib import Path
 import hephaestus_django
 from hephaestus_django.core import errors
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+REPO = Path(__file__).resolve().parents[2]
+DOCUMENTATION = "\n".join(
+    path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+)
 
 
 def public_errors() -> dict[str, type[BaseException]]:
@@ -38,12 +41,12 @@ def test_every_public_error_is_exported_from_the_package() -> None:
         assert getattr(hephaestus_django, name) is cls, f"hephaestus_django.{name} is not {cls}"
 
 
-def test_the_errors_the_readme_names_can_be_imported() -> None:
+def test_the_errors_the_documentation_names_can_be_imported() -> None:
     from hephaestus_django import InstanceNotWaitingError, UnexpectedEventError
 
     assert issubclass(InstanceNotWaitingError, hephaestus_django.EngineError)
     assert issubclass(UnexpectedEventError, hephaestus_django.EngineError)
-    named = set(re.findall(r"`(\w+(?:Error|NotFound|NotConfigured))`", README))
+    named = set(re.findall(r"`(\w+(?:Error|NotFound|NotConfigured))`", DOCUMENTATION))
     assert {"InstanceNotWaitingError", "UnexpectedEventError"} <= named
     for name in named - set(vars(builtins)):
-        assert name in hephaestus_django.__all__, f"the README names {name}, not exported"
+        assert name in hephaestus_django.__all__, f"the documentation names {name}, not exported"
