@@ -65,6 +65,9 @@ VERIFIED = {
     "flowchart TD": "test_graph_command_prints_the_readme_graph",
     '"django_tasks_db.DatabaseBackend"': "test_the_readmes_tasks_settings_pass_the_checks",
     "python manage.py db_worker": "test_the_readmes_tasks_commands_are_the_process_tests",
+    "[Unit]": "test_the_supervisor_examples_restart_real_commands",
+    "kind: Deployment": "test_the_supervisor_examples_restart_real_commands",
+    "[program:hephaestus-steps]": "test_the_supervisor_examples_restart_real_commands",
     "make test": ".ci/run",
     "make demo": ".ci/run",
     "make bench": ".ci/run",
@@ -479,3 +482,33 @@ def test_operations_section() -> None:
     assert json.loads(document)["instances"]["total"] == {"count": 0, "kind": "exact"}
     assert "CROSSED" not in check
     assert check.count("ok") == 4  # overdue, stalled, quarantined, worker silence
+
+
+def test_the_supervisor_examples_restart_real_commands() -> None:
+    """Each supervisor example restarts its worker whatever its exit status, and every command
+    line in it (the commented procrastinate one too) is a command of this project whose
+    options parse."""
+    from django.core.management import get_commands, load_command_class
+
+    examples = {
+        "[Unit]": "Restart=always",
+        "kind: Deployment": "restartPolicy: Always",
+        "[program:hephaestus-steps]": "autorestart=true",
+    }
+    commands = get_commands()
+    for fragment, restarts in examples.items():
+        text = block(fragment)
+        assert restarts in text, fragment
+        lines = re.findall(r"/manage\.py ([^\n]+)", text)
+        lines += [
+            " ".join(json.loads(f"[{match}]"))
+            for match in re.findall(r'\["python", "manage\.py", ([^\]]+)\]', text, re.DOTALL)
+        ]
+        assert lines, fragment
+        for line in lines:
+            name, *arguments = shlex.split(line)
+            if name == "procrastinate":  # procrastinate's command parses its own subcommands
+                assert arguments[0] == "worker"
+                continue
+            command = load_command_class(commands[name], name)
+            command.create_parser("manage.py", name).parse_args(arguments)

@@ -231,3 +231,21 @@ def test_the_dashboard_without_a_queue_shows_no_queue_card(admin_client: Client)
     finally:
         configure()
     assert "hx-card-queue" not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_step_workers_migration_is_reversible() -> None:
+    step_worker_seen("1 second")
+    sql(  # the same process's sweep row: one of each role, as a process may both sweep and run
+        "INSERT INTO hephaestus_worker_passes (worker, storage, role, host, pid, passes, handled) "
+        "VALUES ('host-b:7', 'default', 'sweep', 'host-b', 7, 1, 0)"
+    )
+    call_command("migrate", "hephaestus_django", "0010", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT worker, storage FROM hephaestus_worker_passes")
+        assert cursor.fetchall() == [("host-b:7", "default")]  # the jobs row is forgotten
+    call_command("migrate", "hephaestus_django", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT role FROM hephaestus_worker_passes")
+        assert cursor.fetchall() == [("sweep",)]
+        cursor.execute("DELETE FROM hephaestus_worker_passes")
