@@ -34,6 +34,13 @@ class HephaestusConfig(AppConfig):
 
         if telemetry_enabled() and not telemetry.installed():
             telemetry.install()
+        # A job engine's worker that receives QueuedRunner's jobs records that it is alive
+        # (hephaestus_worker_passes, role 'jobs'), for hephaestus_status and the dashboard.
+        from hephaestus_django.runtime import queued
+        from hephaestus_django.worker_passes import JobRecorder
+
+        if not any(isinstance(o, JobRecorder) for o in queued._observers):
+            queued.observe_jobs(JobRecorder())
         # A step with a timeout runs on a thread of its own (runtime.bounded); Django opens a
         # connection per thread, so the thread closes its connections as it ends, on time or
         # abandoned and late, rather than leaving them to the garbage collector.

@@ -312,6 +312,13 @@ class WorkerPass(models.Model):
 
     worker = models.CharField(max_length=255, help_text="host:pid of the worker process.")
     storage = models.CharField(max_length=255, help_text="The storage alias the pass served.")
+    role = models.CharField(
+        max_length=16,
+        default="sweep",
+        db_default="sweep",
+        help_text="'sweep': a pass of hephaestus_worker; 'jobs': jobs a job engine's worker "
+        "(procrastinate, db_worker) received for QueuedRunner.",
+    )
     host = models.CharField(max_length=255)
     pid = models.IntegerField()
     started_at = models.DateTimeField(db_default=Now(), help_text="The worker's first pass.")
@@ -324,7 +331,7 @@ class WorkerPass(models.Model):
         verbose_name = "worker pass"
         constraints = [
             models.UniqueConstraint(
-                fields=["worker", "storage"], name="hephaestus_worker_passes_worker"
+                fields=["worker", "storage", "role"], name="hephaestus_worker_passes_role"
             ),
         ]
         indexes = [
@@ -332,7 +339,7 @@ class WorkerPass(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"worker {self.worker} on {self.storage}"
+        return f"{self.role} worker {self.worker} on {self.storage}"
 
 
 class OperationsDashboard(WorkflowInstance):

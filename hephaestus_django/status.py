@@ -30,7 +30,15 @@ the answer says it is not exact (:class:`Count`'s ``kind``):
   and **failures in the last hour** (``idx_workflow_instances_prune``) are counted up to the
   limit, with the worst lateness read from the first entry of the index.
 - **The last worker pass** is read from ``hephaestus_worker_passes``
-  (:mod:`hephaestus_django.worker_passes`).
+  (:mod:`hephaestus_django.worker_passes`): the sweep's passes, and apart from them the
+  *step workers'* (role ``jobs``: a job engine's workers receiving ``QueuedRunner``'s jobs).
+- **The job queue** of a configured ``QueuedRunner`` (:mod:`hephaestus_django.step_workers`):
+  how many jobs are due and untaken, how long the oldest has waited, the engine's heartbeat.
+  Read after the transaction above, on the queue's own database; two more statements.
+
+:func:`queue_verdict` and :func:`step_worker_verdict` judge the last two against limits (by
+default :data:`MAX_QUEUE_WAIT` and :data:`MAX_STEP_WORKER_SILENCE`), for ``--check`` and the
+dashboard alike.
 
 Every time is the database's: "now" is read once, at the start, and every question is asked
 relative to it.
@@ -47,6 +55,8 @@ from uuid import UUID
 from django.db import connections, transaction
 
 from hephaestus_django.core.status import Status
+from hephaestus_django.step_workers import QueueState, configured_queue_state
+from hephaestus_django.worker_passes import JOBS, SWEEP
 
 COUNT_LIMIT = 10_000
 """Rows counted exactly, per status and per question, before an answer becomes "more than"."""
@@ -66,6 +76,12 @@ STALL_GRACE = timedelta(minutes=1)
 """How long a running instance's lease may have lapsed before it counts as stalled: a worker
 takes such an instance over in its next pass, so one that waits longer says that no worker
 runs, or that they cannot keep up."""
+MAX_QUEUE_WAIT = timedelta(minutes=5)
+"""How long a due job may wait in ``QueuedRunner``'s queue for a worker before ``--check``
+fails (``--max-queue-wait``) and the dashboard warns: workers too few, or gone."""
+MAX_STEP_WORKER_SILENCE = timedelta(minutes=2)
+"""How long no step worker may be seen (see :func:`step_worker_verdict`) before ``--check``
+fails (``--max-step-worker-silence``) and the dashboard warns."""
 HOURS = 24
 STATEMENT_TIMEOUT_MS = 2_000
 """The most any one statement of a snapshot may take; PostgreSQL cancels it past that."""
@@ -171,6 +187,25 @@ class Snapshot:
     errors: list[ErrorGroup]
     errors_sampled: int
     workers: list[WorkerSeen] = field(default_factory=list)
+    """The sweep's (``hephaestus_worker``) latest passes, the most recent first."""
+    step_workers: list[WorkerSeen] = field(default_factory=list)
+    """The step workers' (role ``jobs``) latest records, the most recent first."""
+    queue: QueueState | None = None
+    """``QueuedRunner``'s queue; None with ``LocalRunner`` (the sweep runs the steps)."""
+
+    @property
+    def step_worker_seen_at(self) -> datetime | None:
+        """When a step worker was last seen: its last recorded job, or the engine's heartbeat."""
+        seen = [w.last_pass_at for w in self.step_workers[:1]]
+        if self.queue is not None and self.queue.heartbeat_at is not None:
+            seen.append(self.queue.heartbeat_at)
+        return max(seen, default=None)
+
+    @property
+    def step_worker_silence(self) -> timedelta | None:
+        """Time since a step worker was last seen; None if none ever was."""
+        seen = self.step_worker_seen_at
+        return None if seen is None else max(self.now - seen, ZERO)
 
     @property
     def total(self) -> Count:
@@ -263,6 +298,25 @@ class Snapshot:
                         "last_at": _iso(error.last_at),
                     }
                     for error in self.errors
+                ],
+            },
+            "queue": None
+            if self.queue is None
+            else {
+                **self.queue.as_json(),
+                "step_worker_seen_at": _iso(self.step_worker_seen_at),
+                "step_worker_silence_s": _seconds(self.step_worker_silence),
+                "step_workers": [
+                    {
+                        "worker": w.worker,
+                        "storage": w.storage,
+                        "host": w.host,
+                        "pid": w.pid,
+                        "started_at": _iso(w.started_at),
+                        "last_seen_at": _iso(w.last_pass_at),
+                        "jobs": w.passes,
+                    }
+                    for w in self.step_workers
                 ],
             },
             "workers": {
@@ -421,15 +475,18 @@ GROUP BY e.type ORDER BY count(*) DESC, max(e.at) DESC LIMIT %(top)s
 
 WORKERS = """
 SELECT worker, storage, host, pid, started_at, last_pass_at, passes, handled
-FROM hephaestus_worker_passes {where} ORDER BY last_pass_at DESC LIMIT %s
+FROM hephaestus_worker_passes WHERE role = %s {where} ORDER BY last_pass_at DESC LIMIT %s
 """
 
 
-def snapshot(using: str = "default", *, storages: Sequence[str] | None = None) -> Snapshot:
+def snapshot(
+    using: str = "default", *, storages: Sequence[str] | None = None, with_queue: bool = True
+) -> Snapshot:
     """Ask the database ``using`` how its instances and workers are doing.
 
     ``storages`` limits the workers listed to those that served these storage aliases (by
-    default, every worker that recorded a pass in this database). Raises
+    default, every worker that recorded a pass in this database). ``with_queue``: read the
+    configured ``QueuedRunner``'s queue too (:mod:`~hephaestus_django.step_workers`). Raises
     :class:`django.db.DatabaseError` if a statement runs out of :data:`STATEMENT_TIMEOUT_MS`
     (see :func:`timed_out`).
     """
@@ -489,10 +546,13 @@ def snapshot(using: str = "default", *, storages: Sequence[str] | None = None) -
 
         where, params = "", []
         if storages is not None:
-            where, params = "WHERE storage = ANY(%s::text[])", [list(storages)]
-        cursor.execute(WORKERS.format(where=where), [*params, WORKERS_SHOWN])
+            where, params = "AND storage = ANY(%s::text[])", [list(storages)]
+        cursor.execute(WORKERS.format(where=where), [SWEEP, *params, WORKERS_SHOWN])
         workers = [WorkerSeen(*row) for row in cursor.fetchall()]
+        cursor.execute(WORKERS.format(where=where), [JOBS, *params, WORKERS_SHOWN])
+        step_workers = [WorkerSeen(*row) for row in cursor.fetchall()]
         cursor.execute(RESTORE, previous)
+    queue = configured_queue_state() if with_queue else None
 
     return Snapshot(
         using=using,
@@ -522,6 +582,8 @@ def snapshot(using: str = "default", *, storages: Sequence[str] | None = None) -
         errors=errors,
         errors_sampled=sampled,
         workers=workers,
+        step_workers=step_workers,
+        queue=queue,
     )
 
 
@@ -584,3 +646,63 @@ def timed_out(error: BaseException) -> bool:
     """Whether ``error`` is a statement of :func:`snapshot` cancelled for taking too long."""
     cause = getattr(error, "__cause__", None)
     return getattr(cause, "sqlstate", None) == "57014"
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A limit checked against a snapshot: whether it is crossed, and what was measured."""
+
+    crossed: bool
+    measured: str
+
+
+def queue_verdict(found: Snapshot, limit: timedelta = MAX_QUEUE_WAIT) -> Judged | None:
+    """Whether a job due in ``QueuedRunner``'s queue has waited longer than ``limit`` for a
+    worker (workers too few, or none): None with no queue to watch (``LocalRunner``, where the
+    sweep runs the steps and ``--max-stalled`` says when it does not). A queue that cannot be
+    read crosses it: a probe that cannot see must not say all is well."""
+    queue = found.queue
+    if queue is None:
+        return None
+    if queue.problem is not None:
+        return Judged(True, queue.problem)
+    where = f"{queue.engine} queue {queue.queue!r}"
+    wait = queue.longest_wait
+    if wait is None:
+        return Judged(False, f"no job waits in the {where}")
+    return Judged(
+        wait > limit,
+        f"{queue.waiting_text} job(s) wait in the {where}, the oldest for {duration(wait)}",
+    )
+
+
+def step_worker_verdict(
+    found: Snapshot, limit: timedelta = MAX_STEP_WORKER_SILENCE
+) -> Judged | None:
+    """Whether no step worker has been seen for ``limit``: None with no queue to watch.
+
+    With procrastinate, whose workers beat while idle, silence alone crosses it. A
+    ``db_worker`` is seen only by the jobs it receives, so an idle one cannot be told from a
+    dead one: the limit is crossed when a job has waited longer than ``limit`` too, and no
+    worker was seen meanwhile.
+    """
+    queue = found.queue
+    if queue is None:
+        return None
+    silence = found.step_worker_silence
+    seen = (
+        "no step worker was ever seen"
+        if silence is None
+        else f"the last step worker was seen {duration(silence)} ago"
+    )
+    silent = silence is None or silence > limit
+    if queue.heartbeats:
+        return Judged(silent, f"{seen} ({queue.engine} workers beat while idle)")
+    if queue.problem is not None:
+        return Judged(silent, f"{seen}; the queue could not be read")
+    wait = queue.longest_wait
+    if wait is None:
+        return Judged(False, f"{seen}; no job waits for one")
+    return Judged(
+        silent and wait > limit, f"{seen}; the oldest of the waiting jobs waits {duration(wait)}"
+    )

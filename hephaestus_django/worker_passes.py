@@ -1,13 +1,14 @@
 """A record of the workers' passes, so that "does any worker run?" has an answer.
 
-Timers fire and stalled instances move on only while a worker runs, and nothing in the
-instances' table says whether one does: a quiet table looks the same with or without one. So
-each worker process records its passes in ``hephaestus_worker_passes``: one row per process and
-storage (``host:pid``), upserted after a pass that worked, at most once every
-:data:`RECORD_EVERY` seconds, in the database of the storage the pass served. A worker polling
-every second thus costs one small write every ten seconds, not one per pass. The same statement
-deletes the rows of workers not seen for :data:`FORGET_AFTER`, so the table stays a handful of
-rows.
+Timers fire and stalled instances move on only while a worker runs, and nothing in the instances'
+table says whether one does: a quiet table looks the same with or without one. So each worker
+process records its passes in ``hephaestus_worker_passes``: one row per process, storage and role
+(``host:pid``; role ``sweep`` for ``hephaestus_worker``, ``jobs`` for a job engine's worker
+receiving ``QueuedRunner``'s jobs, see :class:`JobRecorder`), upserted after a pass that worked, at
+most once every :data:`RECORD_EVERY` seconds, in the database of the storage the pass served. A
+worker polling every second thus costs one small write every ten seconds, not one per pass. The
+same statement deletes the rows of workers not seen for :data:`FORGET_AFTER`, so the table stays a
+handful of rows.
 
 The time written is the database's (``statement_timestamp()``), like every other time the app
 decides with. A record that cannot be written (the migration is not applied yet, the database is
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 
 from django.db import DatabaseError, connections, transaction
 
+from hephaestus_django.core.errors import HephaestusError
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.runtime.dispatch import Job
 from hephaestus_django.runtime.storage import Storage
 
 logger = logging.getLogger("hephaestus_django.worker")
@@ -38,13 +41,20 @@ FORGET_AFTER = "7 days"
 
 TABLE = "hephaestus_worker_passes"
 
+SWEEP = "sweep"
+"""The role of ``hephaestus_worker``'s passes."""
+JOBS = "jobs"
+"""The role of a job engine's worker (procrastinate's, ``db_worker``) receiving
+``QueuedRunner``'s jobs: a *step worker*. Each job it receives counts as a pass."""
+
 UPSERT = f"""
 WITH forgotten AS (
     DELETE FROM {TABLE} WHERE last_pass_at < statement_timestamp() - interval '{FORGET_AFTER}'
 )
-INSERT INTO {TABLE} AS w (worker, storage, host, pid, started_at, last_pass_at, passes, handled)
-VALUES (%s, %s, %s, %s, statement_timestamp(), statement_timestamp(), %s, %s)
-ON CONFLICT (worker, storage) DO UPDATE SET
+INSERT INTO {TABLE} AS w
+    (worker, storage, role, host, pid, started_at, last_pass_at, passes, handled)
+VALUES (%s, %s, %s, %s, %s, statement_timestamp(), statement_timestamp(), %s, %s)
+ON CONFLICT (worker, storage, role) DO UPDATE SET
     last_pass_at = statement_timestamp(),
     passes = w.passes + EXCLUDED.passes,
     handled = w.handled + EXCLUDED.handled
@@ -68,8 +78,13 @@ class PassRecorder:
     without a ``using`` alias) are left alone: there is nowhere to record them.
     """
 
-    def __init__(self, every: float = RECORD_EVERY, *, worker: str | None = None) -> None:
+    def __init__(
+        self, every: float = RECORD_EVERY, *, worker: str | None = None, role: str = SWEEP
+    ) -> None:
         self.every = every
+        self.role = role
+        self._what = "worker's pass" if role == SWEEP else "step worker's jobs"
+        self._what_plural = "worker's passes" if role == SWEEP else "step worker's jobs"
         self.host = socket.gethostname()[:255]
         self.pid = os.getpid()
         self.worker = (worker or f"{self.host}:{self.pid}")[:255]
@@ -93,14 +108,39 @@ class PassRecorder:
                 # savepoint and leaves that transaction usable.
                 with transaction.atomic(using=using), connections[using].cursor() as cursor:
                     cursor.execute(
-                        UPSERT, [self.worker, name[:255], self.host, self.pid, passes, moved]
+                        UPSERT,
+                        [self.worker, name[:255], self.role, self.host, self.pid, passes, moved],
                     )
             except DatabaseError as error:
                 if not pending.failing:
-                    logger.warning("could not record the worker's pass on %s: %s", name, error)
+                    logger.warning("could not record the %s on %s: %s", self._what, name, error)
                 pending.failing = True
                 return
             if pending.failing:
-                logger.info("the worker's passes on %s are recorded again", name)
+                logger.info("the %s on %s are recorded again", self._what_plural, name)
             pending.passes = pending.handled = 0
             pending.written, pending.failing = now, False
+
+
+class JobRecorder:
+    """Records, in role :data:`JOBS`, that this process received ``QueuedRunner`` jobs: the sign
+    of life of a step worker (procrastinate's worker, ``db_worker``), which
+    ``hephaestus_status --max-step-worker-silence`` and the dashboard read.
+
+    Installed by the app's ``ready()`` as an observer of
+    :func:`hephaestus_django.runtime.queued.receive`; it shares :class:`PassRecorder`'s
+    throttle (one upsert per storage every :data:`RECORD_EVERY` seconds at most, the first at
+    once) and never fails a job: a record that cannot be written is logged.
+    """
+
+    def __init__(self, every: float = RECORD_EVERY) -> None:
+        self._passes = PassRecorder(every, role=JOBS)
+
+    def __call__(self, job: Job) -> None:
+        from hephaestus_django.runtime.config import backends
+
+        try:
+            storage = backends.storage(job.storage)
+        except HephaestusError:  # the job names no storage of this process: handle() says so
+            return
+        self._passes(job.storage, storage, [])

@@ -164,6 +164,11 @@ def page(found: Snapshot, changelist: str) -> dict[str, Any]:
         "stall_grace": duration(STALL_GRACE),
         "silence": None if silence is None else duration(silence),
         "worker_late": silence is None or silence > WORKER_SILENCE_WARNING,
+        # QueuedRunner: jobs waiting for a worker, and whether a step worker is seen (None
+        # with LocalRunner); judged as hephaestus_status --check judges them by default.
+        "queue": found.queue,
+        "queue_judged": status.queue_verdict(found),
+        "step_workers_judged": status.step_worker_verdict(found),
         "waiting_url": link(status__exact="waiting"),
         "running_url": link(status__exact="running"),
         "failed_url": link(status__exact="failed"),

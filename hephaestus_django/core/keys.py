@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from hephaestus_django.core.errors import InvalidInstanceError
 from hephaestus_django.core.status import Status
+from hephaestus_django.core.text import shown, unstorable
 
 if TYPE_CHECKING:
     from hephaestus_django.core.instance import Instance
@@ -63,10 +64,11 @@ def checked_key(key: object, workflow: str) -> str:
             f"the business key of a {workflow} is {len(key)} characters long; the most is "
             f"{MAX_KEY_LENGTH} (key {key[:40]!r}…)"
         )
-    if "\x00" in key:
+    problem = unstorable(key)
+    if problem is not None:
         raise InvalidInstanceError(
-            f"the business key of a {workflow} contains a NUL character, which PostgreSQL "
-            f"cannot store: {key!r}"
+            f"the business key of a {workflow} contains {problem}: {shown(key)}; "
+            "remove it from the key"
         )
     return key
 

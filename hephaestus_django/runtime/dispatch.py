@@ -31,6 +31,7 @@ from uuid import UUID
 
 from hephaestus_django.core.errors import InvalidJobError
 from hephaestus_django.core.instance import coerce_instance_id
+from hephaestus_django.core.text import shown, unstorable
 from hephaestus_django.runtime.storage import Storage
 
 logger = logging.getLogger("hephaestus_django.queue")
@@ -121,7 +122,9 @@ def _trace_of(payload: Mapping[Any, Any]) -> dict[str, str] | None:
     found = {
         key: value
         for key in TRACE_KEYS
-        if isinstance(value := payload.get(key), str) and 0 < len(value) <= 512
+        if isinstance(value := payload.get(key), str)
+        and 0 < len(value) <= 512
+        and unstorable(value) is None  # carried into the jobs this one enqueues
     }
     return found or None
 
@@ -168,6 +171,11 @@ def job_from_payload(payload: object) -> Job:
     raise InvalidJobError(f"a job payload's 'kind' must be {STEP!r} or {WAKE_UP!r}, not {kind!r}")
 
 
+MAX_ATTEMPT = 2**31 - 1
+"""The highest attempt a job may carry: the largest PostgreSQL ``integer``, the type the
+storages compare it as."""
+
+
 def _attempt(payload: Mapping[Any, Any]) -> int:
     """The payload's attempt number: 1 when absent (a first attempt, or a job enqueued before
     attempts were carried: if it was a later one, it is dropped and the sweep enqueues the step
@@ -175,9 +183,18 @@ def _attempt(payload: Mapping[Any, Any]) -> int:
     value = payload.get("attempt")
     if value is None:
         return 1
-    if not isinstance(value, str) or not value.isdecimal() or int(value) < 1:
+    # ASCII digits only, and short: int() of a long string is slow, and an attempt past what
+    # the storage's integer holds would reach SQL as a DataError instead of being refused here.
+    if (
+        not isinstance(value, str)
+        or not (value.isascii() and value.isdecimal())
+        or len(value) > len(str(MAX_ATTEMPT))
+        or not 1 <= int(value) <= MAX_ATTEMPT
+    ):
+        what = shown(value) if isinstance(value, str) else repr(value)[:40]
         raise InvalidJobError(
-            f"the job payload's 'attempt' must be a positive integer as a string, not {value!r}"
+            f"the job payload's 'attempt' must be a whole number from 1 to {MAX_ATTEMPT} as a "
+            f"string, not {what}"
         )
     return int(value)
 
@@ -187,6 +204,12 @@ def _text(payload: Mapping[Any, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidJobError(
             f"the job payload's {key!r} must be a non-empty string, not {value!r}"
+        )
+    problem = unstorable(value)
+    if problem is not None:
+        raise InvalidJobError(
+            f"the job payload's {key!r} {shown(value)} contains {problem}; no step, storage or "
+            "time is named so"
         )
     return value
 

@@ -15,6 +15,7 @@ from uuid import UUID
 from hephaestus_django.core.errors import InvalidInstanceError, InvalidQueryError
 from hephaestus_django.core.instance import coerce_instance_id
 from hephaestus_django.core.status import Status
+from hephaestus_django.core.text import shown, unstorable
 from hephaestus_django.core.workflow import WorkflowDefinition, tagged
 
 FILTER_NAMES = (
@@ -104,12 +105,12 @@ def parse_filters(filters: Mapping[str, Any], *, limit: int | None = None) -> Qu
         key = filters["key"]
         if not isinstance(key, str):
             raise InvalidQueryError(f"key must be a business key (a string), not {key!r}")
-        parsed["key"] = key
+        parsed["key"] = _storable(key, "key")
     if "workflow_family" in filters:
         family = filters["workflow_family"]
         if not isinstance(family, str) or not family:
             raise InvalidQueryError(f"workflow_family must be a dotted path, not {family!r}")
-        parsed["workflow_family"] = family
+        parsed["workflow_family"] = _storable(family, "workflow_family")
     if "tag" in filters:
         tag = filters["tag"]
         if not isinstance(tag, str) or not tag:
@@ -124,8 +125,20 @@ def workflow_name(value: object, label: str) -> str:
     if isinstance(value, type) and issubclass(value, WorkflowDefinition):
         return value.path()
     if isinstance(value, str) and value:
-        return value
+        return _storable(value, label)
     raise InvalidQueryError(f"{label} must be a workflow class or its dotted path, not {value!r}")
+
+
+def _storable(text: str, label: str) -> str:
+    """``text`` unless it holds what PostgreSQL cannot (NUL, a lone surrogate): nothing stored
+    can equal it, and the driver would fail on it mid-query, so it is refused first."""
+    problem = unstorable(text)
+    if problem is not None:
+        raise InvalidQueryError(
+            f"the {label} filter {shown(text)} contains {problem}, so no instance can match it; "
+            "remove it"
+        )
+    return text
 
 
 def status_value(value: object) -> str:

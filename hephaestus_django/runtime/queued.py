@@ -623,6 +623,36 @@ class QueuedRunner:
         return evolve(instance, lease_owner=owner, lease_expires_at=expires)
 
 
+JobObserver = Callable[[Job], None]
+"""Told of each job :func:`receive` accepts, before it runs: how the Django layer records that
+a step worker is alive (:class:`hephaestus_django.worker_passes.JobRecorder`)."""
+
+_observers: list[JobObserver] = []
+
+
+def observe_jobs(observer: JobObserver) -> Callable[[], None]:
+    """Have ``observer`` told of every job this process receives; returns what removes it.
+
+    An observer must be quick and must not raise: an error it raises is logged and the job
+    runs regardless (a job's step matters more than a record that it ran).
+    """
+    _observers.append(observer)
+
+    def remove() -> None:
+        if observer in _observers:
+            _observers.remove(observer)
+
+    return remove
+
+
+def _observed(job: Job) -> None:
+    for observer in list(_observers):
+        try:
+            observer(job)
+        except Exception:
+            logger.exception("a job observer failed on the %s; the job runs regardless", job)
+
+
 def receive(payload: object) -> Instance | None:
     """Run the job a job engine delivered, with the configured ``QueuedRunner``.
 
@@ -641,6 +671,7 @@ def receive(payload: object) -> Instance | None:
             f"a worker received the {job}, but the runner configured in this process is "
             f"{runner!r}; set settings.HEPHAESTUS['RUNNER'] to QueuedRunner in the workers too"
         )
+    _observed(job)
     return runner.handle(job)
 
 

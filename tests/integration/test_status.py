@@ -307,6 +307,7 @@ def test_json_shape() -> None:
         "hours",
         "errors",
         "workers",
+        "queue",
     }
     assert document["instances"]["by_status"]["waiting"] == {"count": 1, "kind": "exact"}
     assert document["overdue_timers"]["count"] == 1

@@ -226,7 +226,10 @@ def test_a_malformed_payload_is_dropped_with_the_reason(
     for attempt in ("0", "-1", "two", 2):
         step = StepJob("default", uuid4(), "tests.flows.Check").payload()
         assert receive({**step, "attempt": attempt}) is None
-        assert f"'attempt' must be a positive integer as a string, not {attempt!r}" in caplog.text
+        assert (
+            f"'attempt' must be a whole number from 1 to {2**31 - 1} as a string, not {attempt!r}"
+            in caplog.text
+        )
 
 
 def test_a_job_for_a_storage_that_is_not_configured_is_an_error(runner: QueuedRunner) -> None:

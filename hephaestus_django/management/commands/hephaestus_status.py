@@ -23,13 +23,17 @@ from hephaestus_django.management.arguments import database_of
 from hephaestus_django.retention import parse_age
 from hephaestus_django.status import (
     COUNT_LIMIT,
+    MAX_QUEUE_WAIT,
+    MAX_STEP_WORKER_SILENCE,
     STALL_GRACE,
     STATEMENT_TIMEOUT_MS,
     STATUSES,
     Count,
     Snapshot,
     duration,
+    queue_verdict,
     snapshot,
+    step_worker_verdict,
     timed_out,
 )
 
@@ -40,6 +44,8 @@ DEFAULT_MAX_STALLED = "0"
 DEFAULT_MAX_QUARANTINED = "0"
 DEFAULT_MAX_FAILED_LAST_HOUR = OFF
 DEFAULT_MAX_WORKER_SILENCE = "2m"
+DEFAULT_MAX_QUEUE_WAIT = duration(MAX_QUEUE_WAIT)
+DEFAULT_MAX_STEP_WORKER_SILENCE = duration(MAX_STEP_WORKER_SILENCE)
 
 
 def duration_or_off(text: str) -> timedelta | None:
@@ -118,6 +124,18 @@ def verdicts(found: Snapshot, options: dict[str, Any]) -> list[Verdict]:
         )
         crossed = silence is None or silence > silence_limit
         result.append(Verdict("--max-worker-silence", duration(silence_limit), measured, crossed))
+    # QueuedRunner only: whether its jobs are taken (with LocalRunner the sweep runs the steps,
+    # and --max-stalled and --max-worker-silence say when it does not).
+    for option, key, judge in (
+        ("--max-queue-wait", "max_queue_wait", queue_verdict),
+        ("--max-step-worker-silence", "max_step_worker_silence", step_worker_verdict),
+    ):
+        limit_: timedelta | None = options[key]
+        if limit_ is None:
+            continue
+        judged = judge(found, limit_)
+        if judged is not None:
+            result.append(Verdict(option, duration(limit_), judged.measured, judged.crossed))
     return result
 
 
@@ -184,6 +202,23 @@ class Command(BaseCommand):
             metavar="AGE",
             help="time since the last recorded worker pass; no pass ever recorded crosses it "
             f"(default: {DEFAULT_MAX_WORKER_SILENCE}; 'off' to skip)",
+        )
+        parser.add_argument(
+            "--max-queue-wait",
+            type=duration_or_off,
+            default=MAX_QUEUE_WAIT,
+            metavar="AGE",
+            help="QueuedRunner: how long a due job may wait in the job engine's queue for a "
+            f"worker (default: {DEFAULT_MAX_QUEUE_WAIT}; 'off' to skip)",
+        )
+        parser.add_argument(
+            "--max-step-worker-silence",
+            type=duration_or_off,
+            default=MAX_STEP_WORKER_SILENCE,
+            metavar="AGE",
+            help="QueuedRunner: how long no step worker (procrastinate's worker, db_worker) may "
+            "be seen; a db_worker is seen only by the jobs it takes, so it counts only while a "
+            f"job waits that long (default: {DEFAULT_MAX_STEP_WORKER_SILENCE}; 'off' to skip)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -271,12 +306,23 @@ def report(found: Snapshot) -> str:
         else f"{duration(silence)} ago, by {last.worker} on {last.storage} "
         f"({last.handled:,} instance(s) moved on since {_time(last.started_at)})"
     )
+    queue_rows = []
+    queue = found.queue
+    if queue is not None:
+        judged = queue_verdict(found)
+        seen = step_worker_verdict(found)
+        where = f"{queue.engine}, queue {queue.queue!r} in database {queue.database!r}"
+        queue_rows = [
+            ("Job queue", f"{judged.measured if judged else '?'} ({where})"),
+            ("Step workers", seen.measured if seen else "?"),
+        ]
     rows = [
         ("Overdue timers", overdue),
         ("Stalled instances", f"{stalled} (running, lease lapsed over {duration(STALL_GRACE)})"),
         ("Quarantined", str(found.quarantined)),
         ("Failed, last hour", str(found.failed_last_hour)),
         ("Last worker pass", worker),
+        *queue_rows,
     ]
     pad = max(len(name) for name, _ in rows) + 2
     lines += [f"{(name + ':').ljust(pad)}{text}" for name, text in rows]
