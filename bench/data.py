@@ -20,9 +20,9 @@ import psycopg
 
 from bench.workflows import Linear3, initial_context
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.postgres.sql import INSERT, UPDATE
 from hephaestus_django.runtime import InMemoryStorage, LocalRunner, codec
 from hephaestus_django.runtime.document import to_row
-from hephaestus_django.storage import INSERT, UPDATE
 
 STATE_INDEX = "idx_workflow_instances_state"
 BULK_ORDER_BASE = 1_000_000
@@ -47,7 +47,7 @@ FROM generate_series(%(first)s::int, %(last)s::int) AS g
 
 
 def insert_params(key: Any, workflow: str, status: str, text: str) -> list[Any]:
-    """The parameters of :data:`~hephaestus_django.storage.INSERT` for a row with no lease,
+    """The parameters of :data:`~hephaestus_django.postgres.sql.INSERT` for a row with no lease,
     timer or business key: what the floor writes."""
     return [key, workflow, status, 1, text, None, None, None, None, None]
 

@@ -1,11 +1,11 @@
 """Item 7: housekeeping at scale. A prune of half the table, the worker's claim, their plans.
 
-The table holds the bulk rows (every one ``completed``, ``updated_at`` one millisecond apart)
-and whatever the sections before wrote. :class:`~hephaestus_django.retention.Pruner` deletes the
-older half of the bulk rows, 1,000 a batch, as ``hephaestus_prune`` does, while a writer in a
-process of its own (``bench.writer``) puts instances one after another: its latency is measured
-for a while before the prune and during it. The prune's peak memory is traced (tracemalloc) in
-this process, where nothing else runs meanwhile.
+The table holds the bulk rows (every one ``completed``, ``updated_at`` one millisecond apart) and
+whatever the sections before wrote. :class:`~hephaestus_django.postgres.retention.Pruner` deletes
+the older half of the bulk rows, 1,000 a batch, as ``hephaestus_prune`` does, while a writer in a
+process of its own (``bench.writer``) puts instances one after another: its latency is measured for
+a while before the prune and during it. The prune's peak memory is traced (tracemalloc) in this
+process, where nothing else runs meanwhile.
 
 The prune is run in two halves, and between them the plans of a batch are taken with
 ``EXPLAIN (ANALYZE, BUFFERS)`` inside a transaction that is rolled back (deleting nothing): the
@@ -38,7 +38,7 @@ from django.test.utils import CaptureQueriesContext
 from bench.data import _BULK_EPOCH as BULK_EPOCH
 from bench.environment import REPO
 from bench.measure import latency_ms
-from hephaestus_django.retention import INDEX, Pruner, PruneReport, batch_sql
+from hephaestus_django.postgres.retention import INDEX, Pruner, PruneReport, batch_sql
 from hephaestus_django.worker import run_once
 
 BATCH = 1000

@@ -17,7 +17,8 @@ import psycopg
 from bench.containment import plan_line
 from bench.data import BULK_ORDER_BASE
 from bench.measure import interleave, repeat
-from hephaestus_django.storage import COLUMNS, TABLE, DjangoStorage
+from hephaestus_django.postgres.sql import COLUMNS, TABLE
+from hephaestus_django.postgres.storage import DjangoStorage
 
 
 def run(raw: psycopg.Connection[Any], *, rows: int, rounds: int, n: int) -> dict[str, Any]:

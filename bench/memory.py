@@ -20,7 +20,8 @@ import psycopg
 
 from bench.measure import spread
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.storage import COLUMNS, TABLE, DjangoStorage
+from hephaestus_django.postgres.sql import COLUMNS, TABLE
+from hephaestus_django.postgres.storage import DjangoStorage
 
 SQL = f"SELECT {COLUMNS} FROM {TABLE} WHERE status = ANY(%s) ORDER BY inserted_at, id LIMIT %s"
 CHUNK = 500

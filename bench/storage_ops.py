@@ -23,8 +23,9 @@ from bench.data import completed_instance, insert_params, raw_write, unsaved
 from bench.environment import PREPARED
 from bench.measure import interleave, repeat
 from hephaestus_django.core import engine
+from hephaestus_django.postgres.sql import COLUMNS, DELETE, INSERT, SELECT_ONE, TABLE
+from hephaestus_django.postgres.storage import DjangoStorage
 from hephaestus_django.runtime.document import encoded_state
-from hephaestus_django.storage import COLUMNS, DELETE, INSERT, SELECT_ONE, TABLE, DjangoStorage
 
 QUERY = f"SELECT {COLUMNS} FROM {TABLE} WHERE status = ANY(%s) ORDER BY inserted_at, id"
 

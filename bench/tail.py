@@ -27,8 +27,9 @@ import psycopg
 
 from bench.data import STATE_INDEX, completed_instance, insert_params, raw_write, unsaved
 from bench.measure import latency_ms, percentile
+from hephaestus_django.postgres.sql import INSERT
+from hephaestus_django.postgres.storage import DjangoStorage
 from hephaestus_django.runtime.document import encoded_state
-from hephaestus_django.storage import INSERT, DjangoStorage
 
 # name -> storage parameters of the GIN index (None: PostgreSQL's default)
 CONFIGS: dict[str, dict[str, str | None]] = {

@@ -65,7 +65,7 @@ _EXPORTS = {
     "InMemoryDispatcher": "hephaestus_django.runtime.memory_dispatch",
     # Django integration (importing these needs configured Django settings)
     "storages": "hephaestus_django.conf",
-    "DjangoStorage": "hephaestus_django.storage",
+    "DjangoStorage": "hephaestus_django.postgres.storage",
 }
 
 __all__ = [
@@ -165,9 +165,9 @@ if TYPE_CHECKING:
     from hephaestus_django.core.status import Status
     from hephaestus_django.core.steps import Debug, Done, Step, StepRef, Wait, WaitForEvent
     from hephaestus_django.core.upgrades import Upgrade
+    from hephaestus_django.postgres.storage import DjangoStorage
     from hephaestus_django.runtime.memory import InMemoryStorage
     from hephaestus_django.runtime.memory_dispatch import InMemoryDispatcher
     from hephaestus_django.runtime.queued import QueuedRunner
     from hephaestus_django.runtime.runner import LocalRunner
     from hephaestus_django.runtime.workflow import VersionedWorkflow, Workflow
-    from hephaestus_django.storage import DjangoStorage

@@ -36,8 +36,8 @@ class HephaestusConfig(AppConfig):
             telemetry.install()
         # A job engine's worker that receives QueuedRunner's jobs records that it is alive
         # (hephaestus_worker_passes, role 'jobs'), for hephaestus_status and the dashboard.
+        from hephaestus_django.postgres.worker_passes import JobRecorder
         from hephaestus_django.runtime import queued
-        from hephaestus_django.worker_passes import JobRecorder
 
         if not any(isinstance(o, JobRecorder) for o in queued._observers):
             queued.observe_jobs(JobRecorder())

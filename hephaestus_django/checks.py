@@ -210,8 +210,8 @@ def _check_lease(runner: Any) -> list[CheckMessage]:
 def _check_queue(runner: Any) -> list[CheckMessage]:
     """E011/E012/W002 for a runner whose dispatcher is one of ``hephaestus_django.queues``,
     then what the dispatcher's own ``check(storages)`` reports (E013, E014, W003)."""
+    from hephaestus_django.postgres.storage import DjangoStorage
     from hephaestus_django.queues import Requirements
-    from hephaestus_django.storage import DjangoStorage
 
     dispatcher: Any = getattr(runner, "dispatcher", None)
     needs = getattr(dispatcher, "requirements", None)
@@ -326,7 +326,7 @@ def _check_database(storage: Any, where: str, *, implicit: bool = False) -> list
     the messages speak of ``DATABASES['default']``, which the user did write, and not of a
     storage entry they never saw.
     """
-    from hephaestus_django.storage import DjangoStorage
+    from hephaestus_django.postgres.storage import DjangoStorage
 
     if not isinstance(storage, DjangoStorage):
         return []

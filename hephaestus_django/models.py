@@ -1,6 +1,6 @@
 """The ``workflow_instances`` table, for the ORM, migrations and the admin.
 
-Storage goes through :class:`~hephaestus_django.storage.DjangoStorage`; this
+Storage goes through :class:`~hephaestus_django.postgres.storage.DjangoStorage`; this
 model is how the same rows are reached with the ORM: filter on columns, or on
 values inside the JSONB ``state`` with ``state__contains`` (answered through the
 GIN index), and turn rows back into engine instances with ``to_instance()``.
@@ -23,13 +23,14 @@ from hephaestus_django.core.keys import MAX_KEY_LENGTH
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import Step
 from hephaestus_django.core.workflow import WorkflowDefinition, tagged
-from hephaestus_django.cursors import fetch_all
-from hephaestus_django.retention import INDEXED_STATUSES
+from hephaestus_django.postgres.cursors import fetch_all
+from hephaestus_django.postgres.retention import INDEXED_STATUSES
+from hephaestus_django.postgres.sql import FIELDS
+from hephaestus_django.postgres.storage import stored_row
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
 from hephaestus_django.runtime.filters import status_value, workflow_name
 from hephaestus_django.serialization import HephaestusJSONDecoder, HephaestusJSONEncoder
-from hephaestus_django.storage import FIELDS, stored_row
 
 GIN_PENDING_LIST_KB = 256
 """``gin_pending_list_limit`` of the GIN index on ``state``, in kB."""
@@ -263,7 +264,7 @@ class WorkflowInstance(models.Model):
                 name="workflow_instances_version_positive",
             ),
             # One holder per business key in its scope; a start that finds the key held gets
-            # the holder's id (storage.INSERT) instead of a second instance.
+            # the holder's id (postgres.sql.INSERT) instead of a second instance.
             models.UniqueConstraint(
                 fields=["key_claim"],
                 name="workflow_instances_key_claim",
@@ -303,7 +304,7 @@ class WorkflowInstance(models.Model):
 class WorkerPass(models.Model):
     """The last pass of one worker process on one storage: whether any worker runs.
 
-    Written by :class:`~hephaestus_django.worker_passes.PassRecorder` at most once every
+    Written by :class:`~hephaestus_django.postgres.worker_passes.PassRecorder` at most once every
     ``RECORD_EVERY`` seconds per worker and storage (one upsert of one small row), in the
     database of the storage the pass served, so ``hephaestus_status`` and the admin's dashboard
     read it where they read the instances. Rows of workers not seen for a week are deleted by

@@ -9,9 +9,9 @@ from collections.abc import Iterable
 
 from hephaestus_django.conf import runner, storages
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.reconnect import close_obsolete_connections
+from hephaestus_django.postgres.reconnect import close_obsolete_connections
+from hephaestus_django.postgres.worker_passes import PassRecorder
 from hephaestus_django.runtime.worker import DEFAULT_MAX_BACKOFF, Worker
-from hephaestus_django.worker_passes import PassRecorder
 
 
 def worker(

@@ -12,7 +12,7 @@ Anyone with view permission can type anything into the search box, and repeat it
 - a term that cannot be searched (:mod:`hephaestus_django.admin.search` says why) lists
   nothing, with the reason as a message;
 - every statement of a search runs with :data:`SEARCH_TIMEOUT_MS` as PostgreSQL's
-  ``statement_timeout`` (:mod:`hephaestus_django.admin.budget`). A count that runs out leaves
+  ``statement_timeout`` (:mod:`hephaestus_django.postgres.budget`). A count that runs out leaves
   the list shown, marked as not counted; a listing that runs out shows nothing but a message.
 """
 
@@ -28,7 +28,6 @@ from django.db import DatabaseError, router
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, QueryDict
 
-from hephaestus_django.admin.budget import cancelled, statement_timeout
 from hephaestus_django.admin.limits import (
     QUERY_MAX_CHARS,
     SEARCH_MAX_CHARS,
@@ -37,6 +36,7 @@ from hephaestus_django.admin.limits import (
 )
 from hephaestus_django.admin.search import TERM, search_filter
 from hephaestus_django.core.errors import InvalidQueryError
+from hephaestus_django.postgres.budget import cancelled, statement_timeout
 
 SEARCH_TIMEOUT_MS = 30
 """How long each statement of a search may run. A search makes two: the count, the page."""

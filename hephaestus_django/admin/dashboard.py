@@ -1,11 +1,12 @@
 """The operations dashboard: what runs, what is late, what failed, on one admin page.
 
-Its figures are :func:`hephaestus_django.status.snapshot`, the answers ``hephaestus_status``
-prints, so the page and the command cannot disagree, and the page costs the same bounded number
-of index reads at a thousand rows or a million. The 24-hour chart is drawn here as an SVG (no
-JavaScript, nothing loaded from elsewhere), with the colours as presentation attributes, so it
-obeys a strict Content-Security-Policy, and classes the admin's stylesheet restyles for the dark
-theme; a table of the same figures follows it for screen readers and for exact values.
+Its figures are :func:`hephaestus_django.postgres.snapshot.snapshot`, the answers
+``hephaestus_status`` prints, so the page and the command cannot disagree, and the page costs the
+same bounded number of index reads at a thousand rows or a million. The 24-hour chart is drawn here
+as an SVG (no JavaScript, nothing loaded from elsewhere), with the colours as presentation
+attributes, so it obeys a strict Content-Security-Policy, and classes the admin's stylesheet
+restyles for the dark theme; a table of the same figures follows it for screen readers and for exact
+values.
 
 The page is for staff who may view workflow instances (``view_workflowinstance``). It is
 linked from the admin index through :class:`OperationsDashboardAdmin`, registered for a proxy
@@ -29,11 +30,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from hephaestus_django import status
 from hephaestus_django.admin import times
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.models import OperationsDashboard, WorkflowInstance
-from hephaestus_django.status import (
+from hephaestus_django.postgres.snapshot import (
+    COUNT_LIMIT,
+    HOUR_SAMPLE,
     STALL_GRACE,
     STATEMENT_TIMEOUT_MS,
     STATUSES,
@@ -41,7 +43,9 @@ from hephaestus_django.status import (
     Hour,
     Snapshot,
     duration,
+    queue_verdict,
     snapshot,
+    step_worker_verdict,
     timed_out,
 )
 
@@ -167,8 +171,8 @@ def page(found: Snapshot, changelist: str) -> dict[str, Any]:
         # QueuedRunner: jobs waiting for a worker, and whether a step worker is seen (None
         # with LocalRunner); judged as hephaestus_status --check judges them by default.
         "queue": found.queue,
-        "queue_judged": status.queue_verdict(found),
-        "step_workers_judged": status.step_worker_verdict(found),
+        "queue_judged": queue_verdict(found),
+        "step_workers_judged": step_worker_verdict(found),
         "waiting_url": link(status__exact="waiting"),
         "running_url": link(status__exact="running"),
         "failed_url": link(status__exact="failed"),
@@ -177,8 +181,8 @@ def page(found: Snapshot, changelist: str) -> dict[str, Any]:
             for error in found.errors
         ],
         "chart": hourly_chart(found.hours),
-        "hour_sample": status.HOUR_SAMPLE,
-        "count_limit": f"{status.COUNT_LIMIT:,}",
+        "hour_sample": HOUR_SAMPLE,
+        "count_limit": f"{COUNT_LIMIT:,}",
         "hours": [
             {"hour": hour, "label": times.as_text(hour.start, zone=False)[:-3]}
             for hour in found.hours

@@ -32,9 +32,9 @@ from hephaestus_django.core.instance import (
 from hephaestus_django.core.workflow import WorkflowDefinition, resolve_workflow
 from hephaestus_django.diagram import build_diagram, progress_of, render_svg
 from hephaestus_django.models import WorkflowInstance
+from hephaestus_django.postgres.storage import parse_state
 from hephaestus_django.runtime.document import from_row
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX
-from hephaestus_django.storage import parse_state
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
@@ -28,10 +28,11 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from hephaestus_django.admin import times
-from hephaestus_django.admin.budget import cancelled
 from hephaestus_django.core.errors import UnknownWorkflowError
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.workflow import resolve_workflow, tagged, workflow_registry
+from hephaestus_django.postgres.budget import cancelled
+from hephaestus_django.postgres.estimates import count_and_estimate
 
 
 def registered_workflows() -> list[tuple[str, type[Any]]]:
@@ -139,7 +140,7 @@ class CheapCountPaginator(Paginator):
                 return self.COUNT_LIMIT
             counted, estimate = found, -1
         else:
-            counted, estimate = _count_and_estimate(queryset, self.COUNT_LIMIT)
+            counted, estimate = count_and_estimate(queryset, self.COUNT_LIMIT)
         if counted <= self.COUNT_LIMIT:
             return counted
         if estimate > self.COUNT_LIMIT:
@@ -160,24 +161,6 @@ class CheapCountPaginator(Paginator):
             if cancelled(error):
                 return None
             raise
-
-
-# One round trip for the unfiltered list: the rows, counted up to the limit, and PostgreSQL's
-# estimate (pg_class.reltuples; -1 before the table is first analysed).
-COUNT_AND_ESTIMATE = """
-SELECT (SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT %s) AS page),
-       coalesce((SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)), -1)
-"""
-
-
-def _count_and_estimate(queryset: QuerySet[Any], limit: int) -> tuple[int, int]:
-    """Rows counted up to ``limit + 1``, and the planner's estimate of the table's size."""
-    connection = connections[queryset.db]
-    table = connection.ops.quote_name(queryset.model._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(COUNT_AND_ESTIMATE.format(table=table), [limit + 1, table])
-        counted, estimate = cursor.fetchone()
-    return int(counted), int(estimate)
 
 
 def steps_cell(

@@ -72,24 +72,25 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from hephaestus_django.core.errors import InvalidJobError
-from hephaestus_django.cursors import fetch_all
+from hephaestus_django.postgres.cursors import fetch_all
+from hephaestus_django.postgres.sql import (
+    DEFER_FUNCTION,
+    JOB_TYPE,
+    PROCRASTINATE_JOB_ROW,
+    PROCRASTINATE_PENDING_STEPS,
+)
+from hephaestus_django.postgres.storage import JobsSQL
 from hephaestus_django.queues import Requirements
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.dispatch import StepJob, WakeUp, job_from_payload
 from hephaestus_django.runtime.queued import receive
 from hephaestus_django.runtime.storage import Storage
-from hephaestus_django.storage import JobsSQL
 
 STEP_TASK = "hephaestus_django.step"
 """The procrastinate task that executes one step of one instance."""
 WAKE_UP_TASK = "hephaestus_django.wake_up"
 """The procrastinate task that fires an instance's due timers (deferred with ``schedule_at``)."""
 
-DEFER_FUNCTION = "procrastinate_defer_jobs_v1"
-"""procrastinate's SQL function that inserts jobs: what its own ``defer`` and ``batch_defer``
-call (``procrastinate.sql.queries["defer_jobs"]``), since procrastinate 3.2."""
-JOB_TYPE = "procrastinate_job_to_defer_v1"
-"""The composite type of the function's argument, one element per job."""
 JOB_FIELDS = (
     "queue_name",
     "task_name",
@@ -160,7 +161,7 @@ class ProcrastinateDispatcher:
     def joins_transaction(self, storage: Storage) -> bool:
         """True exactly when ``storage`` is a ``DjangoStorage`` on procrastinate's alias: the
         job's insert then runs on the very connection of the storage's open transaction."""
-        from hephaestus_django.storage import DjangoStorage
+        from hephaestus_django.postgres.storage import DjangoStorage
 
         return isinstance(storage, DjangoStorage) and storage.using == self.database_alias()
 
@@ -189,14 +190,15 @@ class ProcrastinateDispatcher:
 
     def pending_steps(self, jobs: Sequence[StepJob]) -> frozenset[StepJob]:
         """Those of ``jobs`` with a step job in ``procrastinate_jobs`` that no worker has
-        started (status ``todo``, in any queue): one statement (:data:`PENDING_STEPS`), on the
+        started (status ``todo``, in any queue): one statement
+        (:data:`~hephaestus_django.postgres.sql.PROCRASTINATE_PENDING_STEPS`), on the
         connection the jobs are deferred through, so inside the sweep's transaction."""
         if not jobs:
             return frozenset()
         alias = self.database_alias()
         self._check(alias)
         instances = sorted({str(job.instance_id) for job in jobs})
-        rows = fetch_all(connections[alias], PENDING_STEPS, [STEP_TASK, instances])
+        rows = fetch_all(connections[alias], PROCRASTINATE_PENDING_STEPS, [STEP_TASK, instances])
         return _pending(jobs, (row[0] for row in rows))
 
     def _rows(self, steps: Sequence[StepJob], wakeup: WakeUp | None) -> list[_Job]:
@@ -221,14 +223,6 @@ class ProcrastinateDispatcher:
         self._check(alias)
         sql, params = defer_statement(jobs)
         fetch_all(connections[alias], sql, params)
-
-
-PENDING_STEPS = """
-SELECT args->'payload' FROM procrastinate_jobs
-WHERE status = 'todo' AND task_name = %s AND args->'payload'->>'instance' = ANY(%s::text[])
-"""
-"""The payloads of the step jobs of some instances that wait for a worker. ``todo`` rows are
-few (what waits), and procrastinate's partial index on them (``status = 'todo'``) finds them."""
 
 
 def _pending(jobs: Sequence[StepJob], payloads: Iterable[object]) -> frozenset[StepJob]:
@@ -288,11 +282,7 @@ def defer_expression(jobs: Sequence[_Job]) -> tuple[str, list[Any]]:
 
 @lru_cache(maxsize=64)
 def _defer_sql(count: int) -> str:
-    row = (
-        "ROW(%s::varchar, %s::varchar, %s::integer, NULL::text, NULL::text, %s::jsonb,"
-        " %s::timestamptz)"
-    )
-    rows = ", ".join([row] * count)
+    rows = ", ".join([PROCRASTINATE_JOB_ROW] * count)
     return f"{DEFER_FUNCTION}(ARRAY[{rows}]::{JOB_TYPE}[])"
 
 

@@ -194,7 +194,7 @@ class TasksDispatcher:
         The task row is then written by the same connection as the instance, inside the
         runner's ``transaction.atomic()``: both commit, or neither does.
         """
-        from hephaestus_django.storage import DjangoStorage
+        from hephaestus_django.postgres.storage import DjangoStorage
 
         if not isinstance(storage, DjangoStorage):
             return False

@@ -625,7 +625,7 @@ class QueuedRunner:
 
 JobObserver = Callable[[Job], None]
 """Told of each job :func:`receive` accepts, before it runs: how the Django layer records that
-a step worker is alive (:class:`hephaestus_django.worker_passes.JobRecorder`)."""
+a step worker is alive (:class:`hephaestus_django.postgres.worker_passes.JobRecorder`)."""
 
 _observers: list[JobObserver] = []
 

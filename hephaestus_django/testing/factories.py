@@ -82,8 +82,8 @@ class WorkflowInstanceFactory(factory.django.DjangoModelFactory):  # type: ignor
 
     @classmethod
     def _create(cls, model_class: Any, *args: Any, **kwargs: Any) -> Any:
+        from hephaestus_django.postgres.storage import DjangoStorage
         from hephaestus_django.runtime.runner import LocalRunner
-        from hephaestus_django.storage import DjangoStorage
 
         workflow, using = kwargs.pop("workflow"), kwargs.pop("using")
         if workflow is None:

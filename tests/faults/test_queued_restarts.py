@@ -55,9 +55,9 @@ import psycopg
 import pytest
 from django.db import connections
 
+from hephaestus_django.postgres.reconnect import close_obsolete_connections
 from hephaestus_django.queues.procrastinate import ProcrastinateDispatcher
 from hephaestus_django.queues.tasks import TasksDispatcher
-from hephaestus_django.reconnect import close_obsolete_connections
 from hephaestus_django.runtime import QueuedRunner, configure
 from hephaestus_django.runtime.dispatch import Dispatcher
 from hephaestus_django.storage import DjangoStorage

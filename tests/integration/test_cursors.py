@@ -14,8 +14,8 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from psycopg import pq
 
 from hephaestus_django.core import engine
-from hephaestus_django.cursors import fetch_all, fetch_one, reading_cursor
 from hephaestus_django.models import WorkflowInstance
+from hephaestus_django.postgres.cursors import fetch_all, fetch_one, reading_cursor
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 

@@ -22,7 +22,8 @@ from hephaestus_django import CorruptInstanceError, StaleInstanceError, Status, 
 from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.storage import FIELDS, DjangoStorage
+from hephaestus_django.postgres.sql import FIELDS
+from hephaestus_django.postgres.storage import DjangoStorage
 from tests import flows
 from tests.contract.test_storage_contract import flows_now, stored
 from tests.processes.children import Children
@@ -431,3 +432,13 @@ def test_a_row_carries_its_lease_into_the_instance(storage: DjangoStorage) -> No
     )
     (listed,) = WorkflowInstance.objects.filter(id=running.id).to_instances()
     assert listed.lease_owner == "runner-1"
+
+
+def test_the_settings_path_names_the_storage_in_postgres() -> None:
+    """``hephaestus_django.storage.DjangoStorage``, the path settings name, is the backend that
+    lives with the other statements in ``hephaestus_django.postgres``."""
+    from hephaestus_django import storage as settings_path
+    from hephaestus_django.postgres import storage as backend
+
+    assert settings_path.DjangoStorage is backend.DjangoStorage
+    assert settings_path.__all__ == ["DjangoStorage"]

@@ -20,8 +20,8 @@ from django.db import OperationalError, connection, transaction
 
 from hephaestus_django import LocalRunner, StaleInstanceError, Status
 from hephaestus_django.core import engine
-from hephaestus_django.reconnect import close_obsolete_connections
-from hephaestus_django.storage import DjangoStorage, read_database_time
+from hephaestus_django.postgres.reconnect import close_obsolete_connections
+from hephaestus_django.postgres.storage import DjangoStorage, read_database_time
 from tests import flows
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from hephaestus_django.core import engine
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.retention import INDEX, Pruner, batch_sql, parse_age
+from hephaestus_django.postgres.retention import INDEX, Pruner, batch_sql, parse_age
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 from tests.contract.test_storage_contract import stored

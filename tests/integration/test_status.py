@@ -23,10 +23,10 @@ from django.urls import reverse
 
 from hephaestus_django import status as status_module
 from hephaestus_django.admin.dashboard import hourly_chart
+from hephaestus_django.postgres.snapshot import COUNT_LIMIT, Count, Hour, snapshot
+from hephaestus_django.postgres.worker_passes import PassRecorder
 from hephaestus_django.runtime import InMemoryStorage
-from hephaestus_django.status import COUNT_LIMIT, Count, Hour, snapshot
 from hephaestus_django.storage import DjangoStorage
-from hephaestus_django.worker_passes import PassRecorder
 
 pytestmark = pytest.mark.django_db
 

@@ -24,7 +24,7 @@ from hephaestus_django.management.arguments import (
     non_negative_seconds,
     positive_int,
 )
-from hephaestus_django.retention import Pruner, PruneReport, parse_age
+from hephaestus_django.postgres.retention import Pruner, PruneReport, parse_age
 from hephaestus_django.runtime.filters import status_value
 
 INTERRUPTED = 130

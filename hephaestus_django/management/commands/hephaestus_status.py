@@ -1,8 +1,8 @@
 """``manage.py hephaestus_status``: what runs, what is late, what failed; ``--check`` for probes.
 
-The report is :func:`hephaestus_django.status.snapshot`, the same answers the admin's dashboard
-shows, in a bounded number of index reads whatever the table's size. ``--check`` compares it
-with thresholds and exits with status 1 naming each one crossed, for a cron alert or a probe.
+The report is :func:`hephaestus_django.postgres.snapshot.snapshot`, the same answers the admin's
+dashboard shows, in a bounded number of index reads whatever the table's size. ``--check`` compares
+it with thresholds and exits with status 1 naming each one crossed, for a cron alert or a probe.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.management.arguments import database_of
-from hephaestus_django.retention import parse_age
-from hephaestus_django.status import (
+from hephaestus_django.postgres.retention import parse_age
+from hephaestus_django.postgres.snapshot import (
     COUNT_LIMIT,
     MAX_QUEUE_WAIT,
     MAX_STEP_WORKER_SILENCE,

@@ -28,6 +28,7 @@ from django.db import DatabaseError, connections, transaction
 
 from hephaestus_django.core.errors import HephaestusError
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.postgres.sql import RECORD_PASSES
 from hephaestus_django.runtime.dispatch import Job
 from hephaestus_django.runtime.storage import Storage
 
@@ -36,29 +37,12 @@ logger = logging.getLogger("hephaestus_django.worker")
 RECORD_EVERY = 10.0
 """Seconds between two records of one worker's passes on one storage, at the least."""
 
-FORGET_AFTER = "7 days"
-"""Rows of workers not seen for this long are deleted (a PostgreSQL interval)."""
-
-TABLE = "hephaestus_worker_passes"
 
 SWEEP = "sweep"
 """The role of ``hephaestus_worker``'s passes."""
 JOBS = "jobs"
 """The role of a job engine's worker (procrastinate's, ``db_worker``) receiving
 ``QueuedRunner``'s jobs: a *step worker*. Each job it receives counts as a pass."""
-
-UPSERT = f"""
-WITH forgotten AS (
-    DELETE FROM {TABLE} WHERE last_pass_at < statement_timestamp() - interval '{FORGET_AFTER}'
-)
-INSERT INTO {TABLE} AS w
-    (worker, storage, role, host, pid, started_at, last_pass_at, passes, handled)
-VALUES (%s, %s, %s, %s, %s, statement_timestamp(), statement_timestamp(), %s, %s)
-ON CONFLICT (worker, storage, role) DO UPDATE SET
-    last_pass_at = statement_timestamp(),
-    passes = w.passes + EXCLUDED.passes,
-    handled = w.handled + EXCLUDED.handled
-"""
 
 
 @dataclass
@@ -108,7 +92,7 @@ class PassRecorder:
                 # savepoint and leaves that transaction usable.
                 with transaction.atomic(using=using), connections[using].cursor() as cursor:
                     cursor.execute(
-                        UPSERT,
+                        RECORD_PASSES,
                         [self.worker, name[:255], self.role, self.host, self.pid, passes, moved],
                     )
             except DatabaseError as error:

@@ -30,9 +30,10 @@ the answer says it is not exact (:class:`Count`'s ``kind``):
   and **failures in the last hour** (``idx_workflow_instances_prune``) are counted up to the
   limit, with the worst lateness read from the first entry of the index.
 - **The last worker pass** is read from ``hephaestus_worker_passes``
-  (:mod:`hephaestus_django.worker_passes`): the sweep's passes, and apart from them the
+  (:mod:`hephaestus_django.postgres.worker_passes`): the sweep's passes, and apart from them the
   *step workers'* (role ``jobs``: a job engine's workers receiving ``QueuedRunner``'s jobs).
-- **The job queue** of a configured ``QueuedRunner`` (:mod:`hephaestus_django.step_workers`):
+- **The job queue** of a configured ``QueuedRunner``
+  (:mod:`hephaestus_django.postgres.step_workers`):
   how many jobs are due and untaken, how long the oldest has waited, the engine's heartbeat.
   Read after the transaction above, on the queue's own database; two more statements.
 
@@ -55,8 +56,21 @@ from uuid import UUID
 from django.db import connections, transaction
 
 from hephaestus_django.core.status import Status
-from hephaestus_django.step_workers import QueueState, configured_queue_state
-from hephaestus_django.worker_passes import JOBS, SWEEP
+from hephaestus_django.postgres.sql import (
+    ERRORS,
+    ESTIMATES,
+    HEALTH,
+    HOURLY,
+    HOURS,
+    PER_WORKFLOW,
+    QUARANTINED,
+    SNAPSHOT_BEGIN,
+    SNAPSHOT_RESTORE,
+    STATUS_COUNTS,
+    WORKERS,
+)
+from hephaestus_django.postgres.step_workers import QueueState, configured_queue_state
+from hephaestus_django.postgres.worker_passes import JOBS, SWEEP
 
 COUNT_LIMIT = 10_000
 """Rows counted exactly, per status and per question, before an answer becomes "more than"."""
@@ -82,11 +96,8 @@ fails (``--max-queue-wait``) and the dashboard warns: workers too few, or gone."
 MAX_STEP_WORKER_SILENCE = timedelta(minutes=2)
 """How long no step worker may be seen (see :func:`step_worker_verdict`) before ``--check``
 fails (``--max-step-worker-silence``) and the dashboard warns."""
-HOURS = 24
 STATEMENT_TIMEOUT_MS = 2_000
 """The most any one statement of a snapshot may take; PostgreSQL cancels it past that."""
-STATISTICS = "workflow_instances_wf_status"
-TABLE = "workflow_instances"
 
 Kind = Literal["exact", "about", "more_than"]
 
@@ -351,148 +362,21 @@ def _seconds(delta: timedelta | None) -> float | None:
     return None if delta is None else round(delta.total_seconds(), 3)
 
 
-# --- the statements --------------------------------------------------------------------------
-
-BEGIN = """
-SELECT statement_timestamp(), current_setting('statement_timeout'),
-       current_setting('enable_seqscan'), current_setting('enable_sort'), current_setting('jit'),
-       set_config('statement_timeout', %s, true), set_config('enable_seqscan', 'off', true),
-       set_config('enable_sort', 'off', true), set_config('jit', 'off', true)
-"""
-# Sequential scans and sorts are discouraged: every question below reads an index in its order
-# and stops early. Statistics can be stale (a burst of failures since the last ANALYZE, which
-# still says there are none), and the planner would then read every row of a status through
-# the status index and sort them; with sorts off it takes the index that gives the order.
-# JIT is off: the cost of a discouraged plan node (10^10) would otherwise make PostgreSQL
-# compile every statement, ~0.9 s each, for queries that take milliseconds.
-RESTORE = """
-SELECT set_config('statement_timeout', %s, true), set_config('enable_seqscan', %s, true),
-       set_config('enable_sort', %s, true), set_config('jit', %s, true)
-"""
-
-# Each status counted up to the limit through idx_workflow_instances_status.
-STATUS_COUNTS = f"""
-SELECT s.status,
-       (SELECT count(*) FROM (SELECT 1 FROM {TABLE} i WHERE i.status = s.status LIMIT %s) c)
-FROM unnest(%s::text[]) AS s(status)
-"""
-
-# Only statuses already known to hold at most COUNT_LIMIT rows: a bounded read.
-PER_WORKFLOW = f"""
-SELECT workflow, status, count(*) FROM {TABLE}
-WHERE status = ANY(%s::text[]) GROUP BY workflow, status
-"""
-
-# PostgreSQL's statistics: the table's size as the planner estimates it (reltuples scaled to
-# the pages the table has now), and the frequencies of the (workflow, status) pairs sampled
-# by the extended statistics and of each status (pg_stats, for a status's total).
-ESTIMATES = f"""
-SELECT 'table', NULL, NULL,
-       CASE WHEN c.relpages > 0 AND c.reltuples >= 0
-            THEN c.reltuples / c.relpages
-                 * (pg_relation_size(c.oid) / current_setting('block_size')::int)
-            ELSE c.reltuples END
-FROM pg_class c WHERE c.oid = to_regclass('{TABLE}')
-UNION ALL
-SELECT 'status', NULL, v.status, v.freq
-FROM pg_stats s, unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS v(status, freq)
-WHERE s.schemaname = current_schema() AND s.tablename = '{TABLE}' AND s.attname = 'status'
-UNION ALL
-SELECT 'pair', e.most_common_vals[i][1], e.most_common_vals[i][2], e.most_common_freqs[i]
-FROM pg_stats_ext e, generate_subscripts(e.most_common_vals, 1) AS i
-WHERE e.schemaname = current_schema() AND e.tablename = '{TABLE}'
-  AND e.statistics_name = '{STATISTICS}'
-"""
-
-# Each an index scan that stops at the limit, or reads the first entry of an index.
-HEALTH = f"""
-SELECT
-  (SELECT count(*) FROM (SELECT 1 FROM {TABLE}
-     WHERE due_at <= %(now)s AND quarantine_reason IS NULL
-     ORDER BY due_at LIMIT %(limit)s) c),
-  (SELECT due_at FROM {TABLE} WHERE due_at <= %(now)s AND quarantine_reason IS NULL
-     ORDER BY due_at LIMIT 1),
-  (SELECT count(*) FROM (SELECT 1 FROM {TABLE}
-     WHERE status = 'running' AND lease_expires_at <= %(stalled)s
-       AND quarantine_reason IS NULL ORDER BY lease_expires_at LIMIT %(limit)s) c),
-  (SELECT lease_expires_at FROM {TABLE}
-     WHERE status = 'running' AND lease_expires_at <= %(stalled)s
-       AND quarantine_reason IS NULL ORDER BY lease_expires_at LIMIT 1),
-  (SELECT count(*) FROM (SELECT 1 FROM {TABLE}
-     WHERE quarantine_reason IS NOT NULL ORDER BY updated_at LIMIT %(limit)s) c),
-  (SELECT count(*) FROM (SELECT 1 FROM {TABLE}
-     WHERE status = 'failed' AND updated_at > %(hour_ago)s
-     ORDER BY updated_at DESC LIMIT %(limit)s) c)
-"""
-
-QUARANTINED = f"""
-SELECT id, workflow, left(quarantine_reason, %s), updated_at FROM {TABLE}
-WHERE quarantine_reason IS NOT NULL ORDER BY updated_at DESC LIMIT %s
-"""
-
-
-def _series(name: str, column: str, where: str) -> str:
-    """One series of the chart for one hour: the newest rows (at most the sample), the time
-    they span, and the oldest row of the hour; index-ordered reads that stop early."""
-    bounds = f"{where} {column} >= h.lo AND {column} < h.hi"
-    return f"""
-CROSS JOIN LATERAL (
-    SELECT count(*) AS n, max(t) AS newest, min(t) AS nth,
-           CASE WHEN count(*) >= %(sample)s
-                THEN (SELECT {column} FROM {TABLE} WHERE {bounds}
-                      ORDER BY {column} LIMIT 1) END AS oldest
-    FROM (SELECT {column} AS t FROM {TABLE} WHERE {bounds}
-          ORDER BY {column} DESC LIMIT %(sample)s) x
-) AS {name}"""
-
-
-HOURLY = f"""
-WITH h AS (
-    SELECT g, %(first)s::timestamptz + g * interval '1 hour' AS lo,
-           %(first)s::timestamptz + (g + 1) * interval '1 hour' AS hi
-    FROM generate_series(0, {HOURS - 1}) AS g
-)
-SELECT h.lo, s.n, s.newest, s.nth, s.oldest, c.n, c.newest, c.nth, c.oldest,
-       f.n, f.newest, f.nth, f.oldest
-FROM h
-{_series("s", "inserted_at", "")}
-{_series("c", "updated_at", "status = 'completed' AND")}
-{_series("f", "updated_at", "status = 'failed' AND")}
-ORDER BY h.g
-"""
-
-ERRORS = f"""
-SELECT e.type, count(*), max(e.at),
-       (array_agg(e.message ORDER BY e.at DESC))[1], (array_agg(e.step ORDER BY e.at DESC))[1],
-       sum(count(*)) OVER ()
-FROM (SELECT coalesce(state->'error'->>'type', '?') AS type,
-             left(coalesce(state->'error'->>'message', ''), %(chars)s) AS message,
-             coalesce(state->'error'->>'step', '') AS step, updated_at AS at
-      FROM {TABLE} WHERE status = 'failed' AND updated_at > %(day_ago)s
-      ORDER BY updated_at DESC LIMIT %(sample)s) e
-GROUP BY e.type ORDER BY count(*) DESC, max(e.at) DESC LIMIT %(top)s
-"""
-
-WORKERS = """
-SELECT worker, storage, host, pid, started_at, last_pass_at, passes, handled
-FROM hephaestus_worker_passes WHERE role = %s {where} ORDER BY last_pass_at DESC LIMIT %s
-"""
-
-
 def snapshot(
     using: str = "default", *, storages: Sequence[str] | None = None, with_queue: bool = True
 ) -> Snapshot:
     """Ask the database ``using`` how its instances and workers are doing.
 
     ``storages`` limits the workers listed to those that served these storage aliases (by
-    default, every worker that recorded a pass in this database). ``with_queue``: read the
-    configured ``QueuedRunner``'s queue too (:mod:`~hephaestus_django.step_workers`). Raises
+    default, every worker that recorded a pass in this database). ``with_queue``: read
+    the configured ``QueuedRunner``'s queue too
+    (:mod:`~hephaestus_django.postgres.step_workers`). Raises
     :class:`django.db.DatabaseError` if a statement runs out of :data:`STATEMENT_TIMEOUT_MS`
     (see :func:`timed_out`).
     """
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        cursor.execute(BEGIN, [f"{STATEMENT_TIMEOUT_MS}ms"])
+        cursor.execute(SNAPSHOT_BEGIN, [f"{STATEMENT_TIMEOUT_MS}ms"])
         now, *previous = cursor.fetchone()[:5]
 
         cursor.execute(STATUS_COUNTS, [COUNT_LIMIT + 1, STATUSES])
@@ -551,7 +435,7 @@ def snapshot(
         workers = [WorkerSeen(*row) for row in cursor.fetchall()]
         cursor.execute(WORKERS.format(where=where), [JOBS, *params, WORKERS_SHOWN])
         step_workers = [WorkerSeen(*row) for row in cursor.fetchall()]
-        cursor.execute(RESTORE, previous)
+        cursor.execute(SNAPSHOT_RESTORE, previous)
     queue = configured_queue_state() if with_queue else None
 
     return Snapshot(

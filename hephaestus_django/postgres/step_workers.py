@@ -5,7 +5,7 @@ and nothing in the instances' table says whether any runs: while they are all de
 takes the lapsed leases over and enqueues the work again, every lease, so no instance ever
 counts as stalled. What does say it is the engine's own table: jobs that are due and that no
 worker has taken. :func:`queue_state` reads it, for ``hephaestus_status --check`` and the
-admin's dashboard (through :func:`hephaestus_django.status.snapshot`):
+admin's dashboard (through :func:`hephaestus_django.postgres.snapshot.snapshot`):
 
 - **procrastinate**: ``procrastinate_jobs`` in ``todo`` on the dispatcher's queue and due
   (``scheduled_at`` passed or none), each waiting since it was deferred (its ``deferred``
@@ -14,8 +14,8 @@ admin's dashboard (through :func:`hephaestus_django.status.snapshot`):
 - **Django Tasks** on django-tasks-db's database backend: its task rows ``READY`` on the
   dispatcher's backend and queue and due (``run_after`` passed or none), waiting since
   enqueued or due. ``db_worker`` records no heartbeat: it is seen only by the jobs it
-  receives (:class:`~hephaestus_django.worker_passes.JobRecorder`), so an idle one cannot be
-  told from a dead one until work waits.
+  receives (:class:`~hephaestus_django.postgres.worker_passes.JobRecorder`), so an idle one cannot
+  be told from a dead one until work waits.
 
 Each read is a bounded index scan (at most :data:`COUNT_LIMIT` rows counted, the oldest
 :data:`SAMPLE` read for the longest wait) in its own short transaction on the queue's
@@ -32,38 +32,13 @@ from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 
+from hephaestus_django.postgres.sql import PROCRASTINATE_QUEUE, QUEUE_SAMPLE, TASKS_QUEUE
+
 COUNT_LIMIT = 10_000
 """Waiting jobs counted exactly before the count becomes "more than"."""
-SAMPLE = 1_000
+SAMPLE = QUEUE_SAMPLE
 """Oldest waiting jobs read to find the longest wait."""
 STATEMENT_TIMEOUT_MS = 2_000
-
-_PROCRASTINATE_DUE = """procrastinate_jobs
-    WHERE queue_name = %(queue)s AND status = 'todo'
-      AND (scheduled_at IS NULL OR scheduled_at <= statement_timestamp())"""
-# No CTE: one referenced twice is materialized, reading every due job; each subquery here
-# stops at its LIMIT.
-PROCRASTINATE = f"""
-SELECT statement_timestamp(),
-  (SELECT count(*) FROM (SELECT 1 FROM {_PROCRASTINATE_DUE} LIMIT %(limit)s) c),
-  (SELECT min(greatest(j.scheduled_at, (SELECT min(e.at) FROM procrastinate_events e
-                                         WHERE e.job_id = j.id AND e.type = 'deferred')))
-     FROM (SELECT id, scheduled_at FROM {_PROCRASTINATE_DUE} ORDER BY id LIMIT {SAMPLE}) j),
-  (SELECT max(last_heartbeat) FROM procrastinate_workers)
-"""
-
-_TASKS_DUE = """{table}
-    WHERE status = 'READY' AND backend_name = %(backend)s AND queue_name = %(queue)s
-      AND (run_after = %(never)s OR run_after <= statement_timestamp())"""
-TASKS = f"""
-SELECT statement_timestamp(),
-  (SELECT count(*) FROM (SELECT 1 FROM {_TASKS_DUE} LIMIT %(limit)s) c),
-  (SELECT min(CASE WHEN run_after = %(never)s THEN enqueued_at
-                   ELSE greatest(enqueued_at, run_after) END)
-     FROM (SELECT enqueued_at, run_after FROM {_TASKS_DUE}
-           ORDER BY enqueued_at LIMIT {SAMPLE}) j),
-  NULL::timestamptz
-"""
 
 
 @dataclass(frozen=True)
@@ -145,7 +120,9 @@ def queue_state(dispatcher: object) -> QueueState | None:
     if isinstance(dispatcher, ProcrastinateDispatcher):
         alias = dispatcher.database_alias()
         found = QueueState("procrastinate", dispatcher.queue, alias, heartbeats=True)
-        return _read(found, PROCRASTINATE, {"queue": dispatcher.queue, "limit": COUNT_LIMIT + 1})
+        return _read(
+            found, PROCRASTINATE_QUEUE, {"queue": dispatcher.queue, "limit": COUNT_LIMIT + 1}
+        )
     if isinstance(dispatcher, TasksDispatcher):
         try:
             database = dispatcher.database_alias()
@@ -166,7 +143,7 @@ def queue_state(dispatcher: object) -> QueueState | None:
 
         assert database_backend_class() is not None
         found = QueueState("Django Tasks", dispatcher.queue_name, database)
-        statement = TASKS.format(
+        statement = TASKS_QUEUE.format(
             table=connections[database].ops.quote_name(DBTaskResult._meta.db_table)
         )
         return _read(

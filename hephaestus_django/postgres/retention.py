@@ -28,6 +28,7 @@ from django.db import connections
 from django.utils import timezone
 
 from hephaestus_django.core.status import Status
+from hephaestus_django.postgres.sql import PRUNE_AFTER, PRUNE_BATCH
 from hephaestus_django.runtime.filters import status_value
 
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -39,16 +40,6 @@ INDEXED_STATUSES = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLE
 """The statuses the prune index covers: it is partial, so that the writes of instances still
 under way (several per instance) do not pay for it; a finished instance is written once more at
 most. Pruning other statuses works too, read through the status index and sorted per batch."""
-
-_BATCH = (
-    "WITH gone AS (DELETE FROM workflow_instances WHERE id IN ("
-    "SELECT id FROM workflow_instances"
-    " WHERE status = {status} AND updated_at < %(cutoff)s{after}"
-    " ORDER BY updated_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
-    ") RETURNING updated_at, id)"
-    " SELECT count(*) OVER (), updated_at, id FROM gone ORDER BY updated_at DESC, id DESC LIMIT 1"
-)
-_AFTER = " AND (updated_at, id) > (%(after_at)s, %(after_id)s)"
 
 
 def _literal(status: str) -> str:
@@ -80,7 +71,7 @@ def batch_sql(status: str, *, first: bool) -> str:
     if it deleted nothing. After the first batch of a status (``first=False``) it starts after
     the key ``(%(after_at)s, %(after_id)s)`` the previous batch returned.
     """
-    return _BATCH.format(status=_literal(status), after="" if first else _AFTER)
+    return PRUNE_BATCH.format(status=_literal(status), after="" if first else PRUNE_AFTER)
 
 
 def parse_age(text: str) -> timedelta:

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 
 from django.db import DatabaseError, connections, transaction
 
+from hephaestus_django.postgres.sql import SWAP_STATEMENT_TIMEOUT
+
 QUERY_CANCELED = "57014"
 """SQLSTATE of a statement cancelled by ``statement_timeout``."""
 
@@ -34,11 +36,7 @@ def statement_timeout(using: str, milliseconds: int) -> Iterator[None]:
 def _set_timeout(using: str, value: str) -> str:
     """Set this transaction's ``statement_timeout``; return the one it replaced."""
     with connections[using].cursor() as cursor:
-        cursor.execute(
-            "SELECT current_setting('statement_timeout'), "
-            "set_config('statement_timeout', %s, true)",
-            [value],
-        )
+        cursor.execute(SWAP_STATEMENT_TIMEOUT, [value])
         row = cursor.fetchone()
     return str(row[0])
 
