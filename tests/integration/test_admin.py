@@ -20,9 +20,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from hephaestus_django.admin.listing import COUNT_AND_ESTIMATE, CheapCountPaginator
+from hephaestus_django.admin.listing import CheapCountPaginator
 from hephaestus_django.admin.search import context_filter
 from hephaestus_django.core import engine
+from hephaestus_django.postgres.sql import COUNT_AND_ESTIMATE
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 from tests.contract.test_storage_contract import stored

@@ -129,7 +129,7 @@ def test_a_put_lost_before_it_ran_is_made_again(storage: DjangoStorage) -> None:
     calls: list[str] = []
 
     def hook(sql: str, run: Callable[[], Any]) -> Any:
-        if "INSERT INTO workflow_instances" in sql and not calls:
+        if "UPDATE workflow_instances AS stored" in sql and not calls:
             calls.append(sql)
             connection.connection.close()
         return run()
@@ -137,7 +137,7 @@ def test_a_put_lost_before_it_ran_is_made_again(storage: DjangoStorage) -> None:
     before = instance.revision
     with statements(hook) as seen:
         storage.put(instance)
-    assert sum("INSERT INTO workflow_instances" in sql for sql in seen) == 2
+    assert sum("UPDATE workflow_instances AS stored" in sql for sql in seen) == 2
     assert storage.get(instance.id).revision == instance.revision == before + 1
 
 
@@ -146,7 +146,7 @@ def test_a_lost_put_overtaken_by_another_writer_is_stale(storage: DjangoStorage)
     dsn = connection.get_connection_params()
 
     def hook(sql: str, run: Callable[[], Any]) -> Any:
-        if "INSERT INTO workflow_instances" in sql:
+        if "UPDATE workflow_instances AS stored" in sql:
             connection.connection.close()
             with psycopg.connect(**dsn, autocommit=True) as other:
                 other.execute(

@@ -21,8 +21,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from hephaestus_django import status as status_module
 from hephaestus_django.admin.dashboard import hourly_chart
+from hephaestus_django.postgres import snapshot as status_module
 from hephaestus_django.postgres.snapshot import COUNT_LIMIT, Count, Hour, snapshot
 from hephaestus_django.postgres.worker_passes import PassRecorder
 from hephaestus_django.runtime import InMemoryStorage
