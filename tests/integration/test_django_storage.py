@@ -24,9 +24,9 @@ from hephaestus_django.core.instance import Instance
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.storage import FIELDS, DjangoStorage
 from tests import flows
-from tests.contract.test_storage_contract import flows_now, stored
 from tests.processes.children import Children
-from tests.unit.test_engine import run_waves
+from tests.support.engine import run_waves
+from tests.support.instances import flows_now, stored
 
 pytestmark = pytest.mark.django_db
 
