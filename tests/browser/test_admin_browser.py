@@ -8,111 +8,20 @@ every Chromium (Playwright's ``full_page`` stalls with some distribution builds)
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
 from django.contrib.auth.models import AbstractUser
 
-from hephaestus_django import LocalRunner, Status, storages
-from hephaestus_django.admin import listing
+from hephaestus_django import Status
 from hephaestus_django.models import WorkflowInstance
-from tests.timers import make_due
+from tests.support.browser import CHANGELIST, PASSWORD, WIDTH, log_in, snap
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
-IMAGES = (
-    DOCS_IMAGES
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1"
-    else Path(tempfile.mkdtemp(prefix="hephaestus-screenshots-"))
-)
-CHANGELIST = "/admin/hephaestus_django/workflowinstance/"
-PASSWORD = "browser-test-password"
-WIDTH = 1440
-
-CUSTOMERS = {
-    "ada": {"name": "Ada Lovelace", "email": "ada@example.com", "tier": "gold"},
-    "grace": {"name": "Grace Hopper", "email": "grace@example.com", "tier": "gold"},
-    "alan": {"name": "Alan Turing", "email": "alan@example.com", "tier": "silver"},
-    "barbara": {"name": "Barbara Liskov", "email": "barbara@example.com", "tier": "silver"},
-    "ken": {"name": "Ken Thompson", "email": "ken@example.com", "tier": "bronze"},
-    "margaret": {"name": "Margaret Hamilton", "email": "margaret@example.com", "tier": "bronze"},
-}
-
-
-def order(order_id: int, customer: str, *, card: str = "visa", items: int = 2) -> dict[str, Any]:
-    lines = [
-        {"sku": "MUG-ENAMEL", "name": "Enamel mug", "quantity": 2, "unit_price": Decimal("12.50")},
-        {"sku": "LAMP-DESK", "name": "Desk lamp", "quantity": 1, "unit_price": Decimal("89.00")},
-    ][:items]
-    total = sum((line["unit_price"] * line["quantity"] for line in lines), Decimal("0.00"))
-    return {
-        "order_id": order_id,
-        "placed_at": datetime(2025, 3, 3, 9, 30, tzinfo=UTC) + timedelta(hours=order_id - 10000),
-        "customer": {"id": order_id - 10000, **CUSTOMERS[customer]},
-        "items": lines,
-        "total": total,
-        "currency": "EUR",
-        "card": card,
-    }
-
-
-@pytest.fixture
-def orders(shop: Any) -> dict[str, UUID]:
-    """Orders in every state the admin shows: completed, waiting, on a timer, failed, rejected."""
-    flow, storage = shop.OrderFulfilment, storages["default"]
-    ids = {"delivered": flow.start(order(10001, "ada"))}
-    flow.resume(ids["delivered"], "shipped", {"carrier": "DHL Express", "tracking": "JD0142"})
-    make_due(storage, ids["delivered"])
-    LocalRunner().work(storage=storage)
-    ids["cancelled"] = flow.start(order(10002, "barbara", items=1))
-    flow.resume(ids["cancelled"], "cancelled", {"reason": "customer cancelled"})
-    ids["declined"] = flow.start(order(10003, "alan", card="declined"))
-    ids["rejected"] = flow.start(order(10004, "ken", items=0))
-    ids["in transit"] = flow.start(order(10005, "margaret", items=1))
-    flow.resume(ids["in transit"], "shipped", {"carrier": "PostNL", "tracking": "3SPNL0815"})
-    ids["to resume"] = flow.start(order(10006, "grace"))
-    ids["also waiting"] = flow.start(order(10007, "ada", items=1))
-    return ids
-
-
-@pytest.fixture
-def only_the_shop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The filters list the shop's workflows only, as in a project: this test process has also
-    registered every workflow of the other test modules."""
-    every = listing.registered_workflows
-    monkeypatch.setattr(
-        listing,
-        "registered_workflows",
-        lambda: [(path, cls) for path, cls in every() if path.startswith("shop.")],
-    )
-
-
-@pytest.fixture
-def admin_user(django_user_model: type[AbstractUser]) -> AbstractUser:
-    return django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
-
-
-def snap(page: Any, name: str, until: str | None = None, width: int = WIDTH) -> None:
-    """A screenshot of the whole page, or of its top down to the end of ``until``."""
-    height = page.evaluate("document.documentElement.scrollHeight")
-    page.set_viewport_size({"width": width, "height": height})
-    clip = None
-    if until is not None:
-        box = page.locator(until).bounding_box()
-        clip = {"x": 0, "y": 0, "width": width, "height": box["y"] + box["height"] + 20}
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / name), clip=clip)
-    page.set_viewport_size({"width": width, "height": 900})
 
 
 def test_operator_finds_and_resumes_an_order(
@@ -217,13 +126,6 @@ def test_operator_cancels_an_order_and_refunds_it(
     assert cancelled.status is Status.CANCELLED
     assert cancelled.compensation is not None
     assert cancelled.compensation.done
-
-
-def log_in(page: Any, url: str, user: AbstractUser) -> None:
-    page.goto(f"{url}/admin/login/?next={CHANGELIST}")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
 
 
 # How far the list's last column reaches, against the box that shows it (Django's changelist

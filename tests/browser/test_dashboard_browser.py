@@ -1,8 +1,8 @@
 """The operations dashboard in a real browser, light and dark; takes the README's screenshots.
 
-A day of the example shop: its orders in every state (the ``orders`` fixture of the admin's
-browser tests), and a few hundred more written with SQL over the last 24 hours, so the chart
-has a shape; a worker's pass is recorded, and one timer is overdue.
+A day of the example shop: its orders in every state (the ``orders`` fixture of
+``tests/browser/conftest.py``), and a few hundred more written with SQL over the last 24 hours,
+so the chart has a shape; a worker's pass is recorded, and one timer is overdue.
 """
 
 from __future__ import annotations
@@ -20,13 +20,7 @@ from django.db import connection
 
 from hephaestus_django import storages
 from hephaestus_django.worker import run_once
-from tests.browser.test_admin_browser import (  # noqa: F401 (fixtures)
-    admin_user,
-    log_in,
-    only_the_shop,
-    orders,
-    snap,
-)
+from tests.support.browser import log_in, snap
 from tests.timers import make_due
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -54,9 +48,9 @@ FROM generate_series(1, 420) AS g,
 
 def test_operator_opens_the_dashboard(
     live_server: Any,
-    admin_user: AbstractUser,  # noqa: F811
-    orders: dict[str, UUID],  # noqa: F811
-    only_the_shop: None,  # noqa: F811
+    admin_user: AbstractUser,
+    orders: dict[str, UUID],
+    only_the_shop: None,
     open_browser: Callable[[], AbstractContextManager[Any]],
 ) -> None:
     from playwright.sync_api import expect

@@ -22,13 +22,11 @@ from hephaestus_django import (
     DuplicateInstanceError,
     InstanceDeletedError,
     InstanceNotFound,
-    KeyScope,
     SerializationError,
     StaleInstanceError,
     Status,
     Step,
     UnknownWorkflowError,
-    WaitForEvent,
     Workflow,
 )
 from hephaestus_django.core import engine
@@ -36,13 +34,9 @@ from hephaestus_django.core.errors import InvalidQueryError
 from hephaestus_django.core.instance import Instance, Running
 from hephaestus_django.runtime.storage import StepMarking, Storage
 from tests import flows
-from tests.unit.test_engine import run_waves
-
-
-def stored(storage: Storage, workflow: type[Workflow] = flows.IfElse, **initial: Any) -> Instance:
-    instance = run_waves(engine.start(engine.new_instance(workflow, {"script": {}, **initial})))
-    storage.put(instance)
-    return instance
+from tests.support.engine import run_waves
+from tests.support.instances import flows_now, keyed, stored
+from tests.support.workflows import KEYED, OTHER_GLOBAL
 
 
 def waiting(storage: Storage) -> Instance:
@@ -482,10 +476,6 @@ def test_an_unregistered_workflow_breaks_only_its_own_rows(storage: Storage) -> 
     assert_same_instance(storage.get(survivor.id), survivor)
 
 
-def flows_now() -> datetime:
-    return datetime(2026, 11, 24, 12, 30, tzinfo=UTC)
-
-
 # --- sharing instances across processes: update, claim, renew ---------------------------------
 
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
@@ -791,35 +781,6 @@ def test_an_instance_stored_before_retries_existed_reads_with_no_attempts(
 
 
 # --- business keys --------------------------------------------------------------------------
-
-
-class AwaitKeyed(WaitForEvent):
-    events = ("go",)
-
-
-def _keyed_workflow(scope: str, name: str = "") -> type[Workflow]:
-    return type(
-        name or f"Keyed{scope.title()}",
-        (Workflow,),
-        {
-            "key_scope": scope,
-            "start_step": AwaitKeyed,
-            "transitions": {AwaitKeyed: {"go": Done}},
-            "__module__": __name__,
-        },
-    )
-
-
-KEYED = {scope.value: _keyed_workflow(scope.value) for scope in KeyScope}
-OTHER_GLOBAL = _keyed_workflow("global", "OtherGlobal")
-
-
-def keyed(
-    storage: Storage, scope: str, key: str, workflow: type[Workflow] | None = None
-) -> Instance:
-    instance = run_waves(engine.start(engine.new_instance(workflow or KEYED[scope], {}, key=key)))
-    storage.put(instance)
-    return instance
 
 
 def test_a_business_key_round_trips_and_is_queried(storage: Storage) -> None:

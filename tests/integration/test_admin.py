@@ -26,28 +26,10 @@ from hephaestus_django.core import engine
 from hephaestus_django.postgres.sql import COUNT_AND_ESTIMATE
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
-from tests.contract.test_storage_contract import stored
+from tests.support.admin import CHANGELIST, detail_url, listed, row_of
+from tests.support.instances import stored
 
 pytestmark = pytest.mark.django_db
-
-CHANGELIST = reverse("admin:hephaestus_django_workflowinstance_changelist")
-
-
-def detail_url(instance_id: object) -> str:
-    return reverse("admin:hephaestus_django_workflowinstance_change", args=[instance_id])
-
-
-def listed(client: Client, **params: str) -> str:
-    response = client.get(CHANGELIST, params)
-    assert response.status_code == 200
-    return response.content.decode()
-
-
-def row_of(page: str, instance_id: object) -> str:
-    """The changelist row (``<tr>``) of one instance."""
-    match = re.search(rf"<tr>(?:(?!</tr>).)*{instance_id}(?:(?!</tr>).)*</tr>", page, re.DOTALL)
-    assert match, f"no row for {instance_id}"
-    return match.group(0)
 
 
 def test_importing_the_admin_package_registers_the_model_admin() -> None:

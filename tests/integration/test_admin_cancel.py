@@ -28,9 +28,8 @@ from hephaestus_django.admin.limits import REASON_MAX_CHARS
 from hephaestus_django.core import engine
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
-from tests.contract.test_storage_contract import stored
-from tests.integration.test_admin_detail import section, shown
-from tests.integration.test_admin_operations import messages_of, reloaded, url
+from tests.support.admin import messages_of, reloaded, section, shown, url
+from tests.support.instances import stored
 
 pytestmark = pytest.mark.django_db
 

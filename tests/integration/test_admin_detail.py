@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.db import connection
 from django.test import Client, override_settings
-from django.urls import reverse
 from django.utils import timezone
 
 from hephaestus_django import Context, Done, Event, Instance, Step, WaitForEvent, Workflow
@@ -21,7 +20,8 @@ from hephaestus_django.admin import times
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
-from tests.contract.test_storage_contract import stored
+from tests.support.admin import detail_url, section, shown
+from tests.support.instances import stored
 
 pytestmark = pytest.mark.django_db
 
@@ -48,27 +48,6 @@ class Confirm(WaitForEvent):
 class EchoFlow(Workflow):
     start = Echo
     transitions = {Echo: {"echoed": Confirm}, Confirm: {"<confirmed>": Done, "rejected": Done}}
-
-
-def detail_url(instance_id: object) -> str:
-    return reverse("admin:hephaestus_django_workflowinstance_change", args=[instance_id])
-
-
-def shown(client: Client, instance_id: object) -> str:
-    response = client.get(detail_url(instance_id))
-    assert response.status_code == 200
-    return response.content.decode()
-
-
-def section(page: str, name: str) -> str:
-    """The HTML of the page's section ``id="hx-<name>"``, up to the next section."""
-    start = page.index(f'id="hx-{name}"')
-    following = [page.find(f'id="hx-{other}"', start + 1) for other in SECTIONS if other != name]
-    end = min([i for i in following if i > start], default=len(page))
-    return page[start:end]
-
-
-SECTIONS = ("graph", "overview", "steps", "metadata", "history", "initial", "results", "raw")
 
 
 def test_every_section_of_a_waiting_instance(admin_client: Client, storage: DjangoStorage) -> None:

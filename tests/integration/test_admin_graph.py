@@ -31,7 +31,7 @@ from hephaestus_django.diagram import (
 from hephaestus_django.diagram.layout import lay_out, text_width
 from hephaestus_django.runtime.execution import execute_step
 from tests import flows
-from tests.unit.test_engine import started
+from tests.support.engine import started
 
 SVG = "{http://www.w3.org/2000/svg}"
 NASTY_EVENT = '<script>alert("x")</script>'

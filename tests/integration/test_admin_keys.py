@@ -9,8 +9,9 @@ from django.test import Client
 
 from hephaestus_django.core import engine
 from hephaestus_django.storage import DjangoStorage
-from tests.contract.test_storage_contract import KEYED, keyed
-from tests.integration.test_admin import CHANGELIST, detail_url, listed, row_of
+from tests.support.admin import CHANGELIST, detail_url, listed, row_of
+from tests.support.instances import keyed
+from tests.support.workflows import KEYED
 
 pytestmark = pytest.mark.django_db
 

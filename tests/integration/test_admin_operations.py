@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
-from django.contrib.messages import get_messages
 from django.db import connection
-from django.http import HttpResponse
 from django.test import Client
 from django.urls import reverse
 
@@ -22,7 +20,8 @@ from hephaestus_django.conf import storages
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
-from tests.contract.test_storage_contract import stored
+from tests.support.admin import messages_of, reloaded, url
+from tests.support.instances import stored
 
 pytestmark = pytest.mark.django_db
 
@@ -50,18 +49,6 @@ def flaky() -> Iterator[dict[str, bool]]:
     FLAKY["fail"] = True
     yield FLAKY
     FLAKY["fail"] = True
-
-
-def url(name: str, instance_id: object) -> str:
-    return reverse(f"admin:hephaestus_django_workflowinstance_{name}", args=[instance_id])
-
-
-def messages_of(response: HttpResponse) -> list[tuple[str, str]]:
-    return [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]  # type: ignore[attr-defined]
-
-
-def reloaded(instance: Instance) -> Instance:
-    return WorkflowInstance.objects.get(pk=instance.id).to_instance()
 
 
 def choice(step: type[Step], event: str) -> str:

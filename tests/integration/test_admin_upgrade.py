@@ -13,8 +13,7 @@ from django.test import Client
 from hephaestus_django import LocalRunner, Status
 from hephaestus_django.runtime import configure
 from hephaestus_django.storage import DjangoStorage
-from tests.integration.test_admin_detail import shown
-from tests.integration.test_admin_operations import messages_of, url
+from tests.support.admin import messages_of, shown, url
 from tests.versions import Newsletter, Onboarding, OnboardingV1, OnboardingV2
 
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,7 @@ from hephaestus_django import DuplicateInstanceError, LocalRunner, Status
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime import configure
 from hephaestus_django.storage import DjangoStorage
-from tests.unit.test_business_keys import Fulfilment
+from tests.support.workflows import Fulfilment
 
 pytestmark = pytest.mark.django_db
 

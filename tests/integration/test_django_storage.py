@@ -25,9 +25,9 @@ from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.postgres.sql import FIELDS
 from hephaestus_django.postgres.storage import DjangoStorage
 from tests import flows
-from tests.contract.test_storage_contract import flows_now, stored
 from tests.processes.children import Children
-from tests.unit.test_engine import run_waves
+from tests.support.engine import run_waves
+from tests.support.instances import flows_now, stored
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 
 from hephaestus_django.runtime.codec import decode, dumps, encode, is_plain_jsonb, loads
 from hephaestus_django.runtime.codec.refusals import MAX_DEPTH
-from tests.unit.test_codec import assert_same, values
+from tests.support.codec import assert_same, values
 
 pytestmark = pytest.mark.django_db
 

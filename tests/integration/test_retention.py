@@ -25,7 +25,7 @@ from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.postgres.retention import INDEX, Pruner, batch_sql, parse_age
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
-from tests.contract.test_storage_contract import stored
+from tests.support.instances import stored
 
 pytestmark = pytest.mark.django_db
 

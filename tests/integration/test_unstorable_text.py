@@ -22,7 +22,7 @@ from hephaestus_django.runtime import InMemoryDispatcher, QueuedRunner, StepJob,
 from hephaestus_django.runtime.queued import receive
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
-from tests.unit.test_business_keys import Fulfilment
+from tests.support.workflows import Fulfilment
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from hephaestus_django import LocalRunner, Status, UnknownWorkflowError
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime import configure
 from hephaestus_django.storage import DjangoStorage
-from tests.integration.test_admin import CHANGELIST, detail_url, listed, row_of
+from tests.support.admin import CHANGELIST, detail_url, listed, row_of
 from tests.versions import Newsletter, Onboarding, OnboardingV1, OnboardingV2
 
 pytestmark = pytest.mark.django_db

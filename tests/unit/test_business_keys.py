@@ -18,7 +18,6 @@ from hephaestus_django import (
     InvalidInstanceError,
     KeyScope,
     Status,
-    WaitForEvent,
     Workflow,
     WorkflowDefinitionError,
 )
@@ -29,15 +28,7 @@ from hephaestus_django.runtime import (
     QueuedRunner,
     configure,
 )
-
-
-class AwaitPayment(WaitForEvent):
-    events = ("paid",)
-
-
-class Fulfilment(Workflow):
-    start_step = AwaitPayment
-    transitions = {AwaitPayment: {"paid": Done}}
+from tests.support.workflows import AwaitPayment, Fulfilment
 
 
 class OncePerOrder(Workflow):

@@ -15,7 +15,7 @@ from hephaestus_django.core.instance import Context, Instance, evolve
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import from_row, to_row
 from tests import flows
-from tests.unit.test_engine import run_waves
+from tests.support.engine import run_waves
 
 
 class Dated(Step):

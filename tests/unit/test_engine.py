@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -28,37 +28,8 @@ from hephaestus_django.core.errors import (
     UnexpectedEventError,
 )
 from hephaestus_django.core.instance import Context, Instance
-from hephaestus_django.core.outcomes import read_outcome
 from tests import flows
-
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-
-def run_waves(instance: Instance, now: datetime = NOW) -> Instance:
-    """What a runner does, minus threads and storage."""
-    while activations := engine.runnable(instance):
-        results = []
-        for activation in activations:
-            step, compensating = activation.step, activation.compensating
-            try:
-                if compensating:
-                    step().compensate(instance, activation.config, instance.context)
-                    outcome: Any = Event(engine.COMPENSATED)
-                else:
-                    returned = step().execute(instance, activation.config, instance.context)
-                    outcome = read_outcome(step, returned)
-                results.append(StepResult(step, outcome=outcome, compensating=compensating))
-            except Exception as error:
-                results.append(StepResult(step, error=error, compensating=compensating))
-        instance = engine.apply(instance, results, now=now)
-    return instance
-
-
-def started(
-    workflow: type[Workflow], script: dict[str, str] | None = None, **initial: Any
-) -> Instance:
-    fresh = engine.new_instance(workflow, {"script": script or {}, **initial})
-    return run_waves(engine.start(fresh))
+from tests.support.engine import NOW, run_waves, started
 
 
 def history(instance: Instance) -> list[str]:

@@ -1,4 +1,5 @@
-"""The core and runtime layers never import Django (SPEC §2)."""
+"""The layers (SPEC §2): core and runtime never import Django, postgres/ imports no admin and
+runs every statement; no test module imports another."""
 
 from __future__ import annotations
 
@@ -79,3 +80,60 @@ def test_every_statement_is_run_under_postgres() -> None:
             and node.func.attr in runs_sql
         ]
         assert not calls, f"SQL run outside hephaestus_django/postgres/: {calls}"
+
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def _is_test_module(dotted: str) -> bool:
+    parts = dotted.split(".")
+    return parts[0] == "tests" and parts[-1].startswith("test_")
+
+
+def _imported_modules(path: Path, root: Path = TESTS) -> list[tuple[int, str]]:
+    """Every module that ``path`` (in the ``tests`` package at ``root``) imports, anywhere in it,
+    as an absolute dotted name."""
+    package = ".".join(("tests", *path.relative_to(root).parent.parts))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            found.append((node.lineno, module))
+            # ``from tests.unit import test_engine`` imports a module too
+            found.extend((node.lineno, f"{module}.{alias.name}") for alias in node.names)
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    """Helpers shared by test modules live in ``tests/support``, fixtures in a ``conftest.py``."""
+    offending = [
+        f"{path.relative_to(TESTS.parent)}:{line}: imports {module}"
+        for path in sorted(TESTS.rglob("*.py"))
+        for line, module in _imported_modules(path)
+        if _is_test_module(module)
+    ]
+    assert offending == [], "\n".join(offending)
+
+
+def test_the_import_check_sees_every_form_of_import(tmp_path: Path) -> None:
+    cases = {
+        "from tests.unit.test_engine import run_waves": True,
+        "import tests.unit.test_engine": True,
+        "from tests.unit import test_engine": True,
+        "from .test_engine import run_waves": True,
+        "from . import test_engine": True,
+        "from ..contract.test_storage_contract import stored": True,
+        "from tests.support.engine import run_waves": False,
+        "from tests import flows": False,
+        "from ..support import engine": False,
+    }
+    unit = tmp_path / "unit"
+    unit.mkdir()
+    for source, imports_a_test_module in cases.items():
+        path = unit / "test_x.py"
+        path.write_text(f"def f():\n    {source}\n")  # inside a function: found too
+        modules = [name for _line, name in _imported_modules(path, root=tmp_path)]
+        assert any(map(_is_test_module, modules)) is imports_a_test_module, (source, modules)

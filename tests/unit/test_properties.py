@@ -28,122 +28,18 @@ Cancelled at any point, with or without compensation:
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hephaestus_django import Async, Done, Event, Retry, Status, Step, Workflow
+from hephaestus_django import Event, Retry, Status, Step
 from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Instance
-from tests.unit.test_engine import NOW, run_waves
-
-Shape = tuple[Any, ...]
-
-leaves = st.tuples(st.just("leaf"), st.booleans())
-
-
-def _composite(children: st.SearchStrategy[Shape]) -> st.SearchStrategy[Shape]:
-    several = st.lists(children, min_size=2, max_size=3)
-    return st.one_of(
-        st.tuples(st.just("seq"), st.lists(children, min_size=2, max_size=3)),
-        st.tuples(st.just("par"), several, st.booleans()),
-        st.tuples(st.just("choice"), several, st.booleans()),
-    )
-
-
-shapes = st.recursive(leaves, _composite, max_leaves=12)
-
-
-@dataclass
-class Built:
-    """A generated workflow and what the test needs to know about it."""
-
-    workflow: type[Workflow] = Workflow
-    runs: Counter[str] = field(default_factory=Counter)
-    counter: itertools.count[int] = field(default_factory=itertools.count)
-    compensable: bool = False
-    """Whether the generated steps define ``compensate``."""
-    compensated: list[str] = field(default_factory=list)
-
-
-def _step(built: Built, kind: str, events: tuple[str, ...], wait: bool = False) -> type[Step]:
-    name = f"{kind}{next(built.counter)}"
-
-    def compensate(self: Step, instance: Instance, config: Any, context: Any) -> None:
-        built.compensated.append(name)
-
-    def execute(self: Step, instance: Instance, config: Any, context: Any) -> Any:
-        built.runs[name] += 1
-        if built.runs[name] <= context.initial.get("fails", {}).get(self.step_key, 0):
-            raise ConnectionError(f"{name} failed, run {built.runs[name]}")
-        if wait:
-            return Async()
-        return context.initial["choices"].get(self.step_key, events[0])
-
-    body = {"events": events, "execute": execute, "__module__": __name__}
-    if built.compensable:
-        body["compensate"] = compensate
-    return type(name, (Step,), body)
-
-
-def _compile(
-    built: Built, shape: Shape, after: type[Step], transitions: dict[type[Step], Any]
-) -> type[Step]:
-    """Add the steps of ``shape``, leading to ``after``; return its entry step."""
-    kind = shape[0]
-    if kind == "leaf":
-        step = _step(built, "Leaf", ("ok",), wait=shape[1])
-        transitions[step] = {"ok": after}
-        return step
-    if kind == "seq":
-        entry = after
-        for part in reversed(shape[1]):
-            entry = _compile(built, part, entry, transitions)
-        return entry
-    closing = _step(built, "Join" if kind == "par" else "Merge", ("ok",))
-    transitions[closing] = {"ok": after}
-    entries = [_compile(built, branch, closing, transitions) for branch in shape[1]]
-    if shape[2]:
-        entries.append(closing)  # a branch that goes straight to the join/merge
-    if kind == "par":
-        opening = _step(built, "Split", ("ok",))
-        transitions[opening] = {"ok": entries}
-    else:
-        events = tuple(f"e{index}" for index in range(len(entries)))
-        opening = _step(built, "Choose", events)
-        transitions[opening] = dict(zip(events, entries, strict=True))
-    return opening
-
-
-def build(shape: Shape, default_retry: Retry | None = None, compensable: bool = False) -> Built:
-    built = Built(compensable=compensable)
-    transitions: dict[type[Step], Any] = {}
-    start = _compile(built, shape, Done, transitions)
-    built.workflow = type(
-        "Generated",
-        (Workflow,),
-        {
-            "start": start,
-            "transitions": transitions,
-            "default_retry": default_retry,
-            "__module__": __name__,
-        },
-    )
-    return built
-
-
-def draw_choices(built: Built, data: Any) -> dict[str, str]:
-    """An event for every step that has a choice of several, drawn by hypothesis."""
-    return {
-        step.step_key: data.draw(st.sampled_from(step.events), label=step.__name__)
-        for step in built.workflow.graph.order
-        if len(step.events) > 1
-    }
+from tests.support.engine import NOW, run_waves
+from tests.support.properties import Built, Shape, build, draw_choices, policies, shapes
 
 
 def expected_steps(built: Built, instance: Instance) -> set[str]:
@@ -189,16 +85,6 @@ def test_every_generated_workflow_runs_to_completion_correctly(shape: Shape, dat
         for predecessor in graph.predecessors[step]:
             if predecessor in position:
                 assert position[predecessor] < position[step], (predecessor, step)
-
-
-policies = st.builds(
-    Retry,
-    max_attempts=st.integers(min_value=1, max_value=4),
-    backoff=st.integers(min_value=0, max_value=120).map(lambda s: timedelta(seconds=s)),
-    factor=st.sampled_from([1.0, 1.5, 2.0, 10.0]),
-    max_backoff=st.integers(min_value=0, max_value=600).map(lambda s: timedelta(seconds=s)),
-    jitter=st.booleans(),
-)
 
 
 @settings(max_examples=150, deadline=None)

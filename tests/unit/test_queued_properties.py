@@ -1,7 +1,7 @@
 """QueuedRunner against LocalRunner over randomly generated workflows and job deliveries.
 
 A job engine delivers jobs at least once, in any order, sometimes late. For any
-series-parallel workflow of :mod:`tests.unit.test_properties` and any such
+series-parallel workflow of :mod:`tests.support.properties` and any such
 delivery (jobs shuffled, some run twice, some held back and run later), the
 queued run ends in the state a ``LocalRunner`` reaches: the same status, the
 same completed steps and results, each step completed once in the history.
@@ -33,9 +33,9 @@ from hephaestus_django.runtime import (
     configure,
 )
 from hephaestus_django.runtime.dispatch import Job, WakeUp
+from tests.support.engine import NOW
+from tests.support.properties import Built, build, draw_choices, policies, shapes
 from tests.timers import Clock
-from tests.unit.test_engine import NOW
-from tests.unit.test_properties import Built, build, draw_choices, policies, shapes
 
 HOLD_BACKS = 2
 """How often one job may be held back: a late job still comes, eventually."""
