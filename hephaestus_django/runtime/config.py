@@ -21,7 +21,7 @@ from hephaestus_django.core.errors import BackendNotConfigured
 from hephaestus_django.runtime.storage import Storage
 
 if TYPE_CHECKING:
-    from hephaestus_django.runtime.runner import Runner
+    from hephaestus_django.runtime.verbs import Runner
 
 DEFAULT_ALIAS = "default"
 

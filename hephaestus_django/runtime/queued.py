@@ -52,6 +52,7 @@ from typing import Any
 from uuid import UUID
 
 from hephaestus_django.core import engine
+from hephaestus_django.core.durations import checked_duration
 from hephaestus_django.core.errors import (
     CorruptInstanceError,
     HephaestusError,
@@ -60,9 +61,7 @@ from hephaestus_django.core.errors import (
     StaleInstanceError,
     UnknownWorkflowError,
 )
-from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve, instance_key
-from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import events, tracing
 from hephaestus_django.runtime.config import backends
 from hephaestus_django.runtime.dispatch import (
@@ -73,18 +72,9 @@ from hephaestus_django.runtime.dispatch import (
     WakeUp,
     job_from_payload,
 )
-from hephaestus_django.runtime.execution import (
-    cancelling,
-    execute_step,
-    log_retries,
-    reach_ends,
-    resuming,
-    retrying,
-    upgrading,
-)
+from hephaestus_django.runtime.execution import execute_step, log_retries, reach_ends
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
-from hephaestus_django.runtime.runner import DEFAULT_LEASE
 from hephaestus_django.runtime.storage import (
     JobsInPut,
     StepMarking,
@@ -93,6 +83,7 @@ from hephaestus_django.runtime.storage import (
     in_callers_transaction,
     on_commit,
 )
+from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.queue")
 
@@ -102,7 +93,7 @@ _EARLY_WAKEUP_SLEEP = timedelta(seconds=1)
 """A wake-up at most this early waits for its timer instead of enqueueing itself again."""
 
 
-class QueuedRunner:
+class QueuedRunner(Runner):
     """Runs each runnable step as a job of ``dispatcher`` (an object, or its dotted path).
 
     ``lease`` is how long an instance's outstanding work may go without a sign of life
@@ -119,37 +110,20 @@ class QueuedRunner:
         lease: timedelta | float = DEFAULT_LEASE,
         wakeup_horizon: timedelta | float = DEFAULT_WAKEUP_HORIZON,
     ) -> None:
-        self.lease = _positive_duration("lease", lease)
-        self.wakeup_horizon = _duration("wakeup_horizon", wakeup_horizon)
+        super().__init__(lease=lease)
+        self.wakeup_horizon = checked_duration("wakeup_horizon", wakeup_horizon, positive=False)
         self.dispatcher = _build_dispatcher(dispatcher, dispatcher_options)
         self._heartbeat = Heartbeat(self.lease)
 
     def __repr__(self) -> str:
         return f"QueuedRunner(dispatcher={self.dispatcher!r}, lease={self.lease})"
 
-    # --- the facade's verbs: a transition and its jobs, committed together -------------------
+    # --- the verbs (:class:`Runner`): a transition and its jobs, committed together ----------
 
-    @tracing.traced("start")
-    def start(
-        self,
-        workflow: type[WorkflowDefinition],
-        context: Mapping[str, Any] | None,
-        *,
-        storage: Storage,
-        id: UUID | str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        key: str | None = None,
-    ) -> Instance:
-        """Create an instance running, and enqueue its start step; return without running it.
-
-        With a business ``key`` held by another instance in the workflow's ``key_scope``,
-        nothing is written or enqueued, and ``DuplicateInstanceError`` names that instance.
-        """
+    def _begin(self, instance: Instance, storage: Storage, now: datetime) -> Instance:
+        """Write the new instance running, and enqueue its start step; return without running
+        it (nothing is written or enqueued when its business key is taken)."""
         alias = backends.alias_of(storage)
-        now = storage.now()
-        instance = engine.start(
-            engine.new_instance(workflow, context, id=id, metadata=metadata, key=key)
-        )
         instance = self._leased(reach_ends(instance, now), now)
 
         def write() -> tuple[Instance | None, Instance]:
@@ -157,97 +131,6 @@ class QueuedRunner:
             return None, instance
 
         return self._commit(storage, alias, write)
-
-    @tracing.traced("resume")
-    def resume(
-        self,
-        instance_id: UUID | str,
-        event: str,
-        data: Any = None,
-        *,
-        storage: Storage,
-        step: StepClass | str | None = None,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Deliver ``event`` to a waiting step and enqueue what it made runnable."""
-        return self._transition(
-            instance_id,
-            storage,
-            resuming(
-                event,
-                data,
-                now=storage.now,
-                step=step,
-                workflow=workflow,
-                expected_revision=expected_revision,
-            ),
-        )
-
-    @tracing.traced("retry")
-    def retry(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Make a failed instance's failed step runnable again, and enqueue it."""
-        return self._transition(
-            instance_id, storage, retrying(workflow=workflow, expected_revision=expected_revision)
-        )
-
-    @tracing.traced("cancel")
-    def cancel(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        reason: str | None = None,
-        compensate: bool = False,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Cancel an instance; with ``compensate``, enqueue its first compensation.
-
-        The jobs already queued for it find it cancelled and do nothing; a step running as a
-        job finishes, and its result is not recorded.
-        """
-        return self._transition(
-            instance_id,
-            storage,
-            cancelling(
-                now=storage.now,
-                reason=reason,
-                compensate=compensate,
-                workflow=workflow,
-                expected_revision=expected_revision,
-            ),
-        )
-
-    def upgrade(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        to: type[WorkflowDefinition],
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Upgrade an instance to the version ``to`` under the row lock, and enqueue its
-        runnable steps of the new version (the jobs queued for old steps find them gone, and
-        do nothing)."""
-        return self._transition(
-            instance_id,
-            storage,
-            upgrading(
-                to=to,
-                now=storage.now,
-                workflow=workflow,
-                expected_revision=expected_revision,
-            ),
-        )
 
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """The sweep: fire due timers and enqueue again the work of instances whose lease
@@ -638,19 +521,3 @@ def _build_dispatcher(
     except (ImportError, AttributeError, ValueError) as error:
         raise ValueError(f"the dispatcher {dispatcher!r} could not be built: {error}") from error
     return _build_dispatcher(built, None)
-
-
-def _duration(name: str, value: timedelta | float) -> timedelta:
-    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
-        raise TypeError(f"{name} must be a timedelta or seconds, not {value!r}")
-    duration = value if isinstance(value, timedelta) else timedelta(seconds=value)
-    if duration < timedelta(0):
-        raise ValueError(f"{name} must not be negative, not {value!r}")
-    return duration
-
-
-def _positive_duration(name: str, value: timedelta | float) -> timedelta:
-    duration = _duration(name, value)
-    if duration <= timedelta(0):
-        raise ValueError(f"{name} must be a positive duration, not {value!r}")
-    return duration
