@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from django.db import DatabaseError, connections, transaction
 
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 
 logger = logging.getLogger("hephaestus_django.worker")
 

@@ -70,9 +70,9 @@ from django.db import connections
 from hephaestus_django.cursors import fetch_all
 from hephaestus_django.queues import Requirements
 from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.dispatch import StepJob, WakeUp
 from hephaestus_django.runtime.queued import receive
-from hephaestus_django.runtime.storage import Storage
 from hephaestus_django.storage import JobsSQL
 
 STEP_TASK = "hephaestus_django.step"

@@ -40,8 +40,8 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Failure, Instance
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime.contract import Transactional
 from hephaestus_django.runtime.logs import about
-from hephaestus_django.runtime.storage import Transactional
 
 logger = logging.getLogger("hephaestus_django.events")
 

@@ -64,6 +64,14 @@ from hephaestus_django.core.errors import (
 from hephaestus_django.core.instance import Instance, evolve, instance_key
 from hephaestus_django.runtime import events, tracing
 from hephaestus_django.runtime.config import backends
+from hephaestus_django.runtime.contract import (
+    JobsInPut,
+    StepMarking,
+    Storage,
+    atomic,
+    in_callers_transaction,
+    on_commit,
+)
 from hephaestus_django.runtime.dispatch import (
     Dispatcher,
     Job,
@@ -75,14 +83,6 @@ from hephaestus_django.runtime.dispatch import (
 from hephaestus_django.runtime.execution import execute_step, log_retries, reach_ends
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
-from hephaestus_django.runtime.storage import (
-    JobsInPut,
-    StepMarking,
-    Storage,
-    atomic,
-    in_callers_transaction,
-    on_commit,
-)
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.queue")

@@ -36,14 +36,14 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from hephaestus_django.core import engine
-from hephaestus_django.core.engine import Activation, StepResult
+from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import HephaestusError, InstanceNotFound, StaleInstanceError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime import events, tracing
+from hephaestus_django.runtime.contract import Storage, in_callers_transaction
 from hephaestus_django.runtime.execution import execute_step, log_retries, reach_ends
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
-from hephaestus_django.runtime.storage import Storage, in_callers_transaction
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -162,7 +162,7 @@ class LocalRunner(Runner):
         return self.run(instance, storage=storage, owner=owner)
 
     def _save_wave(
-        self, instance: Instance, results: list[StepResult], storage: Storage, owner: str
+        self, instance: Instance, results: list[Executed], storage: Storage, owner: str
     ) -> Instance:
         def apply(base: Instance) -> Instance:
             relevant = [result for result in results if engine.accepts(base, result)]
@@ -209,7 +209,7 @@ class LocalRunner(Runner):
 
     def _execute_wave(
         self, instance: Instance, activations: list[Activation], storage: Storage
-    ) -> list[StepResult]:
+    ) -> list[Executed]:
         """Execute a wave's steps: a fan-out's branches on the pool, concurrently, except
         inside the caller's transaction.
 

@@ -30,8 +30,8 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import tracing
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.execution import cancelling, resuming, retrying, upgrading
-from hephaestus_django.runtime.storage import Storage
 
 DEFAULT_LEASE = timedelta(minutes=5)
 """How long a runner's claim on an instance lasts without renewal, unless told."""

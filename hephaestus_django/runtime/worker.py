@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from hephaestus_django.core.durations import checked_duration
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.verbs import Runner
 
 logger = logging.getLogger("hephaestus_django.worker")

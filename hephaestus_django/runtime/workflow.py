@@ -25,17 +25,17 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from uuid import UUID
 
-from hephaestus_django.core import engine
 from hephaestus_django.core.errors import DuplicateInstanceError, InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.keys import FINISHED
+from hephaestus_django.core.upgrades import upgrade as upgrade_instance
 from hephaestus_django.core.versions import VersionedDefinition
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.asynchronous import async_twin
 from hephaestus_django.runtime.config import DEFAULT_ALIAS, backends
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.execution import expect
-from hephaestus_django.runtime.storage import Storage
 
 
 class Workflow(WorkflowDefinition):
@@ -297,7 +297,7 @@ class VersionedWorkflow(VersionedDefinition, Workflow):
         if dry_run:
             instance = chosen.get(instance_id)
             expect(instance, cls, None)
-            return engine.upgrade(instance, to=to, now=chosen.now())
+            return upgrade_instance(instance, to=to, now=chosen.now())
         return backends.runner().upgrade(instance_id, storage=chosen, to=to, workflow=cls)
 
     aupgrade = async_twin(upgrade)
