@@ -53,6 +53,7 @@ from uuid import UUID
 
 from hephaestus_django.core import engine
 from hephaestus_django.core.durations import checked_duration
+from hephaestus_django.core.effects import Effects, effects, unchanged
 from hephaestus_django.core.errors import (
     CorruptInstanceError,
     HephaestusError,
@@ -124,11 +125,12 @@ class QueuedRunner(Runner):
         """Write the new instance running, and enqueue its start step; return without running
         it (nothing is written or enqueued when its business key is taken)."""
         alias = backends.alias_of(storage)
-        instance = self._leased(reach_ends(instance, now), now)
+        reached = effects(None, reach_ends(instance, now))
+        done = reached.settled(self._leased(reached.after, now, reached))
 
-        def write() -> tuple[Instance | None, Instance]:
-            storage.put(instance)
-            return None, instance
+        def write() -> Effects:
+            storage.put(done.after)
+            return done
 
         return self._commit(storage, alias, write)
 
@@ -289,15 +291,19 @@ class QueuedRunner(Runner):
         if key is None:
             raise InstanceNotFound(instance_id)
         alias = backends.alias_of(storage)
-        seen: list[Instance] = []
+        # What the last run of ``change`` decided (it may run again, on a fresh locked read).
+        decided: list[Effects] = []
 
         def change(current: Instance) -> Instance:
-            seen[:] = [current]
             changed = transition(current)
             if changed is current:
+                decided[:] = [unchanged(current)]
                 return current
             now = storage.now()
-            return self._leased(_without_stale_marks(reach_ends(changed, now)), now)
+            reached = effects(current, reach_ends(changed, now))
+            settled = self._leased(_without_stale_marks(reached), now, reached)
+            decided[:] = [reached.settled(settled)]
+            return settled
 
         dispatcher = self.dispatcher
         if (
@@ -309,25 +315,25 @@ class QueuedRunner(Runner):
             changed = change(read)
             if changed is read:
                 return read
-            steps, wakeup = self._jobs(alias, read, changed, storage)
+            steps, wakeup = self._jobs(alias, decided[0], storage)
             try:
                 storage.put_with_jobs(changed, dispatcher.jobs_for_put(steps, wakeup, storage))
                 return changed
             except StaleInstanceError:
                 read = None  # another writer got in first: the locked update below
 
-        def write() -> tuple[Instance | None, Instance]:
+        def write() -> Effects:
             if read is not None:
                 changed = change(read)
                 if changed is read:
-                    return read, read
+                    return decided[0]
                 try:
                     storage.put(changed)
-                    return read, changed
+                    return decided[0]
                 except StaleInstanceError:
                     pass
             after = storage.update(key, change)
-            return seen[0], after
+            return decided[0].settled(after)
 
         return self._commit(storage, alias, write)
 
@@ -369,49 +375,50 @@ class QueuedRunner(Runner):
         self,
         storage: Storage,
         alias: str,
-        write: Callable[[], tuple[Instance | None, Instance]],
+        write: Callable[[], Effects | tuple[Instance | None, Instance]],
         *,
         taken_over: bool = False,
     ) -> Instance:
-        """Run ``write`` (which returns the instance its transition started from, and the
-        one written), then enqueue the jobs its transition calls for: in its transaction
-        when the dispatcher joins it, else once it has committed. ``taken_over``: the sweep
-        claimed the instance, and every runnable step is enqueued again, not only new ones.
+        """Run ``write``, then enqueue the jobs its transition calls for: in its transaction
+        when the dispatcher joins it, else once it has committed. ``write`` returns what its
+        transition did (:class:`Effects`), or the instance it started from and the one written,
+        whose effects are then worked out here, once. ``taken_over``: the sweep claimed the
+        instance, and every runnable step is enqueued again, not only new ones.
 
         The lifecycle events of the write are told once it commits (``events.written``)."""
         if self.dispatcher.joins_transaction(storage):
             with atomic(storage):
-                before, after = write()
-                events.written(storage, before, after, taken_over=taken_over)
-                steps, wakeup = self._jobs(alias, None if taken_over else before, after, storage)
+                done = _effects_of(write())
+                events.written(storage, done.before, done.after, taken_over=taken_over, done=done)
+                steps, wakeup = self._jobs(alias, done, storage, taken_over=taken_over)
                 self._enqueue(steps, wakeup)
-            return after
-        before, after = write()
-        events.written(storage, before, after, taken_over=taken_over)
-        steps, wakeup = self._jobs(alias, None if taken_over else before, after, storage)
+            return done.after
+        done = _effects_of(write())
+        events.written(storage, done.before, done.after, taken_over=taken_over, done=done)
+        steps, wakeup = self._jobs(alias, done, storage, taken_over=taken_over)
         if steps or wakeup is not None:
             on_commit(storage, lambda: self._enqueue_after_commit(steps, wakeup))
-        return after
+        return done.after
 
     def _jobs(
-        self, alias: str, before: Instance | None, after: Instance, storage: Storage
+        self, alias: str, done: Effects, storage: Storage, *, taken_over: bool = False
     ) -> tuple[list[StepJob], WakeUp | None]:
-        """The jobs ``after`` needs that ``before`` did not have (all of them without one)."""
-        if after is before:
+        """The jobs the transition ``done`` calls for: a job per step it made runnable (per
+        runnable step, ``taken_over``), and a wake-up for a new timer due within the horizon."""
+        if not done.changed:
             return [], None
-        fresh = engine.runnable_steps(after)
-        if before is not None:
-            fresh = fresh - engine.runnable_steps(before)
+        after = done.after
+        fresh = done.runnable if taken_over else done.newly_runnable
         trace = tracing.carrier()
         steps = [
             StepJob(alias, after.id, step.path(), after.attempts.get(step, 0) + 1, trace=trace)
             for step in after.workflow.graph.sorted(fresh)
         ]
-        due = engine.next_due_time(after)
+        due = done.due
         wakeup = None
         if (
             due is not None
-            and (before is None or engine.next_due_time(before) != due)
+            and (taken_over or done.due_moved)
             and due <= storage.now() + self.wakeup_horizon
         ):
             wakeup = WakeUp(alias, after.id, due, trace=trace)
@@ -436,14 +443,16 @@ class QueuedRunner(Runner):
                 extra=_about_job(pending[0]) if pending else None,
             )
 
-    def _leased(self, instance: Instance, now: datetime) -> Instance:
+    def _leased(self, instance: Instance, now: datetime, done: Effects | None = None) -> Instance:
         """The instance with a queue lease while it has work out as jobs, released otherwise.
 
         The owner is kept while the lease is live, so the jobs already running under it go on
-        renewing it; a lapsed or foreign lease gets a new owner.
+        renewing it; a lapsed or foreign lease gets a new owner. ``done``: what the transition
+        to ``instance`` decided, read instead of asking the engine again.
         """
-        runnable = engine.runnable_steps(instance)
-        due = engine.next_due_time(instance)
+        if done is None:
+            done = effects(None, instance)
+        runnable, due = done.runnable, done.due
         wakes = due is not None and due <= now + self.wakeup_horizon
         if not runnable and not wakes:
             if instance.lease_owner is None:
@@ -488,12 +497,19 @@ def _about_job(job: Job, instance: Instance | None = None) -> InstanceFields:
     return about(instance_id=job.instance_id, step=step)
 
 
-def _without_stale_marks(instance: Instance) -> Instance:
-    """The running marks of steps that are no longer runnable (done, failed, waiting) dropped."""
+def _effects_of(written: Effects | tuple[Instance | None, Instance]) -> Effects:
+    """What a write's transition did: as the write said, or worked out from its two ends."""
+    return written if isinstance(written, Effects) else effects(*written)
+
+
+def _without_stale_marks(done: Effects) -> Instance:
+    """``done.after`` with the running marks of steps that are no longer runnable (done,
+    failed, waiting) dropped."""
+    instance = done.after
     running = instance.running
     if not running:
         return instance
-    runnable = engine.runnable_steps(instance)
+    runnable = done.runnable
     kept = {step: mark for step, mark in running.items() if step in runnable}
     return instance if len(kept) == len(running) else evolve(instance, running=kept)
 
