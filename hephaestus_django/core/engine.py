@@ -36,6 +36,13 @@ attempt, and when none is left the instance ends cancelled, or failed with
 the error that started them. A compensation that fails for good fails the
 instance with its error; ``retry`` then resumes the compensations, never the
 steps.
+
+Why one module of some 800 lines: every transition builds its result through one private
+working copy (``_Draft``), whose methods keep the invariants above (joins, retries,
+compensation) together; split, each half would reach into the other's privates. What is not a
+transition lives elsewhere: what a transition did (:mod:`~hephaestus_django.core.effects`),
+upgrades (:mod:`~hephaestus_django.core.upgrades`), a failure's traceback (``Failure``'s
+module, :mod:`~hephaestus_django.core.instance`).
 """
 
 from __future__ import annotations
