@@ -37,8 +37,8 @@ from django.utils.connection import BaseConnectionHandler
 from django.utils.module_loading import import_string
 
 from hephaestus_django.core.errors import BackendNotConfigured
-from hephaestus_django.runtime.runner import Runner
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.verbs import Runner
 
 SETTING = "HEPHAESTUS"
 DEFAULT_STORAGE_BACKEND = "hephaestus_django.storage.DjangoStorage"

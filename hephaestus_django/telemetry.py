@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from hephaestus_django.core import engine
-from hephaestus_django.core.engine import Activation, StepResult
+from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.outcomes import Async, Event
 from hephaestus_django.core.workflow import WorkflowDefinition
@@ -269,7 +269,7 @@ class _Span:
         if self._unnamed is not None:
             self._span.update_name(f"{self._unnamed} {instance.workflow.__qualname__}")
 
-    def set_result(self, result: StepResult) -> None:
+    def set_result(self, result: Executed) -> None:
         if result.error is not None:
             from opentelemetry.trace import Status, StatusCode
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from hephaestus_django.core.instance import Instance, evolve
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 
 
 def make_due(

@@ -45,7 +45,7 @@ from hephaestus_django.core.naming import short_name
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.upgrades import upgrade, upgrade_target
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 
 CANCELLABLE = (Status.PENDING, Status.RUNNING, Status.WAITING)
 """The statuses an instance can be cancelled in (unless it is compensating already)."""

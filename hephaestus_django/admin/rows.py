@@ -14,8 +14,8 @@ from hephaestus_django.core.errors import HephaestusError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.postgres.storage import parse_state
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.document import from_row
-from hephaestus_django.runtime.storage import Storage
 
 
 class NoStorageForDatabase(LookupError):

@@ -36,12 +36,17 @@ attempt, and when none is left the instance ends cancelled, or failed with
 the error that started them. A compensation that fails for good fails the
 instance with its error; ``retry`` then resumes the compensations, never the
 steps.
+
+Why one module of some 800 lines: every transition builds its result through one private
+working copy (``_Draft``), whose methods keep the invariants above (joins, retries,
+compensation) together; split, each half would reach into the other's privates. What is not a
+transition lives elsewhere: what a transition did (:mod:`~hephaestus_django.core.effects`),
+upgrades (:mod:`~hephaestus_django.core.upgrades`), a failure's traceback (``Failure``'s
+module, :mod:`~hephaestus_django.core.instance`).
 """
 
 from __future__ import annotations
 
-import re
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -67,13 +72,13 @@ from hephaestus_django.core.instance import (
     Waiting,
     coerce_instance_id,
     evolve,
+    format_traceback,
 )
 from hephaestus_django.core.keys import checked_key
 from hephaestus_django.core.outcomes import Async, Event, Outcome
 from hephaestus_django.core.policies import Retry
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import StepRef
-from hephaestus_django.core.upgrades import upgrade as upgrade  # engine.upgrade(instance, to=)
 from hephaestus_django.core.workflow import WorkflowDefinition
 
 
@@ -90,7 +95,7 @@ class Activation:
 
 
 @dataclass(frozen=True, slots=True)
-class StepResult:
+class Executed:
     """What executing one step gave: an outcome, or the exception it raised.
 
     ``compensating`` says it is the result of the step's ``compensate``: the engine refuses
@@ -109,40 +114,6 @@ rewritten with every write of it."""
 
 COMPENSATED = "compensated"
 """The event of a history entry recording a step's compensation."""
-
-
-TRACEBACK_FRAMES = 40
-"""How many of the innermost frames of each exception (and of each cause) a failure keeps."""
-TRACEBACK_CHARS = 8192
-"""The most characters of a failure's traceback kept; the end, where it was raised, stays."""
-
-_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
-
-
-def format_traceback(error: BaseException) -> str | None:
-    """``error``'s traceback as Python prints it (with its causes), bounded for storage.
-
-    The state is rewritten on every transition of the instance, so a recursion error's
-    thousand frames or a huge value in a source line must not weigh on every later write: the
-    innermost :data:`TRACEBACK_FRAMES` frames of each exception are kept, and at most
-    :data:`TRACEBACK_CHARS` characters, the end of the text (where it was raised) from a line
-    start. NUL and lone surrogates, which PostgreSQL's jsonb cannot hold, are written as
-    escapes. None when the error was never raised (it has no traceback) or cannot be formatted.
-    """
-    if error.__traceback__ is None:
-        return None
-    try:
-        text = "".join(traceback.format_exception(error, limit=-TRACEBACK_FRAMES)).rstrip()
-    except Exception:  # a hostile __str__ or __repr__ must not lose the failure itself
-        return None
-    text = _UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
-    if len(text) <= TRACEBACK_CHARS:
-        return text
-    tail = text[-(TRACEBACK_CHARS - 60) :]
-    line_start = tail.find("\n") + 1
-    if 0 < line_start < len(tail):
-        tail = tail[line_start:]
-    return f"[{len(text) - len(tail)} characters of the traceback left out]\n{tail}"
 
 
 def new_instance(
@@ -214,7 +185,7 @@ def activation(instance: Instance, step: StepClass) -> Activation:
     return Activation(step, config_of(instance, step), instance.compensating)
 
 
-def accepts(instance: Instance, result: StepResult) -> bool:
+def accepts(instance: Instance, result: Executed) -> bool:
     """True when ``result`` can be recorded on ``instance``: its step is runnable, and it is
     the result of what the step runs now (its work, or its compensation).
 
@@ -248,7 +219,7 @@ def _full_backoff() -> float:
 
 def apply(
     instance: Instance,
-    results: Sequence[StepResult],
+    results: Sequence[Executed],
     *,
     now: datetime,
     random: Callable[[], float] = _full_backoff,

@@ -13,6 +13,8 @@ an instance with :func:`evolve`, which does not validate again.
 
 from __future__ import annotations
 
+import re
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -161,7 +163,7 @@ class Failure:
 
     ``traceback`` is where it was raised, as Python prints it, so an operator can find the
     line without reproducing the failure; it is bounded in size (see
-    :func:`~hephaestus_django.core.engine.format_traceback`), and None for failures recorded
+    :func:`format_traceback`), and None for failures recorded
     before it was kept or raised without one.
     """
 
@@ -387,3 +389,37 @@ def instance_key(value: object) -> UUID | None:
         return coerce_instance_id(value)
     except InvalidInstanceError:
         return None
+
+
+TRACEBACK_FRAMES = 40
+"""How many of the innermost frames of each exception (and of each cause) a failure keeps."""
+TRACEBACK_CHARS = 8192
+"""The most characters of a failure's traceback kept; the end, where it was raised, stays."""
+
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def format_traceback(error: BaseException) -> str | None:
+    """``error``'s traceback as Python prints it (with its causes), bounded for storage.
+
+    The state is rewritten on every transition of the instance, so a recursion error's
+    thousand frames or a huge value in a source line must not weigh on every later write: the
+    innermost :data:`TRACEBACK_FRAMES` frames of each exception are kept, and at most
+    :data:`TRACEBACK_CHARS` characters, the end of the text (where it was raised) from a line
+    start. NUL and lone surrogates, which PostgreSQL's jsonb cannot hold, are written as
+    escapes. None when the error was never raised (it has no traceback) or cannot be formatted.
+    """
+    if error.__traceback__ is None:
+        return None
+    try:
+        text = "".join(traceback.format_exception(error, limit=-TRACEBACK_FRAMES)).rstrip()
+    except Exception:  # a hostile __str__ or __repr__ must not lose the failure itself
+        return None
+    text = _UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    if len(text) <= TRACEBACK_CHARS:
+        return text
+    tail = text[-(TRACEBACK_CHARS - 60) :]
+    line_start = tail.find("\n") + 1
+    if 0 < line_start < len(tail):
+        tail = tail[line_start:]
+    return f"[{len(text) - len(tail)} characters of the traceback left out]\n{tail}"

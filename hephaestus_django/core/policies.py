@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from hephaestus_django.core.durations import duration_problems
+
 RULE_MALFORMED_RETRY = "malformed-retry"
 """The rule id of a step or workflow whose retry policy is malformed."""
 
@@ -60,11 +62,9 @@ class Retry:
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             found.append(f"max_attempts must be an int of at least 1, not {attempts!r}")
         for name in ("backoff", "max_backoff"):
-            value = getattr(self, name)
-            if not isinstance(value, timedelta):
-                found.append(f"{name} must be a timedelta, not {value!r}")
-            elif value < timedelta(0):
-                found.append(f"{name} must not be negative, not {value!r}")
+            found.extend(
+                duration_problems(name, getattr(self, name), seconds=False, positive=False)
+            )
         factor = self.factor
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not factor >= 1:
             found.append(f"factor must be a number of at least 1, not {factor!r}")
@@ -116,10 +116,4 @@ def timeout_problems(name: str, value: object) -> list[str]:
     read as seconds, as ``Retry`` refuses one for its backoff: ``timeout = 5`` could as well
     mean minutes.
     """
-    if value is None:
-        return []
-    if not isinstance(value, timedelta):
-        return [f"{name} must be a timedelta or None, not {value!r}"]
-    if value <= timedelta(0):
-        return [f"{name} must be a positive timedelta, not {value!r}"]
-    return []
+    return duration_problems(name, value, seconds=False, optional=True)

@@ -16,9 +16,10 @@ if given, turns the old ``context.initial`` into the new one. ``upgrade_from`` m
 of upgrades, one per earlier version.
 
 The map is checked when the newer class is defined, against both graphs (rule
-``malformed-upgrade``): every old step maps to a step of the new graph or is dropped
-explicitly, no two old steps map to one new step, and the order of the steps is kept: when the
-old graph runs B after A (B is reachable from A), the new graph reaches B' from A'. So an
+``malformed-upgrade``, in :mod:`~hephaestus_django.core.upgrade_validation`): every old step
+maps to a step of the new graph or is dropped explicitly, no two old steps map to one new
+step, and the order of the steps is kept: when the old graph runs B after A (B is reachable
+from A), the new graph reaches B' from A'. So an
 instance that completed A and is active at B becomes one that completed A' and is active at
 B', a state the new graph's join rules accept, and no step runs twice or is skipped.
 
@@ -38,7 +39,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from hephaestus_django.core.errors import UpgradeError, WorkflowDefinitionError
+from hephaestus_django.core.errors import UpgradeError
 from hephaestus_django.core.instance import (
     Cancellation,
     Compensation,
@@ -54,9 +55,6 @@ from hephaestus_django.core.steps import Step
 
 if TYPE_CHECKING:
     from hephaestus_django.core.workflow import WorkflowDefinition
-
-RULE_MALFORMED_UPGRADE = "malformed-upgrade"
-"""The rule id of an ``upgrade_from`` that does not cover the old graph, or breaks its order."""
 
 StepClass = type[Step]
 ContextTransform = Callable[[dict[str, Any]], Mapping[str, Any]]
@@ -88,122 +86,6 @@ class Upgrade:
     def map(self, step: StepClass) -> StepClass | None:
         """The new step of ``step`` (None: dropped)."""
         return self.mapping.get(step)
-
-
-def compile_upgrades(workflow: type[WorkflowDefinition], name: str) -> tuple[Upgrade, ...]:
-    """The checked ``upgrade_from`` of ``workflow`` (its own, not a base class's)."""
-    declared = workflow.__dict__.get("upgrade_from")
-    if declared is None:
-        return ()
-    listed = tuple(declared) if isinstance(declared, (tuple, list)) else (declared,)
-    seen: dict[int, Upgrade] = {}
-    for upgrade in listed:
-        if not isinstance(upgrade, Upgrade):
-            raise _fail(
-                name,
-                f"upgrade_from must be an Upgrade(...) or a tuple of them, not {upgrade!r}",
-            )
-        _check(workflow, name, upgrade)
-        other = seen.setdefault(upgrade.from_workflow.version, upgrade)
-        if other is not upgrade:
-            raise _fail(
-                name,
-                f"two upgrades from version {upgrade.from_workflow.version}; declare one per "
-                f"earlier version",
-            )
-    return listed
-
-
-def _fail(name: str, message: str, steps: Any = ()) -> WorkflowDefinitionError:
-    return WorkflowDefinitionError(
-        name, RULE_MALFORMED_UPGRADE, message, steps=[s.__qualname__ for s in steps]
-    )
-
-
-def _check(new: type[WorkflowDefinition], name: str, upgrade: Upgrade) -> None:
-    from hephaestus_django.core.workflow import WorkflowDefinition
-
-    old = upgrade.from_workflow
-    if (
-        not isinstance(old, type)
-        or not issubclass(old, WorkflowDefinition)
-        or old.is_abstract()
-        or not hasattr(old, "graph")
-    ):
-        raise _fail(name, f"Upgrade(...) must name an earlier version's class, not {old!r}")
-    label = f"the upgrade from {old.__qualname__} (version {old.version}) to version {new.version}"
-    if old.version >= new.version:
-        raise _fail(
-            name,
-            f"{label}: an upgrade comes from an earlier version, and {old.__qualname__} is "
-            f"version {old.version}",
-        )
-    if upgrade.context is not None and not callable(upgrade.context):
-        raise _fail(
-            name,
-            f"{label}: context must be a function of the old initial context, or None, not "
-            f"{upgrade.context!r}",
-        )
-    if not isinstance(upgrade.steps, Mapping):
-        raise _fail(name, f"{label}: steps must be a dict {{old step: new step or None}}")
-    old_graph, new_graph = old.graph, new.graph
-    for source, target in upgrade.steps.items():
-        if source not in old_graph.predecessors:
-            raise _fail(
-                name,
-                f"{label}: steps names {getattr(source, '__qualname__', source)!r}, which is not "
-                f"a step of {old.__qualname__}",
-            )
-        if target is not None and target not in new_graph.predecessors:
-            raise _fail(
-                name,
-                f"{label}: steps maps {source.__qualname__} to "
-                f"{getattr(target, '__qualname__', target)!r}, which is not a step of "
-                f"{new.__qualname__}",
-                [source],
-            )
-    mapping: dict[StepClass, StepClass | None] = {}
-    for step in old_graph.order:
-        if step in upgrade.steps:
-            mapping[step] = upgrade.steps[step]
-        elif step in new_graph.predecessors:
-            mapping[step] = step
-        else:
-            raise _fail(
-                name,
-                f"{label}: step {step.__qualname__} of {old.__qualname__} is not in "
-                f"{new.__qualname__}; map it to its new step (steps={{{step.__qualname__}: "
-                f"NewStep}}) or drop it (steps={{{step.__qualname__}: None}})",
-                [step],
-            )
-    sources: dict[StepClass, StepClass] = {}
-    for step, target in mapping.items():
-        if target is None:
-            continue
-        other = sources.setdefault(target, step)
-        if other is not step:
-            raise _fail(
-                name,
-                f"{label}: steps {other.__qualname__} and {step.__qualname__} both map to "
-                f"{target.__qualname__}; an old step maps to a new step of its own",
-                [other, step],
-            )
-    for step in old_graph.order:
-        after = mapping[step]
-        if after is None:
-            continue
-        for later in old_graph.descendants[step]:
-            target = mapping[later]
-            if target is not None and target not in new_graph.descendants[after]:
-                raise _fail(
-                    name,
-                    f"{label}: {old.__qualname__} runs {later.__qualname__} after "
-                    f"{step.__qualname__}, but {new.__qualname__} does not reach "
-                    f"{target.__qualname__} from {after.__qualname__}, so an instance between "
-                    f"them would not fit the new graph; keep their order",
-                    [step, later],
-                )
-    upgrade.mapping = mapping
 
 
 def upgrade_for(

@@ -42,7 +42,8 @@ from hephaestus_django.core.policies import (
 )
 from hephaestus_django.core.registry import Registry
 from hephaestus_django.core.steps import Step, StepRef
-from hephaestus_django.core.upgrades import Upgrade, compile_upgrades
+from hephaestus_django.core.upgrade_validation import compile_upgrades
+from hephaestus_django.core.upgrades import Upgrade
 from hephaestus_django.core.validation import build_graph
 
 RULE_MALFORMED_TAGS = "malformed-tags"

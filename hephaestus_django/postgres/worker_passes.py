@@ -29,8 +29,8 @@ from django.db import DatabaseError, connections, transaction
 from hephaestus_django.core.errors import HephaestusError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.postgres.sql import RECORD_PASSES
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.dispatch import Job
-from hephaestus_django.runtime.storage import Storage
 
 logger = logging.getLogger("hephaestus_django.worker")
 

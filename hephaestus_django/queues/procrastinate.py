@@ -82,9 +82,9 @@ from hephaestus_django.postgres.sql import (
 from hephaestus_django.postgres.storage import JobsSQL
 from hephaestus_django.queues import Requirements
 from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.dispatch import StepJob, WakeUp, job_from_payload
 from hephaestus_django.runtime.queued import receive
-from hephaestus_django.runtime.storage import Storage
 
 STEP_TASK = "hephaestus_django.step"
 """The procrastinate task that executes one step of one instance."""

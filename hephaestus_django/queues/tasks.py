@@ -41,9 +41,9 @@ from typing import Any
 from hephaestus_django.core.errors import InvalidJobError
 from hephaestus_django.queues import Requirements
 from hephaestus_django.runtime.config import backends
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.dispatch import StepJob, WakeUp, job_from_payload
 from hephaestus_django.runtime.queued import receive
-from hephaestus_django.runtime.storage import Storage
 
 logger = logging.getLogger("hephaestus_django.queue")
 

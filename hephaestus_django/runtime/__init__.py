@@ -5,13 +5,14 @@ layer, which plugs its storages into :data:`backends`.
 """
 
 from hephaestus_django.runtime.config import Backends, backends, configure
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.dispatch import Dispatcher, StepJob, WakeUp
 from hephaestus_django.runtime.filters import FILTER_NAMES, QueryFilters, parse_filters
 from hephaestus_django.runtime.memory import InMemoryStorage
 from hephaestus_django.runtime.memory_dispatch import InMemoryDispatcher
 from hephaestus_django.runtime.queued import QueuedRunner
-from hephaestus_django.runtime.runner import LocalRunner, Runner
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.runner import LocalRunner
+from hephaestus_django.runtime.verbs import Runner
 from hephaestus_django.runtime.workflow import Workflow
 
 __all__ = [

@@ -15,12 +15,15 @@ coroutine to its end there with ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 T = TypeVar("T")
+C = TypeVar("C")
+P = ParamSpec("P")
 
 _sync_to_async: Any
 try:
@@ -35,6 +38,33 @@ async def in_thread(function: Callable[..., T], /, *args: Any, **kwargs: Any) ->
         result: T = await _sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
         return result
     return await asyncio.to_thread(function, *args, **kwargs)
+
+
+def async_twin(
+    verb: Callable[Concatenate[type[C], P], T], doc: str | None = None
+) -> classmethod[C, P, Coroutine[Any, Any, T]]:
+    """The ``a``-prefixed twin of the classmethod ``verb``, made from it in the class body::
+
+        astart = async_twin(start)
+
+    The twin takes exactly the verb's arguments (its signature is the verb's, for
+    ``inspect.signature``, Sphinx and the type checker alike), so the two can never drift
+    apart, and runs the verb in a worker thread (:func:`in_thread`). It calls the verb by name
+    on the class it is called on: a subclass that overrides the verb gets the override.
+    ``doc`` is the twin's docstring (else "``verb`` from async code").
+    """
+    function: Callable[..., Any] = getattr(verb, "__func__", verb)
+    name = function.__name__
+
+    @functools.wraps(function)
+    async def twin(cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = await in_thread(getattr(cls, name), *args, **kwargs)
+        return result
+
+    twin.__name__ = f"a{name}"
+    twin.__qualname__ = f"{function.__qualname__.rpartition('.')[0]}.a{name}".lstrip(".")
+    twin.__doc__ = doc or f"``{name}`` from async code (see :meth:`Workflow.astart`)."
+    return classmethod(twin)
 
 
 def awaited(returned: T | Awaitable[T]) -> T:

@@ -6,7 +6,7 @@ let a worker whose clock runs ahead take over steps that are still running, and 
 whose clock is behind write timers that are due at once. So every storage has one clock:
 the database's, for a SQL backend. Comparisons happen inside the storage's statements;
 what a runner writes (a lease's expiry, a timer's due time, the history's timestamps) is
-based on :meth:`Storage.now <hephaestus_django.runtime.storage.Storage.now>`.
+based on :meth:`Storage.now <hephaestus_django.runtime.contract.Storage.now>`.
 
 :class:`DatabaseClock` gives that time without a round trip per call: it reads the
 database's time once, keeps the offset from the process's clock, and reads it again after

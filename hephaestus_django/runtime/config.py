@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from hephaestus_django.core.errors import BackendNotConfigured
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 
 if TYPE_CHECKING:
-    from hephaestus_django.runtime.runner import Runner
+    from hephaestus_django.runtime.verbs import Runner
 
 DEFAULT_ALIAS = "default"
 

@@ -32,7 +32,7 @@ from uuid import UUID
 from hephaestus_django.core.errors import InvalidJobError
 from hephaestus_django.core.instance import coerce_instance_id
 from hephaestus_django.core.text import shown, unstorable
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 
 logger = logging.getLogger("hephaestus_django.queue")
 
@@ -238,7 +238,7 @@ class Dispatcher(Protocol):
 @runtime_checkable
 class JobsForPut(Protocol):
     """A dispatcher whose jobs a storage can enqueue in the statement of a put
-    (:class:`~hephaestus_django.runtime.storage.JobsInPut`): one statement, not a
+    (:class:`~hephaestus_django.runtime.contract.JobsInPut`): one statement, not a
     transaction of a write and an enqueue."""
 
     def jobs_for_put(

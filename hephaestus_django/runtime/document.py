@@ -21,6 +21,9 @@ back equal and of the same type or are refused before anything is written.
 Reading is defensive: a row that does not decode raises
 :class:`CorruptInstanceError` naming the instance and the path, and names are
 resolved through the registries only.
+
+Why one module of some 650 lines: writing and reading the document are two halves of one
+format, kept side by side so that a field added to one is seen missing from the other.
 """
 
 from __future__ import annotations

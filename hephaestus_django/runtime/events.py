@@ -35,13 +35,13 @@ from datetime import datetime, timedelta
 from typing import ClassVar, TypedDict
 from uuid import UUID
 
-from hephaestus_django.core import engine
+from hephaestus_django.core.effects import Effects, effects
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Failure, Instance
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime.contract import Transactional
 from hephaestus_django.runtime.logs import about
-from hephaestus_django.runtime.storage import Transactional
 
 logger = logging.getLogger("hephaestus_django.events")
 
@@ -238,17 +238,24 @@ def _refresh() -> None:
 
 
 def written(
-    storage: object, before: Instance | None, after: Instance, *, taken_over: bool = False
+    storage: object,
+    before: Instance | None,
+    after: Instance,
+    *,
+    taken_over: bool = False,
+    done: Effects | None = None,
 ) -> None:
     """Tell the listeners what the write of ``after`` changed, once it has committed.
 
     ``before`` is the instance the transition started from (None for a new instance);
-    ``taken_over`` says a worker's sweep claimed it. Called by the runners right after each
-    write, in the transaction that wrote it if there is one (see the module's docstring).
+    ``taken_over`` says a worker's sweep claimed it; ``done`` is what the transition decided,
+    where the runner has it (else it is worked out, only when a listener wants the events).
+    Called by the runners right after each write, in the transaction that wrote it if there is
+    one (see the module's docstring).
     """
     if after is before or not _interest or not any(wants() for wants in _interest):
         return
-    found = changes(before, after, taken_over=taken_over)
+    found = changes(before, after, taken_over=taken_over, done=done)
     if not found:
         return
     kind = type(storage)
@@ -278,16 +285,24 @@ def deliver(events: Sequence[LifecycleEvent]) -> None:
 
 
 def changes(
-    before: Instance | None, after: Instance, *, taken_over: bool = False
+    before: Instance | None,
+    after: Instance,
+    *,
+    taken_over: bool = False,
+    done: Effects | None = None,
 ) -> list[LifecycleEvent]:
     """The events that turning ``before`` into ``after`` amounts to, in the order they happened.
 
     Pure: it reads the two instances only (their statuses, the history entries ``after``
-    added, the waiting steps and the recorded failure), so any transition, of any runner,
-    is described the same way.
+    added, the waiting steps and the recorded failure), and what the engine decided for them
+    (``done``, worked out here when not given), so any transition, of any runner, is
+    described the same way.
     """
     if after is before:
         return []
+    if done is None or done.before is not before:
+        done = effects(before, after)
+    done = done.settled(after)
     common: _Common = {
         "instance": after,
         "instance_id": after.id,
@@ -298,7 +313,7 @@ def changes(
     if before is None:
         found.append(InstanceStarted(step=after.workflow.graph.start, **common))
     elif taken_over:
-        stalled = engine.runnable_steps(before)
+        stalled = done.runnable_before
         if stalled:
             steps = tuple(before.workflow.graph.sorted(stalled))
             found.append(InstanceTakenOver(step=steps[0], steps=steps, **common))
@@ -392,7 +407,7 @@ def changes(
         )
 
     if before is None or after.status is not before.status:
-        found.extend(_status_event(after, common))
+        found.extend(_status_event(after, done.due, common))
     return found
 
 
@@ -428,8 +443,9 @@ def _timers_fired(
     return found
 
 
-def _status_event(after: Instance, common: _Common) -> list[LifecycleEvent]:
-    """The event of the status ``after`` has newly reached, if it is one that is told."""
+def _status_event(after: Instance, due: datetime | None, common: _Common) -> list[LifecycleEvent]:
+    """The event of the status ``after`` has newly reached, if it is one that is told; ``due``
+    is its earliest timer."""
     status = after.status
     if status is Status.WAITING:
         steps = tuple(after.workflow.graph.sorted(after.waiting_steps))
@@ -437,7 +453,7 @@ def _status_event(after: Instance, common: _Common) -> list[LifecycleEvent]:
             InstanceWaiting(
                 step=after.current_step,
                 steps=steps,
-                resume_at=engine.next_due_time(after),
+                resume_at=due,
                 **common,
             )
         ]

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from hephaestus_django.core import engine
-from hephaestus_django.core.engine import Activation, StepResult
+from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import (
     InstanceNotFound,
     SerializationError,
@@ -26,6 +26,7 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.outcomes import Event, Outcome, read_outcome
 from hephaestus_django.core.steps import Done
+from hephaestus_django.core.upgrades import upgrade as upgrade_instance
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec, tracing
 from hephaestus_django.runtime.asynchronous import awaited
@@ -43,7 +44,7 @@ _COMPENSATED = Event(engine.COMPENSATED)
 
 def execute_step(
     instance: Instance, activation: Activation, *, in_transaction: bool = False
-) -> StepResult:
+) -> Executed:
     """Run one step (or its ``compensate``, while the instance is compensating) and read its
     outcome; an exception it raises becomes its result.
 
@@ -61,7 +62,7 @@ def execute_step(
     return result
 
 
-def _execute(instance: Instance, activation: Activation, in_transaction: bool) -> StepResult:
+def _execute(instance: Instance, activation: Activation, in_transaction: bool) -> Executed:
     step = activation.step
     compensating = activation.compensating
     timeout = None if _is_plain_end(step) else engine.step_timeout(instance.workflow, step)
@@ -99,11 +100,11 @@ def _execute(instance: Instance, activation: Activation, in_transaction: bool) -
             exc_info=not isinstance(error, quiet),
             extra=about(instance, step=step),
         )
-        return StepResult(step, error=error, compensating=compensating)
-    return StepResult(step, outcome=outcome, compensating=compensating)
+        return Executed(step, error=error, compensating=compensating)
+    return Executed(step, outcome=outcome, compensating=compensating)
 
 
-def log_retries(results: Sequence[StepResult], after: Instance) -> None:
+def log_retries(results: Sequence[Executed], after: Instance) -> None:
     """Say, for each step that raised and now waits for its next attempt, when that is."""
     for result in results:
         waiting = after.waiting_steps.get(result.step)
@@ -183,7 +184,7 @@ def upgrading(
 
     def transition(instance: Instance) -> Instance:
         expect(instance, workflow, expected_revision)
-        return engine.upgrade(instance, to=to, now=now())
+        return upgrade_instance(instance, to=to, now=now())
 
     return transition
 

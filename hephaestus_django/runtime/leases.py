@@ -29,8 +29,8 @@ from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.logs import about
-from hephaestus_django.runtime.storage import Storage
 
 logger = logging.getLogger("hephaestus_django.runner")
 

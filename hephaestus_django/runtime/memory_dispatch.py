@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime.config import backends
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.dispatch import Job, StepJob, WakeUp, job_from_payload
-from hephaestus_django.runtime.storage import Storage
 
 DRAIN_LIMIT = 10_000
 """How many jobs one :meth:`InMemoryDispatcher.drain` runs at most: a guard against a loop."""

@@ -59,6 +59,8 @@ from typing import Any
 from uuid import UUID
 
 from hephaestus_django.core import engine
+from hephaestus_django.core.durations import checked_duration
+from hephaestus_django.core.effects import Effects, effects, unchanged
 from hephaestus_django.core.errors import (
     CorruptInstanceError,
     HephaestusError,
@@ -67,11 +69,17 @@ from hephaestus_django.core.errors import (
     StaleInstanceError,
     UnknownWorkflowError,
 )
-from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve, instance_key
-from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import events, tracing
 from hephaestus_django.runtime.config import backends
+from hephaestus_django.runtime.contract import (
+    JobsInPut,
+    StepMarking,
+    Storage,
+    atomic,
+    in_callers_transaction,
+    on_commit,
+)
 from hephaestus_django.runtime.dispatch import (
     Dispatcher,
     Job,
@@ -81,26 +89,10 @@ from hephaestus_django.runtime.dispatch import (
     WakeUp,
     job_from_payload,
 )
-from hephaestus_django.runtime.execution import (
-    cancelling,
-    execute_step,
-    log_retries,
-    reach_ends,
-    resuming,
-    retrying,
-    upgrading,
-)
+from hephaestus_django.runtime.execution import execute_step, log_retries, reach_ends
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
-from hephaestus_django.runtime.runner import DEFAULT_LEASE
-from hephaestus_django.runtime.storage import (
-    JobsInPut,
-    StepMarking,
-    Storage,
-    atomic,
-    in_callers_transaction,
-    on_commit,
-)
+from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.queue")
 
@@ -110,7 +102,7 @@ _EARLY_WAKEUP_SLEEP = timedelta(seconds=1)
 """A wake-up at most this early waits for its timer instead of enqueueing itself again."""
 
 
-class QueuedRunner:
+class QueuedRunner(Runner):
     """Runs each runnable step as a job of ``dispatcher`` (an object, or its dotted path).
 
     ``lease`` is how long an instance's outstanding work may go without a sign of life
@@ -127,135 +119,28 @@ class QueuedRunner:
         lease: timedelta | float = DEFAULT_LEASE,
         wakeup_horizon: timedelta | float = DEFAULT_WAKEUP_HORIZON,
     ) -> None:
-        self.lease = _positive_duration("lease", lease)
-        self.wakeup_horizon = _duration("wakeup_horizon", wakeup_horizon)
+        super().__init__(lease=lease)
+        self.wakeup_horizon = checked_duration("wakeup_horizon", wakeup_horizon, positive=False)
         self.dispatcher = _build_dispatcher(dispatcher, dispatcher_options)
         self._heartbeat = Heartbeat(self.lease)
 
     def __repr__(self) -> str:
         return f"QueuedRunner(dispatcher={self.dispatcher!r}, lease={self.lease})"
 
-    # --- the facade's verbs: a transition and its jobs, committed together -------------------
+    # --- the verbs (:class:`Runner`): a transition and its jobs, committed together ----------
 
-    @tracing.traced("start")
-    def start(
-        self,
-        workflow: type[WorkflowDefinition],
-        context: Mapping[str, Any] | None,
-        *,
-        storage: Storage,
-        id: UUID | str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        key: str | None = None,
-    ) -> Instance:
-        """Create an instance running, and enqueue its start step; return without running it.
-
-        With a business ``key`` held by another instance in the workflow's ``key_scope``,
-        nothing is written or enqueued, and ``DuplicateInstanceError`` names that instance.
-        """
+    def _begin(self, instance: Instance, storage: Storage, now: datetime) -> Instance:
+        """Write the new instance running, and enqueue its start step; return without running
+        it (nothing is written or enqueued when its business key is taken)."""
         alias = backends.alias_of(storage)
-        now = storage.now()
-        instance = engine.start(
-            engine.new_instance(workflow, context, id=id, metadata=metadata, key=key)
-        )
-        instance = self._leased(reach_ends(instance, now), now)
+        reached = effects(None, reach_ends(instance, now))
+        done = reached.settled(self._leased(reached.after, now, reached))
 
-        def write() -> tuple[Instance | None, Instance]:
-            storage.put(instance)
-            return None, instance
+        def write() -> Effects:
+            storage.put(done.after)
+            return done
 
         return self._commit(storage, alias, write)
-
-    @tracing.traced("resume")
-    def resume(
-        self,
-        instance_id: UUID | str,
-        event: str,
-        data: Any = None,
-        *,
-        storage: Storage,
-        step: StepClass | str | None = None,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Deliver ``event`` to a waiting step and enqueue what it made runnable."""
-        return self._transition(
-            instance_id,
-            storage,
-            resuming(
-                event,
-                data,
-                now=storage.now,
-                step=step,
-                workflow=workflow,
-                expected_revision=expected_revision,
-            ),
-        )
-
-    @tracing.traced("retry")
-    def retry(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Make a failed instance's failed step runnable again, and enqueue it."""
-        return self._transition(
-            instance_id, storage, retrying(workflow=workflow, expected_revision=expected_revision)
-        )
-
-    @tracing.traced("cancel")
-    def cancel(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        reason: str | None = None,
-        compensate: bool = False,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Cancel an instance; with ``compensate``, enqueue its first compensation.
-
-        The jobs already queued for it find it cancelled and do nothing; a step running as a
-        job finishes, and its result is not recorded.
-        """
-        return self._transition(
-            instance_id,
-            storage,
-            cancelling(
-                now=storage.now,
-                reason=reason,
-                compensate=compensate,
-                workflow=workflow,
-                expected_revision=expected_revision,
-            ),
-        )
-
-    def upgrade(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        to: type[WorkflowDefinition],
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Upgrade an instance to the version ``to`` under the row lock, and enqueue its
-        runnable steps of the new version (the jobs queued for old steps find them gone, and
-        do nothing)."""
-        return self._transition(
-            instance_id,
-            storage,
-            upgrading(
-                to=to,
-                now=storage.now,
-                workflow=workflow,
-                expected_revision=expected_revision,
-            ),
-        )
 
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """The sweep: fire due timers and enqueue again the work of instances whose lease
@@ -430,15 +315,19 @@ class QueuedRunner:
         if key is None:
             raise InstanceNotFound(instance_id)
         alias = backends.alias_of(storage)
-        seen: list[Instance] = []
+        # What the last run of ``change`` decided (it may run again, on a fresh locked read).
+        decided: list[Effects] = []
 
         def change(current: Instance) -> Instance:
-            seen[:] = [current]
             changed = transition(current)
             if changed is current:
+                decided[:] = [unchanged(current)]
                 return current
             now = storage.now()
-            return self._leased(_without_stale_marks(reach_ends(changed, now)), now)
+            reached = effects(current, reach_ends(changed, now))
+            settled = self._leased(_without_stale_marks(reached), now, reached)
+            decided[:] = [reached.settled(settled)]
+            return settled
 
         dispatcher = self.dispatcher
         if (
@@ -450,25 +339,25 @@ class QueuedRunner:
             changed = change(read)
             if changed is read:
                 return read
-            steps, wakeup = self._jobs(alias, read, changed, storage)
+            steps, wakeup = self._jobs(alias, decided[0], storage)
             try:
                 storage.put_with_jobs(changed, dispatcher.jobs_for_put(steps, wakeup, storage))
                 return changed
             except StaleInstanceError:
                 read = None  # another writer got in first: the locked update below
 
-        def write() -> tuple[Instance | None, Instance]:
+        def write() -> Effects:
             if read is not None:
                 changed = change(read)
                 if changed is read:
-                    return read, read
+                    return decided[0]
                 try:
                     storage.put(changed)
-                    return read, changed
+                    return decided[0]
                 except StaleInstanceError:
                     pass
             after = storage.update(key, change)
-            return seen[0], after
+            return decided[0].settled(after)
 
         return self._commit(storage, alias, write)
 
@@ -510,53 +399,53 @@ class QueuedRunner:
         self,
         storage: Storage,
         alias: str,
-        write: Callable[[], tuple[Instance | None, Instance]],
+        write: Callable[[], Effects | tuple[Instance | None, Instance]],
         *,
         taken_over: bool = False,
     ) -> Instance:
-        """Run ``write`` (which returns the instance its transition started from, and the
-        one written), then enqueue the jobs its transition calls for: in its transaction
-        when the dispatcher joins it, else once it has committed. ``taken_over``: the sweep
-        claimed the instance, and every runnable step is enqueued again, not only new ones.
+        """Run ``write``, then enqueue the jobs its transition calls for: in its transaction
+        when the dispatcher joins it, else once it has committed. ``write`` returns what its
+        transition did (:class:`Effects`), or the instance it started from and the one written,
+        whose effects are then worked out here, once. ``taken_over``: the sweep claimed the
+        instance, and every runnable step is enqueued again, not only new ones.
 
         The lifecycle events of the write are told once it commits (``events.written``)."""
         if self.dispatcher.joins_transaction(storage):
             with atomic(storage):
-                before, after = write()
-                events.written(storage, before, after, taken_over=taken_over)
-                steps, wakeup = self._jobs(alias, None if taken_over else before, after, storage)
-                if taken_over:
-                    steps = self._not_pending(steps, after)
+                done = _effects_of(write())
+                events.written(storage, done.before, done.after, taken_over=taken_over, done=done)
+                steps, wakeup = self._jobs(alias, done, storage, taken_over=taken_over)
                 self._enqueue(steps, wakeup)
-            return after
-        before, after = write()
-        events.written(storage, before, after, taken_over=taken_over)
-        steps, wakeup = self._jobs(alias, None if taken_over else before, after, storage)
-        if taken_over:
-            steps = self._not_pending(steps, after)
+            return done.after
+        done = _effects_of(write())
+        events.written(storage, done.before, done.after, taken_over=taken_over, done=done)
+        steps, wakeup = self._jobs(alias, done, storage, taken_over=taken_over)
         if steps or wakeup is not None:
             on_commit(storage, lambda: self._enqueue_after_commit(steps, wakeup))
-        return after
+        return done.after
 
     def _jobs(
-        self, alias: str, before: Instance | None, after: Instance, storage: Storage
+        self, alias: str, done: Effects, storage: Storage, *, taken_over: bool = False
     ) -> tuple[list[StepJob], WakeUp | None]:
-        """The jobs ``after`` needs that ``before`` did not have (all of them without one)."""
-        if after is before:
+        """The jobs the transition ``done`` calls for: a job per step it made runnable (per
+        runnable step whose job does not still wait in the queue, ``taken_over``), and a
+        wake-up for a new timer due within the horizon."""
+        if not done.changed:
             return [], None
-        fresh = engine.runnable_steps(after)
-        if before is not None:
-            fresh = fresh - engine.runnable_steps(before)
+        after = done.after
+        fresh = done.runnable if taken_over else done.newly_runnable
         trace = tracing.carrier()
         steps = [
             StepJob(alias, after.id, step.path(), after.attempts.get(step, 0) + 1, trace=trace)
             for step in after.workflow.graph.sorted(fresh)
         ]
-        due = engine.next_due_time(after)
+        if taken_over:
+            steps = self._not_pending(steps, after)
+        due = done.due
         wakeup = None
         if (
             due is not None
-            and (before is None or engine.next_due_time(before) != due)
+            and (taken_over or done.due_moved)
             and due <= storage.now() + self.wakeup_horizon
         ):
             wakeup = WakeUp(alias, after.id, due, trace=trace)
@@ -600,14 +489,16 @@ class QueuedRunner:
                 extra=_about_job(pending[0]) if pending else None,
             )
 
-    def _leased(self, instance: Instance, now: datetime) -> Instance:
+    def _leased(self, instance: Instance, now: datetime, done: Effects | None = None) -> Instance:
         """The instance with a queue lease while it has work out as jobs, released otherwise.
 
         The owner is kept while the lease is live, so the jobs already running under it go on
-        renewing it; a lapsed or foreign lease gets a new owner.
+        renewing it; a lapsed or foreign lease gets a new owner. ``done``: what the transition
+        to ``instance`` decided, read instead of asking the engine again.
         """
-        runnable = engine.runnable_steps(instance)
-        due = engine.next_due_time(instance)
+        if done is None:
+            done = effects(None, instance)
+        runnable, due = done.runnable, done.due
         wakes = due is not None and due <= now + self.wakeup_horizon
         if not runnable and not wakes:
             if instance.lease_owner is None:
@@ -683,12 +574,19 @@ def _about_job(job: Job, instance: Instance | None = None) -> InstanceFields:
     return about(instance_id=job.instance_id, step=step)
 
 
-def _without_stale_marks(instance: Instance) -> Instance:
-    """The running marks of steps that are no longer runnable (done, failed, waiting) dropped."""
+def _effects_of(written: Effects | tuple[Instance | None, Instance]) -> Effects:
+    """What a write's transition did: as the write said, or worked out from its two ends."""
+    return written if isinstance(written, Effects) else effects(*written)
+
+
+def _without_stale_marks(done: Effects) -> Instance:
+    """``done.after`` with the running marks of steps that are no longer runnable (done,
+    failed, waiting) dropped."""
+    instance = done.after
     running = instance.running
     if not running:
         return instance
-    runnable = engine.runnable_steps(instance)
+    runnable = done.runnable
     kept = {step: mark for step, mark in running.items() if step in runnable}
     return instance if len(kept) == len(running) else evolve(instance, running=kept)
 
@@ -716,19 +614,3 @@ def _build_dispatcher(
     except (ImportError, AttributeError, ValueError) as error:
         raise ValueError(f"the dispatcher {dispatcher!r} could not be built: {error}") from error
     return _build_dispatcher(built, None)
-
-
-def _duration(name: str, value: timedelta | float) -> timedelta:
-    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
-        raise TypeError(f"{name} must be a timedelta or seconds, not {value!r}")
-    duration = value if isinstance(value, timedelta) else timedelta(seconds=value)
-    if duration < timedelta(0):
-        raise ValueError(f"{name} must not be negative, not {value!r}")
-    return duration
-
-
-def _positive_duration(name: str, value: timedelta | float) -> timedelta:
-    duration = _duration(name, value)
-    if duration <= timedelta(0):
-        raise ValueError(f"{name} must be a positive duration, not {value!r}")
-    return duration

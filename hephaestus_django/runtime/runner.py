@@ -30,97 +30,26 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 from uuid import UUID
 
 from hephaestus_django.core import engine
-from hephaestus_django.core.engine import Activation, StepResult
+from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import HephaestusError, InstanceNotFound, StaleInstanceError
-from hephaestus_django.core.graph import StepClass
-from hephaestus_django.core.instance import Instance, instance_key
-from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime import events, tracing
-from hephaestus_django.runtime.execution import (
-    cancelling,
-    execute_step,
-    log_retries,
-    reach_ends,
-    resuming,
-    retrying,
-    upgrading,
-)
+from hephaestus_django.runtime.contract import Storage, in_callers_transaction
+from hephaestus_django.runtime.execution import execute_step, log_retries, reach_ends
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
-from hephaestus_django.runtime.storage import Storage, in_callers_transaction
+from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.runner")
 
-DEFAULT_LEASE = timedelta(minutes=5)
 
-
-class Runner(Protocol):
-    """What the ``Workflow`` facade and the worker need from a runner backend."""
-
-    def start(
-        self,
-        workflow: type[WorkflowDefinition],
-        context: Mapping[str, Any] | None,
-        *,
-        storage: Storage,
-        id: UUID | str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        key: str | None = None,
-    ) -> Instance: ...
-
-    def resume(
-        self,
-        instance_id: UUID | str,
-        event: str,
-        data: Any = None,
-        *,
-        storage: Storage,
-        step: StepClass | str | None = None,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance: ...
-
-    def retry(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance: ...
-
-    def cancel(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        reason: str | None = None,
-        compensate: bool = False,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance: ...
-
-    def upgrade(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        to: type[WorkflowDefinition],
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance: ...
-
-    def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]: ...
-
-
-class LocalRunner:
+class LocalRunner(Runner):
     """Runs steps in this process; a fan-out wave runs on up to ``max_workers`` threads.
 
     ``lease`` is how long a runner's claim on an instance lasts without renewal: the time
@@ -137,140 +66,10 @@ class LocalRunner:
     ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
-        if not isinstance(lease, timedelta):
-            lease = timedelta(seconds=lease)
-        if lease <= timedelta(0):
-            raise ValueError(f"lease must be a positive duration, not {lease!r}")
+        super().__init__(lease=lease)
         self.max_workers = max_workers
-        self.lease = lease
         self._pool: ThreadPoolExecutor | None = None
-        self._heartbeat = Heartbeat(lease)
-
-    # --- the facade's verbs ------------------------------------------------------------------
-
-    @tracing.traced("start")
-    def start(
-        self,
-        workflow: type[WorkflowDefinition],
-        context: Mapping[str, Any] | None,
-        *,
-        storage: Storage,
-        id: UUID | str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        key: str | None = None,
-    ) -> Instance:
-        """Create an instance, persist it running, and run it until it waits or ends.
-
-        With a business ``key`` held by another instance in the workflow's ``key_scope``,
-        nothing is written and ``DuplicateInstanceError`` names that instance.
-        """
-        owner = new_owner()
-        now = storage.now()
-        instance = engine.start(
-            engine.new_instance(workflow, context, id=id, metadata=metadata, key=key)
-        )
-        instance = with_lease(reach_ends(instance, now), owner, now, self.lease)
-        storage.put(instance)
-        events.written(storage, None, instance)
-        return self.run(instance, storage=storage, owner=owner)
-
-    @tracing.traced("resume")
-    def resume(
-        self,
-        instance_id: UUID | str,
-        event: str,
-        data: Any = None,
-        *,
-        storage: Storage,
-        step: StepClass | str | None = None,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Deliver ``event`` (and ``data``) to a waiting step, then run what follows.
-
-        With ``expected_revision`` (the revision the caller saw, e.g. on an admin page), an
-        instance that has changed since is refused with :class:`StaleInstanceError`.
-        """
-        return self._transition_and_run(
-            instance_id,
-            storage,
-            resuming(
-                event,
-                data,
-                now=storage.now,
-                step=step,
-                workflow=workflow,
-                expected_revision=expected_revision,
-            ),
-        )
-
-    @tracing.traced("retry")
-    def retry(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Run a failed instance's failed step again, then what follows (see ``resume``)."""
-        return self._transition_and_run(
-            instance_id, storage, retrying(workflow=workflow, expected_revision=expected_revision)
-        )
-
-    @tracing.traced("cancel")
-    def cancel(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        reason: str | None = None,
-        compensate: bool = False,
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Cancel an instance; with ``compensate``, run its compensations here first.
-
-        A runner executing its steps elsewhere finds it cancelled when it records their
-        results, and records nothing.
-        """
-        return self._transition_and_run(
-            instance_id,
-            storage,
-            cancelling(
-                now=storage.now,
-                reason=reason,
-                compensate=compensate,
-                workflow=workflow,
-                expected_revision=expected_revision,
-            ),
-        )
-
-    def upgrade(
-        self,
-        instance_id: UUID | str,
-        *,
-        storage: Storage,
-        to: type[WorkflowDefinition],
-        workflow: type[WorkflowDefinition] | None = None,
-        expected_revision: int | None = None,
-    ) -> Instance:
-        """Upgrade an instance to the version ``to`` under the row lock, then run what is
-        runnable on the new version's steps (a runner executing the old steps elsewhere finds
-        its results refused, and runs their new steps).
-
-        ``UpgradeError`` (nothing written) when the upgrade does not cover the instance.
-        """
-        return self._transition_and_run(
-            instance_id,
-            storage,
-            upgrading(
-                to=to,
-                now=storage.now,
-                workflow=workflow,
-                expected_revision=expected_revision,
-            ),
-        )
+        self._heartbeat = Heartbeat(self.lease)
 
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """Fire due timers and take over instances whose runner died; return those handled.
@@ -315,15 +114,22 @@ class LocalRunner:
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _transition_and_run(
+    def _begin(self, instance: Instance, storage: Storage, now: datetime) -> Instance:
+        """Write the new instance under this runner's lease, and run it until it waits or ends."""
+        owner = new_owner()
+        instance = with_lease(reach_ends(instance, now), owner, now, self.lease)
+        storage.put(instance)
+        events.written(storage, None, instance)
+        return self.run(instance, storage=storage, owner=owner)
+
+    def _transition(
         self,
         instance_id: UUID | str,
         storage: Storage,
         transition: Callable[[Instance], Instance],
     ) -> Instance:
-        key = instance_key(instance_id)
-        if key is None:
-            raise InstanceNotFound(instance_id)
+        """Apply ``transition`` under the row lock with this runner's lease, then run what is
+        runnable until the instance waits or ends."""
         owner = new_owner()
         seen: list[Instance] = []
 
@@ -332,7 +138,7 @@ class LocalRunner:
             now = storage.now()
             return with_lease(reach_ends(transition(current), now), owner, now, self.lease)
 
-        instance = storage.update(key, change)
+        instance = storage.update(instance_id, change)
         events.written(storage, seen[0] if seen else None, instance)
         return self.run(instance, storage=storage, owner=owner)
 
@@ -356,7 +162,7 @@ class LocalRunner:
         return self.run(instance, storage=storage, owner=owner)
 
     def _save_wave(
-        self, instance: Instance, results: list[StepResult], storage: Storage, owner: str
+        self, instance: Instance, results: list[Executed], storage: Storage, owner: str
     ) -> Instance:
         def apply(base: Instance) -> Instance:
             relevant = [result for result in results if engine.accepts(base, result)]
@@ -403,7 +209,7 @@ class LocalRunner:
 
     def _execute_wave(
         self, instance: Instance, activations: list[Activation], storage: Storage
-    ) -> list[StepResult]:
+    ) -> list[Executed]:
         """Execute a wave's steps: a fan-out's branches on the pool, concurrently, except
         inside the caller's transaction.
 

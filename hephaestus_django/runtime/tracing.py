@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 from hephaestus_django.core.instance import Instance
 
 if TYPE_CHECKING:
-    from hephaestus_django.core.engine import Activation, StepResult
+    from hephaestus_django.core.engine import Activation, Executed
 
 
 class Span(Protocol):
@@ -41,7 +41,7 @@ class Span(Protocol):
         """The instance the transition wrote (its id, workflow, status become attributes)."""
         ...
 
-    def set_result(self, result: StepResult) -> None:
+    def set_result(self, result: Executed) -> None:
         """The step's result: its event, "async" or its error."""
         ...
 
@@ -76,7 +76,7 @@ class _NoSpan:
     def set_instance(self, instance: Instance) -> None:
         pass
 
-    def set_result(self, result: StepResult) -> None:
+    def set_result(self, result: Executed) -> None:
         pass
 
 

@@ -22,9 +22,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from hephaestus_django.core.durations import checked_duration
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.runtime.runner import Runner
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.verbs import Runner
 
 logger = logging.getLogger("hephaestus_django.worker")
 
@@ -55,8 +56,8 @@ class Worker:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size!r}")
-        if interval <= 0:
-            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
+        interval = checked_duration("interval", interval).total_seconds()
+        max_backoff = checked_duration("max_backoff", max_backoff).total_seconds()
         if max_backoff < interval:
             raise ValueError(
                 f"max_backoff must be at least the interval ({interval!r}s), not {max_backoff!r}"

@@ -25,17 +25,17 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from uuid import UUID
 
-from hephaestus_django.core import engine
 from hephaestus_django.core.errors import DuplicateInstanceError, InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.keys import FINISHED
+from hephaestus_django.core.upgrades import upgrade as upgrade_instance
 from hephaestus_django.core.versions import VersionedDefinition
 from hephaestus_django.core.workflow import WorkflowDefinition
-from hephaestus_django.runtime.asynchronous import in_thread
+from hephaestus_django.runtime.asynchronous import async_twin
 from hephaestus_django.runtime.config import DEFAULT_ALIAS, backends
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.execution import expect
-from hephaestus_django.runtime.storage import Storage
 
 
 class Workflow(WorkflowDefinition):
@@ -186,7 +186,12 @@ class Workflow(WorkflowDefinition):
 
     @classmethod
     def list(
-        cls, *, storage: str | Storage = DEFAULT_ALIAS, limit: int | None = None, **filters: Any
+        cls,
+        /,
+        *,
+        storage: str | Storage = DEFAULT_ALIAS,
+        limit: int | None = None,
+        **filters: Any,
     ) -> builtins.list[Instance]:
         """Instances matching ``filters`` (see ``storage.query``), oldest first.
 
@@ -198,89 +203,20 @@ class Workflow(WorkflowDefinition):
         return backends.storage(storage).query(limit=limit, **filters)
 
     # --- the async twins, for async views and tasks (Django's ``a`` prefix) ---------------
+    # Made from their verbs (``async_twin``): the same arguments, always.
 
-    @classmethod
-    async def astart(
-        cls,
-        context: Mapping[str, Any] | None = None,
-        *,
-        id: UUID | str | None = None,
-        key: str | None = None,
-        if_exists: Literal["return", "raise"] = "return",
-        storage: str | Storage = DEFAULT_ALIAS,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> UUID:
+    astart = async_twin(
+        start,
         """``start`` from async code: it runs in a worker thread (see
         :mod:`~hephaestus_django.runtime.asynchronous`), so an async view never meets
         ``SynchronousOnlyOperation``. With ``LocalRunner`` the steps run there too, until the
-        instance waits or ends; with ``QueuedRunner`` it returns once the jobs are enqueued."""
-        return await in_thread(
-            cls.start,
-            context,
-            id=id,
-            key=key,
-            if_exists=if_exists,
-            storage=storage,
-            metadata=metadata,
-        )
-
-    @classmethod
-    async def aresume(
-        cls,
-        id: UUID | str | None = None,
-        event: str | None = None,
-        data: Any = None,
-        *,
-        key: str | None = None,
-        step: StepClass | str | None = None,
-        storage: str | Storage = DEFAULT_ALIAS,
-    ) -> Instance:
-        """``resume`` from async code (see :meth:`astart`)."""
-        return await in_thread(cls.resume, id, event, data, key=key, step=step, storage=storage)
-
-    @classmethod
-    async def aretry(
-        cls,
-        id: UUID | str | None = None,
-        *,
-        key: str | None = None,
-        storage: str | Storage = DEFAULT_ALIAS,
-    ) -> Instance:
-        """``retry`` from async code (see :meth:`astart`)."""
-        return await in_thread(cls.retry, id, key=key, storage=storage)
-
-    @classmethod
-    async def acancel(
-        cls,
-        id: UUID | str | None = None,
-        reason: str | None = None,
-        *,
-        key: str | None = None,
-        compensate: bool = False,
-        storage: str | Storage = DEFAULT_ALIAS,
-    ) -> Instance:
-        """``cancel`` from async code (see :meth:`astart`)."""
-        return await in_thread(
-            cls.cancel, id, reason, key=key, compensate=compensate, storage=storage
-        )
-
-    @classmethod
-    async def aget(
-        cls,
-        id: UUID | str | None = None,
-        *,
-        key: str | None = None,
-        storage: str | Storage = DEFAULT_ALIAS,
-    ) -> Instance:
-        """``get`` from async code (see :meth:`astart`)."""
-        return await in_thread(cls.get, id, key=key, storage=storage)
-
-    @classmethod
-    async def alist(
-        cls, *, storage: str | Storage = DEFAULT_ALIAS, limit: int | None = None, **filters: Any
-    ) -> builtins.list[Instance]:
-        """``list`` from async code (see :meth:`astart`)."""
-        return await in_thread(cls.list, storage=storage, limit=limit, **filters)
+        instance waits or ends; with ``QueuedRunner`` it returns once the jobs are enqueued.""",
+    )
+    aresume = async_twin(resume)
+    aretry = async_twin(retry)
+    acancel = async_twin(cancel)
+    aget = async_twin(get)
+    alist = async_twin(list)
 
     @classmethod
     def _scope(cls) -> type[WorkflowDefinition] | None:
@@ -361,20 +297,7 @@ class VersionedWorkflow(VersionedDefinition, Workflow):
         if dry_run:
             instance = chosen.get(instance_id)
             expect(instance, cls, None)
-            return engine.upgrade(instance, to=to, now=chosen.now())
+            return upgrade_instance(instance, to=to, now=chosen.now())
         return backends.runner().upgrade(instance_id, storage=chosen, to=to, workflow=cls)
 
-    @classmethod
-    async def aupgrade(
-        cls,
-        id: UUID | str | None = None,
-        *,
-        key: str | None = None,
-        to_version: int | None = None,
-        dry_run: bool = False,
-        storage: str | Storage = DEFAULT_ALIAS,
-    ) -> Instance:
-        """``upgrade`` from async code (see :meth:`Workflow.astart`)."""
-        return await in_thread(
-            cls.upgrade, id, key=key, to_version=to_version, dry_run=dry_run, storage=storage
-        )
+    aupgrade = async_twin(upgrade)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from hephaestus_django.runtime import InMemoryStorage
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 
 
 @pytest.fixture(

@@ -32,7 +32,8 @@ from hephaestus_django import (
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InvalidQueryError
 from hephaestus_django.core.instance import Instance, Running
-from hephaestus_django.runtime.storage import StepMarking, Storage
+from hephaestus_django.core.upgrades import upgrade as upgrade_instance
+from hephaestus_django.runtime.contract import StepMarking, Storage
 from tests import flows
 from tests.support.engine import run_waves
 from tests.support.instances import flows_now, keyed, stored
@@ -176,7 +177,7 @@ def test_only_an_upgrade_of_the_stored_version_changes_it(storage: Storage) -> N
     instance = run_waves(instance)
     storage.put(instance)
     inserted_at = instance.inserted_at
-    upgraded = engine.upgrade(instance, to=OnboardingV2, now=flows_now())
+    upgraded = upgrade_instance(instance, to=OnboardingV2, now=flows_now())
     storage.put(upgraded)
     got = storage.get(instance.id)
     assert (got.workflow, got.workflow_version) == (OnboardingV2, 2)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from hephaestus_django.runtime import InMemoryStorage
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.dispatch import Dispatcher, Job
 from hephaestus_django.runtime.memory_dispatch import InMemoryDispatcher
 from hephaestus_django.runtime.queued import receive
-from hephaestus_django.runtime.storage import Storage
 
 
 class Harness(Protocol):

@@ -21,8 +21,8 @@ from django.db import connection, transaction
 from hephaestus_django import HephaestusError, InstanceNotFound, Status
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime import QueuedRunner, configure
+from hephaestus_django.runtime.contract import StepMarking
 from hephaestus_django.runtime.dispatch import PendingJobs, StepJob, WakeUp
-from hephaestus_django.runtime.storage import StepMarking
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.harness import Harness

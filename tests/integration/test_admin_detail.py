@@ -356,7 +356,7 @@ def flows_fan_out_on_the_queue(storage: DjangoStorage, owner: str = "queued:x") 
     started = engine.start(engine.new_instance(flows.FanOut, {"script": {}}))
     split = engine.apply(
         started,
-        [engine.StepResult(flows.Split, outcome=Event("ok"))],
+        [engine.Executed(flows.Split, outcome=Event("ok"))],
         now=storage.now(),
     )
     split.lease_owner, split.lease_expires_at = owner, storage.now() + timedelta(minutes=5)

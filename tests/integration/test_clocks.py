@@ -18,7 +18,7 @@ from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.postgres.storage import DjangoStorage, read_database_time
 from hephaestus_django.runtime.clock import DatabaseClock
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 from tests import flows
 from tests.timers import make_due
 

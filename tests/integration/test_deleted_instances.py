@@ -36,7 +36,7 @@ from hephaestus_django.runtime import (
     configure,
 )
 from hephaestus_django.runtime.config import backends
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 from tests import flows
 
 pytestmark = pytest.mark.django_db(transaction=True)

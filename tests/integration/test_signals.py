@@ -29,7 +29,7 @@ from hephaestus_django.runtime import (
     QueuedRunner,
     configure,
 )
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 from tests.timers import make_due

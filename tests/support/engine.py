@@ -7,7 +7,7 @@ from typing import Any
 
 from hephaestus_django import Event, Workflow
 from hephaestus_django.core import engine
-from hephaestus_django.core.engine import StepResult
+from hephaestus_django.core.engine import Executed
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.outcomes import read_outcome
 
@@ -27,9 +27,9 @@ def run_waves(instance: Instance, now: datetime = NOW) -> Instance:
                 else:
                     returned = step().execute(instance, activation.config, instance.context)
                     outcome = read_outcome(step, returned)
-                results.append(StepResult(step, outcome=outcome, compensating=compensating))
+                results.append(Executed(step, outcome=outcome, compensating=compensating))
             except Exception as error:
-                results.append(StepResult(step, error=error, compensating=compensating))
+                results.append(Executed(step, error=error, compensating=compensating))
         instance = engine.apply(instance, results, now=now)
     return instance
 

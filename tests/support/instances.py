@@ -8,7 +8,7 @@ from typing import Any
 from hephaestus_django import Workflow
 from hephaestus_django.core import engine
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 from tests import flows
 from tests.support.engine import run_waves
 from tests.support.workflows import KEYED

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
 
-from hephaestus_django import Status
+from hephaestus_django import Status, VersionedWorkflow, Workflow
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
     InMemoryStorage,
@@ -18,6 +19,7 @@ from hephaestus_django.runtime import (
 )
 from hephaestus_django.runtime.asynchronous import awaited
 from tests.asyncflows import UNDONE, FetchQuote, Quotation
+from tests.versions import Onboarding
 
 
 @pytest.fixture(params=["local", "queued"])
@@ -77,3 +79,50 @@ def test_a_coroutine_is_awaited_even_from_a_thread_whose_loop_runs() -> None:
     assert awaited(answer()) == "quoted"
     assert awaited("plain") == "plain"
     assert asyncio.run(inside_a_loop()) == "quoted"
+
+
+def _public_classes_with_twins() -> list[type]:
+    """Every public class of the package that has an ``a``-prefixed twin of a verb."""
+    import hephaestus_django
+
+    found = []
+    for name in hephaestus_django.__all__:
+        value = getattr(hephaestus_django, name, None) if name != "storages" else None
+        if isinstance(value, type) and any(_twins(value)):
+            found.append(value)
+    return found
+
+
+def _twins(cls: type) -> list[str]:
+    return [
+        name
+        for name in dir(cls)
+        if name.startswith("a") and not name.startswith("_") and hasattr(cls, name[1:])
+        if inspect.iscoroutinefunction(getattr(cls, name))
+    ]
+
+
+def test_the_public_classes_with_twins_include_both_workflow_facades() -> None:
+    assert {Workflow, VersionedWorkflow} <= set(_public_classes_with_twins())
+
+
+@pytest.mark.parametrize("cls", _public_classes_with_twins(), ids=lambda cls: cls.__name__)
+def test_every_verb_has_an_async_twin_with_its_signature(cls: type) -> None:
+    verbs = {"start", "resume", "retry", "cancel", "get", "list"}
+    if issubclass(cls, VersionedWorkflow):
+        verbs.add("upgrade")
+    assert verbs <= {name[1:] for name in _twins(cls)}
+    for twin in _twins(cls):
+        verb = twin[1:]
+        assert inspect.signature(getattr(cls, twin)) == inspect.signature(getattr(cls, verb)), (
+            f"{cls.__name__}.{twin} does not take the arguments of {cls.__name__}.{verb}"
+        )
+
+
+def test_astart_takes_a_version(settle: Callable[[], None]) -> None:
+    async def caller() -> int:
+        instance_id = await Onboarding.astart({"user_id": 1}, version=1)
+        await asyncio.to_thread(settle)
+        return (await Onboarding.aget(instance_id)).workflow_version
+
+    assert asyncio.run(caller()) == 1

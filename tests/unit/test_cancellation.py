@@ -330,7 +330,7 @@ def test_a_result_of_the_wrong_kind_is_refused_by_the_engine() -> None:
     instance = engine.start(engine.new_instance(Order, {}))
     activation = engine.activation(instance, Reserve)
     assert not activation.compensating
-    result = engine.StepResult(Reserve, outcome=None, compensating=True)
+    result = engine.Executed(Reserve, outcome=None, compensating=True)
     assert not engine.accepts(instance, result)
     with pytest.raises(EngineError, match="compensation"):
         engine.apply(instance, [result], now=Clock().now)

@@ -20,14 +20,20 @@ from hephaestus_django import (
     Workflow,
 )
 from hephaestus_django.core import engine
-from hephaestus_django.core.engine import StepResult
+from hephaestus_django.core.engine import Executed
 from hephaestus_django.core.errors import (
     EngineError,
     InstanceNotWaitingError,
     InvalidInstanceError,
     UnexpectedEventError,
 )
-from hephaestus_django.core.instance import Context, Instance
+from hephaestus_django.core.instance import (
+    TRACEBACK_CHARS,
+    TRACEBACK_FRAMES,
+    Context,
+    Instance,
+    format_traceback,
+)
 from tests import flows
 from tests.support.engine import NOW, run_waves, started
 
@@ -234,7 +240,7 @@ def test_a_failures_traceback_shows_its_cause() -> None:
         except KeyError as missing:
             raise RuntimeError("lookup failed") from missing
     except RuntimeError as error:
-        text = engine.format_traceback(error)
+        text = format_traceback(error)
     assert text is not None
     assert "KeyError: 'sku'" in text
     assert "The above exception was the direct cause" in text
@@ -242,10 +248,10 @@ def test_a_failures_traceback_shows_its_cause() -> None:
 
 
 def test_an_error_never_raised_has_no_traceback() -> None:
-    assert engine.format_traceback(TimeoutError("step timed out")) is None
+    assert format_traceback(TimeoutError("step timed out")) is None
     failed = engine.apply(
         engine.start(engine.new_instance(flows.FanOut, {"script": {}})),
-        [StepResult(flows.Split, error=TimeoutError("step timed out"))],
+        [Executed(flows.Split, error=TimeoutError("step timed out"))],
         now=NOW,
     )
     assert failed.error is not None
@@ -256,25 +262,25 @@ def test_a_deep_traceback_keeps_its_innermost_frames_within_the_size_limit() -> 
     try:
         recurse(500)
     except ValueError as error:
-        text = engine.format_traceback(error)
+        text = format_traceback(error)
     assert text is not None
     frames = re.findall(r'^  File "', text, flags=re.MULTILINE)
-    assert 0 < len(frames) <= engine.TRACEBACK_FRAMES
+    assert 0 < len(frames) <= TRACEBACK_FRAMES
     assert "test_a_deep_traceback" not in text  # the outermost frames are left out
     assert text.endswith("ValueError: " + "x" * 300)
 
 
 def test_a_huge_message_keeps_the_traceback_within_the_size_limit() -> None:
-    text = engine.format_traceback(raised(ValueError("y" * 100_000)))
+    text = format_traceback(raised(ValueError("y" * 100_000)))
     assert text is not None
-    assert len(text) <= engine.TRACEBACK_CHARS
+    assert len(text) <= TRACEBACK_CHARS
     first, *_rest = text.splitlines()
     assert re.fullmatch(r"\[\d+ characters of the traceback left out\]", first)
     assert text.endswith("y" * 1000)
 
 
 def test_characters_jsonb_cannot_hold_are_escaped_in_a_traceback() -> None:
-    text = engine.format_traceback(raised(ValueError("nul \x00 and \ud800 here")))
+    text = format_traceback(raised(ValueError("nul \x00 and \ud800 here")))
     assert text is not None
     assert text.endswith("ValueError: nul \\u0000 and \\ud800 here")
     assert "\x00" not in text
@@ -285,7 +291,7 @@ def test_an_error_whose_str_fails_still_gets_a_traceback() -> None:
         def __str__(self) -> str:
             raise RuntimeError("no")
 
-    text = engine.format_traceback(raised(Hostile()))
+    text = format_traceback(raised(Hostile()))
     assert text is not None
     assert text.endswith("Hostile: <exception str() failed>")
 
@@ -498,12 +504,12 @@ def test_only_failed_instances_retry() -> None:
 def test_runnable_steps_are_the_runnable_steps_unordered() -> None:
     instance = engine.start(engine.new_instance(flows.FanOut, {"script": {}}))
     assert engine.runnable_steps(instance) == {flows.Split}
-    instance = engine.apply(instance, [StepResult(flows.Split, Event("ok"))], now=NOW)
-    instance = engine.apply(instance, [StepResult(flows.Pack, Async())], now=NOW)
+    instance = engine.apply(instance, [Executed(flows.Split, Event("ok"))], now=NOW)
+    instance = engine.apply(instance, [Executed(flows.Pack, Async())], now=NOW)
     assert instance.waiting_steps.keys() == {flows.Pack}
     expected = {activation.step for activation in engine.runnable(instance)}
     assert engine.runnable_steps(instance) == expected == {flows.Charge, flows.Notify}
-    failed = engine.apply(instance, [StepResult(flows.Charge, error=ValueError("no"))], now=NOW)
+    failed = engine.apply(instance, [Executed(flows.Charge, error=ValueError("no"))], now=NOW)
     assert engine.runnable_steps(failed) == frozenset()
 
 
@@ -529,11 +535,11 @@ def test_a_route_sees_its_steps_result_and_not_a_later_siblings() -> None:
         }
 
     instance = engine.start(engine.new_instance(Lanes))
-    instance = engine.apply(instance, [StepResult(flows.Split, Event("ok"))], now=NOW)
+    instance = engine.apply(instance, [Executed(flows.Split, Event("ok"))], now=NOW)
     before = dict(instance.context.steps)
     wave = [
-        StepResult(flows.Charge, Event("ok", updates={"paid": True})),
-        StepResult(flows.Check, Event("valid", updates={"lane": "pack"})),
+        Executed(flows.Charge, Event("ok", updates={"paid": True})),
+        Executed(flows.Check, Event("valid", updates={"lane": "pack"})),
     ]
     after = engine.apply(instance, wave, now=NOW)
     assert after.execution_history[-2].next_steps == (flows.Pack,)

@@ -162,7 +162,7 @@ def test_a_cancelled_instance_never_runs_a_step_again(shape: Shape, data: Any) -
         return
     # the steps that were runnable when cancelled ran meanwhile: their results come back late
     late = [
-        engine.StepResult(activation.step, outcome=Event("ok"))
+        engine.Executed(activation.step, outcome=Event("ok"))
         for activation in engine.runnable(instance)
     ]
     completed = [entry.step.__name__ for entry in instance.execution_history]

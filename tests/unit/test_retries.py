@@ -27,7 +27,7 @@ from hephaestus_django import (
     WorkflowDefinitionError,
 )
 from hephaestus_django.core import engine
-from hephaestus_django.core.engine import StepResult
+from hephaestus_django.core.engine import Executed
 from hephaestus_django.core.instance import Instance, Waiting
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
@@ -191,7 +191,7 @@ def running(workflow: type[Workflow] = Retried) -> Instance:
 def test_a_failed_attempt_waits_on_a_retry_timer() -> None:
     instance = running()
     failed = engine.apply(
-        instance, [StepResult(Flaky, error=flows.Transient("down"))], now=T0, random=lambda: 0.0
+        instance, [Executed(Flaky, error=flows.Transient("down"))], now=T0, random=lambda: 0.0
     )
     assert failed.status is Status.WAITING
     assert failed.error is None
@@ -222,7 +222,7 @@ def test_attempts_run_out_and_the_instance_fails_with_the_last_error() -> None:
         instance = engine.fire_due_timers(instance, now=T0 + timedelta(hours=attempt))
         instance = engine.apply(
             instance,
-            [StepResult(Flaky, error=flows.Transient(f"attempt {attempt}"))],
+            [Executed(Flaky, error=flows.Transient(f"attempt {attempt}"))],
             now=T0 + timedelta(hours=attempt),
         )
     assert instance.status is Status.FAILED
@@ -245,17 +245,17 @@ def test_attempts_run_out_and_the_instance_fails_with_the_last_error() -> None:
 
 def test_a_completed_step_drops_its_count() -> None:
     instance = running()
-    instance = engine.apply(instance, [StepResult(Flaky, error=flows.Transient("x"))], now=T0)
+    instance = engine.apply(instance, [Executed(Flaky, error=flows.Transient("x"))], now=T0)
     instance = engine.fire_due_timers(instance, now=T0 + timedelta(minutes=1))
-    done = engine.apply(instance, [StepResult(Flaky, outcome=Event("ok"))], now=T0)
-    done = engine.apply(done, [StepResult(Done, outcome=Event("done"))], now=T0)
+    done = engine.apply(instance, [Executed(Flaky, outcome=Event("ok"))], now=T0)
+    done = engine.apply(done, [Executed(Done, outcome=Event("done"))], now=T0)
     assert done.status is Status.COMPLETED
     assert done.attempts == {}
     assert done.current_step is Done
 
 
 def test_a_retry_wait_cannot_be_resumed_and_nothing_changes() -> None:
-    instance = engine.apply(running(), [StepResult(Flaky, error=flows.Transient("x"))], now=T0)
+    instance = engine.apply(running(), [Executed(Flaky, error=flows.Transient("x"))], now=T0)
     with pytest.raises(InstanceNotWaitingError) as raised:
         engine.resume(instance, "ok", now=T0)
     assert "Flaky waits to retry: attempt 2 of 3 at 2026-01-05 09:00:10+00:00" in str(raised.value)
@@ -264,7 +264,7 @@ def test_a_retry_wait_cannot_be_resumed_and_nothing_changes() -> None:
 
 
 def test_the_state_document_keeps_attempts_and_errors() -> None:
-    instance = engine.apply(running(), [StepResult(Flaky, error=flows.Transient("x"))], now=T0)
+    instance = engine.apply(running(), [Executed(Flaky, error=flows.Transient("x"))], now=T0)
     row = to_row(instance)
     assert row.due_at == T0 + timedelta(seconds=10)
     assert row.state["attempts"] == {Flaky.path(): 1}

@@ -29,10 +29,11 @@ from hephaestus_django import (
     WorkflowDefinitionError,
 )
 from hephaestus_django.core import engine
-from hephaestus_django.core.engine import StepResult
+from hephaestus_django.core.engine import Executed
 from hephaestus_django.core.instance import Compensation, UpgradeRecord, evolve
 from hephaestus_django.core.outcomes import Async, Event
 from hephaestus_django.core.upgrades import mapped_steps
+from hephaestus_django.core.upgrades import upgrade as upgrade_instance
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
     InMemoryStorage,
@@ -207,7 +208,7 @@ def test_ended_instances_are_upgraded_too(settle: Settle) -> None:
 
 def test_an_upgraded_instance_round_trips_through_storage() -> None:
     instance = engine.start(engine.new_instance(OnboardingV1, {"email": "x@y.z"}))
-    instance = engine.upgrade(instance, to=OnboardingV2, now=NOW)
+    instance = upgrade_instance(instance, to=OnboardingV2, now=NOW)
     assert from_row(to_row(instance)) == instance
     assert to_row(instance).state["upgrades"] == [
         {
@@ -251,10 +252,10 @@ def test_a_waiting_timer_is_kept_and_the_new_configs_apply() -> None:
     started = engine.start(engine.new_instance(TimedV1, {}))
     waiting = engine.apply(
         started,
-        [StepResult(Pause, outcome=Async(after=timedelta(minutes=5), timer_event="timeout"))],
+        [Executed(Pause, outcome=Async(after=timedelta(minutes=5), timer_event="timeout"))],
         now=NOW,
     )
-    upgraded = engine.upgrade(waiting, to=TimedV2, now=NOW + timedelta(minutes=1))
+    upgraded = upgrade_instance(waiting, to=TimedV2, now=NOW + timedelta(minutes=1))
     assert upgraded.waiting_steps == waiting.waiting_steps
     assert engine.next_due_time(upgraded) == NOW + timedelta(minutes=5)
     assert upgraded.step_configs == {Pause: {"duration": 10, "unit": "minutes"}}
@@ -265,13 +266,13 @@ def test_a_waiting_timer_is_kept_and_the_new_configs_apply() -> None:
 
 def test_mapped_steps_say_what_happens_to_each_step_of_the_instance() -> None:
     instance = engine.start(engine.new_instance(OnboardingV1, {}))
-    instance = engine.apply(instance, [StepResult(SendWelcome, outcome=Event("sent"))], now=NOW)
+    instance = engine.apply(instance, [Executed(SendWelcome, outcome=Event("sent"))], now=NOW)
     assert mapped_steps(instance, OnboardingV2) == [
         (SendWelcome, SendWelcomeEmail),
         (LegacyCheck, None),
     ]
     with pytest.raises(UpgradeError, match="active at step LegacyCheck, which version 2 drops"):
-        engine.upgrade(instance, to=OnboardingV2, now=NOW)
+        upgrade_instance(instance, to=OnboardingV2, now=NOW)
 
 
 def test_a_compensating_instance_is_refused() -> None:
@@ -280,7 +281,7 @@ def test_a_compensating_instance_is_refused() -> None:
         instance, compensation=Compensation(Status.CANCELLED, NOW, (SendWelcome,))
     )
     with pytest.raises(UpgradeError, match="it is compensating its steps"):
-        engine.upgrade(compensating, to=OnboardingV2, now=NOW)
+        upgrade_instance(compensating, to=OnboardingV2, now=NOW)
 
 
 def test_a_context_function_that_raises_refuses_the_upgrade() -> None:
@@ -302,9 +303,9 @@ def test_a_context_function_that_raises_refuses_the_upgrade() -> None:
 
     instance = engine.start(engine.new_instance(BadV1, {}))
     with pytest.raises(UpgradeError, match="context function raised KeyError: 'missing'"):
-        engine.upgrade(instance, to=BadV2, now=NOW)
+        upgrade_instance(instance, to=BadV2, now=NOW)
     with pytest.raises(UpgradeError, match="context function returned list, not a dict"):
-        engine.upgrade(instance, to=ListV2, now=NOW)
+        upgrade_instance(instance, to=ListV2, now=NOW)
 
 
 # --- checked when the version is defined ---------------------------------------------------

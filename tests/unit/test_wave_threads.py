@@ -11,7 +11,7 @@ import pytest
 
 from hephaestus_django import Done, Event, Step, Workflow
 from hephaestus_django.runtime import InMemoryStorage, LocalRunner
-from hephaestus_django.runtime.storage import TransactionAware, in_callers_transaction
+from hephaestus_django.runtime.contract import TransactionAware, in_callers_transaction
 
 
 class Fork(Step):

@@ -11,7 +11,7 @@ import pytest
 
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime import InMemoryStorage
-from hephaestus_django.runtime.storage import Storage
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.worker import Worker
 
 

@@ -1,0 +1,208 @@
+"""``Runner``: the verbs every runner offers, written once.
+
+A verb (``start``, ``resume``, ``retry``, ``cancel``, ``upgrade``) is the same whichever
+runner serves it: its arguments are checked here, and the engine's transition it stands for
+is built here (:mod:`~hephaestus_django.runtime.execution`). What differs between runners is
+only how a transition is applied, and what runs after it:
+
+- :class:`~hephaestus_django.runtime.runner.LocalRunner` writes it under its own lease and
+  runs the steps it made runnable in this process;
+- :class:`~hephaestus_django.runtime.queued.QueuedRunner` writes it with the jobs of those
+  steps, and returns.
+
+So a runner implements :meth:`Runner._begin` (a new instance) and :meth:`Runner._transition`
+(an existing one), plus the worker's :meth:`Runner.work`; a new verb is added here once, and
+both runners, the ``Workflow`` facade and its async twin follow.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from hephaestus_django.core import engine
+from hephaestus_django.core.durations import checked_duration
+from hephaestus_django.core.errors import InstanceNotFound
+from hephaestus_django.core.graph import StepClass
+from hephaestus_django.core.instance import Instance, instance_key
+from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime import tracing
+from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.execution import cancelling, resuming, retrying, upgrading
+
+DEFAULT_LEASE = timedelta(minutes=5)
+"""How long a runner's claim on an instance lasts without renewal, unless told."""
+
+Transition = Callable[[Instance], Instance]
+"""An engine transition of a stored instance, as a verb asks for it (see ``execution``)."""
+
+
+class Runner(ABC):
+    """What the ``Workflow`` facade and the worker need from a runner backend.
+
+    ``lease`` is how long a claim on an instance lasts without a sign of life: after it, the
+    worker's sweep takes the instance's work over (see each runner for what that means).
+    """
+
+    lease: timedelta
+
+    def __init__(self, *, lease: timedelta | float = DEFAULT_LEASE) -> None:
+        self.lease = checked_duration("lease", lease)
+
+    # --- the verbs -----------------------------------------------------------------------------
+
+    @tracing.traced("start")
+    def start(
+        self,
+        workflow: type[WorkflowDefinition],
+        context: Mapping[str, Any] | None,
+        *,
+        storage: Storage,
+        id: UUID | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
+    ) -> Instance:
+        """Create an instance, persist it running, and move it on (see the runner).
+
+        With a business ``key`` held by another instance in the workflow's ``key_scope``,
+        nothing is written and ``DuplicateInstanceError`` names that instance.
+        """
+        now = storage.now()
+        instance = engine.start(
+            engine.new_instance(workflow, context, id=id, metadata=metadata, key=key)
+        )
+        return self._begin(instance, storage, now)
+
+    @tracing.traced("resume")
+    def resume(
+        self,
+        instance_id: UUID | str,
+        event: str,
+        data: Any = None,
+        *,
+        storage: Storage,
+        step: StepClass | str | None = None,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Deliver ``event`` (and ``data``) to a waiting step, then move on what follows.
+
+        With ``expected_revision`` (the revision the caller saw, e.g. on an admin page), an
+        instance that has changed since is refused with :class:`StaleInstanceError`.
+        """
+        return self._transition(
+            _key(instance_id),
+            storage,
+            resuming(
+                event,
+                data,
+                now=storage.now,
+                step=step,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
+
+    @tracing.traced("retry")
+    def retry(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Make a failed instance's failed step runnable again, then move on (see ``resume``)."""
+        return self._transition(
+            _key(instance_id),
+            storage,
+            retrying(workflow=workflow, expected_revision=expected_revision),
+        )
+
+    @tracing.traced("cancel")
+    def cancel(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        reason: str | None = None,
+        compensate: bool = False,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Cancel an instance; with ``compensate``, its compensations run first.
+
+        A step running elsewhere finishes, and its result is not recorded: its runner (or
+        job) finds the instance cancelled.
+        """
+        return self._transition(
+            _key(instance_id),
+            storage,
+            cancelling(
+                now=storage.now,
+                reason=reason,
+                compensate=compensate,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
+
+    def upgrade(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        to: type[WorkflowDefinition],
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Upgrade an instance to the version ``to`` under the row lock, then move on its
+        runnable steps of the new version (a step of the old version running elsewhere finds
+        its result refused).
+
+        ``UpgradeError`` (nothing written) when the upgrade does not cover the instance.
+        """
+        return self._transition(
+            _key(instance_id),
+            storage,
+            upgrading(
+                to=to,
+                now=storage.now,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
+
+    @abstractmethod
+    def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
+        """The worker's pass: fire due timers, take over instances whose lease lapsed; return
+        the instances handled."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the runner holds between calls (threads); they start again if needed."""
+
+    # --- what each runner implements -------------------------------------------------------
+
+    @abstractmethod
+    def _begin(self, instance: Instance, storage: Storage, now: datetime) -> Instance:
+        """Write the new, started ``instance`` (read ``now`` from the storage before it was
+        built) and move it on; return it as it stands after."""
+
+    @abstractmethod
+    def _transition(
+        self, instance_id: UUID | str, storage: Storage, transition: Transition
+    ) -> Instance:
+        """Apply ``transition`` to the stored instance under the storage's lock, write it, and
+        move it on; return it as it stands after."""
+
+
+def _key(instance_id: UUID | str) -> UUID:
+    """The id a verb was given, as a UUID; a malformed one names no instance."""
+    key = instance_key(instance_id)
+    if key is None:
+        raise InstanceNotFound(instance_id)
+    return key
