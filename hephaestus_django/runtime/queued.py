@@ -342,9 +342,12 @@ class QueuedRunner(Runner):
             steps, wakeup = self._jobs(alias, decided[0], storage)
             try:
                 storage.put_with_jobs(changed, dispatcher.jobs_for_put(steps, wakeup, storage))
-                return changed
             except StaleInstanceError:
                 read = None  # another writer got in first: the locked update below
+            else:
+                done = decided[0]
+                events.written(storage, done.before, done.after, done=done)
+                return changed
 
         def write() -> Effects:
             if read is not None:

@@ -24,7 +24,7 @@ from django.core.management.base import SystemCheckError
 from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from hephaestus_django import InstanceDeletedError, StaleInstanceError
+from hephaestus_django import InstanceDeletedError, StaleInstanceError, signals
 from hephaestus_django.core import engine
 from hephaestus_django.queues.procrastinate import (
     DEFER_FUNCTION,
@@ -217,6 +217,41 @@ def test_a_job_records_its_step_and_defers_the_next_in_one_statement(
     ]
     assert [entry.step for entry in workflows.Chain.get(instance_id).execution_history] == [
         workflows.First
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_recorded_with_its_next_jobs_in_one_statement_sends_its_signals(
+    chain_runner: QueuedRunner,
+) -> None:
+    """The folded write (result and next jobs in one statement) tells the lifecycle listeners
+    as every other write does: the Django signals of the step's completion are sent."""
+    received: list[tuple[str, str]] = []
+
+    def step_done(sender: Any, *, step: Any, **kwargs: Any) -> None:
+        received.append(("step_completed", step.__name__))
+
+    def instance_done(sender: Any, **kwargs: Any) -> None:
+        received.append(("instance_completed", sender.__name__))
+
+    signals.step_completed.connect(step_done, weak=False)
+    signals.instance_completed.connect(instance_done, weak=False)
+    try:
+        instance_id = workflows.Chain.start({})
+        for _ in range(3):
+            [(_, payload)] = job_rows()
+            clear_jobs()
+            receive(payload)
+    finally:
+        signals.step_completed.disconnect(step_done)
+        signals.instance_completed.disconnect(instance_done)
+    assert workflows.Chain.get(instance_id).status.value == "completed"
+    assert received == [
+        ("step_completed", "First"),
+        ("step_completed", "Second"),
+        ("step_completed", "Third"),
+        ("step_completed", "Done"),
+        ("instance_completed", "Chain"),
     ]
 
 
