@@ -277,5 +277,10 @@ def test_the_readmes_tasks_settings_pass_the_checks(settings: Settings) -> None:
 def test_the_readmes_tasks_commands_are_the_process_tests() -> None:
     """The process tests (``test_workers.py``: ``Workers.worker`` and ``Workers.sweep``) run
     these very commands, with test-friendly options."""
-    commands = [line.split()[2] for line in readme_block("manage.py db_worker").splitlines()]
+    commands = [
+        line.split()[2]
+        for line in readme_block(
+            "python manage.py db_worker\npython manage.py hephaestus_worker"
+        ).splitlines()
+    ]
     assert commands == [TASKS.worker(1)[0], "hephaestus_worker"]

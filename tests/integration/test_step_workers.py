@@ -20,8 +20,9 @@ from hephaestus_django import LocalRunner
 from hephaestus_django.queues.procrastinate import ProcrastinateDispatcher
 from hephaestus_django.queues.tasks import TasksDispatcher
 from hephaestus_django.runtime import QueuedRunner, configure
-from hephaestus_django.runtime.queued import receive
+from hephaestus_django.runtime.queued import observe_jobs, receive
 from hephaestus_django.storage import DjangoStorage
+from hephaestus_django.worker_passes import JobRecorder
 from tests import flows
 
 pytestmark = pytest.mark.django_db
@@ -194,16 +195,20 @@ def test_a_job_received_by_a_worker_records_the_step_worker() -> None:
     dispatcher = InMemoryDispatcher()
     runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
     configure(storages={"default": DjangoStorage()}, runner=runner)
+    # A recorder of its own: the app's, installed by ready(), may have recorded in the last ten
+    # seconds (another test's job), and then waits before it records again.
+    stop_observing = observe_jobs(JobRecorder())
     try:
         flows.IfElse.start({"script": {}})
         [job] = dispatcher.take()
         receive(job.payload())  # what procrastinate's worker and db_worker call
     finally:
+        stop_observing()
         runner.close()
         configure()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT storage, role, passes FROM hephaestus_worker_passes")
-        assert cursor.fetchall() == [("default", "jobs", 1)]
+        cursor.execute("SELECT storage, role, passes >= 1 FROM hephaestus_worker_passes")
+        assert cursor.fetchall() == [("default", "jobs", True)]
         cursor.execute("DELETE FROM hephaestus_worker_passes")
 
 
