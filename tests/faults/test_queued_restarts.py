@@ -436,7 +436,14 @@ def test_workers_go_on_after_restarts_and_terminated_backends_with_nothing_lost(
         settled = wait_until(all_completed, "every instance completing", logs=processes.logs())
         assert processes.sweep is not None
         assert processes.sweep.poll() is None, "the sweep exited"
-        alive = {slot.name: slot.process.poll() is None for slot in processes.workers}
+
+        # A worker that exited is started again by the supervisor after RESTART_DELAY: wait for
+        # each slot to have a process running (one that keeps exiting never gets there).
+        def running() -> dict[str, bool]:
+            return {slot.name: slot.process.poll() is None for slot in processes.workers}
+
+        wait_until(lambda: all(running().values()), "every worker running", timeout=30)
+        alive = running()
     finally:
         load.stop.set()
         progress.stop.set()
