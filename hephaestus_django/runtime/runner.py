@@ -58,6 +58,11 @@ from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 logger = logging.getLogger("hephaestus_django.runner")
 
 
+class _InTransaction(Exception):
+    """Raised by a transition's change, before it writes anything, when the instance it read may
+    start or end a child: the transition is then made again inside a transaction."""
+
+
 class LocalRunner(Runner):
     """Runs steps in this process; a fan-out wave runs on up to ``max_workers`` threads.
 
@@ -141,16 +146,30 @@ class LocalRunner(Runner):
         runnable until the instance waits or ends."""
         owner = new_owner()
         seen: list[Instance] = []
+        wrapped: list[bool] = []
 
         def change(current: Instance) -> Instance:
+            if not wrapped and composes(current):
+                raise _InTransaction  # nothing written: done again inside a transaction
             seen[:] = [current]
             now = storage.now()
             return with_lease(reach_ends(transition(current), now), owner, now, self.lease)
 
-        with atomic(storage):
+        def write() -> AfterWrite:
             instance = storage.update(instance_id, change)
             events.written(storage, seen[0] if seen else None, instance)
-            done = after_write(self, storage, seen[0] if seen else None, instance)
+            return after_write(self, storage, seen[0] if seen else None, instance)
+
+        # Most instances neither start nor end children: their update is the storage's own
+        # short transaction, which connects again after a dropped connection. One that may
+        # (a child, or a workflow with Child steps) is written again inside a transaction
+        # that also holds the child's start or the parent's wake.
+        try:
+            done = write()
+        except _InTransaction:
+            wrapped.append(True)
+            with atomic(storage):
+                done = write()
         instance = self._continue(done, storage)
         return self.run(instance, storage=storage, owner=owner)
 
