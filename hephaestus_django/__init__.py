@@ -23,6 +23,7 @@ _EXPORTS = {
     "Done": "hephaestus_django.core.steps",
     "Wait": "hephaestus_django.core.steps",
     "WaitForEvent": "hephaestus_django.core.steps",
+    "Child": "hephaestus_django.core.children",
     "Debug": "hephaestus_django.core.steps",
     "Event": "hephaestus_django.core.outcomes",
     "Async": "hephaestus_django.core.outcomes",
@@ -71,6 +72,7 @@ _EXPORTS = {
 __all__ = [
     "Async",
     "BackendNotConfigured",
+    "Child",
     "Context",
     "CorruptInstanceError",
     "Debug",
@@ -133,6 +135,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from hephaestus_django.conf import storages
+    from hephaestus_django.core.children import Child
     from hephaestus_django.core.errors import (
         BackendNotConfigured,
         CorruptInstanceError,

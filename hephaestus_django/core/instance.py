@@ -280,6 +280,21 @@ class Instance:
         compensation = self.compensation
         return compensation is not None and bool(compensation.pending)
 
+    @property
+    def parent(self) -> UUID | None:
+        """The id of the instance whose ``Child`` step started this one, or None."""
+        from hephaestus_django.core.children import parent_of
+
+        link = parent_of(self)
+        return None if link is None else link.id
+
+    @property
+    def children(self) -> Mapping[str, UUID]:
+        """The ids of the child instances this one started, by their ``Child`` step's key."""
+        from hephaestus_django.core.children import children_of
+
+        return children_of(self)
+
     def leased_to_other(self, owner: str, now: datetime) -> bool:
         """True when a runner other than ``owner`` holds a live lease."""
         return (

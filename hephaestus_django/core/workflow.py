@@ -139,6 +139,9 @@ class WorkflowDefinition:
         cls.graph = build_graph(name, cls._start_spec, cls.transitions, start_name=cls._start_name)
         cls.start_step = cls.graph.start
         cls.upgrades = compile_upgrades(cls, name)
+        from hephaestus_django.core.children import check_child_cycles
+
+        check_child_cycles(cls)
         workflow_registry.register(cls)
 
     @classmethod

@@ -71,6 +71,14 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.instance import Instance, evolve, instance_key
 from hephaestus_django.runtime import events, tracing
+from hephaestus_django.runtime.children import (
+    AfterWrite,
+    Continuation,
+    Started,
+    after_write,
+    composes,
+    requested,
+)
 from hephaestus_django.runtime.config import backends
 from hephaestus_django.runtime.contract import (
     JobsInPut,
@@ -140,7 +148,7 @@ class QueuedRunner(Runner):
             storage.put(done.after)
             return done
 
-        return self._commit(storage, alias, write)
+        return self._commit(storage, alias, write, composing=composes(instance))
 
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """The sweep: fire due timers and enqueue again the work of instances whose lease
@@ -220,7 +228,9 @@ class QueuedRunner(Runner):
             log_retries([result], applied)
             return applied
 
-        return self._transition(instance.id, storage, record, read=instance)
+        return self._transition(
+            instance.id, storage, record, read=instance, started=requested([result])
+        )
 
     def _start_step(self, job: StepJob, storage: Storage) -> Instance | None:
         """The instance with the job's step marked running, where the storage can mark it;
@@ -301,6 +311,7 @@ class QueuedRunner(Runner):
         transition: Callable[[Instance], Instance],
         *,
         read: Instance | None = None,
+        started: Started = (),
     ) -> Instance:
         """``transition`` written leased, with the jobs it calls for.
 
@@ -332,6 +343,7 @@ class QueuedRunner(Runner):
         dispatcher = self.dispatcher
         if (
             read is not None
+            and not composes(read)
             and isinstance(storage, JobsInPut)
             and isinstance(dispatcher, JobsForPut)
             and dispatcher.joins_transaction(storage)
@@ -362,7 +374,19 @@ class QueuedRunner(Runner):
             after = storage.update(key, change)
             return decided[0].settled(after)
 
-        return self._commit(storage, alias, write)
+        return self._commit(storage, alias, write, started=started, composing=composes(read))
+
+    def _begin_child(self, child: Instance, storage: Storage, now: datetime) -> list[Continuation]:
+        """Write a started child and its first job inside the caller's transaction."""
+        self._begin(child, storage, now)
+        return []
+
+    def _wake_parent(
+        self, parent_id: UUID, storage: Storage, deliver: Callable[[Instance], Instance]
+    ) -> AfterWrite:
+        """Resume a parent under the row lock with the jobs it calls for, inside the caller's
+        transaction."""
+        return AfterWrite(self._transition(parent_id, storage, deliver))
 
     @tracing.traced("takeover")
     def _take_over(
@@ -396,7 +420,7 @@ class QueuedRunner(Runner):
             claimed.workflow.__qualname__,
             extra=about(claimed),
         )
-        return self._commit(storage, alias, write, taken_over=True)
+        return self._commit(storage, alias, write, taken_over=True, composing=composes(claimed))
 
     def _commit(
         self,
@@ -405,9 +429,13 @@ class QueuedRunner(Runner):
         write: Callable[[], Effects | tuple[Instance | None, Instance]],
         *,
         taken_over: bool = False,
+        started: Started = (),
+        composing: bool = False,
     ) -> Instance:
         """Run ``write``, then enqueue the jobs its transition calls for: in its transaction
-        when the dispatcher joins it, else once it has committed. ``write`` returns what its
+        when the dispatcher joins it, else once it has committed. A write that may start or
+        end a child (``composing``) does so in its transaction
+        (:mod:`~hephaestus_django.runtime.children`). ``write`` returns what its
         transition did (:class:`Effects`), or the instance it started from and the one written,
         whose effects are then worked out here, once. ``taken_over``: the sweep claimed the
         instance, and every runnable step is enqueued again, not only new ones.
@@ -419,12 +447,17 @@ class QueuedRunner(Runner):
                 events.written(storage, done.before, done.after, taken_over=taken_over, done=done)
                 steps, wakeup = self._jobs(alias, done, storage, taken_over=taken_over)
                 self._enqueue(steps, wakeup)
+                if composing:
+                    return after_write(self, storage, done.before, done.after, started).after
             return done.after
-        done = _effects_of(write())
-        events.written(storage, done.before, done.after, taken_over=taken_over, done=done)
-        steps, wakeup = self._jobs(alias, done, storage, taken_over=taken_over)
-        if steps or wakeup is not None:
-            on_commit(storage, lambda: self._enqueue_after_commit(steps, wakeup))
+        with atomic(storage) if composing else nullcontext():
+            done = _effects_of(write())
+            events.written(storage, done.before, done.after, taken_over=taken_over, done=done)
+            steps, wakeup = self._jobs(alias, done, storage, taken_over=taken_over)
+            if steps or wakeup is not None:
+                on_commit(storage, lambda: self._enqueue_after_commit(steps, wakeup))
+            if composing:
+                return after_write(self, storage, done.before, done.after, started).after
         return done.after
 
     def _jobs(

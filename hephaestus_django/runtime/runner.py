@@ -32,6 +32,7 @@ import logging
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -40,13 +41,26 @@ from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import HephaestusError, InstanceNotFound, StaleInstanceError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime import events, tracing
-from hephaestus_django.runtime.contract import Storage, in_callers_transaction
+from hephaestus_django.runtime.children import (
+    AfterWrite,
+    Continuation,
+    Started,
+    after_write,
+    composes,
+    requested,
+)
+from hephaestus_django.runtime.contract import Storage, atomic, in_callers_transaction
 from hephaestus_django.runtime.execution import execute_step, log_retries, reach_ends
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.runner")
+
+
+class _InTransaction(Exception):
+    """Raised by a transition's change, before it writes anything, when the instance it read may
+    start or end a child: the transition is then made again inside a transaction."""
 
 
 class LocalRunner(Runner):
@@ -132,15 +146,78 @@ class LocalRunner(Runner):
         runnable until the instance waits or ends."""
         owner = new_owner()
         seen: list[Instance] = []
+        wrapped: list[bool] = []
 
         def change(current: Instance) -> Instance:
+            if not wrapped and composes(current):
+                raise _InTransaction  # nothing written: done again inside a transaction
             seen[:] = [current]
             now = storage.now()
             return with_lease(reach_ends(transition(current), now), owner, now, self.lease)
 
-        instance = storage.update(instance_id, change)
-        events.written(storage, seen[0] if seen else None, instance)
+        def write() -> AfterWrite:
+            instance = storage.update(instance_id, change)
+            events.written(storage, seen[0] if seen else None, instance)
+            return after_write(self, storage, seen[0] if seen else None, instance)
+
+        # Most instances neither start nor end children: their update is the storage's own
+        # short transaction, which connects again after a dropped connection. One that may
+        # (a child, or a workflow with Child steps) is written again inside a transaction
+        # that also holds the child's start or the parent's wake.
+        try:
+            done = write()
+        except _InTransaction:
+            wrapped.append(True)
+            with atomic(storage):
+                done = write()
+        instance = self._continue(done, storage)
         return self.run(instance, storage=storage, owner=owner)
+
+    def _continue(self, done: AfterWrite, storage: Storage) -> Instance:
+        """Run what a committed write left to run (a child started, a parent resumed); the
+        instance read again after, when anything ran."""
+        if not done.then:
+            return done.after
+        for then in done.then:
+            then()
+        try:
+            return storage.get(done.after.id)
+        except InstanceNotFound:
+            return done.after
+
+    def _begin_child(self, child: Instance, storage: Storage, now: datetime) -> list[Continuation]:
+        """Write a child under a lease of its own, in the caller's transaction; it runs once
+        that committed."""
+        owner = new_owner()
+        child = with_lease(reach_ends(child, now), owner, now, self.lease)
+        storage.put(child)
+        events.written(storage, None, child)
+        done = after_write(self, storage, None, child)
+        return [lambda: self.run(child, storage=storage, owner=owner), *done.then]
+
+    def _wake_parent(
+        self, parent_id: UUID, storage: Storage, deliver: Callable[[Instance], Instance]
+    ) -> AfterWrite:
+        """Resume a parent under the row lock, in the caller's transaction; it runs on once
+        that committed."""
+        owner = new_owner()
+        seen: list[Instance] = []
+
+        def change(current: Instance) -> Instance:
+            seen[:] = [current]
+            delivered = deliver(current)
+            if delivered is current:
+                return current
+            now = storage.now()
+            return with_lease(reach_ends(delivered, now), owner, now, self.lease)
+
+        parent = storage.update(parent_id, change)
+        if seen and parent is seen[0]:
+            return AfterWrite(parent)
+        events.written(storage, seen[0] if seen else None, parent)
+        done = after_write(self, storage, seen[0] if seen else None, parent)
+        done.then.insert(0, lambda: self.run(parent, storage=storage, owner=owner))
+        return done
 
     @tracing.traced("takeover")
     def _take_over(
@@ -174,7 +251,7 @@ class LocalRunner(Runner):
             applied = reach_ends(applied, now)
             return with_lease(applied, owner, now, self.lease)
 
-        return self._put_or_update(instance, apply, storage)
+        return self._put_or_update(instance, apply, storage, started=requested(results))
 
     def _put_or_update(
         self,
@@ -183,10 +260,24 @@ class LocalRunner(Runner):
         storage: Storage,
         *,
         taken_over: bool = False,
+        started: Started = (),
     ) -> Instance:
         """Write ``change(base)`` optimistically; if another writer got in first, redo
         ``change`` on a fresh read under lock. Either way the write is told to the lifecycle
-        events' listeners, with the instance it started from."""
+        events' listeners, with the instance it started from. A write that may start or end
+        a child (:mod:`~hephaestus_django.runtime.children`) does so in its transaction."""
+        with atomic(storage) if composes(base) else nullcontext():
+            base, updated = self._write(base, change, storage, taken_over)
+            done = after_write(self, storage, base, updated, started)
+        return self._continue(done, storage)
+
+    def _write(
+        self,
+        base: Instance,
+        change: Callable[[Instance], Instance],
+        storage: Storage,
+        taken_over: bool,
+    ) -> tuple[Instance, Instance]:
         updated = change(base)
         try:
             storage.put(updated)
@@ -205,7 +296,7 @@ class LocalRunner(Runner):
             updated = storage.update(updated.id, again)
             base = seen[0] if seen else updated
         events.written(storage, base, updated, taken_over=taken_over)
-        return updated
+        return base, updated
 
     def _execute_wave(
         self, instance: Instance, activations: list[Activation], storage: Storage

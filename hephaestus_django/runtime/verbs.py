@@ -24,12 +24,14 @@ from typing import Any
 from uuid import UUID
 
 from hephaestus_django.core import engine
+from hephaestus_django.core.children import ENDED, children_of
 from hephaestus_django.core.durations import checked_duration
-from hephaestus_django.core.errors import InstanceNotFound
+from hephaestus_django.core.errors import InstanceNotCancellableError, InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import tracing
+from hephaestus_django.runtime.children import AfterWrite, Continuation
 from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.execution import cancelling, resuming, retrying, upgrading
 
@@ -138,7 +140,7 @@ class Runner(ABC):
         A step running elsewhere finishes, and its result is not recorded: its runner (or
         job) finds the instance cancelled.
         """
-        return self._transition(
+        cancelled = self._transition(
             _key(instance_id),
             storage,
             cancelling(
@@ -149,6 +151,30 @@ class Runner(ABC):
                 expected_revision=expected_revision,
             ),
         )
+        self._cancel_children(cancelled, storage, reason=reason, compensate=compensate)
+        return cancelled
+
+    def _cancel_children(
+        self, parent: Instance, storage: Storage, *, reason: str | None, compensate: bool
+    ) -> None:
+        """Cancel the children of a cancelled parent that have not ended (with their
+        compensations when asked); a child that ended meanwhile is left as it is."""
+        for child_id in children_of(parent).values():
+            try:
+                child = storage.get(child_id)
+            except InstanceNotFound:
+                continue
+            if child.status in ENDED:
+                continue
+            try:
+                self.cancel(
+                    child_id,
+                    storage=storage,
+                    reason=reason or f"its parent {parent.id} was cancelled",
+                    compensate=compensate,
+                )
+            except (InstanceNotCancellableError, InstanceNotFound):
+                continue  # it ended, or went, in between
 
     def upgrade(
         self,
@@ -191,6 +217,16 @@ class Runner(ABC):
     def _begin(self, instance: Instance, storage: Storage, now: datetime) -> Instance:
         """Write the new, started ``instance`` (read ``now`` from the storage before it was
         built) and move it on; return it as it stands after."""
+
+    @abstractmethod
+    def _begin_child(self, child: Instance, storage: Storage, now: datetime) -> list[Continuation]:
+        """Write a started child inside the caller's transaction (the parent's write); return
+        what to do once it committed."""
+
+    @abstractmethod
+    def _wake_parent(self, parent_id: UUID, storage: Storage, deliver: Transition) -> AfterWrite:
+        """Apply ``deliver`` (a child's end) to the parent under the storage's lock, inside
+        the caller's transaction (the child's write); ``InstanceNotFound`` when it is gone."""
 
     @abstractmethod
     def _transition(

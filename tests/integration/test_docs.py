@@ -82,6 +82,7 @@ RUN_BY: dict[tuple[str, str], str] = {
         "InMemoryDispatcher()",
     ): f"{GUIDES}::test_testing_guide_under_pytest",
     ("docs/guides/business-keys.md", "class Fulfilment("): f"{GUIDES}::test_business_keys",
+    ("docs/guides/child-workflows.md", "class Ship(Child)"): f"{GUIDES}::test_child_workflows",
     ("docs/guides/versions.md", "class OnboardingV1("): f"{GUIDES}::test_versions_and_upgrades",
     ("docs/guides/retries.md", "class ChargeCard("): f"{GUIDES}::test_retries",
     ("docs/guides/retries.md", "class FetchRates("): f"{GUIDES}::test_timeouts",

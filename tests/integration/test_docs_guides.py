@@ -122,6 +122,11 @@ def test_business_keys() -> None:
     assert namespace["first"] == namespace["again"]
 
 
+def test_child_workflows() -> None:
+    namespace = run_example("docs/guides/child-workflows.md", "class Ship(Child)", "docs_children")
+    assert namespace["order"].children["ship"] == namespace["child_id"]
+
+
 def test_versions_and_upgrades() -> None:
     """Version 1's instance upgraded to version 2 (a step renamed, one added) and run there."""
     namespace = run_example("docs/guides/versions.md", "class OnboardingV1(", "docs_versions")

@@ -1,0 +1,113 @@
+"""Workflows that start child workflows, shared by the tests of child workflows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hephaestus_django import Child, Done, Event, Step, WaitForEvent, Workflow
+from hephaestus_django.core.instance import Context, Instance
+
+
+class Pack(Step):
+    """Packs what the child was given; fails when told to."""
+
+    events = ("packed",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Event:
+        if context.initial.get("fail"):
+            raise RuntimeError(f"cannot pack order {context.initial.get('order')}")
+        return Event("packed", updates={"parcel": f"parcel-{context.initial['order']}"})
+
+
+class AwaitCourier(WaitForEvent):
+    """A child step that waits for ``resume()``."""
+
+    events = ("picked_up",)
+
+
+class Shipment(Workflow):
+    """The child: packs an order, and waits for the courier when told to."""
+
+    start = Pack
+    transitions = {Pack: {"packed": Done}}
+
+
+class SlowShipment(Workflow):
+    """A child that waits for an event, so that its parent waits on it."""
+
+    start = Pack
+    transitions = {Pack: {"packed": AwaitCourier}, AwaitCourier: {"picked_up": Done}}
+
+
+class Ship(Child):
+    """Starts a ``Shipment`` with the order of the parent."""
+
+    workflow = Shipment
+
+    def child_context(self, instance: Instance, context: Context) -> Mapping[str, Any]:
+        return {"order": context.initial["order"], "fail": context.initial.get("fail", False)}
+
+
+class ShipSlowly(Child):
+    """Starts a ``SlowShipment``, keyed by the order: a parent run again finds it."""
+
+    workflow = "tests.childflows.SlowShipment"
+
+    def child_context(self, instance: Instance, context: Context) -> Mapping[str, Any]:
+        return {"order": context.initial["order"]}
+
+    def child_key(self, instance: Instance, context: Context) -> str | None:
+        return f"shipment-{context.initial['order']}"
+
+
+class Bill(Step):
+    """Runs after the child: records what the child's results were."""
+
+    events = ("billed",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Event:
+        return Event(
+            "billed", updates={"shipped": context.result(Ship) or context.result(ShipSlowly)}
+        )
+
+
+class Shipped(Done):
+    """The child completed."""
+
+
+class NotShipped(Done):
+    """The child failed or was cancelled."""
+
+
+class Order(Workflow):
+    """A parent: ships the order as a child workflow, then bills it."""
+
+    start = Ship
+    transitions = {
+        Ship: {"completed": Bill, "failed": NotShipped, "cancelled": NotShipped},
+        Bill: {"billed": Shipped},
+    }
+
+
+class SlowOrder(Workflow):
+    """A parent whose child waits for an event."""
+
+    start = ShipSlowly
+    transitions = {
+        ShipSlowly: {"completed": Bill, "failed": NotShipped, "cancelled": NotShipped},
+        Bill: {"billed": Shipped},
+    }
+
+
+class ShipOrder(Child):
+    """Starts an ``Order`` (itself a parent): grandchildren."""
+
+    workflow = Order
+
+
+class Batch(Workflow):
+    """A grandparent: its child ``Order`` has a child ``Shipment``."""
+
+    start = ShipOrder
+    transitions = {ShipOrder: {"completed": Shipped, "failed": NotShipped, "cancelled": NotShipped}}
