@@ -67,7 +67,8 @@ def test_results_round_trip_through_the_codec(storage: Storage) -> None:
     items_of(storage).record_map_item(instance.id, STEP, 0, attempts=0, done=True, result=value)
     [back] = items_of(storage).map_results(instance.id, STEP)
     assert back == value
-    assert type(back["amount"]) is Decimal and type(back["t"]) is tuple
+    assert type(back["amount"]) is Decimal
+    assert type(back["t"]) is tuple
 
 
 def test_an_unstorable_result_is_refused_and_nothing_is_written(storage: Storage) -> None:
