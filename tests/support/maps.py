@@ -90,3 +90,40 @@ class Invoice(Workflow):
 
 def lines(count: int, **extra: Any) -> list[dict[str, Any]]:
     return [{"id": index, "amount": index + 1, **extra} for index in range(count)]
+
+
+class SlowLine(MapItem):
+    def execute(self, item: Any, context: Context) -> Any:
+        with _lock:
+            ATTEMPTS[f"slow-{item}"] += 1
+        time.sleep(1.0)
+        return item
+
+
+class SlowLines(Map):
+    """Items that overrun their map's timeout."""
+
+    each = SlowLine
+    concurrency = 2
+    timeout = timedelta(milliseconds=100)
+    retry = Retry(max_attempts=2, backoff=timedelta(0), jitter=False)
+
+    def over(self, context: Context) -> Any:
+        return context.initial["lines"]
+
+
+class NotAList(Map):
+    each = ChargeLine
+
+    def over(self, context: Context) -> Any:
+        return {"lines": context.initial["lines"]}
+
+
+class SlowInvoice(Workflow):
+    start = SlowLines
+    transitions = {SlowLines: {"completed": Done}}
+
+
+class BadInvoice(Workflow):
+    start = NotAList
+    transitions = {NotAList: {"completed": Done}}
