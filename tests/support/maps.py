@@ -77,7 +77,7 @@ class Total(Step):
     def execute(self, instance: Any, config: Any, context: Context) -> Any:
         from hephaestus_django import Event
 
-        lines = context.result(ChargeLines)
+        lines = context.result(instance.workflow.graph.start)  # the map before it
         return Event("ok", {"total": sum(line["charged"] for line in lines)})
 
 
@@ -127,3 +127,41 @@ class SlowInvoice(Workflow):
 class BadInvoice(Workflow):
     start = NotAList
     transitions = {NotAList: {"completed": Done}}
+
+
+# --- maps of every policy and bound, for the properties --------------------------------------
+
+PROPERTY_ATTEMPTS = (1, 2, 3)
+PROPERTY_CONCURRENCY = (1, 2, 4)
+
+
+def _property_workflow(attempts: int, concurrency: int) -> type[Workflow]:
+    suffix = f"{attempts}x{concurrency}"
+    mapped: Any = type(
+        f"PropertyLines{suffix}",
+        (Map,),
+        {
+            "__module__": __name__,
+            "each": ChargeLine,
+            "concurrency": concurrency,
+            "retry": Retry(max_attempts=attempts, backoff=timedelta(0), jitter=False),
+            "over": lambda self, context: context.initial["lines"],
+        },
+    )
+    return type(
+        f"PropertyInvoice{suffix}",
+        (Workflow,),
+        {
+            "__module__": __name__,
+            "start": mapped,
+            "transitions": {mapped: {"completed": Total}, Total: {"ok": Done}},
+        },
+    )
+
+
+PROPERTY_WORKFLOWS: dict[tuple[int, int], type[Workflow]] = {
+    (attempts, concurrency): _property_workflow(attempts, concurrency)
+    for attempts in PROPERTY_ATTEMPTS
+    for concurrency in PROPERTY_CONCURRENCY
+}
+"""A workflow (a map of ``ChargeLine``, then ``Total``) per (max_attempts, concurrency)."""
