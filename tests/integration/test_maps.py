@@ -221,3 +221,41 @@ def test_a_map_step_runs_its_items_not_the_step_and_is_never_retried_whole() -> 
     assert MapItemError in Fine.expected_errors
     with pytest.raises(NotImplementedError, match="run by the runner"):
         Fine().execute(None, {}, Context())  # type: ignore[arg-type]
+
+
+@pytest.mark.django_db
+def test_inside_the_callers_transaction_the_items_run_in_its_thread_and_see_its_rows() -> None:
+    """Within ``transaction.atomic()`` (here, the test's own), a map's items run one after
+    another in the caller's thread, as a fan-out's branches do there: a thread of their own
+    would not see the caller's uncommitted rows, nor its map items."""
+    import threading
+
+    from hephaestus_django.storage import DjangoStorage
+
+    seen: list[str] = []
+
+    class Here(MapItem):
+        def execute(self, item: Any, context: Context) -> Any:
+            seen.append(threading.current_thread().name)
+            return item * 2
+
+    class Doubled(Map):
+        each = Here
+        concurrency = 5
+
+        def over(self, context: Context) -> Any:
+            return context.initial["numbers"]
+
+    from hephaestus_django import Done, Workflow
+
+    class Doubling(Workflow):
+        start = Doubled
+        transitions = {Doubled: {"completed": Done}}
+
+    configure(storages={"default": DjangoStorage()}, runner=LocalRunner())
+    try:
+        instance = Doubling.get(Doubling.start({"numbers": [1, 2, 3, 4]}))
+    finally:
+        configure()
+    assert instance.context.result(Doubled) == [2, 4, 6, 8]
+    assert seen == [threading.current_thread().name] * 4
