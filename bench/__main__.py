@@ -1,10 +1,12 @@
-"""``python -m bench [--quick] [--only queued]``: run every measurement, write the JSON and
+"""``python -m bench [--quick] [--only queued|maps]``: run every measurement, write the JSON and
 the markdown.
 
 Full mode (``make bench``) measures at 100,000 and 1,000,000 rows with at least 5 interleaved
 rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and writes. The queued
 runner's section (worker processes, :mod:`bench.queued.run`) comes last, in both modes, where
-procrastinate is installed; ``--only queued`` runs it alone.
+procrastinate is installed; ``--only queued`` runs it alone. The map steps' section
+(:mod:`bench.maps`: bytes and statements per item at 10, 1,000 and 10,000 items) runs before it;
+``--only maps`` runs it alone.
 """
 
 from __future__ import annotations
@@ -81,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
     parser.add_argument(
         "--only",
-        choices=["queued"],
-        help="run one section alone: 'queued', the queued runner's worker processes",
+        choices=["queued", "maps"],
+        help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
+        "what map steps write per item at 10, 1,000 and 10,000 items",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -107,9 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         "keys": [],
     }
     log(f"database {environment.DATABASE} on {source}; {results['machine']['postgresql']}")
-    if args.only != "queued":
+    if args.only is None:
         run_storage_sections(results, plan, raw, unprepared, conninfo)
-    if environment.QUEUED_APPS:
+    if args.only in (None, "maps"):
+        from bench import maps
+
+        log("11. map steps: bytes and statements per item at 10, 1,000 and 10,000 items")
+        results["maps"] = maps.run()
+    if args.only == "maps":
+        log("8. QueuedRunner: not run (--only maps)")
+    elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.
         from bench.queued import run as queued
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.maps import budget as maps_budget
+from bench.maps import lines as maps_lines
 from bench.measure import SLICE
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -273,8 +275,9 @@ def _budget_lines(checks: list[tuple[str, str, bool]]) -> list[str]:
 
 def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for every budget line that this run measured."""
+    mapped = maps_budget(results["maps"]) if "maps" in results else []
     if "storage_ops" not in results:
-        return queued_budget(results["queued"]) if "queued" in results else []
+        return mapped + (queued_budget(results["queued"]) if "queued" in results else [])
     ops = results["storage_ops"]
     checks = []
     for name, floor in (("put_insert", 0.9), ("put_update", 0.9), ("get", 0.8)):
@@ -367,6 +370,7 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         )
     if "queued" in results:
         checks += queued_budget(results["queued"])
+    checks += mapped
     return checks
 
 
@@ -568,8 +572,9 @@ def markdown(results: dict[str, Any]) -> str:
     queued = (
         ["## 8. Queued runner", "", *queued_lines(results["queued"])] if "queued" in results else []
     )
-    if "storage_ops" not in results:  # python -m bench --only queued
-        return "\n".join([*header, *queued, *_budget_lines(budget(results))])
+    mapped = ["## 11. Map steps", "", *maps_lines(results["maps"]), ""] if "maps" in results else []
+    if "storage_ops" not in results:  # python -m bench --only queued (or maps)
+        return "\n".join([*header, *mapped, *queued, *_budget_lines(budget(results))])
     lines = [
         *header,
         "Ratios are ours ÷ raw psycopg (higher is better for ours), per round (each round "
@@ -620,6 +625,7 @@ def markdown(results: dict[str, Any]) -> str:
             if results.get("keys")
             else []
         ),
+        *mapped,
         *queued,
         *_budget_lines(budget(results)),
     ]

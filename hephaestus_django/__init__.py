@@ -25,6 +25,8 @@ _EXPORTS = {
     "WaitForEvent": "hephaestus_django.core.steps",
     "Child": "hephaestus_django.core.children",
     "Debug": "hephaestus_django.core.steps",
+    "Map": "hephaestus_django.core.maps",
+    "MapItem": "hephaestus_django.core.maps",
     "Event": "hephaestus_django.core.outcomes",
     "Async": "hephaestus_django.core.outcomes",
     "Route": "hephaestus_django.core.graph",
@@ -47,6 +49,7 @@ _EXPORTS = {
     "UpgradeError": "hephaestus_django.core.errors",
     "StepOutcomeError": "hephaestus_django.core.errors",
     "StepTimeout": "hephaestus_django.core.errors",
+    "MapItemError": "hephaestus_django.core.errors",
     "StorageError": "hephaestus_django.core.errors",
     "InstanceNotFound": "hephaestus_django.core.errors",
     "InstanceDeletedError": "hephaestus_django.core.errors",
@@ -94,6 +97,9 @@ __all__ = [
     "InvalidQueryError",
     "KeyScope",
     "LocalRunner",
+    "Map",
+    "MapItem",
+    "MapItemError",
     "QueuedRunner",
     "Retry",
     "Route",
@@ -149,6 +155,7 @@ if TYPE_CHECKING:
         InvalidInstanceError,
         InvalidJobError,
         InvalidQueryError,
+        MapItemError,
         SerializationError,
         StaleInstanceError,
         StepDefinitionError,
@@ -163,6 +170,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.graph import Route
     from hephaestus_django.core.instance import Context, Instance
     from hephaestus_django.core.keys import KeyScope
+    from hephaestus_django.core.maps import Map, MapItem
     from hephaestus_django.core.outcomes import Async, Event
     from hephaestus_django.core.policies import Retry
     from hephaestus_django.core.status import Status

@@ -343,6 +343,44 @@ class WorkerPass(models.Model):
         return f"{self.role} worker {self.worker} on {self.storage}"
 
 
+class WorkflowMapItem(models.Model):
+    """One item of a map step (:class:`~hephaestus_django.core.maps.Map`) of an instance: where
+    it stands, and its result once done.
+
+    Written by :class:`~hephaestus_django.postgres.storage.DjangoStorage` (its ``MapItems``), one
+    row per item, so that an item's result never rewrites the instance's state nor the other
+    items; the list goes into the state once, at the map's join. The rows go with their instance
+    (a foreign key ``ON DELETE CASCADE``, added by migration 0014 in SQL).
+    """
+
+    instance = models.ForeignKey(
+        WorkflowInstance,
+        on_delete=models.DO_NOTHING,  # the database cascades (see the migration)
+        db_constraint=False,
+        db_index=False,  # the unique constraint's index starts with it
+        related_name="map_items",
+    )
+    step = models.CharField(max_length=255, help_text="The map step's dotted path.")
+    item_index = models.IntegerField(help_text="The item's position in the list.")
+    done = models.BooleanField(default=False, help_text="Its result is recorded.")
+    attempts = models.IntegerField(default=0, help_text="How many of its attempts failed.")
+    result = models.JSONField(
+        null=True, encoder=HephaestusJSONEncoder, decoder=HephaestusJSONDecoder
+    )
+
+    class Meta:
+        db_table = "workflow_map_items"
+        verbose_name = "map item"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["instance", "step", "item_index"], name="workflow_map_items_item"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.item_index} of {self.step} in {self.instance_id}"
+
+
 class OperationsDashboard(WorkflowInstance):
     """The admin's operations dashboard, as an entry of the admin index (no table of its own).
 

@@ -75,6 +75,7 @@ from hephaestus_django.core.instance import (
     format_traceback,
 )
 from hephaestus_django.core.keys import checked_key
+from hephaestus_django.core.maps import is_map
 from hephaestus_django.core.outcomes import Async, Event, Outcome
 from hephaestus_django.core.policies import Retry
 from hephaestus_django.core.status import Status
@@ -255,7 +256,8 @@ def apply(
         elif isinstance(result.outcome, Async):
             draft.wait(result.step, result.outcome, now)
         elif isinstance(result.outcome, Event):
-            draft.complete_or_fail(result.step, result.outcome, now)
+            # A map's result is the list of its items' results, not a mapping.
+            draft.complete_or_fail(result.step, result.outcome, now, any_result=is_map(result.step))
         else:
             raise EngineError(f"the result for step {result.step.__qualname__} has no outcome")
     return draft.settle()

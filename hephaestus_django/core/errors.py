@@ -151,6 +151,35 @@ class StepOutcomeError(HephaestusError):
     """
 
 
+class MapItemError(HephaestusError):
+    """An item of a map step failed for good (its attempts used up, or an expected error): the
+    map step fails with it once the items in flight have ended. Its cause is the item's error.
+
+    ``index`` is the item's position in the list, ``attempts`` how many times it ran.
+    """
+
+    def __init__(
+        self,
+        *,
+        instance_id: UUID,
+        workflow: str,
+        step: str,
+        index: int,
+        attempts: int,
+        error: BaseException,
+    ) -> None:
+        self.instance_id = instance_id
+        self.workflow = workflow
+        self.step = step
+        self.index = index
+        self.attempts = attempts
+        super().__init__(
+            f"item {index} of map step {step} in instance {instance_id} ({workflow}) failed "
+            f"for good after {attempts} attempt(s): {type(error).__name__}: {error}; fix the "
+            f"cause and retry the instance (the items done are not run again)"
+        )
+
+
 class StepTimeout(HephaestusError, TimeoutError):
     """An attempt of a step ran longer than its ``timeout``: it counts as failed.
 

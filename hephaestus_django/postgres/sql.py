@@ -417,6 +417,31 @@ SWAP_STATEMENT_TIMEOUT = (
 )
 
 
+# --- the map items table: DjangoStorage's MapItems --------------------------------------------
+
+MAP_ITEMS_TABLE = "workflow_map_items"
+# One item's record, written whole: one row of one item's size, whatever the length of the list.
+# The foreign key (ON DELETE CASCADE) refuses an item of an instance that is gone, and removes
+# an instance's items with it (its delete, a prune).
+MAP_ITEM_RECORD = f"""
+INSERT INTO {MAP_ITEMS_TABLE} (instance_id, step, item_index, done, attempts, result)
+VALUES (%s, %s, %s, %s, %s, %s::jsonb)
+ON CONFLICT (instance_id, step, item_index) DO UPDATE
+SET done = EXCLUDED.done, attempts = EXCLUDED.attempts, result = EXCLUDED.result
+"""
+"""Record one item of a map step (``record_map_item``); an upsert, so writing it again (after
+a lost connection, or a later attempt) replaces it."""
+MAP_ITEM_PROGRESS = f"""
+SELECT item_index, done, attempts FROM {MAP_ITEMS_TABLE} WHERE instance_id = %s AND step = %s
+"""
+"""Where each recorded item of a map step stands (``map_progress``), by the unique index."""
+MAP_ITEM_RESULTS = f"""
+SELECT result::text FROM {MAP_ITEMS_TABLE}
+WHERE instance_id = %s AND step = %s AND done ORDER BY item_index
+"""
+"""The results of a map step's done items in item order (``map_results``): read once, at the
+join, as text for the codec to decode."""
+
 # --- procrastinate's tables: ProcrastinateDispatcher ------------------------------------------
 
 DEFER_FUNCTION = "procrastinate_defer_jobs_v1"

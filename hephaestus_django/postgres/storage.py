@@ -17,6 +17,8 @@ and costs one round trip:
 - ``claim``: ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``: the
   due timers and the stalled runs are separate candidate sets, each an index scan
 - ``renew``: ``UPDATE ... SET lease_expires_at WHERE id = %s AND lease_owner = %s``
+- the map items (``map_progress``, ``record_map_item``, ``map_results``): one statement each on
+  the ``workflow_map_items`` table (:mod:`~hephaestus_django.postgres.map_items`)
 
 Time is the database's: ``claim`` and ``renew`` compare and compute leases with
 ``statement_timestamp()``, and :meth:`DjangoStorage.now` (what runners base the leases
@@ -56,6 +58,7 @@ from hephaestus_django.core.errors import (
     StaleInstanceError,
 )
 from hephaestus_django.core.instance import Instance, instance_key
+from hephaestus_django.postgres import map_items
 from hephaestus_django.postgres.cursors import fetch_all, fetch_one
 from hephaestus_django.postgres.reconnect import again, dropped
 from hephaestus_django.postgres.sql import (
@@ -78,6 +81,7 @@ from hephaestus_django.postgres.sql import (
 )
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import DatabaseClock
+from hephaestus_django.runtime.contract import MapItemState
 from hephaestus_django.runtime.document import (
     StoredRow,
     decode_claimed,
@@ -390,6 +394,28 @@ class DjangoStorage:
             _changed(connections[self.using], DELETE, [key])
         except DatabaseError as error:
             again(self.using, error, lambda db: _changed(db, DELETE, [key]))
+
+    # --- map items (MapItems): rows of workflow_map_items, see postgres/map_items.py ---------
+
+    def map_progress(self, instance_id: UUID | str, step: str) -> dict[int, MapItemState]:
+        return map_items.progress(self.using, instance_id, step)
+
+    def record_map_item(
+        self,
+        instance_id: UUID | str,
+        step: str,
+        index: int,
+        *,
+        attempts: int,
+        done: bool,
+        result: Any = None,
+    ) -> None:
+        map_items.record(
+            self.using, instance_id, step, index, attempts=attempts, done=done, result=result
+        )
+
+    def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
+        return map_items.results(self.using, instance_id, step)
 
     def query(self, *, limit: int | None = None, **filters: Any) -> list[Instance]:
         parsed = parse_filters(filters, limit=limit)

@@ -245,6 +245,12 @@ def _count_abandoned(change: int) -> int:
         return _abandoned
 
 
+def run_exit_hooks() -> None:
+    """Run the hooks of :func:`on_thread_exit` in the calling thread, at the end of a thread of
+    one's own that ran steps (a map's item threads do)."""
+    _run_exit_hooks()
+
+
 def _run_exit_hooks() -> None:
     for hook in list(_exit_hooks):
         try:

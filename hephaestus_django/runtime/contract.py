@@ -70,6 +70,12 @@ it its jobs that way (:class:`~hephaestus_django.runtime.dispatch.JobsForPut`):
 ``QueuedRunner`` then records a step's result and enqueues what it made runnable in one
 statement instead of a transaction of several.
 
+A storage that can run map steps (:class:`~hephaestus_django.core.maps.Map`) keeps each
+item's result in a record of its own, keyed by (instance, step, index), beside the instance and
+not in its state (:class:`MapItems`): a map of 10,000 items then costs a write of one item's
+size per item, not one of the whole list's. Both storages offer it; the records go with their
+instance when it is deleted.
+
 The test-suite in ``tests/contract`` runs against every backend.
 """
 
@@ -77,6 +83,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
@@ -206,4 +213,47 @@ class JobsInPut(Protocol):
         a :class:`~hephaestus_django.runtime.dispatch.JobsForPut` dispatcher's
         ``jobs_for_put`` returned for this storage (None: nothing to enqueue). A stale put
         raises ``StaleInstanceError`` and enqueues nothing."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MapItemState:
+    """Where one item of a map stands: ``done`` (its result is recorded), and how many of its
+    attempts failed (``attempts``)."""
+
+    done: bool
+    attempts: int
+
+
+@runtime_checkable
+class MapItems(Protocol):
+    """The optional part of the storage contract: the items of a map step, a record each.
+
+    ``step`` is the map step's dotted path, ``index`` the item's position in its list. Each
+    call is one bounded write or one read: recording an item never rewrites the others, nor
+    the instance's state.
+    """
+
+    def map_progress(self, instance_id: UUID | str, step: str) -> dict[int, MapItemState]:
+        """The items of ``step`` recorded so far, by index (an item never recorded is absent)."""
+        ...
+
+    def record_map_item(
+        self,
+        instance_id: UUID | str,
+        step: str,
+        index: int,
+        *,
+        attempts: int,
+        done: bool,
+        result: Any = None,
+    ) -> None:
+        """Record item ``index`` of ``step``: its failed ``attempts``, and, ``done``, its
+        ``result`` (anything the codec stores: ``SerializationError``, nothing written, for
+        anything else). Replaces the item's earlier record. ``InstanceNotFound`` when the
+        instance is gone."""
+        ...
+
+    def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
+        """The results of the done items of ``step``, in index order."""
         ...

@@ -29,6 +29,7 @@ from hephaestus_django.core.instance import Instance, Running, evolve, instance_
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import utcnow
+from hephaestus_django.runtime.contract import MapItemState
 from hephaestus_django.runtime.document import (
     StoredRow,
     decode_claimed,
@@ -55,6 +56,8 @@ class InMemoryStorage:
         """The business keys held (their claims), and by which instance."""
         self._lock = threading.Lock()
         self._clock = clock
+        self._map_items: dict[tuple[UUID, str], dict[int, tuple[MapItemState, str | None]]] = {}
+        """Each map step's items (:class:`MapItems`): their state, and the result as JSON text."""
 
     def get(self, instance_id: UUID | str) -> Instance:
         key = instance_key(instance_id)
@@ -207,6 +210,7 @@ class InMemoryStorage:
             return
         with self._lock:
             record = self._records.pop(key, None)
+            self._forget_map_items(key)
             if record is not None and record.row.key_claim is not None:
                 self._claims.pop(record.row.key_claim, None)
 
@@ -239,6 +243,50 @@ class InMemoryStorage:
         with self._lock:
             self._records.clear()
             self._claims.clear()
+            self._map_items.clear()
+
+    # --- map items (MapItems) ------------------------------------------------------------
+
+    def map_progress(self, instance_id: UUID | str, step: str) -> dict[int, MapItemState]:
+        key = instance_key(instance_id)
+        with self._lock:
+            items = self._map_items.get((key, step), {}) if key is not None else {}
+            return {index: state for index, (state, _) in items.items()}
+
+    def record_map_item(
+        self,
+        instance_id: UUID | str,
+        step: str,
+        index: int,
+        *,
+        attempts: int,
+        done: bool,
+        result: Any = None,
+    ) -> None:
+        key = instance_key(instance_id)
+        if key is None:
+            raise InstanceNotFound(instance_id)
+        text = codec.dumps(codec.encode(result, path=f"item {index} of {step}")) if done else None
+        with self._lock:
+            if key not in self._records:
+                raise InstanceNotFound(key)
+            items = self._map_items.setdefault((key, step), {})
+            items[index] = (MapItemState(done=done, attempts=attempts), text)
+
+    def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
+        key = instance_key(instance_id)
+        with self._lock:
+            items = dict(self._map_items.get((key, step), {})) if key is not None else {}
+        return [
+            codec.decode(codec.loads(text), path=f"item {index} of {step}")
+            for index, (state, text) in sorted(items.items())
+            if state.done and text is not None
+        ]
+
+    def _forget_map_items(self, key: UUID) -> None:
+        """The map items of a deleted instance go with it (the lock is held)."""
+        for found in [found for found in self._map_items if found[0] == key]:
+            del self._map_items[found]
 
     def __len__(self) -> int:
         return len(self._records)

@@ -97,9 +97,10 @@ from hephaestus_django.runtime.dispatch import (
     WakeUp,
     job_from_payload,
 )
-from hephaestus_django.runtime.execution import execute_step, log_retries, reach_ends
+from hephaestus_django.runtime.execution import log_retries, reach_ends
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
+from hephaestus_django.runtime.maps import execute
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.queue")
@@ -210,8 +211,8 @@ class QueuedRunner(Runner):
         )
         inside = in_callers_transaction(storage)
         with held:  # a step that overruns its timeout is abandoned: the renewals end with it
-            result = execute_step(
-                instance, engine.activation(instance, step), in_transaction=inside
+            result = execute(
+                instance, engine.activation(instance, step), storage, in_transaction=inside
             )
 
         def record(current: Instance) -> Instance:

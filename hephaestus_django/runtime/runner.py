@@ -50,9 +50,10 @@ from hephaestus_django.runtime.children import (
     requested,
 )
 from hephaestus_django.runtime.contract import Storage, atomic, in_callers_transaction
-from hephaestus_django.runtime.execution import execute_step, log_retries, reach_ends
+from hephaestus_django.runtime.execution import log_retries, reach_ends
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
+from hephaestus_django.runtime.maps import execute
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -311,9 +312,9 @@ class LocalRunner(Runner):
         step returns (see :mod:`~hephaestus_django.runtime.bounded`).
         """
         if in_callers_transaction(storage):
-            return [execute_step(instance, item, in_transaction=True) for item in activations]
+            return [execute(instance, item, storage, in_transaction=True) for item in activations]
         if len(activations) == 1:
-            return [execute_step(instance, activations[0])]
+            return [execute(instance, activations[0], storage)]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.max_workers, thread_name_prefix="hephaestus-step"
@@ -321,7 +322,7 @@ class LocalRunner(Runner):
         # Each branch in a copy of this thread's context, as asyncio.to_thread does: a tracing
         # span (the start or resume around the wave) and other context-locals carry over.
         futures = [
-            self._pool.submit(contextvars.copy_context().run, execute_step, instance, item)
+            self._pool.submit(contextvars.copy_context().run, execute, instance, item, storage)
             for item in activations
         ]
         return [future.result() for future in futures]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hephaestus_django import Done, Event, Step, Wait, WaitForEvent, Workflow
+from hephaestus_django import Done, Event, Map, MapItem, Step, Wait, WaitForEvent, Workflow
 
 
 def mark(context: Any, key: str) -> int:
@@ -200,3 +200,28 @@ class Lingering(Workflow):
 
     start = Linger
     transitions = {Linger: {"ok": Second}, Second: {"ok": Done}}
+
+
+class MarkLine(MapItem):
+    """One item of a map: marks its run as ``item<index>-<attempt>-<pid>`` (``item`` is
+    ``{"index": i, "sleep": s}``), sleeps ``s`` seconds, and returns its index and pid."""
+
+    def execute(self, item: Any, context: Any) -> Any:
+        mark(context, f"item{item['index']}")
+        time.sleep(item.get("sleep", 0))
+        return {"index": item["index"], "pid": os.getpid()}
+
+
+class MarkLines(Map):
+    each = MarkLine
+    concurrency = 4
+
+    def over(self, context: Any) -> Any:
+        return context.initial["lines"]
+
+
+class Mapped(Workflow):
+    """A map, run by a worker as the map step's job, then a step after its join."""
+
+    start = MarkLines
+    transitions = {MarkLines: {"completed": Third}, Third: {"ok": Done}}

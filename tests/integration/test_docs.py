@@ -86,6 +86,7 @@ RUN_BY: dict[tuple[str, str], str] = {
     ("docs/guides/versions.md", "class OnboardingV1("): f"{GUIDES}::test_versions_and_upgrades",
     ("docs/guides/retries.md", "class ChargeCard("): f"{GUIDES}::test_retries",
     ("docs/guides/retries.md", "class FetchRates("): f"{GUIDES}::test_timeouts",
+    ("docs/guides/maps.md", "class ChargeLine("): f"{GUIDES}::test_maps",
     ("docs/guides/cancelling.md", "Order.cancel(order_id"): f"{GUIDES}::test_cancelling",
     ("docs/guides/observability.md", "@receiver(step_failed)"): f"{GUIDES}::test_signals",
     ("docs/guides/observability.md", "InMemorySpanExporter()"): f"{GUIDES}::test_tracing",

@@ -158,6 +158,16 @@ def test_timeouts() -> None:
     assert stored.context.result(namespace["FetchRates"]) == {"attempt": 2}
 
 
+def test_maps() -> None:
+    """Three lines charged, the second after a retry of its own, the total sent once."""
+    namespace = run_example("docs/guides/maps.md", "class ChargeLine(", "docs_maps")
+    instance = namespace["instance"]
+    assert instance.status == "completed"
+    sent = [entry for entry in instance.execution_history if entry.event == "sent"]
+    assert len(sent) == 1
+    assert namespace["ChargeLine"].attempts == {"A-1": 1, "B-2": 2, "C-3": 1}
+
+
 def test_cancelling() -> None:
     """The order is cancelled where it waited, its charge refunded before its stock released."""
     namespace = run_example("docs/guides/cancelling.md", "Order.cancel(order_id", "docs_cancel")

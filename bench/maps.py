@@ -1,0 +1,182 @@
+"""Item 11: map steps: what a map of 10, 1,000 and 10,000 items writes, per item.
+
+``LocalRunner`` + ``DjangoStorage``; a workflow whose map charges each line of
+``context.initial["lines"]`` (``concurrency = 10``; each item returns a 2-key dict), then ends.
+Every statement of every connection (the runner's and the map's item threads') is counted
+through an ``execute_wrapper`` installed on each connection as it is made, with the bytes of
+data each write carries (its parameters: the state's JSON text, an item's result), split by the
+table written: the instance's row (``workflow_instances``) and the items' rows
+(``workflow_map_items``). A statement's ``BEGIN``/``COMMIT`` are not statements here.
+
+What it shows: the instance's row is written a fixed number of times whatever the length of the
+list (the start, and the join, which carries the list of results and the list itself, since
+the items come from the initial context), and each item costs one write of its own size; so
+the bytes and statements per item stay flat from 10 to 10,000 items. A write per item that
+rewrote the state would carry the list each time: bytes per item growing with the list.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.db import connection
+from django.db.backends.signals import connection_created
+
+from hephaestus_django import Done, Map, MapItem, Status, Workflow
+from hephaestus_django.core.instance import Context
+from hephaestus_django.runtime import LocalRunner, configure
+from hephaestus_django.storage import DjangoStorage
+
+SIZES = (10, 1_000, 10_000)
+
+
+class BenchLine(MapItem):
+    def execute(self, item: Any, context: Context) -> Any:
+        return {"line": item["id"], "cents": item["cents"]}
+
+
+class BenchLines(Map):
+    each = BenchLine
+    concurrency = 10
+
+    def over(self, context: Context) -> Any:
+        return context.initial["lines"]
+
+
+class BenchInvoice(Workflow):
+    start = BenchLines
+    transitions = {BenchLines: {"completed": Done}}
+
+
+class Tally:
+    """Statements and the bytes of their parameters, by the table they write; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.statements = 0
+        self.writes: dict[str, dict[str, int]] = {}
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        size = _size(params)
+        kind = _written(sql)
+        with self._lock:
+            self.statements += 1
+            if kind is not None:
+                found = self.writes.setdefault(kind, {"count": 0, "bytes": 0, "largest": 0})
+                found["count"] += 1
+                found["bytes"] += size
+                found["largest"] = max(found["largest"], size)
+        return execute(sql, params, many, context)
+
+
+def _written(sql: str) -> str | None:
+    head = sql.lstrip()[:6].upper()
+    if head not in ("INSERT", "UPDATE", "WITH X", "WITH W") and not head.startswith("WITH"):
+        return None
+    if "workflow_map_items" in sql:
+        return "items"
+    if "workflow_instances" in sql:
+        return "instance"
+    return "other"
+
+
+def _size(params: Any) -> int:
+    values = params.values() if isinstance(params, Mapping) else (params or ())
+    return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in values)
+
+
+def measure(size: int) -> dict[str, Any]:
+    tally = Tally()
+
+    def install(sender: Any, connection: Any, **kwargs: Any) -> None:
+        connection.execute_wrappers.append(tally)
+
+    connection_created.connect(install)
+    connection.execute_wrappers.append(tally)
+    lines = [{"id": index, "cents": 100 + index} for index in range(size)]
+    clock = time.perf_counter()
+    try:
+        instance_id = BenchInvoice.start({"lines": lines})
+    finally:
+        elapsed = time.perf_counter() - clock
+        connection.execute_wrappers.remove(tally)
+        connection_created.disconnect(install)
+    instance = BenchInvoice.get(instance_id)
+    assert instance.status is Status.COMPLETED, instance
+    assert len(instance.context.result(BenchLines)) == size
+    items = tally.writes.get("items", {"count": 0, "bytes": 0, "largest": 0})
+    state = tally.writes.get("instance", {"count": 0, "bytes": 0, "largest": 0})
+    written = items["bytes"] + state["bytes"]
+    return {
+        "items": size,
+        "statements": tally.statements,
+        "statements_per_item": tally.statements / size,
+        "item_writes": items["count"],
+        "item_bytes_per_item": items["bytes"] / size,
+        "largest_item_write": items["largest"],
+        "instance_writes": state["count"],
+        "instance_bytes": state["bytes"],
+        "largest_instance_write": state["largest"],
+        "bytes_per_item": written / size,
+        "seconds": elapsed,
+    }
+
+
+def run(sizes: tuple[int, ...] = SIZES) -> list[dict[str, Any]]:
+    configure(storages={"default": DjangoStorage()}, runner=LocalRunner())
+    try:
+        return [measure(size) for size in sizes]
+    finally:
+        configure()
+
+
+def lines(found: list[dict[str, Any]]) -> list[str]:
+    """The markdown of item 11."""
+    return [
+        "LocalRunner + DjangoStorage, `concurrency = 10`, each item's result a 2-key dict. "
+        "Bytes: the data (parameters) of the writes; statements: every statement of every "
+        "connection. The instance's writes carry the list itself (the items come from the "
+        "initial context) and, at the join, the results.",
+        "",
+        "| items | statements | per item | item writes | bytes per item write | largest item "
+        "write | instance writes | instance bytes (largest) | bytes written per item | s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {run['items']:,} | {run['statements']:,} | {run['statements_per_item']:.2f} | "
+            f"{run['item_writes']:,} | {run['item_bytes_per_item']:.0f} | "
+            f"{run['largest_item_write']:,} | {run['instance_writes']} | "
+            f"{run['instance_bytes']:,} ({run['largest_instance_write']:,}) | "
+            f"{run['bytes_per_item']:.0f} | {run['seconds']:.2f} |"
+            for run in found
+        ],
+    ]
+
+
+def budget(found: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    """A write per item bounded: bytes and statements per item at the largest size within
+    1.5x of the smallest size's, and the instance written a fixed number of times."""
+    first, last = found[0], found[-1]
+    bytes_ratio = last["item_bytes_per_item"] / first["item_bytes_per_item"]
+    statements_ratio = last["statements_per_item"] / first["statements_per_item"]
+    return [
+        (
+            f"map: item bytes per item at {last['items']:,} ≤ 1.5x at {first['items']:,}",
+            f"{bytes_ratio:.2f}x",
+            bytes_ratio <= 1.5,
+        ),
+        (
+            f"map: statements per item at {last['items']:,} ≤ 1.5x at {first['items']:,}",
+            f"{statements_ratio:.2f}x",
+            statements_ratio <= 1.5,
+        ),
+        (
+            "map: instance writes independent of the list's length",
+            f"{first['instance_writes']} and {last['instance_writes']}",
+            first["instance_writes"] == last["instance_writes"],
+        ),
+    ]
