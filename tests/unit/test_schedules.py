@@ -161,7 +161,9 @@ def test_paused_ticks_never_run_and_resuming_counts_from_then() -> None:
     worker.run_once()
     assert started(storage) == []  # the 7th and 8th fell while paused
     [state] = scheduler.states("default", storage).values()
-    assert not state.paused and state.since == clock.now and state.last_tick is None
+    assert not state.paused
+    assert state.since == clock.now
+    assert state.last_tick is None
     clock.now = datetime(2025, 1, 9, 1, 0, tzinfo=UTC)
     worker.run_once()
     [instance] = started(storage)
@@ -176,9 +178,11 @@ def test_trigger_starts_now_and_leaves_the_ticks_alone() -> None:
     first = scheduler.trigger("nightly", storage)
     clock.now = START + timedelta(seconds=1)
     second = scheduler.trigger("nightly", storage)
-    assert first.new and second.new and first.instance_id != second.instance_id
+    assert first.new
+    assert second.new
+    assert first.instance_id != second.instance_id
     assert len(started(storage)) == 2
-    with pytest.raises(ScheduleError, match="no schedule named 'nope'.*'nightly'"):
+    with pytest.raises(ScheduleError, match=r"no schedule named 'nope'.*'nightly'"):
         scheduler.trigger("nope", storage)
 
 
@@ -192,7 +196,8 @@ def test_backfill_starts_each_tick_of_a_range_once(
     drain()
     again = scheduler.backfill("nightly", storage, begin, end)
     assert [s.tick.day for s in first] == [1, 2, 3, 4]
-    assert all(s.new for s in first) and not any(s.new for s in again)
+    assert all(s.new for s in first)
+    assert not any(s.new for s in again)
     assert len(started(storage)) == 4
     with pytest.raises(ScheduleError, match="not a range in the past"):
         scheduler.backfill("nightly", storage, end, begin)
@@ -251,7 +256,8 @@ def test_schedule_problems_name_what_is_wrong(change: dict[str, Any], kind: str)
     base = {"name": "nightly", "workflow": Nightly.path(), "cron": "0 2 * * *"}
     problems = schedule_problems(Schedule(**{**base, **change}))
     assert [found[0] for found in problems] == [kind]
-    assert "'nightly'" in problems[0][1] and problems[0][2]
+    assert "'nightly'" in problems[0][1]
+    assert problems[0][2]
 
 
 def test_a_good_schedule_has_no_problems() -> None:
