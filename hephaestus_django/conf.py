@@ -361,7 +361,12 @@ def scheduler() -> Scheduler:
     that can run, with the configured runner. A schedule with a problem (the system checks
     report it) is left out, with an error logged: nothing of it starts."""
     runnable = []
-    for schedule in schedule_settings().values():
+    try:
+        configured = schedule_settings()
+    except InvalidScheduleError as error:
+        logger.error("no schedule runs: %s", error)
+        configured = {}
+    for schedule in configured.values():
         problems = schedule_problems(schedule)
         if schedule.storage not in storages.settings:
             problems.append(("storage", f"no storage named {schedule.storage!r}", ""))
