@@ -151,3 +151,31 @@ def test_the_command_pauses_resumes_triggers_and_backfills(settings: Any) -> Non
         command("backfill", "nightly", "--from", "2025-01-03", "--to", "2025-01-01")
     with pytest.raises(CommandError):
         command("backfill", "nightly", "--from", "yesterday", "--to", "2025-01-01")
+
+
+def test_the_admin_lists_schedules_and_operates_them_with_permission(
+    settings: Any, admin_client: Any, client: Any, django_user_model: Any
+) -> None:
+    settings.HEPHAESTUS = {"SCHEDULES": nightly()}
+    since(days=1.01)
+    run_once()
+    [instance] = started()
+    page = admin_client.get("/admin/hephaestus_django/schedulerecord/").content.decode()
+    assert "0 2 * * * (Europe/Berlin)" in page
+    assert f"/admin/hephaestus_django/workflowinstance/{instance.id}/change/" in page
+    assert f"?workflow={Scheduled.path()}" in page
+    changelist = "/admin/hephaestus_django/schedulerecord/"
+    admin_client.post(changelist, {"action": "pause", "_selected_action": ["nightly"]})
+    assert ScheduleRecord.objects.get(name="nightly").paused
+    admin_client.post(changelist, {"action": "trigger", "_selected_action": ["nightly"]})
+    assert len(started()) == 2
+    # a user who may view but not operate sees no actions, and cannot post one
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    viewer.user_permissions.add(Permission.objects.get(codename="view_schedulerecord"))
+    client.force_login(viewer)
+    page = client.get(changelist).content.decode()
+    assert "Pause the selected" not in page
+    client.post(changelist, {"action": "resume", "_selected_action": ["nightly"]})
+    assert ScheduleRecord.objects.get(name="nightly").paused
