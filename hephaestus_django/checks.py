@@ -70,6 +70,7 @@ from hephaestus_django.conf import (
     SETTING,
     TOP_LEVEL_KEYS,
     InvalidBackendError,
+    InvalidScheduleError,
     build_backend,
     hephaestus_setting,
     runner_settings,
@@ -212,10 +213,12 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     leaves out a schedule with any of them, and ``hephaestus_worker`` does not start."""
     where = f"settings.{SETTING}['SCHEDULES']"
     try:
-        schedules = schedule_settings()
         entries = storage_settings()
-    except InvalidBackendError as error:
+        schedules = schedule_settings()
+    except InvalidScheduleError as error:
         return [_reported(error, where)]
+    except InvalidBackendError:  # the setting itself, or STORAGES: check_settings reports it
+        return []
     messages: list[CheckMessage] = []
     built = _built_storages()
     for name, schedule in schedules.items():
