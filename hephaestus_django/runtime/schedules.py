@@ -27,8 +27,9 @@ purpose.
 
 The cron expressions are read by croniter (five fields, or six with seconds; ``@daily`` and the
 other nicknames), in the schedule's time zone, so ``0 2 * * *`` in ``Europe/Berlin`` is 02:00 in
-Berlin, summer and winter. A tick at a wall-clock time that a daylight-saving change skips does
-not happen that day.
+Berlin, summer and winter. Around daylight-saving changes croniter moves a tick in the skipped
+hour to its end (02:30 becomes 03:00) and gives a tick in the repeated hour twice, once per
+offset: two ticks, two instances.
 """
 
 from __future__ import annotations

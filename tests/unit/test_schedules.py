@@ -276,3 +276,19 @@ def test_a_broken_schedule_does_not_stop_the_others(caplog: pytest.LogCaptureFix
     [instance] = started(storage)
     assert instance.runtime_metadata["schedule"]["name"] == "nightly"
     assert "schedule 'broken'" in caplog.text
+
+
+def test_daylight_saving_changes_as_the_guide_says() -> None:
+    schedule = nightly(cron="30 2 * * *")
+    autumn = schedule.ticks_between(
+        datetime(2025, 10, 25, 12, tzinfo=UTC), datetime(2025, 10, 26, 12, tzinfo=UTC)
+    )
+    assert [tick.isoformat() for tick in autumn] == [
+        "2025-10-26T02:30:00+02:00",
+        "2025-10-26T02:30:00+01:00",
+    ]
+    assert len({tick_id("nightly", tick) for tick in autumn}) == 2
+    spring = schedule.ticks_between(
+        datetime(2025, 3, 29, 12, tzinfo=UTC), datetime(2025, 3, 30, 12, tzinfo=UTC)
+    )
+    assert [tick.isoformat() for tick in spring] == ["2025-03-30T03:00:00+02:00"]
