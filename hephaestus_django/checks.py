@@ -23,6 +23,16 @@ first request. A check never raises: whatever is wrong becomes a message.
 ``hephaestus.E014``        Django Tasks: the backend refuses the dispatcher's queue name or
                            priority
 ``hephaestus.E015``        ``TELEMETRY`` is not True or False
+``hephaestus.E030``        ``SCHEDULES`` is not a dict of name -> dict, or an entry has an
+                           unknown key or lacks ``WORKFLOW`` or ``CRON``
+``hephaestus.E031``        a schedule's ``CRON`` is not a valid cron expression
+``hephaestus.E032``        a schedule's ``TIMEZONE`` is not a known time zone
+``hephaestus.E033``        a schedule's ``WORKFLOW`` is not a registered workflow
+``hephaestus.E034``        a schedule's ``CONTEXT`` cannot be stored
+``hephaestus.E035``        a schedule's ``KEY`` template does not make a business key
+``hephaestus.E036``        a schedule's ``MISSED`` or ``CATCH_UP_LIMIT`` is not allowed
+``hephaestus.E037``        a schedule's ``STORAGE`` is not a configured storage that keeps
+                           schedules
 ``hephaestus.W001``        no storage is named ``"default"`` (``Workflow.start()`` uses it)
 ``hephaestus.W002``        enqueueing does not join a storage's transaction: the storage is on
                            another database alias than the queue's jobs (for Django Tasks,
@@ -60,11 +70,15 @@ from hephaestus_django.conf import (
     SETTING,
     TOP_LEVEL_KEYS,
     InvalidBackendError,
+    InvalidScheduleError,
     build_backend,
     hephaestus_setting,
     runner_settings,
+    schedule_settings,
     storage_settings,
 )
+from hephaestus_django.runtime.contract import ScheduleTable
+from hephaestus_django.runtime.schedules import schedule_problems
 
 TAG = "hephaestus"
 
@@ -178,6 +192,60 @@ def _check_storages() -> list[CheckMessage]:
                 id="hephaestus.W001",
             )
         )
+    return messages
+
+
+SCHEDULE_CHECKS = {
+    "cron": 31,
+    "timezone": 32,
+    "workflow": 33,
+    "context": 34,
+    "key": 35,
+    "missed": 36,
+}
+"""Each kind of :func:`~hephaestus_django.runtime.schedules.schedule_problems`, and its check."""
+
+
+@register(TAG)
+def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every schedule of ``HEPHAESTUS["SCHEDULES"]``: its shape, expression, time zone,
+    workflow, context, key template, missed-ticks policy and storage (E030-E037). A worker
+    leaves out a schedule with any of them, and ``hephaestus_worker`` does not start."""
+    where = f"settings.{SETTING}['SCHEDULES']"
+    try:
+        entries = storage_settings()
+        schedules = schedule_settings()
+    except InvalidScheduleError as error:
+        return [_reported(error, where)]
+    except InvalidBackendError:  # the setting itself, or STORAGES: check_settings reports it
+        return []
+    messages: list[CheckMessage] = []
+    built = _built_storages()
+    for name, schedule in schedules.items():
+        here = f"{where}[{name!r}]"
+        for kind, message, hint in schedule_problems(schedule):
+            messages.append(_error(SCHEDULE_CHECKS[kind], message, f"{hint} {DOCS}", here))
+        alias = schedule.storage
+        if not isinstance(alias, str) or alias not in entries:
+            known = ", ".join(map(repr, entries))
+            messages.append(
+                _error(
+                    37,
+                    f"schedule {name!r}: STORAGE {alias!r} is not a configured storage.",
+                    f"{_did_you_mean(str(alias), entries)}Configured: {known}. {DOCS}",
+                    here,
+                )
+            )
+        elif alias in built and not isinstance(built[alias], ScheduleTable):
+            messages.append(
+                _error(
+                    37,
+                    f"schedule {name!r}: storage {alias!r} ({type(built[alias]).__name__}) "
+                    "keeps no schedules' state.",
+                    f"Use a DjangoStorage (or InMemoryStorage in tests). {DOCS}",
+                    here,
+                )
+            )
     return messages
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,12 +39,32 @@ from django.utils.module_loading import import_string
 
 from hephaestus_django.core.errors import BackendNotConfigured
 from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.schedules import (
+    DEFAULT_CATCH_UP_LIMIT,
+    DEFAULT_KEY,
+    Schedule,
+    Scheduler,
+    schedule_problems,
+)
 from hephaestus_django.runtime.verbs import Runner
+
+logger = logging.getLogger("hephaestus_django.schedules")
 
 SETTING = "HEPHAESTUS"
 DEFAULT_STORAGE_BACKEND = "hephaestus_django.storage.DjangoStorage"
 DEFAULT_RUNNER_BACKEND = "hephaestus_django.runtime.LocalRunner"
-TOP_LEVEL_KEYS = ("STORAGES", "RUNNER", "TELEMETRY")
+TOP_LEVEL_KEYS = ("STORAGES", "RUNNER", "TELEMETRY", "SCHEDULES")
+SCHEDULE_KEYS = (
+    "WORKFLOW",
+    "CRON",
+    "TIMEZONE",
+    "CONTEXT",
+    "KEY",
+    "MISSED",
+    "CATCH_UP_LIMIT",
+    "STORAGE",
+)
+"""The keys of one entry of ``HEPHAESTUS["SCHEDULES"]``; WORKFLOW and CRON are required."""
 BACKEND_KEYS = ("BACKEND", "OPTIONS")
 SETTINGS_DOCS = Path(__file__).resolve().parent / "docs" / "settings.md"
 """The settings reference, shipped inside the package so that an installed copy has it."""
@@ -274,6 +295,88 @@ class StorageHandler(BaseConnectionHandler):  # type: ignore[misc]
 
 storages = StorageHandler()
 """The configured storages, by alias: ``storages["default"]``."""
+
+
+class InvalidScheduleError(InvalidBackendError):
+    """An entry of ``settings.HEPHAESTUS["SCHEDULES"]`` is not a schedule (check E030)."""
+
+
+def schedule_settings() -> dict[str, Schedule]:
+    """``HEPHAESTUS["SCHEDULES"]`` as :class:`~hephaestus_django.runtime.schedules.Schedule`
+    objects, by name (``{}`` when absent). A malformed entry (not a dict, a missing or unknown
+    key) raises :class:`InvalidScheduleError`; what its values mean is checked by
+    :func:`~hephaestus_django.runtime.schedules.schedule_problems`."""
+    configured = hephaestus_setting().get("SCHEDULES")
+    if configured is None:
+        return {}
+    where = f"settings.{SETTING}['SCHEDULES']"
+    if not isinstance(configured, Mapping):
+        raise InvalidScheduleError(
+            f"{where} must be a dict of name -> {{'WORKFLOW': ..., 'CRON': ...}}, "
+            f"not {type(configured).__name__}.",
+            check_id="hephaestus.E030",
+            hint=f"For example {{'nightly': {{'WORKFLOW': 'reports.workflows.Nightly', "
+            f"'CRON': '0 2 * * *'}}}}. {DOCS}",
+        )
+    built: dict[str, Schedule] = {}
+    for name, entry in configured.items():
+        here = f"{where}[{name!r}]"
+        bad_name = not isinstance(name, str) or not name or len(name) > 255
+        if bad_name or not isinstance(entry, Mapping):
+            raise InvalidScheduleError(
+                f"{here} must be a non-empty name (at most 255 characters) -> a dict, "
+                f"not {entry!r}.",
+                check_id="hephaestus.E030",
+                hint=f"Each schedule is {{'WORKFLOW': ..., 'CRON': ..., ...}}. {DOCS}",
+            )
+        unknown = [key for key in entry if key not in SCHEDULE_KEYS]
+        missing = [key for key in ("WORKFLOW", "CRON") if key not in entry]
+        if unknown or missing:
+            said = "; ".join(
+                ([f"unknown key(s) {', '.join(map(repr, unknown))}"] if unknown else [])
+                + ([f"no {' or '.join(missing)}"] if missing else [])
+            )
+            raise InvalidScheduleError(
+                f"{here} is not a schedule: {said}.",
+                check_id="hephaestus.E030",
+                hint=f"The keys are {', '.join(SCHEDULE_KEYS)}; WORKFLOW and CRON are "
+                f"required. {DOCS}",
+            )
+        built[name] = Schedule(
+            name=name,
+            workflow=entry["WORKFLOW"],
+            cron=entry["CRON"],
+            timezone=entry.get("TIMEZONE", "UTC"),
+            context=entry.get("CONTEXT", {}),
+            key=entry.get("KEY", DEFAULT_KEY),
+            missed=entry.get("MISSED", "skip"),
+            catch_up_limit=entry.get("CATCH_UP_LIMIT", DEFAULT_CATCH_UP_LIMIT),
+            storage=entry.get("STORAGE", "default"),
+        )
+    return built
+
+
+def scheduler() -> Scheduler:
+    """A :class:`~hephaestus_django.runtime.schedules.Scheduler` of the configured schedules
+    that can run, with the configured runner. A schedule with a problem (the system checks
+    report it) is left out, with an error logged: nothing of it starts."""
+    runnable = []
+    try:
+        configured = schedule_settings()
+    except InvalidScheduleError as error:
+        logger.error("no schedule runs: %s", error)
+        configured = {}
+    for schedule in configured.values():
+        problems = schedule_problems(schedule)
+        if schedule.storage not in storages.settings:
+            problems.append(("storage", f"no storage named {schedule.storage!r}", ""))
+        if problems:
+            logger.error(
+                "schedule %r is left out: %s", schedule.name, "; ".join(p[1] for p in problems)
+            )
+            continue
+        runnable.append(schedule)
+    return Scheduler(runnable, runner.get())
 
 
 class _RunnerHolder:

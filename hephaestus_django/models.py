@@ -381,6 +381,33 @@ class WorkflowMapItem(models.Model):
         return f"item {self.item_index} of {self.step} in {self.instance_id}"
 
 
+class ScheduleRecord(models.Model):
+    """The state every worker shares of one schedule of ``settings.HEPHAESTUS["SCHEDULES"]``.
+
+    Made by the first worker pass that sees the schedule; written by
+    :mod:`~hephaestus_django.postgres.schedules` only (one statement each). What a schedule does
+    lives in the setting; this row says whether it is paused and which tick ran last, so both
+    hold across restarts and between workers.
+    """
+
+    name = models.CharField(max_length=255, primary_key=True, help_text="The schedule's name.")
+    paused = models.BooleanField(default=False, db_default=False)
+    since = models.DateTimeField(
+        db_default=Now(), help_text="Ticks after this count: when made, or last resumed."
+    )
+    last_tick = models.DateTimeField(null=True, help_text="The latest tick started.")
+    next_due_at = models.DateTimeField(null=True, help_text="The next tick, when last computed.")
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "hephaestus_schedules"
+        verbose_name = "schedule"
+        permissions = [("operate_schedule", "Can pause, resume, trigger and backfill schedules")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class OperationsDashboard(WorkflowInstance):
     """The admin's operations dashboard, as an entry of the admin index (no table of its own).
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hephaestus_django.conf import runner, storages
+from hephaestus_django.conf import runner, scheduler, storages
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.postgres.reconnect import close_obsolete_connections
 from hephaestus_django.postgres.worker_passes import PassRecorder
@@ -41,13 +41,16 @@ def worker(
         # Each pass that worked is recorded (at most every ten seconds) for hephaestus_status
         # and the admin's dashboard: whether any worker runs.
         after_pass=PassRecorder(),
+        # The schedules of settings.HEPHAESTUS["SCHEDULES"] that pass the system checks.
+        scheduler=scheduler(),
     )
 
 
 def run_once(
     storage: str | Iterable[str] | None = None, *, batch_size: int = 100
 ) -> list[Instance]:
-    """Fire every due timer and take over every stalled instance once; return them.
+    """Fire every due timer, take over every stalled instance and start every due tick of the
+    configured schedules, once; return the instances moved on (not the ticks started).
 
     In the storage named ``storage``, several, or (with no name) every configured storage. Each
     gets its pass even if another's fails; the first failure is raised afterwards.

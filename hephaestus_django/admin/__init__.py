@@ -11,8 +11,10 @@ Django's autodiscovery imports ``hephaestus_django.admin``; importing this packa
 - :mod:`~hephaestus_django.admin.operations`: resume, retry and delete.
 - :mod:`~hephaestus_django.admin.forms`: the confirmation pages' forms.
 - :mod:`~hephaestus_django.admin.rows`: rows decoded as storage decodes them, and their storage.
+- :mod:`~hephaestus_django.admin.schedules`: the schedules, with pause, resume and trigger.
 """
 
 from hephaestus_django.admin.model_admin import WorkflowInstanceAdmin
+from hephaestus_django.admin.schedules import ScheduleAdmin
 
-__all__ = ["WorkflowInstanceAdmin"]
+__all__ = ["ScheduleAdmin", "WorkflowInstanceAdmin"]

@@ -313,3 +313,8 @@ class BackendNotConfigured(HephaestusError, LookupError):
     ``settings.HEPHAESTUS``; without Django, call
     ``hephaestus_django.runtime.configure(storages={"default": InMemoryStorage()})``.
     """
+
+
+class ScheduleError(HephaestusError, ValueError):
+    """A schedule cannot do what was asked: it is not configured, or a backfill's range is
+    malformed or too long. The message names the schedule and what to do. Nothing started."""

@@ -461,3 +461,45 @@ WHERE status = 'todo' AND task_name = %s AND args->'payload'->>'instance' = ANY(
 """
 """The payloads of the step jobs of some instances that wait for a worker. ``todo`` rows are
 few (what waits), and procrastinate's partial index on them (``status = 'todo'``) finds them."""
+
+
+# --- schedules' shared state: hephaestus_schedules --------------------------------------------
+
+SCHEDULES_TABLE = "hephaestus_schedules"
+SCHEDULE_COLUMNS = "name, paused, since, last_tick, next_due_at, updated_at"
+# Every configured schedule's row, made where missing (ticks counting from now), in one
+# statement: the CTE's insert is not visible to the outer SELECT of the same statement, so each
+# name comes back once, from the insert or from the table. ON CONFLICT DO NOTHING lets
+# concurrent workers make a missing row once.
+SCHEDULE_STATES = f"""
+WITH made AS (
+    INSERT INTO {SCHEDULES_TABLE} (name, paused, since, updated_at)
+    SELECT name, false, statement_timestamp(), statement_timestamp()
+    FROM unnest(%(names)s::text[]) AS name
+    ON CONFLICT (name) DO NOTHING
+    RETURNING {SCHEDULE_COLUMNS}
+)
+SELECT {SCHEDULE_COLUMNS} FROM made
+UNION ALL
+SELECT {SCHEDULE_COLUMNS} FROM {SCHEDULES_TABLE} WHERE name = ANY(%(names)s::text[])
+"""
+# The last tick only moves forward: of workers recording ticks out of order, the latest wins.
+ADVANCE_SCHEDULE = f"""
+UPDATE {SCHEDULES_TABLE}
+SET last_tick = %(tick)s, next_due_at = %(next_due)s, updated_at = statement_timestamp()
+WHERE name = %(name)s AND (last_tick IS NULL OR last_tick < %(tick)s)
+RETURNING name
+"""
+# Pause or resume, making the row if the schedule has none yet. Resuming counts ticks from now:
+# those that fell while it was paused are not run (a backfill runs them on purpose).
+PAUSE_SCHEDULE = f"""
+INSERT INTO {SCHEDULES_TABLE} AS stored (name, paused, since, next_due_at, updated_at)
+VALUES (%(name)s, %(paused)s, statement_timestamp(), %(next_due)s, statement_timestamp())
+ON CONFLICT (name) DO UPDATE SET
+    paused = excluded.paused,
+    since = CASE WHEN excluded.paused THEN stored.since ELSE statement_timestamp() END,
+    next_due_at = excluded.next_due_at,
+    updated_at = statement_timestamp()
+WHERE stored.paused IS DISTINCT FROM excluded.paused
+RETURNING name
+"""

@@ -58,7 +58,7 @@ from hephaestus_django.core.errors import (
     StaleInstanceError,
 )
 from hephaestus_django.core.instance import Instance, instance_key
-from hephaestus_django.postgres import map_items
+from hephaestus_django.postgres import map_items, schedules
 from hephaestus_django.postgres.cursors import fetch_all, fetch_one
 from hephaestus_django.postgres.reconnect import again, dropped
 from hephaestus_django.postgres.sql import (
@@ -81,7 +81,7 @@ from hephaestus_django.postgres.sql import (
 )
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import DatabaseClock
-from hephaestus_django.runtime.contract import MapItemState
+from hephaestus_django.runtime.contract import MapItemState, ScheduleState
 from hephaestus_django.runtime.document import (
     StoredRow,
     decode_claimed,
@@ -376,6 +376,18 @@ class DjangoStorage:
             self.get(key)
             return None
         return from_row(stored_row(found))
+
+    def schedule_states(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        """One statement (:data:`~hephaestus_django.postgres.sql.SCHEDULE_STATES`)."""
+        return schedules.schedule_states(self.using, names)
+
+    def advance_schedule(self, name: str, tick: datetime, next_due: datetime | None) -> bool:
+        """One statement (:data:`~hephaestus_django.postgres.sql.ADVANCE_SCHEDULE`)."""
+        return schedules.advance_schedule(self.using, name, tick, next_due)
+
+    def pause_schedule(self, name: str, paused: bool, next_due: datetime | None) -> bool:
+        """One statement (:data:`~hephaestus_django.postgres.sql.PAUSE_SCHEDULE`)."""
+        return schedules.pause_schedule(self.using, name, paused, next_due)
 
     def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)

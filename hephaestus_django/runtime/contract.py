@@ -76,16 +76,20 @@ not in its state (:class:`MapItems`): a map of 10,000 items then costs a write o
 size per item, not one of the whole list's. Both storages offer it; the records go with their
 instance when it is deleted.
 
+A storage that keeps schedules' state offers :class:`ScheduleTable`: one small record per
+schedule name (paused or not, the last tick started, when ticks count from, the next tick
+due), shared by every worker, so that pausing and the ticks already handled survive restarts.
+
 The test-suite in ``tests/contract`` runs against every backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 from uuid import UUID
 
 from hephaestus_django.core.instance import Instance
@@ -256,4 +260,38 @@ class MapItems(Protocol):
 
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
         """The results of the done items of ``step``, in index order."""
+
+
+class ScheduleState(NamedTuple):
+    """What every worker shares of one schedule (:mod:`~hephaestus_django.runtime.schedules`)."""
+
+    name: str
+    paused: bool
+    since: datetime
+    """Ticks after this time count: when the record was made, or the schedule last resumed."""
+    last_tick: datetime | None
+    """The latest tick started by a worker (None before the first)."""
+    next_due: datetime | None
+    """The next tick due, as a worker computed it when it last moved the schedule."""
+    updated_at: datetime
+
+
+@runtime_checkable
+class ScheduleTable(Protocol):
+    """The optional part of the storage contract: the state of schedules, by name."""
+
+    def schedule_states(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        """The state of each schedule named; a name without a record gets one, not paused,
+        counting ticks from the storage's now. Concurrent callers get the same record."""
+        ...
+
+    def advance_schedule(self, name: str, tick: datetime, next_due: datetime | None) -> bool:
+        """Record ``tick`` as the schedule's last tick (and ``next_due``), unless a tick as
+        late or later is recorded already; whether it was recorded. The last tick never goes
+        back."""
+        ...
+
+    def pause_schedule(self, name: str, paused: bool, next_due: datetime | None) -> bool:
+        """Pause or resume the schedule (whether it changed). Resuming counts ticks from the
+        storage's now: the ticks that fell while it was paused are not run."""
         ...

@@ -12,7 +12,7 @@ test can move time on by giving it a clock of its own. It passes the same contra
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from hephaestus_django.core.instance import Instance, Running, evolve, instance_
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import utcnow
-from hephaestus_django.runtime.contract import MapItemState
+from hephaestus_django.runtime.contract import MapItemState, ScheduleState
 from hephaestus_django.runtime.document import (
     StoredRow,
     decode_claimed,
@@ -58,6 +58,7 @@ class InMemoryStorage:
         self._clock = clock
         self._map_items: dict[tuple[UUID, str], dict[int, tuple[MapItemState, str | None]]] = {}
         """Each map step's items (:class:`MapItems`): their state, and the result as JSON text."""
+        self._schedules: dict[str, ScheduleState] = {}
 
     def get(self, instance_id: UUID | str) -> Instance:
         key = instance_key(instance_id)
@@ -84,6 +85,35 @@ class InMemoryStorage:
     def now(self) -> datetime:
         """The storage's time: its ``clock``."""
         return self._clock()
+
+    def schedule_states(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        with self._lock:
+            now = self._clock()
+            for name in names:
+                self._schedules.setdefault(name, ScheduleState(name, False, now, None, None, now))
+            return {name: self._schedules[name] for name in names}
+
+    def advance_schedule(self, name: str, tick: datetime, next_due: datetime | None) -> bool:
+        with self._lock:
+            state = self._schedules.get(name)
+            if state is None or (state.last_tick is not None and state.last_tick >= tick):
+                return False
+            self._schedules[name] = state._replace(
+                last_tick=tick, next_due=next_due, updated_at=self._clock()
+            )
+            return True
+
+    def pause_schedule(self, name: str, paused: bool, next_due: datetime | None) -> bool:
+        with self._lock:
+            now = self._clock()
+            state = self._schedules.get(name) or ScheduleState(name, False, now, None, None, now)
+            changed = state.paused != paused
+            if changed:
+                state = state._replace(paused=paused, next_due=next_due, updated_at=now)
+                if not paused:
+                    state = state._replace(since=now)
+            self._schedules[name] = state
+            return changed
 
     def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
         limit = claim_limit(limit)

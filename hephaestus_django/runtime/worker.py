@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from hephaestus_django.core.durations import checked_duration
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.schedules import Scheduler
 from hephaestus_django.runtime.verbs import Runner
 
 logger = logging.getLogger("hephaestus_django.worker")
@@ -41,6 +42,8 @@ class Worker:
     between requests (the Django worker closes connections past ``CONN_MAX_AGE`` there).
     ``after_pass`` is called after each pass that worked, with the storage's name, the storage
     and the instances it moved on (the Django worker records there that a worker runs).
+    ``scheduler``, if given, starts the due ticks of its schedules at each pass on a storage
+    (see :mod:`~hephaestus_django.runtime.schedules`), after the timers and takeovers.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class Worker:
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         before_pass: Callable[[], None] | None = None,
         after_pass: Callable[[str, Storage, list[Instance]], None] | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size!r}")
@@ -71,6 +75,7 @@ class Worker:
         self.max_backoff = max_backoff
         self.before_pass = before_pass
         self.after_pass = after_pass
+        self.scheduler = scheduler
 
     def run_once(self) -> list[Instance]:
         """Handle everything that needs work now in every storage; return what was handled.
@@ -146,6 +151,8 @@ class Worker:
             statuses = Counter(instance.status.value for instance in handled)
             summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
             logger.info("moved %d instance(s) on in %s: now %s", len(handled), name, summary)
+        if self.scheduler is not None:
+            self.scheduler.run_due(name, storage)
         if self.after_pass is not None:
             self.after_pass(name, storage, handled)
         return handled

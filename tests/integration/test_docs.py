@@ -21,6 +21,7 @@ GUIDES = "integration/test_docs_guides.py"
 TUTORIAL = "integration/test_docs_tutorial.py"
 DEPLOYMENT = "integration/test_docs_deployment.py"
 TASKS = "dispatchers/test_tasks.py"
+SCHEDULES = "integration/test_docs_schedules.py"
 
 RUN_BY: dict[tuple[str, str], str] = {
     # Getting started
@@ -51,6 +52,9 @@ RUN_BY: dict[tuple[str, str], str] = {
     ("docs/tutorial.md", "order.status"): f"{TUTORIAL}::test_the_tutorial_runs_on_workers",
     ("docs/tutorial.md", "runserver"): f"{TUTORIAL}::test_the_admin_commands_are_djangos",
     # Guides
+    ("docs/guides/schedules.md", '"nightly-report": {'): f"{SCHEDULES}::test_the_settings_block",
+    ("docs/guides/schedules.md", "hephaestus_schedules list"): f"{SCHEDULES}::test_the_shell_block",
+    ("docs/guides/schedules.md", "class NightlyReport("): f"{SCHEDULES}::test_the_example",
     ("docs/guides/workers.md", "ProcrastinateDispatcher"): f"{GUIDES}::test_procrastinate_settings",
     ("docs/guides/workers.md", "django_tasks_db.DatabaseBackend"): (
         f"{TASKS}::test_the_docs_tasks_settings_pass_the_checks"
@@ -152,7 +156,9 @@ def test_every_check_id_is_documented_with_its_fix() -> None:
 def test_every_command_option_is_documented() -> None:
     page = (DOCS / "reference" / "commands.md").read_text()
     ours = sorted(name for name, app in get_commands().items() if app == "hephaestus_django")
-    assert ours == [f"hephaestus_{n}" for n in ("graph", "prune", "status", "upgrade", "worker")]
+    assert ours == [
+        f"hephaestus_{n}" for n in ("graph", "prune", "schedules", "status", "upgrade", "worker")
+    ]
     for name in ours:
         section = page.split(f"## `{name}`")[1].split("\n## ")[0]
         parser = load_command_class("hephaestus_django", name).create_parser("manage.py", name)

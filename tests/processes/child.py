@@ -38,7 +38,9 @@ def setup() -> None:
             "RUNNER": {
                 "BACKEND": "hephaestus_django.runtime.LocalRunner",
                 "OPTIONS": {"lease": float(os.environ.get("LEASE", "300"))},
-            }
+            },
+            # the schedule tests name theirs
+            "SCHEDULES": json.loads(os.environ.get("SCHEDULES", "{}")),
         },
     )
     django.setup()

@@ -208,3 +208,23 @@ class Stubborn(Workflow):
 
     start = Split
     transitions = {Split: {"ok": CallFlakyService}, CallFlakyService: {"ok": Done}}
+
+
+class Report(Step):
+    """What a scheduled workflow does: records the tick it was started for."""
+
+    events = ("done",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        from hephaestus_django import Event
+
+        return Event(
+            "done", {"tick": instance.runtime_metadata["schedule"]["tick"], "pid": os.getpid()}
+        )
+
+
+class Scheduled(Workflow):
+    """Started by the schedules of the schedule tests."""
+
+    start = Report
+    transitions = {Report: {"done": Done}}
