@@ -70,6 +70,11 @@ it its jobs that way (:class:`~hephaestus_django.runtime.dispatch.JobsForPut`):
 ``QueuedRunner`` then records a step's result and enqueues what it made runnable in one
 statement instead of a transaction of several.
 
+A storage that keeps concurrency slots offers :class:`SlotKeeping` (``admit``, ``release``,
+``admit_waiting``, ``limits``, ``places``; see :mod:`~hephaestus_django.runtime.slots`): the
+runners then honour the steps' :class:`~hephaestus_django.Concurrency` limits. Its ``renew``
+extends the instance's held slots with its lease, and its ``delete`` forgets them.
+
 The test-suite in ``tests/contract`` runs against every backend.
 """
 
@@ -81,7 +86,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
+from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.runtime.slots import LimitUse, Place
 
 
 @runtime_checkable
@@ -206,4 +213,48 @@ class JobsInPut(Protocol):
         a :class:`~hephaestus_django.runtime.dispatch.JobsForPut` dispatcher's
         ``jobs_for_put`` returned for this storage (None: nothing to enqueue). A stale put
         raises ``StaleInstanceError`` and enqueues nothing."""
+        ...
+
+
+@runtime_checkable
+class SlotKeeping(Protocol):
+    """The optional part of the storage contract: concurrency slots, shared by every process.
+
+    Every operation on one limit and key is serialized; see
+    :mod:`~hephaestus_django.runtime.slots` for the rules.
+    """
+
+    def admit(
+        self,
+        instance_id: UUID,
+        step: str,
+        request: SlotRequest,
+        *,
+        priority: int,
+        lease: timedelta,
+    ) -> bool:
+        """Take (or keep, extended by ``lease``) a slot for ``step`` of the instance: True.
+        False when the line or the holders leave no room: the request waits in line (keeping
+        its place when asked again)."""
+        ...
+
+    def release(
+        self, instance_id: UUID, step: str, request: SlotRequest, *, lease: timedelta
+    ) -> list[tuple[UUID, str]]:
+        """Give up the step's slot and admit the next waiters in line, in one transaction:
+        their slots taken for ``lease``, their parked instances woken. Returns them (instance,
+        step dotted path)."""
+        ...
+
+    def admit_waiting(self, *, lease: timedelta) -> list[tuple[UUID, str]]:
+        """The sweep's pass: admit waiters of every limit whose holders' leases lapsed, and
+        forget slots of instances that no longer run."""
+        ...
+
+    def limits(self) -> list[LimitUse]:
+        """Each limit and key in use: its live holders and its waiters."""
+        ...
+
+    def places(self, instance_id: UUID) -> list[Place]:
+        """Where the instance's waiting steps stand in their lines."""
         ...

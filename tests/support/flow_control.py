@@ -1,0 +1,72 @@
+"""Workflows with concurrency limits, for the flow-control tests (unit, contract, processes).
+
+``Gate`` blocks each execution of a limited step until a test opens it, so a test can hold
+slots for as long as it needs and look at who holds them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from hephaestus_django import Concurrency, Context, Done, Instance, Step, Workflow
+
+
+class Gate:
+    """Blocks ``Limited`` executions until opened; counts how many run at once."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.done = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.running -= 1
+            self.done += 1
+
+
+GATE = Gate()
+
+
+class Limited(Step):
+    events = ("ok",)
+    concurrency = Concurrency(2)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
+        GATE.enter()
+        try:
+            GATE.opened.wait(timeout=30)
+        finally:
+            GATE.leave()
+        return "ok"
+
+
+class LimitedFlow(Workflow):
+    start_step = Limited
+    transitions = {Limited: {"ok": Done}}
+
+
+def tenant(context: Context) -> str:
+    return context.initial["tenant"]
+
+
+class PerTenant(Step):
+    events = ("ok",)
+    concurrency = Concurrency(1, key=tenant)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
+        return "ok"
+
+
+class PerTenantFlow(Workflow):
+    start_step = PerTenant
+    transitions = {PerTenant: {"ok": Done}}
