@@ -54,9 +54,9 @@ def with_lease(instance: Instance, owner: str, now: datetime, duration: timedelt
 
     A live lease held by another runner is left alone while there are steps to run: that
     runner executes them. A parked lease (the instance waits for a concurrency slot) is no
-    runner's: whoever moves the instance on takes it. With none (the instance was cancelled, or failed, while that runner
-    executed steps whose results will now be refused), it is released whoever holds it, so a
-    finished instance never keeps a lease.
+    runner's: whoever moves the instance on takes it. With none (the instance was cancelled,
+    or failed, while that runner executed steps whose results will now be refused), it is
+    released whoever holds it, so a finished instance never keeps a lease.
     """
     if not engine.runnable_steps(instance):
         if instance.lease_owner is None:

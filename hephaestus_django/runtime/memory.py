@@ -25,6 +25,7 @@ from hephaestus_django.core.errors import (
     InstanceNotFound,
     StaleInstanceError,
 )
+from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import Instance, Running, evolve, instance_key
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
@@ -37,7 +38,6 @@ from hephaestus_django.runtime.document import (
     to_row,
 )
 from hephaestus_django.runtime.filters import claim_limit, parse_filters
-from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, runs_elsewhere
 from hephaestus_django.runtime.slots import LimitUse, Place, SlotTable, is_parked
 
