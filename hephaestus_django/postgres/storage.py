@@ -472,7 +472,7 @@ def _write_statement(row: StoredRow, state: str) -> tuple[str, list[Any]]:
     ]
 
 
-def _changed(connection: Any, sql: str, params: list[Any]) -> bool:
+def _changed(connection: Any, sql: str, params: list[Any] | dict[str, Any]) -> bool:
     """Execute a statement that changes rows; whether it changed exactly one."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
