@@ -15,10 +15,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 from hephaestus_django.core.engine import Activation, Executed
-from hephaestus_django.core.errors import ConcurrencyKeyError
+from hephaestus_django.core.errors import ConcurrencyKeyError, InvalidInstanceError
 from hephaestus_django.core.flow import SlotRequest, slot_request
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
@@ -32,10 +33,29 @@ PRIORITY_KEY = "hephaestus_priority"
 """Where ``start(..., priority=N)`` keeps an instance's priority, in its runtime metadata."""
 
 
+MAX_PRIORITY = 2**31 - 1
+"""The largest priority (it is stored in an ``integer`` column with each place in line)."""
+
+
 def priority_of(instance: Instance) -> int:
     """The instance's priority (0 unless it was started with one)."""
     value = instance.runtime_metadata.get(PRIORITY_KEY, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    valid = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_PRIORITY
+    return value if valid else 0
+
+
+def with_priority(metadata: Mapping[str, Any] | None, priority: int) -> Mapping[str, Any] | None:
+    """The runtime metadata an instance started with ``priority`` gets (unchanged for 0);
+    ``InvalidInstanceError`` for a priority that is not an int."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+        raise InvalidInstanceError(
+            f"priority must be an int between -{MAX_PRIORITY} and {MAX_PRIORITY}, not {priority!r}"
+        )
+    if priority == 0:
+        return metadata
+    if metadata is not None and not isinstance(metadata, Mapping):
+        return metadata  # refused with its own message when the instance is built
+    return {**(metadata or {}), PRIORITY_KEY: priority}
 
 
 @dataclass

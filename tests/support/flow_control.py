@@ -17,6 +17,9 @@ class Gate:
     """Blocks ``Limited`` executions until opened; counts how many run at once."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.opened = threading.Event()
         self.lock = threading.Lock()
         self.running = 0
@@ -70,3 +73,20 @@ class PerTenant(Step):
 class PerTenantFlow(Workflow):
     start_step = PerTenant
     transitions = {PerTenant: {"ok": Done}}
+
+
+class Ordered(Step):
+    """Records the order its executions start in (one at a time: the limit is 1)."""
+
+    events = ("ok",)
+    concurrency = Concurrency(1, name="ordered")
+    started: list[str] = []
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
+        Ordered.started.append(context.initial["name"])
+        return "ok"
+
+
+class OrderedFlow(Workflow):
+    start_step = Ordered
+    transitions = {Ordered: {"ok": Done}}
