@@ -151,6 +151,9 @@ class QueuedRunner(Runner):
         lapsed; return the instances handled. Runs no step itself."""
         alias = backends.alias_of(storage)
         owner = new_owner()
+        if isinstance(storage, SlotKeeping):  # slots whose holders died: to the next in line
+            admitted = storage.admit_waiting(lease=self.lease)
+            self._enqueue_admitted(admitted, alias, storage)
         claimed_batch = storage.claim(owner, lease=self.lease, limit=limit)
         moment = storage.now()  # after the claim: never earlier than what it found due
         handled = []
