@@ -84,6 +84,7 @@ RUN_BY: dict[tuple[str, str], str] = {
     ("docs/guides/business-keys.md", "class Fulfilment("): f"{GUIDES}::test_business_keys",
     ("docs/guides/versions.md", "class OnboardingV1("): f"{GUIDES}::test_versions_and_upgrades",
     ("docs/guides/retries.md", "class ChargeCard("): f"{GUIDES}::test_retries",
+    ("docs/guides/flow-control.md", "STRIPE = Concurrency("): f"{GUIDES}::test_flow_control",
     ("docs/guides/retries.md", "class FetchRates("): f"{GUIDES}::test_timeouts",
     ("docs/guides/cancelling.md", "Order.cancel(order_id"): f"{GUIDES}::test_cancelling",
     ("docs/guides/observability.md", "@receiver(step_failed)"): f"{GUIDES}::test_signals",
