@@ -114,6 +114,7 @@ def release(
     if not held or not isinstance(storage, SlotKeeping):
         return []
     admitted = []
-    for step, request in held.items():
+    # In one order everywhere: a transaction that frees several slots takes their locks in it.
+    for step, request in sorted(held.items(), key=lambda item: (item[1].name, item[1].key)):
         admitted.extend(storage.release(instance_id, dotted_path(step), request, lease=lease))
     return admitted

@@ -10,7 +10,6 @@ an outcome, with a generous deadline; nothing asserts how long anything took.
 from __future__ import annotations
 
 import signal
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,43 +18,14 @@ import pytest
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.workers import PROCRASTINATE, Workers, all_completed, spawn_workers
+from tests.support.flow_control import TENANTS, most_at_once, sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-TENANTS = ["acme", "globex", "initech", "umbrella", "hooli"]
 
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
     yield from spawn_workers(PROCRASTINATE, tmp_path, lease=3)
-
-
-def most_at_once(intervals: Path) -> dict[tuple[str, str], int]:
-    """For each limit and key, the most executions whose intervals overlapped."""
-    edges: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
-    for line in intervals.read_text().splitlines():
-        limit, key, start, end = line.split()
-        # An end before a start at the same instant: touching intervals do not overlap.
-        edges[(limit, key)] += [(float(start), 1), (float(end), -1)]
-    most = {}
-    for limit_key, points in edges.items():
-        running = peak = 0
-        for _moment, change in sorted(points, key=lambda point: (point[0], point[1])):
-            running += change
-            peak = max(peak, running)
-        most[limit_key] = peak
-    return most
-
-
-def sample(running: Path, seen: dict[str, int]) -> None:
-    """Count the executions running now, per limit (and per tenant), keeping the most seen."""
-    now: dict[str, int] = defaultdict(int)
-    for path in running.iterdir():
-        limit, key = path.name.split("-")[:2]
-        now[limit] += 1
-        now[f"{limit}:{key}"] += 1
-    for name, count in now.items():
-        seen[name] = max(seen.get(name, 0), count)
 
 
 @pytest.mark.slow

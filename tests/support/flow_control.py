@@ -7,7 +7,9 @@ slots for as long as it needs and look at who holds them.
 from __future__ import annotations
 
 import threading
+from collections import defaultdict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hephaestus_django import Concurrency, Context, Done, Instance, Step, Workflow
@@ -90,3 +92,37 @@ class Ordered(Step):
 class OrderedFlow(Workflow):
     start_step = Ordered
     transitions = {Ordered: {"ok": Done}}
+
+
+# --- what the process tests check the limits with (tests.dispatchers.workflows.held) ----------
+
+TENANTS = ["acme", "globex", "initech", "umbrella", "hooli"]
+"""The tenants the process tests spread ``Throttled`` instances over."""
+
+
+def most_at_once(intervals: Path) -> dict[tuple[str, str], int]:
+    """For each limit and key, the most executions whose intervals overlapped."""
+    edges: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
+    for line in intervals.read_text().splitlines():
+        limit, key, start, end = line.split()
+        # An end before a start at the same instant: touching intervals do not overlap.
+        edges[(limit, key)] += [(float(start), 1), (float(end), -1)]
+    most = {}
+    for limit_key, points in edges.items():
+        running = peak = 0
+        for _moment, change in sorted(points, key=lambda point: (point[0], point[1])):
+            running += change
+            peak = max(peak, running)
+        most[limit_key] = peak
+    return most
+
+
+def sample(running: Path, seen: dict[str, int]) -> None:
+    """Count the executions running now, per limit (and per tenant), keeping the most seen."""
+    now: dict[str, int] = defaultdict(int)
+    for path in running.iterdir():
+        limit, key = path.name.split("-")[:2]
+        now[limit] += 1
+        now[f"{limit}:{key}"] += 1
+    for name, count in now.items():
+        seen[name] = max(seen.get(name, 0), count)
