@@ -40,7 +40,8 @@ def _locked(using: str, name: str, key: str, sql: str, params: dict[str, Any]) -
     a new connection if the old one was lost (nothing was committed then)."""
 
     def run(_db: Any) -> list[Any]:
-        with transaction.atomic(using=using):
+        # Inside the caller's transaction, no savepoint: an error there rolls it all back.
+        with transaction.atomic(using=using, savepoint=False):
             connection = connections[using]
             with connection.cursor() as cursor:
                 cursor.execute(SLOT_LOCK, [name, key])
