@@ -24,6 +24,7 @@ from hephaestus_django.core.flow import SlotRequest, slot_request
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.naming import dotted_path
+from hephaestus_django.runtime import events
 from hephaestus_django.runtime.contract import SlotKeeping, Storage
 from hephaestus_django.runtime.logs import about
 
@@ -101,6 +102,7 @@ def admit(
             decided.held[activation.step] = request
         else:
             decided.waiting[activation.step] = request
+            events.throttled(storage, instance, activation.step, request.name, request.key)
     return decided
 
 
