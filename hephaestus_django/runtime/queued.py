@@ -73,7 +73,7 @@ from hephaestus_django.core.errors import (
 from hephaestus_django.core.instance import Instance, evolve, instance_key
 from hephaestus_django.core.steps import Step, step_registry
 from hephaestus_django.runtime import events, tracing
-from hephaestus_django.runtime.admission import Admission, admit, release
+from hephaestus_django.runtime.admission import Admission, admit, priority_of, release
 from hephaestus_django.runtime.config import backends
 from hephaestus_django.runtime.contract import (
     JobsInPut,
@@ -269,7 +269,11 @@ class QueuedRunner(Runner):
             if step is None:
                 continue
             attempt = waiter.attempts.get(step, 0) + 1
-            jobs.append(StepJob(alias, instance_id, path, attempt, trace=trace))
+            jobs.append(
+                StepJob(
+                    alias, instance_id, path, attempt, trace=trace, priority=priority_of(waiter)
+                )
+            )
         if not jobs:
             return
         if self.dispatcher.joins_transaction(storage):
@@ -493,8 +497,16 @@ class QueuedRunner(Runner):
         after = done.after
         fresh = done.runnable if taken_over else done.newly_runnable
         trace = tracing.carrier()
+        priority = priority_of(after)
         steps = [
-            StepJob(alias, after.id, step.path(), after.attempts.get(step, 0) + 1, trace=trace)
+            StepJob(
+                alias,
+                after.id,
+                step.path(),
+                after.attempts.get(step, 0) + 1,
+                trace=trace,
+                priority=priority,
+            )
             for step in after.workflow.graph.sorted(fresh)
         ]
         if taken_over:

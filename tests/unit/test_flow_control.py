@@ -266,3 +266,11 @@ def test_queued_limits_hold_per_key(
     dispatcher.drain()
     assert all(i.status is Status.COMPLETED for i in PerTenantFlow.list())
     assert Limited.concurrency is not None
+
+
+def test_queued_jobs_carry_their_instances_priority(
+    queued: QueuedRunner, dispatcher: InMemoryDispatcher
+) -> None:
+    LimitedFlow.start({}, priority=9)
+    LimitedFlow.start({})
+    assert [job.priority for job in limited_jobs(dispatcher)] == [9, 0]
