@@ -1,7 +1,7 @@
 """Item 11: map steps: what a map of 10, 1,000 and 10,000 items writes, per item.
 
 ``LocalRunner`` + ``DjangoStorage``; a workflow whose map charges each line of
-``context.initial["lines"]`` (``concurrency = 10``; each item returns a 2-key dict), then ends.
+``context.initial["lines"]`` (``in_flight = 10``; each item returns a 2-key dict), then ends.
 Every statement of every connection (the runner's and the map's item threads') is counted
 through an ``execute_wrapper`` installed on each connection as it is made, with the bytes of
 data each write carries (its parameters: the state's JSON text, an item's result), split by the
@@ -40,7 +40,7 @@ class BenchLine(MapItem):
 
 class BenchLines(Map):
     each = BenchLine
-    concurrency = 10
+    in_flight = 10
 
     def over(self, context: Context) -> Any:
         return context.initial["lines"]
@@ -138,7 +138,7 @@ def run(sizes: tuple[int, ...] = SIZES) -> list[dict[str, Any]]:
 def lines(found: list[dict[str, Any]]) -> list[str]:
     """The markdown of item 11."""
     return [
-        "LocalRunner + DjangoStorage, `concurrency = 10`, each item's result a 2-key dict. "
+        "LocalRunner + DjangoStorage, `in_flight = 10`, each item's result a 2-key dict. "
         "Bytes: the data (parameters) of the writes; statements: every statement of every "
         "connection. The instance's writes carry the list itself (the items come from the "
         "initial context) and, at the join, the results.",

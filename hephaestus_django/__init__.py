@@ -31,6 +31,7 @@ _EXPORTS = {
     "Async": "hephaestus_django.core.outcomes",
     "Route": "hephaestus_django.core.graph",
     "Retry": "hephaestus_django.core.policies",
+    "Concurrency": "hephaestus_django.core.flow",
     "Upgrade": "hephaestus_django.core.upgrades",
     "KeyScope": "hephaestus_django.core.keys",
     "Status": "hephaestus_django.core.status",
@@ -40,6 +41,7 @@ _EXPORTS = {
     "HephaestusError": "hephaestus_django.core.errors",
     "WorkflowDefinitionError": "hephaestus_django.core.errors",
     "StepDefinitionError": "hephaestus_django.core.errors",
+    "ConcurrencyKeyError": "hephaestus_django.core.errors",
     "UnknownWorkflowError": "hephaestus_django.core.errors",
     "InvalidInstanceError": "hephaestus_django.core.errors",
     "EngineError": "hephaestus_django.core.errors",
@@ -77,6 +79,8 @@ __all__ = [
     "Async",
     "BackendNotConfigured",
     "Child",
+    "Concurrency",
+    "ConcurrencyKeyError",
     "Context",
     "CorruptInstanceError",
     "Debug",
@@ -146,6 +150,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.children import Child
     from hephaestus_django.core.errors import (
         BackendNotConfigured,
+        ConcurrencyKeyError,
         CorruptInstanceError,
         DuplicateInstanceError,
         EngineError,
@@ -170,6 +175,7 @@ if TYPE_CHECKING:
         UpgradeError,
         WorkflowDefinitionError,
     )
+    from hephaestus_django.core.flow import Concurrency
     from hephaestus_django.core.graph import Route
     from hephaestus_django.core.instance import Context, Instance
     from hephaestus_django.core.keys import KeyScope

@@ -408,6 +408,46 @@ class ScheduleRecord(models.Model):
         return self.name
 
 
+class Slot(models.Model):
+    """A holder of one of a concurrency limit's slots, or a waiter in line for one.
+
+    Written and read only by :mod:`~hephaestus_django.postgres.slots` (every operation on one
+    limit and key under a transaction-scoped advisory lock); see
+    :mod:`~hephaestus_django.runtime.slots` for the rules. The limit's number is the code's,
+    copied onto each row as ``capacity`` when the row is written: a changed limit takes effect
+    at the next deploy, without a migration.
+    """
+
+    name = models.CharField(max_length=255, help_text="The limit: its name, or the step's path.")
+    key = models.CharField(max_length=200, blank=True, help_text="The key (e.g. a tenant).")
+    instance_id = models.UUIDField(help_text="The instance whose step holds or waits.")
+    step = models.CharField(max_length=255, help_text="The step's dotted path.")
+    state = models.CharField(max_length=16, help_text="'holding' or 'waiting'.")
+    priority = models.IntegerField(default=0, help_text="Higher is admitted first.")
+    capacity = models.IntegerField(help_text="The limit's number when the row was written.")
+    enqueued_at = models.DateTimeField(help_text="When it joined the line (or took the slot).")
+    acquired_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="A holder's lease: its slot is free after it."
+    )
+
+    class Meta:
+        db_table = "hephaestus_slots"
+        verbose_name = "concurrency slot"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name", "key", "instance_id", "step"], name="hephaestus_slots_holder"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["name", "key", "state"], name="hephaestus_slots_line"),
+            models.Index(fields=["instance_id"], name="hephaestus_slots_instance"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.state} {self.name} {self.key!r}: {self.instance_id} {self.step}"
+
+
 class OperationsDashboard(WorkflowInstance):
     """The admin's operations dashboard, as an entry of the admin index (no table of its own).
 

@@ -35,6 +35,8 @@ connects to one workflow's instances), and these keyword arguments:
                           ``compensation``
 ``step_retried``          ``step`` runs again as ``attempt`` at ``retry_at`` (its retry
                           policy), or at once (``Workflow.retry``, ``retry_at`` None)
+``step_throttled``        ``step`` is over its concurrency limit and waits in line:
+                          ``limit``, ``key`` (each time a runner finds it so)
 ========================  ==========================================================
 
 **When.** A signal is sent once the write that recorded the change has committed, in the
@@ -83,6 +85,8 @@ step_failed = Signal()
 """An attempt of a step (or of its compensation) failed."""
 step_retried = Signal()
 """A failed step will run again."""
+step_throttled = Signal()
+"""A step is over its concurrency limit: it waits in line for a slot."""
 
 SIGNALS: dict[type[events.LifecycleEvent], Signal] = {
     events.InstanceStarted: instance_started,
@@ -94,6 +98,7 @@ SIGNALS: dict[type[events.LifecycleEvent], Signal] = {
     events.StepCompleted: step_completed,
     events.StepFailed: step_failed,
     events.StepRetried: step_retried,
+    events.StepThrottled: step_throttled,
 }
 """Which signal each lifecycle event is sent as (the metrics-only events have none)."""
 _SIGNALS = tuple(SIGNALS.values())

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from django.db import DEFAULT_DB_ALIAS
 from django.utils.safestring import SafeString, mark_safe
 
 from hephaestus_django.core.engine import COMPENSATED, retry_policy
@@ -29,9 +30,11 @@ from hephaestus_django.core.instance import (
     HistoryEntry,
     Instance,
 )
+from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition, resolve_workflow
 from hephaestus_django.diagram import build_diagram, progress_of, render_svg
 from hephaestus_django.models import WorkflowInstance
+from hephaestus_django.postgres import slots
 from hephaestus_django.postgres.storage import parse_state
 from hephaestus_django.runtime.document import from_row
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX
@@ -64,6 +67,9 @@ class InstancePage:
     worker's job marked, each with where it runs and since when."""
     queued: list[StepRow] = field(default_factory=list)
     """Runnable steps whose job has not started yet (``QueuedRunner`` only)."""
+    in_line: list[StepRow] = field(default_factory=list)
+    """Runnable steps waiting in line for a concurrency slot, each with why ("3rd in line for
+    stripe, key acme")."""
     on_queue: bool = False
     completed: list[StepRow] = field(default_factory=list)
     configs: list[StepRow] = field(default_factory=list)
@@ -100,6 +106,7 @@ def instance_page(row: WorkflowInstance) -> InstancePage:
     except HephaestusError as error:
         graph = _graph(workflow, None)
         return InstancePage(row, None, _explain(error), graph, raw)
+    in_line = _in_line(row, instance)
     return InstancePage(
         row=row,
         instance=instance,
@@ -110,7 +117,8 @@ def instance_page(row: WorkflowInstance) -> InstancePage:
         results=_results(instance),
         history=_history(instance),
         waiting=_waiting(instance),
-        **_runnable(instance),
+        **_runnable(instance, {step.path for step in in_line}),
+        in_line=in_line,
         completed=[_step(s) for s in _sorted(instance, instance.completed_steps)],
         configs=[
             _step(step, config=pretty(config))
@@ -226,12 +234,15 @@ def _undoing(instance: Instance) -> dict[str, Any]:
     }
 
 
-def _runnable(instance: Instance) -> dict[str, Any]:
-    """The page's ``active``, ``queued`` and ``on_queue``: which runnable steps run, and where."""
+def _runnable(instance: Instance, in_line: set[str]) -> dict[str, Any]:
+    """The page's ``active``, ``queued`` and ``on_queue``: which runnable steps run, and where
+    (those waiting ``in_line`` for a concurrency slot are shown apart)."""
     runnable = [
         s
         for s in _sorted(instance, instance.active_steps)
-        if s not in instance.waiting_steps and not (instance.error and s is instance.error.step)
+        if s not in instance.waiting_steps
+        and not (instance.error and s is instance.error.step)
+        and s.path() not in in_line
     ]
     owner = instance.lease_owner or ""
     if not (owner.startswith(QUEUE_OWNER_PREFIX) or instance.running):
@@ -242,6 +253,30 @@ def _runnable(instance: Instance) -> dict[str, Any]:
         "queued": [_step(s) for s in runnable if s not in marks],
         "on_queue": True,
     }
+
+
+def _in_line(row: WorkflowInstance, instance: Instance) -> list[StepRow]:
+    """The steps waiting for a concurrency slot, and where they stand (one statement, only
+    for a running instance)."""
+    if instance.status is not Status.RUNNING:
+        return []
+    graph = instance.workflow.graph.by_path
+    rows = []
+    for place in slots.places(row._state.db or DEFAULT_DB_ALIAS, instance.id):
+        step = graph.get(place.step)
+        key = f", key {place.key}" if place.key else ""
+        why = f"{ordinal(place.position)} in line for {place.name}{key}"
+        name = step.__name__ if step is not None else place.step
+        rows.append(StepRow(name, place.step, {"why": why}))
+    return rows
+
+
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st."""
+    suffix = (
+        "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    )
+    return f"{number}{suffix}"
 
 
 def _waiting(instance: Instance) -> list[StepRow]:

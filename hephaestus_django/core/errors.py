@@ -52,6 +52,14 @@ class StepDefinitionError(HephaestusError):
         super().__init__(message)
 
 
+class ConcurrencyKeyError(HephaestusError):
+    """A step's concurrency key function raised, or returned something other than a
+    non-empty string.
+
+    Recorded on the instance as the step's failure; other instances are not affected.
+    """
+
+
 class UnknownWorkflowError(HephaestusError):
     """A stored name does not match any registered workflow or step class.
 

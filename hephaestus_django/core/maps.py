@@ -8,7 +8,7 @@
 
     class ChargeLines(Map):
         each = ChargeLine
-        concurrency = 10            # at most ten items in flight
+        in_flight = 10              # at most ten items in flight
 
         def over(self, context):
             return context.initial["lines"]
@@ -46,14 +46,14 @@ if TYPE_CHECKING:
 
 RULE_MAP_EACH = "map-each"
 """The rule id of a map whose ``each`` is not a :class:`MapItem` class."""
-RULE_MAP_CONCURRENCY = "map-concurrency"
-"""The rule id of a map whose ``concurrency`` is not a positive int."""
+RULE_MAP_IN_FLIGHT = "map-in-flight"
+"""The rule id of a map whose ``in_flight`` is not a positive int."""
 RULE_MAP_OVER = "map-over"
 """The rule id of a map that does not say what it maps over (``over``)."""
 RULE_MAP_EVENTS = "map-events"
 """The rule id of a map that declares events of its own (it emits ``completed`` only)."""
 
-MAX_CONCURRENCY = 1_000
+MAX_IN_FLIGHT = 1_000
 """The most items a map may declare in flight at once: each is a thread (``LocalRunner``) or
 a job and a database connection."""
 
@@ -78,13 +78,13 @@ class MapItem:
 class Map(Step):
     """A step run once per item of the list :meth:`over` returns (see the module's docstring).
 
-    Subclasses set ``each`` (a :class:`MapItem` class), may set ``concurrency`` (items in
+    Subclasses set ``each`` (a :class:`MapItem` class), may set ``in_flight`` (items in
     flight at once, 10 by default), and implement ``over(self, context)``.
     """
 
     events = ("completed",)
     each: ClassVar[type[MapItem] | None] = None
-    concurrency: ClassVar[int] = 10
+    in_flight: ClassVar[int] = 10
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         _check_map(cls)  # before the step is registered: a refused class leaves no trace
@@ -121,16 +121,16 @@ def _check_map(cls: type[Map]) -> None:
     each = cls.each
     if not (isinstance(each, type) and issubclass(each, MapItem)) or each is MapItem:
         _refuse(cls, RULE_MAP_EACH, f"each must be a MapItem subclass, not {each!r}")
-    concurrency = cls.concurrency
+    in_flight = cls.in_flight
     if (
-        isinstance(concurrency, bool)
-        or not isinstance(concurrency, int)
-        or not 1 <= concurrency <= MAX_CONCURRENCY
+        isinstance(in_flight, bool)
+        or not isinstance(in_flight, int)
+        or not 1 <= in_flight <= MAX_IN_FLIGHT
     ):
         _refuse(
             cls,
-            RULE_MAP_CONCURRENCY,
-            f"concurrency must be an int from 1 to {MAX_CONCURRENCY}, not {concurrency!r}",
+            RULE_MAP_IN_FLIGHT,
+            f"in_flight must be an int from 1 to {MAX_IN_FLIGHT}, not {in_flight!r}",
         )
     if cls.over is Map.over or not callable(cls.over):
         _refuse(cls, RULE_MAP_OVER, "implement over(self, context) to return the items")

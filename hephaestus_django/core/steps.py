@@ -16,6 +16,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hephaestus_django.core.errors import StepDefinitionError
+from hephaestus_django.core.flow import (
+    RULE_CONFLICTING_CONCURRENCY,
+    RULE_MALFORMED_CONCURRENCY,
+    Concurrency,
+    conflicting_declaration,
+)
 from hephaestus_django.core.naming import dotted_path, snake_case
 from hephaestus_django.core.outcomes import Async, StepResult
 from hephaestus_django.core.policies import (
@@ -66,6 +72,9 @@ class Step:
     and its late result is discarded. None: the workflow's ``default_timeout``, and without
     one no bound. Not the ``timeout`` config of ``WaitForEvent``, which bounds a wait for an
     event, not a running call."""
+    concurrency: ClassVar[Concurrency | None] = None
+    """At most how many executions of the step run at once, across every process
+    (:class:`~hephaestus_django.Concurrency`); None: no bound."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -87,6 +96,7 @@ class Step:
             )
         _check_retry(cls)
         _check_timeout(cls)
+        _check_concurrency(cls)
         if cls.terminal and cls.events:
             raise StepDefinitionError(
                 f"terminal step {cls.__qualname__} declares events {cls.events}; "
@@ -175,6 +185,33 @@ def _check_retry(cls: type[Step]) -> None:
             + "; ".join(problems),
             step=cls.__qualname__,
             rule=RULE_MALFORMED_RETRY,
+        )
+
+
+def _check_concurrency(cls: type[Step]) -> None:
+    declared = cls.__dict__.get("concurrency")
+    if declared is None:
+        return
+    problems = (
+        declared.problems()
+        if isinstance(declared, Concurrency)
+        else [f"concurrency must be a Concurrency(...), not {declared!r}"]
+    )
+    if problems:
+        raise StepDefinitionError(
+            f"step {cls.__qualname__}: malformed concurrency ({RULE_MALFORMED_CONCURRENCY}): "
+            + "; ".join(problems),
+            step=cls.__qualname__,
+            rule=RULE_MALFORMED_CONCURRENCY,
+        )
+    other = conflicting_declaration(cls, declared)
+    if other is not None:
+        raise StepDefinitionError(
+            f"step {cls.__qualname__}: the concurrency limit {declared.name!r} is declared "
+            f"by {other} with another number ({RULE_CONFLICTING_CONCURRENCY}); give both "
+            f"steps the same number, or the limits different names",
+            step=cls.__qualname__,
+            rule=RULE_CONFLICTING_CONCURRENCY,
         )
 
 

@@ -46,6 +46,8 @@ from hephaestus_django.core.upgrade_validation import compile_upgrades
 from hephaestus_django.core.upgrades import Upgrade
 from hephaestus_django.core.validation import build_graph
 
+RULE_WORKFLOW_CONCURRENCY = "workflow-concurrency"
+"""The rule id of a workflow declaring ``concurrency``: limits are declared on its steps."""
 RULE_MALFORMED_TAGS = "malformed-tags"
 """The rule id of a workflow whose ``tags`` are not a tuple of short, non-empty strings."""
 MAX_TAG_LENGTH = 64
@@ -129,6 +131,14 @@ class WorkflowDefinition:
                 f"key_scope must be one of {', '.join(map(repr, scopes))}, not {cls.key_scope!r}",
             )
         cls.key_scope = KeyScope(cls.key_scope)
+        if "concurrency" in cls.__dict__:
+            raise WorkflowDefinitionError(
+                name,
+                RULE_WORKFLOW_CONCURRENCY,
+                "concurrency is declared on steps, not on a workflow (a bound on running "
+                "instances is not supported yet): give the steps to bound "
+                "concurrency = Concurrency(...)",
+            )
         cls.tags = checked_tags(name, cls.tags)
         if not isinstance(cls.compensate_on_failure, bool):
             raise WorkflowDefinitionError(

@@ -62,6 +62,7 @@ from hephaestus_django.postgres.sql import (
     HEALTH,
     HOURLY,
     HOURS,
+    LIMIT_USE,
     PER_WORKFLOW,
     QUARANTINED,
     SNAPSHOT_BEGIN,
@@ -71,6 +72,7 @@ from hephaestus_django.postgres.sql import (
 )
 from hephaestus_django.postgres.step_workers import QueueState, configured_queue_state
 from hephaestus_django.postgres.worker_passes import JOBS, SWEEP
+from hephaestus_django.runtime.slots import LimitUse
 
 COUNT_LIMIT = 10_000
 """Rows counted exactly, per status and per question, before an answer becomes "more than"."""
@@ -85,6 +87,8 @@ MESSAGE_CHARS = 200
 QUARANTINED_SHOWN = 5
 """Quarantined instances listed, the most recent first."""
 WORKERS_SHOWN = 10
+LIMITS_SHOWN = 50
+"""Concurrency limits and keys listed (those with the most waiting are not singled out)."""
 """Workers listed, the most recently seen first."""
 STALL_GRACE = timedelta(minutes=1)
 """How long a running instance's lease may have lapsed before it counts as stalled: a worker
@@ -203,6 +207,8 @@ class Snapshot:
     """The step workers' (role ``jobs``) latest records, the most recent first."""
     queue: QueueState | None = None
     """``QueuedRunner``'s queue; None with ``LocalRunner`` (the sweep runs the steps)."""
+    limits: list[LimitUse] = field(default_factory=list)
+    """Each concurrency limit and key in use: its slots held, and its line."""
 
     @property
     def step_worker_seen_at(self) -> datetime | None:
@@ -296,6 +302,16 @@ class Snapshot:
                     "failed": hour.failed.as_json(),
                 }
                 for hour in self.hours
+            ],
+            "concurrency": [
+                {
+                    "limit": use.name,
+                    "key": use.key,
+                    "slots": use.limit,
+                    "in_use": use.holding,
+                    "waiting": use.waiting,
+                }
+                for use in self.limits
             ],
             "errors": {
                 "sampled": self.errors_sampled,
@@ -435,6 +451,8 @@ def snapshot(
         workers = [WorkerSeen(*row) for row in cursor.fetchall()]
         cursor.execute(WORKERS.format(where=where), [JOBS, *params, WORKERS_SHOWN])
         step_workers = [WorkerSeen(*row) for row in cursor.fetchall()]
+        cursor.execute(LIMIT_USE, [LIMITS_SHOWN])
+        limits = [LimitUse(*row) for row in cursor.fetchall()]
         cursor.execute(SNAPSHOT_RESTORE, previous)
     queue = configured_queue_state() if with_queue else None
 
@@ -468,6 +486,7 @@ def snapshot(
         workers=workers,
         step_workers=step_workers,
         queue=queue,
+        limits=limits,
     )
 
 

@@ -44,9 +44,15 @@ SELECT_ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s"
 # statement_timestamp(): the database's time, fixed for the statement (so an index bound), and
 # the statement's own even inside a longer transaction (now() would be the transaction's).
 CLOCK = "SELECT clock_timestamp()"
+# The instance's held concurrency slots are renewed with its lease (hephaestus_slots, below).
 RENEW = f"""
-UPDATE {TABLE} SET lease_expires_at = statement_timestamp() + %s
-WHERE id = %s AND lease_owner = %s
+WITH held AS (
+    UPDATE hephaestus_slots SET expires_at = statement_timestamp() + %(lease)s
+    WHERE instance_id = %(id)s AND state = 'holding'
+      AND EXISTS (SELECT 1 FROM {TABLE} WHERE id = %(id)s AND lease_owner = %(owner)s)
+)
+UPDATE {TABLE} SET lease_expires_at = statement_timestamp() + %(lease)s
+WHERE id = %(id)s AND lease_owner = %(owner)s
 """
 # One statement hands each row to one worker: SKIP LOCKED keeps concurrent workers off the rows
 # another is claiming, and the revision bump makes every write based on an older read stale.
@@ -145,7 +151,11 @@ MARK_RUNNING_RELAXED = MARK_RUNNING.replace(
     "WHERE id = %(id)s",
     "WHERE set_config('synchronous_commit', 'off', true) = 'off' AND id = %(id)s",
 )
-DELETE = f"DELETE FROM {TABLE} WHERE id = %s"
+# A deleted instance's concurrency slots and places in line go with it.
+DELETE = f"""
+WITH slots AS (DELETE FROM hephaestus_slots WHERE instance_id = %(id)s)
+DELETE FROM {TABLE} WHERE id = %(id)s
+"""
 WRITTEN_COLUMNS = "revision, workflow_version, inserted_at, updated_at"
 """What INSERT and UPDATE return (and a statement around either selects from ``written``)."""
 # Only an instance's first write inserts (revision 0: never stored). It inserts unless its id,
@@ -328,6 +338,121 @@ GROUP BY e.type ORDER BY count(*) DESC, max(e.at) DESC LIMIT %(top)s
 WORKERS = """
 SELECT worker, storage, host, pid, started_at, last_pass_at, passes, handled
 FROM hephaestus_worker_passes WHERE role = %s {where} ORDER BY last_pass_at DESC LIMIT %s
+"""
+
+
+# --- concurrency slots: postgres/slots.py (see runtime/slots.py for the rules) --------------
+
+SLOTS = "hephaestus_slots"
+
+# Every operation on one limit and key runs after this, in its transaction: they are
+# serialized, and each statement's snapshot (taken after the lock) sees the ones before it.
+SLOT_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))"
+
+_SAME_SLOT = "instance_id = %(id)s AND step = %(step)s"
+_OF_LIMIT = "name = %(name)s AND key = %(key)s"
+_LIVE_HOLDER = "state = 'holding' AND expires_at > statement_timestamp()"
+_RUNS = f"EXISTS (SELECT 1 FROM {TABLE} i WHERE i.id = w.instance_id AND i.status = 'running')"
+
+# Take (or keep) a slot, or wait in line. Admitted when this step holds a live slot already,
+# or when the live holders and the waiters ahead (of a higher priority, or of the same and
+# earlier in line; a new request is behind every one of its priority) leave room. A waiter
+# keeps its place when asked again; waiters of instances that no longer run do not count.
+ADMIT = f"""
+WITH mine AS (
+    SELECT state, enqueued_at, id, expires_at FROM {SLOTS} WHERE {_OF_LIMIT} AND {_SAME_SLOT}
+), live AS (
+    SELECT count(*) AS n FROM {SLOTS}
+    WHERE {_OF_LIMIT} AND {_LIVE_HOLDER} AND NOT ({_SAME_SLOT})
+), ahead AS (
+    SELECT count(*) AS n FROM {SLOTS} w LEFT JOIN mine m ON m.state = 'waiting'
+    WHERE w.name = %(name)s AND w.key = %(key)s AND w.state = 'waiting'
+      AND NOT (w.instance_id = %(id)s AND w.step = %(step)s)
+      AND (w.priority > %(priority)s OR (w.priority = %(priority)s
+           AND (m.id IS NULL OR (w.enqueued_at, w.id) < (m.enqueued_at, m.id))))
+      AND {_RUNS}
+), decided AS (
+    SELECT COALESCE(
+        (SELECT m.state = 'holding' AND m.expires_at > statement_timestamp() FROM mine m), false
+    ) OR (SELECT n FROM live) + (SELECT n FROM ahead) < %(limit)s AS admitted
+)
+INSERT INTO {SLOTS} AS s
+    (name, key, instance_id, step, state, priority, capacity, enqueued_at, acquired_at,
+     expires_at)
+SELECT %(name)s, %(key)s, %(id)s, %(step)s,
+    CASE WHEN d.admitted THEN 'holding' ELSE 'waiting' END, %(priority)s, %(limit)s,
+    statement_timestamp(),
+    CASE WHEN d.admitted THEN statement_timestamp() END,
+    CASE WHEN d.admitted THEN statement_timestamp() + %(lease)s END
+FROM decided d
+ON CONFLICT (name, key, instance_id, step) DO UPDATE SET
+    state = EXCLUDED.state,
+    capacity = EXCLUDED.capacity,
+    enqueued_at = CASE WHEN s.state = 'waiting' AND EXCLUDED.state = 'waiting'
+        THEN s.enqueued_at ELSE EXCLUDED.enqueued_at END,
+    acquired_at = CASE WHEN s.state = 'holding' AND EXCLUDED.state = 'holding'
+        THEN s.acquired_at ELSE EXCLUDED.acquired_at END,
+    expires_at = EXCLUDED.expires_at
+RETURNING state = 'holding'
+"""
+
+# Give up a slot (none when %(id)s is NULL: the sweep's pass) and admit the next waiters in
+# line while there is room, passing over those whose instance no longer runs; their parked
+# instances are woken (the lease made due, so a worker's claim takes them). One statement, so
+# the freed slot and the admission commit together.
+RELEASE = f"""
+WITH released AS (
+    DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND {_SAME_SLOT}
+), live AS (
+    SELECT count(*) AS n FROM {SLOTS}
+    WHERE {_OF_LIMIT} AND {_LIVE_HOLDER} AND NOT COALESCE({_SAME_SLOT}, false)
+), next AS (
+    SELECT w.id FROM {SLOTS} w
+    WHERE w.name = %(name)s AND w.key = %(key)s AND w.state = 'waiting' AND {_RUNS}
+    ORDER BY w.priority DESC, w.enqueued_at, w.id
+    LIMIT GREATEST(%(limit)s - (SELECT n FROM live), 0)
+), admitted AS (
+    UPDATE {SLOTS} s SET state = 'holding', acquired_at = statement_timestamp(),
+        expires_at = statement_timestamp() + %(lease)s
+    FROM next WHERE s.id = next.id
+    RETURNING s.instance_id, s.step
+), woken AS (
+    UPDATE {TABLE} i SET lease_expires_at = statement_timestamp()
+    FROM admitted a
+    WHERE i.id = a.instance_id AND i.lease_owner LIKE 'parked:%%'
+      AND i.lease_expires_at > statement_timestamp()
+)
+SELECT instance_id, step FROM admitted
+"""
+
+# The sweep: the limits and keys someone waits for (with the largest number in their rows).
+WAITING_LIMITS = f"""
+SELECT name, key, max(capacity) FROM {SLOTS} WHERE state = 'waiting' GROUP BY name, key
+"""
+
+# The sweep: holders whose lease lapsed, and rows of instances that no longer run.
+PURGE_SLOTS = f"""
+DELETE FROM {SLOTS} w
+WHERE (w.state = 'holding' AND w.expires_at <= statement_timestamp()) OR NOT {_RUNS}
+"""
+
+# hephaestus_status and the dashboard: each limit and key in use.
+LIMIT_USE = f"""
+SELECT name, key,
+    count(*) FILTER (WHERE {_LIVE_HOLDER}),
+    count(*) FILTER (WHERE state = 'waiting'),
+    max(capacity)
+FROM {SLOTS} GROUP BY name, key ORDER BY name, key LIMIT %s
+"""
+
+# The admin: where an instance's waiting steps stand in their lines (1: next).
+PLACES = f"""
+SELECT s.step, s.name, s.key, 1 + (
+    SELECT count(*) FROM {SLOTS} w
+    WHERE w.name = s.name AND w.key = s.key AND w.state = 'waiting'
+      AND (-w.priority, w.enqueued_at, w.id) < (-s.priority, s.enqueued_at, s.id)
+)
+FROM {SLOTS} s WHERE s.instance_id = %s AND s.state = 'waiting' ORDER BY s.step
 """
 
 

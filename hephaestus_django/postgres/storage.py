@@ -57,8 +57,9 @@ from hephaestus_django.core.errors import (
     InstanceNotFound,
     StaleInstanceError,
 )
+from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import Instance, instance_key
-from hephaestus_django.postgres import map_items, schedules
+from hephaestus_django.postgres import map_items, schedules, slots
 from hephaestus_django.postgres.cursors import fetch_all, fetch_one
 from hephaestus_django.postgres.reconnect import again, dropped
 from hephaestus_django.postgres.sql import (
@@ -90,6 +91,7 @@ from hephaestus_django.runtime.document import (
     to_row,
 )
 from hephaestus_django.runtime.filters import QueryFilters, claim_limit, parse_filters
+from hephaestus_django.runtime.slots import LimitUse, Place
 
 
 class JobsSQL(NamedTuple):
@@ -393,19 +395,50 @@ class DjangoStorage:
         key = instance_key(instance_id)
         if key is None:
             return False
+        params = {"lease": lease, "id": key, "owner": owner}
         try:
-            return _changed(connections[self.using], RENEW, [lease, key, owner])
+            return _changed(connections[self.using], RENEW, params)
         except DatabaseError as error:
-            return again(self.using, error, lambda db: _changed(db, RENEW, [lease, key, owner]))
+            return again(self.using, error, lambda db: _changed(db, RENEW, params))
+
+    # --- concurrency slots (SlotKeeping): postgres/slots.py --------------------------------
+
+    def admit(
+        self,
+        instance_id: UUID,
+        step: str,
+        request: SlotRequest,
+        *,
+        priority: int,
+        lease: timedelta,
+    ) -> bool:
+        """Two statements in a transaction: the limit's lock, then the admission."""
+        return slots.admit(self.using, instance_id, step, request, priority=priority, lease=lease)
+
+    def release(
+        self, instance_id: UUID, step: str, request: SlotRequest, *, lease: timedelta
+    ) -> list[tuple[UUID, str]]:
+        """Two statements in a transaction (the caller's, if it has one open): the limit's
+        lock, then the release with the next waiters' admission."""
+        return slots.release(self.using, instance_id, step, request, lease=lease)
+
+    def admit_waiting(self, *, lease: timedelta) -> list[tuple[UUID, str]]:
+        return slots.admit_waiting(self.using, lease=lease)
+
+    def limits(self) -> list[LimitUse]:
+        return slots.limits(self.using)
+
+    def places(self, instance_id: UUID) -> list[Place]:
+        return slots.places(self.using, instance_id)
 
     def delete(self, instance_id: UUID | str) -> None:
         key = instance_key(instance_id)
         if key is None:
             return
         try:
-            _changed(connections[self.using], DELETE, [key])
+            _changed(connections[self.using], DELETE, {"id": key})
         except DatabaseError as error:
-            again(self.using, error, lambda db: _changed(db, DELETE, [key]))
+            again(self.using, error, lambda db: _changed(db, DELETE, {"id": key}))
 
     # --- map items (MapItems): rows of workflow_map_items, see postgres/map_items.py ---------
 
@@ -476,7 +509,7 @@ def _write_statement(row: StoredRow, state: str) -> tuple[str, list[Any]]:
     ]
 
 
-def _changed(connection: Any, sql: str, params: list[Any]) -> bool:
+def _changed(connection: Any, sql: str, params: list[Any] | dict[str, Any]) -> bool:
     """Execute a statement that changes rows; whether it changed exactly one."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

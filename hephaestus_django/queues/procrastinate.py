@@ -116,7 +116,8 @@ class ProcrastinateDispatcher:
 
     ``queue``: the procrastinate queue of every job (default ``"hephaestus"``); a worker
     started with ``--queues`` must name it. ``priority``: the procrastinate priority of step
-    jobs (higher runs first; default 0). ``wakeup_priority``: that of wake-up jobs (default:
+    jobs (higher runs first; default 0), to which each job adds its instance's priority
+    (``start(..., priority=N)``). ``wakeup_priority``: that of wake-up jobs (default:
     ``priority``).
     """
 
@@ -203,7 +204,13 @@ class ProcrastinateDispatcher:
 
     def _rows(self, steps: Sequence[StepJob], wakeup: WakeUp | None) -> list[_Job]:
         rows: list[_Job] = [
-            (self.queue, STEP_TASK, self.priority, {"payload": job.payload()}, None)
+            (
+                self.queue,
+                STEP_TASK,
+                _int4(self.priority + job.priority),
+                {"payload": job.payload()},
+                None,
+            )
             for job in steps
         ]
         if wakeup is not None:
@@ -314,3 +321,8 @@ def register_tasks() -> None:
             app.task(name=STEP_TASK)(run_step)
         if WAKE_UP_TASK not in app.tasks:
             app.task(name=WAKE_UP_TASK)(wake_up)
+
+
+def _int4(priority: int) -> int:
+    """``priority`` within procrastinate's ``integer`` column."""
+    return max(-(2**31), min(2**31 - 1, priority))

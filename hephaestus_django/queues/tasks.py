@@ -144,7 +144,11 @@ class TasksDispatcher:
             return
         task = self.task(_step_function)
         for job in jobs:
-            task.enqueue(job.payload())
+            if job.priority:  # the instance's, added to ours, within the Tasks API's bounds
+                bounded = max(MIN_PRIORITY, min(MAX_PRIORITY, self.priority + job.priority))
+                task.using(priority=bounded).enqueue(job.payload())
+            else:
+                task.enqueue(job.payload())
 
     def enqueue_wakeup(self, wakeup: WakeUp) -> None:
         """A :func:`run_wakeup` task with ``run_after`` at the timer's due time.

@@ -80,6 +80,12 @@ A storage that keeps schedules' state offers :class:`ScheduleTable`: one small r
 schedule name (paused or not, the last tick started, when ticks count from, the next tick
 due), shared by every worker, so that pausing and the ticks already handled survive restarts.
 
+
+A storage that keeps concurrency slots offers :class:`SlotKeeping` (``admit``, ``release``,
+``admit_waiting``, ``limits``, ``places``; see :mod:`~hephaestus_django.runtime.slots`): the
+runners then honour the steps' :class:`~hephaestus_django.Concurrency` limits. Its ``renew``
+extends the instance's held slots with its lease, and its ``delete`` forgets them.
+
 The test-suite in ``tests/contract`` runs against every backend.
 """
 
@@ -92,7 +98,9 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 from uuid import UUID
 
+from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.runtime.slots import LimitUse, Place
 
 
 @runtime_checkable
@@ -294,4 +302,47 @@ class ScheduleTable(Protocol):
     def pause_schedule(self, name: str, paused: bool, next_due: datetime | None) -> bool:
         """Pause or resume the schedule (whether it changed). Resuming counts ticks from the
         storage's now: the ticks that fell while it was paused are not run."""
+
+
+@runtime_checkable
+class SlotKeeping(Protocol):
+    """The optional part of the storage contract: concurrency slots, shared by every process.
+
+    Every operation on one limit and key is serialized; see
+    :mod:`~hephaestus_django.runtime.slots` for the rules.
+    """
+
+    def admit(
+        self,
+        instance_id: UUID,
+        step: str,
+        request: SlotRequest,
+        *,
+        priority: int,
+        lease: timedelta,
+    ) -> bool:
+        """Take (or keep, extended by ``lease``) a slot for ``step`` of the instance: True.
+        False when the line or the holders leave no room: the request waits in line (keeping
+        its place when asked again)."""
+        ...
+
+    def release(
+        self, instance_id: UUID, step: str, request: SlotRequest, *, lease: timedelta
+    ) -> list[tuple[UUID, str]]:
+        """Give up the step's slot and admit the next waiters in line, in one transaction:
+        their slots taken for ``lease``, their parked instances woken. Returns them (instance,
+        step dotted path)."""
+        ...
+
+    def admit_waiting(self, *, lease: timedelta) -> list[tuple[UUID, str]]:
+        """The sweep's pass: admit waiters of every limit whose holders' leases lapsed, and
+        forget slots of instances that no longer run."""
+        ...
+
+    def limits(self) -> list[LimitUse]:
+        """Each limit and key in use: its live holders and its waiters."""
+        ...
+
+    def places(self, instance_id: UUID) -> list[Place]:
+        """Where the instance's waiting steps stand in their lines."""
         ...

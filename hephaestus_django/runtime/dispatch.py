@@ -58,6 +58,9 @@ class StepJob:
     trace: Mapping[str, str] | None = field(default=None, compare=False)
     """The trace context of the transition that made the step runnable (W3C ``traceparent``,
     ``tracestate``), when tracing is on: the step's span in the worker is its child."""
+    priority: int = field(default=0, compare=False)
+    """The instance's priority (``start(..., priority=N)``), which a dispatcher passes on to
+    its job engine's priority where it has one; not part of the payload."""
 
     def payload(self) -> dict[str, str]:
         """The JSON object a job engine carries (strings only: every engine can). A first

@@ -175,6 +175,17 @@ class InstanceTakenOver(LifecycleEvent):
     steps: tuple[StepClass, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepThrottled(LifecycleEvent):
+    """``step`` is over its concurrency limit: it waits in line for a slot of ``limit`` under
+    ``key`` (empty for a limit without a key). Told each time a runner finds it over its
+    limit (again after a take-over, or after another wave of its instance), not by a write."""
+
+    name: ClassVar[str] = "step_throttled"
+    limit: str
+    key: str = ""
+
+
 class _Common(TypedDict):
     """The fields every event of one write shares."""
 
@@ -266,6 +277,26 @@ def written(
         storage.on_commit(lambda: deliver(found))  # type: ignore[attr-defined]
     else:
         deliver(found)
+
+
+def throttled(storage: object, instance: Instance, step: StepClass, limit: str, key: str) -> None:
+    """Tell the listeners that ``step`` of ``instance`` waits in line for a slot (after the
+    caller's transaction commits, if there is one)."""
+    if not _interest or not any(wants() for wants in _interest):
+        return
+    event = StepThrottled(
+        instance=instance,
+        instance_id=instance.id,
+        workflow=instance.workflow,
+        version=instance.workflow_version,
+        step=step,
+        limit=limit,
+        key=key,
+    )
+    if isinstance(storage, Transactional):
+        storage.on_commit(lambda: deliver([event]))
+    else:
+        deliver([event])
 
 
 def deliver(events: Sequence[LifecycleEvent]) -> None:

@@ -31,6 +31,7 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.logs import about
+from hephaestus_django.runtime.slots import is_parked
 
 logger = logging.getLogger("hephaestus_django.runner")
 
@@ -52,15 +53,16 @@ def with_lease(instance: Instance, owner: str, now: datetime, duration: timedelt
     """The instance leased to ``owner`` while it has runnable steps, released otherwise.
 
     A live lease held by another runner is left alone while there are steps to run: that
-    runner executes them. With none (the instance was cancelled, or failed, while that runner
-    executed steps whose results will now be refused), it is released whoever holds it, so a
-    finished instance never keeps a lease.
+    runner executes them. A parked lease (the instance waits for a concurrency slot) is no
+    runner's: whoever moves the instance on takes it. With none (the instance was cancelled,
+    or failed, while that runner executed steps whose results will now be refused), it is
+    released whoever holds it, so a finished instance never keeps a lease.
     """
     if not engine.runnable_steps(instance):
         if instance.lease_owner is None:
             return instance
         return evolve(instance, lease_owner=None, lease_expires_at=None)
-    if instance.leased_to_other(owner, now):
+    if instance.leased_to_other(owner, now) and not is_parked(instance.lease_owner):
         return instance
     return evolve(instance, lease_owner=owner, lease_expires_at=now + duration)
 

@@ -3,8 +3,8 @@ at a time, each under the step's retry policy and timeout, each result written o
 
 Whichever runner executes the map step (``LocalRunner`` in its wave, ``QueuedRunner`` in the
 step's job) calls :func:`run_map` in place of the step's ``execute``. It reads the list
-(``over``), then runs the items not done yet on at most ``concurrency`` threads of its own,
-which take the next index from a shared cursor: so memory holds the list and ``concurrency``
+(``over``), then runs the items not done yet on at most ``in_flight`` threads of its own,
+which take the next index from a shared cursor: so memory holds the list and ``in_flight``
 items in flight, never a future per item. Each item's outcome is written to the storage's
 :class:`~hephaestus_django.runtime.contract.MapItems` as it comes (one bounded write per item,
 and one more per failed attempt); the instance itself is not written until the join, which is
@@ -163,7 +163,7 @@ class _MapRun:
 
     def run(self) -> MapItemError | None:
         remaining = len(self.items) - sum(1 for state in self.progress.values() if state.done)
-        threads = min(self.step.concurrency, remaining)
+        threads = min(self.step.in_flight, remaining)
         if self.in_transaction or threads <= 1:
             self._take(own_thread=False)
         else:

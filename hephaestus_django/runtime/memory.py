@@ -25,6 +25,7 @@ from hephaestus_django.core.errors import (
     InstanceNotFound,
     StaleInstanceError,
 )
+from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import Instance, Running, evolve, instance_key
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
@@ -39,6 +40,7 @@ from hephaestus_django.runtime.document import (
 )
 from hephaestus_django.runtime.filters import claim_limit, parse_filters
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, runs_elsewhere
+from hephaestus_django.runtime.slots import LimitUse, Place, SlotTable, is_parked
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class InMemoryStorage:
         self._map_items: dict[tuple[UUID, str], dict[int, tuple[MapItemState, str | None]]] = {}
         """Each map step's items (:class:`MapItems`): their state, and the result as JSON text."""
         self._schedules: dict[str, ScheduleState] = {}
+        self._slots = SlotTable()
 
     def get(self, instance_id: UUID | str) -> Instance:
         key = instance_key(instance_id)
@@ -190,7 +193,69 @@ class InMemoryStorage:
             self._records[record.row.id] = _Record(
                 replace(record.row, lease_expires_at=until), record.text
             )
+            self._slots.renew(record.row.id, until)
             return True
+
+    # --- concurrency slots (SlotKeeping) -----------------------------------------------------
+
+    def admit(
+        self,
+        instance_id: UUID,
+        step: str,
+        request: SlotRequest,
+        *,
+        priority: int,
+        lease: timedelta,
+    ) -> bool:
+        with self._lock:
+            return self._slots.admit(
+                instance_id,
+                step,
+                request,
+                priority=priority,
+                lease=lease,
+                now=self._clock(),
+                running=self._running,
+            )
+
+    def release(
+        self, instance_id: UUID, step: str, request: SlotRequest, *, lease: timedelta
+    ) -> list[tuple[UUID, str]]:
+        with self._lock:
+            now = self._clock()
+            admitted = self._slots.release(
+                instance_id, step, request, lease=lease, now=now, running=self._running
+            )
+            self._wake(admitted, now)
+            return admitted
+
+    def admit_waiting(self, *, lease: timedelta) -> list[tuple[UUID, str]]:
+        with self._lock:
+            now = self._clock()
+            admitted = self._slots.admit_waiting(lease, now, self._running)
+            self._wake(admitted, now)
+            return admitted
+
+    def limits(self) -> list[LimitUse]:
+        with self._lock:
+            return self._slots.usage(self._clock())
+
+    def places(self, instance_id: UUID) -> list[Place]:
+        with self._lock:
+            return self._slots.places(instance_id)
+
+    def _running(self, instance_id: UUID) -> bool:
+        record = self._records.get(instance_id)
+        return record is not None and record.row.status == Status.RUNNING.value
+
+    def _wake(self, admitted: list[tuple[UUID, str]], now: datetime) -> None:
+        """Make the parked leases of admitted instances due; the caller holds the lock."""
+        for instance_id, _step in admitted:
+            record = self._records.get(instance_id)
+            if record is not None and is_parked(record.row.lease_owner):
+                self._records[instance_id] = _Record(
+                    replace(record.row, lease_expires_at=now), record.text
+                )
 
     def _write(self, instance: Instance, row: StoredRow, text: str) -> None:
         """Store ``row`` if ``instance.revision`` is current; the caller holds the lock.
@@ -239,6 +304,7 @@ class InMemoryStorage:
         if key is None:
             return
         with self._lock:
+            self._slots.forget(key)
             record = self._records.pop(key, None)
             self._forget_map_items(key)
             if record is not None and record.row.key_claim is not None:
@@ -274,6 +340,7 @@ class InMemoryStorage:
             self._records.clear()
             self._claims.clear()
             self._map_items.clear()
+            self._slots = SlotTable()
 
     # --- map items (MapItems) ------------------------------------------------------------
 

@@ -61,6 +61,7 @@ from uuid import UUID
 from hephaestus_django.core import engine
 from hephaestus_django.core.durations import checked_duration
 from hephaestus_django.core.effects import Effects, effects, unchanged
+from hephaestus_django.core.engine import Executed
 from hephaestus_django.core.errors import (
     CorruptInstanceError,
     HephaestusError,
@@ -70,7 +71,9 @@ from hephaestus_django.core.errors import (
     UnknownWorkflowError,
 )
 from hephaestus_django.core.instance import Instance, evolve, instance_key
+from hephaestus_django.core.steps import Step, step_registry
 from hephaestus_django.runtime import events, tracing
+from hephaestus_django.runtime.admission import Admission, admit, priority_of, release
 from hephaestus_django.runtime.children import (
     AfterWrite,
     Continuation,
@@ -82,6 +85,7 @@ from hephaestus_django.runtime.children import (
 from hephaestus_django.runtime.config import backends
 from hephaestus_django.runtime.contract import (
     JobsInPut,
+    SlotKeeping,
     StepMarking,
     Storage,
     atomic,
@@ -156,6 +160,9 @@ class QueuedRunner(Runner):
         lapsed; return the instances handled. Runs no step itself."""
         alias = backends.alias_of(storage)
         owner = new_owner()
+        if isinstance(storage, SlotKeeping):  # slots whose holders died: to the next in line
+            admitted = storage.admit_waiting(lease=self.lease)
+            self._enqueue_admitted(admitted, alias, storage)
         claimed_batch = storage.claim(owner, lease=self.lease, limit=limit)
         moment = storage.now()  # after the claim: never earlier than what it found due
         handled = []
@@ -199,6 +206,12 @@ class QueuedRunner(Runner):
     # --- internals ------------------------------------------------------------------------
 
     def _run_step(self, job: StepJob, storage: Storage) -> Instance | None:
+        admission = self._admission(job, storage)
+        if admission is None:
+            return None
+        if admission.refused:  # its concurrency key could not be worked out: its failure
+            failed = admission.refused[0]
+            return self._transition(job.instance_id, storage, _recording(job, failed, storage))
         instance = self._start_step(job, storage)
         if instance is None:
             return None
@@ -214,24 +227,71 @@ class QueuedRunner(Runner):
             result = execute(
                 instance, engine.activation(instance, step), storage, in_transaction=inside
             )
-
-        def record(current: Instance) -> Instance:
-            if not engine.accepts(current, result):
-                logger.info(
-                    "the %s ran, but its result is not recorded: it was recorded already, or "
-                    "the instance is %s",
-                    job,
-                    "compensating" if current.compensating else current.status,
-                    extra=_about_job(job, current),
+        record = _recording(job, result, storage)
+        started = requested([result])
+        if not admission.held:
+            return self._transition(instance.id, storage, record, read=instance, started=started)
+        try:
+            # The result, the slot it frees and the next waiter's job commit together.
+            with atomic(storage):
+                after = self._transition(
+                    instance.id, storage, record, read=instance, started=started
                 )
-                return current
-            applied = engine.apply(current, [result], now=storage.now(), random=random.random)
-            log_retries([result], applied)
-            return applied
+                admitted = release(instance.id, admission.held, storage, self.lease)
+                self._enqueue_admitted(admitted, job.storage, storage)
+        except BaseException:
+            release(instance.id, admission.held, storage, self.lease)
+            raise
+        return after
 
-        return self._transition(
-            instance.id, storage, record, read=instance, started=requested([result])
-        )
+    def _admission(self, job: StepJob, storage: Storage) -> Admission | None:
+        """The slot the job's step needs, taken (or found taken for it when it was enqueued);
+        an empty admission for a step without a limit. None (logged) when the step waits in
+        line: its job comes when a slot is freed for it."""
+        step = _step_class(job.step)
+        if step is None or step.concurrency is None or not isinstance(storage, SlotKeeping):
+            return Admission()
+        current = storage.get(job.instance_id)
+        step = current.workflow.graph.by_path.get(job.step)
+        if step is None or step not in engine.runnable_steps(current):
+            return Admission()  # _start_step says why there is nothing to do
+        decided = admit(current, [engine.activation(current, step)], storage, self.lease)
+        if decided.waiting:
+            logger.info(
+                "the %s waits in line for a concurrency slot; its job comes when one is freed",
+                job,
+                extra=_about_job(job, current),
+            )
+            return None
+        return decided
+
+    def _enqueue_admitted(
+        self, admitted: Sequence[tuple[UUID, str]], alias: str, storage: Storage
+    ) -> None:
+        """Enqueue the jobs of the waiters a release admitted: in its transaction when the
+        dispatcher joins it, else once it commits (a lost one is the sweep's to mend)."""
+        jobs = []
+        trace = tracing.carrier()
+        for instance_id, path in admitted:
+            try:
+                waiter = storage.get(instance_id)
+            except InstanceNotFound:
+                continue
+            step = waiter.workflow.graph.by_path.get(path)
+            if step is None:
+                continue
+            attempt = waiter.attempts.get(step, 0) + 1
+            jobs.append(
+                StepJob(
+                    alias, instance_id, path, attempt, trace=trace, priority=priority_of(waiter)
+                )
+            )
+        if not jobs:
+            return
+        if self.dispatcher.joins_transaction(storage):
+            self._enqueue(jobs, None)
+        else:
+            on_commit(storage, lambda: self._enqueue_after_commit(jobs, None))
 
     def _start_step(self, job: StepJob, storage: Storage) -> Instance | None:
         """The instance with the job's step marked running, where the storage can mark it;
@@ -472,12 +532,21 @@ class QueuedRunner(Runner):
         after = done.after
         fresh = done.runnable if taken_over else done.newly_runnable
         trace = tracing.carrier()
+        priority = priority_of(after)
         steps = [
-            StepJob(alias, after.id, step.path(), after.attempts.get(step, 0) + 1, trace=trace)
+            StepJob(
+                alias,
+                after.id,
+                step.path(),
+                after.attempts.get(step, 0) + 1,
+                trace=trace,
+                priority=priority,
+            )
             for step in after.workflow.graph.sorted(fresh)
         ]
         if taken_over:
             steps = self._not_pending(steps, after)
+        steps = self._admitted(steps, after, storage)
         due = done.due
         wakeup = None
         if (
@@ -487,6 +556,30 @@ class QueuedRunner(Runner):
         ):
             wakeup = WakeUp(alias, after.id, due, trace=trace)
         return steps, wakeup
+
+    def _admitted(
+        self, steps: list[StepJob], instance: Instance, storage: Storage
+    ) -> list[StepJob]:
+        """``steps`` without those of limited steps that must wait in line for a slot: no job
+        that would only wait is enqueued. A step whose concurrency key cannot be worked out
+        keeps its job, which records the failure."""
+        if not steps or instance.compensating or not isinstance(storage, SlotKeeping):
+            return steps
+        kept = []
+        graph = instance.workflow.graph
+        for job in steps:
+            step = graph.by_path[job.step]
+            decided = admit(instance, [engine.activation(instance, step)], storage, self.lease)
+            if decided.waiting:
+                logger.info(
+                    "instance %s: %s waits in line for a concurrency slot",
+                    instance.id,
+                    step.__qualname__,
+                    extra=about(instance, step=job.step),
+                )
+            else:
+                kept.append(job)
+        return kept
 
     def _not_pending(self, steps: list[StepJob], instance: Instance) -> list[StepJob]:
         """``steps`` without those whose job still waits in the queue (where the dispatcher
@@ -614,6 +707,34 @@ def _about_job(job: Job, instance: Instance | None = None) -> InstanceFields:
 def _effects_of(written: Effects | tuple[Instance | None, Instance]) -> Effects:
     """What a write's transition did: as the write said, or worked out from its two ends."""
     return written if isinstance(written, Effects) else effects(*written)
+
+
+def _recording(job: StepJob, result: Executed, storage: Storage) -> Callable[[Instance], Instance]:
+    """The transition that records ``result`` of the job's step, unless it was recorded
+    already or the instance moved on."""
+
+    def record(current: Instance) -> Instance:
+        if not engine.accepts(current, result):
+            logger.info(
+                "the %s ran, but its result is not recorded: it was recorded already, or "
+                "the instance is %s",
+                job,
+                "compensating" if current.compensating else current.status,
+                extra=_about_job(job, current),
+            )
+            return current
+        applied = engine.apply(current, [result], now=storage.now(), random=random.random)
+        log_retries([result], applied)
+        return applied
+
+    return record
+
+
+def _step_class(path: str) -> type[Step] | None:
+    """The step class registered under ``path``; None when there is none."""
+    if path not in step_registry:
+        return None
+    return step_registry.resolve(path)
 
 
 def _without_stale_marks(done: Effects) -> Instance:

@@ -39,8 +39,10 @@ from uuid import UUID
 from hephaestus_django.core import engine
 from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import HephaestusError, InstanceNotFound, StaleInstanceError
-from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.instance import Instance, evolve
+from hephaestus_django.core.naming import dotted_path
 from hephaestus_django.runtime import events, tracing
+from hephaestus_django.runtime.admission import Admission, admit, priority_of, release
 from hephaestus_django.runtime.children import (
     AfterWrite,
     Continuation,
@@ -49,11 +51,17 @@ from hephaestus_django.runtime.children import (
     composes,
     requested,
 )
-from hephaestus_django.runtime.contract import Storage, atomic, in_callers_transaction
+from hephaestus_django.runtime.contract import (
+    SlotKeeping,
+    Storage,
+    atomic,
+    in_callers_transaction,
+)
 from hephaestus_django.runtime.execution import log_retries, reach_ends
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.maps import execute
+from hephaestus_django.runtime.slots import PARKED_PREFIX
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -95,6 +103,8 @@ class LocalRunner(Runner):
         """
         owner = new_owner()
         handled = []
+        if isinstance(storage, SlotKeeping):  # slots whose holders died: to the next in line
+            storage.admit_waiting(lease=self.lease)
         claimed_batch = storage.claim(owner, lease=self.lease, limit=limit)
         # Read after the claim: never earlier than the time the claim found the timers due at.
         moment = storage.now()
@@ -110,14 +120,34 @@ class LocalRunner(Runner):
         return handled
 
     def run(self, instance: Instance, *, storage: Storage, owner: str) -> Instance:
-        """Run waves while ``owner`` holds the lease; persist after each wave."""
+        """Run waves while ``owner`` holds the lease; persist after each wave.
+
+        Steps over their concurrency limit wait in line (:mod:`~hephaestus_django.runtime.
+        admission`); when nothing else is runnable, the instance is parked and left to the
+        worker, which runs it once a slot is freed for it: the caller is never blocked.
+        """
         while instance.lease_owner == owner:
             activations = engine.runnable(instance)
             if not activations:
                 return instance
-            with self._heartbeat.held(storage, instance.id, owner):
-                results = self._execute_wave(instance, activations, storage)
-            instance = self._save_wave(instance, results, storage, owner)
+            admission = admit(instance, activations, storage, self.lease)
+            if not admission.run and not admission.refused:
+                instance, resumed = self._park(instance, storage, owner, admission)
+                if not resumed:
+                    return instance
+                continue
+            try:
+                results = list(admission.refused)
+                if admission.run:
+                    with self._heartbeat.held(storage, instance.id, owner):
+                        results += self._execute_wave(instance, admission.run, storage)
+                # The result and the slots it frees commit together.
+                with atomic(storage) if admission.held else nullcontext():
+                    instance = self._save_wave(instance, results, storage, owner)
+                    release(instance.id, admission.held, storage, self.lease)
+            except BaseException:
+                release(instance.id, admission.held, storage, self.lease)
+                raise
         return instance
 
     def close(self) -> None:
@@ -128,6 +158,54 @@ class LocalRunner(Runner):
         self._heartbeat.stop()
 
     # --- internals ------------------------------------------------------------------------------
+
+    def _park(
+        self, instance: Instance, storage: Storage, owner: str, admission: Admission
+    ) -> tuple[Instance, bool]:
+        """Leave an instance whose runnable steps all wait for slots to the worker: its lease
+        goes to a parked owner for one lease (a backstop), and a release wakes it.
+
+        A release between this runner's ``admit`` and the park's write could not wake it (it
+        was not parked yet), so the waiting steps are asked once more after the write: when
+        one was admitted meanwhile, the runner takes the instance back and goes on (True)."""
+        parked_owner = PARKED_PREFIX + owner
+
+        def park(current: Instance) -> Instance:
+            if current.lease_owner != owner:  # taken over meanwhile: not ours to park
+                return current
+            until = storage.now() + self.lease
+            return evolve(current, lease_owner=parked_owner, lease_expires_at=until)
+
+        instance = self._put_or_update(instance, park, storage)
+        if instance.lease_owner != parked_owner:
+            return instance, False
+        logger.info(
+            "instance %s waits for a concurrency slot (%s)",
+            instance.id,
+            ", ".join(f"{request.name} {request.key!r}" for request in admission.waiting.values()),
+            extra=about(instance),
+        )
+        if not any(
+            isinstance(storage, SlotKeeping)
+            and storage.admit(
+                instance.id,
+                dotted_path(step),
+                request,
+                priority=priority_of(instance),
+                lease=self.lease,
+            )
+            for step, request in admission.waiting.items()
+        ):
+            return instance, False
+
+        def take_back(current: Instance) -> Instance:
+            if current.lease_owner != parked_owner:
+                return current
+            until = storage.now() + self.lease
+            return evolve(current, lease_owner=owner, lease_expires_at=until)
+
+        instance = self._put_or_update(instance, take_back, storage)
+        return instance, instance.lease_owner == owner
 
     def _begin(self, instance: Instance, storage: Storage, now: datetime) -> Instance:
         """Write the new instance under this runner's lease, and run it until it waits or ends."""

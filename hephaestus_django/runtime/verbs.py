@@ -31,6 +31,7 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import tracing
+from hephaestus_django.runtime.admission import with_priority
 from hephaestus_django.runtime.children import AfterWrite, Continuation
 from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.execution import cancelling, resuming, retrying, upgrading
@@ -66,12 +67,15 @@ class Runner(ABC):
         id: UUID | str | None = None,
         metadata: Mapping[str, Any] | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> Instance:
         """Create an instance, persist it running, and move it on (see the runner).
 
         With a business ``key`` held by another instance in the workflow's ``key_scope``,
-        nothing is written and ``DuplicateInstanceError`` names that instance.
+        nothing is written and ``DuplicateInstanceError`` names that instance. ``priority``
+        orders its steps in the lines of concurrency limits (kept in its runtime metadata).
         """
+        metadata = with_priority(metadata, priority)
         now = storage.now()
         instance = engine.start(
             engine.new_instance(workflow, context, id=id, metadata=metadata, key=key)

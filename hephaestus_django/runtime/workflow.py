@@ -54,6 +54,7 @@ class Workflow(WorkflowDefinition):
         storage: str | Storage = DEFAULT_ALIAS,
         metadata: Mapping[str, Any] | None = None,
         version: int | None = None,
+        priority: int = 0,
     ) -> UUID:
         """Start an instance with ``context`` as its initial data; return its id.
 
@@ -71,6 +72,10 @@ class Workflow(WorkflowDefinition):
 
         On a :class:`VersionedWorkflow`, the instance starts on the ``current`` version, or on
         ``version``; it runs on that version's definition until it ends (or is upgraded).
+
+        ``priority`` orders the instance's steps in the lines of concurrency limits
+        (:class:`~hephaestus_django.Concurrency`): higher first, equal ones first come, first
+        served. It is kept in the runtime metadata, as ``hephaestus_priority``.
         """
         if if_exists not in ("return", "raise"):
             raise ValueError(f"if_exists must be 'return' or 'raise', not {if_exists!r}")
@@ -84,6 +89,7 @@ class Workflow(WorkflowDefinition):
                 id=id,
                 metadata=metadata,
                 key=key,
+                priority=priority,
             ).id
         except DuplicateInstanceError as error:
             if if_exists == "raise":

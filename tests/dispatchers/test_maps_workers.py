@@ -98,7 +98,7 @@ def test_a_worker_killed_mid_map_the_items_done_are_not_run_again(
     after = runs(ran)
     assert set(after) == set(range(40))
     assert all(count <= 2 for count in after.values())  # at most the one cut off again
-    assert sum(1 for count in after.values() if count == 2) <= workflows.MarkLines.concurrency
+    assert sum(1 for count in after.values() if count == 2) <= workflows.MarkLines.in_flight
     assert {result["pid"] for result in results} <= {first.pid, second.pid}
     assert any(result["pid"] == first.pid for result in results)  # recorded before the kill
     assert recorded(instance) == {"MarkLines": 1, "Third": 1, "Done": 1}

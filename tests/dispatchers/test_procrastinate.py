@@ -70,6 +70,22 @@ def test_steps_are_deferred_to_the_configured_queue_with_their_priority() -> Non
     assert rows == [("elsewhere", STEP_TASK, 7)] * 3
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_instances_priority_is_added_to_its_step_jobs() -> None:
+    dispatcher = ProcrastinateDispatcher(priority=7)
+    dispatcher.enqueue_steps(
+        [
+            StepJob("default", uuid.uuid4(), workflows.First.path(), priority=priority)
+            for priority in (0, 5, -3, 2**31 - 1)
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT priority FROM procrastinate_jobs ORDER BY id")
+        rows = [row[0] for row in cursor.fetchall()]
+        cursor.execute("TRUNCATE procrastinate_jobs CASCADE")
+    assert rows == [7, 12, 4, 2**31 - 1]  # the largest stays within the column
+
+
 # --- the defer statement: procrastinate's own ------------------------------------------------
 
 JOB_COLUMNS = (

@@ -5,6 +5,7 @@ a deployment runs them: ``manage.py check``)."""
 from __future__ import annotations
 
 import sys
+import uuid
 from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from hephaestus_django.core.engine import next_due_time
 from hephaestus_django.queues import tasks
 from hephaestus_django.queues.tasks import TasksDispatcher
 from hephaestus_django.runtime import InMemoryStorage
+from hephaestus_django.runtime.dispatch import StepJob
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.harness_tasks import run_db_worker_batch
@@ -112,6 +114,20 @@ def test_jobs_are_task_rows_on_the_dispatchers_queue_with_its_priority(
     assert wakeup.status == "READY"  # not due yet
     assert wakeup.run_after == next_due_time(storages["default"].get(instance_id))
     assert wakeup.args_kwargs["args"][0]["kind"] == "wake-up"
+
+
+@pytest.mark.django_db
+def test_an_instances_priority_is_added_to_its_step_tasks(settings: Settings) -> None:
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    dispatcher = TasksDispatcher(priority=7)
+    dispatcher.enqueue_steps(
+        [
+            StepJob("default", uuid.uuid4(), workflows.First.path(), priority=priority)
+            for priority in (0, 5, 500)
+        ]
+    )
+    rows = list(DBTaskResult.objects.order_by("enqueued_at"))
+    assert [row.priority for row in rows] == [7, 12, 100]  # within the Tasks API's bounds
 
 
 def test_the_task_objects_are_built_with_the_configured_dispatchers_options(

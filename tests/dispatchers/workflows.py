@@ -14,7 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hephaestus_django import Done, Event, Map, MapItem, Step, Wait, WaitForEvent, Workflow
+from hephaestus_django import (
+    Concurrency,
+    Done,
+    Event,
+    Map,
+    MapItem,
+    Step,
+    Wait,
+    WaitForEvent,
+    Workflow,
+)
 
 
 def mark(context: Any, key: str) -> int:
@@ -214,7 +224,7 @@ class MarkLine(MapItem):
 
 class MarkLines(Map):
     each = MarkLine
-    concurrency = 4
+    in_flight = 4
 
     def over(self, context: Any) -> Any:
         return context.initial["lines"]
@@ -225,3 +235,88 @@ class Mapped(Workflow):
 
     start = MarkLines
     transitions = {MarkLines: {"completed": Third}, Third: {"ok": Done}}
+
+
+# --- flow control: concurrency limits under real workers (test_flow_control_workers.py) ------
+
+
+def held(context: Any, limit: str, key: str, seconds: float = 0.05) -> None:
+    """Run for ``seconds`` as one execution of ``limit`` under ``key``, leaving the trace a
+    test checks the limit with: a file in ``<dir>/running`` while it runs (sampled by the test
+    throughout), and a line ``limit key start end`` (``time.monotonic()``, one clock for every
+    process of the machine) appended to ``<dir>/intervals`` once it ends."""
+    folder = Path(context.initial["dir"])
+    running = folder / "running" / f"{limit}-{key}-{os.getpid()}-{time.monotonic_ns()}"
+    start = time.monotonic()
+    running.touch()
+    time.sleep(seconds)
+    running.unlink()
+    end = time.monotonic()
+    with (folder / "intervals").open("a") as intervals:
+        intervals.write(f"{limit} {key} {start!r} {end!r}\n")
+
+
+def _tenant(context: Any) -> str:
+    return str(context.initial["tenant"])
+
+
+class Fan(_Recorded):
+    """Opens the fan-out to the two limited branches."""
+
+
+class Gateway(Step):
+    """At most 3 at once, across every worker (a partner API's limit)."""
+
+    events = ("ok",)
+    concurrency = Concurrency(3, name="proc-gateway")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        held(context, "gateway", "-")
+        return Event("ok", {"pid": os.getpid()})
+
+
+class TenantSync(Step):
+    """At most 1 at once per tenant."""
+
+    events = ("ok",)
+    concurrency = Concurrency(1, key=_tenant)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        held(context, "tenant", _tenant(context))
+        return Event("ok", {"pid": os.getpid()})
+
+
+class Merge(_Recorded):
+    """Runs once both limited branches have."""
+
+
+class Throttled(Workflow):
+    """A fan-out to a step limited to 3 and a step limited to 1 per tenant."""
+
+    start = Fan
+    transitions = {
+        Fan: {"ok": [Gateway, TenantSync]},
+        Gateway: {"ok": Merge},
+        TenantSync: {"ok": Merge},
+        Merge: {"ok": Done},
+    }
+
+
+class Clog(Step):
+    """One at a time. With ``{"stuck": true}``, its first run never ends: the test kills its
+    worker (``kill -9``) while it holds the slot."""
+
+    events = ("ok",)
+    concurrency = Concurrency(1, name="proc-clog")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        attempt = mark(context, f"clog-{context.initial['name']}")
+        if context.initial.get("stuck") and attempt == 1:
+            while True:
+                time.sleep(0.05)
+        return Event("ok", {"pid": os.getpid()})
+
+
+class Clogged(Workflow):
+    start = Clog
+    transitions = {Clog: {"ok": Done}}

@@ -17,10 +17,13 @@ from django.utils import timezone
 
 from hephaestus_django import Context, Done, Event, Instance, Step, WaitForEvent, Workflow
 from hephaestus_django.admin import times
+from hephaestus_django.core import engine
+from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 from tests.support.admin import detail_url, section, shown
+from tests.support.flow_control import Limited, LimitedFlow
 from tests.support.instances import stored
 
 pytestmark = pytest.mark.django_db
@@ -362,3 +365,23 @@ def flows_fan_out_on_the_queue(storage: DjangoStorage, owner: str = "queued:x") 
     split.lease_owner, split.lease_expires_at = owner, storage.now() + timedelta(minutes=5)
     storage.put(split)
     return split
+
+
+def test_a_step_in_line_for_a_concurrency_slot_says_where_it_stands(
+    admin_client: Client, storage: DjangoStorage
+) -> None:
+    gateway = SlotRequest("stripe", "acme", 1)
+    lease = timedelta(minutes=5)
+    ids = []
+    for _ in range(4):
+        instance = engine.start(engine.new_instance(LimitedFlow, {}))
+        storage.put(instance)
+        storage.admit(instance.id, Limited.path(), gateway, priority=0, lease=lease)
+        ids.append(instance.id)
+    steps = section(shown(admin_client, ids[3]), "steps")
+    assert re.search(
+        r"in line</th><td>\s*<span class=\"hx-step hx-step-queued\"[^>]*>Limited", steps
+    )
+    assert "3rd in line for stripe, key acme" in steps
+    assert "in line</th>" not in section(shown(admin_client, ids[0]), "steps")  # it holds it
+    assert "1st in line for stripe, key acme" in section(shown(admin_client, ids[1]), "steps")

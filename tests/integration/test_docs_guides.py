@@ -143,6 +143,13 @@ def test_retries() -> None:
     assert namespace["ChargeCard"].calls == 3
 
 
+def test_flow_control() -> None:
+    """Five charges at once through the gateway; the urgent one first in line."""
+    namespace = run_example("docs/guides/flow-control.md", "STRIPE = Concurrency(", "docs_flow")
+    assert namespace["ChargeCard"].charged[5] == "urgent"
+    assert all(use.holding == 0 for use in namespace["storage"].limits())
+
+
 def test_timeouts() -> None:
     """Attempt 1 hangs past its timeout and is abandoned, attempt 2 completes, and attempt 1's
     late result, once its thread ended, is not recorded."""

@@ -96,10 +96,10 @@ def test_results_form_a_list_in_item_order_and_the_join_fires_once(harness: Harn
     assert len(maps.ATTEMPTS) == 25
 
 
-def test_no_more_items_than_the_concurrency_run_at_once(harness: Harness) -> None:
+def test_no_more_items_than_in_flight_run_at_once(harness: Harness) -> None:
     instance = harness.start(Invoice, {"lines": lines(12, sleep=0.02)})
     assert instance.status is Status.COMPLETED
-    assert 1 <= maps.peak() <= ChargeLines.concurrency
+    assert 1 <= maps.peak() <= ChargeLines.in_flight
 
 
 def test_an_empty_list_goes_straight_on(harness: Harness) -> None:
@@ -191,9 +191,9 @@ class Line(MapItem):
     [
         ({"each": None}, "map-each"),
         ({"each": MapItem}, "map-each"),
-        ({"each": Line, "concurrency": 0}, "map-concurrency"),
-        ({"each": Line, "concurrency": True}, "map-concurrency"),
-        ({"each": Line, "concurrency": 10_000}, "map-concurrency"),
+        ({"each": Line, "in_flight": 0}, "map-in-flight"),
+        ({"each": Line, "in_flight": True}, "map-in-flight"),
+        ({"each": Line, "in_flight": 10_000}, "map-in-flight"),
         ({"each": Line, "events": ("done",)}, "map-events"),
         ({"each": Line, "over": None, "_no_over": True}, "map-over"),
     ],
@@ -241,7 +241,7 @@ def test_inside_the_callers_transaction_the_items_run_in_its_thread_and_see_its_
 
     class Doubled(Map):
         each = Here
-        concurrency = 5
+        in_flight = 5
 
         def over(self, context: Context) -> Any:
             return context.initial["numbers"]

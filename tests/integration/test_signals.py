@@ -21,6 +21,8 @@ from django.db import transaction
 from django.dispatch import Signal
 
 from hephaestus_django import Done, Event, Status, Step, Workflow, signals
+from hephaestus_django.core import engine
+from hephaestus_django.core.flow import SlotRequest, limit_name
 from hephaestus_django.core.instance import Context, Instance
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
@@ -29,9 +31,10 @@ from hephaestus_django.runtime import (
     QueuedRunner,
     configure,
 )
-from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.contract import SlotKeeping, Storage
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
+from tests.support.flow_control import PerTenant, PerTenantFlow
 from tests.timers import make_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,6 +49,7 @@ ALL = [
     "step_completed",
     "step_failed",
     "step_retried",
+    "step_throttled",
 ]
 
 BROKEN: set[str] = set()
@@ -225,6 +229,21 @@ def test_waiting_and_resumed_by_a_timer(world: World, sent: list[Sent]) -> None:
         ("instance_completed", "Done"),
     ]
     assert (sent[0]["event"], sent[0]["by_timer"]) == ("timeout", True)
+
+
+def test_a_step_over_its_concurrency_limit_is_throttled(world: World, sent: list[Sent]) -> None:
+    request = SlotRequest(limit_name(PerTenant, PerTenant.concurrency), "acme", 1)
+    occupant = engine.start(engine.new_instance(PerTenantFlow, {"tenant": "acme"}))
+    world.storage.put(occupant)
+    assert isinstance(world.storage, SlotKeeping)
+    assert world.storage.admit(
+        occupant.id, "tests.Occupant", request, priority=0, lease=timedelta(minutes=5)
+    )
+    instance_id = PerTenantFlow.start({"tenant": "acme"})
+    world.settle()
+    assert summary(sent) == [("instance_started", "PerTenant"), ("step_throttled", "PerTenant")]
+    assert (sent[1]["limit"], sent[1]["key"]) == (request.name, "acme")
+    assert sent[1]["instance_id"] == instance_id
 
 
 def test_a_failed_attempt_retried_by_its_policy(world: World, sent: list[Sent]) -> None:

@@ -22,11 +22,14 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from hephaestus_django.admin.dashboard import hourly_chart
+from hephaestus_django.core import engine
+from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.postgres import snapshot as status_module
 from hephaestus_django.postgres.snapshot import COUNT_LIMIT, Count, Hour, snapshot
 from hephaestus_django.postgres.worker_passes import PassRecorder
 from hephaestus_django.runtime import InMemoryStorage
 from hephaestus_django.storage import DjangoStorage
+from tests.support.flow_control import LimitedFlow
 
 pytestmark = pytest.mark.django_db
 
@@ -202,7 +205,7 @@ def test_the_number_of_statements_is_bounded() -> None:
     with CaptureQueriesContext(connection) as captured:
         snapshot()
     statements = [q for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert len(statements) <= 10
+    assert len(statements) <= 11  # 10, and the concurrency limits' use
 
 
 def test_every_question_is_answered_through_an_index() -> None:
@@ -308,6 +311,7 @@ def test_json_shape() -> None:
         "errors",
         "workers",
         "queue",
+        "concurrency",
     }
     assert document["instances"]["by_status"]["waiting"] == {"count": 1, "kind": "exact"}
     assert document["overdue_timers"]["count"] == 1
@@ -318,6 +322,22 @@ def test_json_shape() -> None:
     code, out, _ = status("--json", "--check")
     assert code == 0
     assert json.loads(out)["check"]["ok"] is True
+
+
+def test_concurrency_limits_are_reported_with_their_slots_and_lines() -> None:
+    storage = DjangoStorage()
+    gateway = SlotRequest("stripe", "acme", 2)
+    for _ in range(3):
+        instance = engine.start(engine.new_instance(LimitedFlow, {}))
+        storage.put(instance)
+        storage.admit(instance.id, "s.Charge", gateway, priority=0, lease=timedelta(minutes=5))
+    _, out, _ = status("--json")
+    assert json.loads(out)["concurrency"] == [
+        {"limit": "stripe", "key": "acme", "slots": 2, "in_use": 2, "waiting": 1}
+    ]
+    _code, out, _ = status()
+    assert "Concurrency limits (slots in use / slots, waiting):" in out
+    assert "  stripe, key 'acme': 2/2 in use, 1 waiting" in out
 
 
 def test_check_passes_when_nothing_is_past_its_threshold() -> None:
@@ -473,7 +493,7 @@ def test_the_dashboards_queries_are_bounded(admin_client: Client) -> None:
     with CaptureQueriesContext(connection) as many:
         admin_client.get(DASHBOARD)
     assert len(many.captured_queries) <= len(few.captured_queries) + 2  # +QUARANTINED, +group
-    assert len(many.captured_queries) <= 14
+    assert len(many.captured_queries) <= 15  # 14, and the concurrency limits' use
 
 
 def test_a_dashboard_that_runs_out_of_time_says_so(

@@ -64,7 +64,7 @@ class ChargeLine(MapItem):
 
 class ChargeLines(Map):
     each = ChargeLine
-    concurrency = 3
+    in_flight = 3
     retry = Retry(max_attempts=3, backoff=timedelta(0), jitter=False)
 
     def over(self, context: Context) -> Any:
@@ -104,7 +104,7 @@ class SlowLines(Map):
     """Items that overrun their map's timeout."""
 
     each = SlowLine
-    concurrency = 2
+    in_flight = 2
     timeout = timedelta(milliseconds=100)
     retry = Retry(max_attempts=2, backoff=timedelta(0), jitter=False)
 
@@ -143,7 +143,7 @@ def _property_workflow(attempts: int, concurrency: int) -> type[Workflow]:
         {
             "__module__": __name__,
             "each": ChargeLine,
-            "concurrency": concurrency,
+            "in_flight": concurrency,
             "retry": Retry(max_attempts=attempts, backoff=timedelta(0), jitter=False),
             "over": lambda self, context: context.initial["lines"],
         },

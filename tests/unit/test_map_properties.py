@@ -1,14 +1,14 @@
 """Properties of map steps over random lists, policies, bounds and failures, on both runners.
 
 Each item fails a random number of times before it succeeds. For any list, retry policy and
-``concurrency``:
+``in_flight``:
 
 - no item runs more than the policy's ``max_attempts`` times, and one that succeeds runs
   exactly its failures plus one (no item runs again once done);
 - the join (the step after the map) fires once, with every item's result in item order, when
   every item fails fewer times than ``max_attempts``; else never, and the instance fails at the
   map with ``MapItemError`` naming an item that ran ``max_attempts`` times;
-- no more than ``concurrency`` items are in flight at once.
+- no more than ``in_flight`` items are in flight at once.
 """
 
 from __future__ import annotations

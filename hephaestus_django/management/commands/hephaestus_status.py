@@ -328,6 +328,13 @@ def report(found: Snapshot) -> str:
     lines += [f"{(name + ':').ljust(pad)}{text}" for name, text in rows]
     for item in found.quarantined_latest:
         lines.append(f"  quarantined {item.id} ({short_name(item.workflow)}): {item.reason}")
+    if found.limits:
+        lines += ["", "Concurrency limits (slots in use / slots, waiting):"]
+        for use in found.limits:
+            key = f", key {use.key!r}" if use.key else ""
+            lines.append(
+                f"  {use.name}{key}: {use.holding}/{use.limit} in use, {use.waiting} waiting"
+            )
     if found.errors:
         sample = " (the latest of them)" if found.errors_capped else ""
         lines += ["", f"Most frequent errors, last 24 h, of {found.errors_sampled:,}{sample}:"]

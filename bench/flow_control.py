@@ -1,0 +1,108 @@
+"""Issue 27: what a concurrency limit costs a step, on ``DjangoStorage`` with ``LocalRunner``.
+
+``python -m bench.flow_control [N]`` (uses ``$DATABASE_URL``'s server and the database
+``$BENCH_DATABASE``, dropped and created afresh) starts N one-step instances of each of two
+workflows, interleaved in slices: *free*, whose step declares no limit, and *limited*, whose step
+declares ``Concurrency(1_000_000)`` (never reached: every admission succeeds, so what is measured
+is the admission and the release themselves, not waiting). Per instance it reports the
+statements sent (Django's query log, transaction control included) and the median and p90
+latency of ``start`` (which runs the step to its end). The difference is the price of a limit
+per step execution.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import Any
+
+from hephaestus_django import Concurrency, Done, Step, Workflow
+
+SLICE = 50
+
+
+class FreeStep(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> str:
+        return "ok"
+
+
+class LimitedStep(Step):
+    events = ("ok",)
+    concurrency = Concurrency(1_000_000, name="bench-limit")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> str:
+        return "ok"
+
+
+class Free(Workflow):
+    start_step = FreeStep
+    transitions = {FreeStep: {"ok": Done}}
+
+
+class Limited(Workflow):
+    start_step = LimitedStep
+    transitions = {LimitedStep: {"ok": Done}}
+
+
+def measure(n: int) -> dict[str, dict[str, float]]:
+    from django.db import connection
+
+    from hephaestus_django.runtime import LocalRunner, configure
+    from hephaestus_django.storage import DjangoStorage
+
+    configure(storages={"default": DjangoStorage()}, runner=LocalRunner())
+    latencies: dict[str, list[int]] = {"free": [], "limited": []}
+    statements: dict[str, int] = {"free": 0, "limited": 0}
+    flows = {"free": Free, "limited": Limited}
+    for flow in flows.values():  # warm-up
+        for _ in range(SLICE):
+            flow.start({})
+    connection.force_debug_cursor = True
+    done = 0
+    while done < n:
+        for name, flow in flows.items() if done % (2 * SLICE) == 0 else reversed(flows.items()):
+            for _ in range(SLICE):
+                connection.queries_log.clear()
+                start = time.perf_counter_ns()
+                flow.start({})
+                latencies[name].append(time.perf_counter_ns() - start)
+                statements[name] += len(connection.queries_log)
+        done += SLICE
+    connection.force_debug_cursor = False
+    return {
+        name: {
+            "statements": statements[name] / len(found),
+            "median_us": statistics.median(found) / 1000,
+            "p90_us": statistics.quantiles(found, n=10)[-1] / 1000,
+        }
+        for name, found in latencies.items()
+    }
+
+
+def main(argv: list[str]) -> int:
+    from bench import environment
+
+    n = int(argv[0]) if argv else 1000
+    url, _source = environment.server_url()
+    environment.configure_django(environment.recreate_database(url))
+    found = measure(n)
+    free, limited = found["free"], found["limited"]
+    print(f"{n} starts per side, one step each (LocalRunner, DjangoStorage)")
+    print("| step | statements per instance | median µs | p90 µs |")
+    print("|---|---|---|---|")
+    for name, row in found.items():
+        print(
+            f"| {name} | {row['statements']:.1f} | {row['median_us']:.0f} | {row['p90_us']:.0f} |"
+        )
+    print(
+        f"a limit costs {limited['statements'] - free['statements']:.1f} statements and "
+        f"{limited['median_us'] - free['median_us']:.0f} µs (median) per step execution"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,122 @@
+"""The concurrency slots table (``hephaestus_slots``): what ``DjangoStorage`` runs for
+:class:`~hephaestus_django.runtime.contract.SlotKeeping`.
+
+Each operation on one limit and key is a transaction of two statements: the limit's
+transaction-scoped advisory lock (:data:`~hephaestus_django.postgres.sql.SLOT_LOCK`), then the
+operation, whose snapshot is taken after the lock and so sees every earlier operation on that
+limit committed. Admissions of different limits or keys never wait for each other. Inside the
+caller's transaction (the runner's, recording a step's result) the lock is held until it
+commits, so the freed slot, the admitted waiters and the result commit together.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.db import DatabaseError, connections, transaction
+
+from hephaestus_django.core.flow import SlotRequest
+from hephaestus_django.postgres.cursors import fetch_all
+from hephaestus_django.postgres.reconnect import again
+from hephaestus_django.postgres.sql import (
+    ADMIT,
+    LIMIT_USE,
+    PLACES,
+    PURGE_SLOTS,
+    RELEASE,
+    SLOT_LOCK,
+    WAITING_LIMITS,
+)
+from hephaestus_django.runtime.slots import LimitUse, Place
+
+MAX_LIMITS_REPORTED = 1_000
+"""At most this many limits and keys in ``limits()`` (the status report stays small)."""
+
+
+def _locked(using: str, name: str, key: str, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Run ``sql`` after the lock of limit ``name`` and ``key``, in one transaction; again on
+    a new connection if the old one was lost (nothing was committed then)."""
+
+    def run(_db: Any) -> list[Any]:
+        # Inside the caller's transaction, no savepoint: an error there rolls it all back.
+        with transaction.atomic(using=using, savepoint=False):
+            connection = connections[using]
+            with connection.cursor() as cursor:
+                cursor.execute(SLOT_LOCK, [name, key])
+            return fetch_all(connection, sql, params)
+
+    try:
+        return run(None)
+    except DatabaseError as error:
+        return again(using, error, run)
+
+
+def admit(
+    using: str,
+    instance_id: UUID,
+    step: str,
+    request: SlotRequest,
+    *,
+    priority: int,
+    lease: timedelta,
+) -> bool:
+    params = {
+        "name": request.name,
+        "key": request.key,
+        "id": instance_id,
+        "step": step,
+        "priority": priority,
+        "limit": request.limit,
+        "lease": lease,
+    }
+    rows = _locked(using, request.name, request.key, ADMIT, params)
+    return bool(rows and rows[0][0])
+
+
+def release(
+    using: str,
+    instance_id: UUID | None,
+    step: str | None,
+    request: SlotRequest,
+    *,
+    lease: timedelta,
+) -> list[tuple[UUID, str]]:
+    params = {
+        "name": request.name,
+        "key": request.key,
+        "id": instance_id,
+        "step": step,
+        "limit": request.limit,
+        "lease": lease,
+    }
+    rows = _locked(using, request.name, request.key, RELEASE, params)
+    return [(row[0], row[1]) for row in rows]
+
+
+def admit_waiting(using: str, *, lease: timedelta) -> list[tuple[UUID, str]]:
+    """Forget lapsed holders and rows of instances that no longer run, then admit waiters of
+    each limit someone waits for."""
+    connection = connections[using]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(PURGE_SLOTS)
+        waiting = fetch_all(connection, WAITING_LIMITS, [])
+    except DatabaseError as error:
+        waiting = again(using, error, lambda db: fetch_all(db, WAITING_LIMITS, []))
+    admitted = []
+    for name, key, limit in waiting:
+        request = SlotRequest(name, key, limit)
+        admitted.extend(release(using, None, None, request, lease=lease))
+    return admitted
+
+
+def limits(using: str) -> list[LimitUse]:
+    rows = fetch_all(connections[using], LIMIT_USE, [MAX_LIMITS_REPORTED])
+    return [LimitUse(*row) for row in rows]
+
+
+def places(using: str, instance_id: UUID) -> list[Place]:
+    rows = fetch_all(connections[using], PLACES, [instance_id])
+    return [Place(*row) for row in rows]

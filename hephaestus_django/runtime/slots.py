@@ -1,0 +1,268 @@
+"""Concurrency slots: who holds one of a limit's slots, who waits for one, and in what order.
+
+A step declaring :class:`~hephaestus_django.Concurrency` executes only while it *holds* a
+slot of its limit under its key. The storage keeps the slots (:class:`SlotKeeping` in
+:mod:`~hephaestus_django.runtime.contract`); every operation on one limit and key is
+serialized (a transaction-scoped advisory lock in PostgreSQL, the storage's lock in memory):
+
+- ``admit`` takes a slot when fewer than ``limit`` live holders and the waiters ahead of the
+  request (higher priority, or the same and older) leave room; otherwise the request waits in
+  line, durably, keeping its place on a later ``admit``.
+- ``release`` gives up the slots an execution held, and, in the same transaction, admits the
+  next waiters in line (priority, then age): their slots are taken for them, and their
+  instances are *woken* (a parked lease made due, so a worker's next pass runs them). No wake
+  is lost, and only as many waiters wake as there are free slots.
+- A holder's slot lasts a lease, renewed with the instance's lease while its step runs: the
+  slot of a worker killed with ``kill -9`` comes back when that lease lapses, and the worker's
+  sweep (``admit_waiting``) then admits the next waiter.
+
+``LocalRunner`` *parks* an instance whose only runnable steps wait for slots: its lease goes
+to a ``parked:`` owner for one lease (a backstop, should a wake be lost with its database),
+and the worker's claim takes it when a release wakes it.
+
+:class:`SlotTable` is the in-memory storage's table (the same rules, under its lock).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from hephaestus_django.core.flow import SlotRequest
+
+PARKED_PREFIX = "parked:"
+"""How the owner of a parked instance's lease starts: nobody runs it; a release wakes it."""
+
+HOLDING = "holding"
+WAITING = "waiting"
+
+
+def is_parked(owner: str | None) -> bool:
+    """Whether a lease owner is the mark of an instance parked for a slot."""
+    return owner is not None and owner.startswith(PARKED_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One row of the slots table: a holder of one of a limit's slots, or a waiter for one."""
+
+    name: str
+    key: str
+    instance_id: UUID
+    step: str
+    state: str
+    priority: int
+    capacity: int
+    enqueued_at: datetime
+    order: int
+    acquired_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    def live(self, now: datetime) -> bool:
+        """A holder whose lease has not lapsed."""
+        return self.state == HOLDING and self.expires_at is not None and self.expires_at > now
+
+    def line_order(self) -> tuple[int, datetime, int]:
+        """Its place in line: higher priority first, then first come, first served."""
+        return (-self.priority, self.enqueued_at, self.order)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUse:
+    """One limit under one key, as ``hephaestus_status`` reports it."""
+
+    name: str
+    key: str
+    holding: int
+    waiting: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a waiting step of an instance stands: ``position`` in line (1: next)."""
+
+    step: str
+    name: str
+    key: str
+    position: int
+
+
+class SlotTable:
+    """The slots of every limit, for :class:`~hephaestus_django.runtime.memory.InMemoryStorage`.
+
+    Not thread-safe by itself: its storage calls it under its own lock. ``running`` says
+    whether an instance can still use a slot (it exists and runs): a waiter that cannot is
+    passed over and forgotten.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[tuple[str, str, UUID, str], Slot] = {}
+        self._order = itertools.count()
+
+    def admit(
+        self,
+        instance_id: UUID,
+        step: str,
+        request: SlotRequest,
+        *,
+        priority: int,
+        lease: timedelta,
+        now: datetime,
+        running: Callable[[UUID], bool],
+    ) -> bool:
+        ident = (request.name, request.key, instance_id, step)
+        mine = self._slots.get(ident)
+        if mine is not None and mine.live(now):
+            self._slots[ident] = replace(mine, expires_at=now + lease, capacity=request.limit)
+            return True
+        group = self._group(request.name, request.key)
+        live = sum(1 for slot in group if slot.live(now) and slot is not mine)
+        waiting = mine if mine is not None and mine.state == WAITING else None
+        ahead = sum(
+            1
+            for slot in group
+            if slot.state == WAITING
+            and slot is not mine
+            and running(slot.instance_id)
+            and _ahead(slot, priority, waiting)
+        )
+        if live + ahead < request.limit:
+            self._slots[ident] = Slot(
+                request.name,
+                request.key,
+                instance_id,
+                step,
+                HOLDING,
+                priority,
+                request.limit,
+                now,
+                next(self._order),
+                now,
+                now + lease,
+            )
+            return True
+        if waiting is None:
+            self._slots[ident] = Slot(
+                request.name,
+                request.key,
+                instance_id,
+                step,
+                WAITING,
+                priority,
+                request.limit,
+                now,
+                next(self._order),
+            )
+        return False
+
+    def release(
+        self,
+        instance_id: UUID,
+        step: str,
+        request: SlotRequest,
+        *,
+        lease: timedelta,
+        now: datetime,
+        running: Callable[[UUID], bool],
+    ) -> list[tuple[UUID, str]]:
+        self._slots.pop((request.name, request.key, instance_id, step), None)
+        return self.admit_next(request.name, request.key, request.limit, lease, now, running)
+
+    def admit_next(
+        self,
+        name: str,
+        key: str,
+        limit: int,
+        lease: timedelta,
+        now: datetime,
+        running: Callable[[UUID], bool],
+    ) -> list[tuple[UUID, str]]:
+        """Admit waiters in line while there is room; forget those that cannot run."""
+        group = self._group(name, key)
+        room = limit - sum(1 for slot in group if slot.live(now))
+        admitted = []
+        for slot in sorted((s for s in group if s.state == WAITING), key=Slot.line_order):
+            ident = (slot.name, slot.key, slot.instance_id, slot.step)
+            if not running(slot.instance_id):
+                del self._slots[ident]
+                continue
+            if room <= 0:
+                break
+            self._slots[ident] = replace(
+                slot, state=HOLDING, acquired_at=now, expires_at=now + lease
+            )
+            admitted.append((slot.instance_id, slot.step))
+            room -= 1
+        return admitted
+
+    def admit_waiting(
+        self, lease: timedelta, now: datetime, running: Callable[[UUID], bool]
+    ) -> list[tuple[UUID, str]]:
+        """The sweep's pass: admit waiters wherever holders' leases lapsed."""
+        groups: dict[tuple[str, str], int] = {}
+        for slot in self._slots.values():
+            if slot.state == WAITING:
+                known = groups.get((slot.name, slot.key), 0)
+                groups[(slot.name, slot.key)] = max(known, slot.capacity)
+        admitted = []
+        for (name, key), limit in groups.items():
+            admitted.extend(self.admit_next(name, key, limit, lease, now, running))
+        for ident, slot in list(self._slots.items()):
+            if slot.state == HOLDING and not slot.live(now):
+                del self._slots[ident]
+        return admitted
+
+    def renew(self, instance_id: UUID, until: datetime) -> None:
+        """Extend the instance's held slots to ``until`` (its lease was renewed)."""
+        for ident, slot in self._slots.items():
+            if slot.instance_id == instance_id and slot.state == HOLDING:
+                self._slots[ident] = replace(slot, expires_at=until)
+
+    def forget(self, instance_id: UUID) -> None:
+        """Drop every slot and place in line of a deleted instance."""
+        for ident in [i for i, slot in self._slots.items() if slot.instance_id == instance_id]:
+            del self._slots[ident]
+
+    def usage(self, now: datetime) -> list[LimitUse]:
+        counts: dict[tuple[str, str], list[int]] = {}
+        for slot in self._slots.values():
+            entry = counts.setdefault((slot.name, slot.key), [0, 0, 0])
+            entry[0] += slot.live(now)
+            entry[1] += slot.state == WAITING
+            entry[2] = max(entry[2], slot.capacity)
+        return [
+            LimitUse(name, key, holding, waiting, limit)
+            for (name, key), (holding, waiting, limit) in sorted(counts.items())
+        ]
+
+    def places(self, instance_id: UUID) -> list[Place]:
+        found = []
+        for slot in self._slots.values():
+            if slot.instance_id != instance_id or slot.state != WAITING:
+                continue
+            ahead = sum(
+                1
+                for other in self._group(slot.name, slot.key)
+                if other.state == WAITING and other.line_order() < slot.line_order()
+            )
+            found.append(Place(slot.step, slot.name, slot.key, ahead + 1))
+        return sorted(found, key=lambda place: place.step)
+
+    def holders(self, now: datetime) -> list[Slot]:
+        """The live holders (for tests and the property)."""
+        return [slot for slot in self._slots.values() if slot.live(now)]
+
+    def _group(self, name: str, key: str) -> Iterable[Slot]:
+        return [slot for slot in self._slots.values() if slot.name == name and slot.key == key]
+
+
+def _ahead(slot: Slot, priority: int, mine: Slot | None) -> bool:
+    """Whether the waiter ``slot`` stands before a request of ``priority`` (already in line as
+    ``mine``, or new: behind every waiter of its priority)."""
+    if slot.priority != priority:
+        return slot.priority > priority
+    return mine is None or slot.line_order() < mine.line_order()

@@ -1,0 +1,135 @@
+"""The concurrency slots part of the storage contract (``SlotKeeping``), on every backend."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from hephaestus_django.core import engine
+from hephaestus_django.core.flow import SlotRequest
+from hephaestus_django.core.instance import Instance, evolve
+from hephaestus_django.core.naming import dotted_path
+from hephaestus_django.runtime.contract import SlotKeeping, Storage
+from tests.support.flow_control import Limited, LimitedFlow
+
+LEASE = timedelta(minutes=5)
+STEP = dotted_path(Limited)
+TWO = SlotRequest("contract-limit", "", 2)
+ONE = SlotRequest("contract-one", "acme", 1)
+
+
+def running(storage: Storage, **lease: object) -> Instance:
+    instance = engine.start(engine.new_instance(LimitedFlow, {}))
+    if lease:
+        instance = evolve(instance, **lease)
+    storage.put(instance)
+    return instance
+
+
+@pytest.fixture
+def slots(storage: Storage) -> SlotKeeping:
+    assert isinstance(storage, SlotKeeping)
+    return storage
+
+
+def admit(slots: SlotKeeping, instance: Instance, request: SlotRequest, priority: int = 0) -> bool:
+    return slots.admit(instance.id, STEP, request, priority=priority, lease=LEASE)
+
+
+def test_admits_up_to_the_limit_then_lines_up_in_order(storage: Storage, slots: SlotKeeping):
+    first, second, third, fourth = (running(storage) for _ in range(4))
+    assert admit(slots, first, TWO)
+    assert admit(slots, second, TWO)
+    assert not admit(slots, third, TWO)
+    assert not admit(slots, fourth, TWO)
+    assert not admit(slots, third, TWO)  # asked again: keeps its place
+    [use] = [use for use in slots.limits() if use.name == TWO.name]
+    assert (use.holding, use.waiting, use.limit) == (2, 2, 2)
+    assert [place.position for place in slots.places(third.id)] == [1]
+    assert [place.position for place in slots.places(fourth.id)] == [2]
+    assert slots.places(first.id) == []
+
+
+def test_an_admitted_step_asking_again_keeps_its_slot(storage: Storage, slots: SlotKeeping):
+    holder = running(storage)
+    assert admit(slots, holder, ONE)
+    assert admit(slots, holder, ONE)
+    [use] = [use for use in slots.limits() if use.name == ONE.name]
+    assert use.holding == 1
+
+
+def test_keys_are_limited_apart(storage: Storage, slots: SlotKeeping) -> None:
+    acme, globex = running(storage), running(storage)
+    assert admit(slots, acme, ONE)
+    assert admit(slots, globex, SlotRequest(ONE.name, "globex", 1))
+
+
+def test_release_admits_the_next_in_line_by_priority_then_age(
+    storage: Storage, slots: SlotKeeping
+) -> None:
+    holder, early, late, urgent = (running(storage) for _ in range(4))
+    assert admit(slots, holder, ONE)
+    assert not admit(slots, early, ONE)
+    assert not admit(slots, late, ONE)
+    assert not admit(slots, urgent, ONE, priority=5)
+    assert [p.position for p in slots.places(urgent.id)] == [1]
+    assert slots.release(holder.id, STEP, ONE, lease=LEASE) == [(urgent.id, STEP)]
+    assert slots.release(urgent.id, STEP, ONE, lease=LEASE) == [(early.id, STEP)]
+    assert admit(slots, early, ONE)  # admitted for it: asking finds its slot
+    assert slots.release(early.id, STEP, ONE, lease=LEASE) == [(late.id, STEP)]
+    assert slots.release(late.id, STEP, ONE, lease=LEASE) == []
+    assert [use.holding for use in slots.limits() if use.name == ONE.name] in ([], [0])
+
+
+def test_a_newcomer_waits_behind_the_line(storage: Storage, slots: SlotKeeping) -> None:
+    holder, waiter, newcomer = (running(storage) for _ in range(3))
+    assert admit(slots, holder, ONE)
+    assert not admit(slots, waiter, ONE)
+    assert slots.release(holder.id, STEP, ONE, lease=LEASE) == [(waiter.id, STEP)]
+    assert not admit(slots, newcomer, ONE)
+
+
+def test_release_wakes_a_parked_instance(storage: Storage, slots: SlotKeeping) -> None:
+    holder = running(storage)
+    parked = running(storage, lease_owner="parked:x", lease_expires_at=storage.now() + LEASE)
+    assert admit(slots, holder, ONE)
+    assert not admit(slots, parked, ONE)
+    slots.release(holder.id, STEP, ONE, lease=LEASE)
+    woken = storage.get(parked.id)
+    assert woken.lease_expires_at is not None
+    assert woken.lease_expires_at <= storage.now()
+    assert parked.id in {claimed.id for claimed in storage.claim("w", lease=LEASE, limit=100)}
+
+
+def test_waiters_of_instances_that_no_longer_run_are_passed_over(
+    storage: Storage, slots: SlotKeeping
+) -> None:
+    holder, gone, next_one = (running(storage) for _ in range(3))
+    assert admit(slots, holder, ONE)
+    assert not admit(slots, gone, ONE)
+    assert not admit(slots, next_one, ONE)
+    storage.delete(gone.id)
+    assert slots.places(gone.id) == []
+    assert slots.release(holder.id, STEP, ONE, lease=LEASE) == [(next_one.id, STEP)]
+
+
+def test_a_lapsed_holder_frees_its_slot_for_the_sweep(storage: Storage, slots: SlotKeeping):
+    dead, waiter = running(storage), running(storage)
+    assert slots.admit(dead.id, STEP, ONE, priority=0, lease=timedelta(milliseconds=200))
+    assert not admit(slots, waiter, ONE)
+    time.sleep(0.3)  # past the lease: the holder's worker died
+    assert (waiter.id, STEP) in slots.admit_waiting(lease=LEASE)
+    assert [use.holding for use in slots.limits() if use.name == ONE.name] == [1]
+    assert not admit(slots, dead, ONE)  # the dead holder's step asks again: it waits
+
+
+def test_renew_extends_the_held_slots_with_the_lease(storage: Storage, slots: SlotKeeping):
+    holder = running(storage, lease_owner="me", lease_expires_at=storage.now() + LEASE)
+    other = running(storage)
+    assert slots.admit(holder.id, STEP, ONE, priority=0, lease=timedelta(milliseconds=200))
+    assert storage.renew(holder.id, "me", LEASE)
+    time.sleep(0.3)
+    assert not admit(slots, other, ONE)
+    assert slots.admit_waiting(lease=LEASE) == []

@@ -1,0 +1,85 @@
+"""Concurrency limits with real worker processes of a job engine (procrastinate), and
+``hephaestus_worker`` as the sweep: the limits hold across processes, every instance
+completes, and the slot of a worker killed with ``kill -9`` comes back within a lease.
+
+Checked from what the steps leave behind (``tests.dispatchers.workflows.held``): the running
+set is sampled throughout, and every execution's interval is checked afterwards. Waits are for
+an outcome, with a generous deadline; nothing asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hephaestus_django.storage import DjangoStorage
+from tests.dispatchers import workflows
+from tests.dispatchers.workers import PROCRASTINATE, Workers, all_completed, spawn_workers
+from tests.support.flow_control import TENANTS, most_at_once, sample
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    yield from spawn_workers(PROCRASTINATE, tmp_path, lease=3)
+
+
+@pytest.mark.slow
+def test_four_workers_never_run_more_than_the_limits(workers: Workers, tmp_path: Path) -> None:
+    (tmp_path / "running").mkdir()
+    ids = [
+        workflows.Throttled.start({"dir": str(tmp_path), "tenant": TENANTS[n % len(TENANTS)]})
+        for n in range(200)
+    ]
+    for n in range(4):
+        workers.worker(f"worker-{n}", concurrency=2)
+    workers.sweep()
+    seen: dict[str, int] = {}
+    done = all_completed(ids)
+
+    def finished() -> bool:
+        sample(tmp_path / "running", seen)
+        return done()
+
+    workers.wait_for(finished, "every instance completing", timeout=600)
+    assert seen["gateway"] <= 3, seen
+    assert max(seen[f"tenant:{tenant}"] for tenant in TENANTS) <= 1, seen
+    assert seen["gateway"] >= 2, seen  # the sampling saw work in parallel: it can fail
+    most = most_at_once(tmp_path / "intervals")
+    assert most[("gateway", "-")] <= 3, most
+    assert all(most[("tenant", tenant)] == 1 for tenant in TENANTS), most
+    lines = (tmp_path / "intervals").read_text().splitlines()
+    assert len(lines) >= 400  # every instance ran both limited steps (at least once)
+    assert workers.engine.failed() == 0
+    assert DjangoStorage().limits() == [] or all(
+        use.holding == 0 and use.waiting == 0 for use in DjangoStorage().limits()
+    )
+
+
+@pytest.mark.slow
+def test_the_slot_of_a_killed_worker_comes_back_within_a_lease(
+    workers: Workers, tmp_path: Path
+) -> None:
+    first = workers.worker("worker-1")
+    stuck = workflows.Clogged.start({"dir": str(tmp_path), "name": "stuck", "stuck": True})
+    workers.wait_for(lambda: any(tmp_path.glob("clog-stuck-1-*")), "the stuck run starting")
+    behind = workflows.Clogged.start({"dir": str(tmp_path), "name": "behind"})
+    [use] = [use for use in DjangoStorage().limits() if use.name == "proc-clog"]
+    assert (use.holding, use.waiting) == (1, 1)  # it waits in line, without a job
+
+    first.send_signal(signal.SIGKILL)  # kill -9 while its step holds the slot
+    first.wait()
+    workers.worker("worker-2")
+    workers.sweep()
+
+    workers.wait_for(all_completed([behind, stuck]), "the slot coming back")
+    assert sorted(path.name.rsplit("-", 1)[0] for path in tmp_path.glob("clog-*")) == [
+        "clog-behind-1",
+        "clog-stuck-1",
+        "clog-stuck-2",
+    ]
+    assert all(use.holding == 0 for use in DjangoStorage().limits())
