@@ -45,6 +45,9 @@ _EXPORTS = {
     "EngineError": "hephaestus_django.core.errors",
     "InstanceNotWaitingError": "hephaestus_django.core.errors",
     "InstanceNotCancellableError": "hephaestus_django.core.errors",
+    "InstanceNotCompensableError": "hephaestus_django.core.errors",
+    "RewindError": "hephaestus_django.core.errors",
+    "RewindPlan": "hephaestus_django.core.rewind",
     "UnexpectedEventError": "hephaestus_django.core.errors",
     "UpgradeError": "hephaestus_django.core.errors",
     "StepOutcomeError": "hephaestus_django.core.errors",
@@ -91,6 +94,7 @@ __all__ = [
     "Instance",
     "InstanceDeletedError",
     "InstanceNotCancellableError",
+    "InstanceNotCompensableError",
     "InstanceNotFound",
     "InstanceNotWaitingError",
     "InvalidInstanceError",
@@ -103,6 +107,8 @@ __all__ = [
     "MapItemError",
     "QueuedRunner",
     "Retry",
+    "RewindError",
+    "RewindPlan",
     "Route",
     "ScheduleError",
     "SerializationError",
@@ -152,12 +158,14 @@ if TYPE_CHECKING:
         HephaestusError,
         InstanceDeletedError,
         InstanceNotCancellableError,
+        InstanceNotCompensableError,
         InstanceNotFound,
         InstanceNotWaitingError,
         InvalidInstanceError,
         InvalidJobError,
         InvalidQueryError,
         MapItemError,
+        RewindError,
         ScheduleError,
         SerializationError,
         StaleInstanceError,
@@ -176,6 +184,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.maps import Map, MapItem
     from hephaestus_django.core.outcomes import Async, Event
     from hephaestus_django.core.policies import Retry
+    from hephaestus_django.core.rewind import RewindPlan
     from hephaestus_django.core.status import Status
     from hephaestus_django.core.steps import Debug, Done, Step, StepRef, Wait, WaitForEvent
     from hephaestus_django.core.upgrades import Upgrade
