@@ -45,6 +45,13 @@ from tests.rewinds import (
 )
 from tests.sagas import EFFECTS, Order, Reserve, UndoneOrder
 from tests.timers import Clock
+from tests.versions import (
+    Activate,
+    AwaitVerification,
+    LegacyCheck,
+    Onboarding,
+    SendWelcomeEmail,
+)
 
 Settle = Callable[[], None]
 
@@ -351,3 +358,40 @@ def test_a_fork_of_a_cancelled_instance_runs(settle: Settle) -> None:
     settle()
     assert Pipeline.get(forked.id).status is Status.WAITING
     assert Pipeline.get(instance_id).status is Status.CANCELLED
+
+
+# --- versions --------------------------------------------------------------------------------
+
+
+def test_a_rewind_to_a_step_the_instances_version_dropped_is_refused(settle: Settle) -> None:
+    instance_id = Onboarding.start({"email": "a@example.com"}, version=1)
+    settle()
+    Onboarding.upgrade(instance_id, to_version=2)
+    settle()
+    before = Onboarding.get(instance_id)
+
+    with pytest.raises(RewindError, match="version 2 of OnboardingV2 has no such step"):
+        Onboarding.rewind(instance_id, to=LegacyCheck)
+
+    assert Onboarding.get(instance_id).revision == before.revision
+    Onboarding.rewind(instance_id, to=SendWelcomeEmail)  # its step under version 2
+    settle()
+    assert Onboarding.get(instance_id).waiting_steps.keys() == {AwaitVerification}
+
+
+def test_a_fork_onto_a_newer_version_runs_the_new_steps(settle: Settle) -> None:
+    instance_id = Onboarding.start({"email": "a@example.com"}, version=1)
+    settle()
+
+    forked = Onboarding.fork(instance_id, at=AwaitVerification, version=2)
+    settle()
+    Onboarding.resume(forked.id, "verified")
+    settle()
+
+    copy = Onboarding.get(forked.id)
+    assert copy.workflow_version == 2
+    assert copy.status is Status.COMPLETED
+    assert Activate in copy.completed_steps
+    original = Onboarding.get(instance_id)
+    assert original.workflow_version == 1
+    assert original.status is Status.WAITING
