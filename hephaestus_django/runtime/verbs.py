@@ -275,15 +275,17 @@ class Runner(ABC):
         context: Mapping[str, Any] | None = None,
         to: type[WorkflowDefinition] | None = None,
         workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
     ) -> Instance:
         """Start a new instance from a copy of the stored one as a rewind to ``at`` would
         leave it (:func:`~hephaestus_django.core.rewind.fork`), on version ``to`` when given
         (by the upgrade it declares); the original is not changed.
 
-        ``RewindError`` or ``UpgradeError`` (nothing written) when it cannot be forked there.
+        ``RewindError`` or ``UpgradeError`` (nothing written) when it cannot be forked there;
+        ``StaleInstanceError`` when the original is not at ``expected_revision``.
         """
         original = storage.get(_key(instance_id))
-        expect(original, workflow, None)
+        expect(original, workflow, expected_revision)
         now = storage.now()
         source = original
         if to is not None and to is not original.workflow:
