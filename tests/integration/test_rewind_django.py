@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from django.db import connections
 
 from hephaestus_django import (
     InMemoryDispatcher,
     InstanceNotCompensableError,
+    InstanceNotWaitingError,
     LocalRunner,
     QueuedRunner,
     RewindError,
@@ -136,3 +139,48 @@ def test_a_fork_is_a_new_row_linked_to_its_original(settle: Settle) -> None:
     assert copy.context.result(Price) == {"runs": 1, "factor": 2}
     original = WorkflowInstance.objects.get(id=instance_id)
     assert (original.revision, original.status) == (before.revision, before.status)
+
+
+def test_a_rewind_racing_a_resume_is_applied_before_or_after_it(settle: Settle) -> None:
+    """Both take the row lock: the instance ends as one order or the other would leave it,
+    never a mix (a resume refused because the rewind made the step run again is one order)."""
+    instance_id = Pipeline.start({})
+    settle()
+    barrier = threading.Barrier(2)
+    refused: list[BaseException] = []
+
+    def resume() -> None:
+        barrier.wait()
+        try:
+            Pipeline.resume(instance_id, "shipped")
+        except InstanceNotWaitingError as error:
+            refused.append(error)
+        finally:
+            connections.close_all()
+
+    def rewind() -> None:
+        barrier.wait()
+        try:
+            Pipeline.rewind(instance_id, to=Bill)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=resume), threading.Thread(target=rewind)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    settle()
+
+    stored = Pipeline.get(instance_id)
+    bills = TRAIL[stored.id].count("bill")
+    assert bills == 2  # the rewind ran Bill again, whichever came first
+    completions = [e.step for e in stored.execution_history if e.event != REWOUND]
+    assert completions.count(Bill) == 1
+    if stored.status is Status.COMPLETED:  # the rewind first, then the resume
+        assert completions.count(Ship) == 1
+    else:  # the resume first (or refused while Bill ran again): waiting again
+        assert stored.status is Status.WAITING
+        assert stored.waiting_steps.keys() == {Ship}
+        assert Ship not in stored.completed_steps
+    assert len(refused) <= 1
