@@ -47,6 +47,9 @@ _EXPORTS = {
     "EngineError": "hephaestus_django.core.errors",
     "InstanceNotWaitingError": "hephaestus_django.core.errors",
     "InstanceNotCancellableError": "hephaestus_django.core.errors",
+    "InstanceNotCompensableError": "hephaestus_django.core.errors",
+    "RewindError": "hephaestus_django.core.errors",
+    "RewindPlan": "hephaestus_django.core.rewind",
     "UnexpectedEventError": "hephaestus_django.core.errors",
     "UpgradeError": "hephaestus_django.core.errors",
     "StepOutcomeError": "hephaestus_django.core.errors",
@@ -95,6 +98,7 @@ __all__ = [
     "Instance",
     "InstanceDeletedError",
     "InstanceNotCancellableError",
+    "InstanceNotCompensableError",
     "InstanceNotFound",
     "InstanceNotWaitingError",
     "InvalidInstanceError",
@@ -107,6 +111,8 @@ __all__ = [
     "MapItemError",
     "QueuedRunner",
     "Retry",
+    "RewindError",
+    "RewindPlan",
     "Route",
     "ScheduleError",
     "SerializationError",
@@ -157,12 +163,14 @@ if TYPE_CHECKING:
         HephaestusError,
         InstanceDeletedError,
         InstanceNotCancellableError,
+        InstanceNotCompensableError,
         InstanceNotFound,
         InstanceNotWaitingError,
         InvalidInstanceError,
         InvalidJobError,
         InvalidQueryError,
         MapItemError,
+        RewindError,
         ScheduleError,
         SerializationError,
         StaleInstanceError,
@@ -182,6 +190,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.maps import Map, MapItem
     from hephaestus_django.core.outcomes import Async, Event
     from hephaestus_django.core.policies import Retry
+    from hephaestus_django.core.rewind import RewindPlan
     from hephaestus_django.core.status import Status
     from hephaestus_django.core.steps import Debug, Done, Step, StepRef, Wait, WaitForEvent
     from hephaestus_django.core.upgrades import Upgrade

@@ -198,6 +198,8 @@ class WorkflowInstance(models.Model):
             ("retry_workflowinstance", "Can retry a failed workflow instance"),
             ("cancel_workflowinstance", "Can cancel a workflow instance"),
             ("upgrade_workflowinstance", "Can upgrade a workflow instance to a newer version"),
+            ("rewind_workflowinstance", "Can rewind a workflow instance to an earlier step"),
+            ("fork_workflowinstance", "Can fork a workflow instance from one of its steps"),
         ]
         indexes = [
             # A 256 kB pending list (PostgreSQL's default is 4 MB): new entries are merged into

@@ -24,9 +24,11 @@ from hephaestus_django.admin.limits import (
     check_nesting,
 )
 from hephaestus_django.core.engine import compensations
-from hephaestus_django.core.errors import HephaestusError, InvalidQueryError
+from hephaestus_django.core.errors import HephaestusError, InvalidQueryError, RewindError
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.rewind import RewindPlan
+from hephaestus_django.core.rewind import plan as rewind_plan
 from hephaestus_django.core.upgrades import mapped_steps, upgrade_target
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime import codec
@@ -142,6 +144,58 @@ class UpgradeForm(RevisionForm):
     """A confirmation of an upgrade, carrying the version the page proposed."""
 
     to_version = forms.IntegerField(widget=forms.HiddenInput)
+
+
+class StepChoiceForm(RevisionForm):
+    """Which step to rewind (or fork) to: the steps the instance reached that it can go back
+    to, each with what that would forget (:func:`~hephaestus_django.core.rewind.plan`).
+
+    ``plans`` are those answers, in the graph's order, for the page to state before the
+    operator confirms; a step refused (a map step in the way, ...) is not offered.
+    """
+
+    step = forms.ChoiceField(label="Step")
+
+    def __init__(self, instance: Instance, verb: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plans: list[RewindPlan] = []
+        for step in instance.workflow.graph.order:
+            try:
+                self.plans.append(rewind_plan(instance, step, verb=verb))
+            except RewindError:
+                continue
+        self.fields["step"].choices = [(found.to.path(), found.to.__name__) for found in self.plans]
+        self.offers_compensation = verb == "rewound" and any(
+            found.compensations for found in self.plans
+        )
+        if self.offers_compensation:
+            self.fields["compensate"] = forms.BooleanField(
+                label="Compensate the forgotten steps first",
+                label_suffix="",
+                required=False,
+                help_text="Runs the compensate() of the forgotten completed steps that define "
+                "one, the last completed first, before the instance runs on from the step.",
+            )
+
+    def chosen(self) -> RewindPlan:
+        """The plan of the step chosen (valid: one of the choices)."""
+        path = self.cleaned_data["step"]
+        return next(found for found in self.plans if found.to.path() == path)
+
+    def clean_compensate(self) -> bool:
+        return bool(self.cleaned_data.get("compensate"))
+
+
+def plan_facts(plans: list[RewindPlan]) -> list[tuple[str, Any]]:
+    """What choosing each step would do: the steps forgotten, those active after, and the
+    compensations that can run first."""
+    found: list[tuple[str, Any]] = []
+    for plan in plans:
+        text = f"forgets {_names(list(plan.forgotten))}; then {_names(list(plan.active))} run"
+        if plan.compensations:
+            text += f"; compensations if ticked: {in_order(plan.compensations)}"
+        found.append((f"to {plan.to.__name__}", text))
+    return found
 
 
 def in_order(steps: tuple[StepClass, ...]) -> str:

@@ -39,7 +39,12 @@ from hephaestus_django.admin.listing import (
     WorkflowFilter,
     steps_cell,
 )
-from hephaestus_django.admin.operations import CANCELLABLE, OperationsMixin, page_context
+from hephaestus_django.admin.operations import (
+    CANCELLABLE,
+    REWINDABLE,
+    OperationsMixin,
+    page_context,
+)
 from hephaestus_django.admin.rows import storage_for
 from hephaestus_django.admin.times import moment
 from hephaestus_django.core.engine import waits_for_an_event
@@ -101,6 +106,8 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
             path("<path:object_id>/upgrade/", wrap(self.upgrade_view), name=f"{info}_upgrade"),
+            path("<path:object_id>/rewind/", wrap(self.rewind_view), name=f"{info}_rewind"),
+            path("<path:object_id>/fork/", wrap(self.fork_view), name=f"{info}_fork"),
             *dashboard_urls(self),
             *super().get_urls(),
         ]
@@ -221,6 +228,15 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             "can_upgrade": instance is not None
             and upgrade_target(instance) is not None
             and self.has_upgrade_permission(request),
+            "can_rewind": status in REWINDABLE
+            and instance is not None
+            and instance.compensation is None
+            and self.has_rewind_permission(request),
+            "can_fork": status is not None
+            and status is not Status.PENDING
+            and instance is not None
+            and not instance.compensating
+            and self.has_fork_permission(request),
             "can_delete": self.has_delete_permission(request, row),
             **(extra_context or {}),
         }

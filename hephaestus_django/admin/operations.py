@@ -1,13 +1,13 @@
-"""Resume, retry, cancel, upgrade and delete in the admin, so an operator can never corrupt an
-instance.
+"""Resume, retry, cancel, upgrade, rewind, fork and delete in the admin, so an operator can never
+corrupt an instance.
 
 Each operation has its own permission (``resume_workflowinstance``, ``retry_workflowinstance``,
-``cancel_workflowinstance``, ``upgrade_workflowinstance``, Django's
-``delete_workflowinstance``), checked by the view as well as when showing the button,
-and its own confirmation page. They act through the configured runner and storage, exactly as
-code would, never by editing fields. The confirmation form carries the revision it was rendered
-with: the runner refuses (``expected_revision=``) to act on an instance that changed since, and
-the operator is asked to look again instead.
+``cancel_workflowinstance``, ``upgrade_workflowinstance``, ``rewind_workflowinstance``,
+``fork_workflowinstance``, Django's ``delete_workflowinstance``), checked by the view as well
+as when showing the button, and its own confirmation page. They act through the configured
+runner and storage, exactly as code would, never by editing fields. The confirmation form
+carries the revision it was rendered with: the runner refuses (``expected_revision=``) to act
+on an instance that changed since, and the operator is asked to look again instead.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ from hephaestus_django.admin.forms import (
     CancelForm,
     ResumeForm,
     RevisionForm,
+    StepChoiceForm,
     UpgradeForm,
     facts,
     in_order,
+    plan_facts,
 )
 from hephaestus_django.admin.rows import NoStorageForDatabase, decoded, storage_for
 from hephaestus_django.core.engine import waits_for_an_event
@@ -49,6 +51,9 @@ from hephaestus_django.runtime.contract import Storage
 
 CANCELLABLE = (Status.PENDING, Status.RUNNING, Status.WAITING)
 """The statuses an instance can be cancelled in (unless it is compensating already)."""
+
+REWINDABLE = (Status.RUNNING, Status.WAITING, Status.COMPLETED, Status.FAILED)
+"""The statuses an instance can be rewound in (unless it is compensating, or was compensated)."""
 
 CONFIRM = {"delete": "Yes, delete it", "cancel": "Yes, cancel it"}
 """The confirm button of the operations that cannot be undone (shown as dangerous); the others
@@ -104,6 +109,12 @@ class OperationsMixin:
 
     def has_upgrade_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.upgrade_{self.opts.model_name}")
+
+    def has_rewind_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.rewind_{self.opts.model_name}")
+
+    def has_fork_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.fork_{self.opts.model_name}")
 
     def admin_url(self, name: str, *args: Any) -> str:
         info = f"{self.opts.app_label}_{self.opts.model_name}"
@@ -258,6 +269,78 @@ class OperationsMixin:
         return self._confirm(request, row, instance, "upgrade", form)
 
     @stoppable
+    def rewind_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Rewind to a step the operator picks; the page states, for each step offered, what
+        rewinding to it forgets and what runs next."""
+        if not self.has_rewind_permission(request):
+            raise PermissionDenied
+        row, instance = self._load(request, object_id, "rewound", REWINDABLE)
+        form = StepChoiceForm(
+            instance, "rewound", request.POST or None, initial={"revision": instance.revision}
+        )
+        if not form.plans:
+            self._refuse(request, row, "This instance cannot be rewound: no step can be chosen.")
+        if request.method == "POST":
+            self._check_fresh(request, row, instance.revision)
+            if form.is_valid():
+                chosen = form.chosen()
+                compensate = form.cleaned_data.get("compensate", False)
+                done = f"Rewound to {chosen.to.__name__}" + (
+                    f", compensating {in_order(chosen.compensations)} first"
+                    if compensate and chosen.compensations
+                    else ""
+                )
+                return self._act(
+                    request,
+                    row,
+                    "rewind",
+                    done,
+                    lambda storage: conf.runner.get().rewind(
+                        row.pk,
+                        storage=storage,
+                        to=chosen.to,
+                        compensate=compensate,
+                        expected_revision=form.cleaned_data["revision"],
+                    ),
+                )
+        return self._confirm(request, row, instance, "rewind", form, plan_facts(form.plans))
+
+    @stoppable
+    def fork_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Fork from a step the operator picks: a new instance, whose page the operator lands
+        on; the original is not changed."""
+        if not self.has_fork_permission(request):
+            raise PermissionDenied
+        statuses = tuple(status for status in Status if status is not Status.PENDING)
+        row, instance = self._load(request, object_id, "forked", statuses)
+        form = StepChoiceForm(
+            instance, "forked", request.POST or None, initial={"revision": instance.revision}
+        )
+        if not form.plans or instance.compensating:
+            self._refuse(request, row, "This instance cannot be forked: no step can be chosen.")
+        if request.method == "POST":
+            self._check_fresh(request, row, instance.revision)
+            if form.is_valid():
+                chosen = form.chosen()
+                try:
+                    copy = conf.runner.get().fork(
+                        row.pk,
+                        storage=storage_for(row._state.db or "default"),
+                        at=chosen.to,
+                        expected_revision=form.cleaned_data["revision"],
+                    )
+                except StaleInstanceError as error:
+                    self._refuse(request, row, STALE.format(seen=error.revision, now="a newer one"))
+                except (HephaestusError, NoStorageForDatabase) as error:
+                    self._refuse(request, row, f"The fork was refused: {error}")
+                done = f"Forked at {chosen.to.__name__} as {copy.id}"
+                self.log_change(request, row, done)
+                level, text = outcome(done, copy)
+                messages.add_message(request, level, text)
+                return HttpResponseRedirect(self.admin_url("change", copy.id))
+        return self._confirm(request, row, instance, "fork", form, plan_facts(form.plans))
+
+    @stoppable
     def delete_view(
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
@@ -358,6 +441,7 @@ class OperationsMixin:
         instance: Instance | None,
         operation: str,
         form: forms.Form,
+        stated: list[tuple[str, Any]] | None = None,
     ) -> HttpResponse:
         context = {
             **self.admin_site.each_context(request),
@@ -365,7 +449,7 @@ class OperationsMixin:
             "title": f"{operation.capitalize()} {short_name(row.workflow)} {row.pk}?",
             "operation": operation,
             "instance": instance,
-            "facts": facts(operation, row, instance),
+            "facts": facts(operation, row, instance) if stated is None else stated,
             "form": form,
             "confirm_label": CONFIRM.get(operation, operation.capitalize()),
             "dangerous": operation in CONFIRM,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from hephaestus_django.core.engine import next_due_time, runnable_steps
+from hephaestus_django.core.engine import next_due_time, rewinds_of, runnable_steps
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 
@@ -45,8 +45,20 @@ class Effects:
 
     @property
     def newly_runnable(self) -> frozenset[StepClass]:
-        """The steps the transition made runnable: runnable after, not before."""
+        """The steps the transition made runnable: runnable after, not before; after a rewind,
+        every runnable step (the results of what ran before it are refused: they run again),
+        and when compensations end with steps to run (a rewind's), every one of those."""
+        before = self.before
+        if self.rewound or (
+            before is not None and before.compensating and not self.after.compensating
+        ):
+            return self.runnable
         return self.runnable - self.runnable_before
+
+    @property
+    def rewound(self) -> bool:
+        """Whether the transition started a new generation of the instance (a rewind)."""
+        return self.before is not None and rewinds_of(self.before) != rewinds_of(self.after)
 
     @property
     def due_moved(self) -> bool:

@@ -56,6 +56,7 @@ from uuid import UUID
 from hephaestus_django.core.errors import (
     EngineError,
     InstanceNotCancellableError,
+    InstanceNotCompensableError,
     InstanceNotWaitingError,
     InvalidInstanceError,
     StepOutcomeError,
@@ -107,6 +108,10 @@ class Executed:
     outcome: Outcome | None = None
     error: BaseException | None = None
     compensating: bool = False
+    rewinds: int | None = None
+    """The generation (:func:`rewinds_of`) of the instance the step ran on; a result of an
+    earlier generation is refused (a rewind forgot what it was computed from). None: not
+    checked."""
 
 
 MAX_REASON_LENGTH = 1_000
@@ -115,6 +120,16 @@ rewritten with every write of it."""
 
 COMPENSATED = "compensated"
 """The event of a history entry recording a step's compensation."""
+
+REWINDS_KEY = "hephaestus.rewinds"
+"""Where ``runtime_metadata`` counts an instance's rewinds (see
+:mod:`~hephaestus_django.core.rewind`): its generation."""
+
+
+def rewinds_of(instance: Instance) -> int:
+    """How many times ``instance`` was rewound: the generation its steps' results belong to."""
+    found = instance.runtime_metadata.get(REWINDS_KEY, 0)
+    return found if isinstance(found, int) and not isinstance(found, bool) else 0
 
 
 def new_instance(
@@ -191,9 +206,15 @@ def accepts(instance: Instance, result: Executed) -> bool:
     the result of what the step runs now (its work, or its compensation).
 
     A runner asks before recording a result it computed on an older read: the step may have
-    been completed by a duplicate job meanwhile, or the instance cancelled.
+    been completed by a duplicate job meanwhile, or the instance cancelled, or rewound (a
+    result computed before a rewind is never recorded: its ``rewinds`` is of an earlier
+    generation).
     """
-    return result.step in runnable_steps(instance) and result.compensating == instance.compensating
+    return (
+        result.step in runnable_steps(instance)
+        and result.compensating == instance.compensating
+        and (result.rewinds is None or result.rewinds == rewinds_of(instance))
+    )
 
 
 def runnable_steps(instance: Instance) -> frozenset[StepClass]:
@@ -260,7 +281,13 @@ def apply(
             draft.complete_or_fail(result.step, result.outcome, now, any_result=is_map(result.step))
         else:
             raise EngineError(f"the result for step {result.step.__qualname__} has no outcome")
-    return draft.settle()
+    after = draft.settle()
+    if after.compensation is not None and after.compensation.ends is Status.RUNNING:
+        # The compensations of a rewind (compensate=True): once the last ran, the rewind.
+        from hephaestus_django.core.rewind import finish  # rewind builds on this module
+
+        return finish(after, now)
+    return after
 
 
 def resume(
@@ -414,6 +441,56 @@ def cancel(
         running={},
         cancellation=record,
         compensation=Compensation(Status.CANCELLED, now, pending),
+    )
+
+
+def compensate(instance: Instance, *, now: datetime) -> Instance:
+    """Undo the completed steps of a failed instance: failed -> running, compensating.
+
+    The ``compensate`` of every completed step that defines one runs, the last completed
+    first, as when a ``compensate_on_failure`` workflow fails; the instance then ends failed
+    again, with its failure, and the compensations recorded. Refused with
+    :class:`InstanceNotCompensableError`, nothing changed, for an instance that has not
+    failed, whose steps were compensated already, or that has no completed step to undo.
+    """
+    if instance.status is not Status.FAILED or instance.error is None:
+        raise InstanceNotCompensableError(
+            f"instance {instance.id} of {_name(instance)} is {instance.status}; only a failed "
+            f"instance can be compensated (cancel a running or waiting one with "
+            f"compensate=True) (nothing was changed)",
+            instance_id=instance.id,
+        )
+    if instance.compensation is not None:
+        raise InstanceNotCompensableError(
+            f"instance {instance.id} of {_name(instance)} failed while compensating its steps, "
+            f"or after they were compensated; retry() runs the compensations that failed "
+            f"(nothing was changed)",
+            instance_id=instance.id,
+        )
+    pending = compensations(instance)
+    if not pending:
+        raise InstanceNotCompensableError(
+            f"instance {instance.id} of {_name(instance)} has no completed step that defines "
+            f"compensate(); there is nothing to undo (nothing was changed)",
+            instance_id=instance.id,
+        )
+    failure = instance.error
+    return evolve(
+        instance,
+        status=Status.RUNNING,
+        current_step=pending[0],
+        active_steps=frozenset({pending[0]}),
+        waiting_steps={},
+        attempts={},
+        running={},
+        error=None,
+        execution_history=(
+            *instance.execution_history,
+            HistoryEntry(
+                step=failure.step, event="", timestamp=now, error=failure, compensating=True
+            ),
+        ),
+        compensation=Compensation(Status.FAILED, now, pending, failure),
     )
 
 

@@ -151,6 +151,38 @@ class InstanceNotCancellableError(EngineError):
     is already undoing its steps; nothing changed."""
 
 
+class InstanceNotCompensableError(EngineError):
+    """``compensate`` was called on an instance that has not failed, or whose steps were
+    compensated already, or that has no completed step to undo; nothing changed."""
+
+
+class RewindError(EngineError):
+    """An instance cannot be rewound (or forked) to the step asked for; nothing changed.
+
+    ``step`` names the step asked for (its dotted path or what the caller gave) and ``reason``
+    says why: the step was never reached, the instance's version has no such step, the
+    instance is in a state a rewind does not apply to.
+    """
+
+    def __init__(
+        self,
+        *,
+        instance_id: UUID,
+        workflow: str,
+        step: str,
+        reason: str,
+        verb: str = "rewound",
+    ) -> None:
+        self.workflow = workflow
+        self.step = step
+        self.reason = reason
+        super().__init__(
+            f"instance {instance_id} of {workflow} cannot be {verb} to step {step}: {reason} "
+            f"(nothing was changed)",
+            instance_id=instance_id,
+        )
+
+
 class StepOutcomeError(HephaestusError):
     """A step returned something that is not a valid outcome.
 

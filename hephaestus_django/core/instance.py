@@ -196,7 +196,9 @@ class Compensation:
     ``pending`` are the steps whose ``compensate`` has not run to an end yet, in the order
     they run (the first one is the instance's active step); the instance ends ``ends``
     (cancelled, or failed with ``failure``, the error that started the compensations) once
-    it is empty. The record stays on the ended instance, with ``pending`` empty.
+    it is empty. The record stays on the ended instance, with ``pending`` empty. ``ends``
+    ``running`` is a rewind's (``rewind(..., compensate=True)``): once the compensations ran,
+    the rewind applies, and the record goes (:mod:`~hephaestus_django.core.rewind`).
     """
 
     ends: Status

@@ -617,8 +617,10 @@ class _Reader:
         fields = self.mapping(value, path)
         found = fields.get("ends")
         ends = _STATUSES.get(found) if isinstance(found, str) else None
-        if ends is not Status.CANCELLED and ends is not Status.FAILED:
-            self.corrupt(f"{path}.ends", f"expected 'cancelled' or 'failed', found {found!r}")
+        if ends is None or ends not in (Status.CANCELLED, Status.FAILED, Status.RUNNING):
+            self.corrupt(
+                f"{path}.ends", f"expected 'cancelled', 'failed' or 'running', found {found!r}"
+            )
         failure = self.optional(fields.get("failure"), f"{path}.failure", self.failure)
         if ends is Status.FAILED and failure is None:
             self.corrupt(f"{path}.failure", "a compensation that ends failed keeps its failure")

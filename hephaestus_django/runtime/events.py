@@ -351,10 +351,14 @@ def changes(
 
     old_history = before.execution_history if before is not None else ()
     new_entries = after.execution_history[len(old_history) :]
+    # A rewind forgets history entries and times: none of its changes is a step's progress.
+    rewound = done.rewound
+    if rewound:
+        new_entries = ()
     moment = new_entries[-1].timestamp if new_entries else after.updated_at
     cancelled = after.cancellation is not None and (before is None or before.cancellation is None)
 
-    if before is not None and before.waiting_steps and not cancelled:
+    if before is not None and before.waiting_steps and not cancelled and not rewound:
         found.extend(_timers_fired(before, after, moment, common))
 
     before_attempts = before.attempts if before is not None else {}
@@ -364,6 +368,7 @@ def changes(
         if before is not None
         and before.status is Status.FAILED
         and after.status is not Status.FAILED
+        and not rewound
         else None
     )
     reported: list[Failure] = []

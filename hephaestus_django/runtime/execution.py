@@ -25,6 +25,7 @@ from hephaestus_django.core.errors import (
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.outcomes import Event, Outcome, read_outcome
+from hephaestus_django.core.rewind import rewind as rewind_instance
 from hephaestus_django.core.steps import Done
 from hephaestus_django.core.upgrades import upgrade as upgrade_instance
 from hephaestus_django.core.workflow import WorkflowDefinition
@@ -100,8 +101,12 @@ def _execute(instance: Instance, activation: Activation, in_transaction: bool) -
             exc_info=not isinstance(error, quiet),
             extra=about(instance, step=step),
         )
-        return Executed(step, error=error, compensating=compensating)
-    return Executed(step, outcome=outcome, compensating=compensating)
+        return Executed(
+            step, error=error, compensating=compensating, rewinds=engine.rewinds_of(instance)
+        )
+    return Executed(
+        step, outcome=outcome, compensating=compensating, rewinds=engine.rewinds_of(instance)
+    )
 
 
 def log_retries(results: Sequence[Executed], after: Instance) -> None:
@@ -185,6 +190,39 @@ def upgrading(
     def transition(instance: Instance) -> Instance:
         expect(instance, workflow, expected_revision)
         return upgrade_instance(instance, to=to, now=now())
+
+    return transition
+
+
+def rewinding(
+    to: StepClass | str,
+    *,
+    now: Callable[[], datetime],
+    compensate: bool,
+    workflow: type[WorkflowDefinition] | None,
+    expected_revision: int | None,
+) -> Transition:
+    """The transition of ``rewind``: checked against what the caller expects, then the
+    instance rewound to ``to`` (:func:`~hephaestus_django.core.rewind.rewind`)."""
+
+    def transition(instance: Instance) -> Instance:
+        expect(instance, workflow, expected_revision)
+        return rewind_instance(instance, to, now=now(), compensate=compensate)
+
+    return transition
+
+
+def compensating(
+    *,
+    now: Callable[[], datetime],
+    workflow: type[WorkflowDefinition] | None,
+    expected_revision: int | None,
+) -> Transition:
+    """The transition of ``compensate``: a failed instance's completed steps undone."""
+
+    def transition(instance: Instance) -> Instance:
+        expect(instance, workflow, expected_revision)
+        return engine.compensate(instance, now=now())
 
     return transition
 

@@ -29,12 +29,22 @@ from hephaestus_django.core.durations import checked_duration
 from hephaestus_django.core.errors import InstanceNotCancellableError, InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, instance_key
+from hephaestus_django.core.rewind import fork as fork_instance
+from hephaestus_django.core.upgrades import upgrade as upgrade_instance
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import tracing
 from hephaestus_django.runtime.admission import with_priority
 from hephaestus_django.runtime.children import AfterWrite, Continuation
 from hephaestus_django.runtime.contract import Storage
-from hephaestus_django.runtime.execution import cancelling, resuming, retrying, upgrading
+from hephaestus_django.runtime.execution import (
+    cancelling,
+    compensating,
+    expect,
+    resuming,
+    retrying,
+    rewinding,
+    upgrading,
+)
 
 DEFAULT_LEASE = timedelta(minutes=5)
 """How long a runner's claim on an instance lasts without renewal, unless told."""
@@ -205,6 +215,86 @@ class Runner(ABC):
                 expected_revision=expected_revision,
             ),
         )
+
+    @tracing.traced("rewind")
+    def rewind(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        to: StepClass | str,
+        compensate: bool = False,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Rewind an instance to where step ``to`` was about to run, under the row lock, then
+        move it on (:mod:`~hephaestus_django.core.rewind`). With ``compensate``, the forgotten
+        steps' compensations run first. A step running elsewhere finishes, and its result is
+        not recorded (it is of an earlier generation of the instance).
+
+        ``RewindError`` (nothing written) when the instance cannot be rewound there.
+        """
+        if not isinstance(compensate, bool):
+            raise TypeError(f"compensate must be True or False, not {compensate!r}")
+        return self._transition(
+            _key(instance_id),
+            storage,
+            rewinding(
+                to,
+                now=storage.now,
+                compensate=compensate,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
+
+    @tracing.traced("compensate")
+    def compensate(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Undo the completed steps of a failed instance (their ``compensate``, the last
+        completed first); it ends failed again, with the compensations recorded.
+
+        ``InstanceNotCompensableError`` (nothing written) for an instance that has not failed,
+        was compensated already, or has nothing to undo.
+        """
+        return self._transition(
+            _key(instance_id),
+            storage,
+            compensating(now=storage.now, workflow=workflow, expected_revision=expected_revision),
+        )
+
+    @tracing.traced("fork")
+    def fork(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        at: StepClass | str,
+        context: Mapping[str, Any] | None = None,
+        to: type[WorkflowDefinition] | None = None,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Start a new instance from a copy of the stored one as a rewind to ``at`` would
+        leave it (:func:`~hephaestus_django.core.rewind.fork`), on version ``to`` when given
+        (by the upgrade it declares); the original is not changed.
+
+        ``RewindError`` or ``UpgradeError`` (nothing written) when it cannot be forked there;
+        ``StaleInstanceError`` when the original is not at ``expected_revision``.
+        """
+        original = storage.get(_key(instance_id))
+        expect(original, workflow, expected_revision)
+        now = storage.now()
+        source = original
+        if to is not None and to is not original.workflow:
+            source = upgrade_instance(original, to=to, now=now)
+        return self._begin(fork_instance(source, at, now=now, context=context), storage, now)
 
     @abstractmethod
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:

@@ -29,6 +29,8 @@ from hephaestus_django.core.errors import DuplicateInstanceError, InstanceNotFou
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.keys import FINISHED
+from hephaestus_django.core.rewind import RewindPlan
+from hephaestus_django.core.rewind import plan as rewind_plan
 from hephaestus_django.core.upgrades import upgrade as upgrade_instance
 from hephaestus_django.core.versions import VersionedDefinition
 from hephaestus_django.core.workflow import WorkflowDefinition
@@ -173,6 +175,91 @@ class Workflow(WorkflowDefinition):
         )
 
     @classmethod
+    def rewind(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        to: StepClass | str,
+        key: str | None = None,
+        compensate: bool = False,
+        dry_run: bool = False,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance | RewindPlan:
+        """Put an instance back where step ``to`` was about to run, and run on from there.
+
+        ``to`` and every step after it in the graph are forgotten (their results, attempts,
+        timers), in one locked write recorded in the history as a rewind; steps before it,
+        and parallel branches, keep what they did. A step of the instance still running
+        somewhere finishes, and its result is not recorded. With ``compensate=True`` the
+        ``compensate`` of the forgotten completed steps runs first, the last completed first.
+
+        ``RewindError`` names the reason, and nothing changes, when ``to`` was never reached,
+        is not a step of the instance's version, or the instance cannot be rewound (pending,
+        cancelled, compensating or compensated). With ``dry_run`` nothing is written and a
+        :class:`RewindPlan` says what would change (steps forgotten, steps active after).
+        """
+        chosen = backends.storage(storage)
+        instance_id = cls._identify(id, key, chosen)
+        if dry_run:
+            instance = chosen.get(instance_id)
+            expect(instance, cls._scope(), None)
+            return rewind_plan(instance, to)
+        return backends.runner().rewind(
+            instance_id, storage=chosen, to=to, compensate=compensate, workflow=cls._scope()
+        )
+
+    @classmethod
+    def compensate(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        key: str | None = None,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
+        """Undo the completed steps of a failed instance: the ``compensate`` of each that
+        defines one runs, the last completed first, and the instance ends ``failed`` again,
+        with its failure and the compensations in its history.
+
+        ``InstanceNotCompensableError`` (nothing changes) for an instance that has not
+        failed, whose steps were compensated already, or with nothing to undo.
+        """
+        chosen = backends.storage(storage)
+        return backends.runner().compensate(
+            cls._identify(id, key, chosen), storage=chosen, workflow=cls._scope()
+        )
+
+    @classmethod
+    def fork(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        at: StepClass | str,
+        key: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        version: int | None = None,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
+        """Start a new instance (a new id) from a copy of this one as a rewind to ``at`` would
+        leave it, and run it; the original is not changed.
+
+        ``context`` is merged into the copy's initial data; ``version`` moves the copy to that
+        version of a versioned workflow first (by the upgrade it declares). The copy names its
+        original in ``runtime_metadata["hephaestus.forked_from"]``; it has no business key.
+        ``RewindError`` (or ``UpgradeError``) when it cannot be forked there: nothing is
+        written.
+        """
+        chosen = backends.storage(storage)
+        to = None if version is None else cls.starting(version)
+        return backends.runner().fork(
+            cls._identify(id, key, chosen),
+            storage=chosen,
+            at=at,
+            context=context,
+            to=to,
+            workflow=cls._scope(),
+        )
+
+    @classmethod
     def get(
         cls,
         id: UUID | str | None = None,
@@ -221,6 +308,9 @@ class Workflow(WorkflowDefinition):
     aresume = async_twin(resume)
     aretry = async_twin(retry)
     acancel = async_twin(cancel)
+    arewind = async_twin(rewind)
+    acompensate = async_twin(compensate)
+    afork = async_twin(fork)
     aget = async_twin(get)
     alist = async_twin(list)
 

@@ -320,3 +320,27 @@ class Clog(Step):
 class Clogged(Workflow):
     start = Clog
     transitions = {Clog: {"ok": Done}}
+
+
+class Relay(Step):
+    """Marks its run, then holds until the file ``release<run>`` exists in
+    ``context.initial["dir"]`` (the first run ``release1``, ...); its result says which run it
+    was: a test releases the runs in the order it wants their results to come back (each run
+    leaves ``returned<run>`` as it returns)."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        run = mark(context, self.step_key)
+        release = Path(context.initial["dir"]) / f"release{run}"
+        while not release.exists():
+            time.sleep(0.05)
+        (release.parent / f"returned{run}").touch()
+        return Event("ok", {"pid": os.getpid(), "run": run})
+
+
+class Relayed(Workflow):
+    """A step still running when the test rewinds the instance to it."""
+
+    start = First
+    transitions = {First: {"ok": Relay}, Relay: {"ok": Ship}, Ship: {"ok": Done}}

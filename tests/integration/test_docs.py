@@ -93,6 +93,12 @@ RUN_BY: dict[tuple[str, str], str] = {
     ("docs/guides/retries.md", "class FetchRates("): f"{GUIDES}::test_timeouts",
     ("docs/guides/maps.md", "class ChargeLine("): f"{GUIDES}::test_maps",
     ("docs/guides/cancelling.md", "Order.cancel(order_id"): f"{GUIDES}::test_cancelling",
+    (
+        "docs/guides/fixing-instances.md",
+        "TAX_RATE = 20  # the bug",
+    ): f"{GUIDES}::test_fixing_instances",
+    ("docs/guides/fixing-instances.md", "copy = Order.fork("): f"{GUIDES}::test_fixing_instances",
+    ("docs/guides/fixing-instances.md", "failed_id = "): f"{GUIDES}::test_fixing_instances",
     ("docs/guides/observability.md", "@receiver(step_failed)"): f"{GUIDES}::test_signals",
     ("docs/guides/observability.md", "InMemorySpanExporter()"): f"{GUIDES}::test_tracing",
     ("docs/guides/operations.md", "hephaestus_status"): f"{GUIDES}::test_operations",

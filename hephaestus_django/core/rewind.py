@@ -1,0 +1,391 @@
+"""Rewinding an instance to an earlier step, and forking a copy of it from one.
+
+An operator who shipped a fix wants an instance to run again from the step that went wrong,
+or from an earlier one. The graph says exactly what that means: rewinding to step ``to``
+puts the instance back where ``to`` was about to run, so ``to`` and every step after it in
+the graph (its descendants) are *forgotten*: their results, attempts, timers, running marks
+and history entries go, and ``to`` becomes active again. Steps that are not after ``to``
+(those before it, and parallel branches) keep what they did. A failure is cleared; when its
+step is not forgotten, it goes into the history as a failed attempt (as ``retry`` records
+it) and the step runs again.
+
+The rewind itself is one history entry (event :data:`REWOUND`, the forgotten steps' paths in
+its ``context_updates``), and it raises the instance's *generation*
+(``runtime_metadata["hephaestus.rewinds"]``): a result computed on an earlier generation (a
+step that was still running somewhere) is refused by :func:`engine.accepts`, so the late
+result of a forgotten step is never recorded.
+
+With ``compensate=True`` the forgotten steps that completed and define ``compensate`` are
+undone first, the last completed first, as ``cancel(compensate=True)`` does; the instance is
+compensating meanwhile (a :class:`Compensation` that ends ``running``), and the rewind is
+applied when the last one ran (:func:`finish`).
+
+A rewind is refused, with :class:`RewindError` and nothing changed, when ``to`` is not a
+step of the instance's version, was never reached (not active, waiting, completed or
+attempted), when the instance is pending, cancelled, compensating or was compensated, or when
+a forgotten step is a map step or a child step that started its child (their items and
+children are kept outside the instance; rewinding them is not supported yet).
+
+:func:`fork` builds a new instance from a copy of the state a rewind would give, with a new
+id, linked to its original; the original is not touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from hephaestus_django.core import engine
+from hephaestus_django.core.children import CHILDREN_KEY, PARENT_KEY, Child, children_of
+from hephaestus_django.core.errors import RewindError
+from hephaestus_django.core.graph import StepClass
+from hephaestus_django.core.instance import (
+    Compensation,
+    Context,
+    HistoryEntry,
+    Instance,
+    evolve,
+)
+from hephaestus_django.core.maps import is_map
+from hephaestus_django.core.status import Status
+
+REWOUND = "rewound"
+"""The event of the history entry that records a rewind."""
+
+REWINDS_KEY = engine.REWINDS_KEY
+"""Where ``runtime_metadata`` counts the instance's rewinds (its generation)."""
+
+REWIND_KEY = "hephaestus.rewind"
+"""Where ``runtime_metadata`` keeps the step a rewind goes back to while its compensations
+run: ``{"to": <step path>}``."""
+
+FORKED_FROM_KEY = "hephaestus.forked_from"
+"""Where a fork's ``runtime_metadata`` names its original: ``{"id": ..., "step": ...}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RewindPlan:
+    """What a rewind (or a fork) of ``instance_id`` to ``to`` changes: a dry run's answer.
+
+    ``forgotten`` are the steps the instance holds (completed, active, waiting or attempted)
+    that it forgets, in the graph's order; ``active`` the steps active after it;
+    ``compensations`` the steps whose ``compensate`` runs first when asked.
+    """
+
+    instance_id: UUID
+    to: StepClass
+    forgotten: tuple[StepClass, ...]
+    active: tuple[StepClass, ...]
+    compensations: tuple[StepClass, ...] = ()
+
+
+def plan(instance: Instance, to: StepClass | str, *, verb: str = "rewound") -> RewindPlan:
+    """What rewinding ``instance`` to ``to`` would change; :class:`RewindError` when it cannot
+    be rewound there (see the module's docstring)."""
+    step = _resolve(instance, to, verb)
+    if verb == "rewound":
+        _check_status(instance, step)
+    graph = instance.workflow.graph
+    forgotten = _forgotten(instance, step)
+    held = _held(instance)
+    if step not in held:
+        raise _refuse(
+            instance,
+            step,
+            "it was never reached (it is not active, waiting, completed or attempted)",
+            verb,
+        )
+    _check_outside_state(instance, forgotten, verb, step)
+    active = (instance.active_steps - forgotten) | {step}
+    pending = tuple(s for s in engine.compensations(instance) if s in forgotten)
+    return RewindPlan(
+        instance_id=instance.id,
+        to=step,
+        forgotten=tuple(graph.sorted(held & forgotten)),
+        active=tuple(graph.sorted(active)),
+        compensations=pending,
+    )
+
+
+def rewind(
+    instance: Instance, to: StepClass | str, *, now: datetime, compensate: bool = False
+) -> Instance:
+    """``instance`` rewound to ``to`` (see the module's docstring); a pure transition."""
+    found = plan(instance, to)
+    if not compensate or not found.compensations:
+        return _forget(instance, found.to, now)
+    others = (instance.active_steps | instance.waiting_steps.keys()) - _forgotten(
+        instance, found.to
+    )
+    if others:
+        names = ", ".join(s.__qualname__ for s in instance.workflow.graph.sorted(others))
+        raise _refuse(
+            instance,
+            found.to,
+            f"with compensate=True the instance must be at no step the rewind keeps, and it is "
+            f"at {names}: rewind without compensate, or once those steps ended",
+        )
+    first = found.compensations[0]
+    return evolve(
+        instance,
+        status=Status.RUNNING,
+        current_step=first,
+        active_steps=frozenset({first}),
+        waiting_steps={},
+        attempts={},
+        running={},
+        error=None,
+        compensation=Compensation(Status.RUNNING, now, found.compensations),
+        runtime_metadata={
+            **instance.runtime_metadata,
+            REWIND_KEY: {"to": found.to.path()},
+            REWINDS_KEY: engine.rewinds_of(instance) + 1,
+        },
+    )
+
+
+def finish(instance: Instance, now: datetime) -> Instance:
+    """The rewind whose compensations have all run, applied (see :func:`rewind`); other
+    instances as they are. Called by the engine after each transition that compensated."""
+    compensation = instance.compensation
+    if compensation is None or compensation.ends is not Status.RUNNING or not compensation.done:
+        return instance
+    recorded = instance.runtime_metadata.get(REWIND_KEY)
+    path = recorded.get("to") if isinstance(recorded, Mapping) else None
+    graph = instance.workflow.graph
+    step = graph.by_path.get(path) if isinstance(path, str) else None
+    metadata = {k: v for k, v in instance.runtime_metadata.items() if k != REWIND_KEY}
+    base = evolve(instance, compensation=None, runtime_metadata=metadata)
+    if step is None:  # pragma: no cover - written by rewind() with a step of this graph
+        step = graph.start
+    # The generation was raised when the compensations began: not again.
+    return _forget(base, step, now, generation=engine.rewinds_of(base))
+
+
+def fork(
+    instance: Instance,
+    at: StepClass | str,
+    *,
+    now: datetime,
+    context: Mapping[str, Any] | None = None,
+) -> Instance:
+    """A new running instance: a copy of ``instance`` as a rewind to ``at`` would leave it,
+    with a new id, ``context`` merged into its initial data, and linked to its original
+    (``runtime_metadata["hephaestus.forked_from"]``). ``instance`` is not changed.
+
+    The copy keeps no business key, lease, cancellation or compensation record; it is not
+    its original's parent's child, and keeps only the children of the child steps it
+    completed.
+    """
+    if instance.status is Status.PENDING:
+        raise _refuse(instance, None, "it has not started", "forked", at)
+    if context is not None and not isinstance(context, Mapping):
+        raise _refuse(
+            instance,
+            None,
+            f"the context must be a dict, not {type(context).__name__}",
+            "forked",
+            at,
+        )
+    if instance.compensating:
+        raise _refuse(
+            instance,
+            None,
+            "it is compensating its steps; fork it once they are undone",
+            "forked",
+            at,
+        )
+    found = plan(instance, at, verb="forked")
+    step = found.to
+    forgotten = _forgotten(instance, step)
+    kept_children = [
+        s
+        for s in instance.active_steps | instance.waiting_steps.keys()
+        if s not in forgotten and issubclass(s, Child)
+    ]
+    if kept_children:
+        names = ", ".join(s.__qualname__ for s in kept_children)
+        raise _refuse(
+            instance,
+            step,
+            f"the copy would wait on the children of {names}, which belong to the original",
+            "forked",
+        )
+    completed_keys = {s.step_key for s in instance.completed_steps if s not in forgotten}
+    metadata: dict[str, Any] = {
+        k: v
+        for k, v in instance.runtime_metadata.items()
+        if k not in (PARENT_KEY, CHILDREN_KEY, REWIND_KEY, REWINDS_KEY, FORKED_FROM_KEY)
+    }
+    children = {k: str(v) for k, v in children_of(instance).items() if k in completed_keys}
+    if children:
+        metadata[CHILDREN_KEY] = children
+    metadata[FORKED_FROM_KEY] = {"id": str(instance.id), "step": step.path()}
+    copy = evolve(
+        instance,
+        id=uuid4(),
+        context=Context({**instance.context.initial, **(context or {})}, instance.context.steps),
+        runtime_metadata=metadata,
+        revision=0,
+        inserted_at=None,
+        updated_at=None,
+        lease_owner=None,
+        lease_expires_at=None,
+        running={},
+        cancellation=None,
+        compensation=None,
+        business_key=None,
+        status=Status.RUNNING,
+    )
+    return _forget(copy, step, now, generation=0, record=False)
+
+
+# --- internals -----------------------------------------------------------------------------
+
+
+def _forget(
+    instance: Instance,
+    to: StepClass,
+    now: datetime,
+    *,
+    generation: int | None = None,
+    record: bool = True,
+) -> Instance:
+    """``instance`` back where ``to`` was about to run: ``to`` and its descendants forgotten."""
+    forgotten = _forgotten(instance, to)
+    held = _held(instance)
+    history = [
+        entry
+        for entry in instance.execution_history
+        if entry.compensating or entry.step not in forgotten
+    ]
+    error = instance.error
+    if error is not None and error.step not in forgotten:
+        # As retry() records it: the failure stays on record as a failed attempt.
+        history.append(HistoryEntry(step=error.step, event="", timestamp=error.at, error=error))
+    if record:
+        lost = instance.workflow.graph.sorted(held & forgotten)
+        history.append(
+            HistoryEntry(
+                step=to,
+                event=REWOUND,
+                timestamp=now,
+                context_updates={"forgotten": [s.path() for s in lost]},
+            )
+        )
+    keys = {s.step_key for s in forgotten}
+    steps = {k: v for k, v in instance.context.steps.items() if k not in keys}
+    rewinds = engine.rewinds_of(instance) + 1 if generation is None else generation
+    metadata = {**instance.runtime_metadata, REWINDS_KEY: rewinds}
+    if not rewinds:
+        metadata.pop(REWINDS_KEY)
+    return evolve(
+        instance,
+        status=Status.RUNNING,
+        current_step=to,
+        context=Context(instance.context.initial, steps),
+        active_steps=frozenset((instance.active_steps - forgotten) | {to}),
+        waiting_steps={s: w for s, w in instance.waiting_steps.items() if s not in forgotten},
+        completed_steps=instance.completed_steps - forgotten,
+        execution_history=tuple(history),
+        runtime_metadata=metadata,
+        error=None,
+        attempts={s: n for s, n in instance.attempts.items() if s not in forgotten},
+        running={},
+    )
+
+
+def _forgotten(instance: Instance, to: StepClass) -> frozenset[StepClass]:
+    return instance.workflow.graph.descendants[to] | {to}
+
+
+def _held(instance: Instance) -> frozenset[StepClass]:
+    """The steps the instance has reached: active, waiting, completed, or with a history entry
+    (a failed attempt), the step it failed at, the steps it stood at when cancelled."""
+    held = set(instance.active_steps | instance.waiting_steps.keys() | instance.completed_steps)
+    held.update(entry.step for entry in instance.execution_history if not entry.compensating)
+    if instance.error is not None:
+        held.add(instance.error.step)
+    if instance.cancellation is not None:
+        held.update(instance.cancellation.steps)
+    return frozenset(held)
+
+
+def _resolve(instance: Instance, to: StepClass | str, verb: str) -> StepClass:
+    graph = instance.workflow.graph
+    if isinstance(to, str):
+        for step in graph.order:
+            if to in (step.path(), step.__qualname__, step.step_key):
+                return step
+    elif to in graph.descendants:
+        return to
+    steps = ", ".join(step.__qualname__ for step in graph.order)
+    raise _refuse(
+        instance,
+        None,
+        f"version {instance.workflow_version} of {instance.workflow.__qualname__} has no such "
+        f"step (its steps: {steps})",
+        verb,
+        to,
+    )
+
+
+def _check_status(instance: Instance, step: StepClass) -> None:
+    if instance.status is Status.PENDING:
+        raise _refuse(instance, step, "it has not started")
+    if instance.status is Status.CANCELLED:
+        raise _refuse(instance, step, "it was cancelled for good; fork it instead")
+    if instance.compensating:
+        raise _refuse(
+            instance, step, "it is compensating its steps; rewind it once they are undone"
+        )
+    if instance.compensation is not None:
+        raise _refuse(instance, step, "its completed steps were compensated; fork it instead")
+
+
+def _check_outside_state(
+    instance: Instance, forgotten: frozenset[StepClass], verb: str, step: StepClass
+) -> None:
+    """Refuse to forget what is kept outside the instance: a map's items (rewind only: a fork
+    has a new id, and runs its maps anew) and a started child."""
+    started = children_of(instance)
+    for lost in instance.workflow.graph.sorted(forgotten & _held(instance)):
+        if verb == "rewound" and is_map(lost):
+            raise _refuse(
+                instance,
+                step,
+                f"it would forget map step {lost.__qualname__}, whose items are kept outside "
+                f"the instance (not supported yet): fork the instance instead",
+            )
+        if verb == "rewound" and issubclass(lost, Child) and lost.step_key in started:
+            raise _refuse(
+                instance,
+                step,
+                f"it would forget child step {lost.__qualname__}, which started instance "
+                f"{started[lost.step_key]} (not supported yet): fork the instance instead",
+            )
+
+
+def _refuse(
+    instance: Instance,
+    step: StepClass | None,
+    reason: str,
+    verb: str = "rewound",
+    given: object = None,
+) -> RewindError:
+    if step is not None:
+        name = step.__qualname__
+    elif isinstance(given, type):
+        name = getattr(given, "__qualname__", repr(given))
+    else:
+        name = repr(given)
+    return RewindError(
+        instance_id=instance.id,
+        workflow=instance.workflow.__qualname__,
+        step=name,
+        reason=reason,
+        verb=verb,
+    )
