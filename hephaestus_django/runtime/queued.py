@@ -230,10 +230,11 @@ class QueuedRunner(Runner):
         must not run it beside the first)."""
         marking = isinstance(storage, StepMarking)
         if isinstance(storage, StepMarking):
-            marked = storage.mark_running(
-                job.instance_id, job.step, _here(), self.lease, attempt=job.attempt
-            )
+            marked = storage.mark_running(job.instance_id, job.step, _here(), attempt=job.attempt)
             if marked is not None:
+                self._renew_if_short(
+                    marked, storage, marked.running[marked.workflow.graph.by_path[job.step]].since
+                )
                 return marked
         instance = storage.get(job.instance_id)
         step = instance.workflow.graph.by_path.get(job.step)
@@ -268,6 +269,18 @@ class QueuedRunner(Runner):
             )
             return None
         return instance
+
+    def _renew_if_short(self, instance: Instance, storage: Storage, now: datetime) -> None:
+        """Renew the queue lease at once when it would lapse before the heartbeat's first beat
+        (a third of the lease from now, at the latest): the mark does not renew it, and a job
+        that waited long in the queue finds it short or lapsed. One statement, only then."""
+        owner, expires = instance.lease_owner, instance.lease_expires_at
+        if owner is None or not owner.startswith(QUEUE_OWNER_PREFIX):
+            return
+        if expires is not None and expires - now >= self.lease / 2:
+            return
+        if storage.renew(instance.id, owner, self.lease):
+            instance.lease_expires_at = now + self.lease
 
     @tracing.traced("timer")
     def _wake(self, job: WakeUp, instance: Instance, storage: Storage) -> Instance | None:
