@@ -4,9 +4,10 @@
 that are runnable at once, e.g. the branches of a fan-out) runs concurrently
 on a bounded thread pool; the wave's outcomes are applied in one engine
 transition and persisted with one ``put``. So the stored instance is never
-more than one wave behind, and a wave costs one write. Built-in ``Done`` steps
-cost none: they do nothing and cannot fail, so they are completed in the
-transition that made them runnable, and share its write.
+more than one wave behind, and a wave costs one write. The built-ins ``Done``,
+``Wait`` and ``WaitForEvent`` cost none: they do nothing outside the instance and
+cannot fail, so they are settled in the transition that made them runnable, and
+share its write (a start whose first step waits is one write, taking no lease).
 
 Any process may move any instance on. Transitions that come from outside
 (``resume``, ``retry``, a due timer) go through ``storage.update``: a locked
