@@ -175,7 +175,7 @@ def test_the_running_mark_is_an_update_postgresql_makes_in_place(
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'workflow_instances'")
-        assert "fillfactor=90" in cursor.fetchone()[0]
+        assert "fillfactor=75" in cursor.fetchone()[0]
     before = read(f"SELECT {columns} FROM workflow_instances WHERE id = %s", instance_id)
     with transaction.atomic():  # the counters are the transaction's own
         updated, hot = read(counters)
