@@ -148,6 +148,7 @@ def run_storage_sections(
         containment,
         data,
         end_to_end,
+        hot_paths,
         housekeeping,
         keys,
         memory,
@@ -165,6 +166,8 @@ def run_storage_sections(
     results["memory"] = memory.run(raw, instances=10_000, rounds=max(rounds // 2, 2))
     log("3. end to end")
     results["end_to_end"] = end_to_end.run(raw, unprepared, rounds=rounds, n=plan["workflows"])
+    log("3b. start then wait, resume to the next wait")
+    results["hot_paths"] = hot_paths.run(raw, unprepared, rounds=rounds, n=plan["workflows"])
     log("9. step policies: statements and time per step")
     results["policies"] = policies.run(n=plan["policies_n"])
 

@@ -49,7 +49,7 @@ FROM generate_series(%(first)s::int, %(last)s::int) AS g
 def insert_params(key: Any, workflow: str, status: str, text: str) -> list[Any]:
     """The parameters of :data:`~hephaestus_django.postgres.sql.INSERT` for a row with no lease,
     timer or business key: what the floor writes."""
-    return [key, workflow, status, 1, text, None, None, None, None, None]
+    return [key, workflow, status, 1, text, None, None, None, None, None, None]
 
 
 def raw_write(cursor: Any, key: Any, workflow: str, status: str, text: str, revision: int) -> Any:
@@ -60,7 +60,7 @@ def raw_write(cursor: Any, key: Any, workflow: str, status: str, text: str, revi
         cursor.execute(INSERT, insert_params(key, workflow, status, text))
     else:
         cursor.execute(
-            UPDATE, [workflow, status, text, None, None, None, None, None, 1, key, revision]
+            UPDATE, [workflow, status, text, None, None, None, None, None, None, 1, key, revision]
         )
     return cursor.fetchone()
 

@@ -105,6 +105,27 @@ def end_to_end_table(runs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def hot_paths_table(runs: dict[str, Any]) -> list[str]:
+    """Issue 25's scenarios: start then wait, resume to the next wait (see bench.hot_paths)."""
+    lines = [
+        "| scenario | ours/floor, both prepare | ours/floor, neither prepares "
+        "| ours/floor, Django's defaults (reported) | ours ops/s (neither) | floor ops/s (neither) "
+        "| statements ours / floor | commits ours / floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, found in runs.items():
+        neither = found["unprepared"]
+        lines.append(
+            f"| {name} | {_ratio(found['prepared']['ratio'])} | {_ratio(neither['ratio'])} "
+            f"| {_ratio(found['defaults']['ratio'])} "
+            f"| {neither['ours']['ops_per_s']['median']:.0f} "
+            f"| {neither['raw']['ops_per_s']['median']:.0f} "
+            f"| {found['ours_statements']} / {found['floor_statements']} "
+            f"| {found['ours_commits']} / {found['floor_commits']} |"
+        )
+    return lines
+
+
 def tail_table(tail: dict[str, Any]) -> list[str]:
     lines = [
         f"{tail['writes_per_config']:,} puts of ours and as many raw per configuration, "
@@ -291,6 +312,14 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     for label, linear in _configurations(results["end_to_end"]["linear_3"]):
         got = linear["ratio"]["median"]
         checks.append((f"3-step workflow ≥ 0.8x floor, {label}", f"{got:.3f}x", got >= 0.8))
+    for name, found in results.get("hot_paths", {}).items():
+        for label, key in (("both prepare", "prepared"), ("neither prepares", "unprepared")):
+            got = found[key]["ratio"]["median"]
+            checks.append((f"{name} ≥ 0.7x floor, {label}", f"{got:.3f}x", got >= 0.7))
+        counts = (found["ours_commits"], found["floor_commits"])
+        checks.append(
+            (f"{name}: commits ≤ the floor's", f"{counts[0]} / {counts[1]}", counts[0] <= counts[1])
+        )
     worst = max(found["writes_per_wave"] for found in results["end_to_end"].values())
     checks.append(("≤ 1 write per engine wave", f"{worst:.2f}", worst <= 1))
     if results.get("keys"):
@@ -593,6 +622,17 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *end_to_end_table(results["end_to_end"]),
         "",
+        *(
+            [
+                "Start then wait, resume to the next wait (`bench/hot_paths.py`: what each floor "
+                "does is in its docstring):",
+                "",
+                *hot_paths_table(results["hot_paths"]),
+                "",
+            ]
+            if results.get("hot_paths")
+            else []
+        ),
         "## 4. Tail latency of put by GIN `fastupdate` setting",
         "",
         *tail_table(results["tail"]),

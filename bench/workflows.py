@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hephaestus_django import Done, Event, Step, Workflow
+from hephaestus_django import Done, Event, Step, WaitForEvent, Workflow
 from hephaestus_django.core.instance import Context, Instance
 
 TIERS = ("bronze", "silver", "gold")
@@ -135,4 +135,24 @@ class Fanout10(Workflow):
         Invoice: {"ok": Dispatch},
         Dispatch: {"ok": Close},
         Close: {"ok": Done},
+    }
+
+
+class AwaitApproval(WaitForEvent):
+    events = ("approved",)
+
+
+class AwaitShipment(WaitForEvent):
+    events = ("shipped",)
+
+
+class Approval(Workflow):
+    """The paths a web application uses most: a start that waits at once, and a resume that
+    runs one step (with effects) to the next wait."""
+
+    start = AwaitApproval
+    transitions = {
+        AwaitApproval: {"approved": Reserve},
+        Reserve: {"ok": AwaitShipment},
+        AwaitShipment: {"shipped": Done},
     }

@@ -177,6 +177,17 @@ class WorkflowInstance(models.Model):
         blank=True,
         help_text="The caller's own name for the instance (start(..., key=...)).",
     )
+    # In a column of its own, no index covers it: a job marking its step writes this alone,
+    # an update PostgreSQL makes in place (see postgres.sql.MARK_RUNNING).
+    running = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=(
+            "Where and since when QueuedRunner's jobs run the instance's steps: step path -> "
+            "{'on': host:pid, 'since': ISO 8601}; empty while no job runs one."
+        ),
+    )
     key_claim = models.TextField(  # noqa: DJ001
         null=True,
         blank=True,
@@ -295,6 +306,7 @@ class WorkflowInstance(models.Model):
             lease_expires_at=self.lease_expires_at,
             due_at=self.due_at,
             quarantine_reason=self.quarantine_reason,
+            running=self.running,
             plain=plain and state is not None,
         )
 

@@ -4,7 +4,9 @@
   registry, not from ``SELECT DISTINCT`` over the table (which reads every row on every page).
 - :class:`CheapCountPaginator` never counts the whole table: an unfiltered list on a large table
   shows PostgreSQL's own estimate (``pg_class.reltuples``, kept fresh by autovacuum/ANALYZE), a
-  filtered one counts matching rows only up to a limit.
+  filtered one counts matching rows only up to a limit; past the first page, it selects the
+  page's ids first, so the JSON paths of the list are extracted for the rows it shows only, not
+  for every row an OFFSET skips.
 - :func:`steps_cell` renders the current/waiting steps from five small keys of the JSONB
   ``state`` that the changelist query selects (current, active and waiting steps, and the steps
   a cancelled instance stood at or a compensating one has left to undo), so the list never
@@ -19,7 +21,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db import DatabaseError, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -127,6 +129,27 @@ class CheapCountPaginator(Paginator):
     count_may_run_out = False
     """Set for a search, whose statements have a time limit: a count that runs out of it
     leaves ``uncounted`` set (and the count at the limit) instead of failing the page."""
+
+    def page(self, number: Any) -> Page:
+        """The page's rows; past the first, as ``WHERE id IN (the page's ids)``.
+
+        The changelist's query extracts JSON paths from ``state`` (:func:`steps_cell`'s keys):
+        with a plain ``OFFSET``, PostgreSQL computes them, reading each row's state, for every
+        row it skips, 4,900 of them on page 50. The ids' subquery (``ORDER BY ... LIMIT ...
+        OFFSET``) selects no JSON path, the outer query extracts them for the page's rows
+        only, in the same statement; the first page has no offset and stays as it was.
+        """
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        queryset = self.object_list
+        if bottom > 0 and isinstance(queryset, QuerySet) and queryset.query.annotations:
+            rows: Any = queryset.filter(pk__in=queryset.values("pk")[bottom:top])
+        else:
+            rows = queryset[bottom:top]
+        return self._get_page(rows, number, self)
 
     @cached_property
     def count(self) -> int:

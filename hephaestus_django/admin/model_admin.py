@@ -118,7 +118,8 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         queryset = super().get_queryset(request).defer("state")
         match = request.resolver_match
         if match and match.url_name and match.url_name.endswith("changelist"):
-            return queryset.annotate(
+            # Nor the running marks: the instance page shows them, the list does not.
+            return queryset.defer("running").annotate(
                 current_step_path=KT("state__current_step"),
                 active_step_paths=KeyTransform("active_steps", "state"),
                 waiting_step_map=KeyTransform("waiting_steps", "state"),

@@ -11,7 +11,7 @@ import hephaestus_django.serialization
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hephaestus_django", "0011_step_workers_seen"),
+        ("hephaestus_django", "0012_running_mark_column"),
     ]
 
     operations = [

@@ -33,11 +33,12 @@ FIELDS = (
     "lease_expires_at",
     "quarantine_reason",
     "business_key",
+    "running",
 )
 """The columns every read selects, in the order :func:`stored_row` reads them: the order of
 the model's fields, so a queryset selecting whole rows reads them in this order too."""
-# The state is read as text, for the codec to decode.
-_SELECTED = tuple("state::text" if field == "state" else field for field in FIELDS)
+# The state and the running marks are read as text, for the codec to decode.
+_SELECTED = tuple(f"{field}::text" if field in ("state", "running") else field for field in FIELDS)
 COLUMNS = ", ".join(_SELECTED)
 
 SELECT_ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s"
@@ -109,36 +110,30 @@ FROM unnest(%s::uuid[], %s::integer[], %s::text[]) AS marked(id, revision, reaso
 WHERE stored.id = marked.id AND stored.revision = marked.revision
 """
 # A job starting a queued step: the step marked running (where, since when: ISO 8601 in UTC, as
-# the runtime writes times), a new revision, and a queue lease extended; only while the step is
-# runnable and nobody else runs it (runtime.leases.runs_elsewhere: a mark under a live lease,
-# or a live lease that is not a queue lease). It is also the job's read of the instance.
+# the runtime writes times) and a new revision; only while the step is runnable at the job's
+# attempt and nobody else runs it (runtime.leases.runs_elsewhere: a mark under a live lease, or
+# a live lease that is not a queue lease). It is also the job's read of the instance.
+# The mark is the `running` column alone (with the revision): no index covers either, and the
+# table keeps room on its pages (fillfactor, migration 0012), so PostgreSQL can write the new
+# row version in place (a HOT update: no index entry, the GIN index on `state` untouched). It
+# leaves `updated_at` and the lease alone, both indexed: the job's heartbeat renews the lease.
 _UTC_ISO = (
     """to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 )
 MARK_RUNNING = f"""
 UPDATE {TABLE} SET
-    state = jsonb_set(
-        state,
-        '{{running}}',
-        coalesce(state->'running', '{{}}'::jsonb)
-        || jsonb_build_object(
-            %(step)s::text, jsonb_build_object('on', %(on)s::text, 'since', {_UTC_ISO})
-        )
+    running = coalesce(running, '{{}}'::jsonb) || jsonb_build_object(
+        %(step)s::text, jsonb_build_object('on', %(on)s::text, 'since', {_UTC_ISO})
     ),
-    revision = revision + 1,
-    updated_at = clock_timestamp(),
-    lease_expires_at = CASE
-        WHEN lease_owner LIKE 'queued:%%'
-        THEN greatest(lease_expires_at, statement_timestamp() + %(lease)s)
-        ELSE lease_expires_at
-    END
+    revision = revision + 1
 WHERE id = %(id)s AND status = 'running' AND state->'active_steps' ? %(step)s
   AND NOT state->'waiting_steps' ? %(step)s
   AND (%(attempt)s::integer IS NULL
        OR coalesce((state->'attempts'->>%(step)s::text)::integer, 0) + 1 = %(attempt)s::integer)
   AND NOT coalesce(
       lease_owner IS NOT NULL AND lease_expires_at > statement_timestamp()
-      AND (lease_owner NOT LIKE 'queued:%%' OR coalesce(state->'running' ? %(step)s, false)),
+      AND (lease_owner NOT LIKE 'queued:%%'
+           OR coalesce(running ? %(step)s, state->'running' ? %(step)s, false)),
       false
   )
 RETURNING {COLUMNS}
@@ -166,10 +161,11 @@ WRITTEN_COLUMNS = "revision, workflow_version, inserted_at, updated_at"
 INSERT = f"""
 INSERT INTO {TABLE} (
     id, workflow, status, workflow_version, state, revision, inserted_at, updated_at,
-    lease_owner, lease_expires_at, due_at, business_key, key_claim
+    lease_owner, lease_expires_at, due_at, business_key, key_claim, running
 )
 VALUES (
-    %s, %s, %s, %s, %s::jsonb, 1, clock_timestamp(), clock_timestamp(), %s, %s, %s, %s, %s
+    %s, %s, %s, %s, %s::jsonb, 1, clock_timestamp(), clock_timestamp(), %s, %s, %s, %s, %s,
+    %s::jsonb
 )
 ON CONFLICT DO NOTHING
 RETURNING {WRITTEN_COLUMNS}
@@ -189,6 +185,7 @@ UPDATE {TABLE} AS stored SET
     lease_expires_at = %s,
     due_at = %s,
     key_claim = %s,
+    running = %s::jsonb,
     quarantine_reason = NULL,
     workflow_version = CASE
         WHEN stored.workflow_version = %s THEN %s

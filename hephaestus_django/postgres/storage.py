@@ -355,7 +355,6 @@ class DjangoStorage:
         instance_id: UUID | str,
         step: str,
         on: str,
-        lease: timedelta,
         attempt: int | None = None,
     ) -> Instance | None:
         """One statement; a second one (a ``get``) only when nothing was marked, to raise
@@ -365,7 +364,7 @@ class DjangoStorage:
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
-        params = {"id": key, "step": step, "on": on, "lease": lease, "attempt": attempt}
+        params = {"id": key, "step": step, "on": on, "attempt": attempt}
         try:
             connection = connections[self.using]
             sql = MARK_RUNNING if connection.in_atomic_block else MARK_RUNNING_RELAXED
@@ -481,6 +480,7 @@ class DjangoStorage:
 def _write_statement(row: StoredRow, state: str) -> tuple[str, list[Any]]:
     """The statement writing ``row`` (its state encoded as ``state``), and its parameters:
     :data:`INSERT` for a new instance, :data:`UPDATE` of the revision read for any other."""
+    running = None if row.running is None else codec.dumps_encoded(row.running)
     if row.revision == 0:
         return INSERT, [
             row.id,
@@ -493,6 +493,7 @@ def _write_statement(row: StoredRow, state: str) -> tuple[str, list[Any]]:
             row.due_at,
             row.business_key,
             row.key_claim,
+            running,
         ]
     return UPDATE, [
         row.workflow,
@@ -502,6 +503,7 @@ def _write_statement(row: StoredRow, state: str) -> tuple[str, list[Any]]:
         row.lease_expires_at,
         row.due_at,
         row.key_claim,
+        running,
         row.upgraded_from,
         row.workflow_version,
         row.id,
@@ -574,6 +576,7 @@ def stored_row(values: Any) -> StoredRow:
         lease_expires_at,
         quarantine_reason,
         business_key,
+        running,
     ) = values
     loaded = parse_state(instance_id, state)
     return StoredRow(
@@ -591,12 +594,23 @@ def stored_row(values: Any) -> StoredRow:
         due_at=due_at,
         quarantine_reason=quarantine_reason,
         business_key=business_key,
+        running=None if running is None else parse_running(instance_id, running),
     )
 
 
 def _identify(values: Any) -> tuple[UUID, int]:
     """The id and revision of a row read as :data:`FIELDS`, before anything is decoded."""
     return values[0], values[5]
+
+
+def parse_running(instance_id: object, text: str) -> codec.JSON:
+    """The ``running`` column's text, parsed; ``CorruptInstanceError`` if it cannot be."""
+    try:
+        return codec.loads(text)
+    except ValueError as error:
+        raise CorruptInstanceError(
+            instance_id, "running", f"its JSON cannot be read: {error}"
+        ) from None
 
 
 def parse_state(instance_id: object, text: str) -> codec.JSON:

@@ -68,6 +68,13 @@ class AfterWrite:
     then: list[Continuation] = field(default_factory=list)
 
 
+class InTransaction(Exception):
+    """Raised by a runner's change, before it writes anything, when the instance it read may
+    start or end a child: the write is then made again inside a transaction that also holds
+    the child's start or the parent's wake. Most instances never compose, and their writes keep
+    the storage's own short transaction (which connects again after a dropped connection)."""
+
+
 def composes(instance: Instance | None) -> bool:
     """Whether a write of ``instance`` may start or end a child (None: cannot tell, so yes)."""
     if instance is None:

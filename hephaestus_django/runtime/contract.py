@@ -197,20 +197,20 @@ class StepMarking(Protocol):
         instance_id: UUID | str,
         step: str,
         on: str,
-        lease: timedelta,
         attempt: int | None = None,
     ) -> Instance | None:
         """Record that ``step`` (a dotted path) started running on ``on`` (host:pid) at the
-        storage's now, as a write (a new revision), and return the instance as stored after it.
+        storage's now, as a write of the marks alone (a new revision; ``updated_at`` and the
+        lease are left as they were), and return the instance as stored after it.
 
         Only while the step is runnable (the instance running, the step active and not
         waiting), given an ``attempt``, while that is the step's next attempt (its count
         of failed attempts, ``Instance.attempts``, plus one), and while nobody else runs it
         (:func:`~hephaestus_django.runtime.leases.runs_elsewhere`: it has a running mark under
         a live queue lease, or a live lease is not a queue lease); None otherwise, with nothing
-        written. A queue lease (owner ``queued:…``) is
-        extended to at least ``lease`` from now: a job starting is a sign of life. Raises
-        ``InstanceNotFound`` when there is no such instance.
+        written. The lease is the job's heartbeat's to renew, not the mark's: the mark stays a
+        write PostgreSQL can make in place. Raises ``InstanceNotFound`` when there is no such
+        instance.
         """
         ...
 

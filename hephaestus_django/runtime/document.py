@@ -6,12 +6,18 @@ The ``state`` document holds everything but the columns::
      "active_steps", "waiting_steps", "completed_steps", "execution_history",
      "runtime_metadata", "error"}
 
-plus, only when there is something to say, ``"running"`` (the steps jobs are
-running), ``"attempts"`` (the failed attempts of steps being retried), ``"cancellation"``,
-``"compensation"`` and ``"upgrades"`` (the upgrades to newer versions). A
+plus, only when there is something to say, ``"attempts"`` (the failed attempts of steps
+being retried), ``"cancellation"``, ``"compensation"`` and ``"upgrades"`` (the upgrades
+to newer versions). A
 waiting step's ``"attempt"`` and a history entry's ``"error"`` (a failed
 attempt) are likewise written only when set, so documents written before
 retries existed read as they always did.
+
+The running marks of ``QueuedRunner``'s jobs (where and since when a step runs) are not in
+the document but in a small column of their own (``running``, :func:`encoded_running`): a
+job marks its step by writing that column alone, which no index covers, so PostgreSQL updates
+the row in place. Rows written before the column existed kept their marks in the document's
+``"running"``; they are read from there while the column is empty.
 
 Classes are stored as dotted paths, sets as sorted lists, the engine's own
 timestamps as ISO 8601 strings; values from users (context, configs,
@@ -103,6 +109,8 @@ class StoredRow:
     """Why a worker could not decode the row it claimed; while set, no worker claims it again.
     Every write clears it."""
     business_key: str | None = None
+    running: codec.JSON | None = None
+    """The running marks (:func:`encoded_running`), None when no step has one."""
     key_claim: str | None = None
     """What makes the business key unique in its scope while the instance holds it
     (:func:`~hephaestus_django.core.keys.key_claim`); written, never read back."""
@@ -124,6 +132,7 @@ def to_row(instance: Instance) -> StoredRow:
         status=instance.status.value,
         workflow_version=instance.workflow_version,
         state=encoded_state(instance),
+        running=encoded_running(instance),
         revision=instance.revision,
         lease_owner=instance.lease_owner,
         lease_expires_at=instance.lease_expires_at,
@@ -153,6 +162,17 @@ def encoded_state(instance: Instance) -> dict[str, Any]:
     return _StateWriter(instance).document()
 
 
+def encoded_running(instance: Instance) -> dict[str, Any] | None:
+    """The ``running`` column: each marked step's path -> where (``on``) and since when
+    (``since``, ISO 8601); None while no step has a mark (most rows, most of the time)."""
+    if not instance.running:
+        return None
+    return {
+        step.path(): {"on": running.on, "since": running.since.isoformat()}
+        for step, running in instance.running.items()
+    }
+
+
 class _StateWriter:
     """Builds the encoded state document of one instance."""
 
@@ -173,11 +193,6 @@ class _StateWriter:
         if self.instance.attempts:  # only while steps are retried
             document["attempts"] = {
                 step.path(): count for step, count in self.instance.attempts.items()
-            }
-        if self.instance.running:  # only while jobs run: other documents stay as they were
-            document["running"] = {
-                step.path(): {"on": running.on, "since": running.since.isoformat()}
-                for step, running in self.instance.running.items()
             }
         cancellation, compensation = self.instance.cancellation, self.instance.compensation
         if cancellation is not None:
@@ -385,7 +400,8 @@ def from_row(row: StoredRow) -> Instance:
         updated_at=row.updated_at,
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
-        running=reader.running(state.get("running")),
+        # Rows written before the column kept the marks in the document.
+        running=reader.running(row.running if row.running is not None else state.get("running")),
         attempts=reader.attempts(state.get("attempts")),
         business_key=row.business_key,
         cancellation=reader.optional(

@@ -26,7 +26,7 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.outcomes import Event, Outcome, read_outcome
 from hephaestus_django.core.rewind import rewind as rewind_instance
-from hephaestus_django.core.steps import Done
+from hephaestus_django.core.steps import Done, Wait, WaitForEvent
 from hephaestus_django.core.upgrades import upgrade as upgrade_instance
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec, tracing
@@ -66,7 +66,7 @@ def execute_step(
 def _execute(instance: Instance, activation: Activation, in_transaction: bool) -> Executed:
     step = activation.step
     compensating = activation.compensating
-    timeout = None if _is_plain_end(step) else engine.step_timeout(instance.workflow, step)
+    timeout = None if _is_plain_builtin(step) else engine.step_timeout(instance.workflow, step)
     try:
         if compensating:
             bounded(
@@ -124,15 +124,17 @@ def log_retries(results: Sequence[Executed], after: Instance) -> None:
 
 
 def reach_ends(instance: Instance, now: datetime) -> Instance:
-    """Complete the built-in ``Done`` steps a transition made runnable, if nothing else is.
+    """Settle the built-in steps a transition made runnable, if nothing else is: ``Done`` (it
+    completes), ``Wait`` and ``WaitForEvent`` (they wait), as their classes define them.
 
-    ``Done.execute`` does nothing and cannot fail, so completing it before the transition
-    is written stores the same history with one write fewer per finished instance (and, on
-    a job engine, one job fewer). Only when every runnable step is such an end: a wave with
-    real steps runs as usual.
+    Their ``execute`` does nothing outside the instance and cannot fail, so settling them before
+    the transition is written stores the same history with one write fewer (and, on a job
+    engine, one job fewer): a start whose first step waits, or a wave whose steps lead to a
+    wait, costs one commit. Only when every runnable step is such a built-in: a wave with real
+    steps runs as usual, and the built-ins it reaches are settled in its own write.
     """
     steps = engine.runnable_steps(instance)  # most often a real step: no need to sort
-    if not steps or instance.compensating or not all(_is_plain_end(step) for step in steps):
+    if not steps or instance.compensating or not all(_is_plain_builtin(step) for step in steps):
         return instance
     results = [execute_step(instance, item) for item in engine.runnable(instance)]
     return engine.apply(instance, results, now=now)
@@ -255,6 +257,15 @@ def expect(
 def _is_plain_end(step: StepClass) -> bool:
     """``Done`` or a subclass of it that does not override ``execute``."""
     return step.terminal and step.execute is Done.execute
+
+
+_BUILTIN_EXECUTES = (Done.execute, Wait.execute, WaitForEvent.execute)
+
+
+def _is_plain_builtin(step: StepClass) -> bool:
+    """``Done``, ``Wait`` or ``WaitForEvent``, or a subclass that keeps their ``execute``
+    (naming its events, configuring a timeout): nothing it does can fail or reach outside."""
+    return step.execute in _BUILTIN_EXECUTES
 
 
 def _check_storable(step: StepClass, outcome: Event) -> None:

@@ -35,11 +35,12 @@ from hephaestus_django.runtime.document import (
     StoredRow,
     decode_claimed,
     decode_rows,
+    encoded_running,
     from_row,
     to_row,
 )
 from hephaestus_django.runtime.filters import claim_limit, parse_filters
-from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, runs_elsewhere
+from hephaestus_django.runtime.leases import runs_elsewhere
 from hephaestus_django.runtime.slots import LimitUse, Place, SlotTable, is_parked
 
 
@@ -157,7 +158,6 @@ class InMemoryStorage:
         instance_id: UUID | str,
         step: str,
         on: str,
-        lease: timedelta,
         attempt: int | None = None,
     ) -> Instance | None:
         with self._lock:
@@ -170,17 +170,18 @@ class InMemoryStorage:
             now = self._clock()
             if runs_elsewhere(current, target, now):
                 return None
-            expires = current.lease_expires_at
-            owner = current.lease_owner
-            if owner is not None and owner.startswith(QUEUE_OWNER_PREFIX):
-                expires = now + lease if expires is None else max(expires, now + lease)
+            # As the SQL does: the marks and a new revision, nothing else (not updated_at, not
+            # the lease: the job's heartbeat renews it).
             marked = evolve(
                 current,
                 running={**current.running, target: Running(on, now)},
-                lease_expires_at=expires,
+                revision=current.revision + 1,
             )
-            row = to_row(marked)
-            self._write(marked, row, codec.dumps_encoded(row.state))
+            record = self._records[marked.id]
+            self._records[marked.id] = _Record(
+                replace(record.row, running=encoded_running(marked), revision=marked.revision),
+                record.text,
+            )
             return marked
 
     def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:

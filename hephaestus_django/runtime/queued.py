@@ -77,6 +77,7 @@ from hephaestus_django.runtime.admission import Admission, admit, priority_of, r
 from hephaestus_django.runtime.children import (
     AfterWrite,
     Continuation,
+    InTransaction,
     Started,
     after_write,
     composes,
@@ -301,10 +302,11 @@ class QueuedRunner(Runner):
         must not run it beside the first)."""
         marking = isinstance(storage, StepMarking)
         if isinstance(storage, StepMarking):
-            marked = storage.mark_running(
-                job.instance_id, job.step, _here(), self.lease, attempt=job.attempt
-            )
+            marked = storage.mark_running(job.instance_id, job.step, _here(), attempt=job.attempt)
             if marked is not None:
+                self._renew_if_short(
+                    marked, storage, marked.running[marked.workflow.graph.by_path[job.step]].since
+                )
                 return marked
         instance = storage.get(job.instance_id)
         step = instance.workflow.graph.by_path.get(job.step)
@@ -339,6 +341,18 @@ class QueuedRunner(Runner):
             )
             return None
         return instance
+
+    def _renew_if_short(self, instance: Instance, storage: Storage, now: datetime) -> None:
+        """Renew the queue lease at once when it would lapse before the heartbeat's first beat
+        (a third of the lease from now, at the latest): the mark does not renew it, and a job
+        that waited long in the queue finds it short or lapsed. One statement, only then."""
+        owner, expires = instance.lease_owner, instance.lease_expires_at
+        if owner is None or not owner.startswith(QUEUE_OWNER_PREFIX):
+            return
+        if expires is not None and expires - now >= self.lease / 2:
+            return
+        if storage.renew(instance.id, owner, self.lease):
+            instance.lease_expires_at = now + self.lease
 
     @tracing.traced("timer")
     def _wake(self, job: WakeUp, instance: Instance, storage: Storage) -> Instance | None:
@@ -389,8 +403,13 @@ class QueuedRunner(Runner):
         alias = backends.alias_of(storage)
         # What the last run of ``change`` decided (it may run again, on a fresh locked read).
         decided: list[Effects] = []
+        # Whether the write holds a child's start or a parent's wake in its transaction: known
+        # from ``read``, or found out by the locked read (then the write is made again).
+        wrapped = [read is not None and composes(read)]
 
         def change(current: Instance) -> Instance:
+            if not wrapped[0] and composes(current):
+                raise InTransaction
             changed = transition(current)
             if changed is current:
                 decided[:] = [unchanged(current)]
@@ -404,7 +423,7 @@ class QueuedRunner(Runner):
         dispatcher = self.dispatcher
         if (
             read is not None
-            and not composes(read)
+            and not wrapped[0]
             and isinstance(storage, JobsInPut)
             and isinstance(dispatcher, JobsForPut)
             and dispatcher.joins_transaction(storage)
@@ -435,7 +454,11 @@ class QueuedRunner(Runner):
             after = storage.update(key, change)
             return decided[0].settled(after)
 
-        return self._commit(storage, alias, write, started=started, composing=composes(read))
+        try:
+            return self._commit(storage, alias, write, started=started, composing=wrapped[0])
+        except InTransaction:  # nothing was written
+            wrapped[0] = True
+            return self._commit(storage, alias, write, started=started, composing=True)
 
     def _begin_child(self, child: Instance, storage: Storage, now: datetime) -> list[Continuation]:
         """Write a started child and its first job inside the caller's transaction."""

@@ -4,9 +4,10 @@
 that are runnable at once, e.g. the branches of a fan-out) runs concurrently
 on a bounded thread pool; the wave's outcomes are applied in one engine
 transition and persisted with one ``put``. So the stored instance is never
-more than one wave behind, and a wave costs one write. Built-in ``Done`` steps
-cost none: they do nothing and cannot fail, so they are completed in the
-transition that made them runnable, and share its write.
+more than one wave behind, and a wave costs one write. The built-ins ``Done``,
+``Wait`` and ``WaitForEvent`` cost none: they do nothing outside the instance and
+cannot fail, so they are settled in the transition that made them runnable, and
+share its write (a start whose first step waits is one write, taking no lease).
 
 Any process may move any instance on. Transitions that come from outside
 (``resume``, ``retry``, a due timer) go through ``storage.update``: a locked
@@ -46,6 +47,7 @@ from hephaestus_django.runtime.admission import Admission, admit, priority_of, r
 from hephaestus_django.runtime.children import (
     AfterWrite,
     Continuation,
+    InTransaction,
     Started,
     after_write,
     composes,
@@ -65,11 +67,6 @@ from hephaestus_django.runtime.slots import PARKED_PREFIX
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.runner")
-
-
-class _InTransaction(Exception):
-    """Raised by a transition's change, before it writes anything, when the instance it read may
-    start or end a child: the transition is then made again inside a transaction."""
 
 
 class LocalRunner(Runner):
@@ -229,7 +226,7 @@ class LocalRunner(Runner):
 
         def change(current: Instance) -> Instance:
             if not wrapped and composes(current):
-                raise _InTransaction  # nothing written: done again inside a transaction
+                raise InTransaction  # nothing written: done again inside a transaction
             seen[:] = [current]
             now = storage.now()
             return with_lease(reach_ends(transition(current), now), owner, now, self.lease)
@@ -245,7 +242,7 @@ class LocalRunner(Runner):
         # that also holds the child's start or the parent's wake.
         try:
             done = write()
-        except _InTransaction:
+        except InTransaction:
             wrapped.append(True)
             with atomic(storage):
                 done = write()

@@ -587,7 +587,7 @@ def test_mark_running_marks_a_runnable_step_as_a_write_and_reads_it(storage: Sto
     assert isinstance(storage, StepMarking)
     instance = running(storage, "queued:abc", timedelta(seconds=5))
     before = storage.now()
-    marked = storage.mark_running(instance.id, flows.Check.path(), "host-1:42", timedelta(hours=1))
+    marked = storage.mark_running(instance.id, flows.Check.path(), "host-1:42")
     assert marked is not None
     [(step, mark)] = marked.running.items()
     assert (step, mark.on) == (flows.Check, "host-1:42")
@@ -595,9 +595,13 @@ def test_mark_running_marks_a_runnable_step_as_a_write_and_reads_it(storage: Sto
     got = storage.get(instance.id)
     assert got == marked
     assert got.revision == 2
-    # a job starting renews the queue lease, never shortens it
-    assert got.lease_expires_at is not None
-    assert got.lease_expires_at >= before + timedelta(hours=1) - ROUND_TRIP
+    # The mark writes the marks alone: not updated_at, not the lease (the job's heartbeat
+    # renews it), so PostgreSQL can write it in place.
+    assert (got.updated_at, got.lease_owner, got.lease_expires_at) == (
+        instance.updated_at,
+        instance.lease_owner,
+        instance.lease_expires_at,
+    )
 
 
 def test_mark_running_refuses_a_live_foreign_lease_and_leaves_a_lapsed_one_alone(
@@ -608,10 +612,10 @@ def test_mark_running_refuses_a_live_foreign_lease_and_leaves_a_lapsed_one_alone
     is nobody's: the step is marked, and the lease is neither taken nor extended."""
     assert isinstance(storage, StepMarking)
     held = running(storage, "host:1:runner", timedelta(hours=1))
-    assert storage.mark_running(held.id, flows.Check.path(), "h:1", timedelta(hours=1)) is None
+    assert storage.mark_running(held.id, flows.Check.path(), "h:1") is None
     assert storage.get(held.id).revision == 1
     lapsed = running(storage, "host:1:runner", -timedelta(seconds=1))
-    marked = storage.mark_running(lapsed.id, flows.Check.path(), "h:1", timedelta(hours=1))
+    marked = storage.mark_running(lapsed.id, flows.Check.path(), "h:1")
     assert marked is not None
     assert (marked.lease_owner, marked.lease_expires_at) == (
         lapsed.lease_owner,
@@ -627,10 +631,10 @@ def test_mark_running_refuses_a_step_already_running_under_a_live_mark(
     assert isinstance(storage, StepMarking)
     instance = running(storage, "queued:abc", timedelta(hours=1))
     step = flows.Check.path()
-    first = storage.mark_running(instance.id, step, "h:1", timedelta(hours=1), attempt=1)
+    first = storage.mark_running(instance.id, step, "h:1", attempt=1)
     assert first is not None
-    assert storage.mark_running(instance.id, step, "h:2", timedelta(hours=1), attempt=1) is None
-    assert storage.mark_running(instance.id, step, "h:2", timedelta(hours=1)) is None
+    assert storage.mark_running(instance.id, step, "h:2", attempt=1) is None
+    assert storage.mark_running(instance.id, step, "h:2") is None
     got = storage.get(instance.id)
     assert got.revision == first.revision
     assert {mark.on for mark in got.running.values()} == {"h:1"}
@@ -645,11 +649,15 @@ def test_a_mark_under_a_lapsed_queue_lease_is_dead_and_is_marked_again(
     instance = running(storage, "queued:abc", -timedelta(seconds=1))
     dead = replace(instance, running={flows.Check: Running("h:1", storage.now())})
     storage.put(dead)
-    marked = storage.mark_running(instance.id, flows.Check.path(), "h:2", timedelta(hours=1))
+    marked = storage.mark_running(instance.id, flows.Check.path(), "h:2")
     assert marked is not None
     assert marked.running[flows.Check].on == "h:2"
-    assert marked.lease_expires_at is not None
-    assert marked.lease_expires_at > storage.now()
+    # The lease is left as it was: the job's runner renews it (QueuedRunner, at once when it is
+    # this short).
+    assert (marked.lease_owner, marked.lease_expires_at) == (
+        instance.lease_owner,
+        instance.lease_expires_at,
+    )
 
 
 @pytest.mark.parametrize("step", ["tests.flows.Approve", "tests.flows.Nothing", "'; drop"])
@@ -658,14 +666,14 @@ def test_mark_running_of_a_step_that_is_not_runnable_writes_nothing(
 ) -> None:
     assert isinstance(storage, StepMarking)
     instance = running(storage)
-    assert storage.mark_running(instance.id, step, "h:1", timedelta(seconds=5)) is None
+    assert storage.mark_running(instance.id, step, "h:1") is None
     assert storage.get(instance.id).revision == 1
     paused = waiting(storage)
     assert paused.waiting_steps
     waiting_step = next(iter(paused.waiting_steps)).path()
-    assert storage.mark_running(paused.id, waiting_step, "h:1", timedelta(seconds=5)) is None
+    assert storage.mark_running(paused.id, waiting_step, "h:1") is None
     with pytest.raises(InstanceNotFound):
-        storage.mark_running(uuid.uuid4(), step, "h:1", timedelta(seconds=5))
+        storage.mark_running(uuid.uuid4(), step, "h:1")
 
 
 def test_mark_running_of_another_attempt_writes_nothing(storage: Storage) -> None:
@@ -673,20 +681,20 @@ def test_mark_running_of_another_attempt_writes_nothing(storage: Storage) -> Non
     instance = running(storage)
     storage.put(replace(instance, attempts={flows.Check: 2}))  # two attempts failed
     step = flows.Check.path()
-    assert storage.mark_running(instance.id, step, "h:1", timedelta(seconds=5), attempt=1) is None
-    assert storage.mark_running(instance.id, step, "h:1", timedelta(seconds=5), attempt=2) is None
+    assert storage.mark_running(instance.id, step, "h:1", attempt=1) is None
+    assert storage.mark_running(instance.id, step, "h:1", attempt=2) is None
     assert storage.get(instance.id).revision == 2
-    marked = storage.mark_running(instance.id, step, "h:1", timedelta(seconds=5), attempt=3)
+    marked = storage.mark_running(instance.id, step, "h:1", attempt=3)
     assert marked is not None
     assert marked.attempts == {flows.Check: 2}
     fresh = running(storage)
-    assert storage.mark_running(fresh.id, step, "h:1", timedelta(seconds=5), attempt=1)
+    assert storage.mark_running(fresh.id, step, "h:1", attempt=1)
 
 
 def test_a_running_mark_survives_a_put_only_if_the_instance_keeps_it(storage: Storage) -> None:
     assert isinstance(storage, StepMarking)
     instance = running(storage)
-    marked = storage.mark_running(instance.id, flows.Check.path(), "h:1", timedelta(seconds=5))
+    marked = storage.mark_running(instance.id, flows.Check.path(), "h:1")
     assert marked is not None
     storage.put(replace(marked, running={}))
     assert storage.get(instance.id).running == {}

@@ -101,15 +101,14 @@ def test_jobs_are_task_rows_on_the_dispatchers_queue_with_its_priority(
 
     rows = list(DBTaskResult.objects.order_by("enqueued_at"))
     assert [row.task_path for row in rows] == [
-        "hephaestus_django.queues.tasks.run_step",  # First
-        "hephaestus_django.queues.tasks.run_step",  # Nap: starts its timer
+        "hephaestus_django.queues.tasks.run_step",  # First; its write starts Nap's timer
         "hephaestus_django.queues.tasks.run_wakeup",
     ]
     assert {(row.queue_name, row.priority, row.backend_name) for row in rows} == {
         ("workflows", 7, "default")
     }
     *steps, wakeup = rows
-    assert [step.status for step in steps] == ["SUCCESSFUL", "SUCCESSFUL"]
+    assert [step.status for step in steps] == ["SUCCESSFUL"]
     assert steps[-1].return_value == {"instance": str(instance_id), "status": "waiting"}
     assert wakeup.status == "READY"  # not due yet
     assert wakeup.run_after == next_due_time(storages["default"].get(instance_id))

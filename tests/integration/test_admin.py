@@ -14,6 +14,7 @@ from html import unescape
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -23,6 +24,7 @@ from django.utils import timezone
 from hephaestus_django.admin.listing import CheapCountPaginator
 from hephaestus_django.admin.search import context_filter
 from hephaestus_django.core import engine
+from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.postgres.sql import COUNT_AND_ESTIMATE
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
@@ -376,3 +378,28 @@ def test_instances_cannot_be_added_in_the_admin(admin_client: Client) -> None:
 def test_search_terms(term: str, expected: dict[str, Any] | None) -> None:
     wanted = context_filter(term)
     assert wanted == (None if expected is None else {"context": {"initial": expected}})
+
+
+def test_a_later_page_extracts_the_state_keys_of_its_own_rows_only(
+    admin_client: Client, storage: DjangoStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the first page, the rows query selects the page's ids first (``ORDER BY ... LIMIT
+    ... OFFSET`` in a subquery that reads no JSON path) and extracts the steps' keys from
+    ``state`` in the outer query, for the page's rows only: not for every row the OFFSET
+    skips. The page shows the same rows, in the same order."""
+    monkeypatch.setattr(admin.site._registry[WorkflowInstance], "list_per_page", 2)
+    instances = [stored(storage, flows.TwoWaits) for _ in range(5)]
+    newest_first = [str(instance.id) for instance in reversed(instances)]
+    admin_client.get(CHANGELIST)  # the session and user, once
+    with CaptureQueriesContext(connection) as captured:
+        page = listed(admin_client, p="2")
+    shown = re.findall(r'class="hx-id" title="([^"]+)"', page)
+    assert shown == newest_first[2:4]
+    assert "Signature" in page  # the steps' keys, extracted for the rows shown
+    [rows_query] = [
+        q["sql"] for q in captured.captured_queries if "OFFSET" in q["sql"] and "state" in q["sql"]
+    ]
+    outer, _, subquery = rows_query.partition(" IN (SELECT")
+    assert "OFFSET 2" in subquery
+    assert '"state"' not in subquery
+    assert "->> 'current_step'" in outer

@@ -331,7 +331,7 @@ def test_a_queued_instance_tells_queued_steps_from_running_ones(
     """On a job engine: a step whose job started runs on a worker (named), the others wait in
     the queue."""
     instance = flows_fan_out_on_the_queue(storage)
-    marked = storage.mark_running(instance.id, flows.Pack.path(), "worker-3:4242", timedelta(1))
+    marked = storage.mark_running(instance.id, flows.Pack.path(), "worker-3:4242")
     assert marked is not None
     steps = section(shown(admin_client, instance.id), "steps")
     queued = steps[steps.index(">queued<") : steps.index(">running<")]

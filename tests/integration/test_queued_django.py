@@ -56,7 +56,7 @@ def test_a_running_step_is_marked_with_where_it_runs(dispatcher: InMemoryDispatc
     storage = DjangoStorage(using="default")
     # What a worker's job does first: mark its step running, where; the admin reads the mark.
     pack = next(job for job in branches if job.step.endswith("Pack"))
-    marked = storage.mark_running(instance_id, pack.step, "worker-7:123", timedelta(seconds=30))
+    marked = storage.mark_running(instance_id, pack.step, "worker-7:123")
     assert marked is not None
     assert {step: mark.on for step, mark in marked.running.items()} == {flows.Pack: "worker-7:123"}
     assert flows.FanOut.get(instance_id).running == marked.running
@@ -140,15 +140,52 @@ def test_the_running_mark_relaxes_only_its_own_commit(dispatcher: InMemoryDispat
     try:
         first = flows.IfElse.start({"script": {}})
         with CaptureQueriesContext(connection) as queries:
-            assert storage.mark_running(first, flows.Check.path(), "h:1", timedelta(seconds=30))
+            assert storage.mark_running(first, flows.Check.path(), "h:1")
         assert "set_config('synchronous_commit', 'off', true)" in queries.captured_queries[0]["sql"]
         assert setting() == "on"
 
         second = flows.IfElse.start({"script": {}})
         with transaction.atomic(), CaptureQueriesContext(connection) as queries:
-            assert storage.mark_running(second, flows.Check.path(), "h:1", timedelta(seconds=30))
+            assert storage.mark_running(second, flows.Check.path(), "h:1")
             assert setting() == "on"
         assert "set_config" not in queries.captured_queries[0]["sql"]
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET synchronous_commit")
+
+
+def test_the_running_mark_is_an_update_postgresql_makes_in_place(
+    dispatcher: InMemoryDispatcher,
+) -> None:
+    """The mark writes the ``running`` column and the revision alone, which no index covers, on
+    a table that keeps room on its pages (fillfactor, migration 0012): a HOT update, no index
+    entry written. ``state``, ``updated_at`` and the lease stay as they were."""
+    storage = DjangoStorage(using="default")
+    instance_id = flows.IfElse.start({"script": {}})
+    columns = "state::text, updated_at, lease_owner, lease_expires_at"
+    counters = (
+        "SELECT pg_stat_get_xact_tuples_updated('workflow_instances'::regclass),"
+        " pg_stat_get_xact_tuples_hot_updated('workflow_instances'::regclass)"
+    )
+
+    def read(sql: str, *params: object) -> tuple[object, ...]:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return tuple(cursor.fetchone())
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'workflow_instances'")
+        assert "fillfactor=75" in cursor.fetchone()[0]
+    before = read(f"SELECT {columns} FROM workflow_instances WHERE id = %s", instance_id)
+    with transaction.atomic():  # the counters are the transaction's own
+        updated, hot = read(counters)
+        assert storage.mark_running(instance_id, flows.Check.path(), "h:1")
+        assert read(counters) == (updated + 1, hot + 1)
+    after = read(f"SELECT {columns} FROM workflow_instances WHERE id = %s", instance_id)
+    assert after == before
+    mark = read(
+        "SELECT running->%s->>'on' FROM workflow_instances WHERE id = %s",
+        flows.Check.path(),
+        instance_id,
+    )
+    assert mark == ("h:1",)

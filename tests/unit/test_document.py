@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 
 from hephaestus_django import CorruptInstanceError, Done, Event, SerializationError, Step, Workflow
 from hephaestus_django.core import engine
-from hephaestus_django.core.instance import Context, Instance, evolve
+from hephaestus_django.core.instance import Context, Instance, Running, evolve
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import from_row, to_row
 from tests import flows
@@ -221,3 +221,27 @@ def test_completed_with_active_steps_names_them() -> None:
         CorruptInstanceError, match=r"'completed' but the state has active steps \(Check\)"
     ):
         from_row(as_stored(running, "completed"))
+
+
+def test_running_marks_go_to_their_own_column_and_rows_from_before_it_still_read() -> None:
+    """A mark is written in the row's ``running`` column, never in the state document (a job
+    marking its step then writes that small column alone); a row written before the column
+    existed keeps its marks in the document, and they read from there while the column is
+    empty."""
+    since = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    started = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
+    marked = evolve(started, running={flows.Check: Running("host-1:42", since)})
+    row = to_row(marked)
+    assert "running" not in row.state
+    assert row.running == {
+        flows.Check.path(): {"on": "host-1:42", "since": "2026-12-07T12:00:00+00:00"}
+    }
+    assert read_back(marked).running == marked.running
+    assert to_row(started).running is None
+    legacy = replace(
+        to_row(started), state={**to_row(started).state, "running": row.running}, running=None
+    )
+    assert from_row(legacy).running == marked.running
+    corrupt = replace(row, running={flows.Check.path(): {"on": "h:1", "since": "yesterday"}})
+    with pytest.raises(CorruptInstanceError, match="running"):
+        from_row(corrupt)

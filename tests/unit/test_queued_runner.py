@@ -398,3 +398,35 @@ def runner_storage() -> Any:
     from hephaestus_django.runtime import backends
 
     return backends.storage("default")
+
+
+def test_a_job_renews_a_queue_lease_at_once_only_when_it_would_lapse_before_the_heartbeat(
+    runner: QueuedRunner,
+    dispatcher: InMemoryDispatcher,
+    storage: InMemoryStorage,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The running mark leaves the lease alone (it is a write PostgreSQL makes in place): the
+    heartbeat renews it every third of the lease. A job that waited in the queue for more than
+    half the lease renews it before its step runs, so the sweep does not take the instance
+    over under the running step; a job taken at once costs no renewal."""
+    renewed: list[str] = []
+    renew = storage.renew
+
+    def spy(instance_id: Any, owner: str, lease: timedelta) -> bool:
+        renewed.append(owner)
+        return renew(instance_id, owner, lease)
+
+    monkeypatch.setattr(storage, "renew", spy)
+    prompt = flows.IfElse.start({"script": {}})
+    dispatcher.drain()
+    assert flows.IfElse.get(prompt).status is Status.COMPLETED
+    assert renewed == []
+    late = flows.IfElse.start({"script": {}})
+    [job] = dispatcher.take()
+    clock.advance(seconds=20)  # 10 s of the 30 s lease left: less than the first beat needs
+    owner = flows.IfElse.get(late).lease_owner
+    dispatcher.run(job)
+    assert renewed == [owner]
+    assert flows.executions(late) == {"check": 1}

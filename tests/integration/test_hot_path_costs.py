@@ -1,0 +1,131 @@
+"""What the paths a web application uses most cost the database, pinned (issue 25).
+
+Statements and commits per ``start`` and ``resume`` on both runners, and per queued step's job,
+on PostgreSQL, counted as Django sends them (:mod:`tests.support.queries`). A change that adds
+one fails here: it must then say why in the test, and in the Durability page's table of what
+each promise costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from hephaestus_django import Context, Done, Event, Instance, Status, Step, WaitForEvent, Workflow
+from hephaestus_django.runtime import (
+    InMemoryDispatcher,
+    LocalRunner,
+    QueuedRunner,
+    configure,
+    queued,
+)
+from hephaestus_django.storage import DjangoStorage
+from tests.support.queries import cost
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+INSTANCES = "workflow_instances"
+
+
+class AwaitApproval(WaitForEvent):
+    events = ("approved",)
+
+
+class Record(Step):
+    """A step with effects between the two waits."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        return Event("ok", updates={"recorded": True})
+
+
+class AwaitShipment(WaitForEvent):
+    events = ("shipped",)
+
+
+class Approval(Workflow):
+    """Waits at once; a resume runs one step with effects to the next wait."""
+
+    start = AwaitApproval
+    transitions = {
+        AwaitApproval: {"approved": Record},
+        Record: {"ok": AwaitShipment},
+        AwaitShipment: {"shipped": Done},
+    }
+
+
+@pytest.fixture
+def local() -> Iterator[None]:
+    runner = LocalRunner(lease=timedelta(seconds=30))
+    storage = DjangoStorage(using="default")
+    configure(storages={"default": storage}, runner=runner)
+    storage.now()  # the clock's reading (at most one a minute) is no cost of a start
+    yield
+    configure()
+
+
+@pytest.fixture
+def dispatcher() -> Iterator[InMemoryDispatcher]:
+    dispatcher = InMemoryDispatcher()
+    runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
+    storage = DjangoStorage(using="default")
+    configure(storages={"default": storage}, runner=runner)
+    storage.now()  # the clock's reading (at most one a minute) is no cost of a start
+    yield dispatcher
+    runner.close()
+    configure()
+
+
+def test_local_start_then_wait(local: None) -> None:
+    with cost() as spent:
+        instance_id = Approval.start({})
+    assert Approval.get(instance_id).status is Status.WAITING
+    # One commit: the wait is settled before the first write, which takes no lease (nothing
+    # will run in this process).
+    assert (spent.statements, spent.commits) == ([f"INSERT {INSTANCES}"], 1)
+    assert Approval.get(instance_id).lease_owner is None
+
+
+def test_local_resume_through_a_step_to_the_next_wait(local: None) -> None:
+    instance_id = Approval.start({})
+    with cost() as spent:
+        Approval.resume(instance_id, "approved")
+    after = Approval.get(instance_id)
+    assert after.waiting_steps.keys() == {AwaitShipment}
+    # Two commits, as the Durability promises allow: the event under the row lock with the
+    # lease (Record has effects: it runs only once stored active), then Record's result with
+    # the wait it reaches settled in the same write.
+    assert (spent.statements, spent.commits) == (
+        [f"SELECT {INSTANCES}", f"UPDATE {INSTANCES}", f"UPDATE {INSTANCES}"],
+        2,
+    )
+    assert after.lease_owner is None
+
+
+def test_queued_start_and_resume(dispatcher: InMemoryDispatcher) -> None:
+    with cost() as spent:
+        instance_id = Approval.start({})
+    assert (spent.statements, spent.commits) == ([f"INSERT {INSTANCES}"], 1)
+    assert dispatcher.jobs == []  # the wait is settled in the start's write: no job
+    with cost() as spent:
+        Approval.resume(instance_id, "approved")
+    assert (spent.statements, spent.commits) == ([f"SELECT {INSTANCES}", f"UPDATE {INSTANCES}"], 1)
+
+
+def test_a_queued_step_costs_its_mark_and_its_result(
+    dispatcher: InMemoryDispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark (also the job's read, a HOT update) and the result's write with what it makes
+    runnable; the step worker's throttled sign of life is left out."""
+    monkeypatch.setattr(queued, "_observers", [])
+    instance_id = Approval.start({})
+    Approval.resume(instance_id, "approved")
+    [job] = dispatcher.take()
+    with cost() as spent:
+        dispatcher.run(job)
+    assert Approval.get(instance_id).waiting_steps.keys() == {AwaitShipment}  # in that write
+    assert (spent.statements, spent.commits) == ([f"UPDATE {INSTANCES}"] * 2, 2)
