@@ -26,7 +26,7 @@ from django.db.models.fields.json import KT, KeyTransform
 from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from hephaestus_django.admin.bounded_search import SearchMixin
@@ -101,6 +101,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
             path("<path:object_id>/upgrade/", wrap(self.upgrade_view), name=f"{info}_upgrade"),
+            path("<path:object_id>/state.json", wrap(self.state_view), name=f"{info}_state"),
             *dashboard_urls(self),
             *super().get_urls(),
         ]
@@ -206,6 +207,10 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             **page_context(self.opts, row),
             "title": page.title,
             "page": page,
+            "state_url": reverse(
+                f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_state",
+                args=[row.pk],
+            ),
             "media": self.media,
             "can_resume": status is Status.WAITING
             and page.instance is not None
@@ -226,6 +231,15 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.detail_template, context)
+
+    def state_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The whole stored state as JSON text, for the blocks the instance page cuts short."""
+        row = self.get_object(request, unquote(object_id))
+        if row is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_or_change_permission(request, row):
+            raise PermissionDenied
+        return HttpResponse(row.state_json, content_type="application/json; charset=utf-8")
 
     # --- instances change only through the runner and storage -------------------------------
 

@@ -77,7 +77,7 @@ from hephaestus_django.core.instance import (
 from hephaestus_django.core.keys import checked_key
 from hephaestus_django.core.maps import is_map
 from hephaestus_django.core.outcomes import Async, Event, Outcome
-from hephaestus_django.core.policies import Retry
+from hephaestus_django.core.policies import Retry, project_defaults
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import StepRef
 from hephaestus_django.core.workflow import WorkflowDefinition
@@ -436,9 +436,12 @@ def compensations(instance: Instance) -> tuple[StepClass, ...]:
 
 def retry_policy(workflow: type[WorkflowDefinition], step: StepClass) -> Retry | None:
     """The retry policy ``step`` runs under in ``workflow``: its own, else the workflow's
-    ``default_retry``; None when neither declares one (a single attempt)."""
+    ``default_retry``, else the project's (``HEPHAESTUS["DEFAULT_RETRY"]``); None when none
+    declares one (a single attempt)."""
     policy = step.retry
-    return policy if policy is not None else workflow.default_retry
+    if policy is None:
+        policy = workflow.default_retry
+    return policy if policy is not None else project_defaults.retry
 
 
 def step_timeout(workflow: type[WorkflowDefinition], step: StepClass) -> timedelta | None:
