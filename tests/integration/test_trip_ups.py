@@ -5,6 +5,7 @@ retry policy."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from hephaestus_django import Workflow as WorkflowBase
 from hephaestus_django.core.errors import WorkflowDefinitionError
 from hephaestus_django.core.policies import project_defaults
 from hephaestus_django.runtime import InMemoryStorage, configure
+from hephaestus_django.runtime.config import backends
 from hephaestus_django.runtime.limits import limits
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
@@ -214,3 +216,42 @@ def test_the_whole_state_needs_the_view_permission(
 ) -> None:
     instance_id = Documented.start({})
     assert staff_client().get(url("state", instance_id)).status_code == 403
+
+
+QUEUED = {
+    "RUNNER": {
+        "BACKEND": "hephaestus_django.runtime.QueuedRunner",
+        "OPTIONS": {"dispatcher": "hephaestus_django.runtime.memory_dispatch.InMemoryDispatcher"},
+    }
+}
+
+
+def test_configuring_storages_under_a_settings_queued_runner_warns_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backends, "_warned", False)
+    caplog.set_level(logging.WARNING, logger="hephaestus_django.runner")
+    try:
+        with override_settings(HEPHAESTUS=QUEUED):
+            configure(storages={"default": InMemoryStorage()}, runner=LocalRunner())
+            assert caplog.records == []  # a runner was given
+            configure(storages={"default": InMemoryStorage()})
+            configure(storages={"default": InMemoryStorage()})
+    finally:
+        configure()
+    warned = [record.getMessage() for record in caplog.records]
+    assert len(warned) == 1
+    assert "QueuedRunner" in warned[0]
+    assert "configure(storages=..., runner=LocalRunner())" in warned[0]
+
+
+def test_no_warning_under_the_default_local_runner(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backends, "_warned", False)
+    caplog.set_level(logging.WARNING, logger="hephaestus_django.runner")
+    try:
+        configure(storages={"default": InMemoryStorage()})
+    finally:
+        configure()
+    assert caplog.records == []
