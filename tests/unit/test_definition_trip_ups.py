@@ -153,3 +153,17 @@ def test_version_for_choosing_an_unknown_version_names_the_hook(memory: InMemory
         Shipping.start({"pinned": 7})
     assert "Shipping.version_for() chose version 7" in str(raised.value)
     assert memory.query() == []
+
+
+class OrderWorkflow(Workflow):
+    start_step = Ship
+    transitions = {Ship: {"shipped": Done}}
+
+
+def test_messages_take_an_before_a_vowel_and_a_before_a_consonant() -> None:
+    with pytest.raises(InvalidInstanceError, match="the business key of an OrderWorkflow must"):
+        OrderWorkflow.start({}, key=5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInstanceError, match="the context an OrderWorkflow starts with"):
+        OrderWorkflow.start([1])  # type: ignore[arg-type]
+    with pytest.raises(InvalidInstanceError, match="the business key of a ShipV1 must"):
+        ShipV1.start({}, key=5)  # type: ignore[arg-type]
