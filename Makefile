@@ -24,7 +24,7 @@ PGDATA_DEMO := example_project/.pgdata
 
 BENCH_ARGS ?=
 
-.PHONY: test demo bench docs lint typecheck clean pg-stop
+.PHONY: test demo bench docs dist lint typecheck clean pg-stop
 
 test: $(STAMP)
 	$(BIN)/ruff check --quiet .
@@ -44,6 +44,14 @@ typecheck: $(STAMP)
 # The pages' code blocks are run by the test-suite (tests/integration/test_docs*.py).
 docs: $(STAMP)
 	$(BIN)/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+
+# The release files: the sdist and the wheel into dist/ (`python -m build`, hatchling in an
+# isolated environment), then `twine check --strict` on both (metadata, the README as PyPI
+# renders it). .ci/run installs the wheel into a fresh venv and runs .ci/wheel_smoke.py on it.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 # Stop the embedded test server (a no-op if it isn't running). Without a venv, signal it directly:
 # SIGINT is PostgreSQL's "fast shutdown".

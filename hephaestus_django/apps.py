@@ -21,6 +21,11 @@ class HephaestusConfig(AppConfig):
         from hephaestus_django.runtime.config import backends
 
         backends.install_provider(DjangoBackends())
+        # HEPHAESTUS["MAX_STATE_BYTES"] and ["DEFAULT_RETRY"] live in the runtime and core,
+        # which do not read Django settings.
+        from hephaestus_django.conf import apply_policies
+
+        apply_policies()
         # Lifecycle events become Django signals (hephaestus_django.signals), sent once the
         # write that recorded them has committed.
         from hephaestus_django import signals

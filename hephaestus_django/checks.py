@@ -23,6 +23,9 @@ first request. A check never raises: whatever is wrong becomes a message.
 ``hephaestus.E014``        Django Tasks: the backend refuses the dispatcher's queue name or
                            priority
 ``hephaestus.E015``        ``TELEMETRY`` is not True or False
+``hephaestus.E016``        ``MAX_STATE_BYTES`` is not a positive int or None
+``hephaestus.E017``        ``DEFAULT_RETRY`` is not a sound ``Retry``, a dict of its arguments,
+                          or None
 ``hephaestus.E030``        ``SCHEDULES`` is not a dict of name -> dict, or an entry has an
                            unknown key or lacks ``WORKFLOW`` or ``CRON``
 ``hephaestus.E031``        a schedule's ``CRON`` is not a valid cron expression
@@ -72,7 +75,9 @@ from hephaestus_django.conf import (
     InvalidBackendError,
     InvalidScheduleError,
     build_backend,
+    default_retry,
     hephaestus_setting,
+    max_state_bytes,
     runner_settings,
     schedule_settings,
     storage_settings,
@@ -130,6 +135,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"settings.{SETTING}['TELEMETRY']",
             )
         )
+    for read in (max_state_bytes, default_retry):
+        try:
+            read()
+        except InvalidBackendError as error:
+            messages.append(_reported(error, f"settings.{SETTING}"))
     runner = raw.get("RUNNER")
     found, built = _check_backend(
         runner_settings() if runner is None else runner,

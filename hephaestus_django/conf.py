@@ -38,7 +38,9 @@ from django.utils.connection import BaseConnectionHandler
 from django.utils.module_loading import import_string
 
 from hephaestus_django.core.errors import BackendNotConfigured
+from hephaestus_django.core.policies import Retry, set_project_retry
 from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.limits import DEFAULT_MAX_STATE_BYTES, set_max_state_bytes
 from hephaestus_django.runtime.schedules import (
     DEFAULT_CATCH_UP_LIMIT,
     DEFAULT_KEY,
@@ -53,7 +55,14 @@ logger = logging.getLogger("hephaestus_django.schedules")
 SETTING = "HEPHAESTUS"
 DEFAULT_STORAGE_BACKEND = "hephaestus_django.storage.DjangoStorage"
 DEFAULT_RUNNER_BACKEND = "hephaestus_django.runtime.LocalRunner"
-TOP_LEVEL_KEYS = ("STORAGES", "RUNNER", "TELEMETRY", "SCHEDULES")
+TOP_LEVEL_KEYS = (
+    "STORAGES",
+    "RUNNER",
+    "TELEMETRY",
+    "SCHEDULES",
+    "MAX_STATE_BYTES",
+    "DEFAULT_RETRY",
+)
 SCHEDULE_KEYS = (
     "WORKFLOW",
     "CRON",
@@ -121,6 +130,64 @@ def telemetry_enabled() -> bool:
         return hephaestus_setting().get("TELEMETRY", True) is not False
     except InvalidBackendError:
         return True
+
+
+def max_state_bytes() -> int | None:
+    """``HEPHAESTUS["MAX_STATE_BYTES"]``: the longest stored state, in bytes of JSON (default
+    1 MiB; None: no bound). A value that is neither is refused (check ``hephaestus.E016``)."""
+    value = hephaestus_setting().get("MAX_STATE_BYTES", DEFAULT_MAX_STATE_BYTES)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidBackendError(
+            f"settings.{SETTING}['MAX_STATE_BYTES'] must be a positive int (bytes) or None, "
+            f"not {value!r}.",
+            check_id="hephaestus.E016",
+            hint=f"The default is {DEFAULT_MAX_STATE_BYTES} (1 MiB); None removes the bound. "
+            f"{DOCS}",
+        )
+    return value
+
+
+def default_retry() -> Retry | None:
+    """``HEPHAESTUS["DEFAULT_RETRY"]``: the retry policy of every step whose step and workflow
+    declare none (default None: one attempt). A ``Retry(...)``, or a dict of its arguments; a
+    malformed one is refused (check ``hephaestus.E017``)."""
+    value = hephaestus_setting().get("DEFAULT_RETRY")
+    if value is None or isinstance(value, Retry):
+        policy = value
+    elif isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
+        try:
+            policy = Retry(**value)
+        except TypeError as error:
+            raise _retry_error(value, str(error)) from None
+    else:
+        raise _retry_error(value, "it must be a Retry(...), a dict of its arguments, or None")
+    problems = policy.problems() if policy is not None else []
+    if problems:
+        raise _retry_error(value, "; ".join(problems))
+    return policy
+
+
+def _retry_error(value: object, problem: str) -> InvalidBackendError:
+    return InvalidBackendError(
+        f"settings.{SETTING}['DEFAULT_RETRY'] is malformed ({value!r}): {problem}.",
+        check_id="hephaestus.E017",
+        hint="For example Retry(max_attempts=5) from hephaestus_django, or "
+        f"{{'max_attempts': 5, 'backoff': timedelta(seconds=1)}}. {DOCS}",
+    )
+
+
+def apply_policies() -> None:
+    """Hand ``MAX_STATE_BYTES`` and ``DEFAULT_RETRY`` to the runtime (at start-up and when
+    the setting changes). A malformed value leaves the defaults in place: the system checks
+    report it, and ``manage.py`` refuses to run with it."""
+    try:
+        set_max_state_bytes(max_state_bytes())
+    except InvalidBackendError:
+        set_max_state_bytes(DEFAULT_MAX_STATE_BYTES)
+    try:
+        set_project_retry(default_retry())
+    except InvalidBackendError:
+        set_project_retry(None)
 
 
 def storage_settings() -> dict[str, Any]:
@@ -423,3 +490,5 @@ def _reset_backends(*, setting: str, **kwargs: Any) -> None:
     if setting in (SETTING, "DATABASES"):
         storages.reset()
         runner.reset()
+    if setting == SETTING:
+        apply_policies()

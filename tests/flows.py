@@ -279,6 +279,13 @@ class RetriedByDefault(Workflow):
     transitions = {PlainFlaky: {"ok": OnceOnly}, OnceOnly: {"ok": Done}}
 
 
+class Unguarded(Workflow):
+    """``PlainFlaky`` under no policy of its own or its workflow's: the project's applies."""
+
+    start_step = PlainFlaky
+    transitions = {PlainFlaky: {"ok": Done}}
+
+
 def runs(instance_id: object, step: type[Step] = Flaky) -> int:
     """How often a ``Flaky`` step of one instance ran in this process."""
     return ATTEMPTS[f"{instance_id}:{step.step_key}"]

@@ -74,6 +74,8 @@ class InstancePage:
     completed: list[StepRow] = field(default_factory=list)
     configs: list[StepRow] = field(default_factory=list)
     metadata: str = ""
+    workflow_metadata: str = ""
+    """The workflow class's ``metadata`` (its umbrella's and its version's), as JSON."""
     current_step: str = ""
     error: Failure | None = None
     failed_step: str = ""
@@ -126,11 +128,18 @@ def instance_page(row: WorkflowInstance) -> InstancePage:
             if config
         ],
         metadata=pretty(instance.runtime_metadata) if instance.runtime_metadata else "",
+        workflow_metadata=_workflow_metadata(instance.workflow),
         current_step=instance.current_step.__name__ if instance.current_step else "",
         error=instance.error,
         failed_step=instance.error.step.__name__ if instance.error else "",
         **_undoing(instance),
     )
+
+
+def _workflow_metadata(workflow: type[WorkflowDefinition]) -> str:
+    umbrella = workflow.umbrella()
+    found = {**(umbrella.metadata if umbrella is not None else {}), **workflow.metadata}
+    return pretty(found) if found else ""
 
 
 def _registered(path: str, version: int) -> type[WorkflowDefinition] | None:

@@ -26,7 +26,7 @@ from django.db.models.fields.json import KT, KeyTransform
 from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from hephaestus_django.admin.bounded_search import SearchMixin
@@ -108,6 +108,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             path("<path:object_id>/upgrade/", wrap(self.upgrade_view), name=f"{info}_upgrade"),
             path("<path:object_id>/rewind/", wrap(self.rewind_view), name=f"{info}_rewind"),
             path("<path:object_id>/fork/", wrap(self.fork_view), name=f"{info}_fork"),
+            path("<path:object_id>/state.json", wrap(self.state_view), name=f"{info}_state"),
             *dashboard_urls(self),
             *super().get_urls(),
         ]
@@ -214,6 +215,10 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             **page_context(self.opts, row),
             "title": page.title,
             "page": page,
+            "state_url": reverse(
+                f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_state",
+                args=[row.pk],
+            ),
             "media": self.media,
             "can_resume": status is Status.WAITING
             and page.instance is not None
@@ -243,6 +248,15 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.detail_template, context)
+
+    def state_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The whole stored state as JSON text, for the blocks the instance page cuts short."""
+        row = self.get_object(request, unquote(object_id))
+        if row is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_or_change_permission(request, row):
+            raise PermissionDenied
+        return HttpResponse(row.state_json, content_type="application/json; charset=utf-8")
 
     # --- instances change only through the runner and storage -------------------------------
 

@@ -77,8 +77,9 @@ from hephaestus_django.core.instance import (
 )
 from hephaestus_django.core.keys import checked_key
 from hephaestus_django.core.maps import is_map
+from hephaestus_django.core.naming import with_article
 from hephaestus_django.core.outcomes import Async, Event, Outcome
-from hephaestus_django.core.policies import Retry
+from hephaestus_django.core.policies import Retry, project_defaults
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import StepRef
 from hephaestus_django.core.workflow import WorkflowDefinition
@@ -150,7 +151,7 @@ def new_instance(
         initial = {}
     if not isinstance(initial, Mapping):
         raise InvalidInstanceError(
-            f"the context a {workflow.__qualname__} starts with must be a dict, not "
+            f"the context {with_article(workflow.__qualname__)} starts with must be a dict, not "
             f"{type(initial).__name__}"
         )
     if metadata is not None and not isinstance(metadata, Mapping):
@@ -513,9 +514,12 @@ def compensations(instance: Instance) -> tuple[StepClass, ...]:
 
 def retry_policy(workflow: type[WorkflowDefinition], step: StepClass) -> Retry | None:
     """The retry policy ``step`` runs under in ``workflow``: its own, else the workflow's
-    ``default_retry``; None when neither declares one (a single attempt)."""
+    ``default_retry``, else the project's (``HEPHAESTUS["DEFAULT_RETRY"]``); None when none
+    declares one (a single attempt)."""
     policy = step.retry
-    return policy if policy is not None else workflow.default_retry
+    if policy is None:
+        policy = workflow.default_retry
+    return policy if policy is not None else project_defaults.retry
 
 
 def step_timeout(workflow: type[WorkflowDefinition], step: StepClass) -> timedelta | None:
@@ -528,6 +532,26 @@ def step_timeout(workflow: type[WorkflowDefinition], step: StepClass) -> timedel
 def waits_for_an_event(instance: Instance) -> bool:
     """True when some waiting step can be resumed: it waits for an event, not its next attempt."""
     return any(waiting.attempt is None for waiting in instance.waiting_steps.values())
+
+
+def describe_claim(instance: Instance, now: datetime) -> str:
+    """What a worker does with an instance it claimed, for its log line: firing due timers
+    (the common case, a ``Wait`` or a retry wait ending) reads differently from taking over
+    the work of a runner that stopped renewing its lease (a crash recovered)."""
+    due = [
+        f"{step.__qualname__} ({'retry wait' if waiting.attempt is not None else 'timer'})"
+        for step, waiting in instance.waiting_steps.items()
+        if waiting.resume_at is not None and waiting.resume_at <= now
+    ]
+    which = f"instance {instance.id} ({_name(instance)})"
+    fired = f"fired the due timers of {', '.join(due)}" if due else ""
+    if instance.running or runnable_steps(instance):
+        owner = f" from {instance.lease_owner}" if instance.lease_owner else ""
+        taken = f"took over {which}{owner}, whose lease expired with its work unfinished"
+        return f"{taken}; {fired}" if fired else taken
+    if fired:
+        return f"{fired} in {which}"
+    return f"picked up {which}, which had runnable steps and no runner"
 
 
 def next_due_time(instance: Instance) -> datetime | None:

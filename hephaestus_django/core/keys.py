@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from hephaestus_django.core.errors import InvalidInstanceError
+from hephaestus_django.core.naming import with_article
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.text import shown, unstorable
 
@@ -52,23 +53,23 @@ FINISHED = frozenset({Status.COMPLETED, Status.CANCELLED})
 
 def checked_key(key: object, workflow: str) -> str:
     """``key`` if it can be a business key; ``InvalidInstanceError`` saying why not."""
+    whose = f"the business key of {with_article(workflow)}"
     if not isinstance(key, str):
         raise InvalidInstanceError(
-            f"the business key of a {workflow} must be a string, not {type(key).__name__} "
+            f"{whose} must be a string, not {type(key).__name__} "
             f"({key!r}); pass e.g. key=f'order-{{order.pk}}'"
         )
     if not key or key.isspace():
-        raise InvalidInstanceError(f"the business key of a {workflow} must not be empty")
+        raise InvalidInstanceError(f"{whose} must not be empty")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInstanceError(
-            f"the business key of a {workflow} is {len(key)} characters long; the most is "
+            f"{whose} is {len(key)} characters long; the most is "
             f"{MAX_KEY_LENGTH} (key {key[:40]!r}…)"
         )
     problem = unstorable(key)
     if problem is not None:
         raise InvalidInstanceError(
-            f"the business key of a {workflow} contains {problem}: {shown(key)}; "
-            "remove it from the key"
+            f"{whose} contains {problem}: {shown(key)}; remove it from the key"
         )
     return key
 

@@ -20,3 +20,9 @@ def snake_case(name: str) -> str:
 def short_name(path: str) -> str:
     """The last component of a dotted path, for messages and the admin."""
     return path.rsplit(".", 1)[-1]
+
+
+def with_article(name: str) -> str:
+    """``"an OrderWorkflow"``, ``"a Fulfilment"``: the indefinite article by the name's first
+    letter (a vowel takes "an"), for messages that name a workflow as one of its kind."""
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

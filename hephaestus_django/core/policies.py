@@ -117,3 +117,31 @@ def timeout_problems(name: str, value: object) -> list[str]:
     mean minutes.
     """
     return duration_problems(name, value, seconds=False, optional=True)
+
+
+class _ProjectDefaults:
+    """Process-wide policies for the steps and workflows that declare none of their own.
+
+    Inside Django, ``HEPHAESTUS["DEFAULT_RETRY"]`` sets :attr:`retry` when the app starts
+    (and again when the setting changes); outside it, :func:`set_project_retry`. A step's own
+    ``retry`` wins, then its workflow's ``default_retry``, then this.
+    """
+
+    retry: Retry | None = None
+
+
+project_defaults = _ProjectDefaults()
+
+
+def set_project_retry(policy: Retry | None) -> None:
+    """Set the project-wide default retry policy (None: a single attempt, the default);
+    a malformed policy is refused with ``ValueError`` saying what is wrong."""
+    if policy is not None:
+        if not isinstance(policy, Retry):
+            raise ValueError(
+                f"the default retry policy must be a Retry(...) or None, not {policy!r}"
+            )
+        problems = policy.problems()
+        if problems:
+            raise ValueError("malformed default retry policy: " + "; ".join(problems))
+    project_defaults.retry = policy

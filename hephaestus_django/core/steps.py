@@ -35,6 +35,9 @@ from hephaestus_django.core.registry import Registry
 if TYPE_CHECKING:
     from hephaestus_django.core.instance import Context, Instance
 
+RULE_NO_EXECUTE = "no-execute"
+"""The rule id of a step class that neither defines nor inherits ``execute``."""
+
 step_registry: Registry[type[Step]] = Registry("step")
 """Every step class, by dotted path."""
 
@@ -97,6 +100,14 @@ class Step:
         _check_retry(cls)
         _check_timeout(cls)
         _check_concurrency(cls)
+        if cls.execute is Step.execute and not cls.__dict__.get("abstract", False):
+            raise StepDefinitionError(
+                f"step {cls.__qualname__} defines no execute(); give it "
+                f"`def execute(self, instance, config, context)` returning one of its events "
+                f"(or set abstract = True on a base class that is not a step by itself)",
+                step=cls.__qualname__,
+                rule=RULE_NO_EXECUTE,
+            )
         if cls.terminal and cls.events:
             raise StepDefinitionError(
                 f"terminal step {cls.__qualname__} declares events {cls.events}; "

@@ -42,7 +42,13 @@ from hephaestus_django.core.errors import (
     WorkflowDefinitionError,
 )
 from hephaestus_django.core.naming import dotted_path
-from hephaestus_django.core.workflow import WorkflowDefinition, checked_tags, workflow_registry
+from hephaestus_django.core.workflow import (
+    WorkflowDefinition,
+    check_declarations,
+    checked_metadata,
+    checked_tags,
+    workflow_registry,
+)
 
 RULE_MALFORMED_VERSIONS = "malformed-versions"
 """The rule id of an umbrella whose ``versions`` or ``current`` are not sound."""
@@ -69,9 +75,13 @@ class VersionedDefinition(WorkflowDefinition):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Not WorkflowDefinition's: an umbrella has no start step, transitions or graph.
         super(WorkflowDefinition, cls).__init_subclass__(**kwargs)
+        check_declarations(cls)
         if cls.__dict__.get("abstract", False):
             return
         name = dotted_path(cls)
+        cls.metadata = checked_metadata(name, cls.__dict__.get("metadata", {}))
+        if not callable(getattr(cls, "version_for", None)):
+            raise _fail(name, f"version_for must be a classmethod, not {cls.version_for!r}")
         versions = _checked_versions(cls, name)
         by_version = {version.version: version for version in versions}
         current = cls.current if cls.current is not None else max(by_version)
@@ -102,6 +112,14 @@ class VersionedDefinition(WorkflowDefinition):
             type.__setattr__(version, "_umbrella", cls)
         workflow_registry.register(cls)
         _check_upgrade_sources(cls, name)
+
+    @classmethod
+    def version_for(cls, context: Mapping[str, Any], **options: Any) -> int | None:
+        """The version a new instance starts on when ``start()`` is given no ``version``:
+        override it to choose from the context or the start options (``key``, ``metadata``,
+        ``id``), e.g. a canary share or a tenant's opt-in. None (the default): ``current``.
+        ``context`` is read-only; the number returned must be one of ``versions``."""
+        return None
 
     @classmethod
     def is_abstract(cls) -> bool:

@@ -22,6 +22,9 @@ time. Users normally subclass :class:`hephaestus_django.Workflow`, which adds
 
 from __future__ import annotations
 
+import difflib
+import math
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 from uuid import UUID
@@ -56,6 +59,31 @@ MAX_TAG_LENGTH = 64
 RULE_MALFORMED_COMPENSATION = "malformed-compensation"
 """The rule id of a workflow whose ``compensate_on_failure`` is not a bool."""
 
+RULE_MALFORMED_METADATA = "malformed-metadata"
+"""The rule id of a workflow whose ``metadata`` is not a dict of JSON values."""
+
+RULE_MISSPELLED_ATTRIBUTE = "misspelled-attribute"
+"""The rule id of a workflow class attribute that is not one of the declarations but is close
+to one (``transition`` for ``transitions``): left alone, it would be silently ignored."""
+
+DECLARATIONS = (
+    "abstract",
+    "version",
+    "start_step",
+    "transitions",
+    "default_retry",
+    "default_timeout",
+    "key_scope",
+    "compensate_on_failure",
+    "tags",
+    "metadata",
+    "upgrade_from",
+    "versions",
+    "current",
+    "version_for",
+)
+"""The attributes a workflow class body declares, for the "did you mean" check."""
+
 workflow_registry: Registry[type[WorkflowDefinition]] = Registry("workflow")
 """Every concrete workflow class, by dotted path."""
 
@@ -89,6 +117,11 @@ class WorkflowDefinition:
     compensate_on_failure: ClassVar[bool] = False
     """When an instance fails, run the ``compensate`` of its completed steps (the last
     completed first), then end it failed with the error that started them."""
+    metadata: ClassVar[Mapping[str, Any]] = {}
+    """Facts about the workflow for people and tools (an owner, a runbook URL, a team): a dict
+    with string keys and JSON values (str, int, float, bool, None, lists and dicts of them),
+    checked when the class is defined and shown on the admin's instance page. Not the
+    per-instance ``start(metadata=...)``, which is stored with each instance."""
     tags: ClassVar[tuple[str, ...]] = ()
     """Labels to find the workflow's instances by (``Workflow.list(tag="billing")``, the
     admin's tag filter): a tuple of short strings. A versioned workflow carries its own and
@@ -108,6 +141,7 @@ class WorkflowDefinition:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        check_declarations(cls)
         _take_start_spec(cls)
         if cls.__dict__.get("abstract", False):
             return
@@ -140,6 +174,7 @@ class WorkflowDefinition:
                 "concurrency = Concurrency(...)",
             )
         cls.tags = checked_tags(name, cls.tags)
+        cls.metadata = checked_metadata(name, cls.metadata)
         if not isinstance(cls.compensate_on_failure, bool):
             raise WorkflowDefinitionError(
                 name,
@@ -233,6 +268,71 @@ def checked_tags(name: str, tags: object) -> tuple[str, ...]:
                 f"not {tag!r}",
             )
     return tuple(dict.fromkeys(tags))
+
+
+def check_declarations(cls: type) -> None:
+    """Refuse an attribute of the class body that is not a known name but close to a
+    declaration (rule ``misspelled-attribute``): ``transition = {...}`` would otherwise be
+    ignored, and the error would be about the missing ``transitions``, not the typo. The
+    package's own base classes (which declare new names) are not checked."""
+    if cls.__module__.split(".", 1)[0] == "hephaestus_django":
+        return
+    known = {name for base in cls.__mro__[1:] for name in vars(base)}
+    for attribute in cls.__dict__:
+        if attribute.startswith("__") or attribute in known or attribute in DECLARATIONS:
+            continue
+        close = difflib.get_close_matches(attribute, DECLARATIONS, n=1, cutoff=0.8)
+        if close:
+            raise WorkflowDefinitionError(
+                dotted_path(cls),
+                RULE_MISSPELLED_ATTRIBUTE,
+                f"unknown class attribute {attribute!r}: did you mean {close[0]!r}? "
+                f"(a workflow reads only {', '.join(DECLARATIONS)})",
+            )
+
+
+def checked_metadata(name: str, metadata: object) -> Mapping[str, Any]:
+    """``metadata`` if it is a dict with string keys and JSON values; a
+    ``WorkflowDefinitionError`` (rule ``malformed-metadata``) naming the bad part otherwise."""
+    if not isinstance(metadata, Mapping):
+        raise WorkflowDefinitionError(
+            name,
+            RULE_MALFORMED_METADATA,
+            f"metadata must be a dict, e.g. metadata = {{'owner': 'billing'}}, not {metadata!r}",
+        )
+    problem = _json_problem(metadata, "metadata", 0)
+    if problem:
+        raise WorkflowDefinitionError(name, RULE_MALFORMED_METADATA, problem)
+    return dict(metadata)
+
+
+def _json_problem(value: object, path: str, depth: int) -> str | None:
+    """Why ``value`` is not plain JSON (str, int, finite float, bool, None, lists and dicts
+    with string keys), naming where; None when it is."""
+    if depth > 20:
+        return f"{path} is nested more than 20 levels deep"
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _json_problem(item, f"{path}[{index}]", depth + 1)
+            if found:
+                return found
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has the key {key!r}; keys must be strings"
+            found = _json_problem(item, f"{path}[{key!r}]", depth + 1)
+            if found:
+                return found
+        return None
+    return (
+        f"{path} is {value!r} ({type(value).__name__}); metadata holds JSON values only: "
+        f"str, int, float, bool, None, lists and dicts of them"
+    )
 
 
 def tagged(tag: str) -> list[str]:

@@ -19,6 +19,7 @@ from hephaestus_django.core.graph import StepClass, WorkflowGraph
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import Wait, WaitForEvent
+from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX
 
 NOTE_LIMIT = 300
 """How many characters of a step's result a tooltip shows."""
@@ -28,7 +29,11 @@ class StepState(StrEnum):
     """Where a step is in one instance; the SVG colours each box by it."""
 
     COMPLETED = "completed"
-    ACTIVE = "active"
+    ACTIVE = "running"
+    """Runnable and running (on a job engine: a job has started it); the steps panel's
+    word. Its CSS class stays ``hx-state-active``."""
+    QUEUED = "queued"
+    """On a job engine: runnable, its job not started yet (the steps panel's "queued")."""
     WAITING = "waiting"
     FAILED = "failed"
     NOT_REACHED = "not reached"
@@ -42,7 +47,7 @@ class StepState(StrEnum):
     @property
     def css(self) -> str:
         """The class suffix: ``hx-state-not-reached``."""
-        return self.value.replace(" ", "-")
+        return "active" if self is StepState.ACTIVE else self.value.replace(" ", "-")
 
 
 class EdgeKind(StrEnum):
@@ -226,6 +231,10 @@ def progress_of(instance: Instance) -> Progress:
         instance.completed_steps, StepState.COMPLETED
     )
     states.update(dict.fromkeys(instance.active_steps, StepState.ACTIVE))
+    if (instance.lease_owner or "").startswith(QUEUE_OWNER_PREFIX) or instance.running:
+        # on a job engine, as the steps panel tells them apart: running once a job started it
+        queued = [step for step in instance.active_steps if step not in instance.running]
+        states.update(dict.fromkeys(queued, StepState.QUEUED))
     states.update(dict.fromkeys(instance.waiting_steps, StepState.WAITING))
     notes: dict[StepClass, str] = {}
     taken: set[tuple[StepClass, str, StepClass]] = set()

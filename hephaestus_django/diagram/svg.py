@@ -34,6 +34,7 @@ MIN_WIDTH = 380.0
 PALETTE: dict[StepState | None, tuple[str, str, str]] = {
     StepState.COMPLETED: ("#e6f4ea", "#2e7d32", "#1b5e20"),
     StepState.ACTIVE: ("#e3f2fd", "#1565c0", "#0d47a1"),
+    StepState.QUEUED: ("#e3f2fd", "#1565c0", "#0d47a1"),
     StepState.WAITING: ("#fff4dc", "#e08e00", "#7a4a00"),
     StepState.FAILED: ("#fdecea", "#c62828", "#8e1c1c"),
     StepState.NOT_REACHED: ("#f6f6f6", "#b8b8b8", "#6f6f6f"),
@@ -43,7 +44,9 @@ PALETTE: dict[StepState | None, tuple[str, str, str]] = {
     None: ("#f2f7fa", "#417690", "#1f3f4f"),
 }
 WIRE = {"taken": "#417690", "idle": "#b8b8b8", "plain": "#5f6b73"}
-OCCASIONAL = frozenset({StepState.COMPENSATING, StepState.COMPENSATED, StepState.CANCELLED})
+OCCASIONAL = frozenset(
+    {StepState.QUEUED, StepState.COMPENSATING, StepState.COMPENSATED, StepState.CANCELLED}
+)
 """States the legend lists only when a step of the instance is in one: most instances are never
 cancelled or compensated, and their legend stays as short as it was."""
 
@@ -54,6 +57,8 @@ def outline(state: StepState | None) -> tuple[str, str]:
     width = "2.5" if state in (StepState.ACTIVE, StepState.WAITING, StepState.FAILED) else "1.5"
     if state is StepState.COMPENSATING:
         return "2.5", ' stroke-dasharray="5 3"'
+    if state is StepState.QUEUED:
+        return "1.5", ' stroke-dasharray="2 2"'
     dash = ' stroke-dasharray="4 3"' if state is StepState.NOT_REACHED else ""
     return width, dash
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from psycopg import pq
@@ -38,9 +39,25 @@ _TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
 _PSYCOPG_LOADER = psycopg.adapters.get_loader(_TIMESTAMPTZ, pq.Format.TEXT)
 
 
+ASYNC_HINT = (
+    "hephaestus-django: in async code (an async view, a coroutine) await the a-prefixed "
+    "verbs instead: `await Workflow.astart(...)`, `aresume`, `aget`, `alist`, `acancel`, "
+    "`aretry`; they run the synchronous ones in a worker thread."
+)
+"""Added to Django's ``SynchronousOnlyOperation`` message when the storage is called from
+an event loop's thread."""
+
+
 def reading_cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
-    """``connection.cursor()``, reading ``timestamptz`` with psycopg's loader where equal."""
-    cursor = connection.cursor()
+    """``connection.cursor()``, reading ``timestamptz`` with psycopg's loader where equal.
+
+    Called in an event loop's thread (an async view calling ``Workflow.start()``), Django
+    refuses with ``SynchronousOnlyOperation``; the message then says which verbs to call
+    instead."""
+    try:
+        cursor = connection.cursor()
+    except SynchronousOnlyOperation as error:
+        raise SynchronousOnlyOperation(f"{error} {ASYNC_HINT}") from error
     inner = cursor.cursor
     zone = connection.timezone
     if (

@@ -91,6 +91,8 @@ from hephaestus_django.runtime.document import (
     to_row,
 )
 from hephaestus_django.runtime.filters import QueryFilters, claim_limit, parse_filters
+from hephaestus_django.runtime.importable import require_importable
+from hephaestus_django.runtime.limits import check_state_size
 from hephaestus_django.runtime.slots import LimitUse, Place
 
 
@@ -203,6 +205,9 @@ class DjangoStorage:
         statement when given."""
         row = to_row(instance)
         state = codec.dumps_encoded(row.state)
+        check_state_size(state, instance.id)
+        if row.revision == 0:
+            require_importable(instance.workflow.umbrella() or instance.workflow)
         sql, params = _write_statement(row, state)
         if jobs is not None:
             around = f"SELECT {WRITTEN_COLUMNS}, {jobs.expression} FROM written"

@@ -13,6 +13,7 @@ test swap in an ``InMemoryStorage`` for one block of code.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from hephaestus_django.runtime.verbs import Runner
 
 DEFAULT_ALIAS = "default"
+
+logger = logging.getLogger("hephaestus_django.runner")
 
 
 class BackendProvider(Protocol):
@@ -46,6 +49,8 @@ class Backends:
         self._runner: Runner | None = None
         self._provider: BackendProvider | None = None
         self._lock = threading.Lock()
+        self._warned = False
+        """Whether the warning of :meth:`_warn_of_a_queued_runner` was given (once a process)."""
 
     def configure(
         self, *, storages: Mapping[str, Storage] | None = None, runner: Runner | None = None
@@ -59,6 +64,32 @@ class Backends:
         with self._lock:
             self._storages = dict(storages or {})
             self._runner = runner
+        if storages and runner is None:
+            self._warn_of_a_queued_runner()
+
+    def _warn_of_a_queued_runner(self) -> None:
+        """Say once that storages configured in code still run on the settings' QueuedRunner.
+
+        ``configure(storages={"default": InMemoryStorage()})`` in a project whose settings name
+        a ``QueuedRunner`` sends the jobs to the real queue, where no worker sees that storage:
+        the instances stay ``running`` and nothing says why.
+        """
+        if self._warned or self._provider is None:
+            return
+        try:
+            chosen = self._provider.runner()
+        except Exception:  # a misconfigured runner is the system checks' to report
+            return
+        from hephaestus_django.runtime.queued import QueuedRunner
+
+        if isinstance(chosen, QueuedRunner):
+            self._warned = True
+            logger.warning(
+                "configure(storages=...) was given no runner, so instances run on the runner "
+                "of settings.HEPHAESTUS['RUNNER'], %r, whose jobs go to the job engine's queue; "
+                "to run them here, pass one: configure(storages=..., runner=LocalRunner())",
+                chosen,
+            )
 
     def install_provider(self, provider: BackendProvider | None) -> None:
         """Set (or remove, with None) the provider consulted after code configuration."""

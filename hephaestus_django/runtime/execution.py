@@ -32,6 +32,7 @@ from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec, tracing
 from hephaestus_django.runtime.asynchronous import awaited
 from hephaestus_django.runtime.bounded import bounded
+from hephaestus_django.runtime.limits import check_state_size, limits
 from hephaestus_django.runtime.logs import about
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -271,11 +272,14 @@ def _is_plain_builtin(step: StepClass) -> bool:
 def _check_storable(step: StepClass, outcome: Event) -> None:
     """Refuse a result that could not be stored, as that step's failure, not a failed write.
 
+    A result longer than ``HEPHAESTUS["MAX_STATE_BYTES"]`` by itself is refused here too.
     Both are stored three containers deep (in the state, its history, an entry; the result
     also in ``context.steps``), which the nesting limit counts as the write will.
     """
     if outcome.updates is not None:
         path = codec.format_path("context.steps", step.step_key)
-        codec.encode(outcome.updates, path=path, depth=_RESULT_DEPTH)
+        encoded = codec.encode(outcome.updates, path=path, depth=_RESULT_DEPTH)
+        if limits.max_state_bytes is not None:
+            check_state_size(codec.dumps_encoded(encoded), None, path=path)
     if outcome.metadata is not None:
         codec.encode(outcome.metadata, path="runtime_metadata", depth=_RESULT_DEPTH)

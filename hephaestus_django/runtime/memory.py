@@ -41,6 +41,7 @@ from hephaestus_django.runtime.document import (
 )
 from hephaestus_django.runtime.filters import claim_limit, parse_filters
 from hephaestus_django.runtime.leases import runs_elsewhere
+from hephaestus_django.runtime.limits import check_state_size
 from hephaestus_django.runtime.slots import LimitUse, Place, SlotTable, is_parked
 
 
@@ -262,7 +263,9 @@ class InMemoryStorage:
         """Store ``row`` if ``instance.revision`` is current; the caller holds the lock.
 
         Only a new instance (revision 0) is inserted: a later write whose row is gone raises
-        ``InstanceDeletedError``, so a deleted instance stays deleted."""
+        ``InstanceDeletedError``, so a deleted instance stays deleted. A state longer than
+        the bound (:mod:`~hephaestus_django.runtime.limits`) is refused first."""
+        check_state_size(text, instance.id)
         stored = self._records.get(row.id)
         if stored is None and instance.revision > 0:
             raise InstanceDeletedError(instance.id, instance.revision)

@@ -499,9 +499,8 @@ class QueuedRunner(Runner):
                 return (seen[0] if seen else claimed), settled
 
         logger.info(
-            "took over instance %s (%s): its work is enqueued again",
-            claimed.id,
-            claimed.workflow.__qualname__,
+            "%s; its work is enqueued again",
+            engine.describe_claim(claimed, now),
             extra=about(claimed),
         )
         return self._commit(storage, alias, write, taken_over=True, composing=composes(claimed))

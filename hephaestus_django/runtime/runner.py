@@ -305,12 +305,7 @@ class LocalRunner(Runner):
             fired = reach_ends(engine.fire_due_timers(base, now=now), now)
             return with_lease(fired, owner, now, self.lease)
 
-        logger.info(
-            "took over instance %s (%s)",
-            claimed.id,
-            claimed.workflow.__qualname__,
-            extra=about(claimed),
-        )
+        logger.info("%s", engine.describe_claim(claimed, now), extra=about(claimed))
         instance = self._put_or_update(claimed, settle, storage, taken_over=True)
         return self.run(instance, storage=storage, owner=owner)
 

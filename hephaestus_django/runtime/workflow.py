@@ -22,10 +22,15 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 from uuid import UUID
 
-from hephaestus_django.core.errors import DuplicateInstanceError, InstanceNotFound
+from hephaestus_django.core.errors import (
+    DuplicateInstanceError,
+    InstanceNotFound,
+    InvalidInstanceError,
+)
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.keys import FINISHED
@@ -72,8 +77,9 @@ class Workflow(WorkflowDefinition):
         concurrency: of several processes starting one key at once, one starts it and the
         others get its id.
 
-        On a :class:`VersionedWorkflow`, the instance starts on the ``current`` version, or on
-        ``version``; it runs on that version's definition until it ends (or is upgraded).
+        On a :class:`VersionedWorkflow`, the instance starts on ``version``, else on the one
+        its ``version_for(context, key=..., metadata=..., id=...)`` chooses, else on the
+        ``current`` one; it runs on that version's definition until it ends (or is upgraded).
 
         ``priority`` orders the instance's steps in the lines of concurrency limits
         (:class:`~hephaestus_django.Concurrency`): higher first, equal ones first come, first
@@ -81,6 +87,8 @@ class Workflow(WorkflowDefinition):
         """
         if if_exists not in ("return", "raise"):
             raise ValueError(f"if_exists must be 'return' or 'raise', not {if_exists!r}")
+        if version is None:
+            version = chosen_version(cls, context, key=key, metadata=metadata, id=id)
         definition = cls.starting(version)
         runner = backends.runner()
         try:
@@ -397,3 +405,23 @@ class VersionedWorkflow(VersionedDefinition, Workflow):
         return backends.runner().upgrade(instance_id, storage=chosen, to=to, workflow=cls)
 
     aupgrade = async_twin(upgrade)
+
+
+def chosen_version(
+    workflow: type[WorkflowDefinition], context: object, **options: Any
+) -> int | None:
+    """What a versioned workflow's ``version_for`` chooses for a new instance (None for a
+    plain workflow, and when it chooses none); a number that is not one of its versions is
+    refused with ``InvalidInstanceError`` naming the hook."""
+    choose = getattr(workflow, "version_for", None)
+    if choose is None:
+        return None
+    given = context if isinstance(context, Mapping) else {}
+    chosen = choose(MappingProxyType(dict(given)), **options)
+    if chosen is not None and (isinstance(chosen, bool) or chosen not in workflow.known_versions()):
+        known = ", ".join(map(str, workflow.known_versions()))
+        raise InvalidInstanceError(
+            f"{workflow.__qualname__}.version_for() chose version {chosen!r}, which is not one "
+            f"of its versions ({known}); return one of them, or None for the current one"
+        )
+    return chosen

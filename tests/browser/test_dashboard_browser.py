@@ -72,6 +72,12 @@ def test_operator_opens_the_dashboard(
         expect(page.locator("#hx-errors tbody tr")).to_have_count(4)
         expect(page.locator("#hx-card-worker")).not_to_contain_text("never")
         expect(page.locator("#hx-card-overdue")).to_contain_text("the worst by 7m")
+        # the page fits a 1,280 px window: nothing scrolls sideways
+        widest = page.evaluate(
+            "Math.ceil(Math.max(document.documentElement.scrollWidth, ...Array.from("
+            "document.querySelectorAll('body *'), e => e.getBoundingClientRect().right)))"
+        )
+        assert widest <= 1280, f"the dashboard is {widest} px wide in a 1,280 px window"
         snap(page, "admin-dashboard.png", width=1280)
         page.emulate_media(color_scheme="dark")
         snap(page, "admin-dashboard-dark.png", width=1280)
@@ -80,3 +86,42 @@ def test_operator_opens_the_dashboard(
         page.locator("#hx-errors a", has_text="shop.workflows.CardDeclined").click()
         expect(page).to_have_url(re.compile(r"error_type=shop.workflows.CardDeclined"))
         expect(page.locator("#changelist-filter")).to_contain_text("shop.workflows.CardDeclined")
+
+
+LONG_NAMES = """
+INSERT INTO workflow_instances (id, workflow, status, state)
+VALUES (gen_random_uuid(), %s, 'failed', jsonb_build_object('error', jsonb_build_object(
+    'type', %s, 'message', %s, 'step', %s, 'at', now())))
+"""
+
+WIDEST = (
+    "Math.ceil(Math.max(document.documentElement.scrollWidth, ...Array.from("
+    "document.querySelectorAll('body *'), e => e.getBoundingClientRect().right)))"
+)
+
+
+def test_the_dashboard_fits_1280_px_with_long_dotted_names(
+    live_server: Any,
+    admin_user: AbstractUser,
+    open_browser: Callable[[], AbstractContextManager[Any]],
+) -> None:
+    """A new user's dashboard was 1,344 px wide in a 1,280 px window: dotted paths (a workflow
+    pasted into ``manage.py shell``, an exception class deep in a package) do not wrap."""
+    module = "django.core.management.commands.shell"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            LONG_NAMES,
+            [
+                f"{module}.OrderFulfilmentWithGiftWrappingAndInternationalShipping",
+                f"{module}.PaymentProviderCommunicationTimeoutErrorWhileCapturingTheCharge",
+                "x" * 300,
+                f"{module}.CapturePaymentAuthorisationAtTheExternalPaymentServiceProvider",
+            ],
+        )
+    with open_browser() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        log_in(page, live_server.url, admin_user)
+        page.goto(f"{live_server.url}{DASHBOARD}")
+        page.locator("#hx-errors tbody tr").first.wait_for()
+        widest = page.evaluate(WIDEST)
+    assert widest <= 1280, f"the dashboard is {widest} px wide in a 1,280 px window"

@@ -18,6 +18,7 @@ from django.core.management import CommandError, call_command
 
 from hephaestus_django import Done, Step, WaitForEvent, Workflow
 from hephaestus_django.core import engine
+from hephaestus_django.core.instance import Running, evolve
 from hephaestus_django.diagram import (
     EdgeKind,
     Progress,
@@ -30,6 +31,7 @@ from hephaestus_django.diagram import (
 )
 from hephaestus_django.diagram.layout import lay_out, text_width
 from hephaestus_django.runtime.execution import execute_step
+from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX
 from tests import flows
 from tests.support.engine import started
 
@@ -255,7 +257,25 @@ def test_steps_are_coloured_by_their_state(
         for t in ET.fromstring(svg).iter(f"{SVG}text")
         if "hx-legend-text" in (t.get("class") or "")
     ]
-    assert legend[:6] == ["completed", "active", "waiting", "failed", "not reached", "taken"]
+    assert legend[:6] == ["completed", "running", "waiting", "failed", "not reached", "taken"]
+
+
+def test_the_graph_says_queued_and_running_as_the_steps_panel_does() -> None:
+    fresh = engine.start(engine.new_instance(flows.IfElse, {"script": {}}))
+    assert fresh.active_steps == {flows.Check}
+    owner = f"{QUEUE_OWNER_PREFIX}job"
+    queued = evolve(fresh, lease_owner=owner)
+    running = evolve(
+        queued, running={flows.Check: Running("worker-1", datetime(2026, 1, 1, tzinfo=UTC))}
+    )
+    graph = build_diagram(flows.IfElse.graph)
+    for instance, state, css in [(queued, "queued", "queued"), (running, "running", "active")]:
+        svg = render_svg(graph, progress_of(instance))
+        node = nodes_of(svg)[flows.Check.path()]
+        assert node.get("class") == f"hx-node hx-state-{css}"
+        assert state in "".join(node.itertext())
+        assert state in legend_of(svg)
+        assert "active" not in legend_of(svg)
 
 
 def legend_of(svg: str) -> list[str | None]:
@@ -290,7 +310,7 @@ def test_a_cancelled_and_compensated_instance_on_the_graph() -> None:
     assert shipment.find(f"{SVG}rect").get("fill") == "#eceff1"  # type: ignore[union-attr]
     assert "&lt;b&gt;stop&lt;/b&gt;" in svg
     legend = legend_of(svg)
-    assert legend[:5] == ["completed", "active", "waiting", "failed", "not reached"]
+    assert legend[:5] == ["completed", "running", "waiting", "failed", "not reached"]
     assert "compensated" in legend
     assert "cancelled" in legend
     assert "compensating" not in legend  # only the states the instance shows
@@ -328,7 +348,7 @@ def test_an_instance_never_cancelled_keeps_the_short_legend() -> None:
     svg = render_svg(build_diagram(flows.Saga.graph), progress_of(saga_waiting()))
     assert legend_of(svg)[:6] == [
         "completed",
-        "active",
+        "running",
         "waiting",
         "failed",
         "not reached",

@@ -56,6 +56,7 @@ def test_the_synchronous_api_in_an_async_context_is_what_the_async_api_avoids() 
     async def sync_call_in_the_loop() -> None:
         Quotation.start({"amount": 1})
 
-    with pytest.raises(SynchronousOnlyOperation):
+    with pytest.raises(SynchronousOnlyOperation) as raised:
         async_to_sync(sync_call_in_the_loop)()
+    assert "await Workflow.astart(...)" in str(raised.value)  # the hint names the way out
     assert WorkflowInstance.objects.count() == 0

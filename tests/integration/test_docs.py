@@ -52,6 +52,10 @@ RUN_BY: dict[tuple[str, str], str] = {
     ("docs/tutorial.md", "order.status"): f"{TUTORIAL}::test_the_tutorial_runs_on_workers",
     ("docs/tutorial.md", "runserver"): f"{TUTORIAL}::test_the_admin_commands_are_djangos",
     # Guides
+    (
+        "docs/guides/coming-from-hephaestus.md",
+        "class Pricing(",
+    ): f"{GUIDES}::test_coming_from_hephaestus",
     ("docs/guides/schedules.md", '"nightly-report": {'): f"{SCHEDULES}::test_the_settings_block",
     ("docs/guides/schedules.md", "hephaestus_schedules list"): f"{SCHEDULES}::test_the_shell_block",
     ("docs/guides/schedules.md", "class NightlyReport("): f"{SCHEDULES}::test_the_example",

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import tomllib
+import types
 from io import StringIO
 from pathlib import Path
 from typing import Any, ClassVar
@@ -120,6 +121,15 @@ def test_testing_guide_under_pytest(tmp_path: Path) -> None:
 def test_business_keys() -> None:
     namespace = run_example("docs/guides/business-keys.md", "class Fulfilment(", "docs_keys")
     assert namespace["first"] == namespace["again"]
+
+
+def test_coming_from_hephaestus() -> None:
+    """version_for chooses by tenant; metadata and the original's retry policy are accepted."""
+    namespace = run_example(
+        "docs/guides/coming-from-hephaestus.md", "class Pricing(", "docs_coming"
+    )
+    assert namespace["Pricing"].metadata["owner"] == "billing"
+    assert namespace["Quote"].retry.max_attempts == 5
 
 
 def test_child_workflows() -> None:
@@ -272,7 +282,12 @@ def test_async_view() -> None:
 
     configure(storages={"default": DjangoStorage()}, runner=LocalRunner())
     try:
-        namespace: dict[str, Any] = {"__name__": "docs_async"}
+        # a module every process could import, as a project's views.py is (a durable storage
+        # refuses workflows defined anywhere else)
+        module = types.ModuleType("docs_async")
+        module.__file__ = str(REPO / "docs" / "guides" / "async.md")
+        sys.modules[module.__name__] = module
+        namespace: dict[str, Any] = module.__dict__
         exec(
             compile(block("docs/guides/async.md", "async def quote_view("), "async", "exec"),
             namespace,
@@ -286,6 +301,7 @@ def test_async_view() -> None:
         assert str(instance.id) == body["id"]
         assert instance.status == "waiting"
     finally:
+        sys.modules.pop("docs_async", None)
         configure()
 
 

@@ -166,7 +166,10 @@ def test_the_worker_logs_to_stderr_in_a_project_that_configured_no_logging(
     worker = children.spawn("manage", {"argv": ["hephaestus_worker", "--once"]})
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 0, err
-    assert f"INFO hephaestus_django.runner: took over instance {instance_id}" in err
+    assert (
+        f"INFO hephaestus_django.runner: fired the due timers of Nap (timer) in instance "
+        f"{instance_id}" in err
+    )
     assert (
         "INFO hephaestus_django.worker: moved 1 instance(s) on in default: now 1 completed" in err
     )

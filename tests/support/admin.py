@@ -15,7 +15,17 @@ from hephaestus_django.models import WorkflowInstance
 
 CHANGELIST = reverse("admin:hephaestus_django_workflowinstance_changelist")
 
-SECTIONS = ("graph", "overview", "steps", "metadata", "history", "initial", "results", "raw")
+SECTIONS = (
+    "graph",
+    "overview",
+    "steps",
+    "workflow-metadata",
+    "metadata",
+    "history",
+    "initial",
+    "results",
+    "raw",
+)
 """The sections of the instance page, in order (each ``id="hx-<name>"``)."""
 
 

@@ -41,6 +41,7 @@ from tests.support.flow_control import (
 )
 
 # --- definition checks ------------------------------------------------------------------------
+from tests.support.steps import GraphOnly
 
 
 @pytest.mark.parametrize(
@@ -69,17 +70,17 @@ def test_a_malformed_limit_is_refused_naming_the_step(declared: object, says: st
 
 
 def test_a_name_shared_with_another_number_is_refused() -> None:
-    class ChargeOne(Step):
+    class ChargeOne(GraphOnly):
         events = ("ok",)
         concurrency = Concurrency(5, name="unit-gateway")
 
-    class ChargeTwo(Step):  # the same number: one limit for both
+    class ChargeTwo(GraphOnly):  # the same number: one limit for both
         events = ("ok",)
         concurrency = Concurrency(5, name="unit-gateway")
 
     with pytest.raises(StepDefinitionError, match="ChargeThree") as caught:
 
-        class ChargeThree(Step):
+        class ChargeThree(GraphOnly):
             events = ("ok",)
             concurrency = Concurrency(6, name="unit-gateway")
 

@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from hephaestus_django import Done, Status, Step, Workflow
+from hephaestus_django import Done, Status, Workflow
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InvalidInstanceError
 from hephaestus_django.core.instance import (
@@ -20,15 +20,16 @@ from hephaestus_django.core.instance import (
     evolve,
     read_history_entry,
 )
+from tests.support.steps import GraphOnly
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-class First(Step):
+class First(GraphOnly):
     events = ("ok",)
 
 
-class Second(Step):
+class Second(GraphOnly):
     events = ("ok",)
 
 
@@ -191,6 +192,6 @@ def test_repr_names_the_waiting_steps_the_error_and_at_most_three_steps() -> Non
     assert text.endswith("…), revision 3>")
     assert len(text) < 160, text
 
-    branches = [type(f"Branch{n}", (Step,), {"events": ("ok",)}) for n in range(5)]
+    branches = [type(f"Branch{n}", (GraphOnly,), {"events": ("ok",)}) for n in range(5)]
     fan_out = evolve(waiting, status=Status.RUNNING, waiting_steps={}, active_steps=branches)
     assert repr(fan_out).endswith("at Branch0, Branch1, Branch2 and 2 more, revision 3>")

@@ -19,7 +19,6 @@ from hephaestus_django import (
     InstanceNotFound,
     InvalidInstanceError,
     Status,
-    Step,
     Upgrade,
     UpgradeError,
     VersionedWorkflow,
@@ -42,6 +41,7 @@ from hephaestus_django.runtime import (
     configure,
 )
 from hephaestus_django.runtime.document import from_row, to_row
+from tests.support.steps import GraphOnly
 from tests.versions import (
     Activate,
     AwaitVerification,
@@ -311,15 +311,15 @@ def test_a_context_function_that_raises_refuses_the_upgrade() -> None:
 # --- checked when the version is defined ---------------------------------------------------
 
 
-class A(Step):
+class A(GraphOnly):
     events = ("ok",)
 
 
-class B(Step):
+class B(GraphOnly):
     events = ("ok",)
 
 
-class C(Step):
+class C(GraphOnly):
     events = ("ok",)
 
 

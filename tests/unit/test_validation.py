@@ -17,33 +17,34 @@ from hephaestus_django import (
     WorkflowDefinitionError,
 )
 from hephaestus_django.core.errors import StepDefinitionError
+from tests.support.steps import GraphOnly
 
 
-class A(Step):
+class A(GraphOnly):
     events = ("ok",)
 
 
-class B(Step):
+class B(GraphOnly):
     events = ("ok",)
 
 
-class C(Step):
+class C(GraphOnly):
     events = ("ok",)
 
 
-class D(Step):
+class D(GraphOnly):
     events = ("ok",)
 
 
-class Fork(Step):
+class Fork(GraphOnly):
     events = ("yes", "no")
 
 
-class Silent(Step):
+class Silent(GraphOnly):
     """Declares no events and is not terminal."""
 
 
-class OtherA(Step):
+class OtherA(GraphOnly):
     events = ("ok",)
     step_key = "a"
 
