@@ -37,7 +37,7 @@ the error that started them. A compensation that fails for good fails the
 instance with its error; ``retry`` then resumes the compensations, never the
 steps.
 
-Why one module of some 800 lines: every transition builds its result through one private
+Why one module of some 900 lines: every transition builds its result through one private
 working copy (``_Draft``), whose methods keep the invariants above (joins, retries,
 compensation) together; split, each half would reach into the other's privates. What is not a
 transition lives elsewhere: what a transition did (:mod:`~hephaestus_django.core.effects`),

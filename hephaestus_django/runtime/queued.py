@@ -41,6 +41,14 @@ The lease is the recovery time: size it above the longest pause between two
 renewals (a step's heartbeat every third of it), and as short as you are willing
 to wait after a worker dies. A job waiting longer than the lease costs a take-over
 (a write) per lease, not a second job.
+
+Why one module of some 800 lines: the job path (mark, run, record), the sweep's take-over
+and the transitions of the verbs share one rule, that a write and the jobs it calls for
+commit together (``_commit``), and the private state that rule needs (what a transition
+decided, which jobs still wait, which slots a step holds, which children a write starts).
+What could stand alone already does: admission to concurrency limits
+(:mod:`~hephaestus_django.runtime.admission`), children
+(:mod:`~hephaestus_django.runtime.children`), map items (:mod:`~hephaestus_django.runtime.maps`).
 """
 
 from __future__ import annotations
