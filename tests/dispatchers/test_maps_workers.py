@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,31 +17,12 @@ import pytest
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.workers import (
-    ENGINES,
-    Engine,
     Workers,
     all_completed,
     recorded,
-    spawn_workers,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(params=ENGINES, ids=str)
-def engine(request: pytest.FixtureRequest) -> Engine:
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def workers(engine: Engine, tmp_path: Path) -> Iterator[Workers]:
-    yield from spawn_workers(engine, tmp_path, lease=60)
-
-
-@pytest.fixture
-def short_lease_workers(engine: Engine, tmp_path: Path) -> Iterator[Workers]:
-    """As ``workers``, with a 3-second lease: the sweep takes over 3 s after a death."""
-    yield from spawn_workers(engine, tmp_path, lease=3)
 
 
 def runs(folder: Path) -> Counter[int]:

@@ -26,7 +26,7 @@ import pytest
 
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
-from tests.dispatchers.workers import ENGINES, Engine, Workers, all_completed, spawn_workers
+from tests.dispatchers.workers import Engine, Workers, all_completed, spawn_workers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,11 +43,6 @@ the sweep takes its lapsed instance over (between the claim and the take-over's 
 longer pending, so its step is enqueued again; one of the two is refused by ``mark_running``
 (the step runs elsewhere), never both run. Once the workers keep up, no lease lapses and
 nothing is taken over."""
-
-
-@pytest.fixture(params=ENGINES, ids=str)
-def engine(request: pytest.FixtureRequest) -> Engine:
-    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture

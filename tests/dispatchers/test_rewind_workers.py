@@ -7,7 +7,6 @@ Waits are for an outcome, with a generous deadline; nothing asserts how long any
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,25 +16,12 @@ from hephaestus_django.core.rewind import REWOUND
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.workers import (
-    ENGINES,
-    Engine,
     Workers,
     all_completed,
     recorded,
-    spawn_workers,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(params=ENGINES, ids=str)
-def engine(request: pytest.FixtureRequest) -> Engine:
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def workers(engine: Engine, tmp_path: Path) -> Iterator[Workers]:
-    yield from spawn_workers(engine, tmp_path, lease=60)
 
 
 def test_the_late_result_of_a_step_running_when_rewound_is_never_recorded(
