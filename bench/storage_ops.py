@@ -132,7 +132,7 @@ class Sides:
 
         def delete(i: int) -> None:
             with self.raw.cursor() as cursor:
-                cursor.execute(DELETE, [keys[i]])
+                cursor.execute(DELETE, {"id": keys[i]})
 
         return repeat(delete, n)
 

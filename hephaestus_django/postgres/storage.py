@@ -12,7 +12,8 @@ and costs one round trip:
   statement on that rare path): a write after the first never inserts, so a deleted
   instance stays deleted. ``inserted_at`` is left out of the update, so it never changes,
   and ``workflow_version`` changes only by an upgrade of the stored version.
-- ``delete``: ``DELETE ... WHERE id = %s``
+- ``delete``: ``DELETE ... WHERE id = %s``, with the instance's concurrency slots in the same
+  statement
 - ``query``: ``SELECT ... WHERE <filters> ORDER BY inserted_at, id LIMIT %s``
 - ``claim``: ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``: the
   due timers and the stalled runs are separate candidate sets, each an index scan
