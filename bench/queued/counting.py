@@ -125,7 +125,7 @@ def _time_ours() -> None:
 
     _timed(queued.QueuedRunner, "handle", "QueuedRunner.handle (the whole job)")
     _timed(DjangoStorage, "get", "DjangoStorage.get (is the step runnable?)")
-    _timed(queued, "execute_step", "execute_step (the no-op step)")
+    _timed(queued, "execute", "execute (the no-op step)")
     _timed(queued.QueuedRunner, "_transition", "QueuedRunner._transition (its transaction)")
     _timed(DjangoStorage, "update", "DjangoStorage.update (locked read + write)")
     _timed(ProcrastinateDispatcher, "enqueue_steps", "ProcrastinateDispatcher.enqueue_steps")
