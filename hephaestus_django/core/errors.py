@@ -321,6 +321,15 @@ class SerializationError(StorageError, ValueError):
         super().__init__(f"cannot store {path}{where}: {problem}")
 
 
+class StateTooLargeError(SerializationError):
+    """An instance's state is longer, as JSON, than ``HEPHAESTUS["MAX_STATE_BYTES"]`` allows.
+
+    Raised before anything is written. When the state outgrows the bound through a step's
+    result (each result small, together too many), the runners record it as that step's
+    failure, under its retry policy, instead of leaving the step to be run again for ever.
+    """
+
+
 class CorruptInstanceError(StorageError):
     """A stored row cannot be turned back into an instance.
 

@@ -20,6 +20,7 @@ from hephaestus_django.core.errors import (
     InstanceNotFound,
     SerializationError,
     StaleInstanceError,
+    StateTooLargeError,
     StepOutcomeError,
 )
 from hephaestus_django.core.graph import StepClass
@@ -122,6 +123,26 @@ def log_retries(results: Sequence[Executed], after: Instance) -> None:
                 engine.describe_retry_wait(after, result.step, waiting),
                 extra=about(after, step=result.step),
             )
+
+
+def as_too_large(results: Sequence[Executed], error: StateTooLargeError) -> list[Executed]:
+    """``results`` turned into their steps' failures with ``error``: a wave whose results, each
+    storable alone, together outgrow ``HEPHAESTUS["MAX_STATE_BYTES"]``.
+
+    Its write was refused before anything was written; the steps stay active, so writing
+    nothing more would leave them to be run again, and refused again, by every runner that
+    takes the instance over. Recording the refusal as their failure puts them under their
+    retry policy instead, and so bounds the attempts.
+    """
+    logger.warning(
+        "the results of %s would make the state too large to store: recorded as failures: %s",
+        ", ".join(result.step.__qualname__ for result in results),
+        error,
+    )
+    return [
+        Executed(result.step, error=error, compensating=result.compensating, rewinds=result.rewinds)
+        for result in results
+    ]
 
 
 def reach_ends(instance: Instance, now: datetime) -> Instance:

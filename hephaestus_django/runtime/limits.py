@@ -4,7 +4,7 @@ An instance's state (its context, every step's result, its history) is one ``jso
 read and written whole on every transition, shown whole in the admin, and carried by every
 job. A context of a few megabytes makes each step of its instance cost that much I/O, and a
 50 MB one made a 100 MB admin page. So both storages refuse, with
-:class:`~hephaestus_django.core.errors.SerializationError` and before writing, a state whose
+:class:`~hephaestus_django.core.errors.StateTooLargeError` and before writing, a state whose
 JSON text is longer than :data:`limits.max_state_bytes` (``HEPHAESTUS["MAX_STATE_BYTES"]``
 inside Django; set in code with :func:`set_max_state_bytes` outside it).
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from hephaestus_django.core.errors import SerializationError
+from hephaestus_django.core.errors import StateTooLargeError
 
 DEFAULT_MAX_STATE_BYTES = 1024 * 1024
 """1 MiB: see the module's docstring for why."""
@@ -51,7 +51,7 @@ def check_state_size(text: str, instance_id: UUID | None, *, path: str = "state"
         return
     size = len(text) if len(text) > bound else len(text.encode("utf-8"))
     if size > bound:
-        raise SerializationError(
+        raise StateTooLargeError(
             path,
             f"it is {size:,} bytes as JSON, more than {SETTING_NAME} allows ({bound:,} bytes); "
             f"keep large data in a model or file storage and put its id in the context, or "

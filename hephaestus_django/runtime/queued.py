@@ -76,6 +76,7 @@ from hephaestus_django.core.errors import (
     InstanceNotFound,
     InvalidJobError,
     StaleInstanceError,
+    StateTooLargeError,
     UnknownWorkflowError,
 )
 from hephaestus_django.core.instance import Instance, evolve, instance_key
@@ -110,7 +111,7 @@ from hephaestus_django.runtime.dispatch import (
     WakeUp,
     job_from_payload,
 )
-from hephaestus_django.runtime.execution import log_retries, reach_ends
+from hephaestus_django.runtime.execution import as_too_large, log_retries, reach_ends
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
 from hephaestus_django.runtime.maps import execute
@@ -236,22 +237,34 @@ class QueuedRunner(Runner):
             result = execute(
                 instance, engine.activation(instance, step), storage, in_transaction=inside
             )
-        record = _recording(job, result, storage)
-        started = requested([result])
         if not admission.held:
-            return self._transition(instance.id, storage, record, read=instance, started=started)
+            return self._write_result(job, result, instance, storage)
         try:
             # The result, the slot it frees and the next waiter's job commit together.
             with atomic(storage):
-                after = self._transition(
-                    instance.id, storage, record, read=instance, started=started
-                )
+                after = self._write_result(job, result, instance, storage)
                 admitted = release(instance.id, admission.held, storage, self.lease)
                 self._enqueue_admitted(admitted, job.storage, storage)
         except BaseException:
             release(instance.id, admission.held, storage, self.lease)
             raise
         return after
+
+    def _write_result(
+        self, job: StepJob, result: Executed, instance: Instance, storage: Storage
+    ) -> Instance:
+        """Record the job's ``result``; as its step's failure when, storable alone, it would
+        make the state too large (:func:`as_too_large`). The refused write wrote nothing."""
+        started = requested([result])
+        record = _recording(job, result, storage)
+        try:
+            return self._transition(instance.id, storage, record, read=instance, started=started)
+        except StateTooLargeError as error:
+            if isinstance(result.error, StateTooLargeError):
+                raise  # not even the failure fits: the state itself is over the bound
+            (failed,) = as_too_large([result], error)
+            record = _recording(job, failed, storage)
+            return self._transition(instance.id, storage, record, read=instance, started=started)
 
     def _admission(self, job: StepJob, storage: Storage) -> Admission | None:
         """The slot the job's step needs, taken (or found taken for it when it was enqueued);

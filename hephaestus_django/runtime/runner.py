@@ -39,7 +39,12 @@ from uuid import UUID
 
 from hephaestus_django.core import engine
 from hephaestus_django.core.engine import Activation, Executed
-from hephaestus_django.core.errors import HephaestusError, InstanceNotFound, StaleInstanceError
+from hephaestus_django.core.errors import (
+    HephaestusError,
+    InstanceNotFound,
+    StaleInstanceError,
+    StateTooLargeError,
+)
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.naming import dotted_path
 from hephaestus_django.runtime import events, tracing
@@ -59,7 +64,7 @@ from hephaestus_django.runtime.contract import (
     atomic,
     in_callers_transaction,
 )
-from hephaestus_django.runtime.execution import log_retries, reach_ends
+from hephaestus_django.runtime.execution import as_too_large, log_retries, reach_ends
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.maps import execute
@@ -322,7 +327,12 @@ class LocalRunner(Runner):
             applied = reach_ends(applied, now)
             return with_lease(applied, owner, now, self.lease)
 
-        return self._put_or_update(instance, apply, storage, started=requested(results))
+        try:
+            return self._put_or_update(instance, apply, storage, started=requested(results))
+        except StateTooLargeError as error:
+            if any(isinstance(result.error, StateTooLargeError) for result in results):
+                raise  # not even the failures fit: the state itself is over the bound
+            return self._save_wave(instance, as_too_large(results, error), storage, owner)
 
     def _put_or_update(
         self,

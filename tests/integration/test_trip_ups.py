@@ -13,9 +13,19 @@ from datetime import timedelta
 
 import pytest
 from django.core.checks import run_checks
-from django.test import Client, override_settings
+from django.test import Client, TestCase, override_settings
 
-from hephaestus_django import Done, Event, LocalRunner, Retry, SerializationError, Status, Step
+from hephaestus_django import (
+    Done,
+    Event,
+    InMemoryDispatcher,
+    LocalRunner,
+    QueuedRunner,
+    Retry,
+    SerializationError,
+    Status,
+    Step,
+)
 from hephaestus_django import Workflow as WorkflowBase
 from hephaestus_django.core.errors import WorkflowDefinitionError
 from hephaestus_django.core.policies import project_defaults
@@ -255,3 +265,71 @@ def test_no_warning_under_the_default_local_runner(
     finally:
         configure()
     assert caplog.records == []
+
+
+class Grows(Step):
+    """Returns a result well under the bound alone, which the state stores twice (the
+    step's result and its history entry): together over a 10,000-byte bound."""
+
+    events = ("made",)
+    runs = 0
+
+    def execute(self, instance: object, config: object, context: object) -> object:
+        Grows.runs += 1
+        return Event("made", updates={"report": "x" * 6_000})
+
+
+class Outgrown(WorkflowBase):
+    start_step = Grows
+    transitions = {Grows: {"made": Done}}
+
+
+class OutgrownRetried(WorkflowBase):
+    start_step = Grows
+    transitions = {Grows: {"made": Done}}
+    default_retry = Retry(max_attempts=3, backoff=timedelta(0), jitter=False)
+
+
+def _run(workflow: type[WorkflowBase], target: object, runner: str) -> object:
+    if runner == "local":
+        local = LocalRunner()
+        configure(storages={"default": target}, runner=local)  # type: ignore[dict-item]
+        instance_id = workflow.start({})
+        for _ in range(5):  # the retries' timers, due at once, are the worker's
+            local.work(storage=target)  # type: ignore[arg-type]
+        return instance_id
+    dispatcher = InMemoryDispatcher()
+    queued = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
+    configure(storages={"default": target}, runner=queued)  # type: ignore[dict-item]
+    try:
+        # the jobs go out when the test's transaction would commit
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            instance_id = workflow.start({})
+        for _ in range(5):  # each retry's wake-up job is sent as its write commits
+            with TestCase.captureOnCommitCallbacks(execute=True):
+                dispatcher.drain()
+    finally:
+        queued.close()
+    return instance_id
+
+
+@pytest.mark.parametrize("runner", ["local", "queued"])
+@pytest.mark.parametrize("backend", ["django", "memory"])
+def test_results_that_together_outgrow_the_bound_fail_the_step_instead_of_looping(
+    storage: DjangoStorage, backend: str, runner: str
+) -> None:
+    target = storage if backend == "django" else InMemoryStorage()
+    Grows.runs = 0
+    with override_settings(HEPHAESTUS={"MAX_STATE_BYTES": 10_000}):
+        instance_id = _run(Outgrown, target, runner)
+        failed = target.get(instance_id)  # type: ignore[arg-type]
+        retried_id = _run(OutgrownRetried, target, runner)
+        retried = target.get(retried_id)  # type: ignore[arg-type]
+    assert failed.status is Status.FAILED
+    assert failed.error is not None
+    assert failed.error.error_type.endswith("StateTooLargeError")
+    assert 'HEPHAESTUS["MAX_STATE_BYTES"]' in failed.error.message
+    assert "report" not in failed.context.steps.get("grows", {})
+    # under a retry policy: its attempts and no more, then failed for good
+    assert retried.status is Status.FAILED
+    assert Grows.runs == 1 + 3
