@@ -1,12 +1,14 @@
-"""``python -m bench [--quick] [--only queued|maps]``: run every measurement, write the JSON and
-the markdown.
+"""``python -m bench [--quick] [--only queued|maps|peers]``: run every measurement, write the
+JSON and the markdown.
 
 Full mode (``make bench``) measures at 100,000 and 1,000,000 rows with at least 5 interleaved
 rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and writes. The queued
 runner's section (worker processes, :mod:`bench.queued.run`) comes last, in both modes, where
 procrastinate is installed; ``--only queued`` runs it alone. The map steps' section
 (:mod:`bench.maps`: bytes and statements per item at 10, 1,000 and 10,000 items) runs before it;
-``--only maps`` runs it alone.
+``--only maps`` runs it alone. The peers' section (:mod:`bench.peers`: the same workflows on
+DBOS, where the ``bench`` extra installed it) runs with the end-to-end ones; ``--only peers``
+runs it alone.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ FULL: dict[str, Any] = {
     "admin_requests": 20,
     "writer_baseline_s": 10,
     "policies_n": 200,
+    "peers": 40,
     "queued": {
         "rounds": 4,
         "per_worker": 15,
@@ -57,6 +60,7 @@ QUICK: dict[str, Any] = {
     "admin_requests": 5,
     "writer_baseline_s": 3,
     "policies_n": 40,
+    "peers": 10,
     "queued": {
         "rounds": 2,
         "per_worker": 8,
@@ -83,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
     parser.add_argument(
         "--only",
-        choices=["queued", "maps"],
+        choices=["queued", "maps", "peers"],
         help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
-        "what map steps write per item at 10, 1,000 and 10,000 items",
+        "what map steps write per item at 10, 1,000 and 10,000 items; 'peers', the same "
+        "workflows on DBOS",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -112,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     log(f"database {environment.DATABASE} on {source}; {results['machine']['postgresql']}")
     if args.only is None:
         run_storage_sections(results, plan, raw, unprepared, conninfo)
+    if args.only == "peers":
+        run_peers(results, plan, conninfo)
     if args.only in (None, "maps"):
         from bench import maps
 
         log("11. map steps: bytes and statements per item at 10, 1,000 and 10,000 items")
         results["maps"] = maps.run()
-    if args.only == "maps":
-        log("8. QueuedRunner: not run (--only maps)")
+    if args.only in ("maps", "peers"):
+        log(f"8. QueuedRunner: not run (--only {args.only})")
     elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.
         from bench.queued import run as queued
@@ -168,6 +175,7 @@ def run_storage_sections(
     results["end_to_end"] = end_to_end.run(raw, unprepared, rounds=rounds, n=plan["workflows"])
     log("3b. start then wait, resume to the next wait")
     results["hot_paths"] = hot_paths.run(raw, unprepared, rounds=rounds, n=plan["workflows"])
+    run_peers(results, plan, conninfo)
     log("9. step policies: statements and time per step")
     results["policies"] = policies.run(n=plan["policies_n"])
 
@@ -200,6 +208,18 @@ def run_storage_sections(
     results["housekeeping"] = housekeeping.run(
         raw, conninfo, bulk_rows=loaded, baseline_s=plan["writer_baseline_s"]
     )
+
+
+def run_peers(results: dict[str, Any], plan: dict[str, Any], conninfo: str) -> None:
+    """Item 12: the same workflows on DBOS, when the bench extra installed it."""
+    from bench import peers
+
+    if not peers.available():
+        log("12. peers: skipped, dbos is not installed (the bench extra)")
+        return
+    log("12. peers: the same workflows on DBOS")
+    system = environment.recreate_database(conninfo, f"{environment.DATABASE}_dbos")
+    results["peers"] = peers.run(system, rounds=plan["rounds"], n=plan["peers"])
 
 
 if __name__ == "__main__":

@@ -61,16 +61,17 @@ def server_url() -> tuple[str, str]:
     return ensure_server(EMBEDDED_DIR, database=DATABASE, stop_at_exit=True), "embedded"
 
 
-def recreate_database(url: str) -> str:
-    """Drop and create :data:`DATABASE` on the server of ``url``; return its conninfo."""
+def recreate_database(url: str, name: str = DATABASE) -> str:
+    """Drop and create the database ``name`` (:data:`DATABASE` unless told) on the server of
+    ``url``; return its conninfo."""
     params = conninfo_to_dict(url)
     maintenance = params.get("dbname") or "postgres"
-    if maintenance == DATABASE:
+    if maintenance == name:
         maintenance = "postgres"
     with psycopg.connect(make_conninfo(url, dbname=maintenance), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{DATABASE}"')
-    return make_conninfo(url, dbname=DATABASE)
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return make_conninfo(url, dbname=name)
 
 
 def configure_django(conninfo: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from bench.maps import budget as maps_budget
 from bench.maps import lines as maps_lines
 from bench.measure import SLICE
+from bench.peers import TARGET as PEERS_TARGET
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OPERATIONS = ("put_insert", "put_update", "get", "delete", "query_100")
@@ -124,6 +125,63 @@ def hot_paths_table(runs: dict[str, Any]) -> list[str]:
             f"| {found['ours_commits']} / {found['floor_commits']} |"
         )
     return lines
+
+
+def peers_table(runs: dict[str, Any]) -> list[str]:
+    """Section 12: ours against DBOS, the same workflows (see bench.peers)."""
+    lines = [
+        "| workflow | ours/DBOS ops/s | ours ops/s | DBOS ops/s | ours ms p50 / p99 "
+        "| DBOS ms p50 / p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, found in runs.items():
+        if name == "dbos":
+            continue
+        ours, theirs = found["ours"], found["raw"]
+        lines.append(
+            f"| {name} | {_ratio(found['ratio'])} | {ours['ops_per_s']['median']:.0f} "
+            f"| {theirs['ops_per_s']['median']:.0f} "
+            f"| {ours['latency_ms']['p50']:.2f} / {ours['latency_ms']['p99']:.2f} "
+            f"| {theirs['latency_ms']['p50']:.2f} / {theirs['latency_ms']['p99']:.2f} |"
+        )
+    return lines
+
+
+def peers_budget(runs: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    return [
+        (f"{name} ≥ {PEERS_TARGET:.0f}x DBOS", f"{got:.2f}x", got >= PEERS_TARGET)
+        for name, found in runs.items()
+        if name != "dbos"
+        for got in [found["ratio"]["median"]]
+    ]
+
+
+def peers_lines(runs: dict[str, Any], end_to_end: dict[str, Any] | None = None) -> list[str]:
+    """The table, and where section 3 ran too, how far a hand-written floor with our
+    durability is ahead of DBOS: the most any engine making our promises could reach."""
+    rate = "ops_per_s"
+    ceiling = [
+        f"{name} {floor['raw'][rate]['median'] / runs[name]['raw'][rate]['median']:.1f}x"
+        for name, floor in (end_to_end or {}).items()
+        if name in runs
+    ]
+    return [
+        f"LocalRunner + DjangoStorage against DBOS {runs['dbos']} (its system database on the "
+        "same server), one operation at a time, interleaved; `bench/peers.py` says what each "
+        "workflow does on both sides.",
+        "",
+        *peers_table(runs),
+        *(
+            [
+                "",
+                "The hand-written floor of section 3 (one commit per write our durability needs, "
+                "no engine) against this section's DBOS ops/s, measured apart: "
+                f"{', '.join(ceiling)}: the most an engine making our promises could reach.",
+            ]
+            if ceiling
+            else []
+        ),
+    ]
 
 
 def tail_table(tail: dict[str, Any]) -> list[str]:
@@ -297,6 +355,7 @@ def _budget_lines(checks: list[tuple[str, str, bool]]) -> list[str]:
 def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for every budget line that this run measured."""
     mapped = maps_budget(results["maps"]) if "maps" in results else []
+    mapped += peers_budget(results["peers"]) if "peers" in results else []
     if "storage_ops" not in results:
         return mapped + (queued_budget(results["queued"]) if "queued" in results else [])
     ops = results["storage_ops"]
@@ -602,6 +661,9 @@ def markdown(results: dict[str, Any]) -> str:
         ["## 8. Queued runner", "", *queued_lines(results["queued"])] if "queued" in results else []
     )
     mapped = ["## 11. Map steps", "", *maps_lines(results["maps"]), ""] if "maps" in results else []
+    if "peers" in results:
+        ceiling = results.get("end_to_end")
+        mapped += ["## 12. Peers: DBOS", "", *peers_lines(results["peers"], ceiling), ""]
     if "storage_ops" not in results:  # python -m bench --only queued (or maps)
         return "\n".join([*header, *mapped, *queued, *_budget_lines(budget(results))])
     lines = [
