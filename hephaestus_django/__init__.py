@@ -55,6 +55,7 @@ _EXPORTS = {
     "StepOutcomeError": "hephaestus_django.core.errors",
     "StepTimeout": "hephaestus_django.core.errors",
     "MapItemError": "hephaestus_django.core.errors",
+    "ChildContextError": "hephaestus_django.core.errors",
     "StorageError": "hephaestus_django.core.errors",
     "InstanceNotFound": "hephaestus_django.core.errors",
     "InstanceDeletedError": "hephaestus_django.core.errors",
@@ -82,6 +83,7 @@ __all__ = [
     "Async",
     "BackendNotConfigured",
     "Child",
+    "ChildContextError",
     "Concurrency",
     "ConcurrencyKeyError",
     "Context",
@@ -156,6 +158,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.children import Child
     from hephaestus_django.core.errors import (
         BackendNotConfigured,
+        ChildContextError,
         ConcurrencyKeyError,
         CorruptInstanceError,
         DuplicateInstanceError,

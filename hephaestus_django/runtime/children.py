@@ -34,16 +34,24 @@ from hephaestus_django.core.children import (
     PARENT_KEY,
     Child,
     StartChild,
+    child_context_error,
     child_steps,
     children_of,
     parent_of,
 )
 from hephaestus_django.core.engine import Executed
-from hephaestus_django.core.errors import InstanceNotFound
+from hephaestus_django.core.errors import (
+    InstanceNotFound,
+    InvalidInstanceError,
+    SerializationError,
+)
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.document import encoded_state
+from hephaestus_django.runtime.limits import check_state_size
 from hephaestus_django.runtime.logs import about
 
 if TYPE_CHECKING:
@@ -118,17 +126,45 @@ def after_write(
     return done
 
 
+def check_start(parent: Instance, step: StepClass, start: StartChild) -> None:
+    """Refuse, as the step's failure (:class:`~hephaestus_django.core.errors.ChildContextError`),
+    a child the storage would refuse: its context not encodable, or its state over
+    ``HEPHAESTUS["MAX_STATE_BYTES"]``. Called when the step returns, before anything is
+    written, so that the write that starts the child cannot fail half-way for it."""
+    if start.workflow is None or not issubclass(step, Child):
+        return  # not a child step's: the runner starts nothing for it
+    try:
+        child = _new_child(parent.id, step, start)
+        check_state_size(codec.dumps_encoded(encoded_state(child)), child.id)
+    except SerializationError as error:  # named without the id of a child never started
+        problem = f"cannot store the child's {error.path}: {error.problem}"
+        raise child_context_error(parent, step, start.workflow, problem) from error
+    except InvalidInstanceError as error:
+        raise child_context_error(parent, step, start.workflow, str(error)) from error
+
+
+def _link(parent_id: UUID, step: StepClass) -> dict[str, dict[str, str]]:
+    return {PARENT_KEY: {"id": str(parent_id), "step": step.path()}}
+
+
+def _new_child(parent_id: UUID, step: StepClass, start: StartChild) -> Instance:
+    assert start.workflow is not None
+    return engine.start(
+        engine.new_instance(
+            start.workflow, start.context, metadata=_link(parent_id, step), key=start.key
+        )
+    )
+
+
 def _start(
     runner: Runner, storage: Storage, done: AfterWrite, step: StepClass, start: StartChild
 ) -> None:
     parent = done.after
     assert start.workflow is not None
     existing = _holder(storage, start) if start.key is not None else None
-    link = {PARENT_KEY: {"id": str(parent.id), "step": step.path()}}
+    link = _link(parent.id, step)
     if existing is None:
-        child = engine.start(
-            engine.new_instance(start.workflow, start.context, metadata=link, key=start.key)
-        )
+        child = _new_child(parent.id, step, start)
     else:
         child = existing
         logger.info(

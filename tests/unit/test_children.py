@@ -9,7 +9,15 @@ from datetime import timedelta
 
 import pytest
 
-from hephaestus_django import Child, Done, Status, Workflow, WorkflowDefinitionError
+from hephaestus_django import (
+    Child,
+    ChildContextError,
+    Done,
+    Status,
+    Workflow,
+    WorkflowDefinitionError,
+)
+from hephaestus_django.core import engine
 from hephaestus_django.core.errors import StepDefinitionError
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
@@ -190,3 +198,15 @@ def test_a_workflow_may_not_start_itself_through_another() -> None:
             transitions = {Pongs: {"completed": Done, "failed": Done, "cancelled": Done}}
 
     assert raised.value.rule == "child-cycle"
+
+
+def test_the_error_keeps_the_original_as_its_cause() -> None:
+    order = childflows.CarelessOrder
+    step = childflows.ShipCarelessly()
+    instance = engine.start(engine.new_instance(order, {"bad": "raises"}))
+    with pytest.raises(ChildContextError) as raised:
+        step.execute(instance, {}, instance.context)
+    assert isinstance(raised.value.__cause__, LookupError)
+    assert raised.value.instance_id == instance.id
+    assert raised.value.child == "Shipment"
+    assert raised.value.step == "ShipCarelessly"
