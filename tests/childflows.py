@@ -142,3 +142,39 @@ class CarelessOrder(Workflow):
     transitions = {
         ShipCarelessly: {"completed": Shipped, "failed": NotShipped, "cancelled": NotShipped}
     }
+
+
+UNPACKED: list[str] = []
+"""The orders whose parcel ``PackUndoably.compensate`` unpacked (tests clear it)."""
+
+
+class PackUndoably(Pack):
+    """Packs, and unpacks when the shipment is cancelled with compensation."""
+
+    def compensate(self, instance: Instance, config: Mapping[str, Any], context: Context) -> None:
+        UNPACKED.append(str(context.initial["order"]))
+
+
+class UndoableShipment(Workflow):
+    """A child that packs, then waits for the courier; a compensating cancel unpacks."""
+
+    start = PackUndoably
+    transitions = {PackUndoably: {"packed": AwaitCourier}, AwaitCourier: {"picked_up": Done}}
+
+
+class ShipUndoably(Child):
+    """Starts an ``UndoableShipment`` with the parent's order."""
+
+    workflow = UndoableShipment
+
+    def child_context(self, instance: Instance, context: Context) -> Mapping[str, Any]:
+        return {"order": context.initial["order"]}
+
+
+class UndoableOrder(Workflow):
+    """A parent whose child compensates when cancelled with compensation."""
+
+    start = ShipUndoably
+    transitions = {
+        ShipUndoably: {"completed": Shipped, "failed": NotShipped, "cancelled": NotShipped}
+    }

@@ -13,7 +13,10 @@ A :class:`~hephaestus_django.core.children.Child` step's ``execute`` only asks f
 - a child's end resumes its parent in the transaction that records the end, through the
   storage's locked update: whichever process writes it, and whether or not a process runs the
   parent. The parent's step is resumed only while it waits for that very child, so it is
-  resumed once however often the end is written or told.
+  resumed once however often the end is written or told;
+- a parent's cancel cancels its children that have not ended in the transaction that records
+  it (with their compensations when the parent's were asked for): on a transactional storage,
+  a failure on any child's write leaves the parent and every child as they were.
 
 A parent deleted (or pruned) while its child runs is logged when the child ends; the child's
 end is recorded all the same.
@@ -123,7 +126,31 @@ def after_write(
     ended = after.status in ENDED and (before is None or before.status not in ENDED)
     if link is not None and ended:
         _wake(runner, storage, done, after, link.id, link.step)
+    if after.cancellation is not None and (before is None or before.cancellation is None):
+        _cancel_children(runner, storage, done, after)
     return done
+
+
+def _cancel_children(runner: Runner, storage: Storage, done: AfterWrite, parent: Instance) -> None:
+    """Cancel the children of ``parent`` that have not ended, in the transaction of the write
+    that cancelled it, with their compensations when the parent's were asked for: the parent's
+    cancel and its children's commit together, or neither does. A child that ended, or was
+    cancelled, meanwhile is left as it is; one that was deleted is skipped."""
+    record = parent.cancellation
+    assert record is not None
+    reason = record.reason or f"its parent {parent.id} was cancelled"
+
+    def stop(child: Instance) -> Instance:
+        if child.status in ENDED or child.cancellation is not None:
+            return child
+        return engine.cancel(child, now=storage.now(), reason=reason, compensate=record.compensate)
+
+    for child_id in children_of(parent).values():
+        try:
+            outcome = runner._wake_parent(child_id, storage, stop)
+        except InstanceNotFound:
+            continue
+        done.then.extend(outcome.then)
 
 
 def check_start(parent: Instance, step: StepClass, start: StartChild) -> None:
