@@ -6,7 +6,8 @@ rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and wr
 runner's section (worker processes, :mod:`bench.queued.run`) comes last, in both modes, where
 procrastinate is installed; ``--only queued`` runs it alone. The map steps' section
 (:mod:`bench.maps`: bytes and statements per item at 10, 1,000 and 10,000 items) runs before it;
-``--only maps`` runs it alone.
+``--only maps`` runs it alone. The child workflows' latency (:mod:`bench.child_latency`: from a
+child's end to its parent's next step) runs after it; ``--only children`` runs it alone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ FULL: dict[str, Any] = {
     "admin_requests": 20,
     "writer_baseline_s": 10,
     "policies_n": 200,
+    "children": {"rounds": 7, "per_round": 100},
     "queued": {
         "rounds": 4,
         "per_worker": 15,
@@ -57,6 +59,7 @@ QUICK: dict[str, Any] = {
     "admin_requests": 5,
     "writer_baseline_s": 3,
     "policies_n": 40,
+    "children": {"rounds": 3, "per_round": 50},
     "queued": {
         "rounds": 2,
         "per_worker": 8,
@@ -83,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
     parser.add_argument(
         "--only",
-        choices=["queued", "maps"],
+        choices=["queued", "maps", "children"],
         help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
-        "what map steps write per item at 10, 1,000 and 10,000 items",
+        "what map steps write per item at 10, 1,000 and 10,000 items; 'children', the latency "
+        "from a child workflow's end to its parent's next step",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -117,8 +121,13 @@ def main(argv: list[str] | None = None) -> int:
 
         log("11. map steps: bytes and statements per item at 10, 1,000 and 10,000 items")
         results["maps"] = maps.run()
-    if args.only == "maps":
-        log("8. QueuedRunner: not run (--only maps)")
+    if args.only in (None, "children"):
+        from bench import child_latency
+
+        log("12. child workflows: latency from a child's end to the parent's next step")
+        results["children"] = child_latency.run(**plan["children"])
+    if args.only in ("maps", "children"):
+        log(f"8. QueuedRunner: not run (--only {args.only})")
     elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.
         from bench.queued import run as queued
