@@ -33,6 +33,7 @@ FULL: dict[str, Any] = {
     "writer_baseline_s": 10,
     "policies_n": 200,
     "children": {"rounds": 7, "per_round": 100},
+    "child_samples": 200,
     "queued": {
         "rounds": 4,
         "per_worker": 15,
@@ -60,6 +61,7 @@ QUICK: dict[str, Any] = {
     "writer_baseline_s": 3,
     "policies_n": 40,
     "children": {"rounds": 3, "per_round": 50},
+    "child_samples": 50,
     "queued": {
         "rounds": 2,
         "per_worker": 8,
@@ -126,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log("12. child workflows: latency from a child's end to the parent's next step")
         results["children"] = child_latency.run(**plan["children"])
+        if environment.QUEUED_APPS:
+            from bench.queued import run as queued
+
+            log("12b. the same on QueuedRunner, one procrastinate worker process")
+            results["children"]["queued"] = queued.run_children(conninfo, plan["child_samples"])
     if args.only in ("maps", "children"):
         log(f"8. QueuedRunner: not run (--only {args.only})")
     elif environment.QUEUED_APPS:

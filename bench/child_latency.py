@@ -5,7 +5,10 @@ courier), then ends the child with ``resume`` and times from that call to the fi
 parent's next step (``Bill.execute``): the child's end, the parent's wake-up in the same
 transaction, the commit, and the parent's runner taking the step. Measured on ``LocalRunner``
 with ``DjangoStorage`` and, alongside in the same rounds (alternating, so that both see the same
-load), with ``InMemoryStorage``: median and p95 over every round's samples.
+load), with ``InMemoryStorage``: median and p95 over every round's samples. Where procrastinate
+is installed, the same on ``QueuedRunner`` with one worker process
+(:func:`bench.queued.run.run_children`): from the commit of the child's end to the parent's next
+step starting on the worker.
 
 Inside ``python -m bench`` (``--only children`` runs it alone, on the bench database). Standalone,
 ``python -m bench.child_latency`` measures ``InMemoryStorage`` only (no database).
@@ -149,6 +152,21 @@ def lines(found: dict[str, Any]) -> list[str]:
             f"{', '.join(f'{value:.2f}' for value in row['round_medians_ms'])} |"
             for name, row in found["storages"].items()
         ],
+        *_queued_lines(found.get("queued")),
+    ]
+
+
+def _queued_lines(queued: dict[str, Any] | None) -> list[str]:
+    if queued is None:
+        return []
+    ms = queued["ms"]
+    return [
+        "",
+        "`QueuedRunner` + procrastinate, `DjangoStorage`, one idle worker process: from the "
+        "commit of the child's end (which wakes the parent and enqueues its next step in the "
+        f"same transaction) to that step's first line on the worker, {queued['samples']} "
+        f"samples: median {ms['p50']:.2f} ms, p95 {ms['p95']:.2f} ms (p99 {ms['p99']:.2f}, "
+        f"max {ms['max']:.2f}).",
     ]
 
 
