@@ -4,8 +4,6 @@ on the in-memory queue, drained as a worker would)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from datetime import timedelta
 
 import pytest
 
@@ -19,34 +17,11 @@ from hephaestus_django import (
 )
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import StepDefinitionError
-from hephaestus_django.runtime import (
-    InMemoryDispatcher,
-    InMemoryStorage,
-    LocalRunner,
-    QueuedRunner,
-    configure,
-)
 from hephaestus_django.runtime.config import backends
 from tests import childflows
-from tests.timers import Clock
+from tests.support.children import Drain, drain
 
-Drain = Callable[[], None]
-
-
-@pytest.fixture(params=["local", "queued"])
-def drain(request: pytest.FixtureRequest) -> Iterator[Drain]:
-    storage = InMemoryStorage(clock=Clock())
-    if request.param == "local":
-        runner: LocalRunner | QueuedRunner = LocalRunner()
-        configure(storages={"default": storage}, runner=runner)
-        yield lambda: None
-    else:
-        dispatcher = InMemoryDispatcher()
-        runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
-        configure(storages={"default": storage}, runner=runner)
-        yield lambda: dispatcher.drain() and None
-    runner.close()
-    configure()
+__all__ = ["drain"]  # the fixture, shared with the other child-workflow tests
 
 
 def test_the_child_completes_and_the_parent_goes_on_with_its_results(drain: Drain) -> None:
