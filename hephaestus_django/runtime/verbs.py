@@ -151,10 +151,10 @@ class Runner(ABC):
         """Cancel an instance; with ``compensate``, its compensations run first.
 
         A step running elsewhere finishes, and its result is not recorded: its runner (or
-        job) finds the instance cancelled.
+        job) finds the instance cancelled. The children of a parent that have not ended are
+        cancelled (with ``compensate`` as given) in the transaction that records its cancel
+        (:mod:`~hephaestus_django.runtime.children`).
         """
-        # A parent's children are cancelled in the transaction of its cancel
-        # (:mod:`~hephaestus_django.runtime.children`).
         return self._transition(
             _key(instance_id),
             storage,
