@@ -6,9 +6,10 @@ rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and wr
 runner's section (worker processes, :mod:`bench.queued.run`) comes last, in both modes, where
 procrastinate is installed; ``--only queued`` runs it alone. The map steps' section
 (:mod:`bench.maps`: bytes and statements per item at 10, 1,000 and 10,000 items) runs before it;
-``--only maps`` runs it alone. The peers' section (:mod:`bench.peers`: the same workflows on
-DBOS, where the ``bench`` extra installed it) runs with the end-to-end ones; ``--only peers``
-runs it alone.
+``--only maps`` runs it alone. The child workflows' latency (:mod:`bench.child_latency`: from a
+child's end to its parent's next step) runs after it; ``--only children`` runs it alone. The peers'
+section (:mod:`bench.peers`: the same workflows on DBOS, where the ``bench`` extra installed it)
+runs with the end-to-end ones; ``--only peers`` runs it alone.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ FULL: dict[str, Any] = {
     "writer_baseline_s": 10,
     "policies_n": 200,
     "peers": 40,
+    "children": {"rounds": 7, "per_round": 100},
+    "child_samples": 200,
     "queued": {
         "rounds": 4,
         "per_worker": 15,
@@ -61,6 +64,8 @@ QUICK: dict[str, Any] = {
     "writer_baseline_s": 3,
     "policies_n": 40,
     "peers": 10,
+    "children": {"rounds": 3, "per_round": 50},
+    "child_samples": 50,
     "queued": {
         "rounds": 2,
         "per_worker": 8,
@@ -87,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
     parser.add_argument(
         "--only",
-        choices=["queued", "maps", "peers"],
+        choices=["queued", "maps", "children", "peers"],
         help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
-        "what map steps write per item at 10, 1,000 and 10,000 items; 'peers', the same "
-        "workflows on DBOS",
+        "what map steps write per item at 10, 1,000 and 10,000 items; 'children', the latency "
+        "from a child workflow's end to its parent's next step; 'peers', the same workflows on "
+        "DBOS",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -124,7 +130,17 @@ def main(argv: list[str] | None = None) -> int:
 
         log("11. map steps: bytes and statements per item at 10, 1,000 and 10,000 items")
         results["maps"] = maps.run()
-    if args.only in ("maps", "peers"):
+    if args.only in (None, "children"):
+        from bench import child_latency
+
+        log("12. child workflows: latency from a child's end to the parent's next step")
+        results["children"] = child_latency.run(**plan["children"])
+        if environment.QUEUED_APPS:
+            from bench.queued import run as queued
+
+            log("12b. the same on QueuedRunner, one procrastinate worker process")
+            results["children"]["queued"] = queued.run_children(conninfo, plan["child_samples"])
+    if args.only in ("maps", "children", "peers"):
         log(f"8. QueuedRunner: not run (--only {args.only})")
     elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.
@@ -211,13 +227,13 @@ def run_storage_sections(
 
 
 def run_peers(results: dict[str, Any], plan: dict[str, Any], conninfo: str) -> None:
-    """Item 12: the same workflows on DBOS, when the bench extra installed it."""
+    """Item 13: the same workflows on DBOS, when the bench extra installed it."""
     from bench import peers
 
     if not peers.available():
-        log("12. peers: skipped, dbos is not installed (the bench extra)")
+        log("13. peers: skipped, dbos is not installed (the bench extra)")
         return
-    log("12. peers: the same workflows on DBOS")
+    log("13. peers: the same workflows on DBOS")
     system = environment.recreate_database(conninfo, f"{environment.DATABASE}_dbos")
     results["peers"] = peers.run(system, rounds=plan["rounds"], n=plan["peers"])
 

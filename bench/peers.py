@@ -1,4 +1,4 @@
-"""Section 12 (issue 25): the same workflows on DBOS Transact, the strongest in-process peer.
+"""Section 13 (issue 25): the same workflows on DBOS Transact, the strongest in-process peer.
 
 DBOS runs a Python function as a durable workflow: every step's output and every message is
 checkpointed in its system database (PostgreSQL here: the bench's server, database

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.child_latency import lines as children_lines
 from bench.maps import budget as maps_budget
 from bench.maps import lines as maps_lines
 from bench.measure import SLICE
@@ -128,7 +129,7 @@ def hot_paths_table(runs: dict[str, Any]) -> list[str]:
 
 
 def peers_table(runs: dict[str, Any]) -> list[str]:
-    """Section 12: ours against DBOS, the same workflows (see bench.peers)."""
+    """Section 13: ours against DBOS, the same workflows (see bench.peers)."""
     lines = [
         "| workflow | ours/DBOS ops/s | ours ops/s | DBOS ops/s | ours ms p50 / p99 "
         "| DBOS ms p50 / p99 |",
@@ -661,10 +662,12 @@ def markdown(results: dict[str, Any]) -> str:
         ["## 8. Queued runner", "", *queued_lines(results["queued"])] if "queued" in results else []
     )
     mapped = ["## 11. Map steps", "", *maps_lines(results["maps"]), ""] if "maps" in results else []
+    if "children" in results:
+        mapped += ["## 12. Child workflows", "", *children_lines(results["children"]), ""]
     if "peers" in results:
         ceiling = results.get("end_to_end")
-        mapped += ["## 12. Peers: DBOS", "", *peers_lines(results["peers"], ceiling), ""]
-    if "storage_ops" not in results:  # python -m bench --only queued (or maps)
+        mapped += ["## 13. Peers: DBOS", "", *peers_lines(results["peers"], ceiling), ""]
+    if "storage_ops" not in results:  # python -m bench --only queued (or maps, children, peers)
         return "\n".join([*header, *mapped, *queued, *_budget_lines(budget(results))])
     lines = [
         *header,

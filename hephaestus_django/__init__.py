@@ -55,6 +55,7 @@ _EXPORTS = {
     "StepOutcomeError": "hephaestus_django.core.errors",
     "StepTimeout": "hephaestus_django.core.errors",
     "MapItemError": "hephaestus_django.core.errors",
+    "ChildContextError": "hephaestus_django.core.errors",
     "StorageError": "hephaestus_django.core.errors",
     "InstanceNotFound": "hephaestus_django.core.errors",
     "InstanceDeletedError": "hephaestus_django.core.errors",
@@ -83,6 +84,7 @@ __all__ = [
     "Async",
     "BackendNotConfigured",
     "Child",
+    "ChildContextError",
     "Concurrency",
     "ConcurrencyKeyError",
     "Context",
@@ -158,6 +160,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.children import Child
     from hephaestus_django.core.errors import (
         BackendNotConfigured,
+        ChildContextError,
         ConcurrencyKeyError,
         CorruptInstanceError,
         DuplicateInstanceError,

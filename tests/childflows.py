@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
-from hephaestus_django import Child, Done, Event, Step, WaitForEvent, Workflow
+from hephaestus_django import Child, Done, Event, Retry, Step, WaitForEvent, Workflow
 from hephaestus_django.core.instance import Context, Instance
 
 
@@ -111,3 +112,69 @@ class Batch(Workflow):
 
     start = ShipOrder
     transitions = {ShipOrder: {"completed": Shipped, "failed": NotShipped, "cancelled": NotShipped}}
+
+
+RUNS: list[str] = []
+"""The parent ids ``ShipCarelessly`` ran for, one per attempt (tests clear it)."""
+
+
+class ShipCarelessly(Child):
+    """Builds a child context the storage refuses, as the parent's ``bad`` says: ``type`` (a
+    value JSON has no form for), ``size`` (over the state bound), ``raises`` (it raises)."""
+
+    workflow = Shipment
+    retry = Retry(max_attempts=2, backoff=timedelta(0), jitter=False)
+
+    def child_context(self, instance: Instance, context: Context) -> Mapping[str, Any]:
+        RUNS.append(str(instance.id))
+        bad = context.initial["bad"]
+        if bad == "raises":
+            raise LookupError("no warehouse holds the order")
+        if bad == "size":
+            return {"order": 1, "label": "x" * (2 * 1024 * 1024)}
+        return {"order": 1, "packed_by": object()}
+
+
+class CarelessOrder(Workflow):
+    """A parent whose child step cannot build a storable child."""
+
+    start = ShipCarelessly
+    transitions = {
+        ShipCarelessly: {"completed": Shipped, "failed": NotShipped, "cancelled": NotShipped}
+    }
+
+
+UNPACKED: list[str] = []
+"""The orders whose parcel ``PackUndoably.compensate`` unpacked (tests clear it)."""
+
+
+class PackUndoably(Pack):
+    """Packs, and unpacks when the shipment is cancelled with compensation."""
+
+    def compensate(self, instance: Instance, config: Mapping[str, Any], context: Context) -> None:
+        UNPACKED.append(str(context.initial["order"]))
+
+
+class UndoableShipment(Workflow):
+    """A child that packs, then waits for the courier; a compensating cancel unpacks."""
+
+    start = PackUndoably
+    transitions = {PackUndoably: {"packed": AwaitCourier}, AwaitCourier: {"picked_up": Done}}
+
+
+class ShipUndoably(Child):
+    """Starts an ``UndoableShipment`` with the parent's order."""
+
+    workflow = UndoableShipment
+
+    def child_context(self, instance: Instance, context: Context) -> Mapping[str, Any]:
+        return {"order": context.initial["order"]}
+
+
+class UndoableOrder(Workflow):
+    """A parent whose child compensates when cancelled with compensation."""
+
+    start = ShipUndoably
+    transitions = {
+        ShipUndoably: {"completed": Shipped, "failed": NotShipped, "cancelled": NotShipped}
+    }

@@ -278,6 +278,42 @@ class Queued:
             - percentile(found["bare"], 0.5),
         }
 
+    # --- 12. a child's end to its parent's next step ---------------------------------------
+
+    def _child_once(self) -> float:
+        from bench.queued.workflows import ParentOfChild
+
+        parent = self.runner.start(ParentOfChild, {}, storage=self.storage).id
+        self.wait_for(
+            lambda: bool(self.storage.get(parent).children),
+            timeout=30,
+            what="the parent starting its child",
+            poll=0.005,
+        )
+        child = self.storage.get(parent).children["start_child_waiting"]
+        # Timed from the commit of the child's end (which wakes the parent and enqueues its
+        # next step in the same transaction) to that step's first line on the worker.
+        committed: list[float] = []
+        with transaction.atomic():
+            transaction.on_commit(lambda: committed.append(time.time()))
+            self.runner.resume(child, "picked_up", storage=self.storage)
+        (_, started), *_ = self.marks.wait(str(parent), timeout=30, fleet=self.fleet)
+        return (started - committed[0]) * 1000
+
+    def children(self, *, samples: int, warmup: int = 3) -> dict[str, Any]:
+        self.reset()
+        self.start_workers(1)
+        found: list[float] = []
+        try:
+            for index in range(warmup + samples):
+                latency = self._child_once()
+                if index >= warmup:
+                    found.append(latency)
+                time.sleep(random.uniform(0.06, 0.12))  # the worker goes idle again
+        finally:
+            self.stop_workers()
+        return {"samples": samples, "ms": {**_latencies(found), "p95": percentile(found, 0.95)}}
+
     # --- 3. overhead ----------------------------------------------------------------------
 
     def overhead(self, *, rounds: int, n: int, workers: int) -> dict[str, Any]:
@@ -508,6 +544,19 @@ def _latencies(values: list[float]) -> dict[str, float]:
 
 def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+def run_children(conninfo: str, samples: int) -> dict[str, Any]:
+    """Item 12 on ``QueuedRunner`` with one procrastinate worker process."""
+    workdir = Path(tempfile.mkdtemp(prefix="hx-bench-children-"))
+    queued = Queued(conninfo, workdir)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return queued.children(samples=samples)
+    finally:
+        queued.close()
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(conninfo: str, plan: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,9 @@
   procrastinate chain of :mod:`bench.queued.tasks`);
 - :class:`Pickup1`: one step that marks when it starts (the pickup latency);
 - :class:`Stall1`: one step that marks when it starts and, the first time, sleeps
-  ``initial["sleep"]`` seconds: the worker running it is killed meanwhile (the recovery).
+  ``initial["sleep"]`` seconds: the worker running it is killed meanwhile (the recovery);
+- :class:`ParentOfChild`: starts a child that waits for an event, then marks when its next
+  step starts once the child ended (the latency from a child's end to its parent's next step).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.queued.marks import mark, marked_before
-from hephaestus_django import Done, Event, Step, Workflow
+from hephaestus_django import Child, Done, Event, Step, WaitForEvent, Workflow
 from hephaestus_django.core.instance import Context, Instance
 
 
@@ -96,3 +98,35 @@ class LongStep(Step):
 class Stall1(Workflow):
     start = LongStep
     transitions = {LongStep: {"ok": Done}}
+
+
+class CourierWait(WaitForEvent):
+    events = ("picked_up",)
+
+
+class ChildWaits(Workflow):
+    """A child that waits for ``picked_up`` from its first write (no job of its own)."""
+
+    start = CourierWait
+    transitions = {CourierWait: {"picked_up": Done}}
+
+
+class StartChildWaiting(Child):
+    workflow = ChildWaits
+
+    def child_context(self, instance: Instance, context: Context) -> Mapping[str, Any]:
+        return {}
+
+
+class AfterChild(MarkStart):
+    """The parent's next step once its child ended: marks when it starts."""
+
+
+class ParentOfChild(Workflow):
+    """Starts a ``ChildWaits`` and, once it ends, marks the start of its next step."""
+
+    start = StartChildWaiting
+    transitions = {
+        StartChildWaiting: {"completed": AfterChild, "failed": Done, "cancelled": Done},
+        AfterChild: {"ok": Done},
+    }

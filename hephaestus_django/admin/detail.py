@@ -10,8 +10,8 @@ and the SVG escapes its own text.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,6 +20,7 @@ from uuid import UUID
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.safestring import SafeString, mark_safe
 
+from hephaestus_django.core.children import children_of, parent_of
 from hephaestus_django.core.engine import COMPENSATED, retry_policy
 from hephaestus_django.core.errors import HephaestusError, UnknownWorkflowError
 from hephaestus_django.core.graph import StepClass
@@ -32,7 +33,8 @@ from hephaestus_django.core.instance import (
 )
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition, resolve_workflow
-from hephaestus_django.diagram import build_diagram, progress_of, render_svg
+from hephaestus_django.diagram import Progress, build_diagram, progress_of, render_svg
+from hephaestus_django.diagram.model import CHILD_GONE, child_badge
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.postgres import slots
 from hephaestus_django.postgres.storage import parse_state
@@ -47,6 +49,27 @@ class StepRow:
     name: str
     path: str
     cells: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Relative:
+    """An instance linked to the page's: its parent, or one of its children."""
+
+    id: UUID
+    step: str
+    """The name of the parent's ``Child`` step that started the child."""
+    workflow: str = ""
+    """Its workflow's dotted path; empty when the instance no longer exists."""
+    status: str = ""
+    """Its status; empty when the instance no longer exists (deleted or pruned)."""
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.workflow)
+
+
+Link = Callable[[UUID], str]
+"""The URL of an instance's page, by its id."""
 
 
 @dataclass(frozen=True)
@@ -89,14 +112,19 @@ class InstancePage:
     """Steps whose compensation has not run yet, in the order they will; the first runs now."""
     failure_step: StepRow | None = None
     """The step whose failure started the compensations (``compensate_on_failure``)."""
+    parent: Relative | None = None
+    """The instance that started this one as its child."""
+    children: list[Relative] = field(default_factory=list)
+    """The instances this one started as children, in the order of their steps."""
 
     @property
     def title(self) -> str:
         return f"{self.row.workflow.rsplit('.', 1)[-1]} {self.row.id}"
 
 
-def instance_page(row: WorkflowInstance) -> InstancePage:
-    """The page for ``row``, which must carry its state as text in ``state_json``."""
+def instance_page(row: WorkflowInstance, *, link: Link | None = None) -> InstancePage:
+    """The page for ``row``, which must carry its state as text in ``state_json``; ``link``
+    gives the URL of another instance's page (a child step's box in the graph links there)."""
     workflow = _registered(row.workflow, row.workflow_version)
     try:
         document = parse_state(row.id, row.state_json)
@@ -109,11 +137,14 @@ def instance_page(row: WorkflowInstance) -> InstancePage:
         graph = _graph(workflow, None)
         return InstancePage(row, None, _explain(error), graph, raw)
     in_line = _in_line(row, instance)
+    parent, children = _relatives(row, instance)
     return InstancePage(
         row=row,
         instance=instance,
         problem="",
-        graph=_graph(instance.workflow, instance),
+        graph=_graph(instance.workflow, instance, children, link),
+        parent=parent,
+        children=children,
         raw_state=raw,
         initial=pretty(instance.context.initial),
         results=_results(instance),
@@ -160,14 +191,72 @@ def _explain(error: HephaestusError) -> str:
     )
 
 
+def _relatives(row: WorkflowInstance, instance: Instance) -> tuple[Relative | None, list[Relative]]:
+    """The instance's parent and children, each with its workflow and status (one query, only
+    for an instance that has either)."""
+    link = parent_of(instance)
+    started = children_of(instance)
+    if link is None and not started:
+        return None, []
+    ids = [*([link.id] if link is not None else []), *started.values()]
+    found = {
+        pk: (workflow, status)
+        for pk, workflow, status in WorkflowInstance.objects.using(
+            row._state.db or DEFAULT_DB_ALIAS
+        )
+        .filter(pk__in=ids)
+        .values_list("pk", "workflow", "status")
+    }
+    graph = instance.workflow.graph
+    by_key = {step.step_key: step for step in graph.order}
+    children = [
+        Relative(child_id, by_key[key].__name__, *found.get(child_id, ("", "")))
+        for key, child_id in sorted(
+            started.items(),
+            key=lambda item: graph.rank(by_key[item[0]]) if item[0] in by_key else 0,
+        )
+    ]
+    parent = None
+    if link is not None:
+        step = link.step.rsplit(".", 1)[-1]
+        parent = Relative(link.id, step, *found.get(link.id, ("", "")))
+    return parent, children
+
+
 def _graph(
-    workflow: type[WorkflowDefinition] | None, instance: Instance | None
+    workflow: type[WorkflowDefinition] | None,
+    instance: Instance | None,
+    children: Sequence[Relative] = (),
+    link: Link | None = None,
 ) -> SafeString | None:
     if workflow is None:
         return None
     progress = progress_of(instance) if instance is not None else None
+    if progress is not None and instance is not None and children:
+        progress = _with_children(progress, instance, children, link)
     # Safe: render_svg escapes every text it writes (tested with <script> in names and values).
     return mark_safe(render_svg(build_diagram(workflow.graph), progress))
+
+
+def _with_children(
+    progress: Progress, instance: Instance, children: Sequence[Relative], link: Link | None
+) -> Progress:
+    """``progress`` with each child step's box showing its child's status, linking to it."""
+    by_key = {step.step_key: step for step in instance.workflow.graph.order}
+    by_id = {child.id: child for child in children}
+    badges, links, notes = {}, {}, dict(progress.notes)
+    for key, child_id in children_of(instance).items():
+        step = by_key.get(key)
+        child = by_id.get(child_id)
+        if step is None or child is None:
+            continue
+        status = child.status or CHILD_GONE
+        badges[step] = child_badge(status)
+        about = f"child {child_id} ({child.workflow.rsplit('.', 1)[-1] or 'deleted'}): {status}"
+        notes[step] = f"{about}; {notes[step]}" if step in notes else about
+        if link is not None and child.exists:
+            links[step] = link(child_id)
+    return replace(progress, badges=badges, links=links, notes=notes)
 
 
 def _sorted(instance: Instance, steps: Any) -> list[StepClass]:

@@ -204,7 +204,8 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if not self.has_view_or_change_permission(request, row):
             raise PermissionDenied
-        page = instance_page(row)
+        change = f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change"
+        page = instance_page(row, link=lambda pk: reverse(change, args=[pk]))
         instance = page.instance
         status = instance.status if instance else None
         # A failed instance whose steps were all compensated cannot be retried (the runner

@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
-from hephaestus_django.core.errors import StepDefinitionError, WorkflowDefinitionError
+from hephaestus_django.core.errors import (
+    ChildContextError,
+    StepDefinitionError,
+    WorkflowDefinitionError,
+)
 from hephaestus_django.core.outcomes import Async
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import Step
@@ -130,11 +134,30 @@ class Child(Step):
     def execute(
         self, instance: Instance, config: Mapping[str, Any], context: Context
     ) -> StartChild:
-        return StartChild(
-            workflow=type(self).child_workflow(),
-            context=dict(self.child_context(instance, context)),
-            key=self.child_key(instance, context),
-        )
+        workflow = type(self).child_workflow()
+        try:
+            built = dict(self.child_context(instance, context))
+            key = self.child_key(instance, context)
+        except type(self).expected_errors:
+            raise  # a business outcome: recorded as it is
+        except Exception as error:
+            raise child_context_error(
+                instance, type(self), workflow, f"{type(error).__name__}: {error}"
+            ) from error
+        return StartChild(workflow=workflow, context=built, key=key)
+
+
+def child_context_error(
+    instance: Instance, step: type[Child], child: type[WorkflowDefinition], problem: str
+) -> ChildContextError:
+    """The error recording that ``step`` of ``instance`` could not build ``child``."""
+    return ChildContextError(
+        instance_id=instance.id,
+        workflow=instance.workflow.__qualname__,
+        step=step.__qualname__,
+        child=child.__qualname__,
+        problem=problem,
+    )
 
 
 def _is_workflow(value: object) -> bool:

@@ -220,6 +220,32 @@ class MapItemError(HephaestusError):
         )
 
 
+class ChildContextError(HephaestusError):
+    """A ``Child`` step could not build a child that can be stored: its ``child_context`` (or
+    ``child_key``) raised, or returned a context the storage would refuse (not encodable, or
+    over ``HEPHAESTUS["MAX_STATE_BYTES"]``).
+
+    Recorded as the step's failure, under its retry policy, before anything is written: the
+    parent's transition is never refused half-way. ``instance_id`` and ``workflow`` name the
+    parent, ``step`` its step, ``child`` the child workflow (qualified names); the error's
+    cause is the original one.
+    """
+
+    def __init__(
+        self, *, instance_id: UUID, workflow: str, step: str, child: str, problem: str
+    ) -> None:
+        self.instance_id = instance_id
+        self.workflow = workflow
+        self.step = step
+        self.child = child
+        self.problem = problem
+        super().__init__(
+            f"step {step} of instance {instance_id} ({workflow}) cannot start its child "
+            f"workflow {child}: {problem}; fix the step's child_context() so that it returns "
+            f"a small dict of storable values (nothing was written, the child was not started)"
+        )
+
+
 class StepTimeout(HephaestusError, TimeoutError):
     """An attempt of a step ran longer than its ``timeout``: it counts as failed.
 

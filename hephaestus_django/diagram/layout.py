@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations, pairwise
 
-from hephaestus_django.diagram.model import Diagram, Edge, Node, StepState
+from hephaestus_django.core.children import Child
+from hephaestus_django.diagram.model import CHILD_BADGES, Diagram, Edge, Node, StepState
 
 Point = tuple[float, float]
 
@@ -67,6 +68,11 @@ def text_width(text: str, size: float, bold: bool = False) -> float:
 def subtitle(detail: str, state: StepState | None) -> str:
     """A box's second line: what kind of step it is, and its state in the instance shown."""
     return " · ".join(part for part in (detail, state.value if state else "") if part)
+
+
+def badged(detail: str, badge: str) -> str:
+    """A box's second line when it shows a badge (a child's status) instead of its state."""
+    return " · ".join(part for part in (detail, badge) if part)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,8 @@ def _box_width(node: Node) -> float:
     """Wide enough for the name and for the subtitle in any state, so that every instance of a
     workflow is drawn with the same layout."""
     subtitles = [subtitle(node.detail, state) for state in (None, *StepState)]
+    if isinstance(node.step, type) and issubclass(node.step, Child):
+        subtitles += [badged(node.detail, badge) for badge in CHILD_BADGES]
     return max(
         MIN_BOX_WIDTH,
         text_width(node.label, 13, bold=True) + BOX_PADDING,

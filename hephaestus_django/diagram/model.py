@@ -121,12 +121,30 @@ class Progress:
     states: Mapping[StepClass, StepState]
     taken: frozenset[tuple[StepClass, str, StepClass]] = frozenset()
     notes: Mapping[StepClass, str] = field(default_factory=dict)
+    badges: Mapping[StepClass, str] = field(default_factory=dict)
+    """A short word shown on a step's box instead of its state (a child step's child's
+    status, :func:`child_badge`); the box keeps its state's colours."""
+    links: Mapping[StepClass, str] = field(default_factory=dict)
+    """Where clicking a step's box leads (a child step: its child's page)."""
 
     def state(self, step: StepClass) -> StepState:
         return self.states.get(step, StepState.NOT_REACHED)
 
     def took(self, edge: Edge) -> bool:
         return any((edge.source.step, e, edge.target.step) in self.taken for e in edge.events)
+
+
+CHILD_GONE = "gone"
+"""The badge of a child step whose child no longer exists (deleted or pruned)."""
+
+
+def child_badge(status: Status | str) -> str:
+    """The badge of a child step whose child is in ``status`` (or :data:`CHILD_GONE`)."""
+    return f"child {status.value if isinstance(status, Status) else status}"
+
+
+CHILD_BADGES = tuple(child_badge(status) for status in (*Status, CHILD_GONE))
+"""Every badge a child step can show: the layout sizes a child step's box for the widest."""
 
 
 def build_diagram(graph: WorkflowGraph) -> Diagram:

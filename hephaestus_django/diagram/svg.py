@@ -20,6 +20,7 @@ from hephaestus_django.diagram.layout import (
     Layout,
     Point,
     Wire,
+    badged,
     lay_out,
 )
 from hephaestus_django.diagram.layout import subtitle as _subtitle
@@ -198,7 +199,9 @@ def _box(box: Box, progress: Progress | None) -> str:
     state = progress.state(node.step) if progress else None
     fill, stroke, ink = PALETTE[state]
     radius = BOX_HEIGHT / 2 if node.is_end else 7
-    subtitle = _subtitle(node.detail, state)
+    badge = progress.badges.get(node.step) if progress else None
+    subtitle = badged(node.detail, badge) if badge else _subtitle(node.detail, state)
+    link = progress.links.get(node.step) if progress else None
     tooltip = node.path + (
         f" — {progress.notes[node.step]}" if progress and node.step in progress.notes else ""
     )
@@ -207,7 +210,7 @@ def _box(box: Box, progress: Progress | None) -> str:
     name_y = box.y + (19 if subtitle else 28)
     css = f"hx-node hx-state-{state.css}" if state else "hx-node hx-state-plain"
     width, dash = outline(state)
-    return (
+    drawn = (
         f'<g class="{css}" data-step="{escape(node.path)}"><title>{escape(tooltip)}</title>'
         f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.width:.1f}" height="{box.height:.1f}" '
         f'rx="{radius:.1f}" fill="{fill}" stroke="{stroke}" stroke-width="{width}"{dash}/>'
@@ -221,6 +224,9 @@ def _box(box: Box, progress: Progress | None) -> str:
         )
         + "</g>"
     )
+    if link is None:
+        return drawn
+    return f'<a class="hx-node-link" href="{escape(link)}">{drawn}</a>'
 
 
 def _legend_items(progress: Progress | None) -> Iterator[tuple[str, str, float]]:

@@ -13,7 +13,10 @@ A :class:`~hephaestus_django.core.children.Child` step's ``execute`` only asks f
 - a child's end resumes its parent in the transaction that records the end, through the
   storage's locked update: whichever process writes it, and whether or not a process runs the
   parent. The parent's step is resumed only while it waits for that very child, so it is
-  resumed once however often the end is written or told.
+  resumed once however often the end is written or told;
+- a parent's cancel cancels its children that have not ended in the transaction that records
+  it (with their compensations when the parent's were asked for): on a transactional storage,
+  a failure on any child's write leaves the parent and every child as they were.
 
 A parent deleted (or pruned) while its child runs is logged when the child ends; the child's
 end is recorded all the same.
@@ -34,16 +37,24 @@ from hephaestus_django.core.children import (
     PARENT_KEY,
     Child,
     StartChild,
+    child_context_error,
     child_steps,
     children_of,
     parent_of,
 )
 from hephaestus_django.core.engine import Executed
-from hephaestus_django.core.errors import InstanceNotFound
+from hephaestus_django.core.errors import (
+    InstanceNotFound,
+    InvalidInstanceError,
+    SerializationError,
+)
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.document import encoded_state
+from hephaestus_django.runtime.limits import check_state_size
 from hephaestus_django.runtime.logs import about
 
 if TYPE_CHECKING:
@@ -115,7 +126,61 @@ def after_write(
     ended = after.status in ENDED and (before is None or before.status not in ENDED)
     if link is not None and ended:
         _wake(runner, storage, done, after, link.id, link.step)
+    if after.cancellation is not None and (before is None or before.cancellation is None):
+        _cancel_children(runner, storage, done, after)
     return done
+
+
+def _cancel_children(runner: Runner, storage: Storage, done: AfterWrite, parent: Instance) -> None:
+    """Cancel the children of ``parent`` that have not ended, in the transaction of the write
+    that cancelled it, with their compensations when the parent's were asked for: the parent's
+    cancel and its children's commit together, or neither does. A child that ended, or was
+    cancelled, meanwhile is left as it is; one that was deleted is skipped."""
+    record = parent.cancellation
+    assert record is not None
+    reason = record.reason or f"its parent {parent.id} was cancelled"
+
+    def stop(child: Instance) -> Instance:
+        if child.status in ENDED or child.cancellation is not None:
+            return child
+        return engine.cancel(child, now=storage.now(), reason=reason, compensate=record.compensate)
+
+    for child_id in children_of(parent).values():
+        try:
+            outcome = runner._wake_parent(child_id, storage, stop)
+        except InstanceNotFound:
+            continue
+        done.then.extend(outcome.then)
+
+
+def check_start(parent: Instance, step: StepClass, start: StartChild) -> None:
+    """Refuse, as the step's failure (:class:`~hephaestus_django.core.errors.ChildContextError`),
+    a child the storage would refuse: its context not encodable, or its state over
+    ``HEPHAESTUS["MAX_STATE_BYTES"]``. Called when the step returns, before anything is
+    written, so that the write that starts the child cannot fail half-way for it."""
+    if start.workflow is None or not issubclass(step, Child):
+        return  # not a child step's: the runner starts nothing for it
+    try:
+        child = _new_child(parent.id, step, start)
+        check_state_size(codec.dumps_encoded(encoded_state(child)), child.id)
+    except SerializationError as error:  # named without the id of a child never started
+        problem = f"cannot store the child's {error.path}: {error.problem}"
+        raise child_context_error(parent, step, start.workflow, problem) from error
+    except InvalidInstanceError as error:
+        raise child_context_error(parent, step, start.workflow, str(error)) from error
+
+
+def _link(parent_id: UUID, step: StepClass) -> dict[str, dict[str, str]]:
+    return {PARENT_KEY: {"id": str(parent_id), "step": step.path()}}
+
+
+def _new_child(parent_id: UUID, step: StepClass, start: StartChild) -> Instance:
+    assert start.workflow is not None
+    return engine.start(
+        engine.new_instance(
+            start.workflow, start.context, metadata=_link(parent_id, step), key=start.key
+        )
+    )
 
 
 def _start(
@@ -124,11 +189,9 @@ def _start(
     parent = done.after
     assert start.workflow is not None
     existing = _holder(storage, start) if start.key is not None else None
-    link = {PARENT_KEY: {"id": str(parent.id), "step": step.path()}}
+    link = _link(parent.id, step)
     if existing is None:
-        child = engine.start(
-            engine.new_instance(start.workflow, start.context, metadata=link, key=start.key)
-        )
+        child = _new_child(parent.id, step, start)
     else:
         child = existing
         logger.info(

@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from hephaestus_django.core import engine
+from hephaestus_django.core.children import StartChild
 from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import (
+    ChildContextError,
     InstanceNotFound,
     SerializationError,
     StaleInstanceError,
@@ -33,6 +35,7 @@ from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec, tracing
 from hephaestus_django.runtime.asynchronous import awaited
 from hephaestus_django.runtime.bounded import bounded
+from hephaestus_django.runtime.children import check_start
 from hephaestus_django.runtime.limits import check_state_size, limits
 from hephaestus_django.runtime.logs import about
 
@@ -90,8 +93,10 @@ def _execute(instance: Instance, activation: Activation, in_transaction: bool) -
             outcome = read_outcome(step, returned)
             if isinstance(outcome, Event):
                 _check_storable(step, outcome)
+            elif isinstance(outcome, StartChild) and outcome.workflow is not None:
+                check_start(instance, step, outcome)
     except Exception as error:
-        quiet = (SerializationError, StepOutcomeError, *step.expected_errors)
+        quiet = (SerializationError, StepOutcomeError, ChildContextError, *step.expected_errors)
         logger.warning(
             "%s %s of instance %s (%s) failed: %s: %s",
             "the compensation of step" if compensating else "step",

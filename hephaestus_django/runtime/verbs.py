@@ -24,9 +24,8 @@ from typing import Any
 from uuid import UUID
 
 from hephaestus_django.core import engine
-from hephaestus_django.core.children import ENDED, children_of
 from hephaestus_django.core.durations import checked_duration
-from hephaestus_django.core.errors import InstanceNotCancellableError, InstanceNotFound
+from hephaestus_django.core.errors import InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, instance_key
 from hephaestus_django.core.rewind import fork as fork_instance
@@ -152,9 +151,11 @@ class Runner(ABC):
         """Cancel an instance; with ``compensate``, its compensations run first.
 
         A step running elsewhere finishes, and its result is not recorded: its runner (or
-        job) finds the instance cancelled.
+        job) finds the instance cancelled. The children of a parent that have not ended are
+        cancelled (with ``compensate`` as given) in the transaction that records its cancel
+        (:mod:`~hephaestus_django.runtime.children`).
         """
-        cancelled = self._transition(
+        return self._transition(
             _key(instance_id),
             storage,
             cancelling(
@@ -165,30 +166,6 @@ class Runner(ABC):
                 expected_revision=expected_revision,
             ),
         )
-        self._cancel_children(cancelled, storage, reason=reason, compensate=compensate)
-        return cancelled
-
-    def _cancel_children(
-        self, parent: Instance, storage: Storage, *, reason: str | None, compensate: bool
-    ) -> None:
-        """Cancel the children of a cancelled parent that have not ended (with their
-        compensations when asked); a child that ended meanwhile is left as it is."""
-        for child_id in children_of(parent).values():
-            try:
-                child = storage.get(child_id)
-            except InstanceNotFound:
-                continue
-            if child.status in ENDED:
-                continue
-            try:
-                self.cancel(
-                    child_id,
-                    storage=storage,
-                    reason=reason or f"its parent {parent.id} was cancelled",
-                    compensate=compensate,
-                )
-            except (InstanceNotCancellableError, InstanceNotFound):
-                continue  # it ended, or went, in between
 
     def upgrade(
         self,
@@ -319,8 +296,9 @@ class Runner(ABC):
 
     @abstractmethod
     def _wake_parent(self, parent_id: UUID, storage: Storage, deliver: Transition) -> AfterWrite:
-        """Apply ``deliver`` (a child's end) to the parent under the storage's lock, inside
-        the caller's transaction (the child's write); ``InstanceNotFound`` when it is gone."""
+        """Apply ``deliver`` to an instance linked to the one being written, under the
+        storage's lock, inside the caller's transaction: a child's end to its parent, a
+        parent's cancel to its child. ``InstanceNotFound`` when it is gone."""
 
     @abstractmethod
     def _transition(

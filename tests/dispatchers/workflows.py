@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hephaestus_django import (
+    Child,
     Concurrency,
     Done,
     Event,
@@ -166,6 +167,29 @@ class Crunching(Workflow):
 
     start = First
     transitions = {First: {"ok": Crunch}, Crunch: {"ok": Done}}
+
+
+class CrunchAsChild(Child):
+    """Starts a ``Crunching`` child in the parent's folder: its first worker dies under it."""
+
+    workflow = Crunching
+
+    def child_context(self, instance: Any, context: Any) -> Any:
+        return {"dir": context.initial["dir"]}
+
+
+class Joined(_Recorded):
+    """The parent's step after its child ended: its run must be the only one."""
+
+
+class CrunchingParent(Workflow):
+    """A parent whose child's worker dies mid-step; it joins once the child recovers."""
+
+    start = CrunchAsChild
+    transitions = {
+        CrunchAsChild: {"completed": Joined, "failed": Done, "cancelled": Done},
+        Joined: {"ok": Done},
+    }
 
 
 class Hold(Step):

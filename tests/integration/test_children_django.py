@@ -3,34 +3,16 @@ transaction of the parent's wait and of the parent's resume."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 
-from hephaestus_django import InMemoryDispatcher, LocalRunner, QueuedRunner, Status
-from hephaestus_django.runtime import backends, configure
-from hephaestus_django.storage import DjangoStorage
+from hephaestus_django import Status
+from hephaestus_django.runtime import backends
 from tests import childflows
+from tests.support.children import Drain, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)  # queued jobs are enqueued on commit
 
-Drain = Callable[[], None]
-
-
-@pytest.fixture(params=["local", "queued"])
-def drain(request: pytest.FixtureRequest) -> Iterator[Drain]:
-    storage = DjangoStorage()
-    if request.param == "local":
-        runner: LocalRunner | QueuedRunner = LocalRunner()
-        configure(storages={"default": storage}, runner=runner)
-        yield lambda: None
-    else:
-        dispatcher = InMemoryDispatcher()
-        runner = QueuedRunner(dispatcher=dispatcher)
-        configure(storages={"default": storage}, runner=runner)
-        yield lambda: dispatcher.drain() and None
-    runner.close()
-    configure()
+__all__ = ["drain"]  # the fixture, shared with the other child-workflow tests
 
 
 def test_the_parent_goes_on_with_the_childs_results(drain: Drain) -> None:

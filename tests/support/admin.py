@@ -19,6 +19,7 @@ SECTIONS = (
     "graph",
     "overview",
     "steps",
+    "children",
     "workflow-metadata",
     "metadata",
     "history",

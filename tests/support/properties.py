@@ -43,6 +43,8 @@ class Built:
 
     workflow: type[Workflow] = Workflow
     runs: Counter[str] = field(default_factory=Counter)
+    runs_of: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Runs by instance id and step name: several instances of one workflow (children)."""
     counter: itertools.count[int] = field(default_factory=itertools.count)
     compensable: bool = False
     """Whether the generated steps define ``compensate``."""
@@ -57,8 +59,10 @@ def _step(built: Built, kind: str, events: tuple[str, ...], wait: bool = False) 
 
     def execute(self: Step, instance: Instance, config: Any, context: Any) -> Any:
         built.runs[name] += 1
-        if built.runs[name] <= context.initial.get("fails", {}).get(self.step_key, 0):
-            raise ConnectionError(f"{name} failed, run {built.runs[name]}")
+        built.runs_of[str(instance.id), name] += 1
+        run = built.runs_of[str(instance.id), name]
+        if run <= context.initial.get("fails", {}).get(self.step_key, 0):
+            raise ConnectionError(f"{name} failed, run {run}")
         if wait:
             return Async()
         return context.initial["choices"].get(self.step_key, events[0])

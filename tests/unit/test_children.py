@@ -4,41 +4,24 @@ on the in-memory queue, drained as a worker would)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from datetime import timedelta
 
 import pytest
 
-from hephaestus_django import Child, Done, Status, Workflow, WorkflowDefinitionError
-from hephaestus_django.core.errors import StepDefinitionError
-from hephaestus_django.runtime import (
-    InMemoryDispatcher,
-    InMemoryStorage,
-    LocalRunner,
-    QueuedRunner,
-    configure,
+from hephaestus_django import (
+    Child,
+    ChildContextError,
+    Done,
+    Status,
+    Workflow,
+    WorkflowDefinitionError,
 )
+from hephaestus_django.core import engine
+from hephaestus_django.core.errors import StepDefinitionError
 from hephaestus_django.runtime.config import backends
 from tests import childflows
-from tests.timers import Clock
+from tests.support.children import Drain, drain
 
-Drain = Callable[[], None]
-
-
-@pytest.fixture(params=["local", "queued"])
-def drain(request: pytest.FixtureRequest) -> Iterator[Drain]:
-    storage = InMemoryStorage(clock=Clock())
-    if request.param == "local":
-        runner: LocalRunner | QueuedRunner = LocalRunner()
-        configure(storages={"default": storage}, runner=runner)
-        yield lambda: None
-    else:
-        dispatcher = InMemoryDispatcher()
-        runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
-        configure(storages={"default": storage}, runner=runner)
-        yield lambda: dispatcher.drain() and None
-    runner.close()
-    configure()
+__all__ = ["drain"]  # the fixture, shared with the other child-workflow tests
 
 
 def test_the_child_completes_and_the_parent_goes_on_with_its_results(drain: Drain) -> None:
@@ -190,3 +173,15 @@ def test_a_workflow_may_not_start_itself_through_another() -> None:
             transitions = {Pongs: {"completed": Done, "failed": Done, "cancelled": Done}}
 
     assert raised.value.rule == "child-cycle"
+
+
+def test_the_error_keeps_the_original_as_its_cause() -> None:
+    order = childflows.CarelessOrder
+    step = childflows.ShipCarelessly()
+    instance = engine.start(engine.new_instance(order, {"bad": "raises"}))
+    with pytest.raises(ChildContextError) as raised:
+        step.execute(instance, {}, instance.context)
+    assert isinstance(raised.value.__cause__, LookupError)
+    assert raised.value.instance_id == instance.id
+    assert raised.value.child == "Shipment"
+    assert raised.value.step == "ShipCarelessly"
