@@ -264,7 +264,12 @@ def written(
     Called by the runners right after each write, in the transaction that wrote it if there is
     one (see the module's docstring).
     """
-    if after is before or not _interest or not any(wants() for wants in _interest):
+    if after is before:
+        return
+    for wants in _interest:  # a loop, not any(): this runs per write, mostly for nobody
+        if wants():
+            break
+    else:
         return
     found = changes(before, after, taken_over=taken_over, done=done)
     if not found:
@@ -282,7 +287,7 @@ def written(
 def throttled(storage: object, instance: Instance, step: StepClass, limit: str, key: str) -> None:
     """Tell the listeners that ``step`` of ``instance`` waits in line for a slot (after the
     caller's transaction commits, if there is one)."""
-    if not _interest or not any(wants() for wants in _interest):
+    if not listening():
         return
     event = StepThrottled(
         instance=instance,
