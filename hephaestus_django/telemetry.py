@@ -58,6 +58,7 @@ with the API alone (the API propagates a context it did not make).
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -143,8 +144,12 @@ class Telemetry:
 
         version = _version()
         self._trace = trace
-        self._spans = _Configured(tracer_provider, trace.get_tracer_provider)
-        self._metrics = _Configured(meter_provider, metrics.get_meter_provider)
+        import opentelemetry.metrics._internal as metrics_globals
+
+        self._spans = _Configured(tracer_provider, trace.get_tracer_provider, trace, "_TRACER")
+        self._metrics = _Configured(
+            meter_provider, metrics.get_meter_provider, metrics_globals, "_METER"
+        )
         self._tracer = trace.get_tracer(NAME, version, tracer_provider=tracer_provider)
         meter = metrics.get_meter(NAME, version, meter_provider=meter_provider)
         # W3C Trace Context whatever the project's global propagators: the job payload has
@@ -295,17 +300,26 @@ class Telemetry:
 class _Configured:
     """Whether a provider (the one given, else the global one) records anything: not the
     API's own proxy (no provider set yet) nor its no-op. A real one, once found, is
-    remembered; until then each call looks again (a global read, an environment check)."""
+    remembered. Until then each call reads the API's global (``_TRACER_PROVIDER`` /
+    ``_METER_PROVIDER``: one attribute read, where ``get_tracer_provider()`` also looks at the
+    environment each time) and asks the getter only once it is set; an API without that
+    global is asked through the getter every time."""
 
-    def __init__(self, given: object | None, current: Callable[[], object]) -> None:
+    def __init__(
+        self, given: object | None, current: Callable[[], object], api: object, prefix: str
+    ) -> None:
         self._current = None if given is not None else current
         self._real = given is not None and _records(given)
+        self._api = api
+        self._global = f"{prefix}_PROVIDER"
+        if given is None and f"OTEL_PYTHON{prefix}_PROVIDER" in os.environ:
+            self._real = _records(current())  # the API loads the environment's provider
 
     def __call__(self) -> bool:
         if self._real:
             return True
-        if self._current is None:
-            return False
+        if self._current is None or getattr(self._api, self._global, self) is None:
+            return False  # given a no-op, or no global provider set yet
         self._real = _records(self._current())
         return self._real
 

@@ -343,3 +343,38 @@ def test_a_tracer_alone_or_a_meter_alone(storage: InMemoryStorage) -> None:
         telemetry.uninstall()
         if was:
             telemetry.install()
+
+
+def test_a_global_provider_set_after_install_is_found(
+    monkeypatch: pytest.MonkeyPatch, storage: InMemoryStorage
+) -> None:
+    """Installed before the project sets its providers (the API's proxies then): no spans,
+    until a provider is set; from the next transition on, spans again."""
+    import opentelemetry.metrics._internal as metrics_globals
+    import opentelemetry.trace as trace_globals
+
+    from hephaestus_django.runtime import events
+
+    was = telemetry.installed()
+    found = Otel()
+    monkeypatch.setattr(trace_globals, "_TRACER_PROVIDER", None)
+    monkeypatch.setattr(metrics_globals, "_METER_PROVIDER", None)
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+    monkeypatch.delenv("OTEL_PYTHON_METER_PROVIDER", raising=False)
+    telemetry.install()
+    try:
+        assert not tracing.stepping()
+        flows.IfElse.start({"script": {}})
+        assert found.spans() == []
+        # What trace.set_tracer_provider / metrics.set_meter_provider do, once per process.
+        monkeypatch.setattr(trace_globals, "_TRACER_PROVIDER", found.tracer_provider)
+        monkeypatch.setattr(metrics_globals, "_METER_PROVIDER", found.meter_provider)
+        assert tracing.stepping()
+        flows.IfElse.start({"script": {}})
+        assert found.span("hephaestus.start IfElse")
+        assert events.listening()  # the counters' events are computed again
+    finally:
+        telemetry.uninstall()
+        monkeypatch.undo()
+        if was:
+            telemetry.install()
