@@ -20,7 +20,7 @@ import psycopg
 
 from bench.workflows import Linear3, initial_context
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.postgres.sql import INSERT, UPDATE
+from hephaestus_django.postgres.sql import INSERT, UPDATE_PLAIN
 from hephaestus_django.runtime import InMemoryStorage, LocalRunner, codec
 from hephaestus_django.runtime.document import to_row
 
@@ -59,8 +59,9 @@ def raw_write(cursor: Any, key: Any, workflow: str, status: str, text: str, revi
     if revision == 0:
         cursor.execute(INSERT, insert_params(key, workflow, status, text))
     else:
+        # A row with no business key, never upgraded: the storage's plain update.
         cursor.execute(
-            UPDATE, [workflow, status, text, None, None, None, None, None, None, 1, key, revision]
+            UPDATE_PLAIN, [workflow, status, text, None, None, None, None, key, revision]
         )
     return cursor.fetchone()
 

@@ -16,6 +16,16 @@ then the ``UPDATE`` of the step's result with the next wait (autocommit): 3 stat
 commits. Its rows are inserted waiting beforehand, outside the timing; its documents are the
 ones ours writes, computed in advance, so no engine and no codec.
 
+*With QueuedRunner* (``ProcrastinateDispatcher``, where procrastinate is installed; its
+``PROCRASTINATE_DATABASE_ALIAS`` the storage's alias, so the job joins the write). Start then
+wait: ours writes the instance waiting and enqueues nothing (the wait is settled in that write);
+the floor is the same ``INSERT``. Resume to the next wait, up to the commit that makes the step
+durable and queued (the step then runs on a worker: a queued step's own cost is the queued
+section's): ours is ``BEGIN; SELECT ... FOR UPDATE``, the ``UPDATE`` recording the event with the
+step active and deferring its procrastinate job in the same statement, ``COMMIT``: 2 statements,
+1 commit. The floor: the same lock, then the plain ``UPDATE`` with procrastinate's
+``procrastinate_defer_jobs_v1`` of the same job in a ``WITH``, ``COMMIT``: 2 statements, 1 commit.
+
 Like-for-like configurations: both prepare statements (ours on the ``prepared`` alias), neither
 prepares (the floor's connection without prepared statements); Django's defaults (ours
 unprepared, the floor prepared) are reported, not targeted.
@@ -30,15 +40,17 @@ from uuid import UUID, uuid4
 
 import psycopg
 from django.db import connection
+from django.test.utils import override_settings
 
 from bench.data import raw_write
-from bench.environment import PREPARED
+from bench.environment import PREPARED, QUEUED_APPS
 from bench.measure import interleave, repeat
 from bench.workflows import Approval, initial_context
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.postgres.sql import TABLE
-from hephaestus_django.runtime import InMemoryStorage, LocalRunner
+from hephaestus_django.postgres.sql import TABLE, UPDATE_PLAIN, WRITTEN_COLUMNS
+from hephaestus_django.runtime import InMemoryStorage, LocalRunner, QueuedRunner, configure
 from hephaestus_django.runtime.document import to_row
+from hephaestus_django.runtime.verbs import Runner
 from hephaestus_django.storage import DjangoStorage
 
 TARGET = 0.7
@@ -115,6 +127,24 @@ def _floor_resume(
         assert raw_write(cursor, key, name, result_status, result_text, written[0]) is not None
 
 
+def _floor_resume_queued(
+    raw: psycopg.Connection[Any], name: str, key: UUID, write: tuple[str, str], job: Any
+) -> None:
+    """The lock, then the event's write with the step's job deferred in the same statement."""
+    from hephaestus_django.queues.procrastinate import defer_expression
+
+    text, status = write
+    expression, job_params = defer_expression([job])
+    sql = f"WITH written AS ({UPDATE_PLAIN}) SELECT {WRITTEN_COLUMNS}, {expression} FROM written"
+    with raw.transaction(), raw.cursor() as cursor:
+        cursor.execute(_LOCK, [key])
+        found = cursor.fetchone()
+        assert found is not None
+        params = [name, status, text, None, None, None, None, key, found[0], *job_params]
+        cursor.execute(sql, params)
+        assert cursor.fetchone() is not None
+
+
 def _counted(action: Any) -> tuple[int, int]:
     """Statements and commits of one ``action()`` on the ``default`` alias, as Django sends them
     (a statement in autocommit is a commit; so is each ``commit()`` closing an atomic block).
@@ -145,6 +175,21 @@ def _counted(action: Any) -> tuple[int, int]:
 
 
 def run(
+    raw: psycopg.Connection[Any],
+    unprepared: psycopg.Connection[Any],
+    *,
+    rounds: int,
+    n: int,
+) -> dict[str, Any]:
+    """Both scenarios on ``LocalRunner``, then on ``QueuedRunner`` where procrastinate is
+    installed (names suffixed ``(queued)``)."""
+    results = _run_local(raw, unprepared, rounds=rounds, n=n)
+    if QUEUED_APPS:
+        results.update(_run_queued(raw, unprepared, rounds=rounds, n=n))
+    return results
+
+
+def _run_local(
     raw: psycopg.Connection[Any],
     unprepared: psycopg.Connection[Any],
     *,
@@ -220,4 +265,108 @@ def run(
             }
     finally:
         runner.close()
+    return results
+
+
+def _run_queued(
+    raw: psycopg.Connection[Any],
+    unprepared: psycopg.Connection[Any],
+    *,
+    rounds: int,
+    n: int,
+) -> dict[str, Any]:
+    from hephaestus_django.queues.procrastinate import STEP_TASK, ProcrastinateDispatcher
+
+    dispatcher = ProcrastinateDispatcher(queue="hephaestus-bench-hot-paths")  # no worker reads
+    runner: Runner = QueuedRunner(dispatcher=dispatcher)
+    # A queued job names its storage by alias: the storages measured are configured ones.
+    storages = {using: DjangoStorage(using=using) for using in ("default", PREPARED)}
+    configure(storages=storages)
+    name = Approval.path()
+    documents = recorded()
+    order_ids = iter(range(60_000_000, 70_000_000))
+    results: dict[str, Any] = {}
+
+    def on(storage: DjangoStorage) -> Any:
+        return override_settings(PROCRASTINATE_DATABASE_ALIAS=storage.using)
+
+    def ours_start(count: int, storage: DjangoStorage) -> list[int]:
+        contexts = [initial_context(next(order_ids)) for _ in range(count)]
+        with on(storage):
+            return repeat(lambda i: runner.start(Approval, contexts[i], storage=storage), count)
+
+    def floor_start(count: int, conn: psycopg.Connection[Any]) -> list[int]:
+        return repeat(lambda i: _floor_start(conn, name, documents["start"][-1]), count)
+
+    def ours_resume(count: int, storage: DjangoStorage) -> list[int]:
+        with on(storage):
+            waiting = [
+                runner.start(Approval, initial_context(next(order_ids)), storage=storage).id
+                for _ in range(count)
+            ]
+            return repeat(lambda i: runner.resume(waiting[i], "approved", storage=storage), count)
+
+    storage = storages["default"]
+    storage.now()  # the clock's reading, at most once a minute, is no cost of an operation
+    waiting = runner.start(Approval, initial_context(3), storage=storage).id
+    counts = {
+        "start_then_wait (queued)": (
+            _counted(lambda: runner.start(Approval, initial_context(4), storage=storage)),
+            (1, 1),
+        ),
+        "resume_to_next_wait (queued)": (
+            _counted(lambda: runner.resume(waiting, "approved", storage=storage)),
+            (2, 1),
+        ),
+    }
+    # The job ours deferred, deferred again by the floor (its payload names ours' instance: no
+    # worker reads this queue).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT queue_name, task_name, priority, args FROM procrastinate_jobs "
+            "WHERE task_name = %s AND queue_name = %s ORDER BY id DESC LIMIT 1",
+            [STEP_TASK, dispatcher.queue],
+        )
+        queue, task, priority, args = cursor.fetchone()
+    job = (queue, task, priority, args if isinstance(args, dict) else json.loads(args), None)
+    # The floor's event write: ours' first write of the resume (the step active).
+    event_write = documents["resume"][0]
+
+    def floor_resume(count: int, conn: psycopg.Connection[Any]) -> list[int]:
+        keys = [uuid4() for _ in range(count)]
+        text, status = documents["start"][-1]
+        with conn.cursor() as cursor:
+            for key in keys:
+                raw_write(cursor, key, name, status, text, 0)
+        return repeat(lambda i: _floor_resume_queued(conn, name, keys[i], event_write, job), count)
+
+    sides = {
+        "start_then_wait (queued)": (ours_start, floor_start),
+        "resume_to_next_wait (queued)": (ours_resume, floor_resume),
+    }
+
+    def versus(label: str, using: str, conn: psycopg.Connection[Any]) -> Any:
+        ours, floor = sides[label]
+        return interleave(
+            partial(ours, storage=storages[using]),
+            partial(floor, conn=conn),
+            rounds=rounds,
+            n=n,
+            warmup=min(n, 20),
+        )
+
+    try:
+        for label, ((statements, commits), (floor_statements, floor_commits)) in counts.items():
+            results[label] = {
+                "defaults": versus(label, "default", raw),
+                "prepared": versus(label, PREPARED, raw),
+                "unprepared": versus(label, "default", unprepared),
+                "ours_statements": statements,
+                "ours_commits": commits,
+                "floor_statements": floor_statements,
+                "floor_commits": floor_commits,
+            }
+    finally:
+        runner.close()
+        configure()
     return results

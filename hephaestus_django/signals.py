@@ -67,25 +67,46 @@ from hephaestus_django.runtime.logs import about
 
 logger = logging.getLogger("hephaestus_django.signals")
 
-instance_started = Signal()
+
+class _Signal(Signal):
+    """A Django signal that tells :func:`receiving` when its receivers change, so the
+    runners' question "does anyone listen?" is answered from a cached flag per write."""
+
+    def connect(self, *args: Any, **kwargs: Any) -> None:
+        global _receiving
+        super().connect(*args, **kwargs)
+        _receiving = None
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> bool:
+        global _receiving
+        try:
+            return super().disconnect(*args, **kwargs)
+        finally:
+            _receiving = None
+
+
+_receiving: bool | None = None
+"""Whether any signal has a receiver; None: to be found again (a receiver came or went)."""
+
+instance_started = _Signal()
 """An instance was written for the first time (running)."""
-instance_waiting = Signal()
+instance_waiting = _Signal()
 """An instance's status became ``waiting``."""
-instance_resumed = Signal()
+instance_resumed = _Signal()
 """A waiting step of an instance got its event or its timer."""
-instance_completed = Signal()
+instance_completed = _Signal()
 """An instance's status became ``completed``."""
-instance_failed = Signal()
+instance_failed = _Signal()
 """An instance's status became ``failed``."""
-instance_cancelled = Signal()
+instance_cancelled = _Signal()
 """An instance's status became ``cancelled``."""
-step_completed = Signal()
+step_completed = _Signal()
 """A step (or its compensation) completed."""
-step_failed = Signal()
+step_failed = _Signal()
 """An attempt of a step (or of its compensation) failed."""
-step_retried = Signal()
+step_retried = _Signal()
 """A failed step will run again."""
-step_throttled = Signal()
+step_throttled = _Signal()
 """A step is over its concurrency limit: it waits in line for a slot."""
 
 SIGNALS: dict[type[events.LifecycleEvent], Signal] = {
@@ -108,8 +129,14 @@ _FIELDS: dict[type[events.LifecycleEvent], tuple[str, ...]] = {}
 
 def receiving() -> bool:
     """Whether any of the signals has a receiver: if not, the runners compute no events for
-    them (the ``wants`` of the app's listener)."""
-    return any(signal.receivers for signal in _SIGNALS)
+    them (the ``wants`` of the app's listener). Cached until a receiver is connected or
+    disconnected (a receiver held weakly that is collected leaves it True: events computed
+    for nobody, never the other way round)."""
+    global _receiving
+    found = _receiving
+    if found is None:
+        found = _receiving = any(signal.receivers for signal in _SIGNALS)
+    return found
 
 
 def send(lifecycle_events: Sequence[events.LifecycleEvent]) -> None:

@@ -45,13 +45,22 @@ child of that ``start``/``resume`` span; the jobs a job enqueues carry the same 
 
 The counters are added once the write that recorded the change has committed (they listen to
 :mod:`~hephaestus_django.runtime.events`), so a rolled-back start is not counted.
+
+**Nothing to do, nothing done.** With ``opentelemetry-api`` alone (no SDK's provider set, or
+a no-op one), every span and instrument is a no-op: then the runners make no span, build no
+attribute and compute no lifecycle event for the metrics, per transition and per step (a
+check of the providers instead, a few hundred nanoseconds). Once a real provider is found it
+is remembered (OpenTelemetry lets a global provider be set once), so setting it after
+:func:`install` works as before. The trace context still travels in ``QueuedRunner``'s jobs
+with the API alone (the API propagates a context it did not make).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -100,7 +109,7 @@ def install(
     telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
     uninstall()
     tracing.install(telemetry)
-    events.add_listener(telemetry.on_events)
+    events.add_listener(telemetry.on_events, wants=telemetry.wants_events)
     _installed = telemetry
     return True
 
@@ -135,6 +144,12 @@ class Telemetry:
 
         version = _version()
         self._trace = trace
+        import opentelemetry.metrics._internal as metrics_globals
+
+        self._spans = _Configured(tracer_provider, trace.get_tracer_provider, trace, "_TRACER")
+        self._metrics = _Configured(
+            meter_provider, metrics.get_meter_provider, metrics_globals, "_METER"
+        )
         self._tracer = trace.get_tracer(NAME, version, tracer_provider=tracer_provider)
         meter = metrics.get_meter(NAME, version, meter_provider=meter_provider)
         # W3C Trace Context whatever the project's global propagators: the job payload has
@@ -172,6 +187,21 @@ class Telemetry:
             description="How late a timer fired after its due time",
         )
 
+    # --- whether there is anything to do (see the module's docstring) ---------------------
+
+    def wants_transitions(self) -> bool:
+        """Whether a transition's span is recorded anywhere (the runtime asks first)."""
+        return self._spans()
+
+    def wants_steps(self) -> bool:
+        """Whether a step's span or its duration is recorded anywhere."""
+        return self._spans() or self._metrics()
+
+    def wants_events(self) -> bool:
+        """Whether the counters count anywhere: if not, no lifecycle event is computed for
+        them."""
+        return self._metrics()
+
     # --- the runtime's tracer -----------------------------------------------------------
 
     @contextmanager
@@ -205,6 +235,14 @@ class Telemetry:
     def step(self, instance: Instance, activation: Activation) -> Iterator[_Span]:
         """A span around one execution of a step, and its duration measured."""
         step = activation.step
+        if not self._spans():  # the duration alone
+            measured = _Span(None, None)
+            started = time.perf_counter()
+            try:
+                yield measured
+            finally:
+                self._record_duration(instance, activation, measured, started)
+            return
         attributes: dict[str, Any] = {
             **_instance_attributes(instance),
             "hephaestus.step": step.path(),
@@ -220,14 +258,19 @@ class Telemetry:
                 holder = _Span(span, None)
                 yield holder
         finally:
-            self._step_duration.record(
-                time.perf_counter() - started,
-                {
-                    "hephaestus.workflow": instance.workflow.path(),
-                    "hephaestus.step": step.path(),
-                    "hephaestus.outcome": holder.outcome if holder is not None else "error",
-                },
-            )
+            self._record_duration(instance, activation, holder, started)
+
+    def _record_duration(
+        self, instance: Instance, activation: Activation, holder: _Span | None, started: float
+    ) -> None:
+        self._step_duration.record(
+            time.perf_counter() - started,
+            {
+                "hephaestus.workflow": instance.workflow.path(),
+                "hephaestus.step": activation.step.path(),
+                "hephaestus.outcome": holder.outcome if holder is not None else "error",
+            },
+        )
 
     def carrier(self) -> dict[str, str] | None:
         """The current context as W3C Trace Context headers (None outside any span)."""
@@ -254,15 +297,54 @@ class Telemetry:
                 )
 
 
-class _Span:
-    """A span as the runtime sees it (:class:`~hephaestus_django.runtime.tracing.Span`)."""
+class _Configured:
+    """Whether a provider (the one given, else the global one) records anything: not the
+    API's own proxy (no provider set yet) nor its no-op. A real one, once found, is
+    remembered. Until then each call reads the API's global (``_TRACER_PROVIDER`` /
+    ``_METER_PROVIDER``: one attribute read, where ``get_tracer_provider()`` also looks at the
+    environment each time) and asks the getter only once it is set; an API without that
+    global is asked through the getter every time."""
 
-    def __init__(self, span: Span, unnamed: str | None) -> None:
+    def __init__(
+        self, given: object | None, current: Callable[[], object], api: object, prefix: str
+    ) -> None:
+        self._current = None if given is not None else current
+        self._real = given is not None and _records(given)
+        self._api = api
+        self._global = f"{prefix}_PROVIDER"
+        if given is None and f"OTEL_PYTHON{prefix}_PROVIDER" in os.environ:
+            self._real = _records(current())  # the API loads the environment's provider
+
+    def __call__(self) -> bool:
+        if self._real:
+            return True
+        if self._current is None or getattr(self._api, self._global, self) is None:
+            return False  # given a no-op, or no global provider set yet
+        self._real = _records(self._current())
+        return self._real
+
+
+def _records(provider: object) -> bool:
+    """Whether ``provider`` is more than the API's proxy or no-op (which live in the API's own
+    modules; an SDK's, or any other implementation's, live elsewhere)."""
+    return not type(provider).__module__.startswith(_API_MODULES)
+
+
+_API_MODULES = ("opentelemetry.trace", "opentelemetry.metrics")
+
+
+class _Span:
+    """A span as the runtime sees it (:class:`~hephaestus_django.runtime.tracing.Span`); with
+    no span (``None``: the duration alone is measured), it keeps the step's outcome only."""
+
+    def __init__(self, span: Span | None, unnamed: str | None) -> None:
         self._span = span
         self._unnamed = unnamed
         self.outcome = "error"
 
     def set_instance(self, instance: Instance) -> None:
+        if self._span is None:
+            return
         self._span.set_attributes(
             {**_instance_attributes(instance), "hephaestus.status": instance.status.value}
         )
@@ -270,6 +352,9 @@ class _Span:
             self._span.update_name(f"{self._unnamed} {instance.workflow.__qualname__}")
 
     def set_result(self, result: Executed) -> None:
+        if self._span is None:
+            self.outcome = _outcome(result)
+            return
         if result.error is not None:
             from opentelemetry.trace import Status, StatusCode
 
@@ -284,6 +369,14 @@ class _Span:
             self.outcome = "event"
             self._span.set_attribute("hephaestus.event", result.outcome.name)
         self._span.set_attribute("hephaestus.outcome", self.outcome)
+
+
+def _outcome(result: Executed) -> str:
+    if result.error is not None:
+        return "error"
+    if isinstance(result.outcome, Async):
+        return "async"
+    return "event" if isinstance(result.outcome, Event) else "error"
 
 
 @contextmanager

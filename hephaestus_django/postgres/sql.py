@@ -194,6 +194,24 @@ UPDATE {TABLE} AS stored SET
 WHERE stored.id = %s AND stored.revision = %s
 RETURNING {WRITTEN_COLUMNS}
 """
+# The common later write: an instance without a business key (its stored key_claim is NULL
+# and stays so) that was never upgraded (its workflow_version cannot move). UPDATE less the key
+# claim and the upgrade check, so the server evaluates and binds only what this write needs.
+UPDATE_PLAIN = f"""
+UPDATE {TABLE} AS stored SET
+    workflow = %s,
+    status = %s,
+    state = %s::jsonb,
+    revision = stored.revision + 1,
+    updated_at = clock_timestamp(),
+    lease_owner = %s,
+    lease_expires_at = %s,
+    due_at = %s,
+    running = %s::jsonb,
+    quarantine_reason = NULL
+WHERE stored.id = %s AND stored.revision = %s
+RETURNING {WRITTEN_COLUMNS}
+"""
 KEY_HOLDER = f"SELECT id FROM {TABLE} WHERE key_claim = %s"
 # After a lost connection: is the row what a put of revision %s wrote? (What INSERT and
 # UPDATE return.)

@@ -78,6 +78,7 @@ from hephaestus_django.postgres.sql import (
     SELECT_ONE,
     TABLE,
     UPDATE,
+    UPDATE_PLAIN,
     WRITTEN,
     WRITTEN_COLUMNS,
 )
@@ -485,7 +486,9 @@ class DjangoStorage:
 
 def _write_statement(row: StoredRow, state: str) -> tuple[str, list[Any]]:
     """The statement writing ``row`` (its state encoded as ``state``), and its parameters:
-    :data:`INSERT` for a new instance, :data:`UPDATE` of the revision read for any other."""
+    :data:`INSERT` for a new instance, :data:`UPDATE` of the revision read for any other:
+    :data:`UPDATE_PLAIN` when the instance has no business key (no key claim to write: the
+    stored one is NULL and stays so) and was never upgraded (no version to move)."""
     running = None if row.running is None else codec.dumps_encoded(row.running)
     if row.revision == 0:
         return INSERT, [
@@ -500,6 +503,18 @@ def _write_statement(row: StoredRow, state: str) -> tuple[str, list[Any]]:
             row.business_key,
             row.key_claim,
             running,
+        ]
+    if row.business_key is None and row.upgraded_from is None:
+        return UPDATE_PLAIN, [
+            row.workflow,
+            row.status,
+            state,
+            row.lease_owner,
+            row.lease_expires_at,
+            row.due_at,
+            running,
+            row.id,
+            row.revision,
         ]
     return UPDATE, [
         row.workflow,

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from hephaestus_django.core.engine import Activation, Executed
@@ -25,7 +25,7 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.naming import dotted_path
 from hephaestus_django.runtime import events
-from hephaestus_django.runtime.contract import SlotKeeping, Storage
+from hephaestus_django.runtime.contract import SlotKeeping, Storage, offers
 from hephaestus_django.runtime.logs import about
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -78,7 +78,7 @@ def admit(
 ) -> Admission:
     """Take a slot for each limited step of ``activations``; see the module."""
     decided = Admission()
-    slots = storage if isinstance(storage, SlotKeeping) else None
+    slots = cast(SlotKeeping, storage) if offers(storage, SlotKeeping) else None
     for activation in activations:
         if slots is None or activation.compensating:
             decided.run.append(activation)

@@ -95,7 +95,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 from uuid import UUID
 
 from hephaestus_django.core.flow import SlotRequest
@@ -156,10 +156,27 @@ class TransactionAware(Protocol):
         ...
 
 
+_OFFERS: dict[tuple[type, type], bool] = {}
+
+
+def offers(storage: object, part: type) -> bool:
+    """``isinstance(storage, part)`` for an optional part of the contract (a runtime-checkable
+    protocol), found once per storage type: the protocol's own check walks its members on every
+    call (microseconds, several times per step). The parts are methods of the storage's class.
+    """
+    key = (type(storage), part)
+    found = _OFFERS.get(key)
+    if found is None:
+        found = _OFFERS[key] = isinstance(storage, part)
+    return found
+
+
 def in_callers_transaction(storage: object) -> bool:
     """Whether ``storage`` says the calling thread is inside a transaction (False if it cannot
     say: the method is optional)."""
-    return isinstance(storage, TransactionAware) and bool(storage.in_transaction())
+    return offers(storage, TransactionAware) and bool(
+        cast(TransactionAware, storage).in_transaction()
+    )
 
 
 @runtime_checkable
@@ -177,7 +194,9 @@ class Transactional(Protocol):
 
 def atomic(storage: object) -> AbstractContextManager[object]:
     """``storage.atomic()``, or a block that does nothing for a storage without transactions."""
-    return storage.atomic() if isinstance(storage, Transactional) else nullcontext()
+    if offers(storage, Transactional):
+        return cast(Transactional, storage).atomic()
+    return nullcontext()
 
 
 def on_commit(storage: object, callback: Callable[[], None]) -> None:

@@ -40,7 +40,7 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Failure, Instance
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition
-from hephaestus_django.runtime.contract import Transactional
+from hephaestus_django.runtime.contract import Transactional, offers
 from hephaestus_django.runtime.logs import about
 
 logger = logging.getLogger("hephaestus_django.events")
@@ -201,8 +201,6 @@ Listener = Callable[[Sequence[LifecycleEvent]], None]
 _listeners: tuple[Listener, ...] = ()
 _interest: tuple[Callable[[], bool], ...] = ()
 """Each listener's ``wants`` (see :func:`add_listener`), or an always-true one."""
-_TRANSACTIONAL: dict[type, bool] = {}
-"""Whether a storage type offers ``on_commit`` (see :func:`written`)."""
 _lock = threading.Lock()
 
 
@@ -264,16 +262,17 @@ def written(
     Called by the runners right after each write, in the transaction that wrote it if there is
     one (see the module's docstring).
     """
-    if after is before or not _interest or not any(wants() for wants in _interest):
+    if after is before:
+        return
+    for wants in _interest:  # a loop, not any(): this runs per write, mostly for nobody
+        if wants():
+            break
+    else:
         return
     found = changes(before, after, taken_over=taken_over, done=done)
     if not found:
         return
-    kind = type(storage)
-    transactional = _TRANSACTIONAL.get(kind)
-    if transactional is None:  # a runtime-checkable protocol's isinstance is slow: once a type
-        transactional = _TRANSACTIONAL[kind] = isinstance(storage, Transactional)
-    if transactional:
+    if offers(storage, Transactional):
         storage.on_commit(lambda: deliver(found))  # type: ignore[attr-defined]
     else:
         deliver(found)
@@ -282,7 +281,7 @@ def written(
 def throttled(storage: object, instance: Instance, step: StepClass, limit: str, key: str) -> None:
     """Tell the listeners that ``step`` of ``instance`` waits in line for a slot (after the
     caller's transaction commits, if there is one)."""
-    if not _interest or not any(wants() for wants in _interest):
+    if not listening():
         return
     event = StepThrottled(
         instance=instance,

@@ -60,7 +60,7 @@ def execute_step(
     ``in_transaction`` when the calling thread is inside a transaction the step must see: the
     step then runs in this thread, and an overrun is only found when it returns.
     """
-    if tracing.installed() is None or _is_plain_end(activation.step):
+    if not tracing.stepping() or _is_plain_end(activation.step):
         return _execute(instance, activation, in_transaction)
     with tracing.step(instance, activation) as span:
         result = _execute(instance, activation, in_transaction)

@@ -18,7 +18,11 @@ The points:
   runs the job (:func:`job`), so a step run in another process is a child of the
   ``start``/``resume`` that made it runnable.
 
-With no tracer installed, each point costs a global read and a comparison.
+With no tracer installed, each point costs a global read and a comparison. A tracer may also
+say, before each transition and each step, whether it has anything to do now (its optional
+``wants_transitions`` and ``wants_steps``: :mod:`hephaestus_django.telemetry`'s answers no
+while OpenTelemetry has no SDK configured): when it has not, the point costs that call too,
+and nothing else (no span, no attributes, no context manager).
 """
 
 from __future__ import annotations
@@ -80,20 +84,40 @@ class _NoSpan:
         pass
 
 
+def _always() -> bool:
+    return True
+
+
 _NO_SPAN = _NoSpan()
 _tracer: Tracer | None = None
+_transitions: Callable[[], bool] = _always
+"""The installed tracer's ``wants_transitions``: whether a transition span is of use now."""
+_steps: Callable[[], bool] = _always
+"""The installed tracer's ``wants_steps``: whether a step's span (or measure) is of use now."""
 
 
 def install(tracer: Tracer | None) -> Tracer | None:
-    """Make ``tracer`` the one the runners call (None: none); return the one it replaces."""
-    global _tracer
+    """Make ``tracer`` the one the runners call (None: none); return the one it replaces.
+
+    A tracer with a ``wants_transitions`` (or ``wants_steps``) method is asked it before each
+    transition (each step): False skips the point entirely for this once.
+    """
+    global _tracer, _transitions, _steps
     previous, _tracer = _tracer, tracer
+    _transitions = getattr(tracer, "wants_transitions", _always)
+    _steps = getattr(tracer, "wants_steps", _always)
     return previous
 
 
 def installed() -> Tracer | None:
     """The tracer the runners call, if any."""
     return _tracer
+
+
+def stepping() -> bool:
+    """Whether a step's execution goes through :func:`step` now: a tracer is installed and
+    wants steps (else the runner calls the step directly)."""
+    return _tracer is not None and _steps()
 
 
 R = TypeVar("R")
@@ -108,7 +132,7 @@ def traced(kind: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         @functools.wraps(method)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             tracer = _tracer
-            if tracer is None:
+            if tracer is None or not _transitions():
                 return method(*args, **kwargs)
             subject = args[1] if len(args) > 1 else None
             event = args[2] if kind == "resume" and len(args) > 2 else kwargs.get("event")
@@ -128,7 +152,7 @@ def traced(kind: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 def step(instance: Instance, activation: Activation) -> AbstractContextManager[Span]:
     """The span around one execution of ``activation``'s step."""
     tracer = _tracer
-    if tracer is None:
+    if tracer is None or not _steps():
         return nullcontext(_NO_SPAN)
     return tracer.step(instance, activation)
 

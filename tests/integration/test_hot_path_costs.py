@@ -129,3 +129,34 @@ def test_a_queued_step_costs_its_mark_and_its_result(
         dispatcher.run(job)
     assert Approval.get(instance_id).waiting_steps.keys() == {AwaitShipment}  # in that write
     assert (spent.statements, spent.commits) == ([f"UPDATE {INSTANCES}"] * 2, 2)
+
+
+@pytest.fixture
+def procrastinate() -> Iterator[None]:
+    from hephaestus_django.queues.procrastinate import ProcrastinateDispatcher
+
+    runner = QueuedRunner(dispatcher=ProcrastinateDispatcher(), lease=timedelta(seconds=30))
+    storage = DjangoStorage(using="default")
+    configure(storages={"default": storage}, runner=runner)
+    storage.now()  # the clock's reading (at most one a minute) is no cost of a start
+    Approval.resume(Approval.start({}), "approved")  # the dispatcher's one-time set-up check
+    yield
+    runner.close()
+    configure()
+
+
+def test_queued_start_and_resume_with_the_enqueue_in_the_transaction(procrastinate: None) -> None:
+    """With a job engine in the database (procrastinate), the step's job is deferred in the
+    transaction that records the event: the resume is one commit. Today that transaction holds
+    the storage's locked update in a savepoint, then the defer (``SELECT
+    procrastinate_defer_jobs_v1(...)``); a hand-written floor needs the lock and one
+    ``UPDATE`` with the defer in a ``WITH`` (bench/hot_paths.py)."""
+    with cost() as spent:
+        instance_id = Approval.start({})
+    assert (spent.statements, spent.commits) == ([f"INSERT {INSTANCES}"], 1)  # no job
+    with cost() as spent:
+        Approval.resume(instance_id, "approved")
+    assert (spent.statements, spent.commits) == (
+        ["SAVEPOINT", f"SELECT {INSTANCES}", f"UPDATE {INSTANCES}", "RELEASE", "SELECT"],
+        1,
+    )

@@ -511,3 +511,19 @@ def test_a_queued_transition_is_told_after_its_own_transaction_with_its_jobs(
     finally:
         runner.close()
         configure()
+
+
+def test_whether_anyone_receives_follows_connect_and_disconnect() -> None:
+    """The runners ask :func:`signals.receiving` per write; its cached answer changes with
+    the receivers."""
+
+    def receiver(**kwargs: Any) -> None:
+        pass
+
+    before = signals.receiving()
+    signals.step_failed.connect(receiver, weak=False)
+    try:
+        assert signals.receiving()
+    finally:
+        signals.step_failed.disconnect(receiver)
+    assert signals.receiving() == before == any(s.receivers for s in signals.SIGNALS.values())

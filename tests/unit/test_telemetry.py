@@ -286,3 +286,95 @@ def test_nothing_happens_without_opentelemetry(
         monkeypatch.undo()
         if was:
             telemetry.install()
+
+
+def test_with_no_sdk_configured_no_span_is_made_and_no_event_computed(
+    monkeypatch: pytest.MonkeyPatch, storage: InMemoryStorage
+) -> None:
+    """The API's no-op providers (as with ``opentelemetry-api`` alone): the runners skip every
+    span and the metrics' events, and the workflow runs as before."""
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from hephaestus_django.runtime import events
+
+    was = telemetry.installed()
+    telemetry.install(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
+    try:
+
+        def forbidden(*args: object, **kwargs: object) -> None:
+            raise AssertionError("no span work without an SDK")
+
+        monkeypatch.setattr(telemetry.Telemetry, "transition", forbidden)
+        monkeypatch.setattr(telemetry.Telemetry, "step", forbidden)
+        assert not tracing.stepping()
+        counted: list[object] = []
+        monkeypatch.setattr(events, "changes", lambda *a, **k: counted.append(a) or [])
+        receivers = events.listening()
+        instance_id = flows.IfElse.start({"script": {}})
+        assert flows.IfElse.get(instance_id).status is Status.COMPLETED
+        assert bool(counted) == receivers  # computed only for the signals' receivers, if any
+    finally:
+        monkeypatch.undo()  # before installing again: the methods bound are the real ones
+        telemetry.uninstall()
+        if was:
+            telemetry.install()
+
+
+def test_a_tracer_alone_or_a_meter_alone(storage: InMemoryStorage) -> None:
+    """Spans without metrics, and step durations without spans, each still recorded."""
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.trace import NoOpTracerProvider
+
+    was = telemetry.installed()
+    found = Otel()
+    try:
+        telemetry.install(tracer_provider=found.tracer_provider, meter_provider=NoOpMeterProvider())
+        flows.IfElse.start({"script": {}})
+        assert found.span("hephaestus.start IfElse")
+        spans = len(found.spans())
+        assert not found.points("hephaestus.step.duration")
+        telemetry.install(tracer_provider=NoOpTracerProvider(), meter_provider=found.meter_provider)
+        flows.IfElse.start({"script": {}})
+        assert len(found.spans()) == spans
+        assert found.points("hephaestus.step.duration")
+        assert found.count("hephaestus.instances.completed", workflow=flows.IfElse.path()) == 1
+    finally:
+        telemetry.uninstall()
+        if was:
+            telemetry.install()
+
+
+def test_a_global_provider_set_after_install_is_found(
+    monkeypatch: pytest.MonkeyPatch, storage: InMemoryStorage
+) -> None:
+    """Installed before the project sets its providers (the API's proxies then): no spans,
+    until a provider is set; from the next transition on, spans again."""
+    import opentelemetry.metrics._internal as metrics_globals
+    import opentelemetry.trace as trace_globals
+
+    from hephaestus_django.runtime import events
+
+    was = telemetry.installed()
+    found = Otel()
+    monkeypatch.setattr(trace_globals, "_TRACER_PROVIDER", None)
+    monkeypatch.setattr(metrics_globals, "_METER_PROVIDER", None)
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+    monkeypatch.delenv("OTEL_PYTHON_METER_PROVIDER", raising=False)
+    telemetry.install()
+    try:
+        assert not tracing.stepping()
+        flows.IfElse.start({"script": {}})
+        assert found.spans() == []
+        # What trace.set_tracer_provider / metrics.set_meter_provider do, once per process.
+        monkeypatch.setattr(trace_globals, "_TRACER_PROVIDER", found.tracer_provider)
+        monkeypatch.setattr(metrics_globals, "_METER_PROVIDER", found.meter_provider)
+        assert tracing.stepping()
+        flows.IfElse.start({"script": {}})
+        assert found.span("hephaestus.start IfElse")
+        assert events.listening()  # the counters' events are computed again
+    finally:
+        telemetry.uninstall()
+        monkeypatch.undo()
+        if was:
+            telemetry.install()
