@@ -430,7 +430,7 @@ class OperationsMixin:
             if current != seen:
                 self._refuse(request, row, STALE.format(seen=seen, now=current))
             self.log_deletions(request, rows)
-            storage.delete(row.pk)
+            conf.runner.get().delete(row.pk, storage=storage)
         messages.success(request, f"Deleted {row}.")
         return HttpResponseRedirect(self.admin_url("changelist"))
 

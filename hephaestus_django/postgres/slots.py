@@ -22,11 +22,13 @@ from hephaestus_django.postgres.cursors import fetch_all
 from hephaestus_django.postgres.reconnect import again
 from hephaestus_django.postgres.sql import (
     ADMIT,
+    FREE,
     LIMIT_USE,
     PLACES,
     PURGE_SLOTS,
     RELEASE,
     SLOT_LOCK,
+    SLOTS_OF_INSTANCE,
     WAITING_LIMITS,
 )
 from hephaestus_django.runtime.slots import LimitUse, Place
@@ -93,6 +95,19 @@ def release(
     }
     rows = _locked(using, request.name, request.key, RELEASE, params)
     return [(row[0], row[1]) for row in rows]
+
+
+def free(using: str, instance_id: UUID, *, lease: timedelta) -> list[tuple[UUID, str]]:
+    """Give back every slot and place in line of the instance (cancelled, deleted or ended),
+    admitting the next waiters of each limit, inside the caller's transaction (its own, else):
+    the limits' locks in the order every transaction takes them, one limit after another."""
+    admitted: list[tuple[UUID, str]] = []
+    with transaction.atomic(using=using, savepoint=False):
+        for name, key, limit in fetch_all(connections[using], SLOTS_OF_INSTANCE, [instance_id]):
+            params = {"name": name, "key": key, "id": instance_id, "limit": limit, "lease": lease}
+            rows = _locked(using, name, key, FREE, params)
+            admitted.extend((row[0], row[1]) for row in rows)
+    return admitted
 
 
 def admit_waiting(using: str, *, lease: timedelta) -> list[tuple[UUID, str]]:

@@ -452,6 +452,42 @@ SELECT s.step, s.name, s.key, 1 + (
 FROM {SLOTS} s WHERE s.instance_id = %s AND s.state = 'waiting' ORDER BY s.step
 """
 
+# A cancelled or deleted instance frees its slots (postgres/slots.py ``free``): the limits it
+# holds or waits in, in the order their locks are taken everywhere.
+SLOTS_OF_INSTANCE = f"""
+SELECT name, key, max(capacity) FROM {SLOTS} WHERE instance_id = %s
+GROUP BY name, key ORDER BY name, key
+"""
+
+# Then, per limit, after its lock: every row of the instance in it goes, and the next waiters
+# are admitted in the room it leaves (as RELEASE does for one step's slot), in the caller's
+# transaction: the cancel or delete, the freed slots and the admission commit together.
+FREE = f"""
+WITH freed AS (
+    DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND instance_id = %(id)s
+), live AS (
+    SELECT count(*) AS n FROM {SLOTS}
+    WHERE {_OF_LIMIT} AND {_LIVE_HOLDER} AND instance_id <> %(id)s
+), next AS (
+    SELECT w.id FROM {SLOTS} w
+    WHERE w.name = %(name)s AND w.key = %(key)s AND w.state = 'waiting'
+      AND w.instance_id <> %(id)s AND {_RUNS}
+    ORDER BY w.priority DESC, w.enqueued_at, w.id
+    LIMIT GREATEST(%(limit)s - (SELECT n FROM live), 0)
+), admitted AS (
+    UPDATE {SLOTS} s SET state = 'holding', acquired_at = statement_timestamp(),
+        expires_at = statement_timestamp() + %(lease)s
+    FROM next WHERE s.id = next.id
+    RETURNING s.instance_id, s.step
+), woken AS (
+    UPDATE {TABLE} i SET lease_expires_at = statement_timestamp()
+    FROM admitted a
+    WHERE i.id = a.instance_id AND i.lease_owner LIKE 'parked:%%'
+      AND i.lease_expires_at > statement_timestamp()
+)
+SELECT instance_id, step FROM admitted
+"""
+
 
 # --- pruning: hephaestus_prune ---------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.freeing import free_slots, frees_slots
 from hephaestus_django.runtime.logs import about
 
 if TYPE_CHECKING:
@@ -104,8 +105,9 @@ def after_write(
     after: Instance,
     started: Started = (),
 ) -> AfterWrite:
-    """Start the children ``started`` asks for whose step the write made wait, and resume the
-    parent of a child the write ended; call it inside the write's transaction."""
+    """Start the children ``started`` asks for whose step the write made wait, resume the
+    parent of a child the write ended, and free the slots of an instance it ended
+    (:mod:`~hephaestus_django.runtime.freeing`); call it inside the write's transaction."""
     done = AfterWrite(after)
     for step, start in started:
         newly = step in after.waiting_steps and (before is None or step not in before.waiting_steps)
@@ -115,6 +117,8 @@ def after_write(
     ended = after.status in ENDED and (before is None or before.status not in ENDED)
     if link is not None and ended:
         _wake(runner, storage, done, after, link.id, link.step)
+    if frees_slots(before, after):
+        free_slots(runner, storage, after.id)
     return done
 
 

@@ -111,6 +111,7 @@ from hephaestus_django.runtime.dispatch import (
     job_from_payload,
 )
 from hephaestus_django.runtime.execution import log_retries, reach_ends
+from hephaestus_django.runtime.freeing import frees_slots
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
 from hephaestus_django.runtime.maps import execute
@@ -274,6 +275,10 @@ class QueuedRunner(Runner):
             return None
         return decided
 
+    def _slots_freed(self, admitted: Sequence[tuple[UUID, str]], storage: Storage) -> None:
+        """The jobs of the waiters admitted to the slots of an instance that ended or went."""
+        self._enqueue_admitted(admitted, backends.alias_of(storage), storage)
+
     def _enqueue_admitted(
         self, admitted: Sequence[tuple[UUID, str]], alias: str, storage: Storage
     ) -> None:
@@ -425,6 +430,8 @@ class QueuedRunner(Runner):
             now = storage.now()
             reached = effects(current, reach_ends(changed, now))
             settled = self._leased(_without_stale_marks(reached), now, reached)
+            if not wrapped[0] and frees_slots(current, settled):
+                raise InTransaction  # its slots are freed in the transaction that ends it
             decided[:] = [reached.settled(settled)]
             return settled
 
@@ -436,18 +443,22 @@ class QueuedRunner(Runner):
             and isinstance(dispatcher, JobsForPut)
             and dispatcher.joins_transaction(storage)
         ):
-            changed = change(read)
-            if changed is read:
-                return read
-            steps, wakeup = self._jobs(alias, decided[0], storage)
             try:
-                storage.put_with_jobs(changed, dispatcher.jobs_for_put(steps, wakeup, storage))
-            except StaleInstanceError:
-                read = None  # another writer got in first: the locked update below
+                changed = change(read)
+            except InTransaction:  # nothing written: made again below, in a transaction
+                wrapped[0] = True
             else:
-                done = decided[0]
-                events.written(storage, done.before, done.after, done=done)
-                return changed
+                if changed is read:
+                    return read
+                steps, wakeup = self._jobs(alias, decided[0], storage)
+                try:
+                    storage.put_with_jobs(changed, dispatcher.jobs_for_put(steps, wakeup, storage))
+                except StaleInstanceError:
+                    read = None  # another writer got in first: the locked update below
+                else:
+                    done = decided[0]
+                    events.written(storage, done.before, done.after, done=done)
+                    return changed
 
         def write() -> Effects:
             if read is not None:

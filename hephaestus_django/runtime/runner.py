@@ -60,6 +60,7 @@ from hephaestus_django.runtime.contract import (
     in_callers_transaction,
 )
 from hephaestus_django.runtime.execution import log_retries, reach_ends
+from hephaestus_django.runtime.freeing import frees_slots
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.maps import execute
@@ -229,7 +230,10 @@ class LocalRunner(Runner):
                 raise InTransaction  # nothing written: done again inside a transaction
             seen[:] = [current]
             now = storage.now()
-            return with_lease(reach_ends(transition(current), now), owner, now, self.lease)
+            changed = with_lease(reach_ends(transition(current), now), owner, now, self.lease)
+            if not wrapped and frees_slots(current, changed):
+                raise InTransaction  # its slots are freed in the transaction that ends it
+            return changed
 
         def write() -> AfterWrite:
             instance = storage.update(instance_id, change)

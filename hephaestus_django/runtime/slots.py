@@ -216,6 +216,27 @@ class SlotTable:
                 del self._slots[ident]
         return admitted
 
+    def free(
+        self,
+        instance_id: UUID,
+        *,
+        lease: timedelta,
+        now: datetime,
+        running: Callable[[UUID], bool],
+    ) -> list[tuple[UUID, str]]:
+        """Drop every slot and place in line of the instance (cancelled, deleted or ended),
+        then admit the next waiters of each limit it was in."""
+        limits: dict[tuple[str, str], int] = {}
+        for ident, slot in list(self._slots.items()):
+            if slot.instance_id == instance_id:
+                known = limits.get((slot.name, slot.key), 0)
+                limits[(slot.name, slot.key)] = max(known, slot.capacity)
+                del self._slots[ident]
+        admitted = []
+        for (name, key), limit in sorted(limits.items()):
+            admitted.extend(self.admit_next(name, key, limit, lease, now, running))
+        return admitted
+
     def renew(self, instance_id: UUID, until: datetime) -> None:
         """Extend the instance's held slots to ``until`` (its lease was renewed)."""
         for ident, slot in self._slots.items():
