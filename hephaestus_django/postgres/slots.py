@@ -23,18 +23,25 @@ from hephaestus_django.postgres.reconnect import again
 from hephaestus_django.postgres.sql import (
     ADMIT,
     FREE,
+    LIMIT_LINES,
     LIMIT_USE,
     PLACES,
     PURGE_SLOTS,
     RELEASE,
+    SET_LOCAL_TIMEOUT,
     SLOT_LOCK,
     SLOTS_OF_INSTANCE,
     WAITING_LIMITS,
 )
-from hephaestus_django.runtime.slots import LimitUse, Place
+from hephaestus_django.runtime.slots import LimitLine, LimitUse, Place, waited
 
 MAX_LIMITS_REPORTED = 1_000
 """At most this many limits and keys in ``limits()`` (the status report stays small)."""
+
+LINES_SHOWN = 25
+"""At most this many limits and keys on the dashboard's card (the first, by name and key)."""
+LINE_COUNT_CAP = 10_000
+"""The dashboard counts each limit's holders and waiters up to this many rows."""
 
 
 def _locked(using: str, name: str, key: str, sql: str, params: dict[str, Any]) -> list[Any]:
@@ -94,6 +101,7 @@ def release(
         "lease": lease,
     }
     rows = _locked(using, request.name, request.key, RELEASE, params)
+    waited(request.name, [row[2] for row in rows])
     return [(row[0], row[1]) for row in rows]
 
 
@@ -106,6 +114,7 @@ def free(using: str, instance_id: UUID, *, lease: timedelta) -> list[tuple[UUID,
         for name, key, limit in fetch_all(connections[using], SLOTS_OF_INSTANCE, [instance_id]):
             params = {"name": name, "key": key, "id": instance_id, "limit": limit, "lease": lease}
             rows = _locked(using, name, key, FREE, params)
+            waited(name, [row[2] for row in rows])
             admitted.extend((row[0], row[1]) for row in rows)
     return admitted
 
@@ -135,3 +144,24 @@ def limits(using: str) -> list[LimitUse]:
 def places(using: str, instance_id: UUID) -> list[Place]:
     rows = fetch_all(connections[using], PLACES, [instance_id])
     return [Place(*row) for row in rows]
+
+
+def lines(
+    using: str, *, shown: int | None = None, cap: int | None = None, timeout_ms: int = 2_000
+) -> list[LimitLine]:
+    """The dashboard's card: the first ``shown`` limits and keys (by name, then key), each with
+    its holders and waiters counted up to ``cap`` (by default :data:`LINES_SHOWN` and
+    :data:`LINE_COUNT_CAP`), its number and its oldest waiter
+    (:data:`~hephaestus_django.postgres.sql.LIMIT_LINES`: index reads, bounded however long the
+    lines). Raises :class:`django.db.DatabaseError` past ``timeout_ms``."""
+    shown = LINES_SHOWN if shown is None else shown
+    cap = LINE_COUNT_CAP if cap is None else cap
+    connection = connections[using]
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        cursor.execute(SET_LOCAL_TIMEOUT, [f"{timeout_ms}ms"])
+        cursor.execute(LIMIT_LINES, {"shown": shown, "cap": cap})
+        rows = cursor.fetchall()
+    return [
+        LimitLine(name, key, int(holding), int(waiting), int(limit or 0), oldest, now, cap)
+        for name, key, holding, waiting, limit, oldest, now in rows
+    ]

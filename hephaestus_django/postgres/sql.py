@@ -396,7 +396,8 @@ RETURNING state = 'holding'
 # Give up a slot (none when %(id)s is NULL: the sweep's pass) and admit the next waiters in
 # line while there is room, passing over those whose instance no longer runs; their parked
 # instances are woken (the lease made due, so a worker's claim takes them). One statement, so
-# the freed slot and the admission commit together.
+# the freed slot and the admission commit together. Each admitted waiter comes with the seconds
+# it waited in line (the throttle metrics).
 RELEASE = f"""
 WITH released AS (
     DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND {_SAME_SLOT}
@@ -412,14 +413,15 @@ WITH released AS (
     UPDATE {SLOTS} s SET state = 'holding', acquired_at = statement_timestamp(),
         expires_at = statement_timestamp() + %(lease)s
     FROM next WHERE s.id = next.id
-    RETURNING s.instance_id, s.step
+    RETURNING s.instance_id, s.step, s.enqueued_at
 ), woken AS (
     UPDATE {TABLE} i SET lease_expires_at = statement_timestamp()
     FROM admitted a
     WHERE i.id = a.instance_id AND i.lease_owner LIKE 'parked:%%'
       AND i.lease_expires_at > statement_timestamp()
 )
-SELECT instance_id, step FROM admitted
+SELECT instance_id, step, EXTRACT(EPOCH FROM statement_timestamp() - enqueued_at)::float8
+FROM admitted
 """
 
 # The sweep: the limits and keys someone waits for (with the largest number in their rows).
@@ -452,6 +454,37 @@ SELECT s.step, s.name, s.key, 1 + (
 FROM {SLOTS} s WHERE s.instance_id = %s AND s.state = 'waiting' ORDER BY s.step
 """
 
+# The dashboard's card of limits (postgres/slots.py ``lines``), bounded however long the lines:
+# the first %(shown)s limits and keys, found by skipping from one to the next along the index
+# on (name, key, ...) (a loose index scan, never a pass over every row); for each, its holders
+# and its waiters counted up to %(cap)s rows, its number, and its oldest waiter read at the
+# front of the index on (name, key, state, enqueued_at). The statement timeout is the
+# caller's (SET_LOCAL_TIMEOUT).
+SET_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+LIMIT_LINES = f"""
+WITH RECURSIVE pairs AS (
+    (SELECT name, key FROM {SLOTS} ORDER BY name, key LIMIT 1)
+    UNION ALL
+    SELECT later.name, later.key FROM pairs p CROSS JOIN LATERAL (
+        SELECT s.name, s.key FROM {SLOTS} s
+        WHERE (s.name, s.key) > (p.name, p.key) ORDER BY s.name, s.key LIMIT 1
+    ) later
+), shown AS (SELECT name, key FROM pairs LIMIT %(shown)s)
+SELECT p.name, p.key,
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {SLOTS} s WHERE s.name = p.name AND s.key = p.key
+          AND s.state = 'holding' AND s.expires_at > statement_timestamp() LIMIT %(cap)s) h),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {SLOTS} s WHERE s.name = p.name AND s.key = p.key
+          AND s.state = 'waiting' LIMIT %(cap)s) w),
+    (SELECT s.capacity FROM {SLOTS} s WHERE s.name = p.name AND s.key = p.key
+     ORDER BY s.state LIMIT 1),
+    (SELECT s.enqueued_at FROM {SLOTS} s WHERE s.name = p.name AND s.key = p.key
+       AND s.state = 'waiting' ORDER BY s.enqueued_at LIMIT 1),
+    statement_timestamp()
+FROM shown p ORDER BY p.name, p.key
+"""
+
 # A cancelled or deleted instance frees its slots (postgres/slots.py ``free``): the limits it
 # holds or waits in, in the order their locks are taken everywhere.
 SLOTS_OF_INSTANCE = f"""
@@ -478,14 +511,15 @@ WITH freed AS (
     UPDATE {SLOTS} s SET state = 'holding', acquired_at = statement_timestamp(),
         expires_at = statement_timestamp() + %(lease)s
     FROM next WHERE s.id = next.id
-    RETURNING s.instance_id, s.step
+    RETURNING s.instance_id, s.step, s.enqueued_at
 ), woken AS (
     UPDATE {TABLE} i SET lease_expires_at = statement_timestamp()
     FROM admitted a
     WHERE i.id = a.instance_id AND i.lease_owner LIKE 'parked:%%'
       AND i.lease_expires_at > statement_timestamp()
 )
-SELECT instance_id, step FROM admitted
+SELECT instance_id, step, EXTRACT(EPOCH FROM statement_timestamp() - enqueued_at)::float8
+FROM admitted
 """
 
 

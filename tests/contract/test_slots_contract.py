@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.naming import dotted_path
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime.contract import SlotKeeping, Storage
+from hephaestus_django.runtime.slots import observe_waits, stop_observing_waits
 from tests.support.flow_control import Limited, LimitedFlow
 
 LEASE = timedelta(minutes=5)
@@ -170,3 +172,25 @@ def test_free_of_an_instance_without_slots_does_nothing(storage: Storage, slots:
     assert admit(slots, holder, ONE)
     assert slots.free(idle.id, lease=LEASE) == []
     assert [use.holding for use in slots.limits() if use.name == ONE.name] == [1]
+
+
+def test_the_admitted_waiters_wait_is_told_to_the_observers(storage: Storage, slots: SlotKeeping):
+    told: list[tuple[str, list[float]]] = []
+
+    def observer(limit: str, seconds: Sequence[float]) -> None:
+        told.append((limit, list(seconds)))
+
+    holder, waiter, other = (running(storage) for _ in range(3))
+    assert admit(slots, holder, ONE)
+    assert not admit(slots, waiter, ONE)
+    assert admit(slots, other, TWO)
+    observe_waits(observer)
+    try:
+        time.sleep(0.05)
+        slots.release(holder.id, STEP, ONE, lease=LEASE)
+        slots.release(other.id, STEP, TWO, lease=LEASE)  # nobody waited: nothing told
+    finally:
+        stop_observing_waits(observer)
+    [(limit, [seconds])] = told
+    assert limit == ONE.name
+    assert 0.05 <= seconds < 60
