@@ -43,6 +43,8 @@ FULL: dict[str, Any] = {
         "sweep_interval": 0.5,
         "count_rounds": 2,
         "count_n": 15,
+        "flow_rounds": 3,
+        "flow_n": 160,
     },
 }
 QUICK: dict[str, Any] = {
@@ -69,6 +71,8 @@ QUICK: dict[str, Any] = {
         "sweep_interval": 0.5,
         "count_rounds": 1,
         "count_n": 10,
+        "flow_rounds": 2,
+        "flow_n": 80,
     },
 }
 SEED_ROWS = 10_000
@@ -83,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
     parser.add_argument(
         "--only",
-        choices=["queued", "maps"],
+        choices=["queued", "maps", "flow"],
         help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
-        "what map steps write per item at 10, 1,000 and 10,000 items",
+        "what map steps write per item at 10, 1,000 and 10,000 items; 'flow', the throughput "
+        "at a concurrency limit of 4 with 8 worker processes",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -117,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log("11. map steps: bytes and statements per item at 10, 1,000 and 10,000 items")
         results["maps"] = maps.run()
-    if args.only == "maps":
+    if args.only == "flow":
+        from bench.queued import run as queued
+
+        results["queued_flow"] = queued.run_flow(conninfo, plan["queued"])
+    elif args.only == "maps":
         log("8. QueuedRunner: not run (--only maps)")
     elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.
