@@ -119,6 +119,16 @@ def free(using: str, instance_id: UUID, *, lease: timedelta) -> list[tuple[UUID,
     return admitted
 
 
+def lock_slots(using: str, instance_id: UUID) -> None:
+    """The locks of every limit the instance is in, in the caller's transaction (held until
+    it ends; taken again by ``free`` later in it, at no cost)."""
+    connection = connections[using]
+    with transaction.atomic(using=using, savepoint=False):
+        for name, key, _limit in fetch_all(connection, SLOTS_OF_INSTANCE, [instance_id]):
+            with connection.cursor() as cursor:
+                cursor.execute(SLOT_LOCK, [name, key])
+
+
 def admit_waiting(using: str, *, lease: timedelta) -> list[tuple[UUID, str]]:
     """Forget lapsed holders and rows of instances that no longer run, then admit waiters of
     each limit someone waits for."""

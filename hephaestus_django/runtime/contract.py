@@ -347,6 +347,13 @@ class SlotKeeping(Protocol):
         slots taken for ``lease``, their parked instances woken. Returns them."""
         ...
 
+    def lock_slots(self, instance_id: UUID) -> None:
+        """Take the locks of the limits the instance holds or waits in, until the caller's
+        transaction ends, in the order every transaction takes them. A write that will free
+        them takes them before it locks the instance's row: a release holding a limit's lock
+        may be waking that very row."""
+        ...
+
     def limits(self) -> list[LimitUse]:
         """Each limit and key in use: its live holders and its waiters."""
         ...

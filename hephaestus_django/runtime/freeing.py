@@ -14,7 +14,8 @@ The late result of a cancelled holder's step, still running when it was cancelle
 a slot again, nor frees one twice (a release counts the live holders, it does not add room).
 
 Only an instance whose workflow declares a limit can hold a slot, so only its writes pay for
-this (:func:`frees_slots`); the runners make those writes inside a transaction.
+this (:func:`frees_slots`); the runners make those writes inside a transaction, which takes the
+limits' locks before the instance's row (:func:`lock_slots`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,15 @@ def frees_slots(before: Instance | None, after: Instance) -> bool:
     if before is not None and before.status in ENDED:
         return False
     return limited(after.workflow)
+
+
+def lock_slots(storage: Storage, instance_id: UUID) -> None:
+    """Take the locks of the instance's limits before its row's (see
+    :meth:`~hephaestus_django.runtime.contract.SlotKeeping.lock_slots`), in the caller's
+    transaction: the lock order of a write that ends it is then the one of every release
+    (limit, then the rows it wakes), and the two never wait for each other in a circle."""
+    if isinstance(storage, SlotKeeping):
+        storage.lock_slots(instance_id)
 
 
 def free_slots(runner: Runner, storage: Storage, instance_id: UUID) -> list[tuple[UUID, str]]:

@@ -111,7 +111,7 @@ from hephaestus_django.runtime.dispatch import (
     job_from_payload,
 )
 from hephaestus_django.runtime.execution import log_retries, reach_ends
-from hephaestus_django.runtime.freeing import frees_slots
+from hephaestus_django.runtime.freeing import frees_slots, lock_slots
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
 from hephaestus_django.runtime.maps import execute
@@ -419,6 +419,7 @@ class QueuedRunner(Runner):
         # Whether the write holds a child's start or a parent's wake in its transaction: known
         # from ``read``, or found out by the locked read (then the write is made again).
         wrapped = [read is not None and composes(read)]
+        frees: list[bool] = []  # the write ends an instance that may hold slots
 
         def change(current: Instance) -> Instance:
             if not wrapped[0] and composes(current):
@@ -431,6 +432,7 @@ class QueuedRunner(Runner):
             reached = effects(current, reach_ends(changed, now))
             settled = self._leased(_without_stale_marks(reached), now, reached)
             if not wrapped[0] and frees_slots(current, settled):
+                frees.append(True)
                 raise InTransaction  # its slots are freed in the transaction that ends it
             decided[:] = [reached.settled(settled)]
             return settled
@@ -461,6 +463,8 @@ class QueuedRunner(Runner):
                     return changed
 
         def write() -> Effects:
+            if frees:  # in the transaction: the limits' locks before the row's
+                lock_slots(storage, key)
             if read is not None:
                 changed = change(read)
                 if changed is read:
