@@ -25,6 +25,7 @@ from uuid import UUID
 
 from hephaestus_django.core.children import ENDED
 from hephaestus_django.core.instance import Instance
+from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.contract import SlotKeeping, Storage
 
@@ -46,8 +47,10 @@ def limited(workflow: type[WorkflowDefinition]) -> bool:
 
 
 def frees_slots(before: Instance | None, after: Instance) -> bool:
-    """Whether the write of ``after`` (from ``before``) ends an instance that may hold slots."""
-    if after.status not in ENDED:
+    """Whether the write of ``after`` (from ``before``) cancels or fails an instance that may
+    hold slots. A completed one holds none: each of its steps gave its slot back with its
+    result (and the sweep forgets whatever an odd case left)."""
+    if after.status not in (Status.CANCELLED, Status.FAILED):
         return False
     if before is not None and before.status in ENDED:
         return False
