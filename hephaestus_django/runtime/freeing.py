@@ -1,21 +1,22 @@
-"""Freeing the slots of an instance that will not use them: cancelled, deleted or ended.
+"""Freeing the slots of an instance that will not use them: cancelled, failed or deleted.
 
 A step's slot is given back when its result is recorded (:func:`~hephaestus_django.runtime.
 admission.release`). An instance that is cancelled, deleted, or fails for good while one of its
 steps holds a slot (a parallel branch, a job still running elsewhere) or waits in line would
-otherwise keep it until the sweep finds it no longer runs. So the write that ends the instance
-(or its delete) frees every slot and place in line it has, and admits the next waiters of
-those limits, in its own transaction (:meth:`~hephaestus_django.runtime.contract.SlotKeeping.
-free`): the cancel, the freed slots and the admissions commit together, and a waiter never
-waits on a holder that is gone.
+otherwise keep it until the sweep finds it no longer runs. So the write that cancels or fails
+the instance (or its delete, through ``Runner.delete``) frees every slot and place in line it
+has, and admits the next waiters of those limits, in its own transaction
+(:meth:`~hephaestus_django.runtime.contract.SlotKeeping.free`): the cancel, the freed slots
+and the admissions commit together, and a waiter never waits on a holder that is gone.
 
 The late result of a cancelled holder's step, still running when it was cancelled, is refused
 (the instance ended), and its release finds no slot of its own to give back: it never takes
 a slot again, nor frees one twice (a release counts the live holders, it does not add room).
 
-Only an instance whose workflow declares a limit can hold a slot, so only its writes pay for
-this (:func:`frees_slots`); the runners make those writes inside a transaction, which takes the
-limits' locks before the instance's row (:func:`lock_slots`).
+Only an instance whose workflow declares a limit can hold a slot, so only its cancels and
+failures pay for this (:func:`frees_slots`; a completed instance holds none). The runners make
+those writes inside a transaction, which takes the limits' locks before the instance's row
+(:func:`lock_slots`).
 """
 
 from __future__ import annotations
