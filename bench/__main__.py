@@ -49,6 +49,8 @@ FULL: dict[str, Any] = {
         "sweep_interval": 0.5,
         "count_rounds": 2,
         "count_n": 15,
+        "flow_rounds": 3,
+        "flow_n": 160,
     },
 }
 QUICK: dict[str, Any] = {
@@ -78,6 +80,8 @@ QUICK: dict[str, Any] = {
         "sweep_interval": 0.5,
         "count_rounds": 1,
         "count_n": 10,
+        "flow_rounds": 2,
+        "flow_n": 80,
     },
 }
 SEED_ROWS = 10_000
@@ -92,11 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
     parser.add_argument(
         "--only",
-        choices=["queued", "maps", "children", "peers"],
+        choices=["queued", "maps", "children", "peers", "flow"],
         help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
         "what map steps write per item at 10, 1,000 and 10,000 items; 'children', the latency "
         "from a child workflow's end to its parent's next step; 'peers', the same workflows on "
-        "DBOS",
+        "DBOS; 'flow', the throughput at a concurrency limit of 4 with 8 worker processes",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -140,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
 
             log("12b. the same on QueuedRunner, one procrastinate worker process")
             results["children"]["queued"] = queued.run_children(conninfo, plan["child_samples"])
-    if args.only in ("maps", "children", "peers"):
+    if args.only == "flow":
+        from bench.queued import run as queued
+
+        results["queued_flow"] = queued.run_flow(conninfo, plan["queued"])
+    elif args.only in ("maps", "children", "peers"):
         log(f"8. QueuedRunner: not run (--only {args.only})")
     elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.

@@ -8,6 +8,14 @@ is the admission and the release themselves, not waiting). Per instance it repor
 statements sent (Django's query log, transaction control included) and the median and p90
 latency of ``start`` (which runs the step to its end). The difference is the price of a limit
 per step execution.
+
+:func:`throughput` (item 8f of ``python -m bench``, with the queued runner's worker processes):
+8 procrastinate workers run one-step instances whose step sleeps 50 ms under
+``Concurrency(4)``. The limit's ideal is 4 / 0.05 s = 80 steps a second (every slot always
+busy); the figure is the achieved rate over that ideal, from the commit of the starts (all in
+one transaction: 4 jobs enqueued, the rest waiting in line) to the last instance completed.
+Interleaved with it, the baseline: the same step without a limit on 4 workers (the same ideal),
+so the ratio of the two is what the limit's hand-offs cost, apart from the machine's load.
 """
 
 from __future__ import annotations
@@ -15,11 +23,17 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hephaestus_django import Concurrency, Done, Step, Workflow
 
+if TYPE_CHECKING:
+    from bench.queued.run import Queued
+
 SLICE = 50
+THROUGHPUT_LIMIT = 4
+THROUGHPUT_WORKERS = 8
+THROUGHPUT_SLEEP_S = 0.05
 
 
 class FreeStep(Step):
@@ -79,6 +93,54 @@ def measure(n: int) -> dict[str, dict[str, float]]:
             "p90_us": statistics.quantiles(found, n=10)[-1] / 1000,
         }
         for name, found in latencies.items()
+    }
+
+
+def throughput(queued: Queued, *, rounds: int, n: int) -> dict[str, Any]:
+    """``n`` instances through a limit of 4 with 8 workers, ``rounds`` times; the achieved
+    rate over the limit's ideal (each round with workers started afresh)."""
+    from bench.measure import spread
+    from bench.queued.run import log
+    from bench.queued.workflows import Limited1, Unlimited1
+
+    ideal = THROUGHPUT_LIMIT / THROUGHPUT_SLEEP_S
+    sides = {
+        "limited": (Limited1, THROUGHPUT_WORKERS),
+        "unlimited": (Unlimited1, THROUGHPUT_LIMIT),
+    }
+    rates: dict[str, list[float]] = {side: [] for side in sides}
+    ratios, against = [], []
+    for round_no in range(rounds):
+        order = list(sides) if round_no % 2 == 0 else list(sides)[::-1]
+        for side in order:
+            workflow, workers = sides[side]
+            queued.reset()
+            queued.monitor.execute("TRUNCATE hephaestus_slots")
+            queued.start_workers(workers)
+            try:
+                elapsed = queued.batch("ours", n, workflow, {"sleep": THROUGHPUT_SLEEP_S})
+            finally:
+                queued.stop_workers()
+            rates[side].append(n / elapsed)
+        ratios.append(rates["limited"][-1] / ideal)
+        against.append(rates["limited"][-1] / rates["unlimited"][-1])
+        log(
+            f"flow-control throughput round {round_no + 1}: {rates['limited'][-1]:.1f} steps/s "
+            f"at the limit ({ratios[-1]:.2f} of the ideal {ideal:.0f}/s); "
+            f"{rates['unlimited'][-1]:.1f} steps/s unlimited on {THROUGHPUT_LIMIT} workers"
+        )
+    return {
+        "limit": THROUGHPUT_LIMIT,
+        "workers": THROUGHPUT_WORKERS,
+        "step_sleep_s": THROUGHPUT_SLEEP_S,
+        "instances": n,
+        "rounds": rounds,
+        "ideal_steps_per_s": ideal,
+        "steps_per_s": spread(rates["limited"]),
+        "ratio": spread(ratios),
+        "ratios": ratios,
+        "unlimited_steps_per_s": spread(rates["unlimited"]),
+        "ratio_to_unlimited": spread(against),
     }
 
 

@@ -581,6 +581,7 @@ def queued_lines(found: dict[str, Any]) -> list[str]:
             ],
             "",
         ]
+    lines += flow_lines(found)
     lines += [
         f"**Recovery after `kill -9`**: two workers and `hephaestus_worker --interval "
         f"{recovery['sweep_interval_s']:g}`, lease {recovery['lease_s']:g} s; the worker "
@@ -591,6 +592,25 @@ def queued_lines(found: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def flow_lines(found: dict[str, Any]) -> list[str]:
+    """Item 8f: the throughput at a concurrency limit against its ideal (if it was measured)."""
+    flow = found.get("flow_throughput")
+    if not flow:
+        return []
+    return [
+        f"**Flow control, throughput at a limit**: {flow['instances']} one-step instances, "
+        f"the step a {flow['step_sleep_s'] * 1000:g} ms sleep under `Concurrency("
+        f"{flow['limit']})`, {flow['workers']} workers; ideal {flow['ideal_steps_per_s']:g} "
+        f"steps/s (every slot always busy). Achieved "
+        f"{_spread(flow['steps_per_s'], ' steps/s', 1)}, a ratio to the ideal of "
+        f"{_spread(flow['ratio'], '', 2)} over {flow['rounds']} rounds. The same step "
+        f"without a limit on {flow['limit']} workers (the same ideal), interleaved: "
+        f"{_spread(flow['unlimited_steps_per_s'], ' steps/s', 1)}; limited ÷ unlimited "
+        f"{_spread(flow['ratio_to_unlimited'], '', 2)}.",
+        "",
+    ]
 
 
 def policies_lines(found: dict[str, Any]) -> list[str]:
@@ -667,7 +687,9 @@ def markdown(results: dict[str, Any]) -> str:
     if "peers" in results:
         ceiling = results.get("end_to_end")
         mapped += ["## 13. Peers: DBOS", "", *peers_lines(results["peers"], ceiling), ""]
-    if "storage_ops" not in results:  # python -m bench --only queued (or maps, children, peers)
+    if "queued_flow" in results:  # python -m bench --only flow
+        queued = ["## 8f. Flow control", "", *flow_lines(results["queued_flow"])]
+    if "storage_ops" not in results:  # python -m bench --only queued (maps, children, peers, flow)
         return "\n".join([*header, *mapped, *queued, *_budget_lines(budget(results))])
     lines = [
         *header,

@@ -456,6 +456,10 @@ class Slot(models.Model):
         indexes = [
             models.Index(fields=["name", "key", "state"], name="hephaestus_slots_line"),
             models.Index(fields=["instance_id"], name="hephaestus_slots_instance"),
+            # The dashboard's oldest waiter of each limit and key, read at the front of its line.
+            models.Index(
+                fields=["name", "key", "state", "enqueued_at"], name="hephaestus_slots_oldest"
+            ),
         ]
 
     def __str__(self) -> str:

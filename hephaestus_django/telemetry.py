@@ -41,10 +41,17 @@ child of that ``start``/``resume`` span; the jobs a job enqueues carry the same 
                                               ``hephaestus.outcome``)
 ``hephaestus.timer.lag``           histogram  seconds between a timer's due time and its
                                               firing (``hephaestus.retry``: a retry backoff)
+``hephaestus.step.throttled``      counter    steps found over their concurrency limit and
+                                              left waiting in line (``hephaestus.step``,
+                                              ``hephaestus.limit``)
+``hephaestus.slot.wait``           histogram  seconds a step waited in line for a slot, from
+                                              joining it to its admission
+                                              (``hephaestus.limit``)
 =================================  =========  =================================================
 
 The counters are added once the write that recorded the change has committed (they listen to
-:mod:`~hephaestus_django.runtime.events`), so a rolled-back start is not counted.
+:mod:`~hephaestus_django.runtime.events`), so a rolled-back start is not counted. A wait is
+recorded when the release (or the sweep, or a cancel) admits the waiter, in its transaction.
 
 **Nothing to do, nothing done.** With ``opentelemetry-api`` alone (no SDK's provider set, or
 a no-op one), every span and instrument is a no-op: then the runners make no span, build no
@@ -70,7 +77,7 @@ from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.outcomes import Async, Event
 from hephaestus_django.core.workflow import WorkflowDefinition
-from hephaestus_django.runtime import events, tracing
+from hephaestus_django.runtime import events, slots, tracing
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -110,6 +117,7 @@ def install(
     uninstall()
     tracing.install(telemetry)
     events.add_listener(telemetry.on_events, wants=telemetry.wants_events)
+    slots.observe_waits(telemetry.on_waits)
     _installed = telemetry
     return True
 
@@ -119,6 +127,7 @@ def uninstall() -> None:
     global _installed
     if _installed is not None:
         events.remove_listener(_installed.on_events)
+        slots.stop_observing_waits(_installed.on_waits)
         if tracing.installed() is _installed:
             tracing.install(None)
         _installed = None
@@ -185,6 +194,16 @@ class Telemetry:
             "hephaestus.timer.lag",
             unit="s",
             description="How late a timer fired after its due time",
+        )
+        self._throttled = meter.create_counter(
+            "hephaestus.step.throttled",
+            unit="{step}",
+            description="Steps found over their concurrency limit, left waiting in line",
+        )
+        self._slot_wait = meter.create_histogram(
+            "hephaestus.slot.wait",
+            unit="s",
+            description="How long a step waited in line for a concurrency slot",
         )
 
     # --- whether there is anything to do (see the module's docstring) ---------------------
@@ -290,11 +309,25 @@ class Telemetry:
             counter = self._counters.get(type(event))
             if counter is not None:
                 counter.add(1, {"hephaestus.workflow": event.workflow.path()})
+            elif isinstance(event, events.StepThrottled):
+                self._throttled.add(
+                    1,
+                    {
+                        "hephaestus.workflow": event.workflow.path(),
+                        "hephaestus.step": event.step.path() if event.step else "",
+                        "hephaestus.limit": event.limit,
+                    },
+                )
             elif isinstance(event, events.TimerFired):
                 self._timer_lag.record(
                     max(event.lag.total_seconds(), 0.0),
                     {"hephaestus.workflow": event.workflow.path(), "hephaestus.retry": event.retry},
                 )
+
+    def on_waits(self, limit: str, seconds: Sequence[float]) -> None:
+        """Record how long the waiters a release admitted waited in line."""
+        for waited in seconds:
+            self._slot_wait.record(waited, {"hephaestus.limit": limit})
 
 
 class _Configured:

@@ -44,6 +44,7 @@ import psycopg
 from django.conf import settings
 from django.db import connections, transaction
 
+from bench import flow_control
 from bench.environment import REPO
 from bench.measure import percentile, spread
 from bench.queued import marks
@@ -583,6 +584,10 @@ def run(conninfo: str, plan: dict[str, Any]) -> dict[str, Any]:
         )
         log("8e. statements and commits per step")
         results["counts"] = queued.counts(rounds=plan["count_rounds"], n=plan["count_n"])
+        log("8f. flow control: throughput at a limit of 4 with 8 workers, 50 ms steps")
+        results["flow_throughput"] = flow_control.throughput(
+            queued, rounds=plan.get("flow_rounds", 3), n=plan.get("flow_n", 160)
+        )
         ok = True
         return results
     finally:
@@ -592,3 +597,20 @@ def run(conninfo: str, plan: dict[str, Any]) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"queued-runner bench: worker logs kept in {workdir}", file=sys.stderr)
+
+
+def run_flow(conninfo: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """Item 8f alone (``python -m bench --only flow``): the throughput at a limit."""
+    workdir = Path(tempfile.mkdtemp(prefix="hx-bench-flow-"))
+    queued = Queued(conninfo, workdir)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        log("8f. flow control: throughput at a limit of 4 with 8 workers, 50 ms steps")
+        found = flow_control.throughput(
+            queued, rounds=plan.get("flow_rounds", 3), n=plan.get("flow_n", 160)
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+        return {"flow_throughput": found}
+    finally:
+        queued.close()
+        signal.signal(signal.SIGTERM, previous)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.queued.marks import mark, marked_before
-from hephaestus_django import Child, Done, Event, Step, WaitForEvent, Workflow
+from hephaestus_django import Child, Concurrency, Done, Event, Step, WaitForEvent, Workflow
 from hephaestus_django.core.instance import Context, Instance
 
 
@@ -130,3 +130,36 @@ class ParentOfChild(Workflow):
         StartChildWaiting: {"completed": AfterChild, "failed": Done, "cancelled": Done},
         AfterChild: {"ok": Done},
     }
+
+
+class Limited4(Step):
+    """Sleeps ``initial["sleep"]`` seconds, at most 4 at once across every worker: the
+    throughput of a concurrency limit (:func:`bench.flow_control.throughput`)."""
+
+    events = ("ok",)
+    concurrency = Concurrency(4, name="bench-throughput")
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        time.sleep(context.initial["sleep"])
+        return Event("ok")
+
+
+class Limited1(Workflow):
+    start = Limited4
+    transitions = {Limited4: {"ok": Done}}
+
+
+class Unlimited4(Step):
+    """The same sleep with no limit: run by 4 workers, its ideal is the same as
+    :class:`Limited4`'s with 8 (the baseline of :func:`bench.flow_control.throughput`)."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Any:
+        time.sleep(context.initial["sleep"])
+        return Event("ok")
+
+
+class Unlimited1(Workflow):
+    start = Unlimited4
+    transitions = {Unlimited4: {"ok": Done}}

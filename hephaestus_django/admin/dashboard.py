@@ -33,6 +33,7 @@ from django.urls import URLPattern, path, reverse
 from hephaestus_django.admin import times
 from hephaestus_django.core.naming import short_name
 from hephaestus_django.models import OperationsDashboard, WorkflowInstance
+from hephaestus_django.postgres import slots
 from hephaestus_django.postgres.snapshot import (
     COUNT_LIMIT,
     HOUR_SAMPLE,
@@ -101,6 +102,7 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
             f"The dashboard's queries took longer than {STATEMENT_TIMEOUT_MS:,} ms and were "
             "stopped; try again in a moment."
         )
+    limits, limits_problem = _limit_lines(using)
     opts = model_admin.opts
     changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
     context = {
@@ -111,9 +113,43 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
         "problem": problem,
         "changelist_url": changelist,
         **(page(found, changelist) if found is not None else {}),
+        **limits,
+        "limits_problem": limits_problem,
     }
     request.current_app = model_admin.admin_site.name
     return TemplateResponse(request, TEMPLATE, context)
+
+
+def _limit_lines(using: str) -> tuple[dict[str, Any], str]:
+    """The card of concurrency limits (:func:`hephaestus_django.postgres.slots.lines`): what
+    the template shows, and a problem to say instead when its reads timed out."""
+    try:
+        found = slots.lines(using)
+    except DatabaseError as error:
+        if not timed_out(error):
+            raise
+        return {}, "The concurrency limits took too long to read; try again in a moment."
+    rows = []
+    for line in found:
+        more = "+" if line.holding >= line.cap else ""
+        waiting = f"{line.waiting:,}{'+' if line.waiting >= line.cap else ''}"
+        wait = line.oldest_wait
+        rows.append(
+            {
+                "name": line.name,
+                "key": line.key,
+                "in_use": f"{line.holding:,}{more} / {line.limit:,}",
+                "full": line.holding >= line.limit,
+                "waiting": waiting if line.waiting else 0,
+                "oldest": None if wait is None else duration(wait),
+            }
+        )
+    return {
+        "limit_lines": rows,
+        "limits_shown": slots.LINES_SHOWN,
+        "limits_more": len(found) >= slots.LINES_SHOWN,
+        "limits_cap": f"{slots.LINE_COUNT_CAP:,}",
+    }, ""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from hephaestus_django import conf
 from hephaestus_django.admin.bounded_search import SearchMixin
 from hephaestus_django.admin.dashboard import ErrorTypeFilter, dashboard_urls
 from hephaestus_django.admin.detail import instance_page
@@ -268,10 +269,11 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         return False
 
     def delete_model(self, request: HttpRequest, obj: WorkflowInstance) -> None:
-        storage_for(obj._state.db or "default").delete(obj.pk)
+        # Through the runner: the slots it holds go to the next in line with the delete.
+        conf.runner.get().delete(obj.pk, storage=storage_for(obj._state.db or "default"))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WorkflowInstance]) -> None:
         """The "delete selected" action, through the storage as well."""
         storage = storage_for(queryset.db)
         for pk in queryset.values_list("pk", flat=True):
-            storage.delete(pk)
+            conf.runner.get().delete(pk, storage=storage)

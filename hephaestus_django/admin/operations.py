@@ -48,6 +48,7 @@ from hephaestus_django.core.status import Status
 from hephaestus_django.core.upgrades import upgrade, upgrade_target
 from hephaestus_django.models import WorkflowInstance
 from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.freeing import lock_slots
 
 CANCELLABLE = (Status.PENDING, Status.RUNNING, Status.WAITING)
 """The statuses an instance can be cancelled in (unless it is compensating already)."""
@@ -421,7 +422,10 @@ class OperationsMixin:
         except NoStorageForDatabase as error:
             self._refuse(request, row, f"The delete was refused: {error}")
         with transaction.atomic(using=database):
-            # Lock the row, so it cannot change between this check and the delete.
+            # The locks of its concurrency limits first, as every release takes them (their
+            # slots go to the next in line with the delete); then the row, so it cannot change
+            # between this check and the delete.
+            lock_slots(storage, row.pk)
             rows = WorkflowInstance.objects.using(database).filter(pk=row.pk)
             current = rows.select_for_update().values_list("revision", flat=True).first()
             if current is None:
@@ -430,7 +434,7 @@ class OperationsMixin:
             if current != seen:
                 self._refuse(request, row, STALE.format(seen=seen, now=current))
             self.log_deletions(request, rows)
-            storage.delete(row.pk)
+            conf.runner.get().delete(row.pk, storage=storage)
         messages.success(request, f"Deleted {row}.")
         return HttpResponseRedirect(self.admin_url("changelist"))
 

@@ -22,17 +22,26 @@ from hephaestus_django.postgres.cursors import fetch_all
 from hephaestus_django.postgres.reconnect import again
 from hephaestus_django.postgres.sql import (
     ADMIT,
+    FREE,
+    LIMIT_LINES,
     LIMIT_USE,
     PLACES,
     PURGE_SLOTS,
     RELEASE,
+    SET_LOCAL_TIMEOUT,
     SLOT_LOCK,
+    SLOTS_OF_INSTANCE,
     WAITING_LIMITS,
 )
-from hephaestus_django.runtime.slots import LimitUse, Place
+from hephaestus_django.runtime.slots import LimitLine, LimitUse, Place, waited
 
 MAX_LIMITS_REPORTED = 1_000
 """At most this many limits and keys in ``limits()`` (the status report stays small)."""
+
+LINES_SHOWN = 25
+"""At most this many limits and keys on the dashboard's card (the first, by name and key)."""
+LINE_COUNT_CAP = 10_000
+"""The dashboard counts each limit's holders and waiters up to this many rows."""
 
 
 def _locked(using: str, name: str, key: str, sql: str, params: dict[str, Any]) -> list[Any]:
@@ -92,7 +101,32 @@ def release(
         "lease": lease,
     }
     rows = _locked(using, request.name, request.key, RELEASE, params)
+    waited(request.name, [row[2] for row in rows])
     return [(row[0], row[1]) for row in rows]
+
+
+def free(using: str, instance_id: UUID, *, lease: timedelta) -> list[tuple[UUID, str]]:
+    """Give back every slot and place in line of the instance (cancelled, deleted or ended),
+    admitting the next waiters of each limit, inside the caller's transaction (its own, else):
+    the limits' locks in the order every transaction takes them, one limit after another."""
+    admitted: list[tuple[UUID, str]] = []
+    with transaction.atomic(using=using, savepoint=False):
+        for name, key, limit in fetch_all(connections[using], SLOTS_OF_INSTANCE, [instance_id]):
+            params = {"name": name, "key": key, "id": instance_id, "limit": limit, "lease": lease}
+            rows = _locked(using, name, key, FREE, params)
+            waited(name, [row[2] for row in rows])
+            admitted.extend((row[0], row[1]) for row in rows)
+    return admitted
+
+
+def lock_slots(using: str, instance_id: UUID) -> None:
+    """The locks of every limit the instance is in, in the caller's transaction (held until
+    it ends; taken again by ``free`` later in it, at no cost)."""
+    connection = connections[using]
+    with transaction.atomic(using=using, savepoint=False):
+        for name, key, _limit in fetch_all(connection, SLOTS_OF_INSTANCE, [instance_id]):
+            with connection.cursor() as cursor:
+                cursor.execute(SLOT_LOCK, [name, key])
 
 
 def admit_waiting(using: str, *, lease: timedelta) -> list[tuple[UUID, str]]:
@@ -120,3 +154,24 @@ def limits(using: str) -> list[LimitUse]:
 def places(using: str, instance_id: UUID) -> list[Place]:
     rows = fetch_all(connections[using], PLACES, [instance_id])
     return [Place(*row) for row in rows]
+
+
+def lines(
+    using: str, *, shown: int | None = None, cap: int | None = None, timeout_ms: int = 2_000
+) -> list[LimitLine]:
+    """The dashboard's card: the first ``shown`` limits and keys (by name, then key), each with
+    its holders and waiters counted up to ``cap`` (by default :data:`LINES_SHOWN` and
+    :data:`LINE_COUNT_CAP`), its number and its oldest waiter
+    (:data:`~hephaestus_django.postgres.sql.LIMIT_LINES`: index reads, bounded however long the
+    lines). Raises :class:`django.db.DatabaseError` past ``timeout_ms``."""
+    shown = LINES_SHOWN if shown is None else shown
+    cap = LINE_COUNT_CAP if cap is None else cap
+    connection = connections[using]
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        cursor.execute(SET_LOCAL_TIMEOUT, [f"{timeout_ms}ms"])
+        cursor.execute(LIMIT_LINES, {"shown": shown, "cap": cap})
+        rows = cursor.fetchall()
+    return [
+        LimitLine(name, key, int(holding), int(waiting), int(limit or 0), oldest, now, cap)
+        for name, key, holding, waiting, limit, oldest, now in rows
+    ]

@@ -414,7 +414,8 @@ RETURNING state = 'holding'
 # Give up a slot (none when %(id)s is NULL: the sweep's pass) and admit the next waiters in
 # line while there is room, passing over those whose instance no longer runs; their parked
 # instances are woken (the lease made due, so a worker's claim takes them). One statement, so
-# the freed slot and the admission commit together.
+# the freed slot and the admission commit together. Each admitted waiter comes with the seconds
+# it waited in line (the throttle metrics).
 RELEASE = f"""
 WITH released AS (
     DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND {_SAME_SLOT}
@@ -430,14 +431,15 @@ WITH released AS (
     UPDATE {SLOTS} s SET state = 'holding', acquired_at = statement_timestamp(),
         expires_at = statement_timestamp() + %(lease)s
     FROM next WHERE s.id = next.id
-    RETURNING s.instance_id, s.step
+    RETURNING s.instance_id, s.step, s.enqueued_at
 ), woken AS (
     UPDATE {TABLE} i SET lease_expires_at = statement_timestamp()
     FROM admitted a
     WHERE i.id = a.instance_id AND i.lease_owner LIKE 'parked:%%'
       AND i.lease_expires_at > statement_timestamp()
 )
-SELECT instance_id, step FROM admitted
+SELECT instance_id, step, EXTRACT(EPOCH FROM statement_timestamp() - enqueued_at)::float8
+FROM admitted
 """
 
 # The sweep: the limits and keys someone waits for (with the largest number in their rows).
@@ -468,6 +470,74 @@ SELECT s.step, s.name, s.key, 1 + (
       AND (-w.priority, w.enqueued_at, w.id) < (-s.priority, s.enqueued_at, s.id)
 )
 FROM {SLOTS} s WHERE s.instance_id = %s AND s.state = 'waiting' ORDER BY s.step
+"""
+
+# The dashboard's card of limits (postgres/slots.py ``lines``), bounded however long the lines:
+# the first %(shown)s limits and keys, found by skipping from one to the next along the index
+# on (name, key, ...) (a loose index scan, never a pass over every row); for each, its holders
+# and its waiters counted up to %(cap)s rows, its number, and its oldest waiter read at the
+# front of the index on (name, key, state, enqueued_at). The statement timeout is the
+# caller's (SET_LOCAL_TIMEOUT).
+SET_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+LIMIT_LINES = f"""
+WITH RECURSIVE pairs AS (
+    (SELECT name, key FROM {SLOTS} ORDER BY name, key LIMIT 1)
+    UNION ALL
+    SELECT later.name, later.key FROM pairs p CROSS JOIN LATERAL (
+        SELECT s.name, s.key FROM {SLOTS} s
+        WHERE (s.name, s.key) > (p.name, p.key) ORDER BY s.name, s.key LIMIT 1
+    ) later
+), shown AS (SELECT name, key FROM pairs LIMIT %(shown)s)
+SELECT p.name, p.key,
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {SLOTS} s WHERE s.name = p.name AND s.key = p.key
+          AND s.state = 'holding' AND s.expires_at > statement_timestamp() LIMIT %(cap)s) h),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {SLOTS} s WHERE s.name = p.name AND s.key = p.key
+          AND s.state = 'waiting' LIMIT %(cap)s) w),
+    (SELECT s.capacity FROM {SLOTS} s WHERE s.name = p.name AND s.key = p.key
+     ORDER BY s.state LIMIT 1),
+    (SELECT s.enqueued_at FROM {SLOTS} s WHERE s.name = p.name AND s.key = p.key
+       AND s.state = 'waiting' ORDER BY s.enqueued_at LIMIT 1),
+    statement_timestamp()
+FROM shown p ORDER BY p.name, p.key
+"""
+
+# A cancelled or deleted instance frees its slots (postgres/slots.py ``free``): the limits it
+# holds or waits in, in the order their locks are taken everywhere.
+SLOTS_OF_INSTANCE = f"""
+SELECT name, key, max(capacity) FROM {SLOTS} WHERE instance_id = %s
+GROUP BY name, key ORDER BY name, key
+"""
+
+# Then, per limit, after its lock: every row of the instance in it goes, and the next waiters
+# are admitted in the room it leaves (as RELEASE does for one step's slot), in the caller's
+# transaction: the cancel or delete, the freed slots and the admission commit together.
+FREE = f"""
+WITH freed AS (
+    DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND instance_id = %(id)s
+), live AS (
+    SELECT count(*) AS n FROM {SLOTS}
+    WHERE {_OF_LIMIT} AND {_LIVE_HOLDER} AND instance_id <> %(id)s
+), next AS (
+    SELECT w.id FROM {SLOTS} w
+    WHERE w.name = %(name)s AND w.key = %(key)s AND w.state = 'waiting'
+      AND w.instance_id <> %(id)s AND {_RUNS}
+    ORDER BY w.priority DESC, w.enqueued_at, w.id
+    LIMIT GREATEST(%(limit)s - (SELECT n FROM live), 0)
+), admitted AS (
+    UPDATE {SLOTS} s SET state = 'holding', acquired_at = statement_timestamp(),
+        expires_at = statement_timestamp() + %(lease)s
+    FROM next WHERE s.id = next.id
+    RETURNING s.instance_id, s.step, s.enqueued_at
+), woken AS (
+    UPDATE {TABLE} i SET lease_expires_at = statement_timestamp()
+    FROM admitted a
+    WHERE i.id = a.instance_id AND i.lease_owner LIKE 'parked:%%'
+      AND i.lease_expires_at > statement_timestamp()
+)
+SELECT instance_id, step, EXTRACT(EPOCH FROM statement_timestamp() - enqueued_at)::float8
+FROM admitted
 """
 
 

@@ -431,6 +431,14 @@ class DjangoStorage:
     def admit_waiting(self, *, lease: timedelta) -> list[tuple[UUID, str]]:
         return slots.admit_waiting(self.using, lease=lease)
 
+    def lock_slots(self, instance_id: UUID) -> None:
+        slots.lock_slots(self.using, instance_id)
+
+    def free(self, instance_id: UUID, *, lease: timedelta) -> list[tuple[UUID, str]]:
+        """Per limit the instance is in: its lock, then its rows gone and the next admitted
+        (in the caller's transaction, if it has one open)."""
+        return slots.free(self.using, instance_id, lease=lease)
+
     def limits(self) -> list[LimitUse]:
         return slots.limits(self.using)
 

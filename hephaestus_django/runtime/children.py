@@ -54,6 +54,7 @@ from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.document import encoded_state
+from hephaestus_django.runtime.freeing import free_slots, frees_slots
 from hephaestus_django.runtime.limits import check_state_size
 from hephaestus_django.runtime.logs import about
 
@@ -115,8 +116,9 @@ def after_write(
     after: Instance,
     started: Started = (),
 ) -> AfterWrite:
-    """Start the children ``started`` asks for whose step the write made wait, and resume the
-    parent of a child the write ended; call it inside the write's transaction."""
+    """Start the children ``started`` asks for whose step the write made wait, resume the
+    parent of a child the write ended, and free the slots of an instance it ended
+    (:mod:`~hephaestus_django.runtime.freeing`); call it inside the write's transaction."""
     done = AfterWrite(after)
     for step, start in started:
         newly = step in after.waiting_steps and (before is None or step not in before.waiting_steps)
@@ -128,6 +130,8 @@ def after_write(
         _wake(runner, storage, done, after, link.id, link.step)
     if after.cancellation is not None and (before is None or before.cancellation is None):
         _cancel_children(runner, storage, done, after)
+    if frees_slots(before, after):
+        free_slots(runner, storage, after.id)
     return done
 
 

@@ -82,9 +82,11 @@ due), shared by every worker, so that pausing and the ticks already handled surv
 
 
 A storage that keeps concurrency slots offers :class:`SlotKeeping` (``admit``, ``release``,
-``admit_waiting``, ``limits``, ``places``; see :mod:`~hephaestus_django.runtime.slots`): the
-runners then honour the steps' :class:`~hephaestus_django.Concurrency` limits. Its ``renew``
-extends the instance's held slots with its lease, and its ``delete`` forgets them.
+``admit_waiting``, ``free``, ``limits``, ``places``; see
+:mod:`~hephaestus_django.runtime.slots`): the runners then honour the steps'
+:class:`~hephaestus_django.Concurrency` limits. Its ``renew`` extends the instance's held slots
+with its lease, and its ``delete`` forgets them (``Runner.delete`` frees them first, admitting
+the next in line).
 
 The test-suite in ``tests/contract`` runs against every backend.
 """
@@ -356,6 +358,19 @@ class SlotKeeping(Protocol):
     def admit_waiting(self, *, lease: timedelta) -> list[tuple[UUID, str]]:
         """The sweep's pass: admit waiters of every limit whose holders' leases lapsed, and
         forget slots of instances that no longer run."""
+        ...
+
+    def free(self, instance_id: UUID, *, lease: timedelta) -> list[tuple[UUID, str]]:
+        """Give back every slot and place in line of the instance (cancelled, deleted, ended)
+        and admit the next waiters of each of its limits, in the caller's transaction: their
+        slots taken for ``lease``, their parked instances woken. Returns them."""
+        ...
+
+    def lock_slots(self, instance_id: UUID) -> None:
+        """Take the locks of the limits the instance holds or waits in, until the caller's
+        transaction ends, in the order every transaction takes them. A write that will free
+        them takes them before it locks the instance's row: a release holding a limit's lock
+        may be waking that very row."""
         ...
 
     def limits(self) -> list[LimitUse]:

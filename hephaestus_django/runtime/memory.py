@@ -238,6 +238,16 @@ class InMemoryStorage:
             self._wake(admitted, now)
             return admitted
 
+    def lock_slots(self, instance_id: UUID) -> None:
+        """Nothing to do: every operation runs under the storage's one lock."""
+
+    def free(self, instance_id: UUID, *, lease: timedelta) -> list[tuple[UUID, str]]:
+        with self._lock:
+            now = self._clock()
+            admitted = self._slots.free(instance_id, lease=lease, now=now, running=self._running)
+            self._wake(admitted, now)
+            return admitted
+
     def limits(self) -> list[LimitUse]:
         with self._lock:
             return self._slots.usage(self._clock())

@@ -112,6 +112,7 @@ from hephaestus_django.runtime.dispatch import (
     job_from_payload,
 )
 from hephaestus_django.runtime.execution import as_too_large, log_retries, reach_ends
+from hephaestus_django.runtime.freeing import frees_slots, lock_slots
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
 from hephaestus_django.runtime.maps import execute
@@ -287,6 +288,10 @@ class QueuedRunner(Runner):
             return None
         return decided
 
+    def _slots_freed(self, admitted: Sequence[tuple[UUID, str]], storage: Storage) -> None:
+        """The jobs of the waiters admitted to the slots of an instance that ended or went."""
+        self._enqueue_admitted(admitted, backends.alias_of(storage), storage)
+
     def _enqueue_admitted(
         self, admitted: Sequence[tuple[UUID, str]], alias: str, storage: Storage
     ) -> None:
@@ -427,6 +432,7 @@ class QueuedRunner(Runner):
         # Whether the write holds a child's start or a parent's wake in its transaction: known
         # from ``read``, or found out by the locked read (then the write is made again).
         wrapped = [read is not None and composes(read)]
+        frees: list[bool] = []  # the write ends an instance that may hold slots
 
         def change(current: Instance) -> Instance:
             if not wrapped[0] and composes(current):
@@ -438,6 +444,9 @@ class QueuedRunner(Runner):
             now = storage.now()
             reached = effects(current, reach_ends(changed, now))
             settled = self._leased(_without_stale_marks(reached), now, reached)
+            if not wrapped[0] and frees_slots(current, settled):
+                frees.append(True)
+                raise InTransaction  # its slots are freed in the transaction that ends it
             decided[:] = [reached.settled(settled)]
             return settled
 
@@ -449,20 +458,26 @@ class QueuedRunner(Runner):
             and isinstance(dispatcher, JobsForPut)
             and dispatcher.joins_transaction(storage)
         ):
-            changed = change(read)
-            if changed is read:
-                return read
-            steps, wakeup = self._jobs(alias, decided[0], storage)
             try:
-                storage.put_with_jobs(changed, dispatcher.jobs_for_put(steps, wakeup, storage))
-            except StaleInstanceError:
-                read = None  # another writer got in first: the locked update below
+                changed = change(read)
+            except InTransaction:  # nothing written: made again below, in a transaction
+                wrapped[0] = True
             else:
-                done = decided[0]
-                events.written(storage, done.before, done.after, done=done)
-                return changed
+                if changed is read:
+                    return read
+                steps, wakeup = self._jobs(alias, decided[0], storage)
+                try:
+                    storage.put_with_jobs(changed, dispatcher.jobs_for_put(steps, wakeup, storage))
+                except StaleInstanceError:
+                    read = None  # another writer got in first: the locked update below
+                else:
+                    done = decided[0]
+                    events.written(storage, done.before, done.after, done=done)
+                    return changed
 
         def write() -> Effects:
+            if frees:  # in the transaction: the limits' locks before the row's
+                lock_slots(storage, key)
             if read is not None:
                 changed = change(read)
                 if changed is read:

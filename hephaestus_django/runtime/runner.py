@@ -65,6 +65,7 @@ from hephaestus_django.runtime.contract import (
     in_callers_transaction,
 )
 from hephaestus_django.runtime.execution import as_too_large, log_retries, reach_ends
+from hephaestus_django.runtime.freeing import frees_slots, lock_slots
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.maps import execute
@@ -228,15 +229,22 @@ class LocalRunner(Runner):
         owner = new_owner()
         seen: list[Instance] = []
         wrapped: list[bool] = []
+        frees: list[bool] = []  # the write ends an instance that may hold slots
 
         def change(current: Instance) -> Instance:
             if not wrapped and composes(current):
                 raise InTransaction  # nothing written: done again inside a transaction
             seen[:] = [current]
             now = storage.now()
-            return with_lease(reach_ends(transition(current), now), owner, now, self.lease)
+            changed = with_lease(reach_ends(transition(current), now), owner, now, self.lease)
+            if not wrapped and frees_slots(current, changed):
+                frees.append(True)
+                raise InTransaction  # its slots are freed in the transaction that ends it
+            return changed
 
         def write() -> AfterWrite:
+            if frees:  # in the transaction: the limits' locks before the row's
+                lock_slots(storage, seen[0].id)
             instance = storage.update(instance_id, change)
             events.written(storage, seen[0] if seen else None, instance)
             return after_write(self, storage, seen[0] if seen else None, instance)

@@ -26,12 +26,15 @@ and the worker's claim takes it when a release wakes it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from hephaestus_django.core.flow import SlotRequest
+
+logger = logging.getLogger("hephaestus_django.runner")
 
 PARKED_PREFIX = "parked:"
 """How the owner of a parked instance's lease starts: nobody runs it; a release wakes it."""
@@ -79,6 +82,29 @@ class LimitUse:
     holding: int
     waiting: int
     limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class LimitLine:
+    """One limit under one key, as the admin's dashboard shows it: its holders and its line
+    counted up to ``cap`` (``holding`` or ``waiting`` equal to ``cap`` means "at least"), and
+    when its oldest waiter joined the line (None: nobody waits)."""
+
+    name: str
+    key: str
+    holding: int
+    waiting: int
+    limit: int
+    oldest_waiting_at: datetime | None
+    now: datetime
+    cap: int
+
+    @property
+    def oldest_wait(self) -> timedelta | None:
+        """How long the oldest waiter has waited."""
+        if self.oldest_waiting_at is None:
+            return None
+        return max(self.now - self.oldest_waiting_at, timedelta(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +211,7 @@ class SlotTable:
         group = self._group(name, key)
         room = limit - sum(1 for slot in group if slot.live(now))
         admitted = []
+        waits = []
         for slot in sorted((s for s in group if s.state == WAITING), key=Slot.line_order):
             ident = (slot.name, slot.key, slot.instance_id, slot.step)
             if not running(slot.instance_id):
@@ -196,7 +223,9 @@ class SlotTable:
                 slot, state=HOLDING, acquired_at=now, expires_at=now + lease
             )
             admitted.append((slot.instance_id, slot.step))
+            waits.append(max((now - slot.enqueued_at).total_seconds(), 0.0))
             room -= 1
+        waited(name, waits)
         return admitted
 
     def admit_waiting(
@@ -214,6 +243,27 @@ class SlotTable:
         for ident, slot in list(self._slots.items()):
             if slot.state == HOLDING and not slot.live(now):
                 del self._slots[ident]
+        return admitted
+
+    def free(
+        self,
+        instance_id: UUID,
+        *,
+        lease: timedelta,
+        now: datetime,
+        running: Callable[[UUID], bool],
+    ) -> list[tuple[UUID, str]]:
+        """Drop every slot and place in line of the instance (cancelled, deleted or ended),
+        then admit the next waiters of each limit it was in."""
+        limits: dict[tuple[str, str], int] = {}
+        for ident, slot in list(self._slots.items()):
+            if slot.instance_id == instance_id:
+                known = limits.get((slot.name, slot.key), 0)
+                limits[(slot.name, slot.key)] = max(known, slot.capacity)
+                del self._slots[ident]
+        admitted = []
+        for (name, key), limit in sorted(limits.items()):
+            admitted.extend(self.admit_next(name, key, limit, lease, now, running))
         return admitted
 
     def renew(self, instance_id: UUID, until: datetime) -> None:
@@ -258,6 +308,37 @@ class SlotTable:
 
     def _group(self, name: str, key: str) -> Iterable[Slot]:
         return [slot for slot in self._slots.values() if slot.name == name and slot.key == key]
+
+
+# --- who is told how long admitted waiters waited (the throttle metrics) ------------------------
+
+WaitObserver = Callable[[str, Sequence[float]], None]
+_wait_observers: list[WaitObserver] = []
+
+
+def observe_waits(observer: WaitObserver) -> None:
+    """Call ``observer(limit, seconds)`` whenever waiters of ``limit`` are admitted, with how
+    long each waited in line (from joining it to its admission); see :mod:`~hephaestus_django.
+    telemetry`. Told as the admission is made, inside its transaction."""
+    if observer not in _wait_observers:
+        _wait_observers.append(observer)
+
+
+def stop_observing_waits(observer: WaitObserver) -> None:
+    if observer in _wait_observers:
+        _wait_observers.remove(observer)
+
+
+def waited(limit: str, seconds: Sequence[float]) -> None:
+    """Tell the observers that waiters of ``limit`` were admitted after ``seconds``; one that
+    raises is logged, and the admission goes on."""
+    if not seconds:
+        return
+    for observer in list(_wait_observers):
+        try:
+            observer(limit, seconds)
+        except Exception:
+            logger.exception("an observer of concurrency waits raised; the admission goes on")
 
 
 def _ahead(slot: Slot, priority: int, mine: Slot | None) -> bool:

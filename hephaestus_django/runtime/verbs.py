@@ -18,7 +18,7 @@ both runners, the ``Workflow`` facade and its async twin follow.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -34,7 +34,7 @@ from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import tracing
 from hephaestus_django.runtime.admission import with_priority
 from hephaestus_django.runtime.children import AfterWrite, Continuation
-from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.contract import Storage, atomic
 from hephaestus_django.runtime.execution import (
     cancelling,
     compensating,
@@ -44,6 +44,7 @@ from hephaestus_django.runtime.execution import (
     rewinding,
     upgrading,
 )
+from hephaestus_django.runtime.freeing import free_slots
 
 DEFAULT_LEASE = timedelta(minutes=5)
 """How long a runner's claim on an instance lasts without renewal, unless told."""
@@ -166,6 +167,22 @@ class Runner(ABC):
                 expected_revision=expected_revision,
             ),
         )
+
+    def delete(self, instance_id: UUID | str, *, storage: Storage) -> None:
+        """Delete an instance (idempotent); the slots it holds or waits for in concurrency
+        limits go to the next waiters in line in the delete's transaction."""
+        key = instance_key(instance_id)
+        if key is None:
+            return
+        with atomic(storage):
+            free_slots(self, storage, key)
+            storage.delete(key)
+
+    def _slots_freed(self, admitted: Sequence[tuple[UUID, str]], storage: Storage) -> None:
+        """Move on the waiters admitted to the slots of an instance that ended or went, in the
+        transaction that freed them. A parked instance is woken by the storage itself; a
+        runner that enqueues its steps as jobs enqueues theirs."""
+        return
 
     def upgrade(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -11,7 +12,9 @@ from hephaestus_django.core import engine
 from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.naming import dotted_path
+from hephaestus_django.core.status import Status
 from hephaestus_django.runtime.contract import SlotKeeping, Storage
+from hephaestus_django.runtime.slots import observe_waits, stop_observing_waits
 from tests.support.flow_control import Limited, LimitedFlow
 
 LEASE = timedelta(minutes=5)
@@ -133,3 +136,61 @@ def test_renew_extends_the_held_slots_with_the_lease(storage: Storage, slots: Sl
     time.sleep(0.3)
     assert not admit(slots, other, ONE)
     assert slots.admit_waiting(lease=LEASE) == []
+
+
+def test_free_gives_back_every_slot_and_admits_the_next_in_line(
+    storage: Storage, slots: SlotKeeping
+) -> None:
+    gone, first, second, third = (running(storage) for _ in range(4))
+    parked = running(storage, lease_owner="parked:x", lease_expires_at=storage.now() + LEASE)
+    assert admit(slots, gone, TWO)
+    assert admit(slots, first, TWO)
+    assert admit(slots, gone, ONE)
+    assert not admit(slots, second, TWO)
+    assert not admit(slots, third, TWO)
+    assert not admit(slots, parked, ONE)
+    # The holder of a slot of each limit is cancelled (its instance no longer runs): both go.
+    storage.update(gone.id, lambda current: evolve(current, status=Status.CANCELLED))
+    assert sorted(map(str, slots.free(gone.id, lease=LEASE))) == sorted(
+        map(str, [(second.id, STEP), (parked.id, STEP)])
+    )
+    use = {use.name: (use.holding, use.waiting) for use in slots.limits()}
+    assert use[TWO.name] == (2, 1)  # first and second hold; third waits, first in line
+    assert use[ONE.name] == (1, 0)  # the parked waiter took it, and was woken
+    assert [place.position for place in slots.places(third.id)] == [1]
+    woken = storage.get(parked.id)
+    assert woken.lease_expires_at is not None
+    assert woken.lease_expires_at <= storage.now()
+    # Freed twice (a late release of the same instance): nothing more is given back.
+    assert slots.free(gone.id, lease=LEASE) == []
+    assert slots.release(gone.id, STEP, TWO, lease=LEASE) == []
+    assert {use.name: use.holding for use in slots.limits()}[TWO.name] == 2
+
+
+def test_free_of_an_instance_without_slots_does_nothing(storage: Storage, slots: SlotKeeping):
+    holder, idle = running(storage), running(storage)
+    assert admit(slots, holder, ONE)
+    assert slots.free(idle.id, lease=LEASE) == []
+    assert [use.holding for use in slots.limits() if use.name == ONE.name] == [1]
+
+
+def test_the_admitted_waiters_wait_is_told_to_the_observers(storage: Storage, slots: SlotKeeping):
+    told: list[tuple[str, list[float]]] = []
+
+    def observer(limit: str, seconds: Sequence[float]) -> None:
+        told.append((limit, list(seconds)))
+
+    holder, waiter, other = (running(storage) for _ in range(3))
+    assert admit(slots, holder, ONE)
+    assert not admit(slots, waiter, ONE)
+    assert admit(slots, other, TWO)
+    observe_waits(observer)
+    try:
+        time.sleep(0.05)
+        slots.release(holder.id, STEP, ONE, lease=LEASE)
+        slots.release(other.id, STEP, TWO, lease=LEASE)  # nobody waited: nothing told
+    finally:
+        stop_observing_waits(observer)
+    [(limit, [seconds])] = told
+    assert limit == ONE.name
+    assert 0.05 <= seconds < 60

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
@@ -97,3 +98,91 @@ def test_the_slot_of_a_killed_worker_comes_back_within_a_lease(
         "clog-stuck-2",
     ]
     assert all(use.holding == 0 for use in DjangoStorage().limits())
+
+
+def jobs_doing() -> int:
+    """How many procrastinate jobs a worker is running now."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'")
+        return int(cursor.fetchone()[0])
+
+
+def plug_use() -> tuple[int, int]:
+    """The holders and waiters of the ``proc-plug`` limit."""
+    found = [
+        (use.holding, use.waiting) for use in DjangoStorage().limits() if use.name == "proc-plug"
+    ]
+    return found[0] if found else (0, 0)
+
+
+@pytest.mark.slow
+def test_a_cancelled_holder_frees_its_slot_at_once_and_its_late_result_takes_none(
+    loaded_workers: Workers, tmp_path: Path
+) -> None:
+    workers = loaded_workers
+    workers.worker("worker-1", concurrency=3)
+    holder = workflows.Plugged.start({"dir": str(tmp_path), "name": "holder"})
+    workers.wait_for(lambda: any(tmp_path.glob("plug-holder-*")), "the holder's step running")
+    behind = workflows.Plugged.start({"dir": str(tmp_path), "name": "behind"})
+    assert plug_use() == (1, 1)  # it waits in line, without a job
+
+    workflows.Plugged.cancel(holder)
+    # With the cancel: the slot went to the next in line, whose job was enqueued; the
+    # cancelled holder's worker is still running its step.
+    assert plug_use() == (1, 0)
+    assert not (tmp_path / "unplugged-holder").exists()
+    workers.wait_for(lambda: any(tmp_path.glob("plug-behind-*")), "the next in line running")
+    third = workflows.Plugged.start({"dir": str(tmp_path), "name": "third"})
+    assert plug_use() == (1, 1)
+
+    (tmp_path / "unplug-holder").touch()  # the cancelled holder's late result comes back
+    workers.wait_for(
+        lambda: (tmp_path / "unplugged-holder").exists() and jobs_doing() == 1,
+        "the cancelled holder's job ending",
+    )
+    # It took no slot back, and freed none of the others': "behind" still holds the only one.
+    assert plug_use() == (1, 1)
+    assert not any(tmp_path.glob("plug-third-*"))
+
+    (tmp_path / "unplug-behind").touch()
+    (tmp_path / "unplug-third").touch()
+    workers.wait_for(all_completed([behind, third]), "the line moving on")
+    assert workflows.Plugged.get(holder).status.value == "cancelled"
+    assert sorted(path.name.rsplit("-", 2)[0] for path in tmp_path.glob("plug-*")) == [
+        "plug-behind",
+        "plug-holder",
+        "plug-third",
+    ]
+    assert plug_use() == (0, 0)
+    assert workers.engine.failed() == 0
+
+
+@pytest.mark.slow
+def test_real_workers_admit_by_priority_then_age(loaded_workers: Workers, tmp_path: Path) -> None:
+    workers = loaded_workers
+    for n in range(3):
+        workers.worker(f"worker-{n}", concurrency=2)
+    folder = str(tmp_path)
+    first = workflows.Turns.start({"dir": folder, "name": "first", "hold": True})
+    workers.wait_for(lambda: (tmp_path / "turns").exists(), "the first holding the slot")
+    # Lined up behind it while it holds the only slot: equal priorities, then higher ones.
+    lined = [(f"plain-{n}", 0) for n in range(6)]
+    lined += [("high-1", 5), ("plain-6", 0), ("top", 9), ("high-2", 5), ("low", -1)]
+    ids = [first]
+    for name, priority in lined:
+        ids.append(workflows.Turns.start({"dir": folder, "name": name}, priority=priority))
+    [use] = [use for use in DjangoStorage().limits() if use.name == "proc-turn"]
+    assert (use.holding, use.waiting) == (1, len(lined))
+    (tmp_path / "unplug-first").touch()
+    workers.sweep()
+    workers.wait_for(all_completed(ids), "every instance completing")
+    turns = (tmp_path / "turns").read_text().split()
+    assert turns == [
+        "first",
+        "top",
+        "high-1",
+        "high-2",
+        *[f"plain-{n}" for n in range(7)],
+        "low",
+    ]
+    assert workers.engine.failed() == 0

@@ -368,3 +368,50 @@ class Relayed(Workflow):
 
     start = First
     transitions = {First: {"ok": Relay}, Relay: {"ok": Ship}, Ship: {"ok": Done}}
+
+
+class Plug(Step):
+    """One at a time. Marks its run (``plug-<name>-<run>-<pid>``), then holds its slot until
+    the file ``unplug-<name>`` exists in ``context.initial["dir"]``, and leaves
+    ``unplugged-<name>`` as it returns: a test cancels an instance while its step holds the
+    slot, and chooses when that step's late result comes back."""
+
+    events = ("ok",)
+    concurrency = Concurrency(1, name="proc-plug")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        name = context.initial["name"]
+        mark(context, f"plug-{name}")
+        folder = Path(context.initial["dir"])
+        while not (folder / f"unplug-{name}").exists():
+            time.sleep(0.05)
+        (folder / f"unplugged-{name}").touch()
+        return Event("ok", {"pid": os.getpid()})
+
+
+class Plugged(Workflow):
+    start = Plug
+    transitions = {Plug: {"ok": Done}}
+
+
+class Turn(Step):
+    """One at a time: appends the instance's name to ``<dir>/turns`` as it is admitted and
+    runs (so the file is the order of admission). ``{"hold": true}`` holds the slot until
+    the file ``unplug-<name>`` exists, while a test lines the others up behind it."""
+
+    events = ("ok",)
+    concurrency = Concurrency(1, name="proc-turn")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        folder = Path(context.initial["dir"])
+        name = context.initial["name"]
+        with (folder / "turns").open("a") as turns:
+            turns.write(f"{name}\n")
+        while context.initial.get("hold") and not (folder / f"unplug-{name}").exists():
+            time.sleep(0.05)
+        return Event("ok", {"pid": os.getpid()})
+
+
+class Turns(Workflow):
+    start = Turn
+    transitions = {Turn: {"ok": Done}}

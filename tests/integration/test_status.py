@@ -493,7 +493,73 @@ def test_the_dashboards_queries_are_bounded(admin_client: Client) -> None:
     with CaptureQueriesContext(connection) as many:
         admin_client.get(DASHBOARD)
     assert len(many.captured_queries) <= len(few.captured_queries) + 2  # +QUARANTINED, +group
-    assert len(many.captured_queries) <= 15  # 14, and the concurrency limits' use
+    # 14, the concurrency limits' use, and the limits' card (its transaction: 4 statements)
+    assert len(many.captured_queries) <= 19
+
+
+def held_and_waiting(request: SlotRequest, holders: int, waiters: int, step: str = "s.Charge"):
+    """``holders`` instances holding a slot of ``request`` and ``waiters`` waiting for one."""
+    storage = DjangoStorage()
+    for _ in range(holders + waiters):
+        instance = engine.start(engine.new_instance(LimitedFlow, {}))
+        storage.put(instance)
+        storage.admit(instance.id, step, request, priority=0, lease=timedelta(minutes=5))
+
+
+def test_the_dashboard_shows_each_limit_with_its_slots_line_and_oldest_waiter(
+    admin_client: Client,
+) -> None:
+    assert 'id="hx-limits"' not in admin_client.get(DASHBOARD).content.decode()  # none in use
+    held_and_waiting(SlotRequest("stripe", "acme", 2), holders=2, waiters=3)
+    held_and_waiting(SlotRequest("tests.flows.Sync", "", 4), holders=1, waiters=0)
+    with connection.cursor() as cursor:  # the oldest waiter joined the line 5 minutes ago
+        cursor.execute(
+            "UPDATE hephaestus_slots SET enqueued_at = now() - interval '5 minutes'"
+            " WHERE id = (SELECT min(id) FROM hephaestus_slots WHERE state = 'waiting')"
+        )
+    page = admin_client.get(DASHBOARD).content.decode()
+    card = page[page.index('id="hx-limits"') : page.index('id="hx-workers"')]
+    rows = re.findall(r"<tr>(.*?)</tr>", card)
+    assert len(rows) == 3  # the header, and one row per limit and key
+    cells = [
+        re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", rows[1])
+    ]
+    assert cells[:4] == ["stripe", "acme", "2 / 2", "3"]
+    assert cells[4].startswith("waiting 5m")
+    cells = [
+        re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", rows[2])
+    ]
+    assert cells == ["Sync", "—", "1 / 4", "0", "nobody waits"]
+
+
+def test_the_limits_card_is_bounded_and_caps_the_keys_shown(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hephaestus_django.postgres import slots
+
+    held_and_waiting(SlotRequest("mail", "k00", 1), holders=1, waiters=1)
+    admin_client.get(DASHBOARD)
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(DASHBOARD)
+    for n in range(1, 12):
+        held_and_waiting(SlotRequest("mail", f"k{n:02d}", 1), holders=1, waiters=4)
+    monkeypatch.setattr(slots, "LINES_SHOWN", 5)
+    monkeypatch.setattr(slots, "LINE_COUNT_CAP", 3)
+    with CaptureQueriesContext(connection) as many:
+        page = admin_client.get(DASHBOARD).content.decode()
+    assert len(many.captured_queries) == len(few.captured_queries)
+    card = page[page.index('id="hx-limits"') : page.index('id="hx-workers"')]
+    assert card.count("<tr>") == 6  # the header and the first 5 keys
+    assert ">k04<" in card
+    assert ">k05<" not in card
+    assert ">3+<" in card  # 4 waiters, counted up to 3
+    assert "there may be more" in card
+    [statement] = [q["sql"] for q in many.captured_queries if "WITH RECURSIVE pairs" in q["sql"]]
+    with connection.cursor() as cursor:  # index reads only: no pass over the slots table
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + statement)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan" not in plan, plan
 
 
 def test_a_dashboard_that_runs_out_of_time_says_so(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from uuid import UUID
 
@@ -23,6 +24,7 @@ from hephaestus_django import (
 from hephaestus_django.core import engine
 from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import evolve
+from hephaestus_django.core.naming import dotted_path
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
     InMemoryStorage,
@@ -107,6 +109,14 @@ def local(storage: InMemoryStorage) -> Iterator[LocalRunner]:
     configure()
 
 
+def settle(condition: Callable[[], bool]) -> None:
+    """Wait (a minute at most) until ``condition()``: the callers parked have returned and the
+    holders' steps have entered the gate, which under load may come in either order."""
+    deadline = time.monotonic() + 60
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def start_in_threads(count: int) -> tuple[list[threading.Thread], list[UUID]]:
     started: list[UUID] = []
     threads = [
@@ -122,8 +132,7 @@ def test_local_runner_runs_at_most_the_limit_and_parks_the_rest(
 ) -> None:
     threads, started = start_in_threads(5)
     # Three callers return at once: their instances wait in line, parked, for the worker.
-    while len(started) < 3:
-        threads[0].join(0.01)
+    settle(lambda: len(started) == 3 and GATE.running == 2)
     assert GATE.running == 2
     waiting = [LimitedFlow.get(instance_id) for instance_id in started]
     assert all(instance.status is Status.RUNNING for instance in waiting)
@@ -146,8 +155,7 @@ def test_a_parked_instance_is_not_claimed_before_a_slot_is_freed(
     local: LocalRunner, storage: InMemoryStorage
 ) -> None:
     threads, started = start_in_threads(3)
-    while not started:
-        threads[0].join(0.01)
+    settle(lambda: len(started) == 1 and GATE.running == 2)
     parked = started[0]  # the one whose caller returned while the other two run
     assert local.work(storage=storage) == []  # nothing to do: no spinning
     GATE.opened.set()
@@ -289,3 +297,83 @@ def test_a_limit_on_a_workflow_is_refused_rather_than_ignored() -> None:
             concurrency = Concurrency(3)
 
     assert caught.value.rule == "workflow-concurrency"
+
+
+# --- a cancelled or deleted holder frees its slots at once ------------------------------------
+
+
+def test_a_cancelled_holder_frees_its_slot_at_once_and_its_late_result_takes_none(
+    local: LocalRunner, storage: InMemoryStorage
+) -> None:
+    threads, started = start_in_threads(3)
+    settle(lambda: len(started) == 1 and GATE.running == 2)
+    [parked] = started
+    holder = next(i.id for i in LimitedFlow.list() if i.id != parked)
+    assert GATE.running == 2
+    LimitedFlow.cancel(holder)
+    # In the cancel's transaction: the parked waiter holds the freed slot, and is woken.
+    [use] = storage.limits()
+    assert (use.holding, use.waiting) == (2, 0)
+    assert storage.places(parked) == []
+    woken = LimitedFlow.get(parked)
+    assert woken.lease_expires_at is not None
+    assert woken.lease_expires_at <= storage.now()
+    GATE.opened.set()  # the cancelled holder's step ends: its result is refused
+    for thread in threads:
+        thread.join()
+    [use] = storage.limits()
+    assert use.holding == 1  # the woken waiter's slot: not taken back, not freed twice
+    assert [i.id for i in local.work(storage=storage)] == [parked]
+    assert LimitedFlow.get(parked).status is Status.COMPLETED
+    assert LimitedFlow.get(holder).status is Status.CANCELLED
+    assert GATE.most == 2
+    assert GATE.done == 3
+    assert all(use.holding == 0 for use in storage.limits())
+
+
+def test_queued_cancel_enqueues_the_next_waiters_job_with_it(
+    queued: QueuedRunner, dispatcher: InMemoryDispatcher, storage: InMemoryStorage
+) -> None:
+    first, second, third = (LimitedFlow.start({}) for _ in range(3))
+    assert [job.instance_id for job in limited_jobs(dispatcher)] == [first, second]
+    LimitedFlow.cancel(first)
+    assert [job.instance_id for job in limited_jobs(dispatcher)] == [first, second, third]
+    assert [(use.holding, use.waiting) for use in storage.limits()] == [(2, 0)]
+    dispatcher.drain()  # the cancelled one's job finds it cancelled: it takes no slot
+    assert LimitedFlow.get(first).status is Status.CANCELLED
+    assert {LimitedFlow.get(i).status for i in (second, third)} == {Status.COMPLETED}
+    assert GATE.done == 2
+    assert all(use.holding == 0 for use in storage.limits())
+
+
+@pytest.mark.parametrize("runner_kind", ["local", "queued"])
+def test_a_deleted_holder_frees_its_slot_for_the_next_in_line(
+    runner_kind: str, storage: InMemoryStorage, dispatcher: InMemoryDispatcher
+) -> None:
+    GATE.reset()
+    GATE.opened.set()
+    runner: LocalRunner | QueuedRunner
+    if runner_kind == "local":
+        runner = LocalRunner(lease=timedelta(seconds=30))
+    else:
+        runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
+    configure(storages={"default": storage}, runner=runner)
+    try:
+        request = SlotRequest(dotted_path(Limited), "", 2)
+        for _ in range(2):  # two holders whose steps run elsewhere
+            holder = engine.start(engine.new_instance(LimitedFlow, {}))
+            storage.put(holder)
+            storage.admit(holder.id, dotted_path(Limited), request, priority=0, lease=runner.lease)
+        waiter = LimitedFlow.start({})  # over the limit: waits in line
+        assert [(use.holding, use.waiting) for use in storage.limits()] == [(2, 1)]
+        runner.delete(holder.id, storage=storage)
+        assert [(use.holding, use.waiting) for use in storage.limits()] == [(2, 0)]
+        if runner_kind == "queued":
+            assert [job.instance_id for job in limited_jobs(dispatcher)] == [waiter]
+            dispatcher.drain()
+        else:
+            runner.work(storage=storage)
+        assert LimitedFlow.get(waiter).status is Status.COMPLETED
+    finally:
+        runner.close()
+        configure()

@@ -26,6 +26,7 @@ from opentelemetry.trace import StatusCode
 from hephaestus_django import Status, telemetry
 from hephaestus_django.core import engine
 from hephaestus_django.core.instance import evolve
+from hephaestus_django.core.naming import dotted_path
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
     InMemoryStorage,
@@ -37,6 +38,7 @@ from hephaestus_django.runtime import (
 from hephaestus_django.runtime.dispatch import StepJob, job_from_payload
 from hephaestus_django.runtime.queued import receive
 from tests import flows
+from tests.support.flow_control import GATE, Limited, LimitedFlow
 from tests.timers import Clock, make_due
 
 ONE = UUID(int=1)
@@ -378,3 +380,28 @@ def test_a_global_provider_set_after_install_is_found(
         monkeypatch.undo()
         if was:
             telemetry.install()
+
+
+def test_throttled_steps_are_counted_and_their_wait_in_line_measured(
+    otel: Otel, clock: Clock
+) -> None:
+    storage = InMemoryStorage(clock=clock)
+    dispatcher = InMemoryDispatcher()
+    runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
+    configure(storages={"default": storage}, runner=runner)
+    GATE.reset()
+    GATE.opened.set()
+    try:
+        ids = [LimitedFlow.start({}) for _ in range(4)]  # a limit of 2: two wait in line
+        clock.advance(seconds=7)
+        dispatcher.drain()
+        assert {LimitedFlow.get(i).status for i in ids} == {Status.COMPLETED}
+    finally:
+        runner.close()
+        configure()
+    limit = dotted_path(Limited)
+    assert otel.count("hephaestus.step.throttled", limit=limit, step=Limited.path()) == 2
+    [wait] = otel.points("hephaestus.slot.wait")
+    assert dict(wait.attributes) == {"hephaestus.limit": limit}
+    assert wait.count == 2
+    assert wait.sum == pytest.approx(14.0)  # each admitted 7 s after it joined the line
