@@ -29,7 +29,7 @@ from hephaestus_django.postgres.sql import FIELDS
 from hephaestus_django.postgres.storage import stored_row
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
-from hephaestus_django.runtime.filters import status_value, workflow_name
+from hephaestus_django.runtime.filters import schedule_document, status_value, workflow_name
 from hephaestus_django.serialization import HephaestusJSONDecoder, HephaestusJSONEncoder
 
 GIN_PENDING_LIST_KB = 256
@@ -72,6 +72,11 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
     def tagged(self, tag: str) -> WorkflowInstanceQuerySet:
         """Instances of the workflows carrying ``tag`` (resolved through the registry)."""
         return self.filter(workflow__in=tagged(tag))
+
+    def of_schedule(self, name: str) -> WorkflowInstanceQuerySet:
+        """Instances the schedule ``name`` started (its ticks, triggers and backfills), by
+        ``runtime_metadata["schedule"]["name"]`` (``state @> ...``, through the GIN index)."""
+        return self.filter(state__contains=schedule_document(name))
 
     def with_context(
         self, values: Mapping[str, Any] | None = None, /, **fields: Any

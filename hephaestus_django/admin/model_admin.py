@@ -34,6 +34,7 @@ from hephaestus_django.admin.dashboard import ErrorTypeFilter, dashboard_urls
 from hephaestus_django.admin.detail import instance_page
 from hephaestus_django.admin.listing import (
     CheapCountPaginator,
+    ScheduleFilter,
     TagFilter,
     VersionFilter,
     WorkflowFilter,
@@ -81,6 +82,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         WorkflowFilter,
         VersionFilter,
         TagFilter,
+        ScheduleFilter,
         "inserted_at",
         "updated_at",
         ErrorTypeFilter,

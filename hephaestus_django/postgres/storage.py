@@ -43,6 +43,7 @@ reading timestamps with psycopg's compiled loader where that changes nothing.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -91,7 +92,12 @@ from hephaestus_django.runtime.document import (
     from_row,
     to_row,
 )
-from hephaestus_django.runtime.filters import QueryFilters, claim_limit, parse_filters
+from hephaestus_django.runtime.filters import (
+    QueryFilters,
+    claim_limit,
+    parse_filters,
+    schedule_document,
+)
 from hephaestus_django.runtime.importable import require_importable
 from hephaestus_django.runtime.limits import check_state_size
 from hephaestus_django.runtime.slots import LimitUse, Place
@@ -554,6 +560,9 @@ def where_clause(filters: QueryFilters) -> tuple[str, list[Any]]:
         else:
             conditions.append("(workflow = %s OR workflow LIKE %s)")
             params.extend([family, like_prefix(family + ".")])
+    if filters.schedule is not None:  # through the GIN index on state
+        conditions.append("state @> %s::jsonb")
+        params.append(json.dumps(schedule_document(filters.schedule)))
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -330,6 +331,7 @@ class InMemoryStorage:
                     workflow=record.row.workflow,
                     workflow_version=record.row.workflow_version,
                     business_key=record.row.business_key,
+                    metadata=None if parsed.schedule is None else partial(_metadata, record),
                 )
             ),
             key=_age,
@@ -396,6 +398,12 @@ class InMemoryStorage:
 def _with_state(record: _Record) -> StoredRow:
     text = record.text
     return replace(record.row, state=codec.loads(text), plain=codec.is_plain(text))
+
+
+def _metadata(record: _Record) -> Any:
+    """The runtime metadata of a stored instance, as stored (for the ``schedule`` filter)."""
+    state = codec.loads(record.text)
+    return state.get("runtime_metadata") if isinstance(state, dict) else None
 
 
 def _decoded(record: _Record) -> Instance:

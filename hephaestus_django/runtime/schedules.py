@@ -336,6 +336,16 @@ class Scheduler:
         oldest first. A tick that has its instance already is not started again, so a
         backfill may be repeated. At most :data:`MAX_BACKFILL` ticks."""
         schedule = self.get(name)
+        ticks = self.backfill_ticks(name, storage, start, end)
+        return [self._start(schedule, storage, tick, instance_id) for tick, instance_id in ticks]
+
+    def backfill_ticks(
+        self, name: str, storage: Storage, start: datetime, end: datetime
+    ) -> list[tuple[datetime, uuid.UUID]]:
+        """The ticks :meth:`backfill` would start, with the id each one's instance has, and
+        nothing started: what a preview shows. ``ScheduleError`` for bounds that are not
+        aware datetimes, a range not in the past, or more than :data:`MAX_BACKFILL` ticks."""
+        schedule = self.get(name)
         for bound in (start, end):
             if not isinstance(bound, datetime) or bound.tzinfo is None:
                 raise ScheduleError(
@@ -348,8 +358,7 @@ class Scheduler:
                 f"schedule {name!r}: backfill from {start.isoformat()} to {end.isoformat()} is "
                 f"not a range in the past (now is {now.isoformat()}); give from <= to <= now"
             )
-        ticks = schedule.ticks_between(start, end)
-        return [self._start(schedule, storage, t, tick_id(name, t)) for t in ticks]
+        return [(tick, tick_id(name, tick)) for tick in schedule.ticks_between(start, end)]
 
     def pause(self, name: str, storage: Storage) -> bool:
         """Stop ``name``'s ticks until :meth:`resume`; whether it was running."""

@@ -163,7 +163,7 @@ def test_the_admin_lists_schedules_and_operates_them_with_permission(
     page = admin_client.get("/admin/hephaestus_django/schedulerecord/").content.decode()
     assert "0 2 * * * (Europe/Berlin)" in page
     assert f"/admin/hephaestus_django/workflowinstance/{instance.id}/change/" in page
-    assert f"?workflow={Scheduled.path()}" in page
+    assert "?schedule=nightly" in page
     changelist = "/admin/hephaestus_django/schedulerecord/"
     admin_client.post(changelist, {"action": "pause", "_selected_action": ["nightly"]})
     assert ScheduleRecord.objects.get(name="nightly").paused
