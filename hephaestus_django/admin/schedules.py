@@ -3,9 +3,10 @@
 What a schedule does lives in ``settings.HEPHAESTUS["SCHEDULES"]``; the rows are its shared
 state (``hephaestus_schedules``), which the page never writes itself: pause, resume and trigger
 go through :class:`~hephaestus_django.runtime.schedules.Scheduler`, as the command does, and
-need the ``operate_schedule`` permission. A row whose schedule is no longer configured is shown
-as such and cannot be operated. Links lead to the schedule's instances (the workflow filter of
-the instances' list) and to the instance of its last tick.
+need the ``operate_schedule`` permission, as does a backfill (:mod:`.backfill`). A row whose
+schedule is no longer configured is shown as such and cannot be operated; the next worker start
+(or ``hephaestus_schedules prune``) removes it. Links lead to exactly the schedule's instances
+(the *schedule* filter of the instances' list) and to the instance of its last tick.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class ScheduleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def what(self, row: ScheduleRecord) -> str:
         schedule = _configured(row.name)
         if schedule is None:
-            return "not configured any more"
+            return "not configured any more (removed at a worker's start, or by prune)"
         return f"{schedule.cron} ({schedule.timezone}) → {schedule.workflow}"
 
     @admin.display(description="last tick")

@@ -612,6 +612,10 @@ SET last_tick = %(tick)s, next_due_at = %(next_due)s, updated_at = statement_tim
 WHERE name = %(name)s AND (last_tick IS NULL OR last_tick < %(tick)s)
 RETURNING name
 """
+# The rows of schedules configured no more (the names kept are every configured one's).
+FORGET_SCHEDULES = f"""
+DELETE FROM {SCHEDULES_TABLE} WHERE name <> ALL(%(keep)s::text[]) RETURNING name
+"""
 # Pause or resume, making the row if the schedule has none yet. Resuming counts ticks from now:
 # those that fell while it was paused are not run (a backfill runs them on purpose).
 PAUSE_SCHEDULE = f"""

@@ -402,6 +402,10 @@ class DjangoStorage:
         """One statement (:data:`~hephaestus_django.postgres.sql.PAUSE_SCHEDULE`)."""
         return schedules.pause_schedule(self.using, name, paused, next_due)
 
+    def forget_schedules(self, keep: Sequence[str]) -> list[str]:
+        """One statement (:data:`~hephaestus_django.postgres.sql.FORGET_SCHEDULES`)."""
+        return schedules.forget_schedules(self.using, keep)
+
     def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)
         if key is None:

@@ -121,6 +121,14 @@ class InMemoryStorage:
             self._schedules[name] = state
             return changed
 
+    def forget_schedules(self, keep: Sequence[str]) -> list[str]:
+        kept = set(keep)
+        with self._lock:
+            gone = [name for name in self._schedules if name not in kept]
+            for name in gone:
+                del self._schedules[name]
+            return gone
+
     def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
         limit = claim_limit(limit)
         with self._lock:

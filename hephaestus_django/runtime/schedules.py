@@ -25,6 +25,10 @@ skips the older ones (logged). Ticks that fall while a schedule is paused are ne
 resuming counts from then. :meth:`Scheduler.backfill` starts the ticks of a past range on
 purpose.
 
+**Removed schedules.** A record whose schedule is configured no more starts nothing (ticks
+come from the configured schedules only); :meth:`Scheduler.prune` deletes such records, as
+``hephaestus_worker`` does when it starts and ``hephaestus_schedules prune`` on demand.
+
 The cron expressions are read by croniter (five fields, or six with seconds; ``@daily`` and the
 other nicknames), in the schedule's time zone, so ``0 2 * * *`` in ``Europe/Berlin`` is 02:00 in
 Berlin, summer and winter. Around daylight-saving changes croniter moves a tick in the skipped
@@ -369,6 +373,14 @@ class Scheduler:
         """Start ``name``'s ticks again from now on; whether it was paused."""
         schedule = self.get(name)
         return _table(storage).pause_schedule(name, False, schedule.next_tick(storage.now()))
+
+    def prune(self, storage: Storage, keep: Iterable[str] | None = None) -> list[str]:
+        """Remove from ``storage`` the records of schedules not in ``keep`` (default: the
+        schedules this scheduler has); the names removed, sorted. A record is what a removed
+        schedule leaves behind: nothing starts from it (only configured schedules have ticks),
+        and a schedule configured again under its name starts afresh, counting from then."""
+        names = sorted(self.schedules if keep is None else set(keep))
+        return sorted(_table(storage).forget_schedules(names))
 
     def states(self, storage_name: str, storage: Storage) -> dict[str, ScheduleState]:
         """The shared state of the schedules stored in ``storage_name``."""
