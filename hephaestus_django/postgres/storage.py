@@ -61,7 +61,7 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import Instance, instance_key
-from hephaestus_django.postgres import map_items, schedules, slots
+from hephaestus_django.postgres import debounce, map_items, schedules, slots
 from hephaestus_django.postgres.cursors import fetch_all, fetch_one
 from hephaestus_django.postgres.reconnect import again, dropped
 from hephaestus_django.postgres.sql import (
@@ -85,6 +85,7 @@ from hephaestus_django.postgres.sql import (
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import DatabaseClock
 from hephaestus_django.runtime.contract import MapItemState, ScheduleState
+from hephaestus_django.runtime.debounce import Debounced, PendingStart
 from hephaestus_django.runtime.document import (
     StoredRow,
     decode_claimed,
@@ -401,6 +402,20 @@ class DjangoStorage:
     def pause_schedule(self, name: str, paused: bool, next_due: datetime | None) -> bool:
         """One statement (:data:`~hephaestus_django.postgres.sql.PAUSE_SCHEDULE`)."""
         return schedules.pause_schedule(self.using, name, paused, next_due)
+
+    def push_start(
+        self, pending: PendingStart, window: timedelta, max_wait: timedelta | None
+    ) -> Debounced:
+        """One statement (:data:`~hephaestus_django.postgres.sql.PUSH_START`)."""
+        return debounce.push_start(self.using, pending, window, max_wait)
+
+    def due_starts(self, limit: int) -> list[PendingStart]:
+        """One statement (:data:`~hephaestus_django.postgres.sql.DUE_STARTS`)."""
+        return debounce.due_starts(self.using, limit)
+
+    def take_start(self, workflow: str, key: str, instance_id: UUID) -> PendingStart | None:
+        """One statement (:data:`~hephaestus_django.postgres.sql.TAKE_START`)."""
+        return debounce.take_start(self.using, workflow, key, instance_id)
 
     def forget_schedules(self, keep: Sequence[str]) -> list[str]:
         """One statement (:data:`~hephaestus_django.postgres.sql.FORGET_SCHEDULES`)."""

@@ -32,6 +32,7 @@ from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import utcnow
 from hephaestus_django.runtime.contract import MapItemState, ScheduleState
+from hephaestus_django.runtime.debounce import Debounced, PendingStart, PendingStarts
 from hephaestus_django.runtime.document import (
     StoredRow,
     decode_claimed,
@@ -64,6 +65,7 @@ class InMemoryStorage:
         self._map_items: dict[tuple[UUID, str], dict[int, tuple[MapItemState, str | None]]] = {}
         """Each map step's items (:class:`MapItems`): their state, and the result as JSON text."""
         self._schedules: dict[str, ScheduleState] = {}
+        self._pending_starts = PendingStarts()
         self._slots = SlotTable()
 
     def get(self, instance_id: UUID | str) -> Instance:
@@ -120,6 +122,20 @@ class InMemoryStorage:
                     state = state._replace(since=now)
             self._schedules[name] = state
             return changed
+
+    def push_start(
+        self, pending: PendingStart, window: timedelta, max_wait: timedelta | None
+    ) -> Debounced:
+        with self._lock:
+            return self._pending_starts.push(pending, window, max_wait, self._clock())
+
+    def due_starts(self, limit: int) -> list[PendingStart]:
+        with self._lock:
+            return self._pending_starts.due(limit, self._clock())
+
+    def take_start(self, workflow: str, key: str, instance_id: UUID) -> PendingStart | None:
+        with self._lock:
+            return self._pending_starts.take(workflow, key, instance_id, self._clock())
 
     def forget_schedules(self, keep: Sequence[str]) -> list[str]:
         kept = set(keep)
