@@ -88,3 +88,28 @@ def test_bad_input_writes_nothing(settings: Any) -> None:
     with pytest.raises(ValueError, match="business key"):
         Debounced.start({}, key="x" * 300, debounce=WINDOW)
     assert not PendingStartRecord.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_queued_runner_the_worker_writes_it_and_its_first_job_follows_the_commit() -> None:
+    from hephaestus_django.runtime import InMemoryDispatcher, QueuedRunner, configure
+    from hephaestus_django.runtime.worker import Worker
+
+    dispatcher = InMemoryDispatcher()
+    runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
+    storage = DjangoStorage(using="default")
+    configure(storages={"default": storage}, runner=runner)
+    try:
+        first = Debounced.start({"n": 1}, key="q", debounce=WINDOW)
+        assert Debounced.start({"n": 2}, key="q", debounce=WINDOW) == first
+        quiet()
+        workers = [Worker({"default": storage}, runner) for _ in range(2)]
+        for worker in workers:
+            worker.run_once()
+        dispatcher.drain()
+        [instance] = storage.query(workflow=Debounced)
+        assert (instance.id, instance.status) == (first, Status.COMPLETED)
+        assert instance.context.initial == {"n": 2}
+    finally:
+        runner.close()
+        configure()

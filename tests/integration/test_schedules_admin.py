@@ -169,6 +169,7 @@ def test_the_list_links_exactly_a_schedules_instances(admin_client: Any, setting
     [nightly] = runner_storage.query(schedule="nightly")
     [weekly] = runner_storage.query(schedule="weekly")
     assert len(started()) == 3
+    assert [i.id for i in Scheduled.list(schedule="weekly")] == [weekly.id]
     assert list(WorkflowInstance.objects.of_schedule("nightly").values_list("pk", flat=True)) == [
         nightly.id
     ]
