@@ -61,6 +61,8 @@ _EXPORTS = {
     "InstanceDeletedError": "hephaestus_django.core.errors",
     "StaleInstanceError": "hephaestus_django.core.errors",
     "ScheduleError": "hephaestus_django.core.errors",
+    "DebounceError": "hephaestus_django.core.errors",
+    "Debounce": "hephaestus_django.core.debounce",
     "SerializationError": "hephaestus_django.core.errors",
     "StateTooLargeError": "hephaestus_django.core.errors",
     "DuplicateInstanceError": "hephaestus_django.core.errors",
@@ -89,6 +91,8 @@ __all__ = [
     "ConcurrencyKeyError",
     "Context",
     "CorruptInstanceError",
+    "Debounce",
+    "DebounceError",
     "Debug",
     "DjangoStorage",
     "Done",
@@ -158,11 +162,13 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from hephaestus_django.conf import storages
     from hephaestus_django.core.children import Child
+    from hephaestus_django.core.debounce import Debounce
     from hephaestus_django.core.errors import (
         BackendNotConfigured,
         ChildContextError,
         ConcurrencyKeyError,
         CorruptInstanceError,
+        DebounceError,
         DuplicateInstanceError,
         EngineError,
         HephaestusError,

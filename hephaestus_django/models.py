@@ -29,7 +29,7 @@ from hephaestus_django.postgres.sql import FIELDS
 from hephaestus_django.postgres.storage import stored_row
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.document import StoredRow, decode_rows, from_row
-from hephaestus_django.runtime.filters import status_value, workflow_name
+from hephaestus_django.runtime.filters import schedule_document, status_value, workflow_name
 from hephaestus_django.serialization import HephaestusJSONDecoder, HephaestusJSONEncoder
 
 GIN_PENDING_LIST_KB = 256
@@ -72,6 +72,11 @@ class WorkflowInstanceQuerySet(models.QuerySet["WorkflowInstance"]):
     def tagged(self, tag: str) -> WorkflowInstanceQuerySet:
         """Instances of the workflows carrying ``tag`` (resolved through the registry)."""
         return self.filter(workflow__in=tagged(tag))
+
+    def of_schedule(self, name: str) -> WorkflowInstanceQuerySet:
+        """Instances the schedule ``name`` started (its ticks, triggers and backfills), by
+        ``runtime_metadata["schedule"]["name"]`` (``state @> ...``, through the GIN index)."""
+        return self.filter(state__contains=schedule_document(name))
 
     def with_context(
         self, values: Mapping[str, Any] | None = None, /, **fields: Any
@@ -420,6 +425,37 @@ class ScheduleRecord(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PendingStartRecord(models.Model):
+    """A debounced start not made yet (``start(..., key=..., debounce=...)``): one per workflow
+    and business key, pushed back by each start in its window, taken by the worker that starts
+    the instance. Written and read only by :mod:`~hephaestus_django.postgres.debounce`."""
+
+    workflow = models.CharField(max_length=255, help_text="The workflow's dotted path.")
+    key = models.CharField(max_length=MAX_KEY_LENGTH, help_text="The business key.")
+    instance_id = models.UUIDField(help_text="The id the instance will have.")
+    version = models.IntegerField(help_text="The workflow version it starts on.")
+    context = models.JSONField(help_text="The last start's context (encoded).")
+    metadata = models.JSONField(help_text="The last start's runtime metadata (encoded).")
+    first_at = models.DateTimeField(db_default=Now(), help_text="The window's first start.")
+    due_at = models.DateTimeField(help_text="When it starts unless pushed back.")
+    deadline = models.DateTimeField(null=True, help_text="first_at + max_wait: never later.")
+    pushes = models.IntegerField(db_default=1, help_text="Starts coalesced into it.")
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "hephaestus_pending_starts"
+        verbose_name = "pending start"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "key"], name="hephaestus_pending_starts_key"
+            )
+        ]
+        indexes = [models.Index(fields=["due_at"], name="hephaestus_pending_starts_due")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow} {self.key}"
 
 
 class Slot(models.Model):

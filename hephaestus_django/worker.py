@@ -5,13 +5,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
-from hephaestus_django.conf import runner, scheduler, storages
+from hephaestus_django.conf import (
+    InvalidScheduleError,
+    runner,
+    schedule_settings,
+    scheduler,
+    storages,
+)
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.postgres.reconnect import close_obsolete_connections
 from hephaestus_django.postgres.worker_passes import PassRecorder
+from hephaestus_django.runtime.contract import ScheduleTable
 from hephaestus_django.runtime.worker import DEFAULT_MAX_BACKOFF, Worker
+
+logger = logging.getLogger("hephaestus_django.schedules")
 
 
 def worker(
@@ -56,3 +66,30 @@ def run_once(
     gets its pass even if another's fails; the first failure is raised afterwards.
     """
     return worker(storage, batch_size=batch_size).run_once()
+
+
+def prune_schedules(storage: str | Iterable[str] | None = None) -> dict[str, list[str]]:
+    """Delete the records (``hephaestus_schedules`` rows) of schedules no longer in
+    ``settings.HEPHAESTUS["SCHEDULES"]``, in the storage named ``storage``, several, or every
+    configured one; the names removed, by storage. ``hephaestus_worker`` runs it when it starts.
+
+    A record is kept while its name is configured at all, even by an entry the system checks
+    refuse (so its pause survives a fix); with a malformed setting nothing is removed.
+    """
+    try:
+        keep = list(schedule_settings())
+    except InvalidScheduleError as error:
+        logger.error("no schedule record is pruned: %s", error)
+        return {}
+    names = (
+        list(storages) if storage is None else [storage] if isinstance(storage, str) else storage
+    )
+    removed: dict[str, list[str]] = {}
+    for name in dict.fromkeys(names):
+        found = storages[name]
+        if isinstance(found, ScheduleTable):
+            gone = scheduler().prune(found, keep)
+            if gone:
+                logger.info("storage %r: removed the records of schedules %s", name, gone)
+            removed[name] = gone
+    return removed

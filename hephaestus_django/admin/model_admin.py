@@ -35,6 +35,7 @@ from hephaestus_django.admin.dashboard import ErrorTypeFilter, dashboard_urls
 from hephaestus_django.admin.detail import instance_page
 from hephaestus_django.admin.listing import (
     CheapCountPaginator,
+    ScheduleFilter,
     TagFilter,
     VersionFilter,
     WorkflowFilter,
@@ -82,6 +83,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         WorkflowFilter,
         VersionFilter,
         TagFilter,
+        ScheduleFilter,
         "inserted_at",
         "updated_at",
         ErrorTypeFilter,

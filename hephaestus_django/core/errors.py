@@ -390,6 +390,12 @@ class BackendNotConfigured(HephaestusError, LookupError):
     """
 
 
+class DebounceError(HephaestusError, ValueError):
+    """A debounced start cannot be made as asked: no business key to coalesce on, or a window
+    or ``max_wait`` that is not a positive duration. The message names the workflow and what
+    to do. Nothing was written."""
+
+
 class ScheduleError(HephaestusError, ValueError):
     """A schedule cannot do what was asked: it is not configured, or a backfill's range is
     malformed or too long. The message names the schedule and what to do. Nothing started."""

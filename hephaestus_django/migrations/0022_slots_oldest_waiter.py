@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("hephaestus_django", "0017_operate_permissions"),
+        ("hephaestus_django", "0020_debounce"),
     ]
 
     operations = [

@@ -4,7 +4,8 @@
 One row per schedule name, in the database of the storage the schedule starts its instances
 in, so that a tick's instance and the record that it ran live side by side. Each operation is
 one statement, tried again once on a fresh connection when the connection was lost (each is
-safe to repeat: making a row, moving the last tick forward, setting paused).
+safe to repeat: making a row, moving the last tick forward, setting paused, deleting the rows
+of schedules configured no more).
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from django.db import DatabaseError, connections
 
 from hephaestus_django.postgres.cursors import fetch_all
 from hephaestus_django.postgres.reconnect import again
-from hephaestus_django.postgres.sql import ADVANCE_SCHEDULE, PAUSE_SCHEDULE, SCHEDULE_STATES
+from hephaestus_django.postgres.sql import (
+    ADVANCE_SCHEDULE,
+    FORGET_SCHEDULES,
+    PAUSE_SCHEDULE,
+    SCHEDULE_STATES,
+)
 from hephaestus_django.runtime.contract import ScheduleState
 
 
@@ -37,6 +43,11 @@ def pause_schedule(using: str, name: str, paused: bool, next_due: datetime | Non
     return bool(
         _rows(using, PAUSE_SCHEDULE, {"name": name, "paused": paused, "next_due": next_due})
     )
+
+
+def forget_schedules(using: str, keep: Sequence[str]) -> list[str]:
+    """Delete the rows of schedules not named in ``keep``; their names (one statement)."""
+    return [row[0] for row in _rows(using, FORGET_SCHEDULES, {"keep": list(keep)})]
 
 
 def _rows(using: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -700,6 +700,10 @@ SET last_tick = %(tick)s, next_due_at = %(next_due)s, updated_at = statement_tim
 WHERE name = %(name)s AND (last_tick IS NULL OR last_tick < %(tick)s)
 RETURNING name
 """
+# The rows of schedules configured no more (the names kept are every configured one's).
+FORGET_SCHEDULES = f"""
+DELETE FROM {SCHEDULES_TABLE} WHERE name <> ALL(%(keep)s::text[]) RETURNING name
+"""
 # Pause or resume, making the row if the schedule has none yet. Resuming counts ticks from now:
 # those that fell while it was paused are not run (a backfill runs them on purpose).
 PAUSE_SCHEDULE = f"""
@@ -712,4 +716,53 @@ ON CONFLICT (name) DO UPDATE SET
     updated_at = statement_timestamp()
 WHERE stored.paused IS DISTINCT FROM excluded.paused
 RETURNING name
+"""
+
+# --- debounced starts (hephaestus_django.postgres.debounce) -----------------------------------
+
+PENDING_STARTS_TABLE = "hephaestus_pending_starts"
+PENDING_START_COLUMNS = "workflow, key, instance_id, version, context::text, metadata::text"
+# One statement per start, atomic under any concurrency: the first start of a key makes the
+# row (with its id, due a window ahead); each later one, arriving on the unique (workflow, key),
+# takes the row's lock, keeps its id and first start, and replaces context, metadata and
+# version. The due time is a window from now, never past the deadline (the first start plus
+# max_wait; LEAST ignores NULLs, so with no max_wait there is none). A start arriving while a
+# worker's transaction deletes the row waits for it, then inserts a new row: a new window.
+PUSH_START = f"""
+INSERT INTO {PENDING_STARTS_TABLE} AS pending
+    (workflow, key, instance_id, version, context, metadata, first_at, due_at, deadline,
+     pushes, updated_at)
+VALUES (
+    %(workflow)s, %(key)s, %(instance_id)s, %(version)s, %(context)s::jsonb, %(metadata)s::jsonb,
+    statement_timestamp(),
+    LEAST(statement_timestamp() + %(window)s::interval,
+          statement_timestamp() + %(max_wait)s::interval),
+    statement_timestamp() + %(max_wait)s::interval,
+    1, statement_timestamp()
+)
+ON CONFLICT (workflow, key) DO UPDATE SET
+    version = excluded.version,
+    context = excluded.context,
+    metadata = excluded.metadata,
+    deadline = LEAST(pending.deadline, pending.first_at + %(max_wait)s::interval),
+    due_at = LEAST(
+        statement_timestamp() + %(window)s::interval,
+        pending.deadline,
+        pending.first_at + %(max_wait)s::interval
+    ),
+    pushes = pending.pushes + 1,
+    updated_at = statement_timestamp()
+RETURNING instance_id, due_at
+"""
+DUE_STARTS = f"""
+SELECT {PENDING_START_COLUMNS} FROM {PENDING_STARTS_TABLE}
+WHERE due_at <= statement_timestamp() ORDER BY due_at LIMIT %(limit)s
+"""
+# Taken by one worker only: the delete locks the row, and a second worker's delete, waiting on
+# it, finds it gone. Only while still due and still that id (not pushed back, not a new window).
+TAKE_START = f"""
+DELETE FROM {PENDING_STARTS_TABLE}
+WHERE workflow = %(workflow)s AND key = %(key)s AND instance_id = %(instance_id)s
+    AND due_at <= statement_timestamp()
+RETURNING {PENDING_START_COLUMNS}
 """

@@ -43,6 +43,7 @@ reading timestamps with psycopg's compiled loader where that changes nothing.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -60,7 +61,7 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import Instance, instance_key
-from hephaestus_django.postgres import map_items, schedules, slots
+from hephaestus_django.postgres import debounce, map_items, schedules, slots
 from hephaestus_django.postgres.cursors import fetch_all, fetch_one
 from hephaestus_django.postgres.reconnect import again, dropped
 from hephaestus_django.postgres.sql import (
@@ -85,6 +86,7 @@ from hephaestus_django.postgres.sql import (
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import DatabaseClock
 from hephaestus_django.runtime.contract import MapItemState, ScheduleState
+from hephaestus_django.runtime.debounce import Debounced, PendingStart
 from hephaestus_django.runtime.document import (
     StoredRow,
     decode_claimed,
@@ -92,7 +94,12 @@ from hephaestus_django.runtime.document import (
     from_row,
     to_row,
 )
-from hephaestus_django.runtime.filters import QueryFilters, claim_limit, parse_filters
+from hephaestus_django.runtime.filters import (
+    QueryFilters,
+    claim_limit,
+    parse_filters,
+    schedule_document,
+)
 from hephaestus_django.runtime.importable import require_importable
 from hephaestus_django.runtime.limits import check_state_size
 from hephaestus_django.runtime.slots import LimitUse, Place
@@ -397,6 +404,24 @@ class DjangoStorage:
         """One statement (:data:`~hephaestus_django.postgres.sql.PAUSE_SCHEDULE`)."""
         return schedules.pause_schedule(self.using, name, paused, next_due)
 
+    def push_start(
+        self, pending: PendingStart, window: timedelta, max_wait: timedelta | None
+    ) -> Debounced:
+        """One statement (:data:`~hephaestus_django.postgres.sql.PUSH_START`)."""
+        return debounce.push_start(self.using, pending, window, max_wait)
+
+    def due_starts(self, limit: int) -> list[PendingStart]:
+        """One statement (:data:`~hephaestus_django.postgres.sql.DUE_STARTS`)."""
+        return debounce.due_starts(self.using, limit)
+
+    def take_start(self, workflow: str, key: str, instance_id: UUID) -> PendingStart | None:
+        """One statement (:data:`~hephaestus_django.postgres.sql.TAKE_START`)."""
+        return debounce.take_start(self.using, workflow, key, instance_id)
+
+    def forget_schedules(self, keep: Sequence[str]) -> list[str]:
+        """One statement (:data:`~hephaestus_django.postgres.sql.FORGET_SCHEDULES`)."""
+        return schedules.forget_schedules(self.using, keep)
+
     def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)
         if key is None:
@@ -577,6 +602,9 @@ def where_clause(filters: QueryFilters) -> tuple[str, list[Any]]:
         else:
             conditions.append("(workflow = %s OR workflow LIKE %s)")
             params.extend([family, like_prefix(family + ".")])
+    if filters.schedule is not None:  # through the GIN index on state
+        conditions.append("state @> %s::jsonb")
+        params.append(json.dumps(schedule_document(filters.schedule)))
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 

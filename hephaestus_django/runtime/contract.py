@@ -323,6 +323,13 @@ class ScheduleTable(Protocol):
     def pause_schedule(self, name: str, paused: bool, next_due: datetime | None) -> bool:
         """Pause or resume the schedule (whether it changed). Resuming counts ticks from the
         storage's now: the ticks that fell while it was paused are not run."""
+        ...
+
+    def forget_schedules(self, keep: Sequence[str]) -> list[str]:
+        """Remove the record of every schedule not named in ``keep``; the names removed (in
+        no particular order). A schedule configured again later gets a new record, counting
+        ticks from then."""
+        ...
 
 
 @runtime_checkable

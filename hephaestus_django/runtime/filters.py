@@ -7,7 +7,7 @@ them. Unknown names are a ``TypeError``, never silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -27,6 +27,7 @@ FILTER_NAMES = (
     "workflow_version",
     "workflow_family",
     "tag",
+    "schedule",
 )
 
 
@@ -44,6 +45,9 @@ class QueryFilters:
     workflows: frozenset[str] | None = None
     """The workflows carrying the ``tag`` asked for (dotted paths), resolved through the
     registry when the filters are parsed."""
+    schedule: str | None = None
+    """The schedule that started the instances (its name, as in their
+    ``runtime_metadata["schedule"]["name"]``): a tick's, a trigger's or a backfill's."""
     limit: int | None = None
     matches_nothing: bool = False
     """True when the filters contradict themselves (a malformed id, an empty status_in)."""
@@ -56,8 +60,12 @@ class QueryFilters:
         workflow: str,
         workflow_version: int,
         business_key: str | None = None,
+        metadata: Callable[[], Any] | None = None,
     ) -> bool:
-        """The same predicate a SQL backend expresses, for backends that filter in Python."""
+        """The same predicate a SQL backend expresses, for backends that filter in Python.
+
+        ``metadata`` returns the instance's runtime metadata, asked for only when filtering on
+        a schedule (a backend may have to decode the state for it)."""
         return not self.matches_nothing and (
             (self.id is None or id == self.id)
             and (self.key is None or business_key == self.key)
@@ -66,7 +74,31 @@ class QueryFilters:
             and (self.workflow_version is None or workflow_version == self.workflow_version)
             and (self.workflow_family is None or in_family(workflow, self.workflow_family))
             and (self.workflows is None or workflow in self.workflows)
+            and (
+                self.schedule is None
+                or (metadata is not None and started_by(metadata()) == self.schedule)
+            )
         )
+
+
+SCHEDULE_METADATA = "schedule"
+"""The key of ``runtime_metadata`` under which a schedule's instance says which schedule and
+tick started it: ``{"name": ..., "tick": ...}``."""
+
+
+def started_by(metadata: object) -> str | None:
+    """The name of the schedule that started an instance with this runtime metadata."""
+    if isinstance(metadata, dict):
+        mark = metadata.get(SCHEDULE_METADATA)
+        if isinstance(mark, dict) and isinstance(mark.get("name"), str):
+            return str(mark["name"])
+    return None
+
+
+def schedule_document(name: str) -> dict[str, Any]:
+    """The part of an instance's stored state that names the schedule that started it: what
+    a SQL backend matches with ``state @> ...`` (through the state's GIN index)."""
+    return {"runtime_metadata": {SCHEDULE_METADATA: {"name": name}}}
 
 
 def in_family(workflow: str, family: str) -> bool:
@@ -117,6 +149,11 @@ def parse_filters(filters: Mapping[str, Any], *, limit: int | None = None) -> Qu
             raise InvalidQueryError(f"tag must be a workflow tag (a string), not {tag!r}")
         parsed["workflows"] = frozenset(tagged(tag))
         parsed["matches_nothing"] = parsed.get("matches_nothing", False) or not parsed["workflows"]
+    if "schedule" in filters:
+        schedule = filters["schedule"]
+        if not isinstance(schedule, str) or not schedule:
+            raise InvalidQueryError(f"schedule must be a schedule's name, not {schedule!r}")
+        parsed["schedule"] = _storable(schedule, "schedule")
     return QueryFilters(**parsed)
 
 

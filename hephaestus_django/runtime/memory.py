@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +32,7 @@ from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import utcnow
 from hephaestus_django.runtime.contract import MapItemState, ScheduleState
+from hephaestus_django.runtime.debounce import Debounced, PendingStart, PendingStarts
 from hephaestus_django.runtime.document import (
     StoredRow,
     decode_claimed,
@@ -63,6 +65,7 @@ class InMemoryStorage:
         self._map_items: dict[tuple[UUID, str], dict[int, tuple[MapItemState, str | None]]] = {}
         """Each map step's items (:class:`MapItems`): their state, and the result as JSON text."""
         self._schedules: dict[str, ScheduleState] = {}
+        self._pending_starts = PendingStarts()
         self._slots = SlotTable()
 
     def get(self, instance_id: UUID | str) -> Instance:
@@ -119,6 +122,28 @@ class InMemoryStorage:
                     state = state._replace(since=now)
             self._schedules[name] = state
             return changed
+
+    def push_start(
+        self, pending: PendingStart, window: timedelta, max_wait: timedelta | None
+    ) -> Debounced:
+        with self._lock:
+            return self._pending_starts.push(pending, window, max_wait, self._clock())
+
+    def due_starts(self, limit: int) -> list[PendingStart]:
+        with self._lock:
+            return self._pending_starts.due(limit, self._clock())
+
+    def take_start(self, workflow: str, key: str, instance_id: UUID) -> PendingStart | None:
+        with self._lock:
+            return self._pending_starts.take(workflow, key, instance_id, self._clock())
+
+    def forget_schedules(self, keep: Sequence[str]) -> list[str]:
+        kept = set(keep)
+        with self._lock:
+            gone = [name for name in self._schedules if name not in kept]
+            for name in gone:
+                del self._schedules[name]
+            return gone
 
     def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
         limit = claim_limit(limit)
@@ -340,6 +365,7 @@ class InMemoryStorage:
                     workflow=record.row.workflow,
                     workflow_version=record.row.workflow_version,
                     business_key=record.row.business_key,
+                    metadata=None if parsed.schedule is None else partial(_metadata, record),
                 )
             ),
             key=_age,
@@ -406,6 +432,12 @@ class InMemoryStorage:
 def _with_state(record: _Record) -> StoredRow:
     text = record.text
     return replace(record.row, state=codec.loads(text), plain=codec.is_plain(text))
+
+
+def _metadata(record: _Record) -> Any:
+    """The runtime metadata of a stored instance, as stored (for the ``schedule`` filter)."""
+    state = codec.loads(record.text)
+    return state.get("runtime_metadata") if isinstance(state, dict) else None
 
 
 def _decoded(record: _Record) -> Instance:

@@ -25,6 +25,10 @@ skips the older ones (logged). Ticks that fall while a schedule is paused are ne
 resuming counts from then. :meth:`Scheduler.backfill` starts the ticks of a past range on
 purpose.
 
+**Removed schedules.** A record whose schedule is configured no more starts nothing (ticks
+come from the configured schedules only); :meth:`Scheduler.prune` deletes such records, as
+``hephaestus_worker`` does when it starts and ``hephaestus_schedules prune`` on demand.
+
 The cron expressions are read by croniter (five fields, or six with seconds; ``@daily`` and the
 other nicknames), in the schedule's time zone, so ``0 2 * * *`` in ``Europe/Berlin`` is 02:00 in
 Berlin, summer and winter. Around daylight-saving changes croniter moves a tick in the skipped
@@ -336,6 +340,16 @@ class Scheduler:
         oldest first. A tick that has its instance already is not started again, so a
         backfill may be repeated. At most :data:`MAX_BACKFILL` ticks."""
         schedule = self.get(name)
+        ticks = self.backfill_ticks(name, storage, start, end)
+        return [self._start(schedule, storage, tick, instance_id) for tick, instance_id in ticks]
+
+    def backfill_ticks(
+        self, name: str, storage: Storage, start: datetime, end: datetime
+    ) -> list[tuple[datetime, uuid.UUID]]:
+        """The ticks :meth:`backfill` would start, with the id each one's instance has, and
+        nothing started: what a preview shows. ``ScheduleError`` for bounds that are not
+        aware datetimes, a range not in the past, or more than :data:`MAX_BACKFILL` ticks."""
+        schedule = self.get(name)
         for bound in (start, end):
             if not isinstance(bound, datetime) or bound.tzinfo is None:
                 raise ScheduleError(
@@ -348,8 +362,7 @@ class Scheduler:
                 f"schedule {name!r}: backfill from {start.isoformat()} to {end.isoformat()} is "
                 f"not a range in the past (now is {now.isoformat()}); give from <= to <= now"
             )
-        ticks = schedule.ticks_between(start, end)
-        return [self._start(schedule, storage, t, tick_id(name, t)) for t in ticks]
+        return [(tick, tick_id(name, tick)) for tick in schedule.ticks_between(start, end)]
 
     def pause(self, name: str, storage: Storage) -> bool:
         """Stop ``name``'s ticks until :meth:`resume`; whether it was running."""
@@ -360,6 +373,14 @@ class Scheduler:
         """Start ``name``'s ticks again from now on; whether it was paused."""
         schedule = self.get(name)
         return _table(storage).pause_schedule(name, False, schedule.next_tick(storage.now()))
+
+    def prune(self, storage: Storage, keep: Iterable[str] | None = None) -> list[str]:
+        """Remove from ``storage`` the records of schedules not in ``keep`` (default: the
+        schedules this scheduler has); the names removed, sorted. A record is what a removed
+        schedule leaves behind: nothing starts from it (only configured schedules have ticks),
+        and a schedule configured again under its name starts afresh, counting from then."""
+        names = sorted(self.schedules if keep is None else set(keep))
+        return sorted(_table(storage).forget_schedules(names))
 
     def states(self, storage_name: str, storage: Storage) -> dict[str, ScheduleState]:
         """The shared state of the schedules stored in ``storage_name``."""

@@ -24,6 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from hephaestus_django.core import engine
+from hephaestus_django.core.debounce import Debounce
 from hephaestus_django.core.durations import checked_duration
 from hephaestus_django.core.errors import InstanceNotFound
 from hephaestus_django.core.graph import StepClass
@@ -35,6 +36,8 @@ from hephaestus_django.runtime import tracing
 from hephaestus_django.runtime.admission import with_priority
 from hephaestus_django.runtime.children import AfterWrite, Continuation
 from hephaestus_django.runtime.contract import Storage, atomic
+from hephaestus_django.runtime.debounce import Debounced, start_due
+from hephaestus_django.runtime.debounce import push as debounce_push
 from hephaestus_django.runtime.execution import (
     cancelling,
     compensating,
@@ -91,6 +94,36 @@ class Runner(ABC):
             engine.new_instance(workflow, context, id=id, metadata=metadata, key=key)
         )
         return self._begin(instance, storage, now)
+
+    def start_debounced(
+        self,
+        workflow: type[WorkflowDefinition],
+        context: Mapping[str, Any] | None,
+        *,
+        storage: Storage,
+        key: str,
+        debounce: Debounce | timedelta | float,
+        metadata: Mapping[str, Any] | None = None,
+        priority: int = 0,
+    ) -> Debounced:
+        """Record a debounced start (:mod:`~hephaestus_django.runtime.debounce`): starts with
+        the same ``key`` within the window coalesce into one instance, which a worker starts
+        once the window was quiet, with the last start's context. Returns the id it will have.
+        """
+        return debounce_push(
+            workflow,
+            context,
+            storage=storage,
+            key=key,
+            debounce=debounce,
+            metadata=metadata,
+            priority=priority,
+        )
+
+    def start_debounced_due(self, *, storage: Storage, limit: int = 100) -> list[UUID]:
+        """Start the debounced starts due in ``storage``, each once (the worker's pass calls
+        this); the ids started."""
+        return start_due(storage, self._begin_child, limit=limit)
 
     @tracing.traced("resume")
     def resume(

@@ -153,6 +153,11 @@ class Worker:
             logger.info("moved %d instance(s) on in %s: now %s", len(handled), name, summary)
         if self.scheduler is not None:
             self.scheduler.run_due(name, storage)
+        # The debounced starts whose window was quiet (runtime/debounce.py): each once. A
+        # runner that is not a Runner (a stand-in with work() alone) starts none.
+        start_due = getattr(self.runner, "start_debounced_due", None)
+        if start_due is not None:
+            start_due(storage=storage, limit=self.batch_size)
         if self.after_pass is not None:
             self.after_pass(name, storage, handled)
         return handled

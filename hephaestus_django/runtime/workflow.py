@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, Literal
 from uuid import UUID
 
+from hephaestus_django.core.debounce import Debounce
 from hephaestus_django.core.errors import (
+    DebounceError,
     DuplicateInstanceError,
     InstanceNotFound,
     InvalidInstanceError,
@@ -62,6 +65,7 @@ class Workflow(WorkflowDefinition):
         metadata: Mapping[str, Any] | None = None,
         version: int | None = None,
         priority: int = 0,
+        debounce: Debounce | timedelta | float | None = None,
     ) -> UUID:
         """Start an instance with ``context`` as its initial data; return its id.
 
@@ -84,13 +88,34 @@ class Workflow(WorkflowDefinition):
         ``priority`` orders the instance's steps in the lines of concurrency limits
         (:class:`~hephaestus_django.Concurrency`): higher first, equal ones first come, first
         served. It is kept in the runtime metadata, as ``hephaestus_priority``.
+
+        With ``debounce`` (a :class:`~hephaestus_django.Debounce`, or its window as a timedelta
+        or seconds), nothing starts now: the starts with this ``key`` coalesce into one
+        instance that a worker starts once no start came for the window (bounded by the
+        Debounce's ``max_wait``), with the last start's context and metadata; every caller
+        gets the id it will have. ``key`` is required; ``id`` cannot be chosen.
         """
         if if_exists not in ("return", "raise"):
             raise ValueError(f"if_exists must be 'return' or 'raise', not {if_exists!r}")
+        if debounce is not None and id is not None:
+            raise DebounceError(
+                f"a debounced start of {cls.__qualname__} cannot choose its id: the first start "
+                "of the window does; leave id out"
+            )
         if version is None:
             version = chosen_version(cls, context, key=key, metadata=metadata, id=id)
         definition = cls.starting(version)
         runner = backends.runner()
+        if debounce is not None:
+            return runner.start_debounced(
+                definition,
+                context,
+                storage=backends.storage(storage),
+                key=key,  # type: ignore[arg-type]  # None is refused, naming the workflow
+                debounce=debounce,
+                metadata=metadata,
+                priority=priority,
+            ).id
         try:
             return runner.start(
                 definition,

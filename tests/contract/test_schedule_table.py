@@ -51,3 +51,13 @@ def test_pausing_and_resuming(storage: Storage) -> None:
     assert resumed.since >= made.since
     assert table(storage).pause_schedule("new", True, None)  # a record is made for it
     assert table(storage).schedule_states(["new"])["new"].paused
+
+
+def test_the_records_of_schedules_not_kept_are_forgotten(storage: Storage) -> None:
+    table(storage).schedule_states(["a", "b", "c"])
+    assert sorted(table(storage).forget_schedules(["a", "zz"])) == ["b", "c"]
+    assert table(storage).forget_schedules(["a"]) == []
+    assert sorted(table(storage).forget_schedules([])) == ["a"]
+    made = table(storage).schedule_states(["b"])["b"]  # configured again: a fresh record
+    assert made.last_tick is None
+    assert not made.paused

@@ -170,6 +170,26 @@ def test_query_by_tag_selects_the_workflows_carrying_it(storage: Storage) -> Non
         storage.query(tag=["customers"])
 
 
+def test_query_by_schedule_selects_exactly_its_instances(storage: Storage) -> None:
+    def by(name: str | None, **more: Any) -> Instance:
+        metadata = {} if name is None else {"schedule": {"name": name, "tick": "2025"}}
+        return engine.start(engine.new_instance(flows.IfElse, {}, metadata={**metadata, **more}))
+
+    nightly, weekly, by_hand = by("nightly"), by("weekly"), by(None, note="schedule")
+    strange = 'night\'s "report" %_'
+    odd = by(strange)
+    for instance in (nightly, weekly, by_hand, odd):
+        storage.put(instance)
+    assert ids(storage.query(schedule="nightly")) == [nightly.id]
+    assert ids(storage.query(schedule="weekly", workflow=flows.IfElse)) == [weekly.id]
+    assert ids(storage.query(schedule=strange)) == [odd.id]
+    assert storage.query(schedule="night") == []
+    assert storage.query(schedule="nightly", status="completed") == []
+    for bad in ("", 3, "a\x00b"):
+        with pytest.raises(InvalidQueryError):
+            storage.query(schedule=bad)
+
+
 def test_only_an_upgrade_of_the_stored_version_changes_it(storage: Storage) -> None:
     from tests.versions import OnboardingV1, OnboardingV2
 

@@ -160,6 +160,13 @@ def test_flow_control() -> None:
     assert all(use.holding == 0 for use in namespace["storage"].limits())
 
 
+def test_debounce() -> None:
+    """Three saves of one customer, one sync with the last name."""
+    namespace = run_example("docs/guides/flow-control.md", "class SyncCustomer(", "docs_debounce")
+    assert len(namespace["ids"]) == 1
+    assert namespace["storage"].due_starts(10) == []
+
+
 def test_timeouts() -> None:
     """Attempt 1 hangs past its timeout and is abandoned, attempt 2 completes, and attempt 1's
     late result, once its thread ended, is not recorded."""

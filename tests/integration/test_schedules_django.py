@@ -17,7 +17,7 @@ from hephaestus_django import Status
 from hephaestus_django.models import ScheduleRecord
 from hephaestus_django.runtime.schedules import tick_id
 from hephaestus_django.storage import DjangoStorage
-from hephaestus_django.worker import run_once
+from hephaestus_django.worker import prune_schedules, run_once
 from tests.processes.workflows import Scheduled
 
 pytestmark = pytest.mark.django_db
@@ -163,7 +163,7 @@ def test_the_admin_lists_schedules_and_operates_them_with_permission(
     page = admin_client.get("/admin/hephaestus_django/schedulerecord/").content.decode()
     assert "0 2 * * * (Europe/Berlin)" in page
     assert f"/admin/hephaestus_django/workflowinstance/{instance.id}/change/" in page
-    assert f"?workflow={Scheduled.path()}" in page
+    assert "?schedule=nightly" in page
     changelist = "/admin/hephaestus_django/schedulerecord/"
     admin_client.post(changelist, {"action": "pause", "_selected_action": ["nightly"]})
     assert ScheduleRecord.objects.get(name="nightly").paused
@@ -179,3 +179,34 @@ def test_the_admin_lists_schedules_and_operates_them_with_permission(
     assert "Pause the selected" not in page
     client.post(changelist, {"action": "resume", "_selected_action": ["nightly"]})
     assert ScheduleRecord.objects.get(name="nightly").paused
+
+
+def test_the_records_of_removed_schedules_are_pruned_and_start_nothing(settings: Any) -> None:
+    weekly = {**nightly()["nightly"], "CRON": "0 3 * * 1"}
+    settings.HEPHAESTUS = {"SCHEDULES": {**nightly(), "weekly": weekly}}
+    run_once()
+    assert set(ScheduleRecord.objects.values_list("name", flat=True)) == {"nightly", "weekly"}
+    # "weekly" leaves the settings: its row, days behind, starts nothing
+    settings.HEPHAESTUS = {"SCHEDULES": nightly(CRON="0 2 1 1 *")}
+    ScheduleRecord.objects.update(since=database_now() - timedelta(days=30))
+    run_once()
+    assert started() == []
+    assert command("prune") == "Removed the records of weekly.\n"
+    assert command("prune") == "No record of a removed schedule.\n"
+    assert list(ScheduleRecord.objects.values_list("name", flat=True)) == ["nightly"]
+    # a schedule the checks refuse keeps its record (and its pause) until it is fixed
+    command("pause", "nightly")
+    settings.HEPHAESTUS = {"SCHEDULES": nightly(CRON="0 25 * * *")}
+    assert command("prune") == "No record of a removed schedule.\n"
+    assert ScheduleRecord.objects.get(name="nightly").paused
+    # a malformed setting prunes nothing
+    settings.HEPHAESTUS = {"SCHEDULES": ["nightly"]}
+    assert prune_schedules() == {}
+    assert ScheduleRecord.objects.filter(name="nightly").exists()
+
+
+def test_the_worker_command_prunes_when_it_starts(settings: Any) -> None:
+    ScheduleRecord.objects.create(name="gone")
+    settings.HEPHAESTUS = {"SCHEDULES": nightly()}
+    call_command("hephaestus_worker", "--once", stdout=StringIO())
+    assert list(ScheduleRecord.objects.values_list("name", flat=True)) == ["nightly"]

@@ -104,6 +104,21 @@ def start(args: dict[str, Any]) -> dict[str, Any]:
     return {"ids": ids}
 
 
+def debounce(args: dict[str, Any]) -> dict[str, Any]:
+    """``count`` debounced starts of one key, each with this process's number and its own."""
+    from datetime import timedelta
+
+    from tests.processes.workflows import Debounced
+
+    wait_for_go(args.get("go"))
+    window = timedelta(seconds=args["window"])
+    ids = {
+        str(Debounced.start({"process": args["process"], "n": n}, key=args["key"], debounce=window))
+        for n in range(args["count"])
+    }
+    return {"ids": sorted(ids)}
+
+
 def load(args: dict[str, Any]) -> dict[str, Any]:
     """Start ``Restartable`` instances and resume them, until the ``stop`` file exists.
 
@@ -206,6 +221,7 @@ COMMANDS = {
     "resume": resume,
     "work": work,
     "start": start,
+    "debounce": debounce,
     "manage": manage,
     "load": load,
     "operate": operate,

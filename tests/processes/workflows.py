@@ -228,3 +228,21 @@ class Scheduled(Workflow):
 
     start = Report
     transitions = {Report: {"done": Done}}
+
+
+class Sync(Step):
+    """What a debounced workflow does: records the context it started with."""
+
+    events = ("done",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        from hephaestus_django import Event
+
+        return Event("done", {"context": dict(context.initial), "pid": os.getpid()})
+
+
+class Debounced(Workflow):
+    """Started by the debounce tests."""
+
+    start = Sync
+    transitions = {Sync: {"done": Done}}

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from hephaestus_django.conf import scheduler, storages
 from hephaestus_django.core.errors import HephaestusError
+from hephaestus_django.worker import prune_schedules
 
 
 def aware_datetime(text: str) -> datetime:
@@ -28,7 +29,8 @@ class Command(BaseCommand):
     help = (
         "The schedules of settings.HEPHAESTUS['SCHEDULES']: list them with their next and last "
         "tick, pause or resume one, start one now (trigger), or start each tick of a past range "
-        "(backfill; a tick already started is not started again)."
+        "(backfill; a tick already started is not started again), or remove the records of "
+        "schedules no longer configured (prune)."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -40,6 +42,9 @@ class Command(BaseCommand):
             ("trigger", "start a schedule's workflow now (its ticks are unchanged)"),
         ):
             actions.add_parser(name, help=text).add_argument("name")
+        actions.add_parser(
+            "prune", help="remove the records of schedules no longer in the settings"
+        )
         backfill = actions.add_parser("backfill", help="start each tick of a past range")
         backfill.add_argument("name")
         backfill.add_argument("--from", dest="start", type=aware_datetime, required=True)
@@ -51,6 +56,14 @@ class Command(BaseCommand):
         try:
             if action == "list":
                 self._list(schedules)
+                return
+            if action == "prune":
+                removed = sorted({n for names in prune_schedules().values() for n in names})
+                self.stdout.write(
+                    f"Removed the records of {', '.join(removed)}."
+                    if removed
+                    else "No record of a removed schedule."
+                )
                 return
             schedule = schedules.get(options["name"])
             storage = storages[schedule.storage]

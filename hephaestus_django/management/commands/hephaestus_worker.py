@@ -11,19 +11,22 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from hephaestus_django.conf import storages
 from hephaestus_django.management.arguments import positive_float, positive_int
 from hephaestus_django.runtime.worker import DEFAULT_MAX_BACKOFF
-from hephaestus_django.worker import worker
+from hephaestus_django.worker import prune_schedules, worker
 
 LOGGER = "hephaestus_django"
+logger = logging.getLogger("hephaestus_django.schedules")
 
 
 class Command(BaseCommand):
     help = (
-        "Fire due workflow timers and take over instances whose runner died, in every "
-        "configured storage or those named. Safe to run as several processes; survives "
+        "Fire due workflow timers, take over instances whose runner died and start the "
+        "schedules' ticks, in every configured storage or those named; on start, remove the "
+        "records of schedules no longer configured. Safe to run as several processes; survives "
         "database restarts. Stops cleanly on SIGTERM or Ctrl-C."
     )
 
@@ -63,6 +66,12 @@ class Command(BaseCommand):
             options["max_backoff"] = max(DEFAULT_MAX_BACKOFF, options["interval"])
         if options["max_backoff"] < options["interval"]:
             raise CommandError("--max-backoff must be at least --interval")
+        try:
+            # The rows of schedules removed from the settings: this worker's settings are the
+            # newest of a deployment (an old worker, already running, does not prune).
+            prune_schedules(names)
+        except DatabaseError:
+            logger.exception("the records of removed schedules were not pruned; next start")
         work = worker(
             names,
             batch_size=options["batch_size"],
