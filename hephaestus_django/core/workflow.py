@@ -34,6 +34,14 @@ from hephaestus_django.core.errors import (
     UnknownWorkflowError,
     WorkflowDefinitionError,
 )
+from hephaestus_django.core.flow import (
+    RULE_CONFLICTING_RATE_LIMIT,
+    RULE_MALFORMED_RATE_LIMIT,
+    RateLimit,
+    conflicting_declaration,
+    limit_problems,
+    limit_starts,
+)
 from hephaestus_django.core.graph import WorkflowGraph
 from hephaestus_django.core.keys import RULE_MALFORMED_KEY_SCOPE, KeyScope
 from hephaestus_django.core.naming import dotted_path
@@ -126,6 +134,10 @@ class WorkflowDefinition:
     """Labels to find the workflow's instances by (``Workflow.list(tag="billing")``, the
     admin's tag filter): a tuple of short strings. A versioned workflow carries its own and
     every version's."""
+    rate_limit: ClassVar[RateLimit | None] = None
+    """At most how many instances start per window of time, across every process
+    (:class:`~hephaestus_django.RateLimit`): the first execution of the start step of the
+    others waits in line until the window allows it. None: no bound."""
     upgrade_from: ClassVar[Upgrade | tuple[Upgrade, ...] | None] = None
     """How instances of earlier versions become this version's (see
     :mod:`~hephaestus_django.core.upgrades`); checked against both graphs when defined."""
@@ -183,6 +195,7 @@ class WorkflowDefinition:
             )
         cls.graph = build_graph(name, cls._start_spec, cls.transitions, start_name=cls._start_name)
         cls.start_step = cls.graph.start
+        _check_rate_limit(cls, name)
         cls.upgrades = compile_upgrades(cls, name)
         from hephaestus_django.core.children import check_child_cycles
 
@@ -411,3 +424,32 @@ def _as_ref(spec: object) -> StepRef | None:
 def _spec_name(spec: object) -> str:
     ref = _as_ref(spec)
     return ref.step.__qualname__ if ref is not None else repr(spec)
+
+
+def _check_rate_limit(cls: type[WorkflowDefinition], name: str) -> None:
+    """A workflow's ``rate_limit`` bounds its starts: the first execution of its start step,
+    which may therefore declare no limit of its own."""
+    declared = cls.__dict__.get("rate_limit")
+    if declared is None:
+        return
+    problems = limit_problems(declared, "rate_limit")
+    start = cls.graph.start
+    if not problems and (start.concurrency is not None or start.rate_limit is not None):
+        problems = [
+            f"its start step {start.__qualname__} declares a limit of its own, and the first "
+            f"execution of the start step is what the workflow's rate limit bounds (begin "
+            f"with a step without a limit)"
+        ]
+    if problems:
+        raise WorkflowDefinitionError(
+            name, RULE_MALFORMED_RATE_LIMIT, "malformed rate_limit: " + "; ".join(problems)
+        )
+    other = conflicting_declaration(cls, declared)
+    if other is not None:
+        raise WorkflowDefinitionError(
+            name,
+            RULE_CONFLICTING_RATE_LIMIT,
+            f"the rate limit {declared.name!r} is declared by {other} with other numbers; "
+            f"give both the same limit and window, or the limits different names",
+        )
+    limit_starts(start)

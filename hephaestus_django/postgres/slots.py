@@ -90,6 +90,7 @@ def release(
         "step": step,
         "limit": request.limit,
         "lease": lease,
+        "per": request.per,
     }
     rows = _locked(using, request.name, request.key, RELEASE, params)
     return [(row[0], row[1]) for row in rows]

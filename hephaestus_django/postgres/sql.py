@@ -341,6 +341,7 @@ FROM hephaestus_worker_passes WHERE role = %s {where} ORDER BY last_pass_at DESC
 # --- concurrency slots: postgres/slots.py (see runtime/slots.py for the rules) --------------
 
 SLOTS = "hephaestus_slots"
+SPENT = "00000000-0000-0000-0000-000000000000"  # runtime.slots.SPENT: a rate limit's spent slot
 
 # Every operation on one limit and key runs after this, in its transaction: they are
 # serialized, and each statement's snapshot (taken after the lock) sees the ones before it.
@@ -396,13 +397,19 @@ RETURNING state = 'holding'
 # Give up a slot (none when %(id)s is NULL: the sweep's pass) and admit the next waiters in
 # line while there is room, passing over those whose instance no longer runs; their parked
 # instances are woken (the lease made due, so a worker's claim takes them). One statement, so
-# the freed slot and the admission commit together.
+# the freed slot and the admission commit together. A rate limit's slot (%(per)s, its window,
+# not NULL) is not freed but spent: kept under the nil instance for %(per)s more, counted.
 RELEASE = f"""
 WITH released AS (
-    DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND {_SAME_SLOT}
+    DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND {_SAME_SLOT} AND %(per)s::interval IS NULL
+), spent AS (
+    UPDATE {SLOTS} SET instance_id = '{SPENT}', step = left(step, 200) || '@' || id,
+        expires_at = statement_timestamp() + %(per)s::interval
+    WHERE {_OF_LIMIT} AND {_SAME_SLOT} AND state = 'holding' AND %(per)s::interval IS NOT NULL
 ), live AS (
     SELECT count(*) AS n FROM {SLOTS}
-    WHERE {_OF_LIMIT} AND {_LIVE_HOLDER} AND NOT COALESCE({_SAME_SLOT}, false)
+    WHERE {_OF_LIMIT} AND CASE WHEN COALESCE({_SAME_SLOT}, false)
+        THEN state = 'holding' AND %(per)s::interval IS NOT NULL ELSE {_LIVE_HOLDER} END
 ), next AS (
     SELECT w.id FROM {SLOTS} w
     WHERE w.name = %(name)s AND w.key = %(key)s AND w.state = 'waiting' AND {_RUNS}
@@ -427,10 +434,12 @@ WAITING_LIMITS = f"""
 SELECT name, key, max(capacity) FROM {SLOTS} WHERE state = 'waiting' GROUP BY name, key
 """
 
-# The sweep: holders whose lease lapsed, and rows of instances that no longer run.
+# The sweep: holders whose lease lapsed, and rows of instances that no longer run (spent
+# slots of rate limits stay until they lapse).
 PURGE_SLOTS = f"""
 DELETE FROM {SLOTS} w
-WHERE (w.state = 'holding' AND w.expires_at <= statement_timestamp()) OR NOT {_RUNS}
+WHERE (w.state = 'holding' AND w.expires_at <= statement_timestamp())
+   OR (NOT {_RUNS} AND w.instance_id <> '{SPENT}')
 """
 
 # hephaestus_status and the dashboard: each limit and key in use.

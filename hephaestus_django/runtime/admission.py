@@ -1,5 +1,6 @@
 """Admission: which of an instance's runnable steps may execute now, under their concurrency
-limits, and giving their slots back once they have.
+and rate limits (and their workflow's rate limit on starts), and giving their slots back once
+they have.
 
 Both runners ask :func:`admit` before they execute (``LocalRunner``) or enqueue
 (``QueuedRunner``) runnable steps, and :func:`release` once a step's result is recorded. A step
@@ -20,7 +21,7 @@ from uuid import UUID
 
 from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import ConcurrencyKeyError, InvalidInstanceError
-from hephaestus_django.core.flow import SlotRequest, slot_request
+from hephaestus_django.core.flow import SlotRequest, flow_request
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.naming import dotted_path
@@ -84,7 +85,12 @@ def admit(
             decided.run.append(activation)
             continue
         try:
-            request = slot_request(activation.step, instance.context)
+            request = flow_request(
+                instance.workflow,
+                activation.step,
+                instance.context,
+                started=bool(instance.execution_history),
+            )
         except ConcurrencyKeyError as error:
             logger.error("instance %s: %s", instance.id, error, extra=about(instance))
             decided.refused.append(Executed(activation.step, error=error))

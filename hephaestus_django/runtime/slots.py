@@ -16,6 +16,12 @@ serialized (a transaction-scoped advisory lock in PostgreSQL, the storage's lock
   slot of a worker killed with ``kill -9`` comes back when that lease lapses, and the worker's
   sweep (``admit_waiting``) then admits the next waiter.
 
+A rate limit's slot (:class:`~hephaestus_django.RateLimit`, a request with ``per``) is taken
+and held the same way, but ``release`` does not free it: it becomes *spent*, detached from its
+instance (:data:`SPENT`), and counts among the holders for ``per`` more. So at most ``limit``
+executions fall in any window of ``per``, whichever moment of them is measured; the sweep
+admits the next waiters as spent slots lapse.
+
 ``LocalRunner`` *parks* an instance whose only runnable steps wait for slots: its lease goes
 to a ``parked:`` owner for one lease (a backstop, should a wake be lost with its database),
 and the worker's claim takes it when a release wakes it.
@@ -35,6 +41,10 @@ from hephaestus_django.core.flow import SlotRequest
 
 PARKED_PREFIX = "parked:"
 """How the owner of a parked instance's lease starts: nobody runs it; a release wakes it."""
+
+SPENT = UUID(int=0)
+"""The instance a rate limit's spent slot is kept under (none: it only counts until it
+lapses, whatever becomes of the instance that spent it)."""
 
 HOLDING = "holding"
 WAITING = "waiting"
@@ -169,7 +179,12 @@ class SlotTable:
         now: datetime,
         running: Callable[[UUID], bool],
     ) -> list[tuple[UUID, str]]:
-        self._slots.pop((request.name, request.key, instance_id, step), None)
+        slot = self._slots.pop((request.name, request.key, instance_id, step), None)
+        if request.per is not None and slot is not None and slot.state == HOLDING:
+            spent = replace(
+                slot, instance_id=SPENT, step=f"{step}@{slot.order}", expires_at=now + request.per
+            )
+            self._slots[(spent.name, spent.key, SPENT, spent.step)] = spent
         return self.admit_next(request.name, request.key, request.limit, lease, now, running)
 
     def admit_next(

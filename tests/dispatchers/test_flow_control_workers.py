@@ -18,7 +18,7 @@ import pytest
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.workers import PROCRASTINATE, Workers, all_completed, spawn_workers
-from tests.support.flow_control import TENANTS, most_at_once, sample
+from tests.support.flow_control import TENANTS, most_at_once, most_in_a_window, sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,3 +97,19 @@ def test_the_slot_of_a_killed_worker_comes_back_within_a_lease(
         "clog-stuck-2",
     ]
     assert all(use.holding == 0 for use in DjangoStorage().limits())
+
+
+@pytest.mark.slow
+def test_rate_limits_hold_across_job_workers(loaded_workers: Workers, tmp_path: Path) -> None:
+    """Starts and calls limited to 10 a second: the jobs of those over the rate are enqueued
+    by the sweep as the window moves on, never more than 10 in any second."""
+    workers = loaded_workers
+    ids = [workflows.RateLimited.start({"dir": str(tmp_path)}) for _ in range(60)]
+    for n in range(3):
+        workers.worker(f"worker-{n}", concurrency=2)
+    workers.sweep()
+    workers.wait_for(all_completed(ids), "every instance completing", timeout=600)
+    assert most_in_a_window(tmp_path / "starts", 1.0) <= 10
+    assert most_in_a_window(tmp_path / "calls", 1.0) <= 10
+    assert len((tmp_path / "calls").read_text().splitlines()) == 60
+    assert workers.engine.failed() == 0

@@ -160,6 +160,17 @@ def test_flow_control() -> None:
     assert all(use.holding == 0 for use in namespace["storage"].limits())
 
 
+def test_rate_limits() -> None:
+    """Two receipts a second per account: the third waits for the worker; the sixth import
+    waits for its minute."""
+    namespace = run_example("docs/guides/flow-control.md", "class SendReceipt(", "docs_rates")
+    assert namespace["SendReceipt"].sent == [0, 1, "other", 2]
+    storage = namespace["storage"]
+    [waiting] = [i for i in namespace["imports"] if storage.get(i).status == "running"]
+    assert [place.position for place in storage.places(waiting)] == [1]
+    namespace["runner"].close()
+
+
 def test_timeouts() -> None:
     """Attempt 1 hangs past its timeout and is abandoned, attempt 2 completes, and attempt 1's
     late result, once its thread ended, is not recorded."""
