@@ -55,6 +55,10 @@ RATE_PREFIX = "rate:"
 """How the slots of a rate limit are named in the slots table (apart from concurrency
 limits of the same name)."""
 
+RUNNING_PREFIX = "running:"
+"""How the slots of a workflow's concurrency limit (a bound on its running instances) are
+named in the slots table."""
+
 NO_KEY = ""
 """The key of a limit declared without ``key``: one line for every instance."""
 
@@ -143,11 +147,11 @@ def limit_name(owner: type[Any], declared: Limit) -> str:
 
 
 _limited_starts: set[type[Any]] = set()
-"""The start steps of workflows declaring a rate limit (their first execution is a start)."""
+"""The start steps of workflows declaring a limit (their first execution is a start)."""
 
 
 def limit_starts(start: type[Any]) -> None:
-    """Record that ``start`` begins a workflow whose starts are rate limited."""
+    """Record that ``start`` begins a workflow whose starts are limited."""
     _limited_starts.add(start)
 
 
@@ -165,11 +169,26 @@ def flow_request(
 ) -> SlotRequest | None:
     """The slot an execution of ``step`` of an instance of ``workflow`` needs; None when
     nothing limits it. The first execution of the start step (``started`` False) is the
-    workflow's start: its rate limit, if it declares one, applies."""
-    declared_start: RateLimit | None = getattr(workflow, "rate_limit", None)
-    if declared_start is not None and not started and step is workflow.start_step:
-        return _request(workflow, declared_start, context, f"workflow {workflow.__qualname__}")
+    workflow's start: its limit, if it declares one, applies (a concurrency limit's slot is
+    then held until the instance ends, :func:`running_request`)."""
+    if not started and step is workflow.start_step:
+        request = running_request(workflow, context)
+        if request is not None:
+            return request
+        declared_start: RateLimit | None = getattr(workflow, "rate_limit", None)
+        if declared_start is not None:
+            return _request(workflow, declared_start, context, f"workflow {workflow.__qualname__}")
     return slot_request(step, context)
+
+
+def running_request(workflow: type[Any], context: Context) -> SlotRequest | None:
+    """The slot a running instance of ``workflow`` holds under its concurrency limit; None
+    without one. :class:`ConcurrencyKeyError` as for steps."""
+    declared: Concurrency | None = getattr(workflow, "concurrency", None)
+    if declared is None:
+        return None
+    request = _request(workflow, declared, context, f"workflow {workflow.__qualname__}")
+    return SlotRequest(RUNNING_PREFIX + request.name, request.key, request.limit)
 
 
 def slot_request(step: type[Any], context: Context) -> SlotRequest | None:

@@ -29,7 +29,7 @@ from hephaestus_django.postgres.sql import (
     SLOT_LOCK,
     WAITING_LIMITS,
 )
-from hephaestus_django.runtime.slots import LimitUse, Place
+from hephaestus_django.runtime.slots import LimitUse, Place, slot_lease
 
 MAX_LIMITS_REPORTED = 1_000
 """At most this many limits and keys in ``limits()`` (the status report stays small)."""
@@ -109,7 +109,7 @@ def admit_waiting(using: str, *, lease: timedelta) -> list[tuple[UUID, str]]:
     admitted = []
     for name, key, limit in waiting:
         request = SlotRequest(name, key, limit)
-        admitted.extend(release(using, None, None, request, lease=lease))
+        admitted.extend(release(using, None, None, request, lease=slot_lease(name, lease)))
     return admitted
 
 

@@ -45,10 +45,12 @@ SELECT_ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s"
 # statement_timestamp(): the database's time, fixed for the statement (so an index bound), and
 # the statement's own even inside a longer transaction (now() would be the transaction's).
 CLOCK = "SELECT clock_timestamp()"
-# The instance's held concurrency slots are renewed with its lease (hephaestus_slots, below).
+# The instance's held concurrency slots are renewed with its lease (hephaestus_slots, below);
+# never shortened (a running instance's slot of its workflow's limit lasts until it ends).
 RENEW = f"""
 WITH held AS (
-    UPDATE hephaestus_slots SET expires_at = statement_timestamp() + %(lease)s
+    UPDATE hephaestus_slots
+    SET expires_at = GREATEST(expires_at, statement_timestamp() + %(lease)s)
     WHERE instance_id = %(id)s AND state = 'holding'
       AND EXISTS (SELECT 1 FROM {TABLE} WHERE id = %(id)s AND lease_owner = %(owner)s)
 )
@@ -351,6 +353,10 @@ _SAME_SLOT = "instance_id = %(id)s AND step = %(step)s"
 _OF_LIMIT = "name = %(name)s AND key = %(key)s"
 _LIVE_HOLDER = "state = 'holding' AND expires_at > statement_timestamp()"
 _RUNS = f"EXISTS (SELECT 1 FROM {TABLE} i WHERE i.id = w.instance_id AND i.status = 'running')"
+_LIVES = (
+    f"EXISTS (SELECT 1 FROM {TABLE} i WHERE i.id = w.instance_id"
+    " AND i.status IN ('pending', 'running', 'waiting'))"
+)
 
 # Take (or keep) a slot, or wait in line. Admitted when this step holds a live slot already,
 # or when the live holders and the waiters ahead (of a higher priority, or of the same and
@@ -435,11 +441,13 @@ SELECT name, key, max(capacity) FROM {SLOTS} WHERE state = 'waiting' GROUP BY na
 """
 
 # The sweep: holders whose lease lapsed, and rows of instances that no longer run (spent
-# slots of rate limits stay until they lapse).
+# slots of rate limits stay until they lapse; a running instance's slot of its workflow's
+# limit, until it has ended, even while it waits for an event).
 PURGE_SLOTS = f"""
 DELETE FROM {SLOTS} w
 WHERE (w.state = 'holding' AND w.expires_at <= statement_timestamp())
-   OR (NOT {_RUNS} AND w.instance_id <> '{SPENT}')
+   OR (w.instance_id <> '{SPENT}' AND NOT CASE WHEN w.name LIKE 'running:%%' THEN {_LIVES}
+       ELSE {_RUNS} END)
 """
 
 # hephaestus_status and the dashboard: each limit and key in use.

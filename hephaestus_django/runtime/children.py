@@ -43,6 +43,7 @@ from hephaestus_django.core.errors import InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.workflow import WorkflowDefinition
+from hephaestus_django.runtime.admission import holds_until_end, release_on_end
 from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.logs import about
 
@@ -76,10 +77,11 @@ class InTransaction(Exception):
 
 
 def composes(instance: Instance | None) -> bool:
-    """Whether a write of ``instance`` may start or end a child (None: cannot tell, so yes)."""
+    """Whether a write of ``instance`` may start or end a child, or end an instance holding a
+    slot of its workflow's concurrency limit (None: cannot tell, so yes)."""
     if instance is None:
         return True
-    if PARENT_KEY in instance.runtime_metadata:
+    if PARENT_KEY in instance.runtime_metadata or holds_until_end(instance):
         return True
     workflow = instance.workflow
     found = _composing.get(workflow)
@@ -104,13 +106,18 @@ def after_write(
     after: Instance,
     started: Started = (),
 ) -> AfterWrite:
-    """Start the children ``started`` asks for whose step the write made wait, and resume the
-    parent of a child the write ended; call it inside the write's transaction."""
+    """Start the children ``started`` asks for whose step the write made wait, resume the
+    parent of a child the write ended, and give back the slot of its workflow's concurrency
+    limit an instance the write ended held (admitting the next in line); call it inside the
+    write's transaction."""
     done = AfterWrite(after)
     for step, start in started:
         newly = step in after.waiting_steps and (before is None or step not in before.waiting_steps)
         if newly and start.workflow is not None:
             _start(runner, storage, done, step, start)
+    admitted = release_on_end(storage, before, after)
+    if admitted:
+        runner._admitted_by_end(admitted, storage)
     link = parent_of(after)
     ended = after.status in ENDED and (before is None or before.status not in ENDED)
     if link is not None and ended:

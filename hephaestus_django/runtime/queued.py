@@ -275,6 +275,9 @@ class QueuedRunner(Runner):
             return None
         return decided
 
+    def _admitted_by_end(self, admitted: Sequence[tuple[UUID, str]], storage: Storage) -> None:
+        self._enqueue_admitted(admitted, backends.alias_of(storage), storage)
+
     def _enqueue_admitted(
         self, admitted: Sequence[tuple[UUID, str]], alias: str, storage: Storage
     ) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import datetime, timedelta
@@ -63,7 +63,7 @@ from hephaestus_django.runtime.execution import log_retries, reach_ends
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.maps import execute
-from hephaestus_django.runtime.slots import PARKED_PREFIX
+from hephaestus_django.runtime.slots import PARKED_PREFIX, slot_lease
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -189,7 +189,7 @@ class LocalRunner(Runner):
                 dotted_path(step),
                 request,
                 priority=priority_of(instance),
-                lease=self.lease,
+                lease=slot_lease(request.name, self.lease),
             )
             for step, request in admission.waiting.items()
         ):
@@ -270,6 +270,9 @@ class LocalRunner(Runner):
         events.written(storage, None, child)
         done = after_write(self, storage, None, child)
         return [lambda: self.run(child, storage=storage, owner=owner), *done.then]
+
+    def _admitted_by_end(self, admitted: Sequence[tuple[UUID, str]], storage: Storage) -> None:
+        """Nothing: the release woke the admitted instances' parked leases, for the worker."""
 
     def _wake_parent(
         self, parent_id: UUID, storage: Storage, deliver: Callable[[Instance], Instance]

@@ -22,6 +22,12 @@ instance (:data:`SPENT`), and counts among the holders for ``per`` more. So at m
 executions fall in any window of ``per``, whichever moment of them is measured; the sweep
 admits the next waiters as spent slots lapse.
 
+A workflow's concurrency limit (its running instances) is kept the same way too: the slot,
+named with :data:`~hephaestus_django.core.flow.RUNNING_PREFIX`, is taken by the first execution
+of its start step for :data:`UNTIL_THE_END` rather than a lease, and given back by the write that
+ends the instance (:func:`~hephaestus_django.runtime.admission.release_on_end`, in its
+transaction); the sweep forgets it should an instance end without that.
+
 ``LocalRunner`` *parks* an instance whose only runnable steps wait for slots: its lease goes
 to a ``parked:`` owner for one lease (a backstop, should a wake be lost with its database),
 and the worker's claim takes it when a release wakes it.
@@ -37,7 +43,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from hephaestus_django.core.flow import SlotRequest
+from hephaestus_django.core.flow import RUNNING_PREFIX, SlotRequest
 
 PARKED_PREFIX = "parked:"
 """How the owner of a parked instance's lease starts: nobody runs it; a release wakes it."""
@@ -46,8 +52,18 @@ SPENT = UUID(int=0)
 """The instance a rate limit's spent slot is kept under (none: it only counts until it
 lapses, whatever becomes of the instance that spent it)."""
 
+UNTIL_THE_END = timedelta(days=36_500)
+"""How long a running instance's slot of its workflow's concurrency limit lasts: until the
+instance ends (which frees it), not a lease (between its steps nobody renews it)."""
+
 HOLDING = "holding"
 WAITING = "waiting"
+
+
+def slot_lease(name: str, lease: timedelta) -> timedelta:
+    """How long a slot of limit ``name`` is taken for: a lease, renewed while its step runs;
+    a running instance's until it ends."""
+    return UNTIL_THE_END if name.startswith(RUNNING_PREFIX) else lease
 
 
 def is_parked(owner: str | None) -> bool:
@@ -225,7 +241,9 @@ class SlotTable:
                 groups[(slot.name, slot.key)] = max(known, slot.capacity)
         admitted = []
         for (name, key), limit in groups.items():
-            admitted.extend(self.admit_next(name, key, limit, lease, now, running))
+            admitted.extend(
+                self.admit_next(name, key, limit, slot_lease(name, lease), now, running)
+            )
         for ident, slot in list(self._slots.items()):
             if slot.state == HOLDING and not slot.live(now):
                 del self._slots[ident]
@@ -235,7 +253,8 @@ class SlotTable:
         """Extend the instance's held slots to ``until`` (its lease was renewed)."""
         for ident, slot in self._slots.items():
             if slot.instance_id == instance_id and slot.state == HOLDING:
-                self._slots[ident] = replace(slot, expires_at=until)
+                expires_at = until if slot.expires_at is None else max(slot.expires_at, until)
+                self._slots[ident] = replace(slot, expires_at=expires_at)
 
     def forget(self, instance_id: UUID) -> None:
         """Drop every slot and place in line of a deleted instance."""

@@ -18,7 +18,7 @@ both runners, the ``Workflow`` facade and its async twin follow.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -321,6 +321,12 @@ class Runner(ABC):
     def _wake_parent(self, parent_id: UUID, storage: Storage, deliver: Transition) -> AfterWrite:
         """Apply ``deliver`` (a child's end) to the parent under the storage's lock, inside
         the caller's transaction (the child's write); ``InstanceNotFound`` when it is gone."""
+
+    @abstractmethod
+    def _admitted_by_end(self, admitted: Sequence[tuple[UUID, str]], storage: Storage) -> None:
+        """Move on the waiters an instance's end admitted (to its workflow's concurrency
+        limit), inside that end's transaction: the release woke those parked for a worker;
+        a job engine's runner enqueues their jobs."""
 
     @abstractmethod
     def _transition(

@@ -171,6 +171,15 @@ def test_rate_limits() -> None:
     namespace["runner"].close()
 
 
+def test_workflow_limits() -> None:
+    """Two onboardings at a time: the third starts when the first ends."""
+    namespace = run_example("docs/guides/flow-control.md", "class Onboarding(", "docs_running")
+    storage = namespace["storage"]
+    assert storage.get(namespace["first"]).status == "completed"
+    assert [use.holding for use in storage.limits()] == [2]
+    namespace["runner"].close()
+
+
 def test_timeouts() -> None:
     """Attempt 1 hangs past its timeout and is abandoned, attempt 2 completes, and attempt 1's
     late result, once its thread ended, is not recorded."""
