@@ -1,13 +1,15 @@
-"""Issue 27: what a concurrency limit costs a step, on ``DjangoStorage`` with ``LocalRunner``.
+"""Issue 27: what a concurrency or rate limit costs a step, on ``DjangoStorage`` with
+``LocalRunner``.
 
 ``python -m bench.flow_control [N]`` (uses ``$DATABASE_URL``'s server and the database
-``$BENCH_DATABASE``, dropped and created afresh) starts N one-step instances of each of two
-workflows, interleaved in slices: *free*, whose step declares no limit, and *limited*, whose step
-declares ``Concurrency(1_000_000)`` (never reached: every admission succeeds, so what is measured
-is the admission and the release themselves, not waiting). Per instance it reports the
-statements sent (Django's query log, transaction control included) and the median and p90
-latency of ``start`` (which runs the step to its end). The difference is the price of a limit
-per step execution.
+``$BENCH_DATABASE``, dropped and created afresh) starts N one-step instances of each of three
+workflows, interleaved in slices: *free*, whose step declares no limit, *limited*, whose step
+declares ``Concurrency(1_000_000)``, and *rated*, whose step declares
+``RateLimit(1_000_000, per=timedelta(minutes=1))`` (never reached: every admission succeeds, so
+what is measured is the admission and the release themselves, not waiting). Per instance it
+reports the statements sent (Django's query log, transaction control included; the limit's lock
+and the operation after it are sent as one query) and the median and p90 latency of ``start``
+(which runs the step to its end). The difference is the price of a limit per step execution.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
-from hephaestus_django import Concurrency, Done, Step, Workflow
+from hephaestus_django import Concurrency, Done, RateLimit, Step, Workflow
 
 SLICE = 50
 
@@ -37,6 +40,14 @@ class LimitedStep(Step):
         return "ok"
 
 
+class RatedStep(Step):
+    events = ("ok",)
+    rate_limit = RateLimit(1_000_000, per=timedelta(minutes=1), name="bench-rate")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> str:
+        return "ok"
+
+
 class Free(Workflow):
     start_step = FreeStep
     transitions = {FreeStep: {"ok": Done}}
@@ -47,6 +58,11 @@ class Limited(Workflow):
     transitions = {LimitedStep: {"ok": Done}}
 
 
+class Rated(Workflow):
+    start_step = RatedStep
+    transitions = {RatedStep: {"ok": Done}}
+
+
 def measure(n: int) -> dict[str, dict[str, float]]:
     from django.db import connection
 
@@ -54,9 +70,9 @@ def measure(n: int) -> dict[str, dict[str, float]]:
     from hephaestus_django.storage import DjangoStorage
 
     configure(storages={"default": DjangoStorage()}, runner=LocalRunner())
-    latencies: dict[str, list[int]] = {"free": [], "limited": []}
-    statements: dict[str, int] = {"free": 0, "limited": 0}
-    flows = {"free": Free, "limited": Limited}
+    flows = {"free": Free, "limited": Limited, "rated": Rated}
+    latencies: dict[str, list[int]] = {name: [] for name in flows}
+    statements: dict[str, int] = dict.fromkeys(flows, 0)
     for flow in flows.values():  # warm-up
         for _ in range(SLICE):
             flow.start({})
@@ -88,8 +104,12 @@ def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 1000
     url, _source = environment.server_url()
     environment.configure_django(environment.recreate_database(url))
-    found = measure(n)
-    free, limited = found["free"], found["limited"]
+    # Through the module's import: run as ``python -m``, this file is ``__main__``, whose
+    # workflows no other process could import (the storage refuses them).
+    from bench.flow_control import measure as measured
+
+    found = measured(n)
+    free = found["free"]
     print(f"{n} starts per side, one step each (LocalRunner, DjangoStorage)")
     print("| step | statements per instance | median µs | p90 µs |")
     print("|---|---|---|---|")
@@ -97,10 +117,12 @@ def main(argv: list[str]) -> int:
         print(
             f"| {name} | {row['statements']:.1f} | {row['median_us']:.0f} | {row['p90_us']:.0f} |"
         )
-    print(
-        f"a limit costs {limited['statements'] - free['statements']:.1f} statements and "
-        f"{limited['median_us'] - free['median_us']:.0f} µs (median) per step execution"
-    )
+    for name, kind in (("limited", "a concurrency limit"), ("rated", "a rate limit")):
+        row = found[name]
+        print(
+            f"{kind} costs {row['statements'] - free['statements']:.1f} statements and "
+            f"{row['median_us'] - free['median_us']:.0f} µs (median) per step execution"
+        )
     return 0
 
 

@@ -348,6 +348,9 @@ SPENT = "00000000-0000-0000-0000-000000000000"  # runtime.slots.SPENT: a rate li
 # Every operation on one limit and key runs after this, in its transaction: they are
 # serialized, and each statement's snapshot (taken after the lock) sees the ones before it.
 SLOT_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))"
+# The same, sent in one query string before the operation (postgres/slots.py): the statements
+# of one query run in one transaction, each with a snapshot of its own.
+SLOT_LOCK_NAMED = "SELECT pg_advisory_xact_lock(hashtext(%(name)s), hashtext(%(key)s))"
 
 _SAME_SLOT = "instance_id = %(id)s AND step = %(step)s"
 _OF_LIMIT = "name = %(name)s AND key = %(key)s"
