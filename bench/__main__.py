@@ -24,6 +24,7 @@ FULL: dict[str, Any] = {
     "ops": 400,
     "containment": [(100_000, 5, 40, 5), (1_000_000, 5, 40, 3)],
     "workflows": 60,
+    "flow_n": 1000,
     "tail_rounds": 4,
     "tail_writes": 20_000,
     "anatomy_writes": 10_000,
@@ -50,6 +51,7 @@ QUICK: dict[str, Any] = {
     "ops": 150,
     "containment": [(100_000, 3, 20, 3)],
     "workflows": 20,
+    "flow_n": 200,
     "tail_rounds": 2,
     "tail_writes": 2_000,
     "anatomy_writes": 3_500,
@@ -83,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
     parser.add_argument(
         "--only",
-        choices=["queued", "maps"],
+        choices=["queued", "maps", "flow"],
         help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
-        "what map steps write per item at 10, 1,000 and 10,000 items",
+        "what map steps write per item at 10, 1,000 and 10,000 items; 'flow', what a "
+        "concurrency or rate limit costs a step",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -117,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
 
         log("11. map steps: bytes and statements per item at 10, 1,000 and 10,000 items")
         results["maps"] = maps.run()
-    if args.only == "maps":
-        log("8. QueuedRunner: not run (--only maps)")
+    if args.only in (None, "flow"):
+        from bench import flow_control
+
+        log("12. flow control: a step with a concurrency or a rate limit against one without")
+        results["flow_control"] = flow_control.run(plan["flow_n"])
+    if args.only in ("maps", "flow"):
+        log(f"8. QueuedRunner: not run (--only {args.only})")
     elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.
         from bench.queued import run as queued

@@ -98,31 +98,44 @@ def measure(n: int) -> dict[str, dict[str, float]]:
     }
 
 
+def lines(found: dict[str, dict[str, float]], n: int) -> list[str]:
+    """The markdown of the flow-control section: a row per kind of step, and what a limit
+    costs over the free step."""
+    free = found["free"]
+    return [
+        f"{n} starts per kind, one step each (LocalRunner, DjangoStorage), interleaved in slices "
+        f"of {SLICE}; statements: Django's query log (transaction control included; a limit's "
+        "lock and its operation are one query). Limits never reached: the admission and the "
+        "release themselves.",
+        "",
+        "| step | statements per instance | median µs | p90 µs | over free: statements | µs |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {name} | {row['statements']:.1f} | {row['median_us']:.0f} | "
+            f"{row['p90_us']:.0f} | {row['statements'] - free['statements']:+.1f} | "
+            f"{row['median_us'] - free['median_us']:+.0f} |"
+            for name, row in found.items()
+        ],
+    ]
+
+
+def run(n: int) -> dict[str, Any]:
+    """The section of ``python -m bench`` (the database already made and configured)."""
+    # Through the module's import: run as ``python -m``, this file is ``__main__``, whose
+    # workflows no other process could import (the storage refuses them).
+    from bench.flow_control import measure as measured
+
+    return {"n": n, "kinds": measured(n)}
+
+
 def main(argv: list[str]) -> int:
     from bench import environment
 
     n = int(argv[0]) if argv else 1000
     url, _source = environment.server_url()
     environment.configure_django(environment.recreate_database(url))
-    # Through the module's import: run as ``python -m``, this file is ``__main__``, whose
-    # workflows no other process could import (the storage refuses them).
-    from bench.flow_control import measure as measured
-
-    found = measured(n)
-    free = found["free"]
-    print(f"{n} starts per side, one step each (LocalRunner, DjangoStorage)")
-    print("| step | statements per instance | median µs | p90 µs |")
-    print("|---|---|---|---|")
-    for name, row in found.items():
-        print(
-            f"| {name} | {row['statements']:.1f} | {row['median_us']:.0f} | {row['p90_us']:.0f} |"
-        )
-    for name, kind in (("limited", "a concurrency limit"), ("rated", "a rate limit")):
-        row = found[name]
-        print(
-            f"{kind} costs {row['statements'] - free['statements']:.1f} statements and "
-            f"{row['median_us'] - free['median_us']:.0f} µs (median) per step execution"
-        )
+    found = run(n)
+    print("\n".join(lines(found["kinds"], n)))
     return 0
 
 
