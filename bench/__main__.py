@@ -27,6 +27,7 @@ FULL: dict[str, Any] = {
     "ops": 400,
     "containment": [(100_000, 5, 40, 5), (1_000_000, 5, 40, 3)],
     "workflows": 60,
+    "flow_n": 1000,
     "tail_rounds": 4,
     "tail_writes": 20_000,
     "anatomy_writes": 10_000,
@@ -58,6 +59,7 @@ QUICK: dict[str, Any] = {
     "ops": 150,
     "containment": [(100_000, 3, 20, 3)],
     "workflows": 20,
+    "flow_n": 200,
     "tail_rounds": 2,
     "tail_writes": 2_000,
     "anatomy_writes": 3_500,
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
         "what map steps write per item at 10, 1,000 and 10,000 items; 'children', the latency "
         "from a child workflow's end to its parent's next step; 'peers', the same workflows on "
-        "DBOS; 'flow', the throughput at a concurrency limit of 4 with 8 worker processes",
+        "DBOS; 'flow', what a concurrency or rate limit costs a step, and the throughput at a "
+        "concurrency limit of 4 with 8 worker processes",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -144,11 +147,16 @@ def main(argv: list[str] | None = None) -> int:
 
             log("12b. the same on QueuedRunner, one procrastinate worker process")
             results["children"]["queued"] = queued.run_children(conninfo, plan["child_samples"])
-    if args.only == "flow":
+    if args.only in (None, "flow"):
+        from bench import flow_control
+
+        log("14. flow control: a step with a concurrency or a rate limit against one without")
+        results["flow_control"] = flow_control.run(plan["flow_n"])
+    if args.only == "flow" and environment.QUEUED_APPS:
         from bench.queued import run as queued
 
         results["queued_flow"] = queued.run_flow(conninfo, plan["queued"])
-    elif args.only in ("maps", "children", "peers"):
+    elif args.only in ("maps", "children", "peers", "flow"):
         log(f"8. QueuedRunner: not run (--only {args.only})")
     elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.

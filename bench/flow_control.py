@@ -1,13 +1,15 @@
-"""Issue 27: what a concurrency limit costs a step, on ``DjangoStorage`` with ``LocalRunner``.
+"""Issue 27: what a concurrency or rate limit costs a step, on ``DjangoStorage`` with
+``LocalRunner``.
 
 ``python -m bench.flow_control [N]`` (uses ``$DATABASE_URL``'s server and the database
-``$BENCH_DATABASE``, dropped and created afresh) starts N one-step instances of each of two
-workflows, interleaved in slices: *free*, whose step declares no limit, and *limited*, whose step
-declares ``Concurrency(1_000_000)`` (never reached: every admission succeeds, so what is measured
-is the admission and the release themselves, not waiting). Per instance it reports the
-statements sent (Django's query log, transaction control included) and the median and p90
-latency of ``start`` (which runs the step to its end). The difference is the price of a limit
-per step execution.
+``$BENCH_DATABASE``, dropped and created afresh) starts N one-step instances of each of three
+workflows, interleaved in slices: *free*, whose step declares no limit, *limited*, whose step
+declares ``Concurrency(1_000_000)``, and *rated*, whose step declares
+``RateLimit(1_000_000, per=timedelta(minutes=1))`` (never reached: every admission succeeds, so
+what is measured is the admission and the release themselves, not waiting). Per instance it
+reports the statements sent (Django's query log, transaction control included; the limit's lock
+and the operation after it are sent as one query) and the median and p90 latency of ``start``
+(which runs the step to its end). The difference is the price of a limit per step execution.
 
 :func:`throughput` (item 8f of ``python -m bench``, with the queued runner's worker processes):
 8 procrastinate workers run one-step instances whose step sleeps 50 ms under
@@ -23,9 +25,10 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from hephaestus_django import Concurrency, Done, Step, Workflow
+from hephaestus_django import Concurrency, Done, RateLimit, Step, Workflow
 
 if TYPE_CHECKING:
     from bench.queued.run import Queued
@@ -51,6 +54,14 @@ class LimitedStep(Step):
         return "ok"
 
 
+class RatedStep(Step):
+    events = ("ok",)
+    rate_limit = RateLimit(1_000_000, per=timedelta(minutes=1), name="bench-rate")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> str:
+        return "ok"
+
+
 class Free(Workflow):
     start_step = FreeStep
     transitions = {FreeStep: {"ok": Done}}
@@ -61,6 +72,11 @@ class Limited(Workflow):
     transitions = {LimitedStep: {"ok": Done}}
 
 
+class Rated(Workflow):
+    start_step = RatedStep
+    transitions = {RatedStep: {"ok": Done}}
+
+
 def measure(n: int) -> dict[str, dict[str, float]]:
     from django.db import connection
 
@@ -68,9 +84,9 @@ def measure(n: int) -> dict[str, dict[str, float]]:
     from hephaestus_django.storage import DjangoStorage
 
     configure(storages={"default": DjangoStorage()}, runner=LocalRunner())
-    latencies: dict[str, list[int]] = {"free": [], "limited": []}
-    statements: dict[str, int] = {"free": 0, "limited": 0}
-    flows = {"free": Free, "limited": Limited}
+    flows = {"free": Free, "limited": Limited, "rated": Rated}
+    latencies: dict[str, list[int]] = {name: [] for name in flows}
+    statements: dict[str, int] = dict.fromkeys(flows, 0)
     for flow in flows.values():  # warm-up
         for _ in range(SLICE):
             flow.start({})
@@ -144,25 +160,44 @@ def throughput(queued: Queued, *, rounds: int, n: int) -> dict[str, Any]:
     }
 
 
+def lines(found: dict[str, dict[str, float]], n: int) -> list[str]:
+    """The markdown of the flow-control section: a row per kind of step, and what a limit
+    costs over the free step."""
+    free = found["free"]
+    return [
+        f"{n} starts per kind, one step each (LocalRunner, DjangoStorage), interleaved in slices "
+        f"of {SLICE}; statements: Django's query log (transaction control included; a limit's "
+        "lock and its operation are one query). Limits never reached: the admission and the "
+        "release themselves.",
+        "",
+        "| step | statements per instance | median µs | p90 µs | over free: statements | µs |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {name} | {row['statements']:.1f} | {row['median_us']:.0f} | "
+            f"{row['p90_us']:.0f} | {row['statements'] - free['statements']:+.1f} | "
+            f"{row['median_us'] - free['median_us']:+.0f} |"
+            for name, row in found.items()
+        ],
+    ]
+
+
+def run(n: int) -> dict[str, Any]:
+    """The section of ``python -m bench`` (the database already made and configured)."""
+    # Through the module's import: run as ``python -m``, this file is ``__main__``, whose
+    # workflows no other process could import (the storage refuses them).
+    from bench.flow_control import measure as measured
+
+    return {"n": n, "kinds": measured(n)}
+
+
 def main(argv: list[str]) -> int:
     from bench import environment
 
     n = int(argv[0]) if argv else 1000
     url, _source = environment.server_url()
     environment.configure_django(environment.recreate_database(url))
-    found = measure(n)
-    free, limited = found["free"], found["limited"]
-    print(f"{n} starts per side, one step each (LocalRunner, DjangoStorage)")
-    print("| step | statements per instance | median µs | p90 µs |")
-    print("|---|---|---|---|")
-    for name, row in found.items():
-        print(
-            f"| {name} | {row['statements']:.1f} | {row['median_us']:.0f} | {row['p90_us']:.0f} |"
-        )
-    print(
-        f"a limit costs {limited['statements'] - free['statements']:.1f} statements and "
-        f"{limited['median_us'] - free['median_us']:.0f} µs (median) per step execution"
-    )
+    found = run(n)
+    print("\n".join(lines(found["kinds"], n)))
     return 0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.child_latency import lines as children_lines
+from bench.flow_control import lines as cost_lines
 from bench.maps import budget as maps_budget
 from bench.maps import lines as maps_lines
 from bench.measure import SLICE
@@ -687,6 +688,9 @@ def markdown(results: dict[str, Any]) -> str:
     if "peers" in results:
         ceiling = results.get("end_to_end")
         mapped += ["## 13. Peers: DBOS", "", *peers_lines(results["peers"], ceiling), ""]
+    flow = results.get("flow_control")
+    if flow is not None:
+        mapped += ["## 14. Flow control", "", *cost_lines(flow["kinds"], flow["n"]), ""]
     if "queued_flow" in results:  # python -m bench --only flow
         queued = ["## 8f. Flow control", "", *flow_lines(results["queued_flow"])]
     if "storage_ops" not in results:  # python -m bench --only queued (maps, children, peers, flow)

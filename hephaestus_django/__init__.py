@@ -32,6 +32,7 @@ _EXPORTS = {
     "Route": "hephaestus_django.core.graph",
     "Retry": "hephaestus_django.core.policies",
     "Concurrency": "hephaestus_django.core.flow",
+    "RateLimit": "hephaestus_django.core.flow",
     "Upgrade": "hephaestus_django.core.upgrades",
     "KeyScope": "hephaestus_django.core.keys",
     "Status": "hephaestus_django.core.status",
@@ -117,6 +118,7 @@ __all__ = [
     "MapItem",
     "MapItemError",
     "QueuedRunner",
+    "RateLimit",
     "Retry",
     "RewindError",
     "RewindPlan",
@@ -195,7 +197,7 @@ if TYPE_CHECKING:
         UpgradeError,
         WorkflowDefinitionError,
     )
-    from hephaestus_django.core.flow import Concurrency
+    from hephaestus_django.core.flow import Concurrency, RateLimit
     from hephaestus_django.core.graph import Route
     from hephaestus_django.core.instance import Context, Instance
     from hephaestus_django.core.keys import KeyScope

@@ -18,9 +18,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hephaestus_django.core.errors import StepDefinitionError
 from hephaestus_django.core.flow import (
     RULE_CONFLICTING_CONCURRENCY,
+    RULE_CONFLICTING_RATE_LIMIT,
     RULE_MALFORMED_CONCURRENCY,
+    RULE_MALFORMED_RATE_LIMIT,
     Concurrency,
+    RateLimit,
     conflicting_declaration,
+    limit_problems,
 )
 from hephaestus_django.core.naming import dotted_path, snake_case
 from hephaestus_django.core.outcomes import Async, StepResult
@@ -78,6 +82,9 @@ class Step:
     concurrency: ClassVar[Concurrency | None] = None
     """At most how many executions of the step run at once, across every process
     (:class:`~hephaestus_django.Concurrency`); None: no bound."""
+    rate_limit: ClassVar[RateLimit | None] = None
+    """At most how many executions of the step per window of time, across every process
+    (:class:`~hephaestus_django.RateLimit`); None: no bound."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -100,6 +107,7 @@ class Step:
         _check_retry(cls)
         _check_timeout(cls)
         _check_concurrency(cls)
+        _check_rate_limit(cls)
         if cls.execute is Step.execute and not cls.__dict__.get("abstract", False):
             raise StepDefinitionError(
                 f"step {cls.__qualname__} defines no execute(); give it "
@@ -223,6 +231,34 @@ def _check_concurrency(cls: type[Step]) -> None:
             f"steps the same number, or the limits different names",
             step=cls.__qualname__,
             rule=RULE_CONFLICTING_CONCURRENCY,
+        )
+
+
+def _check_rate_limit(cls: type[Step]) -> None:
+    declared = cls.__dict__.get("rate_limit")
+    if declared is None:
+        return
+    problems = limit_problems(declared, "rate_limit")
+    if not problems and cls.concurrency is not None:
+        problems = [
+            "a step declares a concurrency or a rate limit, not both (put the rate limit on "
+            "a step of its own before this one)"
+        ]
+    if problems:
+        raise StepDefinitionError(
+            f"step {cls.__qualname__}: malformed rate_limit ({RULE_MALFORMED_RATE_LIMIT}): "
+            + "; ".join(problems),
+            step=cls.__qualname__,
+            rule=RULE_MALFORMED_RATE_LIMIT,
+        )
+    other = conflicting_declaration(cls, declared)
+    if other is not None:
+        raise StepDefinitionError(
+            f"step {cls.__qualname__}: the rate limit {declared.name!r} is declared by {other} "
+            f"with other numbers ({RULE_CONFLICTING_RATE_LIMIT}); give both the same limit "
+            f"and window, or the limits different names",
+            step=cls.__qualname__,
+            rule=RULE_CONFLICTING_RATE_LIMIT,
         )
 
 

@@ -34,6 +34,17 @@ from hephaestus_django.core.errors import (
     UnknownWorkflowError,
     WorkflowDefinitionError,
 )
+from hephaestus_django.core.flow import (
+    RULE_CONFLICTING_CONCURRENCY,
+    RULE_CONFLICTING_RATE_LIMIT,
+    RULE_MALFORMED_CONCURRENCY,
+    RULE_MALFORMED_RATE_LIMIT,
+    Concurrency,
+    RateLimit,
+    conflicting_declaration,
+    limit_problems,
+    limit_starts,
+)
 from hephaestus_django.core.graph import WorkflowGraph
 from hephaestus_django.core.keys import RULE_MALFORMED_KEY_SCOPE, KeyScope
 from hephaestus_django.core.naming import dotted_path
@@ -49,8 +60,6 @@ from hephaestus_django.core.upgrade_validation import compile_upgrades
 from hephaestus_django.core.upgrades import Upgrade
 from hephaestus_django.core.validation import build_graph
 
-RULE_WORKFLOW_CONCURRENCY = "workflow-concurrency"
-"""The rule id of a workflow declaring ``concurrency``: limits are declared on its steps."""
 RULE_MALFORMED_TAGS = "malformed-tags"
 """The rule id of a workflow whose ``tags`` are not a tuple of short, non-empty strings."""
 MAX_TAG_LENGTH = 64
@@ -126,6 +135,14 @@ class WorkflowDefinition:
     """Labels to find the workflow's instances by (``Workflow.list(tag="billing")``, the
     admin's tag filter): a tuple of short strings. A versioned workflow carries its own and
     every version's."""
+    concurrency: ClassVar[Concurrency | None] = None
+    """At most how many instances run at once, across every process
+    (:class:`~hephaestus_django.Concurrency`, per key too): the start of the others waits in
+    line, and the end of one (completed, failed, cancelled) admits the next. None: no bound."""
+    rate_limit: ClassVar[RateLimit | None] = None
+    """At most how many instances start per window of time, across every process
+    (:class:`~hephaestus_django.RateLimit`): the first execution of the start step of the
+    others waits in line until the window allows it. None: no bound."""
     upgrade_from: ClassVar[Upgrade | tuple[Upgrade, ...] | None] = None
     """How instances of earlier versions become this version's (see
     :mod:`~hephaestus_django.core.upgrades`); checked against both graphs when defined."""
@@ -165,14 +182,6 @@ class WorkflowDefinition:
                 f"key_scope must be one of {', '.join(map(repr, scopes))}, not {cls.key_scope!r}",
             )
         cls.key_scope = KeyScope(cls.key_scope)
-        if "concurrency" in cls.__dict__:
-            raise WorkflowDefinitionError(
-                name,
-                RULE_WORKFLOW_CONCURRENCY,
-                "concurrency is declared on steps, not on a workflow (a bound on running "
-                "instances is not supported yet): give the steps to bound "
-                "concurrency = Concurrency(...)",
-            )
         cls.tags = checked_tags(name, cls.tags)
         cls.metadata = checked_metadata(name, cls.metadata)
         if not isinstance(cls.compensate_on_failure, bool):
@@ -183,6 +192,7 @@ class WorkflowDefinition:
             )
         cls.graph = build_graph(name, cls._start_spec, cls.transitions, start_name=cls._start_name)
         cls.start_step = cls.graph.start
+        _check_limits(cls, name)
         cls.upgrades = compile_upgrades(cls, name)
         from hephaestus_django.core.children import check_child_cycles
 
@@ -411,3 +421,39 @@ def _as_ref(spec: object) -> StepRef | None:
 def _spec_name(spec: object) -> str:
     ref = _as_ref(spec)
     return ref.step.__qualname__ if ref is not None else repr(spec)
+
+
+def _check_limits(cls: type[WorkflowDefinition], name: str) -> None:
+    """A workflow's ``concurrency`` bounds its running instances and its ``rate_limit`` its
+    starts; both are taken by the first execution of its start step, which may therefore
+    declare no limit of its own, and a workflow declares one of them, not both."""
+    for attribute, malformed, conflicting in (
+        ("concurrency", RULE_MALFORMED_CONCURRENCY, RULE_CONFLICTING_CONCURRENCY),
+        ("rate_limit", RULE_MALFORMED_RATE_LIMIT, RULE_CONFLICTING_RATE_LIMIT),
+    ):
+        declared = cls.__dict__.get(attribute)
+        if declared is None:
+            continue
+        problems = limit_problems(declared, attribute)
+        start = cls.graph.start
+        if not problems and (start.concurrency is not None or start.rate_limit is not None):
+            problems = [
+                f"its start step {start.__qualname__} declares a limit of its own, and the "
+                f"first execution of the start step is what the workflow's {attribute} "
+                f"bounds (begin with a step without a limit)"
+            ]
+        if not problems and cls.concurrency is not None and cls.rate_limit is not None:
+            problems = ["a workflow declares a concurrency or a rate limit, not both"]
+        if problems:
+            raise WorkflowDefinitionError(
+                name, malformed, f"malformed {attribute}: " + "; ".join(problems)
+            )
+        other = conflicting_declaration(cls, declared)
+        if other is not None:
+            raise WorkflowDefinitionError(
+                name,
+                conflicting,
+                f"the limit {declared.name!r} ({attribute}) is declared by {other} with other "
+                f"numbers; give both the same numbers, or the limits different names",
+            )
+        limit_starts(start)

@@ -92,6 +92,31 @@ def fetch_all(connection: BaseDatabaseWrapper, sql: str, params: Any) -> list[tu
         inner.close()
 
 
+def fetch_last(
+    connection: BaseDatabaseWrapper, sql: str, params: Any
+) -> list[tuple[Any, ...]] | None:
+    """Execute ``sql``, several statements sent at once, and return the rows of the last one;
+    None (nothing executed) where the connection binds parameters on the server, which takes
+    one statement at a time.
+
+    The statements of one query string run in one transaction (the caller's, else one of their
+    own), each with its own snapshot: a lock taken by the first is held by the next ones, which
+    see every write committed before it was granted."""
+    cursor = reading_cursor(connection)
+    try:
+        if not isinstance(cursor.cursor, psycopg.ClientCursor):
+            return None
+        cursor.execute(sql, params)
+        inner = cursor.cursor
+        with connection.wrap_database_errors:
+            while inner.nextset():
+                pass
+            rows: list[tuple[Any, ...]] = inner.fetchall()
+            return rows
+    finally:
+        cursor.close()
+
+
 def _executed(connection: BaseDatabaseWrapper, sql: str, params: Any) -> psycopg.Cursor[Any]:
     """psycopg's cursor, after ``sql`` went through Django's ``execute``."""
     cursor = reading_cursor(connection)

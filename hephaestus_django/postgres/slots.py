@@ -1,12 +1,13 @@
 """The concurrency slots table (``hephaestus_slots``): what ``DjangoStorage`` runs for
 :class:`~hephaestus_django.runtime.contract.SlotKeeping`.
 
-Each operation on one limit and key is a transaction of two statements: the limit's
-transaction-scoped advisory lock (:data:`~hephaestus_django.postgres.sql.SLOT_LOCK`), then the
-operation, whose snapshot is taken after the lock and so sees every earlier operation on that
-limit committed. Admissions of different limits or keys never wait for each other. Inside the
-caller's transaction (the runner's, recording a step's result) the lock is held until it
-commits, so the freed slot, the admitted waiters and the result commit together.
+Each operation on one limit and key is a transaction of two statements, sent in one query
+string (one round trip): the limit's transaction-scoped advisory lock
+(:data:`~hephaestus_django.postgres.sql.SLOT_LOCK_NAMED`), then the operation, whose snapshot is
+taken after the lock and so sees every earlier operation on that limit committed. Admissions
+of different limits or keys never wait for each other. Inside the caller's transaction (the
+runner's, recording a step's result) the lock is held until it commits, so the freed slot, the
+admitted waiters and the result commit together.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from uuid import UUID
 from django.db import DatabaseError, connections, transaction
 
 from hephaestus_django.core.flow import SlotRequest
-from hephaestus_django.postgres.cursors import fetch_all
+from hephaestus_django.postgres.cursors import fetch_all, fetch_last
 from hephaestus_django.postgres.reconnect import again
 from hephaestus_django.postgres.sql import (
     ADMIT,
@@ -30,10 +31,11 @@ from hephaestus_django.postgres.sql import (
     RELEASE,
     SET_LOCAL_TIMEOUT,
     SLOT_LOCK,
+    SLOT_LOCK_NAMED,
     SLOTS_OF_INSTANCE,
     WAITING_LIMITS,
 )
-from hephaestus_django.runtime.slots import LimitLine, LimitUse, Place, waited
+from hephaestus_django.runtime.slots import LimitLine, LimitUse, Place, slot_lease, waited
 
 MAX_LIMITS_REPORTED = 1_000
 """At most this many limits and keys in ``limits()`` (the status report stays small)."""
@@ -46,12 +48,19 @@ LINE_COUNT_CAP = 10_000
 
 def _locked(using: str, name: str, key: str, sql: str, params: dict[str, Any]) -> list[Any]:
     """Run ``sql`` after the lock of limit ``name`` and ``key``, in one transaction; again on
-    a new connection if the old one was lost (nothing was committed then)."""
+    a new connection if the old one was lost (nothing was committed then).
+
+    Sent as one query string, the lock then ``sql`` (one round trip; outside the caller's
+    transaction, their own implicit one); where the connection binds parameters on the server,
+    which takes one statement at a time, as two statements in a transaction."""
 
     def run(_db: Any) -> list[Any]:
+        connection = connections[using]
+        together = fetch_last(connection, f"{SLOT_LOCK_NAMED};\n{sql}", params)
+        if together is not None:
+            return together
         # Inside the caller's transaction, no savepoint: an error there rolls it all back.
         with transaction.atomic(using=using, savepoint=False):
-            connection = connections[using]
             with connection.cursor() as cursor:
                 cursor.execute(SLOT_LOCK, [name, key])
             return fetch_all(connection, sql, params)
@@ -99,6 +108,7 @@ def release(
         "step": step,
         "limit": request.limit,
         "lease": lease,
+        "per": request.per,
     }
     rows = _locked(using, request.name, request.key, RELEASE, params)
     waited(request.name, [row[2] for row in rows])
@@ -142,7 +152,7 @@ def admit_waiting(using: str, *, lease: timedelta) -> list[tuple[UUID, str]]:
     admitted = []
     for name, key, limit in waiting:
         request = SlotRequest(name, key, limit)
-        admitted.extend(release(using, None, None, request, lease=lease))
+        admitted.extend(release(using, None, None, request, lease=slot_lease(name, lease)))
     return admitted
 
 

@@ -45,10 +45,12 @@ SELECT_ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s"
 # statement_timestamp(): the database's time, fixed for the statement (so an index bound), and
 # the statement's own even inside a longer transaction (now() would be the transaction's).
 CLOCK = "SELECT clock_timestamp()"
-# The instance's held concurrency slots are renewed with its lease (hephaestus_slots, below).
+# The instance's held concurrency slots are renewed with its lease (hephaestus_slots, below);
+# never shortened (a running instance's slot of its workflow's limit lasts until it ends).
 RENEW = f"""
 WITH held AS (
-    UPDATE hephaestus_slots SET expires_at = statement_timestamp() + %(lease)s
+    UPDATE hephaestus_slots
+    SET expires_at = GREATEST(expires_at, statement_timestamp() + %(lease)s)
     WHERE instance_id = %(id)s AND state = 'holding'
       AND EXISTS (SELECT 1 FROM {TABLE} WHERE id = %(id)s AND lease_owner = %(owner)s)
 )
@@ -359,15 +361,23 @@ FROM hephaestus_worker_passes WHERE role = %s {where} ORDER BY last_pass_at DESC
 # --- concurrency slots: postgres/slots.py (see runtime/slots.py for the rules) --------------
 
 SLOTS = "hephaestus_slots"
+SPENT = "00000000-0000-0000-0000-000000000000"  # runtime.slots.SPENT: a rate limit's spent slot
 
 # Every operation on one limit and key runs after this, in its transaction: they are
 # serialized, and each statement's snapshot (taken after the lock) sees the ones before it.
 SLOT_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))"
+# The same, sent in one query string before the operation (postgres/slots.py): the statements
+# of one query run in one transaction, each with a snapshot of its own.
+SLOT_LOCK_NAMED = "SELECT pg_advisory_xact_lock(hashtext(%(name)s), hashtext(%(key)s))"
 
 _SAME_SLOT = "instance_id = %(id)s AND step = %(step)s"
 _OF_LIMIT = "name = %(name)s AND key = %(key)s"
 _LIVE_HOLDER = "state = 'holding' AND expires_at > statement_timestamp()"
 _RUNS = f"EXISTS (SELECT 1 FROM {TABLE} i WHERE i.id = w.instance_id AND i.status = 'running')"
+_LIVES = (
+    f"EXISTS (SELECT 1 FROM {TABLE} i WHERE i.id = w.instance_id"
+    " AND i.status IN ('pending', 'running', 'waiting'))"
+)
 
 # Take (or keep) a slot, or wait in line. Admitted when this step holds a live slot already,
 # or when the live holders and the waiters ahead (of a higher priority, or of the same and
@@ -414,14 +424,20 @@ RETURNING state = 'holding'
 # Give up a slot (none when %(id)s is NULL: the sweep's pass) and admit the next waiters in
 # line while there is room, passing over those whose instance no longer runs; their parked
 # instances are woken (the lease made due, so a worker's claim takes them). One statement, so
-# the freed slot and the admission commit together. Each admitted waiter comes with the seconds
-# it waited in line (the throttle metrics).
+# the freed slot and the admission commit together. A rate limit's slot (%(per)s, its window,
+# not NULL) is not freed but spent: kept under the nil instance for %(per)s more, counted. Each
+# admitted waiter comes with the seconds it waited in line (the throttle metrics).
 RELEASE = f"""
 WITH released AS (
-    DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND {_SAME_SLOT}
+    DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND {_SAME_SLOT} AND %(per)s::interval IS NULL
+), spent AS (
+    UPDATE {SLOTS} SET instance_id = '{SPENT}', step = left(step, 200) || '@' || id,
+        expires_at = statement_timestamp() + %(per)s::interval
+    WHERE {_OF_LIMIT} AND {_SAME_SLOT} AND state = 'holding' AND %(per)s::interval IS NOT NULL
 ), live AS (
     SELECT count(*) AS n FROM {SLOTS}
-    WHERE {_OF_LIMIT} AND {_LIVE_HOLDER} AND NOT COALESCE({_SAME_SLOT}, false)
+    WHERE {_OF_LIMIT} AND CASE WHEN COALESCE({_SAME_SLOT}, false)
+        THEN state = 'holding' AND %(per)s::interval IS NOT NULL ELSE {_LIVE_HOLDER} END
 ), next AS (
     SELECT w.id FROM {SLOTS} w
     WHERE w.name = %(name)s AND w.key = %(key)s AND w.state = 'waiting' AND {_RUNS}
@@ -447,10 +463,14 @@ WAITING_LIMITS = f"""
 SELECT name, key, max(capacity) FROM {SLOTS} WHERE state = 'waiting' GROUP BY name, key
 """
 
-# The sweep: holders whose lease lapsed, and rows of instances that no longer run.
+# The sweep: holders whose lease lapsed, and rows of instances that no longer run (spent
+# slots of rate limits stay until they lapse; a running instance's slot of its workflow's
+# limit, until it has ended, even while it waits for an event).
 PURGE_SLOTS = f"""
 DELETE FROM {SLOTS} w
-WHERE (w.state = 'holding' AND w.expires_at <= statement_timestamp()) OR NOT {_RUNS}
+WHERE (w.state = 'holding' AND w.expires_at <= statement_timestamp())
+   OR (w.instance_id <> '{SPENT}' AND NOT CASE WHEN w.name LIKE 'running:%%' THEN {_LIVES}
+       ELSE {_RUNS} END)
 """
 
 # hephaestus_status and the dashboard: each limit and key in use.

@@ -1,5 +1,6 @@
 """Admission: which of an instance's runnable steps may execute now, under their concurrency
-limits, and giving their slots back once they have.
+and rate limits (and their workflow's limit on starts or running instances), and giving their
+slots back once they have (a running instance's slot: once it has ended, :func:`release_on_end`).
 
 Both runners ask :func:`admit` before they execute (``LocalRunner``) or enqueue
 (``QueuedRunner``) runnable steps, and :func:`release` once a step's result is recorded. A step
@@ -18,15 +19,22 @@ from datetime import timedelta
 from typing import Any, cast
 from uuid import UUID
 
+from hephaestus_django.core.children import ENDED
 from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import ConcurrencyKeyError, InvalidInstanceError
-from hephaestus_django.core.flow import SlotRequest, slot_request
+from hephaestus_django.core.flow import (
+    RUNNING_PREFIX,
+    SlotRequest,
+    flow_request,
+    running_request,
+)
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.naming import dotted_path
 from hephaestus_django.runtime import events
 from hephaestus_django.runtime.contract import SlotKeeping, Storage, offers
 from hephaestus_django.runtime.logs import about
+from hephaestus_django.runtime.slots import UNTIL_THE_END, slot_lease
 
 logger = logging.getLogger("hephaestus_django.runner")
 
@@ -84,7 +92,12 @@ def admit(
             decided.run.append(activation)
             continue
         try:
-            request = slot_request(activation.step, instance.context)
+            request = flow_request(
+                instance.workflow,
+                activation.step,
+                instance.context,
+                started=bool(instance.execution_history),
+            )
         except ConcurrencyKeyError as error:
             logger.error("instance %s: %s", instance.id, error, extra=about(instance))
             decided.refused.append(Executed(activation.step, error=error))
@@ -96,10 +109,11 @@ def admit(
             dotted_path(activation.step),
             request,
             priority=priority_of(instance),
-            lease=lease,
+            lease=slot_lease(request.name, lease),
         ):
             decided.run.append(activation)
-            decided.held[activation.step] = request
+            if not request.name.startswith(RUNNING_PREFIX):  # that one is kept until the end
+                decided.held[activation.step] = request
         else:
             decided.waiting[activation.step] = request
             events.throttled(storage, instance, activation.step, request.name, request.key)
@@ -120,3 +134,29 @@ def release(
     for step, request in sorted(held.items(), key=lambda item: (item[1].name, item[1].key)):
         admitted.extend(storage.release(instance_id, dotted_path(step), request, lease=lease))
     return admitted
+
+
+def holds_until_end(instance: Instance | None) -> bool:
+    """Whether a write of ``instance`` may end an instance holding a slot of its workflow's
+    concurrency limit (its release then belongs in the write's transaction)."""
+    return instance is not None and instance.workflow.concurrency is not None
+
+
+def release_on_end(
+    storage: Storage, before: Instance | None, after: Instance
+) -> list[tuple[UUID, str]]:
+    """When the write of ``after`` ended the instance, give back its slot of its workflow's
+    concurrency limit (or its place in line) and admit the next in line; call it inside the
+    write's transaction. The waiters admitted (instance, start step path)."""
+    if not isinstance(storage, SlotKeeping) or after.status not in ENDED:
+        return []
+    if before is not None and before.status in ENDED:
+        return []
+    try:
+        request = running_request(after.workflow, after.context)
+    except ConcurrencyKeyError:
+        return []  # no slot was taken: the start failed on it
+    if request is None:
+        return []
+    start = dotted_path(after.workflow.graph.start)
+    return storage.release(after.id, start, request, lease=UNTIL_THE_END)

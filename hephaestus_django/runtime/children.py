@@ -52,6 +52,7 @@ from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec
+from hephaestus_django.runtime.admission import holds_until_end, release_on_end
 from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.document import encoded_state
 from hephaestus_django.runtime.freeing import free_slots, frees_slots
@@ -88,10 +89,11 @@ class InTransaction(Exception):
 
 
 def composes(instance: Instance | None) -> bool:
-    """Whether a write of ``instance`` may start or end a child (None: cannot tell, so yes)."""
+    """Whether a write of ``instance`` may start or end a child, or end an instance holding a
+    slot of its workflow's concurrency limit (None: cannot tell, so yes)."""
     if instance is None:
         return True
-    if PARENT_KEY in instance.runtime_metadata:
+    if PARENT_KEY in instance.runtime_metadata or holds_until_end(instance):
         return True
     workflow = instance.workflow
     found = _composing.get(workflow)
@@ -117,13 +119,18 @@ def after_write(
     started: Started = (),
 ) -> AfterWrite:
     """Start the children ``started`` asks for whose step the write made wait, resume the
-    parent of a child the write ended, and free the slots of an instance it ended
-    (:mod:`~hephaestus_django.runtime.freeing`); call it inside the write's transaction."""
+    parent of a child the write ended, free the slots of an instance it cancelled or failed
+    (:mod:`~hephaestus_django.runtime.freeing`), and give back the slot of its workflow's
+    concurrency limit an instance the write ended held (admitting the next in line); call
+    it inside the write's transaction."""
     done = AfterWrite(after)
     for step, start in started:
         newly = step in after.waiting_steps and (before is None or step not in before.waiting_steps)
         if newly and start.workflow is not None:
             _start(runner, storage, done, step, start)
+    admitted = release_on_end(storage, before, after)
+    if admitted:
+        runner._slots_freed(admitted, storage)
     link = parent_of(after)
     ended = after.status in ENDED and (before is None or before.status not in ENDED)
     if link is not None and ended:

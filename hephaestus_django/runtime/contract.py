@@ -359,7 +359,9 @@ class SlotKeeping(Protocol):
     ) -> list[tuple[UUID, str]]:
         """Give up the step's slot and admit the next waiters in line, in one transaction:
         their slots taken for ``lease``, their parked instances woken. Returns them (instance,
-        step dotted path)."""
+        step dotted path). A rate limit's slot (``request.per`` set) is spent instead of
+        freed: kept under :data:`~hephaestus_django.runtime.slots.SPENT`, counted, for
+        ``request.per``."""
         ...
 
     def admit_waiting(self, *, lease: timedelta) -> list[tuple[UUID, str]]:

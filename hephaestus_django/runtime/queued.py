@@ -79,6 +79,7 @@ from hephaestus_django.core.errors import (
     StateTooLargeError,
     UnknownWorkflowError,
 )
+from hephaestus_django.core.flow import may_be_limited
 from hephaestus_django.core.instance import Instance, evolve, instance_key
 from hephaestus_django.core.steps import Step, step_registry
 from hephaestus_django.runtime import events, tracing
@@ -272,7 +273,7 @@ class QueuedRunner(Runner):
         an empty admission for a step without a limit. None (logged) when the step waits in
         line: its job comes when a slot is freed for it."""
         step = _step_class(job.step)
-        if step is None or step.concurrency is None or not isinstance(storage, SlotKeeping):
+        if step is None or not may_be_limited(step) or not isinstance(storage, SlotKeeping):
             return Admission()
         current = storage.get(job.instance_id)
         step = current.workflow.graph.by_path.get(job.step)

@@ -69,7 +69,7 @@ from hephaestus_django.runtime.freeing import frees_slots, lock_slots
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.maps import execute
-from hephaestus_django.runtime.slots import PARKED_PREFIX
+from hephaestus_django.runtime.slots import PARKED_PREFIX, slot_lease
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -195,7 +195,7 @@ class LocalRunner(Runner):
                 dotted_path(step),
                 request,
                 priority=priority_of(instance),
-                lease=self.lease,
+                lease=slot_lease(request.name, self.lease),
             )
             for step, request in admission.waiting.items()
         ):

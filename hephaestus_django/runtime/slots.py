@@ -16,6 +16,18 @@ serialized (a transaction-scoped advisory lock in PostgreSQL, the storage's lock
   slot of a worker killed with ``kill -9`` comes back when that lease lapses, and the worker's
   sweep (``admit_waiting``) then admits the next waiter.
 
+A rate limit's slot (:class:`~hephaestus_django.RateLimit`, a request with ``per``) is taken
+and held the same way, but ``release`` does not free it: it becomes *spent*, detached from its
+instance (:data:`SPENT`), and counts among the holders for ``per`` more. So at most ``limit``
+executions fall in any window of ``per``, whichever moment of them is measured; the sweep
+admits the next waiters as spent slots lapse.
+
+A workflow's concurrency limit (its running instances) is kept the same way too: the slot,
+named with :data:`~hephaestus_django.core.flow.RUNNING_PREFIX`, is taken by the first execution
+of its start step for :data:`UNTIL_THE_END` rather than a lease, and given back by the write that
+ends the instance (:func:`~hephaestus_django.runtime.admission.release_on_end`, in its
+transaction); the sweep forgets it should an instance end without that.
+
 ``LocalRunner`` *parks* an instance whose only runnable steps wait for slots: its lease goes
 to a ``parked:`` owner for one lease (a backstop, should a wake be lost with its database),
 and the worker's claim takes it when a release wakes it.
@@ -32,15 +44,29 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from hephaestus_django.core.flow import SlotRequest
+from hephaestus_django.core.flow import RUNNING_PREFIX, SlotRequest
 
 logger = logging.getLogger("hephaestus_django.runner")
 
 PARKED_PREFIX = "parked:"
 """How the owner of a parked instance's lease starts: nobody runs it; a release wakes it."""
 
+SPENT = UUID(int=0)
+"""The instance a rate limit's spent slot is kept under (none: it only counts until it
+lapses, whatever becomes of the instance that spent it)."""
+
+UNTIL_THE_END = timedelta(days=36_500)
+"""How long a running instance's slot of its workflow's concurrency limit lasts: until the
+instance ends (which frees it), not a lease (between its steps nobody renews it)."""
+
 HOLDING = "holding"
 WAITING = "waiting"
+
+
+def slot_lease(name: str, lease: timedelta) -> timedelta:
+    """How long a slot of limit ``name`` is taken for: a lease, renewed while its step runs;
+    a running instance's until it ends."""
+    return UNTIL_THE_END if name.startswith(RUNNING_PREFIX) else lease
 
 
 def is_parked(owner: str | None) -> bool:
@@ -195,7 +221,12 @@ class SlotTable:
         now: datetime,
         running: Callable[[UUID], bool],
     ) -> list[tuple[UUID, str]]:
-        self._slots.pop((request.name, request.key, instance_id, step), None)
+        slot = self._slots.pop((request.name, request.key, instance_id, step), None)
+        if request.per is not None and slot is not None and slot.state == HOLDING:
+            spent = replace(
+                slot, instance_id=SPENT, step=f"{step}@{slot.order}", expires_at=now + request.per
+            )
+            self._slots[(spent.name, spent.key, SPENT, spent.step)] = spent
         return self.admit_next(request.name, request.key, request.limit, lease, now, running)
 
     def admit_next(
@@ -239,7 +270,9 @@ class SlotTable:
                 groups[(slot.name, slot.key)] = max(known, slot.capacity)
         admitted = []
         for (name, key), limit in groups.items():
-            admitted.extend(self.admit_next(name, key, limit, lease, now, running))
+            admitted.extend(
+                self.admit_next(name, key, limit, slot_lease(name, lease), now, running)
+            )
         for ident, slot in list(self._slots.items()):
             if slot.state == HOLDING and not slot.live(now):
                 del self._slots[ident]
@@ -270,7 +303,8 @@ class SlotTable:
         """Extend the instance's held slots to ``until`` (its lease was renewed)."""
         for ident, slot in self._slots.items():
             if slot.instance_id == instance_id and slot.state == HOLDING:
-                self._slots[ident] = replace(slot, expires_at=until)
+                expires_at = until if slot.expires_at is None else max(slot.expires_at, until)
+                self._slots[ident] = replace(slot, expires_at=expires_at)
 
     def forget(self, instance_id: UUID) -> None:
         """Drop every slot and place in line of a deleted instance."""

@@ -212,9 +212,10 @@ class Runner(ABC):
             storage.delete(key)
 
     def _slots_freed(self, admitted: Sequence[tuple[UUID, str]], storage: Storage) -> None:
-        """Move on the waiters admitted to the slots of an instance that ended or went, in the
-        transaction that freed them. A parked instance is woken by the storage itself; a
-        runner that enqueues its steps as jobs enqueues theirs."""
+        """Move on the waiters admitted to the slots of an instance that ended or went (its
+        steps' limits, its workflow's), in the transaction that freed them. A parked instance
+        is woken by the storage itself; a runner that enqueues its steps as jobs enqueues
+        theirs."""
         return
 
     def upgrade(

@@ -194,3 +194,38 @@ def test_the_admitted_waiters_wait_is_told_to_the_observers(storage: Storage, sl
     [(limit, [seconds])] = told
     assert limit == ONE.name
     assert 0.05 <= seconds < 60
+
+
+# --- rate limits: a released slot is spent, not freed -------------------------------------------
+
+RATE = SlotRequest("rate:contract", "", 2, per=timedelta(milliseconds=300))
+
+
+def test_a_rate_limits_released_slot_stays_spent_for_its_window(
+    storage: Storage, slots: SlotKeeping
+) -> None:
+    first, second, third = (running(storage) for _ in range(3))
+    assert admit(slots, first, RATE)
+    assert admit(slots, second, RATE)
+    assert not admit(slots, third, RATE)
+    assert slots.release(first.id, STEP, RATE, lease=LEASE) == []  # spent, still counted
+    assert slots.release(second.id, STEP, RATE, lease=LEASE) == []
+    storage.delete(first.id)  # a spent slot outlives its instance
+    assert slots.admit_waiting(lease=LEASE) == []
+    [use] = [use for use in slots.limits() if use.name == RATE.name]
+    assert (use.holding, use.waiting) == (2, 1)
+    time.sleep(0.4)  # the window has passed
+    assert slots.admit_waiting(lease=LEASE) == [(third.id, STEP)]
+    [use] = [use for use in slots.limits() if use.name == RATE.name]
+    assert (use.holding, use.waiting) == (1, 0)
+
+
+def test_a_step_asking_again_for_its_rate_slot_is_not_counted_twice(
+    storage: Storage, slots: SlotKeeping
+) -> None:
+    holder, other = running(storage), running(storage)
+    assert admit(slots, holder, RATE)
+    assert admit(slots, holder, RATE)  # its job's worker asks again: the same slot
+    assert admit(slots, other, RATE)
+    slots.release(holder.id, STEP, RATE, lease=LEASE)
+    assert not admit(slots, holder, RATE)  # a second execution is a second call: it waits

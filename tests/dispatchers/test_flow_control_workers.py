@@ -19,7 +19,7 @@ from django.db import connection
 from hephaestus_django.storage import DjangoStorage
 from tests.dispatchers import workflows
 from tests.dispatchers.workers import PROCRASTINATE, Workers, all_completed, spawn_workers
-from tests.support.flow_control import TENANTS, most_at_once, sample
+from tests.support.flow_control import TENANTS, most_at_once, most_in_a_window, sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -185,4 +185,19 @@ def test_real_workers_admit_by_priority_then_age(loaded_workers: Workers, tmp_pa
         *[f"plain-{n}" for n in range(7)],
         "low",
     ]
+
+
+@pytest.mark.slow
+def test_rate_limits_hold_across_job_workers(loaded_workers: Workers, tmp_path: Path) -> None:
+    """Starts and calls limited to 10 a second: the jobs of those over the rate are enqueued
+    by the sweep as the window moves on, never more than 10 in any second."""
+    workers = loaded_workers
+    ids = [workflows.RateLimited.start({"dir": str(tmp_path)}) for _ in range(60)]
+    for n in range(3):
+        workers.worker(f"worker-{n}", concurrency=2)
+    workers.sweep()
+    workers.wait_for(all_completed(ids), "every instance completing", timeout=600)
+    assert most_in_a_window(tmp_path / "starts", 1.0) <= 10
+    assert most_in_a_window(tmp_path / "calls", 1.0) <= 10
+    assert len((tmp_path / "calls").read_text().splitlines()) == 60
     assert workers.engine.failed() == 0

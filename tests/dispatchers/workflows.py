@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from hephaestus_django import (
     Event,
     Map,
     MapItem,
+    RateLimit,
     Step,
     Wait,
     WaitForEvent,
@@ -344,6 +346,45 @@ class Clog(Step):
 class Clogged(Workflow):
     start = Clog
     transitions = {Clog: {"ok": Done}}
+
+
+# --- flow control: rate limits under real processes (test_rate_limit_processes.py) -----------
+
+
+def stamp(context: Any, what: str) -> None:
+    """Append ``time.monotonic()`` (one clock for every process of the machine) to the file
+    ``<dir>/<what>``: when this execution started."""
+    with (Path(context.initial["dir"]) / what).open("a") as stamps:
+        stamps.write(f"{time.monotonic()!r}\n")
+
+
+class Opened(Step):
+    """The first step of ``RateLimited``: its first execution is the instance's start."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        stamp(context, "starts")
+        return "ok"
+
+
+class Called(Step):
+    """A partner API's call: at most 10 a second, across every process."""
+
+    events = ("ok",)
+    rate_limit = RateLimit(10, per=timedelta(seconds=1), name="proc-calls")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        stamp(context, "calls")
+        return "ok"
+
+
+class RateLimited(Workflow):
+    """At most 10 starts a second, then a call limited to 10 a second."""
+
+    start = Opened
+    transitions = {Opened: {"ok": Called}, Called: {"ok": Done}}
+    rate_limit = RateLimit(10, per=timedelta(seconds=1), name="proc-starts")
 
 
 class Relay(Step):

@@ -95,6 +95,8 @@ RUN_BY: dict[tuple[str, str], str] = {
     ("docs/guides/retries.md", "class ChargeCard("): f"{GUIDES}::test_retries",
     ("docs/guides/flow-control.md", "STRIPE = Concurrency("): f"{GUIDES}::test_flow_control",
     ("docs/guides/flow-control.md", "class SyncCustomer("): f"{GUIDES}::test_debounce",
+    ("docs/guides/flow-control.md", "class SendReceipt("): f"{GUIDES}::test_rate_limits",
+    ("docs/guides/flow-control.md", "class Onboarding("): f"{GUIDES}::test_workflow_limits",
     ("docs/guides/retries.md", "class FetchRates("): f"{GUIDES}::test_timeouts",
     ("docs/guides/maps.md", "class ChargeLine("): f"{GUIDES}::test_maps",
     ("docs/guides/cancelling.md", "Order.cancel(order_id"): f"{GUIDES}::test_cancelling",

@@ -167,6 +167,26 @@ def test_debounce() -> None:
     assert namespace["storage"].due_starts(10) == []
 
 
+def test_rate_limits() -> None:
+    """Two receipts a second per account: the third waits for the worker; the sixth import
+    waits for its minute."""
+    namespace = run_example("docs/guides/flow-control.md", "class SendReceipt(", "docs_rates")
+    assert namespace["SendReceipt"].sent == [0, 1, "other", 2]
+    storage = namespace["storage"]
+    [waiting] = [i for i in namespace["imports"] if storage.get(i).status == "running"]
+    assert [place.position for place in storage.places(waiting)] == [1]
+    namespace["runner"].close()
+
+
+def test_workflow_limits() -> None:
+    """Two onboardings at a time: the third starts when the first ends."""
+    namespace = run_example("docs/guides/flow-control.md", "class Onboarding(", "docs_running")
+    storage = namespace["storage"]
+    assert storage.get(namespace["first"]).status == "completed"
+    assert [use.holding for use in storage.limits()] == [2]
+    namespace["runner"].close()
+
+
 def test_timeouts() -> None:
     """Attempt 1 hangs past its timeout and is abandoned, attempt 2 completes, and attempt 1's
     late result, once its thread ended, is not recorded."""

@@ -14,7 +14,18 @@ from typing import Any
 
 import pytest
 
-from hephaestus_django import Context, Done, Event, Instance, Status, Step, WaitForEvent, Workflow
+from hephaestus_django import (
+    Concurrency,
+    Context,
+    Done,
+    Event,
+    Instance,
+    Status,
+    Step,
+    WaitForEvent,
+    Workflow,
+)
+from hephaestus_django.postgres import slots
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
     LocalRunner,
@@ -160,3 +171,82 @@ def test_queued_start_and_resume_with_the_enqueue_in_the_transaction(procrastina
         ["SAVEPOINT", f"SELECT {INSTANCES}", f"UPDATE {INSTANCES}", "RELEASE", "SELECT"],
         1,
     )
+
+
+# --- a step with a concurrency limit (issue 27) ------------------------------------------------
+
+
+class Throttled(Step):
+    events = ("ok",)
+    concurrency = Concurrency(1_000, name="hot-path-limit")
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
+        return "ok"
+
+
+class ThrottledFlow(Workflow):
+    start_step = Throttled
+    transitions = {Throttled: {"ok": Done}}
+
+
+LOCKED_SLOTS = "SELECT hephaestus_slots"  # the limit's lock, then the operation: one query
+
+
+def test_a_limited_step_on_the_local_runner(local: None) -> None:
+    """The start's insert; the admission (the limit's lock and the slot taken, sent as one
+    query in a transaction of their own); then the result's write with the slot's release and
+    the next waiter's admission, in one transaction. Without a limit: the insert and the
+    result (2 statements, 2 commits)."""
+    with cost() as spent:
+        instance_id = ThrottledFlow.start({})
+    assert ThrottledFlow.get(instance_id).status is Status.COMPLETED
+    assert spent.statements == [
+        f"INSERT {INSTANCES}",
+        LOCKED_SLOTS,
+        f"UPDATE {INSTANCES}",
+        LOCKED_SLOTS,
+    ]
+    assert spent.commits == 3
+
+
+def test_a_limited_queued_step(
+    dispatcher: InMemoryDispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admission when its job is enqueued (in the start's), asked again when the job runs
+    (the instance's read, then the slot found held), then the mark, and the result's write with
+    the release in one transaction. Without a limit: the mark and the result."""
+    monkeypatch.setattr(queued, "_observers", [])
+    with cost() as spent:
+        instance_id = ThrottledFlow.start({})
+    assert spent.statements == [f"INSERT {INSTANCES}", LOCKED_SLOTS]
+    [job] = dispatcher.take()
+    with cost() as spent:
+        dispatcher.run(job)
+    assert ThrottledFlow.get(instance_id).status is Status.COMPLETED
+    assert spent.statements == [
+        f"SELECT {INSTANCES}",
+        LOCKED_SLOTS,
+        f"UPDATE {INSTANCES}",
+        f"UPDATE {INSTANCES}",
+        LOCKED_SLOTS,
+    ]
+    assert spent.commits == 4
+
+
+def test_where_parameters_are_bound_on_the_server_the_lock_is_a_statement_of_its_own(
+    local: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection with ``server_side_binding`` takes one statement per query (``fetch_last``
+    then sends nothing): the lock and the operation go as two, in one transaction."""
+    monkeypatch.setattr(slots, "fetch_last", lambda connection, sql, params: None)
+    with cost() as spent:
+        instance_id = ThrottledFlow.start({})
+    assert ThrottledFlow.get(instance_id).status is Status.COMPLETED
+    assert spent.statements == [
+        f"INSERT {INSTANCES}",
+        "SELECT",  # the lock
+        "WITH SELECT hephaestus_slots",  # the admission
+        f"UPDATE {INSTANCES}",
+        "SELECT",
+        "WITH DELETE hephaestus_slots",
+    ]

@@ -126,3 +126,16 @@ def sample(running: Path, seen: dict[str, int]) -> None:
         now[f"{limit}:{key}"] += 1
     for name, count in now.items():
         seen[name] = max(seen.get(name, 0), count)
+
+
+def most_in_a_window(stamps: Path, window: float) -> int:
+    """The most moments of ``stamps`` (one float a line) in any window of ``window`` seconds
+    (a sliding window: one starting at each moment)."""
+    moments = sorted(float(line) for line in stamps.read_text().splitlines())
+    most = end = 0
+    for start, moment in enumerate(moments):
+        end = max(end, start)
+        while end < len(moments) and moments[end] < moment + window:
+            end += 1
+        most = max(most, end - start)
+    return most

@@ -13,13 +13,10 @@ import pytest
 from hephaestus_django import (
     Concurrency,
     ConcurrencyKeyError,
-    Done,
     InvalidInstanceError,
     Status,
     Step,
     StepDefinitionError,
-    Workflow,
-    WorkflowDefinitionError,
 )
 from hephaestus_django.core import engine
 from hephaestus_django.core.flow import SlotRequest
@@ -286,17 +283,6 @@ def test_queued_jobs_carry_their_instances_priority(
     LimitedFlow.start({}, priority=9)
     LimitedFlow.start({})
     assert [job.priority for job in limited_jobs(dispatcher)] == [9, 0]
-
-
-def test_a_limit_on_a_workflow_is_refused_rather_than_ignored() -> None:
-    with pytest.raises(WorkflowDefinitionError, match="declared on steps") as caught:
-
-        class Bounded(Workflow):
-            start_step = Limited
-            transitions = {Limited: {"ok": Done}}
-            concurrency = Concurrency(3)
-
-    assert caught.value.rule == "workflow-concurrency"
 
 
 # --- a cancelled or deleted holder frees its slots at once ------------------------------------
