@@ -60,6 +60,7 @@ _EXPORTS = {
     "InstanceDeletedError": "hephaestus_django.core.errors",
     "StaleInstanceError": "hephaestus_django.core.errors",
     "ScheduleError": "hephaestus_django.core.errors",
+    "BulkOperationError": "hephaestus_django.core.errors",
     "SerializationError": "hephaestus_django.core.errors",
     "StateTooLargeError": "hephaestus_django.core.errors",
     "DuplicateInstanceError": "hephaestus_django.core.errors",
@@ -82,6 +83,7 @@ _EXPORTS = {
 __all__ = [
     "Async",
     "BackendNotConfigured",
+    "BulkOperationError",
     "Child",
     "Concurrency",
     "ConcurrencyKeyError",
@@ -158,6 +160,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.children import Child
     from hephaestus_django.core.errors import (
         BackendNotConfigured,
+        BulkOperationError,
         ConcurrencyKeyError,
         CorruptInstanceError,
         DuplicateInstanceError,

@@ -1,0 +1,135 @@
+"""Bulk operations on PostgreSQL (``runtime.bulk``): batches, outcomes, the cursor, resuming."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from hephaestus_django import BulkOperationError, LocalRunner, Status
+from hephaestus_django.core.errors import InvalidQueryError
+from hephaestus_django.runtime import bulk, configure
+from hephaestus_django.storage import DjangoStorage
+from tests import flows
+from tests.flows import Unguarded
+
+pytestmark = pytest.mark.django_db
+
+LEASE = timedelta(minutes=1)
+
+
+@pytest.fixture
+def storage() -> Iterator[DjangoStorage]:
+    storage = DjangoStorage()
+    configure(storages={"default": storage}, runner=LocalRunner())
+    yield storage
+    configure()
+
+
+def failed(count: int) -> list[object]:
+    """``count`` failed instances of ``Unguarded``, each succeeding when retried once."""
+    return [Unguarded.start({"fails": 1}) for _ in range(count)]
+
+
+def test_a_bulk_retry_runs_in_batches_and_retries_each_failed_instance_once(
+    storage: DjangoStorage,
+) -> None:
+    ids = failed(7)
+    completed = Unguarded.start({"fails": 0})
+    runner = LocalRunner()
+    request = bulk.spec("retry", Unguarded, batch_size=3)
+    assert bulk.count(storage, request) == 7  # retry selects the failed ones unless told
+    made = bulk.create(storage, request)
+    assert made.status == "pending"
+    reports = []
+    while True:
+        report = bulk.run_batch(storage, runner, owner="me", lease=LEASE, bulk_id=made.id)
+        assert report is not None
+        reports.append(report)
+        if report.state.finished:
+            break
+    assert [(r.done, r.refused) for r in reports] == [(3, 0), (3, 0), (1, 0), (0, 0)]
+    final = storage.bulk_state(made.id)
+    assert (final.done, final.refused, final.status) == (7, 0, "done")
+    assert final.lease_owner is None
+    for instance_id in ids:
+        assert storage.get(instance_id).status is Status.COMPLETED
+        assert flows.runs(instance_id, flows.PlainFlaky) == 2
+    assert storage.get(completed).status is Status.COMPLETED
+    assert bulk.run_batch(storage, runner, owner="me", lease=LEASE) is None
+
+
+def test_refusals_are_recorded_with_their_reason(storage: DjangoStorage) -> None:
+    ids = failed(2)
+    done = Unguarded.start({"fails": 0})
+    request = bulk.spec("retry", Unguarded, filters={"status_in": ["failed", "completed"]})
+    made = bulk.create(storage, request)
+    state = bulk.run_all(storage, LocalRunner(), made.id, owner="me", lease=LEASE)
+    assert (state.done, state.refused) == (2, 1)
+    [(refused_id, reason)] = storage.bulk_refusals(made.id)
+    assert refused_id == done
+    assert "failed" in reason
+    assert all(storage.get(i).status is Status.COMPLETED for i in ids)
+
+
+def test_a_runner_killed_mid_batch_leaves_the_rest_to_the_next_and_none_twice(
+    storage: DjangoStorage,
+) -> None:
+    ids = failed(5)
+    made = bulk.create(storage, bulk.spec("retry", Unguarded, batch_size=4))
+    # the first runner claims, operates two instances of its batch, and dies before finishing
+    claimed = storage.claim_bulk("dead", timedelta(seconds=-1), made.id)  # lapsed at once
+    assert claimed is not None
+    batch = storage.bulk_batch(claimed)
+    runner = LocalRunner()
+    for instance_id in batch[:2]:
+        runner.retry(instance_id, storage=storage)
+        storage.record_bulk_outcome(made.id, instance_id, done=True, reason=None)
+    state = bulk.run_all(storage, runner, made.id, owner="next", lease=LEASE)
+    assert (state.done, state.refused) == (5, 0)
+    for instance_id in ids:
+        assert flows.runs(instance_id, flows.PlainFlaky) == 2
+
+
+def test_an_operation_held_by_a_live_runner_is_not_taken(storage: DjangoStorage) -> None:
+    failed(1)
+    made = bulk.create(storage, bulk.spec("retry", Unguarded))
+    assert storage.claim_bulk("first", LEASE, made.id) is not None
+    assert bulk.run_batch(storage, LocalRunner(), owner="second", lease=LEASE) is None
+    with pytest.raises(BulkOperationError, match="being run by first"):
+        bulk.run_all(storage, LocalRunner(), made.id, owner="second", lease=LEASE)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("explode", {}, "unknown bulk operation 'explode'"),
+        ("rewind", {}, "needs the option"),
+        ("retry", {"reason": "x"}, "unknown option"),
+        ("upgrade", {"to_version": 2}, "not a versioned workflow"),
+        ("cancel", {"compensate": "yes"}, "True or False"),
+    ],
+)
+def test_bad_requests_are_refused_before_anything_is_written(
+    storage: DjangoStorage, name: str, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(BulkOperationError, match=message):
+        bulk.spec(name, Unguarded, options=options)
+
+
+def test_bad_filters_are_refused(storage: DjangoStorage) -> None:
+    with pytest.raises(InvalidQueryError):
+        bulk.spec("retry", Unguarded, filters={"status": "sleeping"})
+    with pytest.raises(InvalidQueryError):
+        bulk.spec("retry", Unguarded, filters={"colour": "red"})
+    with pytest.raises(BulkOperationError):
+        bulk.spec("retry", Unguarded, batch_size=0)
+
+
+def test_pause_is_guarded_until_the_runner_has_the_verb() -> None:
+    verb = bulk.OPERATIONS["pause"]
+    if verb.available(LocalRunner):
+        pytest.skip("the runner has pause(): the operation is available")
+    with pytest.raises(BulkOperationError, match="not available"):
+        bulk.spec("pause", Unguarded)
