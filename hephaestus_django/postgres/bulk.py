@@ -90,10 +90,10 @@ def record(using: str, bulk_id: UUID, instance_id: UUID, done: bool, reason: str
         cursor.execute(RECORD_BULK_OUTCOME, params)
 
 
-def finish(using: str, bulk_id: UUID, owner: str, last: UUID | None, lease: timedelta) -> BulkState:
+def finish(using: str, bulk_id: UUID, owner: str, last: UUID | None) -> BulkState:
     """Advance the cursor and counters (one statement); the state after, as stored (unchanged
     when ``owner`` no longer holds the operation)."""
-    params = {"id": bulk_id, "owner": owner, "last": last, "lease": lease}
+    params = {"id": bulk_id, "owner": owner, "last": last}
     rows = _rows(using, FINISH_BULK_BATCH, params)
     return _state(rows[0]) if rows else state(using, bulk_id)
 

@@ -673,7 +673,8 @@ ON CONFLICT (bulk_id, instance_id) DO NOTHING
 """
 # The end of a batch: the cursor moves to the batch's last id and the outcomes recorded past
 # the old cursor up to it are counted (those of a batch a killed runner left half done too),
-# in one statement, by the runner holding the lease only. No id left: the operation is done.
+# in one statement, by the runner holding the lease only, which lets it go: the next batch is
+# any runner's (a worker pass, a queued job). No id left: the operation is done.
 FINISH_BULK_BATCH = f"""
 UPDATE {BULK_TABLE} AS b SET
     after_id = coalesce(%(last)s::uuid, b.after_id),
@@ -681,9 +682,8 @@ UPDATE {BULK_TABLE} AS b SET
     refused = b.refused + c.refused,
     status = CASE WHEN %(last)s::uuid IS NULL THEN 'done' ELSE 'running' END,
     finished_at = CASE WHEN %(last)s::uuid IS NULL THEN statement_timestamp() END,
-    lease_owner = CASE WHEN %(last)s::uuid IS NULL THEN NULL ELSE b.lease_owner END,
-    lease_expires_at = CASE WHEN %(last)s::uuid IS NULL THEN NULL
-                            ELSE statement_timestamp() + %(lease)s END,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
     updated_at = statement_timestamp()
 FROM (
     SELECT count(*) FILTER (WHERE o.done) AS done, count(*) FILTER (WHERE NOT o.done) AS refused

@@ -469,10 +469,8 @@ class DjangoStorage:
     ) -> None:
         bulk.record(self.using, bulk_id, instance_id, done, reason)
 
-    def finish_bulk_batch(
-        self, bulk_id: UUID, owner: str, last: UUID | None, lease: timedelta
-    ) -> BulkState:
-        return bulk.finish(self.using, bulk_id, owner, last, lease)
+    def finish_bulk_batch(self, bulk_id: UUID, owner: str, last: UUID | None) -> BulkState:
+        return bulk.finish(self.using, bulk_id, owner, last)
 
     def bulk_refusals(self, bulk_id: UUID, limit: int = 100) -> list[tuple[UUID, str]]:
         return bulk.refusals(self.using, bulk_id, limit)

@@ -13,9 +13,10 @@ write, and a batch never selects an instance that has an outcome already. A runn
 the middle of a batch leaves the instances it finished recorded, and the next runner goes on
 with the others. A refusal (the verb raised, nothing written) is recorded on its own.
 
-Who runs the batches: whoever holds the operation's lease (:meth:`BulkTable.claim_bulk`):
-``manage.py hephaestus_bulk --wait`` inline, the worker at each pass, or a ``QueuedRunner``
-job per batch. A holder that dies loses the lease after ``lease``; another takes over.
+Who runs a batch: whoever holds the operation's lease for it (:meth:`BulkTable.claim_bulk`),
+let go at the batch's end: ``manage.py hephaestus_bulk --wait`` runs every batch inline, a
+worker one batch per pass. A holder that dies mid-batch loses the lease after ``lease``;
+another takes over.
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ def run_batch(
             done += 1
         else:
             refused += 1
-    after = keeper.finish_bulk_batch(state.id, owner, ids[-1] if ids else None, lease)
+    after = keeper.finish_bulk_batch(state.id, owner, ids[-1] if ids else None)
     return BatchReport(after, done, refused)
 
 

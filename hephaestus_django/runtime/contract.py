@@ -402,7 +402,8 @@ class BulkTable(Protocol):
         self, owner: str, lease: timedelta, bulk_id: UUID | None = None
     ) -> BulkState | None:
         """Lease an unfinished operation (``bulk_id``, or the oldest needing a runner) to
-        ``owner`` for ``lease``: one it holds, or whose lease lapsed; None if there is none."""
+        ``owner`` for ``lease``, for one batch: one free, held by ``owner``, or whose lease
+        lapsed (its holder died mid-batch); None if there is none."""
         ...
 
     def bulk_batch(self, state: BulkState) -> list[UUID]:
@@ -416,11 +417,10 @@ class BulkTable(Protocol):
         """Record what the operation did to one instance (in the caller's transaction)."""
         ...
 
-    def finish_bulk_batch(
-        self, bulk_id: UUID, owner: str, last: UUID | None, lease: timedelta
-    ) -> BulkState:
-        """Move the cursor to ``last`` and count the outcomes recorded up to it, renewing the
-        lease, in one statement; with ``last`` None (no instance left), mark it done."""
+    def finish_bulk_batch(self, bulk_id: UUID, owner: str, last: UUID | None) -> BulkState:
+        """Move the cursor to ``last``, count the outcomes recorded up to it and let the
+        lease go, in one statement (nothing when ``owner`` no longer holds it); with ``last``
+        None (no instance left), mark it done."""
         ...
 
     def bulk_refusals(self, bulk_id: UUID, limit: int = 100) -> list[tuple[UUID, str]]:

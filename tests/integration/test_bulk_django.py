@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from hephaestus_django import BulkOperationError, LocalRunner, Status
 from hephaestus_django.core.errors import InvalidQueryError
+from hephaestus_django.models import BulkOperation
 from hephaestus_django.runtime import bulk, configure
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
@@ -133,3 +136,68 @@ def test_pause_is_guarded_until_the_runner_has_the_verb() -> None:
         pytest.skip("the runner has pause(): the operation is available")
     with pytest.raises(BulkOperationError, match="not available"):
         bulk.spec("pause", Unguarded)
+
+
+def bulk_command(*args: str) -> str:
+    out = StringIO()
+    call_command("hephaestus_bulk", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_the_command_counts_makes_runs_and_shows_an_operation(storage: DjangoStorage) -> None:
+    ids = failed(3)
+    path = Unguarded.path()
+    assert bulk_command("retry", path, "--dry-run") == (
+        f"Dry run: retry would take 3 instance(s) of {path} now.\n"
+    )
+    made = bulk_command("retry", path, "--batch-size", "2")
+    bulk_id = made.split()[2].rstrip(":")
+    assert "The worker runs it" in made
+    assert "pending: 0 done" in bulk_command("--status", bulk_id)
+    call_command("hephaestus_worker", "--once", stdout=StringIO())  # a batch per pass
+    assert "running: 2 done, 0 refused" in bulk_command("--status", bulk_id)
+    call_command("hephaestus_worker", "--once", stdout=StringIO())
+    call_command("hephaestus_worker", "--once", stdout=StringIO())
+    assert "done: 3 done, 0 refused." in bulk_command("--status", bulk_id)
+    assert all(storage.get(i).status is Status.COMPLETED for i in ids)
+
+
+def test_the_command_waits_and_fails_when_some_were_refused(storage: DjangoStorage) -> None:
+    failed(1)
+    completed = Unguarded.start({"fails": 0})
+    out = StringIO()
+    with pytest.raises(CommandError, match="1 instance\\(s\\) refused"):
+        call_command(
+            "hephaestus_bulk",
+            "retry",
+            Unguarded.path(),
+            "--status",
+            "failed",
+            "--status",
+            "completed",
+            "--wait",
+            stdout=out,
+        )
+    assert "done: 1 done, 1 refused." in out.getvalue()
+    assert f"refused {completed}: " in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "name an operation"),
+        (("--status", "not-an-id"), "name an operation"),
+        (("--status", "00000000-0000-0000-0000-000000000000"), "no bulk operation"),
+        (("retry",), "name the workflow"),
+        (("explode", "tests.flows.Unguarded"), "unknown bulk operation"),
+        (("rewind", "tests.flows.Unguarded"), "needs the option"),
+        (("retry", "tests.flows.Unguarded", "--status", "sleeping"), "unknown status"),
+        (("retry", "tests.flows.Unguarded", "--storage", "nowhere"), "no storage named"),
+    ],
+)
+def test_the_command_refuses_bad_input_and_writes_nothing(
+    storage: DjangoStorage, args: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(CommandError, match=message):
+        bulk_command(*args)
+    assert not BulkOperation.objects.exists()

@@ -168,7 +168,8 @@ def test_every_command_option_is_documented() -> None:
     page = (DOCS / "reference" / "commands.md").read_text()
     ours = sorted(name for name, app in get_commands().items() if app == "hephaestus_django")
     assert ours == [
-        f"hephaestus_{n}" for n in ("graph", "prune", "schedules", "status", "upgrade", "worker")
+        f"hephaestus_{n}"
+        for n in ("bulk", "graph", "prune", "schedules", "status", "upgrade", "worker")
     ]
     for name in ours:
         section = page.split(f"## `{name}`")[1].split("\n## ")[0]
