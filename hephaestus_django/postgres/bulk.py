@@ -67,8 +67,14 @@ def claim(using: str, owner: str, lease: timedelta, bulk_id: UUID | None) -> Bul
 
 
 def count(using: str, spec: BulkSpec) -> int:
-    """How many instances the filters of ``spec`` select now."""
-    where, params = _where(spec, None)
+    """How many instances the filters of ``spec`` select now; for a stored operation, those
+    past its cursor without an outcome (what remains)."""
+    if isinstance(spec, BulkState):
+        where, params = _where(spec, spec.cursor)
+        where += f" AND {BULK_NOT_DONE}"
+        params.append(spec.id)
+    else:
+        where, params = _where(spec, None)
     return int(_rows(using, f"SELECT count(*) FROM {TABLE} i WHERE {where}", params)[0][0])
 
 
@@ -106,14 +112,19 @@ def refusals(using: str, bulk_id: UUID, limit: int) -> list[tuple[UUID, str]]:
 
 
 def _where(bulk: BulkSpec, after: UUID | None) -> tuple[str, list[Any]]:
-    filters = {k: v for k, v in bulk.filters.items() if k not in ("since", "until")}
-    parsed = parse_filters({**filters, "workflow": bulk.workflow})
-    if parsed.matches_nothing:
+    filters = {k: v for k, v in bulk.filters.items() if k not in ("since", "until", "ids")}
+    if bulk.workflow:
+        filters["workflow"] = bulk.workflow
+    parsed = parse_filters(filters)
+    if parsed.matches_nothing or bulk.filters.get("ids") == []:
         return "false", []
     from hephaestus_django.postgres.storage import where_clause  # storage imports this module
 
     clause, params = where_clause(parsed)
     conditions = [clause.removeprefix(" WHERE ")] if clause else []
+    if "ids" in bulk.filters:
+        conditions.append("i.id = ANY(%s::uuid[])")
+        params.append(bulk.filters["ids"])
     if after is not None:
         conditions.append("i.id > %s")
         params.append(after)

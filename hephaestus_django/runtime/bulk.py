@@ -33,6 +33,7 @@ from hephaestus_django.core.errors import (
     InvalidQueryError,
     UnknownWorkflowError,
 )
+from hephaestus_django.core.instance import instance_key
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.versions import VersionedDefinition
 from hephaestus_django.core.workflow import WorkflowDefinition, workflow_registry
@@ -51,10 +52,15 @@ DEFAULT_BATCH_SIZE = 500
 
 MAX_BATCH_SIZE = 10_000
 
-BULK_FILTERS = ("status", "status_in", "key", "tag", "workflow_version", "since", "until")
-"""The filters a bulk operation takes: ``list()``'s, and when the instance was made."""
+BULK_FILTERS = ("status", "status_in", "key", "tag", "workflow_version", "since", "until", "ids")
+"""The filters a bulk operation takes: ``list()``'s, when the instance was made, and a list of
+instance ids (the rows picked in the admin)."""
 
-Apply = Callable[[Runner, UUID, Storage, type[WorkflowDefinition], Mapping[str, Any]], object]
+MAX_IDS = 10_000
+"""Instance ids an ``ids`` filter lists, at the most (an admin page's selection)."""
+
+Apply = Callable[[Runner, UUID, Storage, Any, Mapping[str, Any]], object]
+"""``apply(runner, instance_id, storage, workflow or None, options)``."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,7 @@ def operation(name: str) -> BulkVerb:
 
 def spec(
     name: str,
-    workflow: type[WorkflowDefinition] | str,
+    workflow: type[WorkflowDefinition] | str | None,
     *,
     filters: Mapping[str, Any] | None = None,
     options: Mapping[str, Any] | None = None,
@@ -160,15 +166,21 @@ def spec(
 ) -> BulkSpec:
     """Check an operation's request and normalise it; raise before anything is written.
 
-    ``BulkOperationError`` for an unknown or unavailable operation, a missing or unknown
-    option, a bad batch size; ``InvalidQueryError`` for a bad filter.
+    ``workflow`` None means the instances of any workflow (with an ``ids`` filter only: the
+    rows picked in the admin). ``BulkOperationError`` for an unknown or unavailable operation,
+    a missing or unknown option, a bad batch size; ``InvalidQueryError`` for a bad filter.
     """
     verb = operation(name)
     if not verb.available(runner if runner is not None else Runner):
         raise BulkOperationError(
             f"the bulk operation {name!r} is not available: the runner has no {verb.verb}() verb"
         )
-    cls = _workflow(workflow)
+    if workflow is None and (name == "upgrade" or "ids" not in (filters or {})):
+        raise BulkOperationError(
+            f"bulk {name} needs a workflow (any workflow only with a list of ids, and never "
+            "for an upgrade)"
+        )
+    cls = None if workflow is None else _workflow(workflow)
     given = dict(options or {})
     unknown = sorted(set(given) - set(verb.options))
     if unknown:
@@ -184,10 +196,10 @@ def spec(
         raise BulkOperationError(f"batch_size must be an int, not {batch_size!r}")
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise BulkOperationError(f"batch_size must be from 1 to {MAX_BATCH_SIZE}, not {batch_size}")
-    chosen = _checked_filters(verb, cls, dict(filters or {}))
+    chosen = _checked_filters(verb, dict(filters or {}))
     return BulkSpec(
         operation=name,
-        workflow=cls.path(),
+        workflow="" if cls is None else cls.path(),
         filters=chosen,
         options=given,
         batch_size=batch_size,
@@ -207,7 +219,7 @@ def _workflow(workflow: type[WorkflowDefinition] | str) -> type[WorkflowDefiniti
 
 
 def _checked_options(
-    verb: BulkVerb, cls: type[WorkflowDefinition], given: dict[str, Any]
+    verb: BulkVerb, cls: type[WorkflowDefinition] | None, given: dict[str, Any]
 ) -> dict[str, Any]:
     if "compensate" in given and not isinstance(given["compensate"], bool):
         raise BulkOperationError(f"compensate must be True or False, not {given['compensate']!r}")
@@ -221,9 +233,10 @@ def _checked_options(
         given["to"] = name
     if "to_version" in given:
         version = given["to_version"]
-        if not issubclass(cls, VersionedDefinition):
+        if cls is None or not issubclass(cls, VersionedDefinition):
+            what = "any workflow" if cls is None else cls.path()
             raise BulkOperationError(
-                f"{cls.path()} is not a versioned workflow: it has nothing to upgrade to"
+                f"{what} is not a versioned workflow: it has nothing to upgrade to"
             )
         try:
             given["to_version"] = cls.starting(version).version
@@ -232,9 +245,7 @@ def _checked_options(
     return given
 
 
-def _checked_filters(
-    verb: BulkVerb, cls: type[WorkflowDefinition], filters: dict[str, Any]
-) -> dict[str, Any]:
+def _checked_filters(verb: BulkVerb, filters: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(filters) - set(BULK_FILTERS))
     if unknown:
         raise InvalidQueryError(
@@ -261,7 +272,19 @@ def _checked_filters(
         if not isinstance(value, datetime) or value.tzinfo is None:
             raise InvalidQueryError(f"{name} must be an aware datetime, not {value!r}")
         chosen[name] = value.isoformat()
+    if "ids" in filters:
+        chosen["ids"] = _ids(filters["ids"])
     return chosen
+
+
+def _ids(given: object) -> list[str]:
+    """A list of instance ids, as strings, each once, in order; malformed ones name none."""
+    if isinstance(given, (str, bytes)) or not isinstance(given, (list, tuple, set, frozenset)):
+        raise InvalidQueryError(f"ids must be a list of instance ids, not {given!r:.60}")
+    if len(given) > MAX_IDS:
+        raise InvalidQueryError(f"ids lists {len(given)} instances; at most {MAX_IDS}")
+    keys = [instance_key(item) for item in given]
+    return list(dict.fromkeys(str(key) for key in keys if key is not None))
 
 
 def table(storage: Storage) -> BulkTable:
@@ -318,7 +341,7 @@ def run_batch(
             refused += 1
             continue
         try:
-            workflow = workflow_registry.resolve(state.workflow)
+            workflow = workflow_registry.resolve(state.workflow) if state.workflow else None
         except UnknownWorkflowError as error:
             keeper.record_bulk_outcome(state.id, key, done=False, reason=str(error))
             refused += 1
@@ -337,7 +360,7 @@ def _apply_one(
     runner: Runner,
     verb: BulkVerb,
     state: BulkState,
-    workflow: type[WorkflowDefinition],
+    workflow: type[WorkflowDefinition] | None,
     key: UUID,
 ) -> bool:
     """Apply the verb to one instance, its outcome recorded in the same transaction; a

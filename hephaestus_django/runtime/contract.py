@@ -395,7 +395,8 @@ class BulkTable(Protocol):
         ...
 
     def count_bulk(self, spec: BulkSpec) -> int:
-        """How many instances the operation's filters select now."""
+        """How many instances the operation's filters select now; given a stored operation
+        (a :class:`BulkState`), how many remain (past its cursor, without an outcome)."""
         ...
 
     def claim_bulk(
