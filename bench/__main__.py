@@ -1,12 +1,13 @@
-"""``python -m bench [--quick] [--only queued|maps]``: run every measurement, write the JSON and
-the markdown.
+"""``python -m bench [--quick] [--only queued|maps|bulk]``: run every measurement, write the JSON
+and the markdown.
 
 Full mode (``make bench``) measures at 100,000 and 1,000,000 rows with at least 5 interleaved
 rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and writes. The queued
 runner's section (worker processes, :mod:`bench.queued.run`) comes last, in both modes, where
 procrastinate is installed; ``--only queued`` runs it alone. The map steps' section
 (:mod:`bench.maps`: bytes and statements per item at 10, 1,000 and 10,000 items) runs before it;
-``--only maps`` runs it alone.
+``--only maps`` runs it alone. The bulk operations' section (:mod:`bench.bulk`: instances/s of
+a bulk retry at 100,000 failed rows, 10,000 in quick mode) follows; ``--only bulk`` runs it alone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ FULL: dict[str, Any] = {
     "admin_requests": 20,
     "writer_baseline_s": 10,
     "policies_n": 200,
+    "bulk": {"rows": 100_000, "rounds": 3},
     "queued": {
         "rounds": 4,
         "per_worker": 15,
@@ -57,6 +59,7 @@ QUICK: dict[str, Any] = {
     "admin_requests": 5,
     "writer_baseline_s": 3,
     "policies_n": 40,
+    "bulk": {"rows": 10_000, "rounds": 3},
     "queued": {
         "rounds": 2,
         "per_worker": 8,
@@ -83,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
     parser.add_argument(
         "--only",
-        choices=["queued", "maps"],
+        choices=["queued", "maps", "bulk"],
         help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
-        "what map steps write per item at 10, 1,000 and 10,000 items",
+        "what map steps write per item at 10, 1,000 and 10,000 items; 'bulk', a bulk retry's "
+        "instances/s",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -117,8 +121,14 @@ def main(argv: list[str] | None = None) -> int:
 
         log("11. map steps: bytes and statements per item at 10, 1,000 and 10,000 items")
         results["maps"] = maps.run()
-    if args.only == "maps":
-        log("8. QueuedRunner: not run (--only maps)")
+    if args.only in (None, "bulk"):
+        from bench import bulk
+
+        rows = plan["bulk"]["rows"]
+        log(f"12. bulk operations: a bulk retry of {rows:,} failed instances")
+        results["bulk"] = bulk.run(**plan["bulk"])
+    if args.only in ("maps", "bulk"):
+        log(f"8. QueuedRunner: not run (--only {args.only})")
     elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.
         from bench.queued import run as queued

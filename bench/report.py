@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.bulk import lines as bulk_lines
 from bench.maps import budget as maps_budget
 from bench.maps import lines as maps_lines
 from bench.measure import SLICE
@@ -602,7 +603,9 @@ def markdown(results: dict[str, Any]) -> str:
         ["## 8. Queued runner", "", *queued_lines(results["queued"])] if "queued" in results else []
     )
     mapped = ["## 11. Map steps", "", *maps_lines(results["maps"]), ""] if "maps" in results else []
-    if "storage_ops" not in results:  # python -m bench --only queued (or maps)
+    if "bulk" in results:
+        mapped += ["## 12. Bulk operations", "", *bulk_lines(results["bulk"])]
+    if "storage_ops" not in results:  # python -m bench --only queued (or maps, bulk)
         return "\n".join([*header, *mapped, *queued, *_budget_lines(budget(results))])
     lines = [
         *header,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
@@ -15,6 +16,7 @@ from hephaestus_django.models import BulkOperation
 from hephaestus_django.runtime import bulk, configure
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
+from tests.docblocks import block
 from tests.flows import Unguarded
 
 pytestmark = pytest.mark.django_db
@@ -201,3 +203,23 @@ def test_the_command_refuses_bad_input_and_writes_nothing(
     with pytest.raises(CommandError, match=message):
         bulk_command(*args)
     assert not BulkOperation.objects.exists()
+
+
+def test_the_guides_shell_block(storage: DjangoStorage) -> None:
+    """The fixing-instances guide's commands, on ``Unguarded`` for ``shop.workflows.Order``:
+    the count, the operation made, its progress once the worker ran it."""
+    ids = failed(2)
+    lines = block("docs/guides/fixing-instances.md", "hephaestus_bulk retry").strip().splitlines()
+    said: list[str] = []
+    for line in lines:
+        argv = shlex.split(line.replace("shop.workflows.Order", Unguarded.path()))
+        assert argv[:2] == ["python", "manage.py"]
+        if argv[2:4] == ["hephaestus_bulk", "--status"]:
+            argv[4] = said[1].split()[2].rstrip(":")  # the id the second line printed
+            call_command("hephaestus_worker", "--once", stdout=StringIO())
+            call_command("hephaestus_worker", "--once", stdout=StringIO())
+        said.append(bulk_command(*argv[3:]))
+    assert said[0] == f"Dry run: retry would take 2 instance(s) of {Unguarded.path()} now.\n"
+    assert said[1].startswith("Bulk operation ")
+    assert "done: 2 done, 0 refused." in said[2]
+    assert all(storage.get(i).status is Status.COMPLETED for i in ids)
