@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
@@ -29,6 +29,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from hephaestus_django import conf
 from hephaestus_django.admin.rows import NoStorageForDatabase, storage_for
 from hephaestus_django.core.errors import HephaestusError, UnknownWorkflowError
 from hephaestus_django.core.instance import instance_key
@@ -184,7 +185,9 @@ class BulkActionsMixin:
                     options=form.options(),
                     runner=_runner(),
                 )
-                made = bulk.create(storage, request_spec)
+                made = bulk.create(
+                    storage, request_spec, runner=_runner(), alias=_alias_of(storage)
+                )
             except HephaestusError as error:
                 form.add_error(None, str(error))
             else:
@@ -241,6 +244,17 @@ class BulkActionsMixin:
 
 def _runner() -> Any:
     return backends.runner()
+
+
+def _alias_of(storage: object) -> str | None:
+    """The alias ``settings.HEPHAESTUS["STORAGES"]`` names ``storage`` by (for a queued job)."""
+    for alias in conf.storages:
+        try:
+            if conf.storages[alias] is storage:
+                return str(alias)
+        except ImproperlyConfigured:
+            continue
+    return None
 
 
 def _placeholders(operation: str, workflow: type[WorkflowDefinition] | None) -> dict[str, Any]:

@@ -15,8 +15,8 @@ with the others. A refusal (the verb raised, nothing written) is recorded on its
 
 Who runs a batch: whoever holds the operation's lease for it (:meth:`BulkTable.claim_bulk`),
 let go at the batch's end: ``manage.py hephaestus_bulk --wait`` runs every batch inline, a
-worker one batch per pass. A holder that dies mid-batch loses the lease after ``lease``;
-another takes over.
+worker one batch per pass, and on ``QueuedRunner`` a job per batch (each enqueuing the next).
+A holder that dies mid-batch loses the lease after ``lease``; another takes over.
 """
 
 from __future__ import annotations
@@ -296,9 +296,21 @@ def table(storage: Storage) -> BulkTable:
     return storage
 
 
-def create(storage: Storage, request: BulkSpec) -> BulkState:
-    """Store the bulk operation, pending: the worker (or a queued job) runs it."""
-    return table(storage).create_bulk(request)
+def create(
+    storage: Storage,
+    request: BulkSpec,
+    *,
+    runner: Runner | None = None,
+    alias: str | None = None,
+) -> BulkState:
+    """Store the bulk operation, pending: the worker runs it, a batch per pass. With a
+    ``runner`` that enqueues jobs (``QueuedRunner.enqueue_bulk``) and the storage's ``alias``,
+    the first batch's job is enqueued too, and each batch's job enqueues the next one's."""
+    state = table(storage).create_bulk(request)
+    enqueue = getattr(runner, "enqueue_bulk", None)
+    if enqueue is not None and alias is not None:
+        enqueue(state.id, alias)
+    return state
 
 
 def count(storage: Storage, request: BulkSpec) -> int:

@@ -10,10 +10,17 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from hephaestus_django import BulkOperationError, LocalRunner, Status
+from hephaestus_django import (
+    BulkOperationError,
+    InMemoryDispatcher,
+    LocalRunner,
+    QueuedRunner,
+    Status,
+)
 from hephaestus_django.core.errors import InvalidQueryError
 from hephaestus_django.models import BulkOperation
 from hephaestus_django.runtime import bulk, configure
+from hephaestus_django.runtime.dispatch import BulkBatch
 from hephaestus_django.storage import DjangoStorage
 from tests import flows
 from tests.docblocks import block
@@ -222,4 +229,28 @@ def test_the_guides_shell_block(storage: DjangoStorage) -> None:
     assert said[0] == f"Dry run: retry would take 2 instance(s) of {Unguarded.path()} now.\n"
     assert said[1].startswith("Bulk operation ")
     assert "done: 2 done, 0 refused." in said[2]
+    assert all(storage.get(i).status is Status.COMPLETED for i in ids)
+
+
+@pytest.mark.django_db(transaction=True)  # the jobs are enqueued when the writes commit
+def test_on_the_queued_runner_each_batch_is_a_job_that_enqueues_the_next(
+    storage: DjangoStorage,
+) -> None:
+    dispatcher = InMemoryDispatcher()
+    runner = QueuedRunner(dispatcher=dispatcher)
+    configure(storages={"default": storage}, runner=runner)
+    try:
+        ids = [Unguarded.start({"fails": 1}) for _ in range(5)]
+        dispatcher.drain()
+        assert all(storage.get(i).status is Status.FAILED for i in ids)
+        request = bulk.spec("retry", Unguarded, batch_size=2, runner=runner)
+        made = bulk.create(storage, request, runner=runner, alias="default")
+        [job] = dispatcher.jobs
+        assert isinstance(job, BulkBatch)
+        assert job.instance_id == made.id
+        dispatcher.drain()  # the batches' jobs, then the retried steps' jobs
+        final = storage.bulk_state(made.id)
+    finally:
+        runner.close()
+    assert (final.done, final.refused, final.status) == (5, 0, "done")
     assert all(storage.get(i).status is Status.COMPLETED for i in ids)

@@ -149,7 +149,8 @@ class Command(BaseCommand):
                 f"Dry run: {name} would take {count} instance(s) of {request.workflow} now."
             )
             return
-        state = bulk.create(storage, request)
+        alias = None if options["wait"] else options["storage"]
+        state = bulk.create(storage, request, runner=runner, alias=alias)
         self.stdout.write(f"Bulk operation {state.id}: {name} on {request.workflow}.")
         if not options["wait"]:
             self.stdout.write(
