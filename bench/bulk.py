@@ -55,6 +55,7 @@ def failed_rows(storage: DjangoStorage, n: int) -> None:
     """Exactly ``n`` failed ``BenchBulk`` instances in the table (the others removed)."""
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM workflow_instances WHERE workflow = %s", [BenchBulk.path()])
+        cursor.execute("DELETE FROM hephaestus_bulk_outcomes")
         cursor.execute("DELETE FROM hephaestus_bulk_operations")
     first = BenchBulk.start()
     with connection.cursor() as cursor:
@@ -89,9 +90,14 @@ def run(*, rows: int, rounds: int) -> dict[str, Any]:
     bulk_rates: list[float] = []
     loop_rates: list[float] = []
     try:
-        for _ in range(rounds):
+        for number in range(1, rounds + 1):
             bulk_rates.append(bulk_round(storage, runner, rows))
             loop_rates.append(loop_round(storage, runner, max(rows // LOOP_SHARE, 1)))
+            print(
+                f"[bench] bulk round {number}: bulk {bulk_rates[-1]:.0f}/s, "
+                f"loop {loop_rates[-1]:.0f}/s",
+                flush=True,
+            )
     finally:
         runner.close()
         configure()
