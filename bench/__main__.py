@@ -1,5 +1,5 @@
-"""``python -m bench [--quick] [--only queued|maps|peers]``: run every measurement, write the
-JSON and the markdown.
+"""``python -m bench [--quick] [--only SECTION]``: run every measurement, write the JSON and
+the markdown.
 
 Full mode (``make bench``) measures at 100,000 and 1,000,000 rows with at least 5 interleaved
 rounds; ``--quick`` (CI) measures at 100,000 rows only, with fewer rounds and writes. The queued
@@ -9,7 +9,9 @@ procrastinate is installed; ``--only queued`` runs it alone. The map steps' sect
 ``--only maps`` runs it alone. The child workflows' latency (:mod:`bench.child_latency`: from a
 child's end to its parent's next step) runs after it; ``--only children`` runs it alone. The peers'
 section (:mod:`bench.peers`: the same workflows on DBOS, where the ``bench`` extra installed it)
-runs with the end-to-end ones; ``--only peers`` runs it alone.
+runs with the end-to-end ones; ``--only peers`` runs it alone. The bulk
+operations' section (:mod:`bench.bulk`: instances/s of a bulk retry at 100,000 failed rows,
+2,000 in quick mode) follows the children's; ``--only bulk`` runs it alone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ FULL: dict[str, Any] = {
     "peers": 40,
     "children": {"rounds": 7, "per_round": 100},
     "child_samples": 200,
+    "bulk": {"rows": 100_000, "rounds": 1},
     "queued": {
         "rounds": 4,
         "per_worker": 15,
@@ -70,6 +73,7 @@ QUICK: dict[str, Any] = {
     "peers": 10,
     "children": {"rounds": 3, "per_round": 50},
     "child_samples": 50,
+    "bulk": {"rows": 2_000, "rounds": 2},
     "queued": {
         "rounds": 2,
         "per_worker": 8,
@@ -98,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
     parser.add_argument(
         "--only",
-        choices=["queued", "maps", "children", "peers", "flow"],
+        choices=["queued", "maps", "children", "peers", "flow", "bulk"],
         help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
         "what map steps write per item at 10, 1,000 and 10,000 items; 'children', the latency "
         "from a child workflow's end to its parent's next step; 'peers', the same workflows on "
         "DBOS; 'flow', what a concurrency or rate limit costs a step, and the throughput at a "
-        "concurrency limit of 4 with 8 worker processes",
+        "concurrency limit of 4 with 8 worker processes; 'bulk', a bulk retry's instances/s",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -152,11 +156,17 @@ def main(argv: list[str] | None = None) -> int:
 
         log("14. flow control: a step with a concurrency or a rate limit against one without")
         results["flow_control"] = flow_control.run(plan["flow_n"])
+    if args.only in (None, "bulk"):
+        from bench import bulk
+
+        rows = plan["bulk"]["rows"]
+        log(f"15. bulk operations: a bulk retry of {rows:,} failed instances")
+        results["bulk"] = bulk.run(**plan["bulk"])
     if args.only == "flow" and environment.QUEUED_APPS:
         from bench.queued import run as queued
 
         results["queued_flow"] = queued.run_flow(conninfo, plan["queued"])
-    elif args.only in ("maps", "children", "peers", "flow"):
+    elif args.only in ("maps", "children", "peers", "flow", "bulk"):
         log(f"8. QueuedRunner: not run (--only {args.only})")
     elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.

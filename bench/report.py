@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.bulk import lines as bulk_lines
 from bench.child_latency import lines as children_lines
 from bench.flow_control import lines as cost_lines
 from bench.maps import budget as maps_budget
@@ -691,9 +692,11 @@ def markdown(results: dict[str, Any]) -> str:
     flow = results.get("flow_control")
     if flow is not None:
         mapped += ["## 14. Flow control", "", *cost_lines(flow["kinds"], flow["n"]), ""]
+    if "bulk" in results:
+        mapped += ["## 15. Bulk operations", "", *bulk_lines(results["bulk"]), ""]
     if "queued_flow" in results:  # python -m bench --only flow
         queued = ["## 8f. Flow control", "", *flow_lines(results["queued_flow"])]
-    if "storage_ops" not in results:  # python -m bench --only queued (maps, children, peers, flow)
+    if "storage_ops" not in results:  # python -m bench --only queued (or another section)
         return "\n".join([*header, *mapped, *queued, *_budget_lines(budget(results))])
     lines = [
         *header,

@@ -64,6 +64,7 @@ _EXPORTS = {
     "ScheduleError": "hephaestus_django.core.errors",
     "DebounceError": "hephaestus_django.core.errors",
     "Debounce": "hephaestus_django.core.debounce",
+    "BulkOperationError": "hephaestus_django.core.errors",
     "SerializationError": "hephaestus_django.core.errors",
     "StateTooLargeError": "hephaestus_django.core.errors",
     "DuplicateInstanceError": "hephaestus_django.core.errors",
@@ -86,6 +87,7 @@ _EXPORTS = {
 __all__ = [
     "Async",
     "BackendNotConfigured",
+    "BulkOperationError",
     "Child",
     "ChildContextError",
     "Concurrency",
@@ -167,6 +169,7 @@ if TYPE_CHECKING:
     from hephaestus_django.core.debounce import Debounce
     from hephaestus_django.core.errors import (
         BackendNotConfigured,
+        BulkOperationError,
         ChildContextError,
         ConcurrencyKeyError,
         CorruptInstanceError,

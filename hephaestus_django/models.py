@@ -514,3 +514,69 @@ class OperationsDashboard(WorkflowInstance):
         default_permissions = ()
         verbose_name = "operations dashboard"
         verbose_name_plural = "operations dashboard"
+
+
+class BulkOperation(models.Model):
+    """One bulk operation (``hephaestus_bulk``, the admin's "all matching" actions): a verb
+    applied in batches to the instances its filters select.
+
+    Written and read only by :mod:`~hephaestus_django.postgres.bulk` (one statement each); see
+    :mod:`~hephaestus_django.runtime.bulk`. ``after_id`` is the cursor (the last id of the last
+    committed batch); ``done`` and ``refused`` count the outcomes up to it.
+    """
+
+    id = models.UUIDField(primary_key=True)
+    operation = models.CharField(max_length=64, help_text="retry, cancel, rewind, ...")
+    workflow = models.CharField(max_length=255, help_text="The workflow's dotted path.")
+    filters = models.JSONField(default=dict, help_text="As list()'s, plus since/until.")
+    options = models.JSONField(default=dict, help_text="The verb's options (to, reason...).")
+    batch_size = models.IntegerField()
+    status = models.CharField(max_length=16, help_text="pending, running or done.")
+    after_id = models.UUIDField(null=True, blank=True, help_text="The last id operated.")
+    done = models.BigIntegerField(default=0)
+    refused = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "hephaestus_bulk_operations"
+        verbose_name = "bulk operation"
+        indexes = [
+            models.Index(
+                fields=["created_at", "id"],
+                name="hephaestus_bulk_unfinished",
+                condition=~models.Q(status="done"),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.workflow} ({self.status})"
+
+
+class BulkOutcome(models.Model):
+    """What a bulk operation did to one instance: done, or refused with the reason.
+
+    Written in the same transaction as the instance's write (a refusal on its own), so an
+    instance with an outcome is never operated again by the same bulk operation.
+    """
+
+    bulk = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="outcomes")
+    instance_id = models.UUIDField()
+    done = models.BooleanField()
+    reason = models.TextField(null=True, blank=True)  # noqa: DJ001
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "hephaestus_bulk_outcomes"
+        verbose_name = "bulk operation outcome"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bulk", "instance_id"], name="hephaestus_bulk_outcome_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}: {'done' if self.done else 'refused'}"

@@ -31,6 +31,7 @@ from django.utils.html import format_html
 
 from hephaestus_django import conf
 from hephaestus_django.admin.bounded_search import SearchMixin
+from hephaestus_django.admin.bulk import BulkActionsMixin
 from hephaestus_django.admin.dashboard import ErrorTypeFilter, dashboard_urls
 from hephaestus_django.admin.detail import instance_page
 from hephaestus_django.admin.listing import (
@@ -69,7 +70,7 @@ STATUSES = frozenset(status.value for status in Status)
 
 
 @admin.register(WorkflowInstance)
-class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+class WorkflowInstanceAdmin(SearchMixin, BulkActionsMixin, OperationsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = (
         "short_id",
         "workflow_name",
@@ -105,6 +106,7 @@ class WorkflowInstanceAdmin(SearchMixin, OperationsMixin, admin.ModelAdmin):  # 
         info = f"{self.opts.app_label}_{self.opts.model_name}"
         # Before the defaults: their "<path:object_id>/" would swallow these.
         return [
+            *self.bulk_urls(),  # first: "bulk/retry/" would be instance "bulk"'s retry page
             path("<path:object_id>/resume/", wrap(self.resume_view), name=f"{info}_resume"),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),

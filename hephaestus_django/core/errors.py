@@ -399,3 +399,9 @@ class DebounceError(HephaestusError, ValueError):
 class ScheduleError(HephaestusError, ValueError):
     """A schedule cannot do what was asked: it is not configured, or a backfill's range is
     malformed or too long. The message names the schedule and what to do. Nothing started."""
+
+
+class BulkOperationError(HephaestusError, ValueError):
+    """A bulk operation cannot be made or run as asked: an unknown or unavailable operation,
+    a missing option, an unknown bulk id, one run by another runner. The message says what to
+    do; nothing was written."""

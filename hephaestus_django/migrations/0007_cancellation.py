@@ -36,7 +36,9 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="workflowinstance",
             name="status",
-            field=models.CharField(choices=[(status, status) for status in STATUSES], max_length=16),
+            field=models.CharField(
+                choices=[(status, status) for status in STATUSES], max_length=16
+            ),
         ),
         migrations.RemoveConstraint(
             model_name="workflowinstance",

@@ -38,9 +38,7 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "next_due_at",
-                    models.DateTimeField(
-                        help_text="The next tick, when last computed.", null=True
-                    ),
+                    models.DateTimeField(help_text="The next tick, when last computed.", null=True),
                 ),
                 (
                     "updated_at",

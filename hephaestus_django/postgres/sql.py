@@ -786,3 +786,79 @@ WHERE workflow = %(workflow)s AND key = %(key)s AND instance_id = %(instance_id)
     AND due_at <= statement_timestamp()
 RETURNING {PENDING_START_COLUMNS}
 """
+
+# --- bulk operations: hephaestus_bulk_operations, hephaestus_bulk_outcomes ---------------------
+
+BULK_TABLE = "hephaestus_bulk_operations"
+BULK_OUTCOMES_TABLE = "hephaestus_bulk_outcomes"
+# In the order of runtime.contract.BulkState's fields.
+BULK_COLUMNS = (
+    "operation, workflow, filters, options, batch_size, id, status, after_id, done, refused, "
+    "created_at, updated_at, finished_at, lease_owner, lease_expires_at"
+)
+CREATE_BULK = f"""
+INSERT INTO {BULK_TABLE} (id, operation, workflow, filters, options, batch_size, status,
+    done, refused, created_at, updated_at)
+VALUES (%(id)s, %(operation)s, %(workflow)s, %(filters)s::jsonb, %(options)s::jsonb,
+    %(batch_size)s, 'pending', 0, 0, statement_timestamp(), statement_timestamp())
+RETURNING {BULK_COLUMNS}
+"""
+BULK_STATE = f"SELECT {BULK_COLUMNS} FROM {BULK_TABLE} WHERE id = %(id)s"
+# Lease an unfinished operation to a runner: the one named, or the oldest, that is free, held
+# by that runner already, or whose holder's lease lapsed. SKIP LOCKED: two workers polling at
+# once take different ones (or one takes it and the other nothing). The partial index on the
+# unfinished rows keeps the poll cheap however many operations are done.
+CLAIM_BULK = f"""
+UPDATE {BULK_TABLE} SET
+    lease_owner = %(owner)s,
+    lease_expires_at = statement_timestamp() + %(lease)s,
+    status = 'running',
+    updated_at = statement_timestamp()
+WHERE id = (
+    SELECT id FROM {BULK_TABLE}
+    WHERE status <> 'done'
+      AND (%(id)s::uuid IS NULL OR id = %(id)s::uuid)
+      AND (lease_owner IS NULL OR lease_owner = %(owner)s
+           OR lease_expires_at < statement_timestamp())
+    ORDER BY created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {BULK_COLUMNS}
+"""
+RECORD_BULK_OUTCOME = f"""
+INSERT INTO {BULK_OUTCOMES_TABLE} (bulk_id, instance_id, done, reason, recorded_at)
+VALUES (%(bulk)s, %(instance)s, %(done)s, %(reason)s, statement_timestamp())
+ON CONFLICT (bulk_id, instance_id) DO NOTHING
+"""
+# The end of a batch: the cursor moves to the batch's last id and the outcomes recorded past
+# the old cursor up to it are counted (those of a batch a killed runner left half done too),
+# in one statement, by the runner holding the lease only, which lets it go: the next batch is
+# any runner's (a worker pass, a queued job). No id left: the operation is done.
+FINISH_BULK_BATCH = f"""
+UPDATE {BULK_TABLE} AS b SET
+    after_id = coalesce(%(last)s::uuid, b.after_id),
+    done = b.done + c.done,
+    refused = b.refused + c.refused,
+    status = CASE WHEN %(last)s::uuid IS NULL THEN 'done' ELSE 'running' END,
+    finished_at = CASE WHEN %(last)s::uuid IS NULL THEN statement_timestamp() END,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    updated_at = statement_timestamp()
+FROM (
+    SELECT count(*) FILTER (WHERE o.done) AS done, count(*) FILTER (WHERE NOT o.done) AS refused
+    FROM {BULK_OUTCOMES_TABLE} o JOIN {BULK_TABLE} before ON before.id = o.bulk_id
+    WHERE o.bulk_id = %(id)s
+      AND (before.after_id IS NULL OR o.instance_id > before.after_id)
+      AND (%(last)s::uuid IS NULL OR o.instance_id <= %(last)s::uuid)
+) AS c
+WHERE b.id = %(id)s AND b.lease_owner = %(owner)s AND b.status <> 'done'
+RETURNING {", ".join("b." + name.strip() for name in BULK_COLUMNS.split(","))}
+"""
+BULK_REFUSALS = f"""
+SELECT instance_id, reason FROM {BULK_OUTCOMES_TABLE}
+WHERE bulk_id = %(id)s AND NOT done ORDER BY instance_id LIMIT %(limit)s
+"""
+# The next batch: appended to a SELECT on the instances (aliased i) with the filters' WHERE.
+BULK_NOT_DONE = f"""NOT EXISTS (
+    SELECT 1 FROM {BULK_OUTCOMES_TABLE} o WHERE o.bulk_id = %s AND o.instance_id = i.id)"""

@@ -61,7 +61,7 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import Instance, instance_key
-from hephaestus_django.postgres import debounce, map_items, schedules, slots
+from hephaestus_django.postgres import bulk, debounce, map_items, schedules, slots
 from hephaestus_django.postgres.cursors import fetch_all, fetch_one
 from hephaestus_django.postgres.reconnect import again, dropped
 from hephaestus_django.postgres.sql import (
@@ -85,7 +85,7 @@ from hephaestus_django.postgres.sql import (
 )
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import DatabaseClock
-from hephaestus_django.runtime.contract import MapItemState, ScheduleState
+from hephaestus_django.runtime.contract import BulkSpec, BulkState, MapItemState, ScheduleState
 from hephaestus_django.runtime.debounce import Debounced, PendingStart
 from hephaestus_django.runtime.document import (
     StoredRow,
@@ -478,6 +478,36 @@ class DjangoStorage:
             _changed(connections[self.using], DELETE, {"id": key})
         except DatabaseError as error:
             again(self.using, error, lambda db: _changed(db, DELETE, {"id": key}))
+
+    # --- bulk operations (BulkTable): see postgres/bulk.py -------------------------------------
+
+    def create_bulk(self, spec: BulkSpec) -> BulkState:
+        return bulk.create(self.using, spec)
+
+    def bulk_state(self, bulk_id: UUID | str) -> BulkState:
+        return bulk.state(self.using, bulk_id)
+
+    def count_bulk(self, spec: BulkSpec) -> int:
+        return bulk.count(self.using, spec)
+
+    def claim_bulk(
+        self, owner: str, lease: timedelta, bulk_id: UUID | None = None
+    ) -> BulkState | None:
+        return bulk.claim(self.using, owner, lease, bulk_id)
+
+    def bulk_batch(self, state: BulkState) -> list[UUID]:
+        return bulk.batch(self.using, state)
+
+    def record_bulk_outcome(
+        self, bulk_id: UUID, instance_id: UUID, *, done: bool, reason: str | None
+    ) -> None:
+        bulk.record(self.using, bulk_id, instance_id, done, reason)
+
+    def finish_bulk_batch(self, bulk_id: UUID, owner: str, last: UUID | None) -> BulkState:
+        return bulk.finish(self.using, bulk_id, owner, last)
+
+    def bulk_refusals(self, bulk_id: UUID, limit: int = 100) -> list[tuple[UUID, str]]:
+        return bulk.refusals(self.using, bulk_id, limit)
 
     # --- map items (MapItems): rows of workflow_map_items, see postgres/map_items.py ---------
 

@@ -389,3 +389,84 @@ class SlotKeeping(Protocol):
     def places(self, instance_id: UUID) -> list[Place]:
         """Where the instance's waiting steps stand in their lines."""
         ...
+
+
+@dataclass(frozen=True)
+class BulkSpec:
+    """A bulk operation as asked (:mod:`~hephaestus_django.runtime.bulk`), checked: the
+    operation's name, the workflow's path, the filters and options as stored (JSON)."""
+
+    operation: str
+    workflow: str
+    filters: dict[str, Any]
+    options: dict[str, Any]
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class BulkState(BulkSpec):
+    """A stored bulk operation and its progress."""
+
+    id: UUID
+    status: str
+    """``pending`` (no batch yet), ``running``, ``done``."""
+    cursor: UUID | None
+    """The last instance id of the last committed batch."""
+    done: int
+    refused: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "done"
+
+
+@runtime_checkable
+class BulkTable(Protocol):
+    """The optional part of the storage contract: bulk operations and their outcomes."""
+
+    def create_bulk(self, spec: BulkSpec) -> BulkState:
+        """Store a new bulk operation, pending."""
+        ...
+
+    def bulk_state(self, bulk_id: UUID | str) -> BulkState:
+        """The stored operation; ``BulkOperationError`` when there is none."""
+        ...
+
+    def count_bulk(self, spec: BulkSpec) -> int:
+        """How many instances the operation's filters select now; given a stored operation
+        (a :class:`BulkState`), how many remain (past its cursor, without an outcome)."""
+        ...
+
+    def claim_bulk(
+        self, owner: str, lease: timedelta, bulk_id: UUID | None = None
+    ) -> BulkState | None:
+        """Lease an unfinished operation (``bulk_id``, or the oldest needing a runner) to
+        ``owner`` for ``lease``, for one batch: one free, held by ``owner``, or whose lease
+        lapsed (its holder died mid-batch); None if there is none."""
+        ...
+
+    def bulk_batch(self, state: BulkState) -> list[UUID]:
+        """The next ``batch_size`` ids past the cursor matching the filters, in id order, that
+        have no outcome recorded yet."""
+        ...
+
+    def record_bulk_outcome(
+        self, bulk_id: UUID, instance_id: UUID, *, done: bool, reason: str | None
+    ) -> None:
+        """Record what the operation did to one instance (in the caller's transaction)."""
+        ...
+
+    def finish_bulk_batch(self, bulk_id: UUID, owner: str, last: UUID | None) -> BulkState:
+        """Move the cursor to ``last``, count the outcomes recorded up to it and let the
+        lease go, in one statement (nothing when ``owner`` no longer holds it); with ``last``
+        None (no instance left), mark it done."""
+        ...
+
+    def bulk_refusals(self, bulk_id: UUID, limit: int = 100) -> list[tuple[UUID, str]]:
+        """The instances refused, with the reason, in id order."""
+        ...

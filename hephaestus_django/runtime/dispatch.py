@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -38,6 +38,7 @@ logger = logging.getLogger("hephaestus_django.queue")
 
 STEP = "step"
 WAKE_UP = "wake-up"
+BULK = "bulk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,23 @@ class WakeUp:
         return f"wake-up of instance {self.instance_id} ({self.storage}) at {self.at.isoformat()}"
 
 
+@dataclass(frozen=True, slots=True)
+class BulkBatch(WakeUp):
+    """Run the next batch of the bulk operation ``instance_id`` (its id: the payload's
+    ``instance``), from ``at`` on (:mod:`~hephaestus_django.runtime.bulk`).
+
+    A wake-up to the dispatchers, so every job engine carries it without a task of its own;
+    the runner that handles it enqueues the next batch's until the operation is done. An older
+    worker refuses the kind (the job is dropped): the ``hephaestus_worker`` runs the batches too.
+    """
+
+    def payload(self) -> dict[str, str]:
+        return {"kind": BULK, "storage": self.storage, "instance": str(self.instance_id)}
+
+    def __str__(self) -> str:
+        return f"batch of bulk operation {self.instance_id} ({self.storage})"
+
+
 Job = StepJob | WakeUp
 
 TRACE_KEYS = ("traceparent", "tracestate")
@@ -171,7 +189,11 @@ def job_from_payload(payload: object) -> Job:
                 f"without a UTC offset"
             )
         return WakeUp(storage, instance_id, at, trace=_trace_of(payload))
-    raise InvalidJobError(f"a job payload's 'kind' must be {STEP!r} or {WAKE_UP!r}, not {kind!r}")
+    if kind == BULK:
+        return BulkBatch(storage, instance_id, datetime.now(UTC))
+    raise InvalidJobError(
+        f"a job payload's 'kind' must be {STEP!r}, {WAKE_UP!r} or {BULK!r}, not {kind!r}"
+    )
 
 
 MAX_ATTEMPT = 2**31 - 1

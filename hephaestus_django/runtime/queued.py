@@ -62,7 +62,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -71,6 +71,7 @@ from hephaestus_django.core.durations import checked_duration
 from hephaestus_django.core.effects import Effects, effects, unchanged
 from hephaestus_django.core.engine import Executed
 from hephaestus_django.core.errors import (
+    BulkOperationError,
     CorruptInstanceError,
     HephaestusError,
     InstanceNotFound,
@@ -82,7 +83,7 @@ from hephaestus_django.core.errors import (
 from hephaestus_django.core.flow import may_be_limited
 from hephaestus_django.core.instance import Instance, evolve, instance_key
 from hephaestus_django.core.steps import Step, step_registry
-from hephaestus_django.runtime import events, tracing
+from hephaestus_django.runtime import bulk, events, tracing
 from hephaestus_django.runtime.admission import Admission, admit, priority_of, release
 from hephaestus_django.runtime.children import (
     AfterWrite,
@@ -104,6 +105,7 @@ from hephaestus_django.runtime.contract import (
     on_commit,
 )
 from hephaestus_django.runtime.dispatch import (
+    BulkBatch,
     Dispatcher,
     Job,
     JobsForPut,
@@ -205,6 +207,9 @@ class QueuedRunner(Runner):
         enqueues the work again.
         """
         storage = backends.storage(job.storage)
+        if isinstance(job, BulkBatch):
+            self._bulk_batch(job, storage)
+            return None
         try:
             if isinstance(job, WakeUp):
                 return self._wake(job, storage.get(job.instance_id), storage)
@@ -215,7 +220,29 @@ class QueuedRunner(Runner):
             logger.error("dropped the %s: %s", job, error, extra=_about_job(job))
         return None
 
+    def enqueue_bulk(self, bulk_id: UUID, storage: str) -> None:
+        """Enqueue the first batch's job of the stored bulk operation ``bulk_id`` (of the
+        storage configured as ``storage``); each batch's job enqueues the next one's."""
+        self.dispatcher.enqueue_wakeup(BulkBatch(storage, bulk_id, datetime.now(UTC)))
+
     # --- internals ------------------------------------------------------------------------
+
+    def _bulk_batch(self, job: BulkBatch, storage: Storage) -> None:
+        """Run one batch of the operation, then enqueue the next one's job unless it is done.
+
+        Another runner holding it (a worker's pass) leaves it to that one: the job ends, and
+        the worker's passes carry the operation on."""
+        owner = f"queued-bulk:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        try:
+            report = bulk.run_batch(
+                storage, self, owner=owner, lease=self.lease, bulk_id=job.instance_id
+            )
+        except BulkOperationError as error:
+            logger.error("dropped the %s: %s", job, error)
+            return
+        if report is None or report.state.finished:
+            return
+        self.enqueue_bulk(job.instance_id, job.storage)
 
     def _run_step(self, job: StepJob, storage: Storage) -> Instance | None:
         admission = self._admission(job, storage)

@@ -16,15 +16,19 @@ others. The loop never ends because of a failed pass.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from hephaestus_django.core.durations import checked_duration
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime import bulk
+from hephaestus_django.runtime.contract import BulkTable, Storage
 from hephaestus_django.runtime.schedules import Scheduler
 from hephaestus_django.runtime.verbs import Runner
 
@@ -44,6 +48,9 @@ class Worker:
     and the instances it moved on (the Django worker records there that a worker runs).
     ``scheduler``, if given, starts the due ticks of its schedules at each pass on a storage
     (see :mod:`~hephaestus_django.runtime.schedules`), after the timers and takeovers.
+    On a storage that keeps bulk operations, each pass also runs one batch of a pending bulk
+    operation (see :mod:`~hephaestus_django.runtime.bulk`), leased for the runner's lease: a
+    worker that dies mid-operation leaves it to another once the lease lapses.
     """
 
     def __init__(
@@ -76,6 +83,9 @@ class Worker:
         self.before_pass = before_pass
         self.after_pass = after_pass
         self.scheduler = scheduler
+        self.bulk_owner = f"bulk:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """Who holds the bulk operations this worker runs (their lease's owner)."""
+        self._bulk_ran = False
 
     def run_once(self) -> list[Instance]:
         """Handle everything that needs work now in every storage; return what was handled.
@@ -135,8 +145,9 @@ class Worker:
                 "worker pass on %s works again, after %d failed pass(es)", lane.name, lane.failures
             )
             lane.failures = 0
-        lane.next_pass = time.monotonic() if moved else time.monotonic() + self.interval
-        return bool(moved)
+        busy = bool(moved) or self._bulk_ran
+        lane.next_pass = time.monotonic() if busy else time.monotonic() + self.interval
+        return busy
 
     def _pass(self, name: str, storage: Storage) -> list[Instance]:
         if self.before_pass is not None:
@@ -158,9 +169,33 @@ class Worker:
         start_due = getattr(self.runner, "start_debounced_due", None)
         if start_due is not None:
             start_due(storage=storage, limit=self.batch_size)
+        self._bulk_ran = self._bulk_batch(name, storage)
         if self.after_pass is not None:
             self.after_pass(name, storage, handled)
         return handled
+
+    def _bulk_batch(self, name: str, storage: Storage) -> bool:
+        """Run the next batch of a bulk operation that needs a runner; whether one ran."""
+        if not isinstance(storage, BulkTable):
+            return False
+        report = bulk.run_batch(
+            storage, self.runner, owner=self.bulk_owner, lease=self.runner.lease
+        )
+        if report is None:
+            return False
+        state = report.state
+        logger.info(
+            "bulk %s %s in %s: batch of %d done, %d refused; %d done, %d refused in all%s",
+            state.operation,
+            state.id,
+            name,
+            report.done,
+            report.refused,
+            state.done,
+            state.refused,
+            " (finished)" if state.finished else "",
+        )
+        return True
 
 
 @dataclass

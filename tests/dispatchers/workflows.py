@@ -456,3 +456,23 @@ class Turn(Step):
 class Turns(Workflow):
     start = Turn
     transitions = {Turn: {"ok": Done}}
+
+
+class HealedOnRetry(Step):
+    """Fails until it is retried: a run whose instance has a failed attempt in its history
+    (what ``retry`` records) succeeds. So an instance of :class:`BulkRetried` fails when it
+    starts and completes after one retry, in any process."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        if not any(entry.error is not None for entry in instance.execution_history):
+            raise RuntimeError("broken until the fix is deployed and the instance retried")
+        return Event("ok")
+
+
+class BulkRetried(Workflow):
+    """``HealedOnRetry``, then ``Done``: the bulk retry's fault test."""
+
+    start_step = HealedOnRetry
+    transitions = {HealedOnRetry: {"ok": Done}}

@@ -106,6 +106,10 @@ RUN_BY: dict[tuple[str, str], str] = {
     ): f"{GUIDES}::test_fixing_instances",
     ("docs/guides/fixing-instances.md", "copy = Order.fork("): f"{GUIDES}::test_fixing_instances",
     ("docs/guides/fixing-instances.md", "failed_id = "): f"{GUIDES}::test_fixing_instances",
+    (
+        "docs/guides/fixing-instances.md",
+        "hephaestus_bulk retry",
+    ): "integration/test_bulk_django.py::test_the_guides_shell_block",
     ("docs/guides/observability.md", "@receiver(step_failed)"): f"{GUIDES}::test_signals",
     ("docs/guides/observability.md", "InMemorySpanExporter()"): f"{GUIDES}::test_tracing",
     ("docs/guides/operations.md", "hephaestus_status"): f"{GUIDES}::test_operations",
@@ -171,7 +175,8 @@ def test_every_command_option_is_documented() -> None:
     page = (DOCS / "reference" / "commands.md").read_text()
     ours = sorted(name for name, app in get_commands().items() if app == "hephaestus_django")
     assert ours == [
-        f"hephaestus_{n}" for n in ("graph", "prune", "schedules", "status", "upgrade", "worker")
+        f"hephaestus_{n}"
+        for n in ("bulk", "graph", "prune", "schedules", "status", "upgrade", "worker")
     ]
     for name in ours:
         section = page.split(f"## `{name}`")[1].split("\n## ")[0]
