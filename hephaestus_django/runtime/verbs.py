@@ -1,9 +1,9 @@
 """``Runner``: the verbs every runner offers, written once.
 
-A verb (``start``, ``resume``, ``retry``, ``cancel``, ``upgrade``) is the same whichever
-runner serves it: its arguments are checked here, and the engine's transition it stands for
-is built here (:mod:`~hephaestus_django.runtime.execution`). What differs between runners is
-only how a transition is applied, and what runs after it:
+A verb (``start``, ``resume``, ``retry``, ``cancel``, ``upgrade``, ``pause``...) is the same
+whichever runner serves it: its arguments are checked here, and the engine's transition it
+stands for is built here (:mod:`~hephaestus_django.runtime.execution`). What differs between
+runners is only how a transition is applied, and what runs after it:
 
 - :class:`~hephaestus_django.runtime.runner.LocalRunner` writes it under its own lease and
   runs the steps it made runnable in this process;
@@ -40,9 +40,11 @@ from hephaestus_django.runtime.execution import (
     cancelling,
     compensating,
     expect,
+    pausing,
     resuming,
     retrying,
     rewinding,
+    unpausing,
     upgrading,
 )
 
@@ -267,6 +269,51 @@ class Runner(ABC):
             _key(instance_id),
             storage,
             compensating(now=storage.now, workflow=workflow, expected_revision=expected_revision),
+        )
+
+    @tracing.traced("pause")
+    def pause(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        reason: str | None = None,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Hold an instance under the row lock: nothing of it runs until :meth:`unpause`
+        (:mod:`~hephaestus_django.core.pause`). A step running elsewhere finishes and its
+        result is recorded; what it makes runnable waits. Paused already: returned as it is.
+
+        ``InstanceNotPausableError`` (nothing written) for an instance that has ended.
+        """
+        return self._transition(
+            _key(instance_id),
+            storage,
+            pausing(
+                now=storage.now,
+                reason=reason,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
+
+    @tracing.traced("unpause")
+    def unpause(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Release an instance's pause under the row lock, then move on what waited: its
+        runnable steps run (or are enqueued), its due timers fire. Not paused: returned as
+        it is."""
+        return self._transition(
+            _key(instance_id),
+            storage,
+            unpausing(workflow=workflow, expected_revision=expected_revision),
         )
 
     @tracing.traced("fork")

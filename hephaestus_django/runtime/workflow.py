@@ -237,6 +237,46 @@ class Workflow(WorkflowDefinition):
         )
 
     @classmethod
+    def pause(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        key: str | None = None,
+        reason: str | None = None,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
+        """Hold an instance: nothing of it runs until :meth:`unpause`.
+
+        No step starts; its queued jobs do nothing; its timers wait and fire once it is
+        unpaused; an event (``resume``) is accepted and recorded, and the steps it makes
+        runnable run once it is unpaused. A step already running finishes and its result is
+        recorded. The instance keeps its status; ``runtime_metadata["hephaestus.paused"]``
+        says when and why (``reason``). Pausing a paused instance changes nothing;
+        ``InstanceNotPausableError`` (nothing changes) for one that has ended. ``cancel``
+        lifts the pause.
+        """
+        chosen = backends.storage(storage)
+        return backends.runner().pause(
+            cls._identify(id, key, chosen), storage=chosen, reason=reason, workflow=cls._scope()
+        )
+
+    @classmethod
+    def unpause(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        key: str | None = None,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
+        """Release an instance's pause: what waited runs on (its runnable steps run, or are
+        enqueued with ``QueuedRunner``; its due timers fire at the worker's next pass).
+        Unpausing an instance that is not paused changes nothing."""
+        chosen = backends.storage(storage)
+        return backends.runner().unpause(
+            cls._identify(id, key, chosen), storage=chosen, workflow=cls._scope()
+        )
+
+    @classmethod
     def fork(
         cls,
         id: UUID | str | None = None,
@@ -319,6 +359,8 @@ class Workflow(WorkflowDefinition):
     arewind = async_twin(rewind)
     acompensate = async_twin(compensate)
     afork = async_twin(fork)
+    apause = async_twin(pause)
+    aunpause = async_twin(unpause)
     aget = async_twin(get)
     alist = async_twin(list)
 
