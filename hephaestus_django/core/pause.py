@@ -49,11 +49,15 @@ def pause_of(instance: Instance) -> Mapping[str, Any] | None:
     return found if isinstance(found, Mapping) else None
 
 
-def pause(instance: Instance, *, now: datetime, reason: str | None = None) -> Instance:
+def pause(
+    instance: Instance, *, now: datetime, reason: str | None = None, by_workflow: bool = False
+) -> Instance:
     """Hold ``instance``: nothing of it runs until :func:`unpause`.
 
     An instance paused already is returned as it is (its first pause and reason are kept).
-    :class:`InstanceNotPausableError`, nothing changed, for one that has ended.
+    :class:`InstanceNotPausableError`, nothing changed, for one that has ended. ``by_workflow``
+    marks a pause made by pausing its whole workflow, which releasing that hold undoes
+    (:mod:`~hephaestus_django.runtime.workflow_pauses`).
     """
     if reason is not None and not isinstance(reason, str):
         raise TypeError(f"reason must be a str or None, not {reason!r}")
@@ -66,7 +70,12 @@ def pause(instance: Instance, *, now: datetime, reason: str | None = None) -> In
         )
     if is_paused(instance):
         return instance
-    held = {"at": now.isoformat(), "reason": None if reason is None else reason[:MAX_REASON_LENGTH]}
+    held: dict[str, Any] = {
+        "at": now.isoformat(),
+        "reason": None if reason is None else reason[:MAX_REASON_LENGTH],
+    }
+    if by_workflow:
+        held["workflow"] = True
     return evolve(instance, runtime_metadata={**instance.runtime_metadata, PAUSED_KEY: held})
 
 

@@ -625,3 +625,25 @@ ON CONFLICT (name) DO UPDATE SET
 WHERE stored.paused IS DISTINCT FROM excluded.paused
 RETURNING name
 """
+
+
+# --- workflows held: hephaestus_workflow_pauses ---------------------------------------------
+
+WORKFLOW_PAUSES_TABLE = "hephaestus_workflow_pauses"
+# Hold a workflow (version 0: every version); a hold that exists is kept as it is.
+PAUSE_WORKFLOW = f"""
+INSERT INTO {WORKFLOW_PAUSES_TABLE} (workflow, version, reason, since)
+VALUES (%(workflow)s, %(version)s, coalesce(%(reason)s, ''), statement_timestamp())
+ON CONFLICT (workflow, version) DO NOTHING
+RETURNING workflow
+"""
+UNPAUSE_WORKFLOW = f"""
+DELETE FROM {WORKFLOW_PAUSES_TABLE} WHERE workflow = %(workflow)s AND version = %(version)s
+RETURNING workflow
+"""
+# Every hold: a handful of rows, read at most once a second per process (see
+# runtime/workflow_pauses.py).
+WORKFLOW_PAUSES = f"""
+SELECT workflow, version, nullif(reason, ''), since FROM {WORKFLOW_PAUSES_TABLE}
+ORDER BY workflow, version
+"""

@@ -45,6 +45,7 @@ from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.logs import about
+from hephaestus_django.runtime.workflow_pauses import held_at_start
 
 if TYPE_CHECKING:
     from hephaestus_django.runtime.verbs import Runner
@@ -126,8 +127,12 @@ def _start(
     existing = _holder(storage, start) if start.key is not None else None
     link = {PARENT_KEY: {"id": str(parent.id), "step": step.path()}}
     if existing is None:
-        child = engine.start(
-            engine.new_instance(start.workflow, start.context, metadata=link, key=start.key)
+        child = held_at_start(
+            engine.start(
+                engine.new_instance(start.workflow, start.context, metadata=link, key=start.key)
+            ),
+            storage,
+            storage.now(),
         )
     else:
         child = existing

@@ -197,12 +197,14 @@ def pausing(
     reason: str | None,
     workflow: type[WorkflowDefinition] | None,
     expected_revision: int | None,
+    by_workflow: bool = False,
 ) -> Transition:
-    """The transition of ``pause`` (:func:`~hephaestus_django.core.pause.pause`)."""
+    """The transition of ``pause`` (:func:`~hephaestus_django.core.pause.pause`); of
+    ``pause_all`` with ``by_workflow``."""
 
     def transition(instance: Instance) -> Instance:
         expect(instance, workflow, expected_revision)
-        return pause_instance(instance, now=now(), reason=reason)
+        return pause_instance(instance, now=now(), reason=reason, by_workflow=by_workflow)
 
     return transition
 

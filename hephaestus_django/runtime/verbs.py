@@ -17,6 +17,7 @@ both runners, the ``Workflow`` facade and its async twin follow.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -35,7 +36,7 @@ from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import tracing
 from hephaestus_django.runtime.admission import with_priority
 from hephaestus_django.runtime.children import AfterWrite, Continuation
-from hephaestus_django.runtime.contract import Storage
+from hephaestus_django.runtime.contract import Storage, WorkflowPausing
 from hephaestus_django.runtime.execution import (
     cancelling,
     compensating,
@@ -46,6 +47,17 @@ from hephaestus_django.runtime.execution import (
     rewinding,
     unpausing,
     upgrading,
+)
+from hephaestus_django.runtime.workflow_pauses import (
+    CACHE_SECONDS,
+    each,
+    forget,
+    held_at_start,
+    hold_of,
+    holds,
+    not_paused,
+    paused_by_workflow,
+    reason_of,
 )
 
 DEFAULT_LEASE = timedelta(minutes=5)
@@ -92,7 +104,7 @@ class Runner(ABC):
         instance = engine.start(
             engine.new_instance(workflow, context, id=id, metadata=metadata, key=key)
         )
-        return self._begin(instance, storage, now)
+        return self._begin(held_at_start(instance, storage, now), storage, now)
 
     @tracing.traced("resume")
     def resume(
@@ -316,6 +328,61 @@ class Runner(ABC):
             unpausing(workflow=workflow, expected_revision=expected_revision),
         )
 
+    def pause_all(
+        self,
+        workflow: type[WorkflowDefinition],
+        *,
+        storage: Storage,
+        version: int = 0,
+        reason: str | None = None,
+    ) -> int:
+        """Hold ``workflow`` (``version`` 0: every version): its new instances are stored
+        paused, and every instance of it that has not ended is paused, each under its row lock
+        (:mod:`~hephaestus_django.runtime.workflow_pauses`); how many were paused. Instances
+        paused already are left as they are.
+        """
+        path = workflow.path()
+        if not isinstance(storage, WorkflowPausing):
+            raise TypeError(f"{storage!r} cannot hold a workflow (it keeps no workflow pauses)")
+        storage.pause_workflow(path, version, reason)
+        forget(storage)
+        hold = hold_of(holds(storage, fresh=True), path, version)
+        why = reason_of(hold) if hold is not None else reason
+        transition = pausing(
+            now=storage.now, reason=why, workflow=None, expected_revision=None, by_workflow=True
+        )
+
+        def act(instance_id: UUID) -> object:
+            return self._transition(instance_id, storage, transition)
+
+        count = each(storage, path, version, not_paused, act)
+        # A start in a process whose reading of the holds was older than this hold: paused now.
+        time.sleep(CACHE_SECONDS)
+        return count + each(storage, path, version, not_paused, act)
+
+    def unpause_all(
+        self, workflow: type[WorkflowDefinition], *, storage: Storage, version: int = 0
+    ) -> int:
+        """Release the hold of ``workflow`` (``version`` 0: every version) and unpause the
+        instances it paused (not those paused one by one, nor those another hold still
+        covers); what waited runs on. How many were unpaused."""
+        path = workflow.path()
+        if not isinstance(storage, WorkflowPausing):
+            raise TypeError(f"{storage!r} cannot hold a workflow (it keeps no workflow pauses)")
+        storage.unpause_workflow(path, version)
+        forget(storage)
+        remaining = holds(storage, fresh=True)
+
+        def wanted(instance: Instance) -> bool:
+            return paused_by_workflow(instance) and (
+                hold_of(remaining, path, instance.workflow_version) is None
+            )
+
+        def act(instance_id: UUID) -> object:
+            return self.unpause(instance_id, storage=storage)
+
+        return each(storage, path, version, wanted, act)
+
     @tracing.traced("fork")
     def fork(
         self,
@@ -341,7 +408,8 @@ class Runner(ABC):
         source = original
         if to is not None and to is not original.workflow:
             source = upgrade_instance(original, to=to, now=now)
-        return self._begin(fork_instance(source, at, now=now, context=context), storage, now)
+        copy = fork_instance(source, at, now=now, context=context)
+        return self._begin(held_at_start(copy, storage, now), storage, now)
 
     @abstractmethod
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:

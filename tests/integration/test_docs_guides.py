@@ -196,8 +196,8 @@ def test_cancelling() -> None:
 
 def test_fixing_instances(capsys: pytest.CaptureFixture[str]) -> None:
     """The failed order rewound after the fix, forked with another context, a second failed
-    order compensated, a third paused and unpaused: the page's four blocks, run in order in
-    one namespace."""
+    order compensated, a third paused and unpaused, the workflow held: the page's five blocks,
+    run in order in one namespace."""
     page = "docs/guides/fixing-instances.md"
     namespace: dict[str, Any] = {"__name__": "docs_fixing"}
     try:
@@ -206,6 +206,7 @@ def test_fixing_instances(capsys: pytest.CaptureFixture[str]) -> None:
             "copy = Order.fork(",
             "failed_id = ",
             "Order.pause(",
+            "Order.pause_all(",
         ):
             exec(compile(block(page, fragment), page, "exec"), namespace)
     finally:
@@ -214,6 +215,7 @@ def test_fixing_instances(capsys: pytest.CaptureFixture[str]) -> None:
     assert namespace["copy"].status == "waiting"
     assert namespace["instance"].compensation.done
     assert namespace["held"].status == "running"
+    assert namespace["later_id"] != namespace["shipping_id"]
 
 
 def test_signals() -> None:

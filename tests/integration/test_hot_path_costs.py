@@ -22,6 +22,7 @@ from hephaestus_django.runtime import (
     configure,
     queued,
 )
+from hephaestus_django.runtime.workflow_pauses import holds
 from hephaestus_django.storage import DjangoStorage
 from tests.support.queries import cost
 
@@ -64,6 +65,7 @@ def local() -> Iterator[None]:
     storage = DjangoStorage(using="default")
     configure(storages={"default": storage}, runner=runner)
     storage.now()  # the clock's reading (at most one a minute) is no cost of a start
+    holds(storage)  # nor the workflow holds' (pause_all), read at most once a second
     yield
     configure()
 
@@ -75,6 +77,7 @@ def dispatcher() -> Iterator[InMemoryDispatcher]:
     storage = DjangoStorage(using="default")
     configure(storages={"default": storage}, runner=runner)
     storage.now()  # the clock's reading (at most one a minute) is no cost of a start
+    holds(storage)  # nor the workflow holds' (pause_all), read at most once a second
     yield dispatcher
     runner.close()
     configure()
