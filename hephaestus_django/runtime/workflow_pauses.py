@@ -49,14 +49,15 @@ _cache: dict[int, tuple[Storage, float, tuple[WorkflowPause, ...]]] = {}
 
 def holds(storage: Storage, *, fresh: bool = False) -> tuple[WorkflowPause, ...]:
     """The holds of ``storage``, read at most once per :data:`CACHE_SECONDS` in this process
-    (``fresh``: read now). None for a storage that does not keep holds."""
-    if not isinstance(storage, WorkflowPausing):
-        return ()
+    (``fresh``: read now). Nothing for a storage that does not keep holds (asked again each
+    time: such a storage is not cached)."""
     now = time.monotonic()
     with _lock:
         cached = _cache.get(id(storage))
         if not fresh and cached is not None and cached[0] is storage and cached[1] > now:
             return cached[2]
+    if not isinstance(storage, WorkflowPausing):  # asked on a miss only: a protocol check
+        return ()
     found = tuple(storage.workflow_pauses())
     with _lock:
         _cache[id(storage)] = (storage, now + CACHE_SECONDS, found)

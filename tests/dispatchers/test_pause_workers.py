@@ -82,3 +82,21 @@ def test_a_step_running_when_paused_records_its_result_and_nothing_follows_until
     assert recorded(done)["Ship"] == 1
     assert len(list(ran.glob("ship-*"))) == 1
     assert workers.engine.failed() == 0
+
+
+def test_a_held_workflow_s_new_start_waits_and_unpause_all_has_the_workers_run_it(
+    workers: Workers, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    workers.worker("worker-1")
+    assert workflows.Chain.pause_all(reason="deploying") == 0
+    instance_id = workflows.Chain.start({"dir": str(ran)})  # stored paused: no job
+    storage = DjangoStorage()
+    assert storage.get(instance_id).lease_owner == "paused:"
+    assert workers.engine.step_jobs().enqueued == 0
+
+    assert workflows.Chain.unpause_all() == 1
+    workers.wait_for(all_completed([instance_id]), "the instance completing")
+    assert recorded(storage.get(instance_id)) == {"First": 1, "Second": 1, "Third": 1, "Done": 1}
+    assert workers.engine.failed() == 0
