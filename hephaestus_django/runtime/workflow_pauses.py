@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -44,7 +45,9 @@ CACHE_SECONDS = 1.0
 NOT_ENDED = (Status.PENDING, Status.RUNNING, Status.WAITING)
 
 _lock = threading.Lock()
-_cache: dict[int, tuple[Storage, float, tuple[WorkflowPause, ...]]] = {}
+_cache: dict[int, tuple[weakref.ref[Storage], float, tuple[WorkflowPause, ...]]] = {}
+"""Per storage object (by id, with a weak reference: a storage that went is not kept alive,
+and a new one given its id is told apart): when the reading expires, and what it read."""
 
 
 def holds(storage: Storage, *, fresh: bool = False) -> tuple[WorkflowPause, ...]:
@@ -54,13 +57,15 @@ def holds(storage: Storage, *, fresh: bool = False) -> tuple[WorkflowPause, ...]
     now = time.monotonic()
     with _lock:
         cached = _cache.get(id(storage))
-        if not fresh and cached is not None and cached[0] is storage and cached[1] > now:
+        if not fresh and cached is not None and cached[0]() is storage and cached[1] > now:
             return cached[2]
     if not isinstance(storage, WorkflowPausing):  # asked on a miss only: a protocol check
         return ()
     found = tuple(storage.workflow_pauses())
     with _lock:
-        _cache[id(storage)] = (storage, now + CACHE_SECONDS, found)
+        for key in [key for key, entry in _cache.items() if entry[0]() is None]:
+            del _cache[key]  # storages that went
+        _cache[id(storage)] = (weakref.ref(storage), now + CACHE_SECONDS, found)
     return found
 
 

@@ -21,6 +21,7 @@ from hephaestus_django.runtime import (
     QueuedRunner,
     configure,
     queued,
+    workflow_pauses,
 )
 from hephaestus_django.runtime.workflow_pauses import holds
 from hephaestus_django.storage import DjangoStorage
@@ -60,24 +61,30 @@ class Approval(Workflow):
 
 
 @pytest.fixture
-def local() -> Iterator[None]:
+def local(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     runner = LocalRunner(lease=timedelta(seconds=30))
     storage = DjangoStorage(using="default")
     configure(storages={"default": storage}, runner=runner)
     storage.now()  # the clock's reading (at most one a minute) is no cost of a start
-    holds(storage)  # nor the workflow holds' (pause_all), read at most once a second
+    # Nor the workflow holds' (pause_all), read at most once a second: kept for the test here,
+    # so that a loaded machine's pause between this line and the start cannot expire it.
+    monkeypatch.setattr(workflow_pauses, "CACHE_SECONDS", 3600.0)
+    holds(storage)
     yield
     configure()
 
 
 @pytest.fixture
-def dispatcher() -> Iterator[InMemoryDispatcher]:
+def dispatcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryDispatcher]:
     dispatcher = InMemoryDispatcher()
     runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
     storage = DjangoStorage(using="default")
     configure(storages={"default": storage}, runner=runner)
     storage.now()  # the clock's reading (at most one a minute) is no cost of a start
-    holds(storage)  # nor the workflow holds' (pause_all), read at most once a second
+    # Nor the workflow holds' (pause_all), read at most once a second: kept for the test here,
+    # so that a loaded machine's pause between this line and the start cannot expire it.
+    monkeypatch.setattr(workflow_pauses, "CACHE_SECONDS", 3600.0)
+    holds(storage)
     yield dispatcher
     runner.close()
     configure()
