@@ -216,6 +216,7 @@ class WorkflowInstance(models.Model):
             ("upgrade_workflowinstance", "Can upgrade a workflow instance to a newer version"),
             ("rewind_workflowinstance", "Can rewind a workflow instance to an earlier step"),
             ("fork_workflowinstance", "Can fork a workflow instance from one of its steps"),
+            ("pause_workflowinstance", "Can pause and unpause workflow instances"),
         ]
         indexes = [
             # A 256 kB pending list (PostgreSQL's default is 4 MB): new entries are merged into
@@ -456,6 +457,35 @@ class PendingStartRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow} {self.key}"
+
+
+class WorkflowPauseRecord(models.Model):
+    """A whole workflow, or one version of it, held by an operator
+    (``Workflow.pause_all``): its new instances are stored paused, and its instances that
+    have not ended were paused with it.
+
+    Written and read only by :mod:`~hephaestus_django.postgres.workflow_pauses` (one
+    statement each); the admin lists it.
+    """
+
+    workflow = models.CharField(max_length=255, help_text="The workflow's dotted path.")
+    version = models.IntegerField(default=0, help_text="The version held; 0 for every version.")
+    reason = models.TextField(blank=True, help_text="Why it is held (empty: not said).")
+    since = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "hephaestus_workflow_pauses"
+        verbose_name = "paused workflow"
+        constraints = [
+            models.UniqueConstraint(
+                fields=("workflow", "version"), name="hephaestus_workflow_pauses_held"
+            )
+        ]
+
+    def __str__(self) -> str:
+        if not self.version:
+            return f"{self.workflow} (all versions)"
+        return f"{self.workflow} version {self.version}"
 
 
 class Slot(models.Model):

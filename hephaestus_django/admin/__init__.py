@@ -12,9 +12,11 @@ Django's autodiscovery imports ``hephaestus_django.admin``; importing this packa
 - :mod:`~hephaestus_django.admin.forms`: the confirmation pages' forms.
 - :mod:`~hephaestus_django.admin.rows`: rows decoded as storage decodes them, and their storage.
 - :mod:`~hephaestus_django.admin.schedules`: the schedules, with pause, resume and trigger.
+- :mod:`~hephaestus_django.admin.workflow_pauses`: the workflows held by ``pause_all``.
 """
 
 from hephaestus_django.admin.model_admin import WorkflowInstanceAdmin
 from hephaestus_django.admin.schedules import ScheduleAdmin
+from hephaestus_django.admin.workflow_pauses import WorkflowPauseAdmin
 
-__all__ = ["ScheduleAdmin", "WorkflowInstanceAdmin"]
+__all__ = ["ScheduleAdmin", "WorkflowInstanceAdmin", "WorkflowPauseAdmin"]

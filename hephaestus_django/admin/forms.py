@@ -40,6 +40,20 @@ class RevisionForm(forms.Form):
     revision = forms.IntegerField(widget=forms.HiddenInput)
 
 
+class PauseForm(RevisionForm):
+    """An optional reason, kept with the paused instance."""
+
+    reason = forms.CharField(
+        label="Reason",
+        required=False,
+        strip=True,
+        max_length=REASON_MAX_CHARS,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text='Optional. Kept with the instance (runtime_metadata["hephaestus.paused"]), '
+        "e.g. “deploying the pricing fix”.",
+    )
+
+
 class ResumeForm(RevisionForm):
     """Which waiting step gets which of its declared events, and an optional JSON payload."""
 

@@ -38,6 +38,7 @@ from hephaestus_django.core.workflow import resolve_workflow, tagged, workflow_r
 from hephaestus_django.postgres.budget import cancelled
 from hephaestus_django.postgres.estimates import count_and_estimate
 from hephaestus_django.runtime.filters import schedule_document
+from hephaestus_django.runtime.leases import PAUSE_OWNER
 
 
 def registered_workflows() -> list[tuple[str, type[Any]]]:
@@ -49,6 +50,26 @@ def registered_workflows() -> list[tuple[str, type[Any]]]:
         except UnknownWorkflowError:  # pragma: no cover - collected between names() and resolve()
             continue
     return found
+
+
+class PausedFilter(admin.SimpleListFilter):
+    """Paused instances, or those not paused: a paused instance that has not ended holds the
+    pause lease (:data:`~hephaestus_django.runtime.leases.PAUSE_OWNER`), a column of the row,
+    so the filter reads no ``state``."""
+
+    title = "paused"
+    parameter_name = "paused"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Paused"), ("no", "Not paused")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == "yes":
+            return queryset.filter(lease_owner=PAUSE_OWNER)
+        if value == "no":
+            return queryset.exclude(lease_owner=PAUSE_OWNER)
+        return queryset
 
 
 class WorkflowFilter(admin.SimpleListFilter):

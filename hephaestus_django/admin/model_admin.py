@@ -36,6 +36,7 @@ from hephaestus_django.admin.dashboard import ErrorTypeFilter, dashboard_urls
 from hephaestus_django.admin.detail import instance_page
 from hephaestus_django.admin.listing import (
     CheapCountPaginator,
+    PausedFilter,
     ScheduleFilter,
     TagFilter,
     VersionFilter,
@@ -52,9 +53,11 @@ from hephaestus_django.admin.rows import storage_for
 from hephaestus_django.admin.times import moment
 from hephaestus_django.core.engine import waits_for_an_event
 from hephaestus_django.core.naming import short_name
+from hephaestus_django.core.pause import PAUSABLE, is_paused
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.upgrades import upgrade_target
 from hephaestus_django.models import WorkflowInstance
+from hephaestus_django.runtime.leases import is_pause_lease
 
 SEARCH_HELP = (
     "Search by instance id, by business key (key:order-A-1001, or the key alone), or by "
@@ -81,6 +84,7 @@ class WorkflowInstanceAdmin(SearchMixin, BulkActionsMixin, OperationsMixin, admi
     )
     list_filter = (
         "status",
+        PausedFilter,
         WorkflowFilter,
         VersionFilter,
         TagFilter,
@@ -113,6 +117,8 @@ class WorkflowInstanceAdmin(SearchMixin, BulkActionsMixin, OperationsMixin, admi
             path("<path:object_id>/upgrade/", wrap(self.upgrade_view), name=f"{info}_upgrade"),
             path("<path:object_id>/rewind/", wrap(self.rewind_view), name=f"{info}_rewind"),
             path("<path:object_id>/fork/", wrap(self.fork_view), name=f"{info}_fork"),
+            path("<path:object_id>/pause/", wrap(self.pause_view), name=f"{info}_pause"),
+            path("<path:object_id>/unpause/", wrap(self.unpause_view), name=f"{info}_unpause"),
             path("<path:object_id>/state.json", wrap(self.state_view), name=f"{info}_state"),
             *dashboard_urls(self),
             *super().get_urls(),
@@ -167,11 +173,14 @@ class WorkflowInstanceAdmin(SearchMixin, BulkActionsMixin, OperationsMixin, admi
     @admin.display(description="status", ordering="status")
     def status_badge(self, row: WorkflowInstance) -> str:
         known = row.status in STATUSES
-        return format_html(
+        badge = format_html(
             '<span class="hx-badge hx-status-{}">{}</span>',
             row.status if known else "unknown",
             row.status,
         )
+        if not is_pause_lease(row.lease_owner):  # a paused instance holds the pause lease
+            return badge
+        return format_html('{} <span class="hx-badge hx-paused">paused</span>', badge)
 
     @admin.display(description="inserted at", ordering="inserted_at")
     def inserted(self, row: WorkflowInstance) -> str:
@@ -216,6 +225,7 @@ class WorkflowInstanceAdmin(SearchMixin, BulkActionsMixin, OperationsMixin, admi
         # A failed instance whose steps were all compensated cannot be retried (the runner
         # refuses it): no button for it.
         compensated = bool(instance and instance.compensation and instance.compensation.done)
+        paused = bool(instance and is_paused(instance))
         context = {
             **self.admin_site.each_context(request),
             **page_context(self.opts, row),
@@ -249,6 +259,12 @@ class WorkflowInstanceAdmin(SearchMixin, BulkActionsMixin, OperationsMixin, admi
             and instance is not None
             and not instance.compensating
             and self.has_fork_permission(request),
+            "paused": paused,
+            "can_pause": status in PAUSABLE
+            and instance is not None
+            and not paused
+            and self.has_pause_permission(request),
+            "can_unpause": paused and self.has_pause_permission(request),
             "can_delete": self.has_delete_permission(request, row),
             **(extra_context or {}),
         }

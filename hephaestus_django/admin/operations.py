@@ -1,9 +1,10 @@
-"""Resume, retry, cancel, upgrade, rewind, fork and delete in the admin, so an operator can never
-corrupt an instance.
+"""Resume, retry, cancel, upgrade, rewind, fork, pause and delete in the admin, so an operator
+can never corrupt an instance.
 
 Each operation has its own permission (``resume_workflowinstance``, ``retry_workflowinstance``,
 ``cancel_workflowinstance``, ``upgrade_workflowinstance``, ``rewind_workflowinstance``,
-``fork_workflowinstance``, Django's ``delete_workflowinstance``), checked by the view as well
+``fork_workflowinstance``, ``pause_workflowinstance`` (pause and unpause), Django's
+``delete_workflowinstance``), checked by the view as well
 as when showing the button, and its own confirmation page. They act through the configured
 runner and storage, exactly as code would, never by editing fields. The confirmation form
 carries the revision it was rendered with: the runner refuses (``expected_revision=``) to act
@@ -31,6 +32,7 @@ from hephaestus_django import conf
 from hephaestus_django.admin import times
 from hephaestus_django.admin.forms import (
     CancelForm,
+    PauseForm,
     ResumeForm,
     RevisionForm,
     StepChoiceForm,
@@ -44,6 +46,7 @@ from hephaestus_django.core.engine import waits_for_an_event
 from hephaestus_django.core.errors import HephaestusError, StaleInstanceError, UpgradeError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.naming import short_name
+from hephaestus_django.core.pause import is_paused, pause_of
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.upgrades import upgrade, upgrade_target
 from hephaestus_django.models import WorkflowInstance
@@ -116,6 +119,9 @@ class OperationsMixin:
 
     def has_fork_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.fork_{self.opts.model_name}")
+
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.pause_{self.opts.model_name}")
 
     def admin_url(self, name: str, *args: Any) -> str:
         info = f"{self.opts.app_label}_{self.opts.model_name}"
@@ -340,6 +346,62 @@ class OperationsMixin:
                 messages.add_message(request, level, text)
                 return HttpResponseRedirect(self.admin_url("change", copy.id))
         return self._confirm(request, row, instance, "fork", form, plan_facts(form.plans))
+
+    @stoppable
+    def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Pause: nothing of the instance runs until it is unpaused."""
+        if not self.has_pause_permission(request):
+            raise PermissionDenied
+        row, instance = self._load(request, object_id, "paused", CANCELLABLE)
+        if is_paused(instance):
+            self._refuse(request, row, "This instance is paused already.")
+        form = PauseForm(request.POST or None, initial={"revision": instance.revision})
+        if request.method == "POST":
+            self._check_fresh(request, row, instance.revision)
+            if form.is_valid():
+                reason = form.cleaned_data["reason"] or None
+                return self._act(
+                    request,
+                    row,
+                    "pause",
+                    "Paused" + (f" (reason: {reason})" if reason else ""),
+                    lambda storage: conf.runner.get().pause(
+                        row.pk,
+                        storage=storage,
+                        reason=reason,
+                        expected_revision=form.cleaned_data["revision"],
+                    ),
+                )
+        return self._confirm(request, row, instance, "pause", form)
+
+    @stoppable
+    def unpause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Unpause: what waited runs on."""
+        if not self.has_pause_permission(request):
+            raise PermissionDenied
+        row, instance = self._load(request, object_id, "unpaused", tuple(Status))
+        if not is_paused(instance):
+            self._refuse(request, row, "This instance is not paused.")
+        form = RevisionForm(request.POST or None, initial={"revision": instance.revision})
+        if request.method == "POST":
+            self._check_fresh(request, row, instance.revision)
+            if form.is_valid():
+                return self._act(
+                    request,
+                    row,
+                    "unpause",
+                    "Unpaused",
+                    lambda storage: conf.runner.get().unpause(
+                        row.pk, storage=storage, expected_revision=form.cleaned_data["revision"]
+                    ),
+                )
+        held = pause_of(instance) or {}
+        stated = [
+            ("paused at", held.get("at", "?")),
+            ("reason", held.get("reason") or "(none given)"),
+            ("by", "its workflow's hold (pause_all)" if held.get("workflow") else "an operator"),
+        ]
+        return self._confirm(request, row, instance, "unpause", form, stated)
 
     @stoppable
     def delete_view(

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from hephaestus_django.core.engine import next_due_time, rewinds_of, runnable_steps
+from hephaestus_django.core.engine import next_timer, rewinds_of, startable_steps
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 
@@ -47,7 +47,10 @@ class Effects:
     def newly_runnable(self) -> frozenset[StepClass]:
         """The steps the transition made runnable: runnable after, not before; after a rewind,
         every runnable step (the results of what ran before it are refused: they run again),
-        and when compensations end with steps to run (a rewind's), every one of those."""
+        and when compensations end with steps to run (a rewind's), every one of those.
+
+        A paused instance has none (:func:`~hephaestus_django.core.engine.startable_steps`):
+        unpausing it makes every runnable step new again, and its next timer moved."""
         before = self.before
         if self.rewound or (
             before is not None and before.compensating and not self.after.compensating
@@ -74,21 +77,21 @@ class Effects:
 def effects(before: Instance | None, after: Instance) -> Effects:
     """What turning ``before`` into ``after`` decided; each question asked of the engine once."""
     if before is None:
-        return Effects(None, after, runnable_steps(after), next_due_time(after), frozenset(), None)
+        return Effects(None, after, startable_steps(after), next_timer(after), frozenset(), None)
     if after is before:
         return unchanged(after)
     return Effects(
         before,
         after,
-        runnable_steps(after),
-        next_due_time(after),
-        runnable_steps(before),
-        next_due_time(before),
+        startable_steps(after),
+        next_timer(after),
+        startable_steps(before),
+        next_timer(before),
     )
 
 
 def unchanged(instance: Instance) -> Effects:
     """A transition that changed nothing: ``instance`` before and after."""
-    runnable = runnable_steps(instance)
-    due = next_due_time(instance)
+    runnable = startable_steps(instance)
+    due = next_timer(instance)
     return Effects(instance, instance, runnable, due, runnable, due)

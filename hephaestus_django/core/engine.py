@@ -79,6 +79,7 @@ from hephaestus_django.core.keys import checked_key
 from hephaestus_django.core.maps import is_map
 from hephaestus_django.core.naming import with_article
 from hephaestus_django.core.outcomes import Async, Event, Outcome
+from hephaestus_django.core.pause import is_paused
 from hephaestus_django.core.policies import Retry, project_defaults
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.steps import StepRef
@@ -188,8 +189,9 @@ def start(instance: Instance) -> Instance:
 
 
 def runnable(instance: Instance) -> list[Activation]:
-    """The steps to execute next: active, not waiting, in topological order."""
-    if instance.status is not Status.RUNNING:
+    """The steps to execute next: active, not waiting, in topological order; none while the
+    instance is paused (:mod:`~hephaestus_django.core.pause`)."""
+    if instance.status is not Status.RUNNING or is_paused(instance):
         return []
     ready = instance.workflow.graph.sorted(runnable_steps(instance))
     compensating = instance.compensating
@@ -229,6 +231,25 @@ def runnable_steps(instance: Instance) -> frozenset[StepClass]:
     if not instance.waiting_steps:
         return instance.active_steps
     return instance.active_steps.difference(instance.waiting_steps)
+
+
+def startable_steps(instance: Instance) -> frozenset[StepClass]:
+    """The runnable steps a runner may start now: none while the instance is paused.
+
+    :func:`runnable_steps` stays what a result is checked against (a step that was running
+    when the instance was paused records its result), this is what starts steps.
+    """
+    if is_paused(instance):
+        return frozenset()
+    return runnable_steps(instance)
+
+
+def next_timer(instance: Instance) -> datetime | None:
+    """The earliest timer a worker must wake the instance for: none while it is paused (its
+    timers wait, and are due again once it is unpaused)."""
+    if is_paused(instance):
+        return None
+    return next_due_time(instance)
 
 
 def config_of(instance: Instance, step: StepClass) -> Mapping[str, Any]:
@@ -328,14 +349,15 @@ def fire_due_timers(instance: Instance, *, now: datetime) -> Instance:
     """Complete every waiting step whose timer is due, with its timer event.
 
     A due retry timer does not complete its step: the step becomes runnable
-    again, for its next attempt.
+    again, for its next attempt. A paused instance's timers wait: they fire once it is
+    unpaused.
     """
     due = [
         (step, waiting)
         for step, waiting in instance.waiting_steps.items()
         if waiting.resume_at is not None and waiting.resume_at <= now
     ]
-    if not due or instance.status not in (Status.WAITING, Status.RUNNING):
+    if not due or instance.status not in (Status.WAITING, Status.RUNNING) or is_paused(instance):
         return instance
     draft = _Draft(instance)
     for step, waiting in sorted(due, key=lambda item: instance.workflow.graph.rank(item[0])):

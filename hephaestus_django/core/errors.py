@@ -151,6 +151,11 @@ class InstanceNotCancellableError(EngineError):
     is already undoing its steps; nothing changed."""
 
 
+class InstanceNotPausableError(EngineError):
+    """``pause`` was called on an instance that has ended (completed, failed, cancelled):
+    there is nothing of it left to hold; nothing changed."""
+
+
 class InstanceNotCompensableError(EngineError):
     """``compensate`` was called on an instance that has not failed, or whose steps were
     compensated already, or that has no completed step to undo; nothing changed."""

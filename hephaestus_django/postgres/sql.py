@@ -862,3 +862,24 @@ WHERE bulk_id = %(id)s AND NOT done ORDER BY instance_id LIMIT %(limit)s
 # The next batch: appended to a SELECT on the instances (aliased i) with the filters' WHERE.
 BULK_NOT_DONE = f"""NOT EXISTS (
     SELECT 1 FROM {BULK_OUTCOMES_TABLE} o WHERE o.bulk_id = %s AND o.instance_id = i.id)"""
+
+# --- workflows held: hephaestus_workflow_pauses ---------------------------------------------
+
+WORKFLOW_PAUSES_TABLE = "hephaestus_workflow_pauses"
+# Hold a workflow (version 0: every version); a hold that exists is kept as it is.
+PAUSE_WORKFLOW = f"""
+INSERT INTO {WORKFLOW_PAUSES_TABLE} (workflow, version, reason, since)
+VALUES (%(workflow)s, %(version)s, coalesce(%(reason)s, ''), statement_timestamp())
+ON CONFLICT (workflow, version) DO NOTHING
+RETURNING workflow
+"""
+UNPAUSE_WORKFLOW = f"""
+DELETE FROM {WORKFLOW_PAUSES_TABLE} WHERE workflow = %(workflow)s AND version = %(version)s
+RETURNING workflow
+"""
+# Every hold: a handful of rows, read at most once a second per process (see
+# runtime/workflow_pauses.py).
+WORKFLOW_PAUSES = f"""
+SELECT workflow, version, nullif(reason, ''), since FROM {WORKFLOW_PAUSES_TABLE}
+ORDER BY workflow, version
+"""

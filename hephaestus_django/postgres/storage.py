@@ -61,7 +61,7 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.flow import SlotRequest
 from hephaestus_django.core.instance import Instance, instance_key
-from hephaestus_django.postgres import bulk, debounce, map_items, schedules, slots
+from hephaestus_django.postgres import bulk, debounce, map_items, schedules, slots, workflow_pauses
 from hephaestus_django.postgres.cursors import fetch_all, fetch_one
 from hephaestus_django.postgres.reconnect import again, dropped
 from hephaestus_django.postgres.sql import (
@@ -85,7 +85,13 @@ from hephaestus_django.postgres.sql import (
 )
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import DatabaseClock
-from hephaestus_django.runtime.contract import BulkSpec, BulkState, MapItemState, ScheduleState
+from hephaestus_django.runtime.contract import (
+    BulkSpec,
+    BulkState,
+    MapItemState,
+    ScheduleState,
+    WorkflowPause,
+)
 from hephaestus_django.runtime.debounce import Debounced, PendingStart
 from hephaestus_django.runtime.document import (
     StoredRow,
@@ -421,6 +427,20 @@ class DjangoStorage:
     def forget_schedules(self, keep: Sequence[str]) -> list[str]:
         """One statement (:data:`~hephaestus_django.postgres.sql.FORGET_SCHEDULES`)."""
         return schedules.forget_schedules(self.using, keep)
+
+    # --- workflows held (WorkflowPausing): postgres/workflow_pauses.py ----------------------
+
+    def pause_workflow(self, workflow: str, version: int, reason: str | None) -> bool:
+        """One statement (:data:`~hephaestus_django.postgres.sql.PAUSE_WORKFLOW`)."""
+        return workflow_pauses.pause_workflow(self.using, workflow, version, reason)
+
+    def unpause_workflow(self, workflow: str, version: int) -> bool:
+        """One statement (:data:`~hephaestus_django.postgres.sql.UNPAUSE_WORKFLOW`)."""
+        return workflow_pauses.unpause_workflow(self.using, workflow, version)
+
+    def workflow_pauses(self) -> list[WorkflowPause]:
+        """One statement (:data:`~hephaestus_django.postgres.sql.WORKFLOW_PAUSES`)."""
+        return workflow_pauses.workflow_pauses(self.using)
 
     def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)

@@ -58,6 +58,7 @@ from hephaestus_django.runtime.document import encoded_state
 from hephaestus_django.runtime.freeing import free_slots, frees_slots
 from hephaestus_django.runtime.limits import check_state_size
 from hephaestus_django.runtime.logs import about
+from hephaestus_django.runtime.workflow_pauses import held_at_start
 
 if TYPE_CHECKING:
     from hephaestus_django.runtime.verbs import Runner
@@ -202,7 +203,7 @@ def _start(
     existing = _holder(storage, start) if start.key is not None else None
     link = _link(parent.id, step)
     if existing is None:
-        child = _new_child(parent.id, step, start)
+        child = held_at_start(_new_child(parent.id, step, start), storage, storage.now())
     else:
         child = existing
         logger.info(

@@ -332,6 +332,36 @@ class ScheduleTable(Protocol):
         ...
 
 
+class WorkflowPause(NamedTuple):
+    """A whole workflow (or one version of it) held: its new instances are stored paused
+    (:mod:`~hephaestus_django.runtime.workflow_pauses`)."""
+
+    workflow: str
+    """The workflow's dotted path."""
+    version: int
+    """The version held; 0 for every version."""
+    reason: str | None
+    since: datetime
+
+
+@runtime_checkable
+class WorkflowPausing(Protocol):
+    """The optional part of the storage contract: the workflows (or versions) held, shared by
+    every process."""
+
+    def pause_workflow(self, workflow: str, version: int, reason: str | None) -> bool:
+        """Hold ``workflow`` (``version`` 0: every version); whether it was not held yet."""
+        ...
+
+    def unpause_workflow(self, workflow: str, version: int) -> bool:
+        """Release that hold; whether there was one."""
+        ...
+
+    def workflow_pauses(self) -> list[WorkflowPause]:
+        """Every hold, by workflow and version."""
+        ...
+
+
 @runtime_checkable
 class SlotKeeping(Protocol):
     """The optional part of the storage contract: concurrency slots, shared by every process.

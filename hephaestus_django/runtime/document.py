@@ -42,7 +42,7 @@ from itertools import count
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
-from hephaestus_django.core.engine import next_due_time
+from hephaestus_django.core.engine import next_timer
 from hephaestus_django.core.errors import CorruptInstanceError, UnknownWorkflowError
 from hephaestus_django.core.graph import StepClass, WorkflowGraph
 from hephaestus_django.core.instance import (
@@ -144,10 +144,11 @@ def to_row(instance: Instance) -> StoredRow:
 
 
 def due_time(instance: Instance) -> datetime | None:
-    """When a worker must next look at the instance for a timer, if ever."""
+    """When a worker must next look at the instance for a timer, if ever (not while it is
+    paused: its timers wait for the unpause)."""
     if instance.status not in (Status.WAITING, Status.RUNNING):
         return None
-    return next_due_time(instance)
+    return next_timer(instance)
 
 
 def encoded_state(instance: Instance) -> dict[str, Any]:

@@ -28,6 +28,9 @@ from hephaestus_django.core.errors import (
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.outcomes import Event, Outcome, read_outcome
+from hephaestus_django.core.pause import is_paused
+from hephaestus_django.core.pause import pause as pause_instance
+from hephaestus_django.core.pause import unpause as unpause_instance
 from hephaestus_django.core.rewind import rewind as rewind_instance
 from hephaestus_django.core.steps import Done, Wait, WaitForEvent
 from hephaestus_django.core.upgrades import upgrade as upgrade_instance
@@ -161,7 +164,12 @@ def reach_ends(instance: Instance, now: datetime) -> Instance:
     steps runs as usual, and the built-ins it reaches are settled in its own write.
     """
     steps = engine.runnable_steps(instance)  # most often a real step: no need to sort
-    if not steps or instance.compensating or not all(_is_plain_builtin(step) for step in steps):
+    if (
+        not steps
+        or instance.compensating
+        or is_paused(instance)
+        or not all(_is_plain_builtin(step) for step in steps)
+    ):
         return instance
     results = [execute_step(instance, item) for item in engine.runnable(instance)]
     return engine.apply(instance, results, now=now)
@@ -201,7 +209,40 @@ def cancelling(
 
     def transition(instance: Instance) -> Instance:
         expect(instance, workflow, expected_revision)
-        return engine.cancel(instance, now=now(), reason=reason, compensate=compensate)
+        # A cancel is final: it lifts a pause, so the compensations asked for run at once.
+        return engine.cancel(
+            unpause_instance(instance), now=now(), reason=reason, compensate=compensate
+        )
+
+    return transition
+
+
+def pausing(
+    *,
+    now: Callable[[], datetime],
+    reason: str | None,
+    workflow: type[WorkflowDefinition] | None,
+    expected_revision: int | None,
+    by_workflow: bool = False,
+) -> Transition:
+    """The transition of ``pause`` (:func:`~hephaestus_django.core.pause.pause`); of
+    ``pause_all`` with ``by_workflow``."""
+
+    def transition(instance: Instance) -> Instance:
+        expect(instance, workflow, expected_revision)
+        return pause_instance(instance, now=now(), reason=reason, by_workflow=by_workflow)
+
+    return transition
+
+
+def unpausing(
+    *, workflow: type[WorkflowDefinition] | None, expected_revision: int | None
+) -> Transition:
+    """The transition of ``unpause`` (:func:`~hephaestus_django.core.pause.unpause`)."""
+
+    def transition(instance: Instance) -> Instance:
+        expect(instance, workflow, expected_revision)
+        return unpause_instance(instance)
 
     return transition
 

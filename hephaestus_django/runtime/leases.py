@@ -22,13 +22,14 @@ import socket
 import threading
 import uuid
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from hephaestus_django.core import engine
 from hephaestus_django.core.errors import InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
+from hephaestus_django.core.pause import PAUSABLE, is_paused
 from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.slots import is_parked
@@ -38,6 +39,35 @@ logger = logging.getLogger("hephaestus_django.runner")
 QUEUE_OWNER_PREFIX = "queued:"
 """How the owner of a queue lease starts (``QueuedRunner``): the instance's work is out as jobs,
 renewed by whichever of them runs, rather than held by one runner."""
+
+
+PAUSE_OWNER = "paused:"
+"""The owner of a paused instance's lease (:mod:`~hephaestus_django.core.pause`): no runner's.
+
+Held until the instance is unpaused (:data:`PAUSE_LEASE_UNTIL`), it keeps the worker's sweep
+off the instance (a live lease is never claimed, whatever is due) and every queued job (a step
+under a live lease that is not a queue lease runs elsewhere, :func:`runs_elsewhere`), without
+a statement of its own: the claim and the job's mark already read the lease."""
+
+PAUSE_LEASE_UNTIL = datetime(9000, 1, 1, tzinfo=UTC)
+"""When a pause lease expires: never, in practice (unpausing takes it back)."""
+
+
+def is_pause_lease(owner: str | None) -> bool:
+    """Whether ``owner`` is the pause's (:data:`PAUSE_OWNER`)."""
+    return owner == PAUSE_OWNER
+
+
+def held_by_pause(instance: Instance) -> Instance:
+    """A paused instance with the pause lease while it has not ended; an ended one (a step
+    that was running when it was paused failed it) keeps no lease."""
+    if instance.status not in PAUSABLE:
+        if instance.lease_owner is None:
+            return instance
+        return evolve(instance, lease_owner=None, lease_expires_at=None)
+    if is_pause_lease(instance.lease_owner):
+        return instance
+    return evolve(instance, lease_owner=PAUSE_OWNER, lease_expires_at=PAUSE_LEASE_UNTIL)
 
 
 def new_owner() -> str:
@@ -54,15 +84,22 @@ def with_lease(instance: Instance, owner: str, now: datetime, duration: timedelt
 
     A live lease held by another runner is left alone while there are steps to run: that
     runner executes them. A parked lease (the instance waits for a concurrency slot) is no
-    runner's: whoever moves the instance on takes it. With none (the instance was cancelled,
-    or failed, while that runner executed steps whose results will now be refused), it is
-    released whoever holds it, so a finished instance never keeps a lease.
+    runner's: whoever moves the instance on takes it; so is a pause lease, which a paused
+    instance holds until it is unpaused (:func:`held_by_pause`). With none (the instance was
+    cancelled, or failed, while that runner executed steps whose results will now be
+    refused), it is released whoever holds it, so a finished instance never keeps a lease.
     """
+    if is_paused(instance):
+        return held_by_pause(instance)
     if not engine.runnable_steps(instance):
         if instance.lease_owner is None:
             return instance
         return evolve(instance, lease_owner=None, lease_expires_at=None)
-    if instance.leased_to_other(owner, now) and not is_parked(instance.lease_owner):
+    if (
+        instance.leased_to_other(owner, now)
+        and not is_parked(instance.lease_owner)
+        and not is_pause_lease(instance.lease_owner)
+    ):
         return instance
     return evolve(instance, lease_owner=owner, lease_expires_at=now + duration)
 

@@ -31,7 +31,7 @@ from hephaestus_django.core.instance import Instance, Running, evolve, instance_
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import utcnow
-from hephaestus_django.runtime.contract import MapItemState, ScheduleState
+from hephaestus_django.runtime.contract import MapItemState, ScheduleState, WorkflowPause
 from hephaestus_django.runtime.debounce import Debounced, PendingStart, PendingStarts
 from hephaestus_django.runtime.document import (
     StoredRow,
@@ -66,6 +66,7 @@ class InMemoryStorage:
         """Each map step's items (:class:`MapItems`): their state, and the result as JSON text."""
         self._schedules: dict[str, ScheduleState] = {}
         self._pending_starts = PendingStarts()
+        self._workflow_pauses: dict[tuple[str, int], WorkflowPause] = {}
         self._slots = SlotTable()
 
     def get(self, instance_id: UUID | str) -> Instance:
@@ -144,6 +145,22 @@ class InMemoryStorage:
             for name in gone:
                 del self._schedules[name]
             return gone
+
+    def pause_workflow(self, workflow: str, version: int, reason: str | None) -> bool:
+        with self._lock:
+            if (workflow, version) in self._workflow_pauses:
+                return False
+            held = WorkflowPause(workflow, version, reason, self._clock())
+            self._workflow_pauses[(workflow, version)] = held
+            return True
+
+    def unpause_workflow(self, workflow: str, version: int) -> bool:
+        with self._lock:
+            return self._workflow_pauses.pop((workflow, version), None) is not None
+
+    def workflow_pauses(self) -> list[WorkflowPause]:
+        with self._lock:
+            return [self._workflow_pauses[key] for key in sorted(self._workflow_pauses)]
 
     def claim(self, owner: str, *, lease: timedelta, limit: int) -> list[Instance]:
         limit = claim_limit(limit)

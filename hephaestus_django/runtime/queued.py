@@ -82,6 +82,7 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.flow import may_be_limited
 from hephaestus_django.core.instance import Instance, evolve, instance_key
+from hephaestus_django.core.pause import is_paused
 from hephaestus_django.core.steps import Step, step_registry
 from hephaestus_django.runtime import bulk, events, tracing
 from hephaestus_django.runtime.admission import Admission, admit, priority_of, release
@@ -116,7 +117,12 @@ from hephaestus_django.runtime.dispatch import (
 )
 from hephaestus_django.runtime.execution import as_too_large, log_retries, reach_ends
 from hephaestus_django.runtime.freeing import frees_slots, lock_slots
-from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
+from hephaestus_django.runtime.leases import (
+    QUEUE_OWNER_PREFIX,
+    Heartbeat,
+    held_by_pause,
+    new_owner,
+)
 from hephaestus_django.runtime.logs import InstanceFields, about
 from hephaestus_django.runtime.maps import execute
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
@@ -363,6 +369,14 @@ class QueuedRunner(Runner):
                 )
                 return marked
         instance = storage.get(job.instance_id)
+        if is_paused(instance):
+            logger.info(
+                "nothing to do for the %s: the instance is paused; its runnable steps are "
+                "enqueued again when it is unpaused",
+                job,
+                extra=_about_job(job, instance),
+            )
+            return None
         step = instance.workflow.graph.by_path.get(job.step)
         if step is None or step not in engine.runnable_steps(instance):
             logger.info(
@@ -410,10 +424,13 @@ class QueuedRunner(Runner):
 
     @tracing.traced("timer")
     def _wake(self, job: WakeUp, instance: Instance, storage: Storage) -> Instance | None:
-        due = engine.next_due_time(instance)
+        due = engine.next_timer(instance)
         if due is None:
             logger.debug(
-                "nothing to do for the %s: no timer waits", job, extra=_about_job(job, instance)
+                "nothing to do for the %s: no timer waits (or the instance is paused: its "
+                "timers wait for the unpause)",
+                job,
+                extra=_about_job(job, instance),
             )
             return None
         early = due - storage.now()
@@ -712,6 +729,8 @@ class QueuedRunner(Runner):
         renewing it; a lapsed or foreign lease gets a new owner. ``done``: what the transition
         to ``instance`` decided, read instead of asking the engine again.
         """
+        if is_paused(instance):  # its jobs wait for the unpause: the pause holds it
+            return held_by_pause(instance)
         if done is None:
             done = effects(None, instance)
         runnable, due = done.runnable, done.due

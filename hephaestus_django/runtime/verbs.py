@@ -1,9 +1,9 @@
 """``Runner``: the verbs every runner offers, written once.
 
-A verb (``start``, ``resume``, ``retry``, ``cancel``, ``upgrade``) is the same whichever
-runner serves it: its arguments are checked here, and the engine's transition it stands for
-is built here (:mod:`~hephaestus_django.runtime.execution`). What differs between runners is
-only how a transition is applied, and what runs after it:
+A verb (``start``, ``resume``, ``retry``, ``cancel``, ``upgrade``, ``pause``...) is the same
+whichever runner serves it: its arguments are checked here, and the engine's transition it
+stands for is built here (:mod:`~hephaestus_django.runtime.execution`). What differs between
+runners is only how a transition is applied, and what runs after it:
 
 - :class:`~hephaestus_django.runtime.runner.LocalRunner` writes it under its own lease and
   runs the steps it made runnable in this process;
@@ -17,6 +17,7 @@ both runners, the ``Workflow`` facade and its async twin follow.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -35,19 +36,32 @@ from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import tracing
 from hephaestus_django.runtime.admission import with_priority
 from hephaestus_django.runtime.children import AfterWrite, Continuation
-from hephaestus_django.runtime.contract import Storage, atomic
+from hephaestus_django.runtime.contract import Storage, WorkflowPausing, atomic
 from hephaestus_django.runtime.debounce import Debounced, start_due
 from hephaestus_django.runtime.debounce import push as debounce_push
 from hephaestus_django.runtime.execution import (
     cancelling,
     compensating,
     expect,
+    pausing,
     resuming,
     retrying,
     rewinding,
+    unpausing,
     upgrading,
 )
 from hephaestus_django.runtime.freeing import free_slots
+from hephaestus_django.runtime.workflow_pauses import (
+    CACHE_SECONDS,
+    each,
+    forget,
+    held_at_start,
+    hold_of,
+    holds,
+    not_paused,
+    paused_by_workflow,
+    reason_of,
+)
 
 DEFAULT_LEASE = timedelta(minutes=5)
 """How long a runner's claim on an instance lasts without renewal, unless told."""
@@ -93,7 +107,7 @@ class Runner(ABC):
         instance = engine.start(
             engine.new_instance(workflow, context, id=id, metadata=metadata, key=key)
         )
-        return self._begin(instance, storage, now)
+        return self._begin(held_at_start(instance, storage, now), storage, now)
 
     def start_debounced(
         self,
@@ -122,8 +136,13 @@ class Runner(ABC):
 
     def start_debounced_due(self, *, storage: Storage, limit: int = 100) -> list[UUID]:
         """Start the debounced starts due in ``storage``, each once (the worker's pass calls
-        this); the ids started."""
-        return start_due(storage, self._begin_child, limit=limit)
+        this); the ids started. A start of a workflow held by ``pause_all`` is stored paused,
+        as any other start of it."""
+
+        def begin(instance: Instance, storage: Storage, now: datetime) -> list[Continuation]:
+            return self._begin_child(held_at_start(instance, storage, now), storage, now)
+
+        return start_due(storage, begin, limit=limit)
 
     @tracing.traced("resume")
     def resume(
@@ -297,6 +316,106 @@ class Runner(ABC):
             compensating(now=storage.now, workflow=workflow, expected_revision=expected_revision),
         )
 
+    @tracing.traced("pause")
+    def pause(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        reason: str | None = None,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Hold an instance under the row lock: nothing of it runs until :meth:`unpause`
+        (:mod:`~hephaestus_django.core.pause`). A step running elsewhere finishes and its
+        result is recorded; what it makes runnable waits. Paused already: returned as it is.
+
+        ``InstanceNotPausableError`` (nothing written) for an instance that has ended.
+        """
+        return self._transition(
+            _key(instance_id),
+            storage,
+            pausing(
+                now=storage.now,
+                reason=reason,
+                workflow=workflow,
+                expected_revision=expected_revision,
+            ),
+        )
+
+    @tracing.traced("unpause")
+    def unpause(
+        self,
+        instance_id: UUID | str,
+        *,
+        storage: Storage,
+        workflow: type[WorkflowDefinition] | None = None,
+        expected_revision: int | None = None,
+    ) -> Instance:
+        """Release an instance's pause under the row lock, then move on what waited: its
+        runnable steps run (or are enqueued), its due timers fire. Not paused: returned as
+        it is."""
+        return self._transition(
+            _key(instance_id),
+            storage,
+            unpausing(workflow=workflow, expected_revision=expected_revision),
+        )
+
+    def pause_all(
+        self,
+        workflow: type[WorkflowDefinition],
+        *,
+        storage: Storage,
+        version: int = 0,
+        reason: str | None = None,
+    ) -> int:
+        """Hold ``workflow`` (``version`` 0: every version): its new instances are stored
+        paused, and every instance of it that has not ended is paused, each under its row lock
+        (:mod:`~hephaestus_django.runtime.workflow_pauses`); how many were paused. Instances
+        paused already are left as they are.
+        """
+        path = workflow.path()
+        if not isinstance(storage, WorkflowPausing):
+            raise TypeError(f"{storage!r} cannot hold a workflow (it keeps no workflow pauses)")
+        storage.pause_workflow(path, version, reason)
+        forget(storage)
+        hold = hold_of(holds(storage, fresh=True), path, version)
+        why = reason_of(hold) if hold is not None else reason
+        transition = pausing(
+            now=storage.now, reason=why, workflow=None, expected_revision=None, by_workflow=True
+        )
+
+        def act(instance_id: UUID) -> object:
+            return self._transition(instance_id, storage, transition)
+
+        count = each(storage, path, version, not_paused, act)
+        # A start in a process whose reading of the holds was older than this hold: paused now.
+        time.sleep(CACHE_SECONDS)
+        return count + each(storage, path, version, not_paused, act)
+
+    def unpause_all(
+        self, workflow: type[WorkflowDefinition], *, storage: Storage, version: int = 0
+    ) -> int:
+        """Release the hold of ``workflow`` (``version`` 0: every version) and unpause the
+        instances it paused (not those paused one by one, nor those another hold still
+        covers); what waited runs on. How many were unpaused."""
+        path = workflow.path()
+        if not isinstance(storage, WorkflowPausing):
+            raise TypeError(f"{storage!r} cannot hold a workflow (it keeps no workflow pauses)")
+        storage.unpause_workflow(path, version)
+        forget(storage)
+        remaining = holds(storage, fresh=True)
+
+        def wanted(instance: Instance) -> bool:
+            return paused_by_workflow(instance) and (
+                hold_of(remaining, path, instance.workflow_version) is None
+            )
+
+        def act(instance_id: UUID) -> object:
+            return self.unpause(instance_id, storage=storage)
+
+        return each(storage, path, version, wanted, act)
+
     @tracing.traced("fork")
     def fork(
         self,
@@ -322,7 +441,8 @@ class Runner(ABC):
         source = original
         if to is not None and to is not original.workflow:
             source = upgrade_instance(original, to=to, now=now)
-        return self._begin(fork_instance(source, at, now=now, context=context), storage, now)
+        copy = fork_instance(source, at, now=now, context=context)
+        return self._begin(held_at_start(copy, storage, now), storage, now)
 
     @abstractmethod
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:

@@ -262,6 +262,103 @@ class Workflow(WorkflowDefinition):
         )
 
     @classmethod
+    def pause(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        key: str | None = None,
+        reason: str | None = None,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
+        """Hold an instance: nothing of it runs until :meth:`unpause`.
+
+        No step starts; its queued jobs do nothing; its timers wait and fire once it is
+        unpaused; an event (``resume``) is accepted and recorded, and the steps it makes
+        runnable run once it is unpaused. A step already running finishes and its result is
+        recorded. The instance keeps its status; ``runtime_metadata["hephaestus.paused"]``
+        says when and why (``reason``). Pausing a paused instance changes nothing;
+        ``InstanceNotPausableError`` (nothing changes) for one that has ended. ``cancel``
+        lifts the pause.
+        """
+        chosen = backends.storage(storage)
+        return backends.runner().pause(
+            cls._identify(id, key, chosen), storage=chosen, reason=reason, workflow=cls._scope()
+        )
+
+    @classmethod
+    def unpause(
+        cls,
+        id: UUID | str | None = None,
+        *,
+        key: str | None = None,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> Instance:
+        """Release an instance's pause: what waited runs on (its runnable steps run, or are
+        enqueued with ``QueuedRunner``; its due timers fire at the worker's next pass).
+        Unpausing an instance that is not paused changes nothing."""
+        chosen = backends.storage(storage)
+        return backends.runner().unpause(
+            cls._identify(id, key, chosen), storage=chosen, workflow=cls._scope()
+        )
+
+    @classmethod
+    def pause_all(
+        cls,
+        *,
+        version: int | None = None,
+        reason: str | None = None,
+        storage: str | Storage = DEFAULT_ALIAS,
+    ) -> int:
+        """Hold this workflow (or one ``version`` of it): its new instances are stored paused,
+        and every instance of it that has not ended is paused (a step running finishes and
+        records its result; nothing after it runs). Returns how many instances it paused.
+
+        On a version class, that version unless told; on a workflow or a versioned workflow,
+        every version unless ``version`` is given. Lasts until :meth:`unpause_all`; the hold is
+        kept in the storage, for every process. Takes about a second: it pauses the instances
+        again once every process has seen the hold (see
+        :mod:`~hephaestus_django.runtime.workflow_pauses`).
+        """
+        return backends.runner().pause_all(
+            cls._held(),
+            storage=backends.storage(storage),
+            version=cls._held_version(version),
+            reason=reason,
+        )
+
+    @classmethod
+    def unpause_all(
+        cls, *, version: int | None = None, storage: str | Storage = DEFAULT_ALIAS
+    ) -> int:
+        """Release the hold :meth:`pause_all` made (the same ``version``), and unpause the
+        instances it paused: what waited runs on. Instances paused one by one stay paused.
+        Returns how many instances it unpaused."""
+        return backends.runner().unpause_all(
+            cls._held(), storage=backends.storage(storage), version=cls._held_version(version)
+        )
+
+    @classmethod
+    def _held(cls) -> type[WorkflowDefinition]:
+        """The workflow a hold is made on: refused on the abstract base classes."""
+        if cls.is_abstract():
+            raise TypeError(
+                f"{cls.__qualname__} is abstract: call pause_all()/unpause_all() on a workflow"
+            )
+        return cls
+
+    @classmethod
+    def _held_version(cls, version: int | None) -> int:
+        """The version a hold is on: 0 for every version."""
+        if version is None:
+            return cls.version if cls.umbrella() is not None else 0
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"version must be a positive int, not {version!r}")
+        if version not in cls.known_versions():
+            known = ", ".join(map(str, cls.known_versions()))
+            raise ValueError(f"{cls.__qualname__} has no version {version}; its versions: {known}")
+        return version
+
+    @classmethod
     def fork(
         cls,
         id: UUID | str | None = None,
@@ -344,6 +441,10 @@ class Workflow(WorkflowDefinition):
     arewind = async_twin(rewind)
     acompensate = async_twin(compensate)
     afork = async_twin(fork)
+    apause = async_twin(pause)
+    aunpause = async_twin(unpause)
+    apause_all = async_twin(pause_all)
+    aunpause_all = async_twin(unpause_all)
     aget = async_twin(get)
     alist = async_twin(list)
 

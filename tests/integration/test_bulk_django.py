@@ -139,12 +139,32 @@ def test_bad_filters_are_refused(storage: DjangoStorage) -> None:
         bulk.spec("retry", Unguarded, batch_size=0)
 
 
-def test_pause_is_guarded_until_the_runner_has_the_verb() -> None:
+def test_an_operation_whose_verb_the_runner_lacks_is_refused() -> None:
+    class Bare:  # a runner of an older release: no pause() verb
+        pass
+
     verb = bulk.OPERATIONS["pause"]
-    if verb.available(LocalRunner):
-        pytest.skip("the runner has pause(): the operation is available")
+    assert verb.available(LocalRunner)
+    assert not verb.available(Bare)  # type: ignore[arg-type]
     with pytest.raises(BulkOperationError, match="not available"):
-        bulk.spec("pause", Unguarded)
+        bulk.spec("pause", Unguarded, runner=Bare())  # type: ignore[arg-type]
+
+
+def test_a_bulk_pause_then_unpause_holds_and_releases_the_waiting_instances(
+    storage: DjangoStorage,
+) -> None:
+    ids = [flows.TwoWaits.start({"script": {}}) for _ in range(3)]
+    runner = LocalRunner()
+    for name in ("pause", "unpause"):
+        made = bulk.create(storage, bulk.spec(name, flows.TwoWaits, batch_size=2))
+        report = None
+        while report is None or not report.state.finished:
+            report = bulk.run_batch(storage, runner, owner="me", lease=LEASE, bulk_id=made.id)
+            assert report is not None
+        final = storage.bulk_state(made.id)
+        assert (final.done, final.refused) == (3, 0)
+        paused = ["hephaestus.paused" in storage.get(i).runtime_metadata for i in ids]
+        assert paused == [name == "pause"] * 3
 
 
 def bulk_command(*args: str) -> str:

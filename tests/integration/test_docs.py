@@ -110,6 +110,8 @@ RUN_BY: dict[tuple[str, str], str] = {
         "docs/guides/fixing-instances.md",
         "hephaestus_bulk retry",
     ): "integration/test_bulk_django.py::test_the_guides_shell_block",
+    ("docs/guides/fixing-instances.md", "Order.pause("): f"{GUIDES}::test_fixing_instances",
+    ("docs/guides/fixing-instances.md", "Order.pause_all("): f"{GUIDES}::test_fixing_instances",
     ("docs/guides/observability.md", "@receiver(step_failed)"): f"{GUIDES}::test_signals",
     ("docs/guides/observability.md", "InMemorySpanExporter()"): f"{GUIDES}::test_tracing",
     ("docs/guides/operations.md", "hephaestus_status"): f"{GUIDES}::test_operations",

@@ -223,17 +223,26 @@ def test_cancelling() -> None:
 
 def test_fixing_instances(capsys: pytest.CaptureFixture[str]) -> None:
     """The failed order rewound after the fix, forked with another context, a second failed
-    order compensated: the page's three blocks, run in order in one namespace."""
+    order compensated, a third paused and unpaused, the workflow held: the page's five blocks,
+    run in order in one namespace."""
     page = "docs/guides/fixing-instances.md"
     namespace: dict[str, Any] = {"__name__": "docs_fixing"}
     try:
-        for fragment in ("TAX_RATE = 20  # the bug", "copy = Order.fork(", "failed_id = "):
+        for fragment in (
+            "TAX_RATE = 20  # the bug",
+            "copy = Order.fork(",
+            "failed_id = ",
+            "Order.pause(",
+            "Order.pause_all(",
+        ):
             exec(compile(block(page, fragment), page, "exec"), namespace)
     finally:
         configure()
     assert "cannot be rewound to step Done: it was never reached" in capsys.readouterr().out
     assert namespace["copy"].status == "waiting"
     assert namespace["instance"].compensation.done
+    assert namespace["held"].status == "running"
+    assert namespace["later_id"] != namespace["shipping_id"]
 
 
 def test_signals() -> None:

@@ -32,7 +32,9 @@ from hephaestus_django.runtime import (
     QueuedRunner,
     configure,
     queued,
+    workflow_pauses,
 )
+from hephaestus_django.runtime.workflow_pauses import holds
 from hephaestus_django.storage import DjangoStorage
 from tests.support.queries import cost
 
@@ -70,22 +72,30 @@ class Approval(Workflow):
 
 
 @pytest.fixture
-def local() -> Iterator[None]:
+def local(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     runner = LocalRunner(lease=timedelta(seconds=30))
     storage = DjangoStorage(using="default")
     configure(storages={"default": storage}, runner=runner)
     storage.now()  # the clock's reading (at most one a minute) is no cost of a start
+    # Nor the workflow holds' (pause_all), read at most once a second: kept for the test here,
+    # so that a loaded machine's pause between this line and the start cannot expire it.
+    monkeypatch.setattr(workflow_pauses, "CACHE_SECONDS", 3600.0)
+    holds(storage)
     yield
     configure()
 
 
 @pytest.fixture
-def dispatcher() -> Iterator[InMemoryDispatcher]:
+def dispatcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryDispatcher]:
     dispatcher = InMemoryDispatcher()
     runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
     storage = DjangoStorage(using="default")
     configure(storages={"default": storage}, runner=runner)
     storage.now()  # the clock's reading (at most one a minute) is no cost of a start
+    # Nor the workflow holds' (pause_all), read at most once a second: kept for the test here,
+    # so that a loaded machine's pause between this line and the start cannot expire it.
+    monkeypatch.setattr(workflow_pauses, "CACHE_SECONDS", 3600.0)
+    holds(storage)
     yield dispatcher
     runner.close()
     configure()
@@ -143,13 +153,16 @@ def test_a_queued_step_costs_its_mark_and_its_result(
 
 
 @pytest.fixture
-def procrastinate() -> Iterator[None]:
+def procrastinate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from hephaestus_django.queues.procrastinate import ProcrastinateDispatcher
 
     runner = QueuedRunner(dispatcher=ProcrastinateDispatcher(), lease=timedelta(seconds=30))
     storage = DjangoStorage(using="default")
     configure(storages={"default": storage}, runner=runner)
     storage.now()  # the clock's reading (at most one a minute) is no cost of a start
+    # The workflows held (at most one read a second per process), read before, as the clock.
+    monkeypatch.setattr(workflow_pauses, "CACHE_SECONDS", 3600.0)
+    holds(storage)
     Approval.resume(Approval.start({}), "approved")  # the dispatcher's one-time set-up check
     yield
     runner.close()

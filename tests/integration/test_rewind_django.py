@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from django.db import connections
 
 from hephaestus_django import (
-    InMemoryDispatcher,
     InstanceNotCompensableError,
     InstanceNotWaitingError,
-    LocalRunner,
-    QueuedRunner,
     RewindError,
     Status,
 )
 from hephaestus_django.core.rewind import FORKED_FROM_KEY, REWOUND
 from hephaestus_django.models import WorkflowInstance
-from hephaestus_django.runtime import configure
 from hephaestus_django.storage import DjangoStorage
 from tests.rewinds import BROKEN, TRAIL, Bill, Fetch, Pipeline, Price, Ship
 from tests.sagas import EFFECTS, Order
+from tests.support.runners import RUNNERS, Settle, runner_over
 
 pytestmark = pytest.mark.django_db(transaction=True)  # queued jobs are enqueued on commit
-
-Settle = Callable[[], None]
 
 
 @pytest.fixture(autouse=True)
@@ -40,19 +35,10 @@ def _fresh() -> Iterator[None]:
     EFFECTS.clear()
 
 
-@pytest.fixture(params=["local", "queued"])
+@pytest.fixture(params=RUNNERS)
 def settle(request: pytest.FixtureRequest) -> Iterator[Settle]:
-    storage = DjangoStorage()
-    if request.param == "local":
-        configure(storages={"default": storage}, runner=LocalRunner())
-        yield lambda: None
-    else:
-        dispatcher = InMemoryDispatcher()
-        runner = QueuedRunner(dispatcher=dispatcher)
-        configure(storages={"default": storage}, runner=runner)
-        yield lambda: dispatcher.drain() and None
-        runner.close()
-    configure()
+    with runner_over(DjangoStorage(), request.param) as settle:
+        yield settle
 
 
 def test_a_failed_instance_rewound_after_the_fix_completes_and_is_stored(settle: Settle) -> None:

@@ -8,7 +8,7 @@ test drains the in-memory queue, as a worker would run them. (PostgreSQL:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -25,7 +25,6 @@ from hephaestus_django.core.rewind import FORKED_FROM_KEY, REWOUND
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
     InMemoryStorage,
-    LocalRunner,
     QueuedRunner,
     configure,
 )
@@ -44,6 +43,7 @@ from tests.rewinds import (
     Ship,
 )
 from tests.sagas import EFFECTS, Order, Reserve, UndoneOrder
+from tests.support.runners import RUNNERS, Settle, runner_over
 from tests.timers import Clock
 from tests.versions import (
     Activate,
@@ -52,8 +52,6 @@ from tests.versions import (
     Onboarding,
     SendWelcomeEmail,
 )
-
-Settle = Callable[[], None]
 
 
 @pytest.fixture(autouse=True)
@@ -72,18 +70,10 @@ def storage() -> InMemoryStorage:
     return InMemoryStorage(clock=Clock())
 
 
-@pytest.fixture(params=["local", "queued"])
+@pytest.fixture(params=RUNNERS)
 def settle(request: pytest.FixtureRequest, storage: InMemoryStorage) -> Iterator[Settle]:
-    if request.param == "local":
-        configure(storages={"default": storage}, runner=LocalRunner())
-        yield lambda: None
-    else:
-        dispatcher = InMemoryDispatcher()
-        runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
-        configure(storages={"default": storage}, runner=runner)
-        yield lambda: dispatcher.drain() and None
-        runner.close()
-    configure()
+    with runner_over(storage, request.param, lease=timedelta(seconds=30)) as settle:
+        yield settle
 
 
 def failed_at_price(settle: Settle) -> str:

@@ -1,0 +1,57 @@
+"""Both runners over a given storage, for the tests that run one scenario on each.
+
+``with runner_over(storage, "local" | "queued") as settle:`` configures the ``default``
+storage and the runner; ``settle()`` runs what is left to run: nothing with ``LocalRunner``
+(the steps ran in the caller), the in-memory queue drained with ``QueuedRunner`` (as a worker
+would run the jobs). The configuration is reset on exit. The rewind tests run it over
+``InMemoryStorage`` (``tests/unit``) and ``DjangoStorage`` (``tests/integration``), the pause
+tests over both in one module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from hephaestus_django.runtime import (
+    InMemoryDispatcher,
+    LocalRunner,
+    QueuedRunner,
+    configure,
+)
+from hephaestus_django.runtime.contract import Storage
+
+Settle = Callable[[], None]
+
+RUNNERS = ("local", "queued")
+"""The runner names :func:`runner_over` takes (a fixture's ``params``)."""
+
+
+@contextmanager
+def runner_over(
+    storage: Storage, runner: str, *, lease: timedelta | None = None
+) -> Iterator[Settle]:
+    """``storage`` as the default, driven by the runner named ``runner`` (``QueuedRunner``'s
+    lease ``lease``, its default unless told); yields ``settle``."""
+    if runner == "local":
+        configure(storages={"default": storage}, runner=LocalRunner())
+        try:
+            yield lambda: None
+        finally:
+            configure()
+        return
+    if runner != "queued":
+        raise ValueError(f"runner must be one of {RUNNERS}, not {runner!r}")
+    dispatcher = InMemoryDispatcher()
+    queued = (
+        QueuedRunner(dispatcher=dispatcher)
+        if lease is None
+        else QueuedRunner(dispatcher=dispatcher, lease=lease)
+    )
+    configure(storages={"default": storage}, runner=queued)
+    try:
+        yield lambda: dispatcher.drain() and None
+    finally:
+        queued.close()
+        configure()
