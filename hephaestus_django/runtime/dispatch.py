@@ -61,6 +61,9 @@ class StepJob:
     priority: int = field(default=0, compare=False)
     """The instance's priority (``start(..., priority=N)``), which a dispatcher passes on to
     its job engine's priority where it has one; not part of the payload."""
+    item: int | None = None
+    """An item job of a map step: run item ``item`` of the map ``step`` (its index in the
+    list), not the step itself (:mod:`~hephaestus_django.runtime.map_jobs`)."""
 
     def payload(self) -> dict[str, str]:
         """The JSON object a job engine carries (strings only: every engine can). A first
@@ -73,11 +76,14 @@ class StepJob:
         }
         if self.attempt != 1:
             payload["attempt"] = str(self.attempt)
+        if self.item is not None:
+            payload["item"] = str(self.item)
         return _traced(payload, self.trace)
 
     def __str__(self) -> str:
         attempt = f", attempt {self.attempt}" if self.attempt != 1 else ""
-        return f"step {self.step} of instance {self.instance_id} ({self.storage}{attempt})"
+        item = f"item {self.item} of " if self.item is not None else ""
+        return f"{item}step {self.step} of instance {self.instance_id} ({self.storage}{attempt})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +161,7 @@ def job_from_payload(payload: object) -> Job:
             _text(payload, "step"),
             _attempt(payload),
             trace=_trace_of(payload),
+            item=_item(payload),
         )
     if kind == WAKE_UP:
         text = _text(payload, "at")
@@ -197,6 +204,25 @@ def _attempt(payload: Mapping[Any, Any]) -> int:
         what = shown(value) if isinstance(value, str) else repr(value)[:40]
         raise InvalidJobError(
             f"the job payload's 'attempt' must be a whole number from 1 to {MAX_ATTEMPT} as a "
+            f"string, not {what}"
+        )
+    return int(value)
+
+
+def _item(payload: Mapping[Any, Any]) -> int | None:
+    """The payload's map item index: None when absent (a step job)."""
+    value = payload.get("item")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not (value.isascii() and value.isdecimal())
+        or len(value) > len(str(MAX_ATTEMPT))
+        or int(value) > MAX_ATTEMPT
+    ):
+        what = shown(value) if isinstance(value, str) else repr(value)[:40]
+        raise InvalidJobError(
+            f"the job payload's 'item' must be a whole number from 0 to {MAX_ATTEMPT} as a "
             f"string, not {what}"
         )
     return int(value)

@@ -62,6 +62,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -79,8 +80,9 @@ from hephaestus_django.core.errors import (
     UnknownWorkflowError,
 )
 from hephaestus_django.core.instance import Instance, evolve, instance_key
+from hephaestus_django.core.maps import Map
 from hephaestus_django.core.steps import Step, step_registry
-from hephaestus_django.runtime import events, tracing
+from hephaestus_django.runtime import events, map_jobs, tracing
 from hephaestus_django.runtime.admission import Admission, admit, priority_of, release
 from hephaestus_django.runtime.children import (
     AfterWrite,
@@ -113,7 +115,7 @@ from hephaestus_django.runtime.dispatch import (
 from hephaestus_django.runtime.execution import log_retries, reach_ends
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
-from hephaestus_django.runtime.maps import execute
+from hephaestus_django.runtime.maps import execute, run_item_to_end
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.queue")
@@ -205,6 +207,8 @@ class QueuedRunner(Runner):
         try:
             if isinstance(job, WakeUp):
                 return self._wake(job, storage.get(job.instance_id), storage)
+            if job.item is not None:
+                return self._run_item(job, storage)
             return self._run_step(job, storage)
         except InstanceNotFound:
             logger.info("dropped the %s: the instance no longer exists", job, extra=_about_job(job))
@@ -232,10 +236,16 @@ class QueuedRunner(Runner):
             else nullcontext()
         )
         inside = in_callers_transaction(storage)
-        with held:  # a step that overruns its timeout is abandoned: the renewals end with it
-            result = execute(
-                instance, engine.activation(instance, step), storage, in_transaction=inside
-            )
+        activation = engine.activation(instance, step)
+        if not inside and not admission.held and map_jobs.runs_as_jobs(step, instance, storage):
+            planned = map_jobs.plan(instance, activation, storage)
+            if not isinstance(planned, Executed):
+                self._enqueue_items(job, instance, planned, storage)
+                return instance
+            result = planned
+        else:
+            with held:  # a step that overruns its timeout is abandoned: the renewals end with it
+                result = execute(instance, activation, storage, in_transaction=inside)
         record = _recording(job, result, storage)
         started = requested([result])
         if not admission.held:
@@ -252,6 +262,116 @@ class QueuedRunner(Runner):
             release(instance.id, admission.held, storage, self.lease)
             raise
         return after
+
+    def _enqueue_items(
+        self, job: StepJob, instance: Instance, indexes: Sequence[int], storage: Storage
+    ) -> None:
+        """Enqueue the item jobs of a map step's lanes (:mod:`~.map_jobs`), but those whose
+        job still waits in the queue."""
+        items = [replace(job, item=index, priority=priority_of(instance)) for index in indexes]
+        items = self._not_pending(items, instance)
+        if items:
+            self.dispatcher.enqueue_steps(items)
+        logger.info(
+            "map step %s of instance %s: %d item job(s) enqueued",
+            job.step,
+            instance.id,
+            len(items),
+            extra=_about_job(job, instance),
+        )
+
+    def _run_item(self, job: StepJob, storage: Storage) -> Instance | None:
+        """Run one item of a map step, then join (:mod:`~.map_jobs`): record whether the map
+        has ended, with the jobs of the steps after it, or enqueue the lane's next item."""
+        instance = storage.get(job.instance_id)
+        step = instance.workflow.graph.by_path.get(job.step)
+        index = job.item
+        assert index is not None
+        if (
+            step is None
+            or not issubclass(step, Map)
+            or not map_jobs.runs_as_jobs(step, instance, storage)
+            or step not in engine.runnable_steps(instance)
+            or instance.attempts.get(step, 0) + 1 != job.attempt
+        ):
+            logger.info(
+                "nothing to do for the %s: its map step is not running at this attempt "
+                "(instance %s)",
+                job,
+                instance.status,
+                extra=_about_job(job, instance),
+            )
+            return None
+        try:
+            items = map_jobs.items_of(instance, step)
+        except Exception as error:  # the map's head read it; the context cannot have changed
+            logger.error("dropped the %s: %s", job, error, extra=_about_job(job, instance))
+            return None
+        if index >= len(items):
+            logger.error(
+                "dropped the %s: the list has %d items", job, len(items), extra=_about_job(job)
+            )
+            return None
+        jobs_storage: Any = storage
+        path = step.path()
+        state = jobs_storage.mark_map_item(instance.id, path, index)
+        if state is None:
+            logger.info(
+                "nothing to do for the %s: the item is done, or its other job runs it",
+                job,
+                extra=_about_job(job, instance),
+            )
+            return None
+        failure = None
+        stopped = jobs_storage.map_trouble(instance.id, path).failed > 0
+        if stopped:  # an item failed for good: no new item starts
+            jobs_storage.record_map_item(
+                instance.id, path, index, attempts=state.attempts, done=False
+            )
+        else:
+            self._renew_if_short(instance, storage, storage.now())
+            owner = instance.lease_owner
+            held = (
+                self._heartbeat.held(storage, instance.id, owner)
+                if owner is not None and owner.startswith(QUEUE_OWNER_PREFIX)
+                else nullcontext()
+            )
+            with held:
+                failure = run_item_to_end(instance, step, index, items[index], jobs_storage, state)
+        following = (
+            None
+            if stopped or failure is not None
+            else map_jobs.next_in_lane(jobs_storage, instance, step, index, len(items))
+        )
+
+        def joined(current: Instance) -> Instance:
+            decided = map_jobs.join(
+                jobs_storage,
+                current,
+                step,
+                len(items),
+                lane_ended=following is None,
+                error=failure,
+            )
+            if decided is None:
+                return current
+            return _recording(job, decided, storage)(current)
+
+        def settle() -> Instance:
+            after = self._transition(instance.id, storage, joined)
+            if following is not None and step in engine.runnable_steps(after):
+                lane = [replace(job, item=following, priority=priority_of(after))]
+                if joins:
+                    self._enqueue(lane, None)
+                else:
+                    on_commit(storage, lambda: self._enqueue_after_commit(lane, None))
+            return after
+
+        joins = self.dispatcher.joins_transaction(storage)
+        if joins:
+            with atomic(storage):  # the join, the next steps' jobs and the lane's next job
+                return settle()
+        return settle()
 
     def _admission(self, job: StepJob, storage: Storage) -> Admission | None:
         """The slot the job's step needs, taken (or found taken for it when it was enqueued);
