@@ -237,6 +237,57 @@ class Mapped(Workflow):
     transitions = {MarkLines: {"completed": Third}, Third: {"ok": Done}}
 
 
+class TwinLine(MapItem):
+    """An item that ends with the other items of its map: it marks its run, then waits until
+    every item of the list has marked its own (``item`` is ``{"index": i, "of": n}``), so the
+    last items of the map end at the same moment, in different jobs."""
+
+    def execute(self, item: Any, context: Any) -> Any:
+        mark(context, f"twin{item['index']}")
+        folder = Path(context.initial["dir"])
+        deadline = time.monotonic() + 60
+        while len(list(folder.glob("twin*"))) < item["of"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"index": item["index"], "pid": os.getpid()}
+
+
+class TwinLines(Map):
+    each = TwinLine
+    in_flight = 4
+
+    def over(self, context: Any) -> Any:
+        return context.initial["lines"]
+
+
+class Twinned(Workflow):
+    """A map whose last items end together: the join must still fire once."""
+
+    start = TwinLines
+    transitions = {TwinLines: {"completed": Third}, Third: {"ok": Done}}
+
+
+class CountLine(MapItem):
+    """An item that returns its index and pid, and does nothing else."""
+
+    def execute(self, item: Any, context: Any) -> Any:
+        return {"index": item, "pid": os.getpid()}
+
+
+class CountLines(Map):
+    each = CountLine
+    in_flight = 8
+
+    def over(self, context: Any) -> Any:
+        return list(range(context.initial["count"]))
+
+
+class Counted(Workflow):
+    """A map of ``count`` items (a thousand, say) as item jobs, ``in_flight`` at a time."""
+
+    start = CountLines
+    transitions = {CountLines: {"completed": Third}, Third: {"ok": Done}}
+
+
 # --- flow control: concurrency limits under real workers (test_flow_control_workers.py) ------
 
 
