@@ -64,6 +64,9 @@ class StepJob:
     item: int | None = None
     """An item job of a map step: run item ``item`` of the map ``step`` (its index in the
     list), not the step itself (:mod:`~hephaestus_django.runtime.map_jobs`)."""
+    at: datetime | None = field(default=None, compare=False)
+    """Not to run before this time (an item's retry after its backoff): a dispatcher defers
+    the job to it where its engine can, and the runner waits for it otherwise."""
 
     def payload(self) -> dict[str, str]:
         """The JSON object a job engine carries (strings only: every engine can). A first
@@ -78,6 +81,8 @@ class StepJob:
             payload["attempt"] = str(self.attempt)
         if self.item is not None:
             payload["item"] = str(self.item)
+        if self.at is not None:
+            payload["at"] = self.at.isoformat()
         return _traced(payload, self.trace)
 
     def __str__(self) -> str:
@@ -162,23 +167,29 @@ def job_from_payload(payload: object) -> Job:
             _attempt(payload),
             trace=_trace_of(payload),
             item=_item(payload),
+            at=_at(payload, instance_id) if payload.get("at") is not None else None,
         )
     if kind == WAKE_UP:
-        text = _text(payload, "at")
-        try:
-            at = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidJobError(
-                f"the wake-up of instance {instance_id} has 'at' {text!r}, "
-                f"which is not an ISO 8601 time"
-            ) from None
-        if at.tzinfo is None:
-            raise InvalidJobError(
-                f"the wake-up of instance {instance_id} has 'at' {payload.get('at')!r} "
-                f"without a UTC offset"
-            )
-        return WakeUp(storage, instance_id, at, trace=_trace_of(payload))
+        return WakeUp(storage, instance_id, _at(payload, instance_id), trace=_trace_of(payload))
     raise InvalidJobError(f"a job payload's 'kind' must be {STEP!r} or {WAKE_UP!r}, not {kind!r}")
+
+
+def _at(payload: Mapping[Any, Any], instance_id: UUID) -> datetime:
+    """The payload's ``at``: an ISO 8601 time with its UTC offset."""
+    text = _text(payload, "at")
+    what = "wake-up" if payload.get("kind") == WAKE_UP else "job"
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidJobError(
+            f"the {what} of instance {instance_id} has 'at' {text!r}, which is not an ISO 8601 time"
+        ) from None
+    if at.tzinfo is None:
+        raise InvalidJobError(
+            f"the {what} of instance {instance_id} has 'at' {payload.get('at')!r} "
+            f"without a UTC offset"
+        )
+    return at
 
 
 MAX_ATTEMPT = 2**31 - 1

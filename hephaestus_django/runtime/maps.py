@@ -29,6 +29,8 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from hephaestus_django.core import engine
@@ -209,7 +211,7 @@ class _MapRun:
 
     def _item(self, index: int) -> MapItemError | None:
         """Run item ``index`` until it is done or fails for good; its failure, if it does."""
-        return run_item_to_end(
+        ended = run_item_to_end(
             self.instance,
             self.step,
             index,
@@ -218,6 +220,8 @@ class _MapRun:
             self.progress.get(index),
             in_transaction=self.in_transaction,
         )
+        assert not isinstance(ended, RetryLater)  # not deferred: its retries slept here
+        return ended
 
 
 def run_item_to_end(
@@ -229,11 +233,16 @@ def run_item_to_end(
     state: MapItemState | None,
     *,
     in_transaction: bool = False,
-) -> MapItemError | None:
+    defer: bool = False,
+) -> MapItemError | RetryLater | None:
     """Run item ``index`` under the step's retry policy and timeout until it is done or fails
     for good, recording each failed attempt and the end (one bounded write each); its failure,
     if it fails for good. ``state`` is where the item stood: it resumes at the attempt it had
-    reached, or anew if it had failed for good (the instance was retried)."""
+    reached, or anew if it had failed for good (the instance was retried).
+
+    ``defer``: a retry that waits (its policy's backoff) is not slept here; the failed attempt
+    is recorded and :class:`RetryLater` returned, for the caller to run the item again later
+    (``QueuedRunner``: a job of the item scheduled at that time, a durable timer)."""
     policy = engine.retry_policy(instance.workflow, step)
     timeout = engine.step_timeout(instance.workflow, step)
     path = step.path()
@@ -282,10 +291,21 @@ def run_item_to_end(
             if gives_up:
                 return _item_error(instance, step, index, failed, error)
             assert policy is not None
-            time.sleep(policy.delay(failed, random.random()).total_seconds())
+            delay = policy.delay(failed, random.random())
+            if defer and delay > timedelta(0):
+                return RetryLater(delay)
+            time.sleep(delay.total_seconds())
             continue
         storage.record_map_item(instance.id, path, index, attempts=failed, done=True, result=result)
         return None
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """An item's attempt failed and its retry waits ``delay`` (:func:`run_item_to_end` with
+    ``defer``): its failed attempt is recorded, nothing else."""
+
+    delay: timedelta
 
 
 def _done(state: MapItemState | None) -> bool:

@@ -115,7 +115,7 @@ from hephaestus_django.runtime.dispatch import (
 from hephaestus_django.runtime.execution import log_retries, reach_ends
 from hephaestus_django.runtime.leases import QUEUE_OWNER_PREFIX, Heartbeat, new_owner
 from hephaestus_django.runtime.logs import InstanceFields, about
-from hephaestus_django.runtime.maps import execute, run_item_to_end
+from hephaestus_django.runtime.maps import RetryLater, execute, run_item_to_end
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.queue")
@@ -312,6 +312,16 @@ class QueuedRunner(Runner):
                 "dropped the %s: the list has %d items", job, len(items), extra=_about_job(job)
             )
             return None
+        if job.at is not None:  # an item's retry after its backoff
+            early = job.at - storage.now()
+            if early > _EARLY_WAKEUP_SLEEP:
+                logger.info(
+                    "the %s came %s early; enqueued again", job, early, extra=_about_job(job)
+                )
+                self.dispatcher.enqueue_steps([job])
+                return None
+            if early > timedelta(0):
+                time.sleep(early.total_seconds())
         jobs_storage: Any = storage
         path = step.path()
         state = jobs_storage.mark_map_item(instance.id, path, index)
@@ -337,7 +347,23 @@ class QueuedRunner(Runner):
                 else nullcontext()
             )
             with held:
-                failure = run_item_to_end(instance, step, index, items[index], jobs_storage, state)
+                ended = run_item_to_end(
+                    instance, step, index, items[index], jobs_storage, state, defer=True
+                )
+            if isinstance(ended, RetryLater):
+                # A durable timer: the item's job again, not taken before its backoff ends.
+                later = replace(job, at=storage.now() + ended.delay)
+                logger.info(
+                    "item %d of map step %s of instance %s retries at %s",
+                    index,
+                    job.step,
+                    instance.id,
+                    later.at,
+                    extra=_about_job(job, instance),
+                )
+                self.dispatcher.enqueue_steps([later])
+                return instance
+            failure = ended
         following = (
             None
             if stopped or failure is not None

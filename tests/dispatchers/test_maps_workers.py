@@ -146,3 +146,26 @@ def test_a_thousand_items_run_as_jobs_at_most_in_flight_at_once(
     jobs = workers.engine.step_jobs()
     assert jobs.enqueued >= 1000  # a job per item, not one for the map
     assert workers.engine.failed() == 0
+
+
+@pytest.mark.slow
+def test_an_items_retry_waits_on_a_durable_timer_that_outlives_its_worker(
+    workers: Workers, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    first = workers.worker("worker-1")
+    lines = [{"index": index, "flaky": index == 1} for index in range(3)]
+    instance_id = workflows.Flaky.start({"dir": str(ran), "lines": lines})
+    workers.wait_for(lambda: (ran / f"flaky1-1-{first.pid}").exists(), "item 1 failing")
+    workers.wait_for(lambda: len(list(ran.glob("flaky*"))) >= 3, "the other items running")
+    first.send_signal(signal.SIGKILL)  # kill -9 while item 1 waits for its retry
+    first.wait()
+    workers.worker("worker-2")
+
+    workers.wait_for(all_completed([instance_id]), "the retry after the restart", timeout=240)
+    instance = DjangoStorage().get(instance_id)
+    results = instance.context.result(workflows.FlakyLines)
+    assert [result["index"] for result in results] == [0, 1, 2]
+    assert len(list(ran.glob("flaky1-*"))) == 2  # its failed attempt and its retry
+    assert recorded(instance) == {"FlakyLines": 1, "Third": 1, "Done": 1}

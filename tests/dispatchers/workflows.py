@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hephaestus_django import (
     Event,
     Map,
     MapItem,
+    Retry,
     Step,
     Wait,
     WaitForEvent,
@@ -286,6 +288,32 @@ class Counted(Workflow):
 
     start = CountLines
     transitions = {CountLines: {"completed": Third}, Third: {"ok": Done}}
+
+
+class FlakyLine(MapItem):
+    """An item that fails its first attempt when ``item["flaky"]`` (marked ``flaky<index>``)."""
+
+    def execute(self, item: Any, context: Any) -> Any:
+        attempt = mark(context, f"flaky{item['index']}")
+        if item.get("flaky") and attempt == 1:
+            raise RuntimeError(f"item {item['index']} fails its first attempt")
+        return {"index": item["index"], "pid": os.getpid()}
+
+
+class FlakyLines(Map):
+    """Items whose retry waits four seconds: on a durable timer, not a sleep."""
+
+    each = FlakyLine
+    in_flight = 2
+    retry = Retry(max_attempts=3, backoff=timedelta(seconds=4), jitter=False)
+
+    def over(self, context: Any) -> Any:
+        return context.initial["lines"]
+
+
+class Flaky(Workflow):
+    start = FlakyLines
+    transitions = {FlakyLines: {"completed": Third}, Third: {"ok": Done}}
 
 
 # --- flow control: concurrency limits under real workers (test_flow_control_workers.py) ------

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from hephaestus_django import Status
+from hephaestus_django import Done, Map, Retry, Status, Workflow
+from hephaestus_django.core.instance import Context
 from hephaestus_django.runtime import InMemoryDispatcher, InMemoryStorage, configure
 from hephaestus_django.runtime.dispatch import StepJob, job_from_payload
 from hephaestus_django.runtime.queued import QueuedRunner
@@ -141,3 +142,63 @@ def test_retry_after_a_failed_item_runs_it_anew_as_a_job(
     assert instance.status is Status.COMPLETED
     assert maps.ATTEMPTS["5"] == 4
     assert [line["line"] for line in instance.context.result(ChargeLines)] == list(range(8))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class WaitingLines(Map):
+    """Items whose retry waits an hour."""
+
+    each = maps.ChargeLine
+    in_flight = 2
+    retry = Retry(max_attempts=3, backoff=timedelta(hours=1), jitter=False)
+
+    def over(self, context: Context) -> Any:
+        return context.initial["lines"]
+
+
+class WaitingInvoice(Workflow):
+    start = WaitingLines
+    transitions = {WaitingLines: {"completed": Done}}
+
+
+def test_an_items_retry_waits_on_a_durable_timer_not_a_sleep() -> None:
+    clock = Clock()
+    storage = InMemoryStorage(clock=clock)
+    dispatcher = InMemoryDispatcher()
+    runner = QueuedRunner(dispatcher=dispatcher, lease=timedelta(seconds=30))
+    maps.reset()
+    configure(storages={"default": storage}, runner=runner)
+    try:
+        items = lines(4)
+        items[2]["fail"] = 1
+        instance_id = WaitingInvoice.start({"lines": items})
+        dispatcher.drain()  # returns: the retry is a job for an hour later, not a sleep
+        assert WaitingInvoice.get(instance_id).status is Status.RUNNING
+        (later,) = item_jobs(dispatcher)
+        assert later.item == 2
+        assert later.at is not None
+        assert later.at > clock.now  # its backoff (capped by the policy's max_delay)
+        assert storage.map_item(instance_id, WaitingLines.path(), 2).attempts == 1
+        # Another process (a restart) picks the job up from its payload, once it is due.
+        runner.close()
+        fresh = InMemoryDispatcher()
+        fresh.enqueue_steps([job for job in dispatcher.take() if isinstance(job, StepJob)])
+        runner = QueuedRunner(dispatcher=fresh, lease=timedelta(seconds=30))
+        configure(storages={"default": storage}, runner=runner)
+        assert fresh.drain() == 0  # not due yet
+        clock.now += timedelta(hours=1)
+        fresh.drain()
+        instance = WaitingInvoice.get(instance_id)
+        assert instance.status is Status.COMPLETED
+        assert maps.ATTEMPTS["2"] == 2
+        assert [line["line"] for line in instance.context.result(WaitingLines)] == [0, 1, 2, 3]
+    finally:
+        runner.close()
+        configure()
