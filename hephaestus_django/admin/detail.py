@@ -20,6 +20,7 @@ from uuid import UUID
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.safestring import SafeString, mark_safe
 
+from hephaestus_django.admin.map_progress import map_progress, with_map_counts
 from hephaestus_django.core.engine import COMPENSATED, retry_policy
 from hephaestus_django.core.errors import HephaestusError, UnknownWorkflowError
 from hephaestus_django.core.graph import StepClass
@@ -89,6 +90,9 @@ class InstancePage:
     """Steps whose compensation has not run yet, in the order they will; the first runs now."""
     failure_step: StepRow | None = None
     """The step whose failure started the compensations (``compensate_on_failure``)."""
+    maps: list[StepRow] = field(default_factory=list)
+    """The map steps reached, each with its items done, failed, in flight and in all (read
+    from ``workflow_map_items`` by one aggregate per map, :mod:`~.map_progress`)."""
 
     @property
     def title(self) -> str:
@@ -109,11 +113,13 @@ def instance_page(row: WorkflowInstance) -> InstancePage:
         graph = _graph(workflow, None)
         return InstancePage(row, None, _explain(error), graph, raw)
     in_line = _in_line(row, instance)
+    maps = map_progress(row, instance)
     return InstancePage(
         row=row,
         instance=instance,
         problem="",
-        graph=_graph(instance.workflow, instance),
+        graph=_graph(instance.workflow, instance, maps),
+        maps=maps,
         raw_state=raw,
         initial=pretty(instance.context.initial),
         results=_results(instance),
@@ -161,11 +167,15 @@ def _explain(error: HephaestusError) -> str:
 
 
 def _graph(
-    workflow: type[WorkflowDefinition] | None, instance: Instance | None
+    workflow: type[WorkflowDefinition] | None,
+    instance: Instance | None,
+    maps: list[StepRow] | None = None,
 ) -> SafeString | None:
     if workflow is None:
         return None
     progress = progress_of(instance) if instance is not None else None
+    if progress is not None and maps:
+        progress = with_map_counts(progress, instance, maps)
     # Safe: render_svg escapes every text it writes (tested with <script> in names and values).
     return mark_safe(render_svg(build_diagram(workflow.graph), progress))
 

@@ -121,6 +121,8 @@ class Progress:
     states: Mapping[StepClass, StepState]
     taken: frozenset[tuple[StepClass, str, StepClass]] = frozenset()
     notes: Mapping[StepClass, str] = field(default_factory=dict)
+    counts: Mapping[StepClass, str] = field(default_factory=dict)
+    """A line under a step's box: a map step's items ("12/40 done, 3 in flight")."""
 
     def state(self, step: StepClass) -> StepState:
         return self.states.get(step, StepState.NOT_REACHED)

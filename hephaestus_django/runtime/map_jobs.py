@@ -10,11 +10,13 @@ queue of 10,000 jobs for a list of 10,000).
 
 An item job marks its item running (a second job of it finds the mark and does nothing), runs
 it under the step's retry policy and timeout (:func:`~hephaestus_django.runtime.maps.
-run_item_to_end`, which records the item's row: the instance is not written), then *joins*:
+run_item_to_end`, which records the item's row: the instance is not written). If its lane goes
+on and no item failed for good, the map cannot have ended: it enqueues the lane's next job, and
+neither locks nor reads the instance. Else (its lane ends here, or an item failed) it *joins*:
 under the instance's row lock it reads the items failed or running (a probe of a partial index,
-a few rows) and decides, in that transaction, whether the map step has ended
-(:func:`join`). The step completes when the last job of a lane finds every item done (the lock
-orders the lanes' joins, so the last one sees all the others' rows); it fails once an item
+a few rows) and decides, in that transaction, whether the map step has ended (:func:`join`).
+The step completes when the last job of a lane finds every item done (the lock orders the
+lanes' joins, so the last one sees all the others' rows); it fails once an item
 failed for good and no item runs any more. The step's result and the jobs of the steps after
 it commit together, exactly once: a second join finds the step no longer runnable.
 

@@ -369,35 +369,24 @@ class QueuedRunner(Runner):
             if stopped or failure is not None
             else map_jobs.next_in_lane(jobs_storage, instance, step, index, len(items))
         )
+        if following is not None and not jobs_storage.map_trouble(instance.id, path).failed:
+            # Not a lane's end and nothing failed: the map cannot have ended, so no lock and no
+            # read of the instance; the lane's next job only (the item's row is committed).
+            lane = [replace(job, item=following, priority=priority_of(instance))]
+            self._enqueue(lane, None)
+            return instance
 
         def joined(current: Instance) -> Instance:
+            # The lane ends here, or an item failed for good (no new item starts): has the map?
             decided = map_jobs.join(
-                jobs_storage,
-                current,
-                step,
-                len(items),
-                lane_ended=following is None,
-                error=failure,
+                jobs_storage, current, step, len(items), lane_ended=True, error=failure
             )
             if decided is None:
                 return current
             return _recording(job, decided, storage)(current)
 
-        def settle() -> Instance:
-            after = self._transition(instance.id, storage, joined)
-            if following is not None and step in engine.runnable_steps(after):
-                lane = [replace(job, item=following, priority=priority_of(after))]
-                if joins:
-                    self._enqueue(lane, None)
-                else:
-                    on_commit(storage, lambda: self._enqueue_after_commit(lane, None))
-            return after
-
-        joins = self.dispatcher.joins_transaction(storage)
-        if joins:
-            with atomic(storage):  # the join, the next steps' jobs and the lane's next job
-                return settle()
-        return settle()
+        # Under the row lock: the join, and the next steps' jobs with it, once.
+        return self._transition(instance.id, storage, joined)
 
     def _admission(self, job: StepJob, storage: Storage) -> Admission | None:
         """The slot the job's step needs, taken (or found taken for it when it was enqueued);
