@@ -384,6 +384,12 @@ class WorkflowMapItem(models.Model):
     item_index = models.IntegerField(help_text="The item's position in the list.")
     done = models.BooleanField(default=False, help_text="Its result is recorded.")
     attempts = models.IntegerField(default=0, help_text="How many of its attempts failed.")
+    failed = models.BooleanField(
+        default=False, db_default=False, help_text="It failed for good (its step fails)."
+    )
+    running = models.BooleanField(
+        default=False, db_default=False, help_text="Its item job runs it (QueuedRunner)."
+    )
     result = models.JSONField(
         null=True, encoder=HephaestusJSONEncoder, decoder=HephaestusJSONDecoder
     )
@@ -394,6 +400,15 @@ class WorkflowMapItem(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["instance", "step", "item_index"], name="workflow_map_items_item"
+            ),
+        ]
+        indexes = [
+            # The items running or failed for good, a few whatever the length of the list:
+            # what each item job reads before it starts and when it ends, in one index probe.
+            models.Index(
+                fields=["instance", "step"],
+                condition=models.Q(failed=True) | models.Q(running=True),
+                name="workflow_map_items_live",
             ),
         ]
 

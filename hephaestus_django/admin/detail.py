@@ -20,6 +20,7 @@ from uuid import UUID
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.safestring import SafeString, mark_safe
 
+from hephaestus_django.admin.map_progress import map_progress, with_map_counts
 from hephaestus_django.core.children import children_of, parent_of
 from hephaestus_django.core.engine import COMPENSATED, retry_policy
 from hephaestus_django.core.errors import HephaestusError, UnknownWorkflowError
@@ -116,6 +117,9 @@ class InstancePage:
     """The instance that started this one as its child."""
     children: list[Relative] = field(default_factory=list)
     """The instances this one started as children, in the order of their steps."""
+    maps: list[StepRow] = field(default_factory=list)
+    """The map steps reached, each with its items done, failed, in flight and in all (read
+    from ``workflow_map_items`` by one aggregate per map, :mod:`~.map_progress`)."""
 
     @property
     def title(self) -> str:
@@ -138,13 +142,15 @@ def instance_page(row: WorkflowInstance, *, link: Link | None = None) -> Instanc
         return InstancePage(row, None, _explain(error), graph, raw)
     in_line = _in_line(row, instance)
     parent, children = _relatives(row, instance)
+    maps = map_progress(row, instance)
     return InstancePage(
         row=row,
         instance=instance,
         problem="",
-        graph=_graph(instance.workflow, instance, children, link),
+        graph=_graph(instance.workflow, instance, children, link, maps),
         parent=parent,
         children=children,
+        maps=maps,
         raw_state=raw,
         initial=pretty(instance.context.initial),
         results=_results(instance),
@@ -228,12 +234,15 @@ def _graph(
     instance: Instance | None,
     children: Sequence[Relative] = (),
     link: Link | None = None,
+    maps: list[StepRow] | None = None,
 ) -> SafeString | None:
     if workflow is None:
         return None
     progress = progress_of(instance) if instance is not None else None
     if progress is not None and instance is not None and children:
         progress = _with_children(progress, instance, children, link)
+    if progress is not None and maps:
+        progress = with_map_counts(progress, instance, maps)
     # Safe: render_svg escapes every text it writes (tested with <script> in names and values).
     return mark_safe(render_svg(build_diagram(workflow.graph), progress))
 

@@ -126,6 +126,8 @@ class Progress:
     status, :func:`child_badge`); the box keeps its state's colours."""
     links: Mapping[StepClass, str] = field(default_factory=dict)
     """Where clicking a step's box leads (a child step: its child's page)."""
+    counts: Mapping[StepClass, str] = field(default_factory=dict)
+    """A line under a step's box: a map step's items ("12/40 done, 3 in flight")."""
 
     def state(self, step: StepClass) -> StepState:
         return self.states.get(step, StepState.NOT_REACHED)

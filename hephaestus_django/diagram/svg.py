@@ -205,6 +205,8 @@ def _box(box: Box, progress: Progress | None) -> str:
     tooltip = node.path + (
         f" — {progress.notes[node.step]}" if progress and node.step in progress.notes else ""
     )
+    if progress is not None and node.step in progress.counts:
+        tooltip += f" — items: {progress.counts[node.step]}"
     if state is not None and node.step not in (progress.notes if progress else {}):
         tooltip += f" — {state.value}"
     name_y = box.y + (19 if subtitle else 28)
@@ -220,6 +222,13 @@ def _box(box: Box, progress: Progress | None) -> str:
             f'<text class="hx-detail" x="{box.cx:.1f}" y="{box.y + 35:.1f}" text-anchor="middle" '
             f'font-size="11" fill="{ink}" fill-opacity="0.85">{escape(subtitle)}</text>'
             if subtitle
+            else ""
+        )
+        + (
+            f'<text class="hx-map-count" x="{box.cx:.1f}" y="{box.bottom + 12:.1f}" '
+            f'text-anchor="middle" font-size="10" fill="#444444">'
+            f"{escape(progress.counts[node.step])}</text>"
+            if progress is not None and node.step in progress.counts
             else ""
         )
         + "</g>"

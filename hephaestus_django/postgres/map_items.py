@@ -16,11 +16,21 @@ from django.db import DatabaseError, IntegrityError, connections
 
 from hephaestus_django.core.errors import InstanceNotFound
 from hephaestus_django.core.instance import instance_key
-from hephaestus_django.postgres.cursors import fetch_all
+from hephaestus_django.postgres.cursors import fetch_all, fetch_one
 from hephaestus_django.postgres.reconnect import again
-from hephaestus_django.postgres.sql import MAP_ITEM_PROGRESS, MAP_ITEM_RECORD, MAP_ITEM_RESULTS
+from hephaestus_django.postgres.sql import (
+    MAP_ITEM_COUNTS,
+    MAP_ITEM_FAILURE,
+    MAP_ITEM_MARK,
+    MAP_ITEM_ONE,
+    MAP_ITEM_PROGRESS,
+    MAP_ITEM_RECORD,
+    MAP_ITEM_RESTART,
+    MAP_ITEM_RESULTS,
+    MAP_ITEM_TROUBLE,
+)
 from hephaestus_django.runtime import codec
-from hephaestus_django.runtime.contract import MapItemState
+from hephaestus_django.runtime.contract import MapCounts, MapItemState
 
 
 def progress(using: str, instance_id: UUID | str, step: str) -> dict[int, MapItemState]:
@@ -32,7 +42,10 @@ def progress(using: str, instance_id: UUID | str, step: str) -> dict[int, MapIte
         rows = fetch_all(connections[using], MAP_ITEM_PROGRESS, params)
     except DatabaseError as error:
         rows = again(using, error, lambda db: fetch_all(db, MAP_ITEM_PROGRESS, params))
-    return {index: MapItemState(done=done, attempts=attempts) for index, done, attempts in rows}
+    return {
+        index: MapItemState(done=done, attempts=attempts, failed=failed, running=running)
+        for index, done, attempts, failed, running in rows
+    }
 
 
 def record(
@@ -44,18 +57,20 @@ def record(
     attempts: int,
     done: bool,
     result: Any = None,
+    failed: bool = False,
 ) -> None:
     key = instance_key(instance_id)
     if key is None:
         raise InstanceNotFound(instance_id)
-    text = codec.dumps(codec.encode(result, path=f"item {index} of {step}")) if done else None
-    params = [key, step, index, done, attempts, text]
+    kept = done or failed
+    text = codec.dumps(codec.encode(result, path=f"item {index} of {step}")) if kept else None
+    params = [key, step, index, done, attempts, failed and not done, text]
     try:
-        _execute(connections[using], params)
+        _execute(connections[using], MAP_ITEM_RECORD, params)
     except IntegrityError as error:  # the foreign key: the instance is gone
         raise InstanceNotFound(key, "it was deleted while its map ran") from error
     except DatabaseError as error:
-        again(using, error, lambda db: _execute(db, params))
+        again(using, error, lambda db: _execute(db, MAP_ITEM_RECORD, params))
 
 
 def results(using: str, instance_id: UUID | str, step: str) -> list[Any]:
@@ -71,6 +86,89 @@ def results(using: str, instance_id: UUID | str, step: str) -> list[Any]:
     return [codec.decode(codec.loads(text), path=path, instance_id=key) for (text,) in rows]
 
 
-def _execute(connection: Any, params: list[Any]) -> None:
+def one(using: str, instance_id: UUID | str, step: str, index: int) -> MapItemState | None:
+    key = instance_key(instance_id)
+    if key is None:
+        return None
+    params = [key, step, index]
+    try:
+        row = fetch_one(connections[using], MAP_ITEM_ONE, params)
+    except DatabaseError as error:
+        row = again(using, error, lambda db: fetch_one(db, MAP_ITEM_ONE, params))
+    if row is None:
+        return None
+    done, attempts, failed, running = row
+    return MapItemState(done=done, attempts=attempts, failed=failed, running=running)
+
+
+def mark(using: str, instance_id: UUID | str, step: str, index: int) -> MapItemState | None:
+    key = instance_key(instance_id)
+    if key is None:
+        raise InstanceNotFound(instance_id)
+    params = [key, step, index]
+    try:
+        row = fetch_one(connections[using], MAP_ITEM_MARK, params)
+    except IntegrityError as error:  # the foreign key: the instance is gone
+        raise InstanceNotFound(key, "it was deleted while its map ran") from error
+    except DatabaseError as error:
+        # Made again after a lost connection: a mark that landed reads as "runs already", and
+        # the job does nothing; the sweep's restart of the map clears the mark.
+        row = again(using, error, lambda db: fetch_one(db, MAP_ITEM_MARK, params))
+    if row is None:
+        return None
+    attempts, failed = row
+    return MapItemState(done=False, attempts=attempts, failed=failed, running=True)
+
+
+def counts(using: str, instance_id: UUID | str, step: str) -> MapCounts:
+    key = instance_key(instance_id)
+    if key is None:
+        return MapCounts(0, 0, 0, None)
+    params = [key, step]
+    try:
+        row = fetch_one(connections[using], MAP_ITEM_COUNTS, params)
+    except DatabaseError as error:
+        row = again(using, error, lambda db: fetch_one(db, MAP_ITEM_COUNTS, params))
+    assert row is not None  # an aggregate always returns its row
+    return MapCounts(*row)
+
+
+def trouble(using: str, instance_id: UUID | str, step: str) -> MapCounts:
+    key = instance_key(instance_id)
+    if key is None:
+        return MapCounts(0, 0, 0, None)
+    params = [key, step]
+    try:
+        row = fetch_one(connections[using], MAP_ITEM_TROUBLE, params)
+    except DatabaseError as error:
+        row = again(using, error, lambda db: fetch_one(db, MAP_ITEM_TROUBLE, params))
+    assert row is not None  # an aggregate always returns its row
+    failed, running, first = row
+    return MapCounts(0, failed, running, first)
+
+
+def failure(using: str, instance_id: UUID | str, step: str, index: int) -> tuple[int, str]:
+    key = instance_key(instance_id)
+    params = [key, step, index]
+    row = fetch_one(connections[using], MAP_ITEM_FAILURE, params) if key is not None else None
+    if row is None:
+        return 0, "(not recorded)"
+    attempts, text = row
+    error = codec.loads(text) if text is not None else None
+    return attempts, error if isinstance(error, str) else "(not recorded)"
+
+
+def restart(using: str, instance_id: UUID | str, step: str) -> None:
+    key = instance_key(instance_id)
+    if key is None:
+        return
+    params = [key, step]
+    try:
+        _execute(connections[using], MAP_ITEM_RESTART, params)
+    except DatabaseError as error:
+        again(using, error, lambda db: _execute(db, MAP_ITEM_RESTART, params))
+
+
+def _execute(connection: Any, sql: str, params: list[Any]) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(MAP_ITEM_RECORD, params)
+        cursor.execute(sql, params)

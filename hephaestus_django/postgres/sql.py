@@ -654,15 +654,18 @@ MAP_ITEMS_TABLE = "workflow_map_items"
 # The foreign key (ON DELETE CASCADE) refuses an item of an instance that is gone, and removes
 # an instance's items with it (its delete, a prune).
 MAP_ITEM_RECORD = f"""
-INSERT INTO {MAP_ITEMS_TABLE} (instance_id, step, item_index, done, attempts, result)
-VALUES (%s, %s, %s, %s, %s, %s::jsonb)
+INSERT INTO {MAP_ITEMS_TABLE}
+    (instance_id, step, item_index, done, attempts, failed, running, result)
+VALUES (%s, %s, %s, %s, %s, %s, false, %s::jsonb)
 ON CONFLICT (instance_id, step, item_index) DO UPDATE
-SET done = EXCLUDED.done, attempts = EXCLUDED.attempts, result = EXCLUDED.result
+SET done = EXCLUDED.done, attempts = EXCLUDED.attempts, failed = EXCLUDED.failed,
+    running = false, result = EXCLUDED.result
 """
 """Record one item of a map step (``record_map_item``); an upsert, so writing it again (after
 a lost connection, or a later attempt) replaces it."""
 MAP_ITEM_PROGRESS = f"""
-SELECT item_index, done, attempts FROM {MAP_ITEMS_TABLE} WHERE instance_id = %s AND step = %s
+SELECT item_index, done, attempts, failed, running FROM {MAP_ITEMS_TABLE}
+WHERE instance_id = %s AND step = %s
 """
 """Where each recorded item of a map step stands (``map_progress``), by the unique index."""
 MAP_ITEM_RESULTS = f"""
@@ -671,6 +674,50 @@ WHERE instance_id = %s AND step = %s AND done ORDER BY item_index
 """
 """The results of a map step's done items in item order (``map_results``): read once, at the
 join, as text for the codec to decode."""
+MAP_ITEM_ONE = f"""
+SELECT done, attempts, failed, running FROM {MAP_ITEMS_TABLE}
+WHERE instance_id = %s AND step = %s AND item_index = %s
+"""
+"""Where one item stands (``map_item``): what its item job reads first, by the unique index."""
+MAP_ITEM_MARK = f"""
+INSERT INTO {MAP_ITEMS_TABLE} AS item
+    (instance_id, step, item_index, done, attempts, failed, running)
+VALUES (%s, %s, %s, false, 0, false, true)
+ON CONFLICT (instance_id, step, item_index) DO UPDATE SET running = true
+WHERE NOT item.running AND NOT item.done
+RETURNING item.attempts, item.failed
+"""
+"""Mark one item running (``mark_map_item``): its item job is about to run it. No row comes
+back when it is done or runs already (a second job of it): that job does nothing."""
+MAP_ITEM_COUNTS = f"""
+SELECT count(*) FILTER (WHERE done), count(*) FILTER (WHERE failed),
+       count(*) FILTER (WHERE running), min(item_index) FILTER (WHERE failed)
+FROM {MAP_ITEMS_TABLE} WHERE instance_id = %s AND step = %s
+"""
+"""How many items of a map step are done, failed for good and running, and the first failed
+(``map_counts``): one aggregate over the step's rows, no row sent back, what a map's join and
+the admin's progress read."""
+MAP_ITEM_TROUBLE = f"""
+SELECT count(*) FILTER (WHERE failed), count(*) FILTER (WHERE running),
+       min(item_index) FILTER (WHERE failed)
+FROM {MAP_ITEMS_TABLE} WHERE instance_id = %s AND step = %s AND (failed OR running)
+"""
+"""How many items of a map step failed for good and run now, and the first failed
+(``map_trouble``): a probe of the partial index ``workflow_map_items_live``, a few rows
+whatever the length of the list; what each item job reads when it starts and ends."""
+MAP_ITEM_FAILURE = f"""
+SELECT attempts, result::text FROM {MAP_ITEMS_TABLE}
+WHERE instance_id = %s AND step = %s AND item_index = %s AND failed
+"""
+"""The attempts and error of an item that failed for good (``map_failure``)."""
+MAP_ITEM_RESTART = f"""
+UPDATE {MAP_ITEMS_TABLE}
+SET running = false, failed = false, attempts = CASE WHEN failed THEN 0 ELSE attempts END,
+    result = CASE WHEN failed THEN NULL ELSE result END
+WHERE instance_id = %s AND step = %s AND NOT done AND (running OR failed)
+"""
+"""Before a map step's items are enqueued (again: after its worker died, or a retry): no item
+runs any more, and those that failed for good get their attempts anew (``restart_map_items``)."""
 
 # --- procrastinate's tables: ProcrastinateDispatcher ------------------------------------------
 

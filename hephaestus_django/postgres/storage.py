@@ -88,6 +88,7 @@ from hephaestus_django.runtime.clock import DatabaseClock
 from hephaestus_django.runtime.contract import (
     BulkSpec,
     BulkState,
+    MapCounts,
     MapItemState,
     ScheduleState,
     WorkflowPause,
@@ -543,13 +544,41 @@ class DjangoStorage:
         attempts: int,
         done: bool,
         result: Any = None,
+        failed: bool = False,
     ) -> None:
         map_items.record(
-            self.using, instance_id, step, index, attempts=attempts, done=done, result=result
+            self.using,
+            instance_id,
+            step,
+            index,
+            attempts=attempts,
+            done=done,
+            result=result,
+            failed=failed,
         )
 
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
         return map_items.results(self.using, instance_id, step)
+
+    # --- map items as jobs (MapItemJobs) ----------------------------------------------------
+
+    def map_item(self, instance_id: UUID | str, step: str, index: int) -> MapItemState | None:
+        return map_items.one(self.using, instance_id, step, index)
+
+    def mark_map_item(self, instance_id: UUID | str, step: str, index: int) -> MapItemState | None:
+        return map_items.mark(self.using, instance_id, step, index)
+
+    def map_counts(self, instance_id: UUID | str, step: str) -> MapCounts:
+        return map_items.counts(self.using, instance_id, step)
+
+    def map_trouble(self, instance_id: UUID | str, step: str) -> MapCounts:
+        return map_items.trouble(self.using, instance_id, step)
+
+    def map_failure(self, instance_id: UUID | str, step: str, index: int) -> tuple[int, str]:
+        return map_items.failure(self.using, instance_id, step, index)
+
+    def restart_map_items(self, instance_id: UUID | str, step: str) -> None:
+        map_items.restart(self.using, instance_id, step)
 
     def query(self, *, limit: int | None = None, **filters: Any) -> list[Instance]:
         parsed = parse_filters(filters, limit=limit)

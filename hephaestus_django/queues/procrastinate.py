@@ -209,7 +209,7 @@ class ProcrastinateDispatcher:
                 STEP_TASK,
                 _int4(self.priority + job.priority),
                 {"payload": job.payload()},
-                None,
+                job.at,  # an item's retry after its backoff: not taken before
             )
             for job in steps
         ]

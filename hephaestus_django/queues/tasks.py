@@ -143,10 +143,20 @@ class TasksDispatcher:
         if not jobs:
             return
         task = self.task(_step_function)
+        defers: bool | None = None
         for job in jobs:
+            options: dict[str, Any] = {}
             if job.priority:  # the instance's, added to ours, within the Tasks API's bounds
-                bounded = max(MIN_PRIORITY, min(MAX_PRIORITY, self.priority + job.priority))
-                task.using(priority=bounded).enqueue(job.payload())
+                options["priority"] = max(
+                    MIN_PRIORITY, min(MAX_PRIORITY, self.priority + job.priority)
+                )
+            if job.at is not None:  # an item's retry after its backoff
+                if defers is None:
+                    defers = bool(self.get_backend().supports_defer)
+                if defers:  # else the runner waits for it (or enqueues it again)
+                    options["run_after"] = job.at
+            if options:
+                task.using(**options).enqueue(job.payload())
             else:
                 task.enqueue(job.payload())
 

@@ -256,6 +256,10 @@ class MapItemState:
 
     done: bool
     attempts: int
+    failed: bool = False
+    """It failed for good: its step fails once the items in flight end."""
+    running: bool = False
+    """Its item job runs it (``QueuedRunner``, :class:`MapItemJobs`)."""
 
 
 @runtime_checkable
@@ -280,15 +284,63 @@ class MapItems(Protocol):
         attempts: int,
         done: bool,
         result: Any = None,
+        failed: bool = False,
     ) -> None:
         """Record item ``index`` of ``step``: its failed ``attempts``, and, ``done``, its
         ``result`` (anything the codec stores: ``SerializationError``, nothing written, for
-        anything else). Replaces the item's earlier record. ``InstanceNotFound`` when the
+        anything else); ``failed``, it failed for good, ``result`` then the error's text.
+        Replaces the item's earlier record (no longer running). ``InstanceNotFound`` when the
         instance is gone."""
         ...
 
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
         """The results of the done items of ``step``, in index order."""
+
+
+class MapCounts(NamedTuple):
+    """A map step's items by where they stand, counted without reading them."""
+
+    done: int
+    failed: int
+    running: int
+    first_failed: int | None
+    """The lowest index of an item that failed for good (None when none did)."""
+
+
+@runtime_checkable
+class MapItemJobs(Protocol):
+    """What ``QueuedRunner`` needs beyond :class:`MapItems` to run each item of a map as a job
+    of its own (optional: without it, a map's items run on the threads of the map step's job).
+
+    Each call is one statement whose cost is one item's, or an aggregate that sends no rows.
+    """
+
+    def map_item(self, instance_id: UUID | str, step: str, index: int) -> MapItemState | None:
+        """Where item ``index`` of ``step`` stands (None: never recorded)."""
+        ...
+
+    def mark_map_item(self, instance_id: UUID | str, step: str, index: int) -> MapItemState | None:
+        """Mark item ``index`` running, for its job to run it; where it stood, or None when it
+        is done or runs already (then that job does nothing)."""
+        ...
+
+    def map_counts(self, instance_id: UUID | str, step: str) -> MapCounts:
+        """How many items of ``step`` are done, failed for good and running (an aggregate over
+        the step's items)."""
+        ...
+
+    def map_trouble(self, instance_id: UUID | str, step: str) -> MapCounts:
+        """:meth:`map_counts` without ``done`` (0): the items failed or running only, a few
+        whatever the length of the list."""
+        ...
+
+    def map_failure(self, instance_id: UUID | str, step: str, index: int) -> tuple[int, str]:
+        """The failed attempts and the error's text of item ``index``, which failed for good."""
+        ...
+
+    def restart_map_items(self, instance_id: UUID | str, step: str) -> None:
+        """No item of ``step`` runs any more; those that failed for good start anew."""
+        ...
 
 
 class ScheduleState(NamedTuple):

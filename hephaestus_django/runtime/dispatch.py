@@ -62,6 +62,12 @@ class StepJob:
     priority: int = field(default=0, compare=False)
     """The instance's priority (``start(..., priority=N)``), which a dispatcher passes on to
     its job engine's priority where it has one; not part of the payload."""
+    item: int | None = None
+    """An item job of a map step: run item ``item`` of the map ``step`` (its index in the
+    list), not the step itself (:mod:`~hephaestus_django.runtime.map_jobs`)."""
+    at: datetime | None = field(default=None, compare=False)
+    """Not to run before this time (an item's retry after its backoff): a dispatcher defers
+    the job to it where its engine can, and the runner waits for it otherwise."""
 
     def payload(self) -> dict[str, str]:
         """The JSON object a job engine carries (strings only: every engine can). A first
@@ -74,11 +80,16 @@ class StepJob:
         }
         if self.attempt != 1:
             payload["attempt"] = str(self.attempt)
+        if self.item is not None:
+            payload["item"] = str(self.item)
+        if self.at is not None:
+            payload["at"] = self.at.isoformat()
         return _traced(payload, self.trace)
 
     def __str__(self) -> str:
         attempt = f", attempt {self.attempt}" if self.attempt != 1 else ""
-        return f"step {self.step} of instance {self.instance_id} ({self.storage}{attempt})"
+        item = f"item {self.item} of " if self.item is not None else ""
+        return f"{item}step {self.step} of instance {self.instance_id} ({self.storage}{attempt})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,27 +184,34 @@ def job_from_payload(payload: object) -> Job:
             _text(payload, "step"),
             _attempt(payload),
             trace=_trace_of(payload),
+            item=_item(payload),
+            at=_at(payload, instance_id) if payload.get("at") is not None else None,
         )
     if kind == WAKE_UP:
-        text = _text(payload, "at")
-        try:
-            at = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidJobError(
-                f"the wake-up of instance {instance_id} has 'at' {text!r}, "
-                f"which is not an ISO 8601 time"
-            ) from None
-        if at.tzinfo is None:
-            raise InvalidJobError(
-                f"the wake-up of instance {instance_id} has 'at' {payload.get('at')!r} "
-                f"without a UTC offset"
-            )
-        return WakeUp(storage, instance_id, at, trace=_trace_of(payload))
+        return WakeUp(storage, instance_id, _at(payload, instance_id), trace=_trace_of(payload))
     if kind == BULK:
         return BulkBatch(storage, instance_id, datetime.now(UTC))
     raise InvalidJobError(
         f"a job payload's 'kind' must be {STEP!r}, {WAKE_UP!r} or {BULK!r}, not {kind!r}"
     )
+
+
+def _at(payload: Mapping[Any, Any], instance_id: UUID) -> datetime:
+    """The payload's ``at``: an ISO 8601 time with its UTC offset."""
+    text = _text(payload, "at")
+    what = "wake-up" if payload.get("kind") == WAKE_UP else "job"
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidJobError(
+            f"the {what} of instance {instance_id} has 'at' {text!r}, which is not an ISO 8601 time"
+        ) from None
+    if at.tzinfo is None:
+        raise InvalidJobError(
+            f"the {what} of instance {instance_id} has 'at' {payload.get('at')!r} "
+            f"without a UTC offset"
+        )
+    return at
 
 
 MAX_ATTEMPT = 2**31 - 1
@@ -219,6 +237,25 @@ def _attempt(payload: Mapping[Any, Any]) -> int:
         what = shown(value) if isinstance(value, str) else repr(value)[:40]
         raise InvalidJobError(
             f"the job payload's 'attempt' must be a whole number from 1 to {MAX_ATTEMPT} as a "
+            f"string, not {what}"
+        )
+    return int(value)
+
+
+def _item(payload: Mapping[Any, Any]) -> int | None:
+    """The payload's map item index: None when absent (a step job)."""
+    value = payload.get("item")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not (value.isascii() and value.isdecimal())
+        or len(value) > len(str(MAX_ATTEMPT))
+        or int(value) > MAX_ATTEMPT
+    ):
+        what = shown(value) if isinstance(value, str) else repr(value)[:40]
+        raise InvalidJobError(
+            f"the job payload's 'item' must be a whole number from 0 to {MAX_ATTEMPT} as a "
             f"string, not {what}"
         )
     return int(value)

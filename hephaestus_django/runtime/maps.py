@@ -29,6 +29,8 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from hephaestus_django.core import engine
@@ -48,6 +50,9 @@ logger = logging.getLogger("hephaestus_django.runner")
 
 _ITEM_DEPTH = 4
 """How deep an item's result ends up in the state: the state, its steps, the list, the item."""
+
+_ERROR_TEXT = 2_000
+"""How much of a failed item's error is kept with it (its text, for the step's failure)."""
 
 COMPLETED = "completed"
 """The event a map step emits once every item has run."""
@@ -147,8 +152,6 @@ class _MapRun:
         self.items = items
         self.storage = storage
         self.in_transaction = in_transaction
-        self.policy = engine.retry_policy(instance.workflow, step)
-        self.timeout = engine.step_timeout(instance.workflow, step)
         self.progress = storage.map_progress(instance.id, self.path)
         self._cursor = self._pending()
         self._lock = threading.Lock()
@@ -206,56 +209,103 @@ class _MapRun:
             if own_thread:
                 run_exit_hooks()  # the thread's database connection, closed
 
-    def result_path(self, index: int) -> str:
-        return codec.format_path(codec.format_path("context.steps", self.step.step_key), index)
-
     def _item(self, index: int) -> MapItemError | None:
         """Run item ``index`` until it is done or fails for good; its failure, if it does."""
-        instance, step, policy = self.instance, self.step, self.policy
-        item = self.items[index]
-        state = self.progress.get(index)
-        failed = state.attempts if state is not None else 0
-        if failed >= (policy.max_attempts if policy is not None else 1):
-            failed = 0  # it failed for good before, and the instance was retried: anew
-        while True:
-            try:
-                result = bounded(
-                    lambda: run_item(instance, step, index, item),
-                    self.timeout,
-                    instance,
-                    step,
-                    in_transaction=self.in_transaction,
-                )
-                codec.encode(result, path=self.result_path(index), depth=_ITEM_DEPTH)
-            except Exception as error:
-                failed += 1
-                expected = isinstance(error, _expected(step))
-                gives_up = expected or policy is None or not policy.allows(failed, error)
-                logger.warning(
-                    "item %d of map step %s of instance %s (%s) failed (attempt %d%s): %s: %s",
-                    index,
-                    step.__qualname__,
-                    instance.id,
-                    instance.workflow.__qualname__,
-                    failed,
-                    ", for good" if gives_up else "",
-                    type(error).__name__,
-                    error,
-                    exc_info=not (expected or isinstance(error, SerializationError)),
-                    extra=about(instance, step=step),
-                )
-                self.storage.record_map_item(
-                    instance.id, self.path, index, attempts=failed, done=False
-                )
-                if gives_up:
-                    return _item_error(instance, step, index, failed, error)
-                assert policy is not None
-                time.sleep(policy.delay(failed, random.random()).total_seconds())
-                continue
-            self.storage.record_map_item(
-                instance.id, self.path, index, attempts=failed, done=True, result=result
+        ended = run_item_to_end(
+            self.instance,
+            self.step,
+            index,
+            self.items[index],
+            self.storage,
+            self.progress.get(index),
+            in_transaction=self.in_transaction,
+        )
+        assert not isinstance(ended, RetryLater)  # not deferred: its retries slept here
+        return ended
+
+
+def run_item_to_end(
+    instance: Instance,
+    step: type[Map],
+    index: int,
+    item: Any,
+    storage: MapItems,
+    state: MapItemState | None,
+    *,
+    in_transaction: bool = False,
+    defer: bool = False,
+) -> MapItemError | RetryLater | None:
+    """Run item ``index`` under the step's retry policy and timeout until it is done or fails
+    for good, recording each failed attempt and the end (one bounded write each); its failure,
+    if it fails for good. ``state`` is where the item stood: it resumes at the attempt it had
+    reached, or anew if it had failed for good (the instance was retried).
+
+    ``defer``: a retry that waits (its policy's backoff) is not slept here; the failed attempt
+    is recorded and :class:`RetryLater` returned, for the caller to run the item again later
+    (``QueuedRunner``: a job of the item scheduled at that time, a durable timer)."""
+    policy = engine.retry_policy(instance.workflow, step)
+    timeout = engine.step_timeout(instance.workflow, step)
+    path = step.path()
+    result_path = codec.format_path(codec.format_path("context.steps", step.step_key), index)
+    failed = state.attempts if state is not None else 0
+    if (state is not None and state.failed) or failed >= (
+        policy.max_attempts if policy is not None else 1
+    ):
+        failed = 0  # it failed for good before, and the instance was retried: anew
+    while True:
+        try:
+            result = bounded(
+                lambda: run_item(instance, step, index, item),
+                timeout,
+                instance,
+                step,
+                in_transaction=in_transaction,
             )
-            return None
+            codec.encode(result, path=result_path, depth=_ITEM_DEPTH)
+        except Exception as error:
+            failed += 1
+            expected = isinstance(error, _expected(step))
+            gives_up = expected or policy is None or not policy.allows(failed, error)
+            logger.warning(
+                "item %d of map step %s of instance %s (%s) failed (attempt %d%s): %s: %s",
+                index,
+                step.__qualname__,
+                instance.id,
+                instance.workflow.__qualname__,
+                failed,
+                ", for good" if gives_up else "",
+                type(error).__name__,
+                error,
+                exc_info=not (expected or isinstance(error, SerializationError)),
+                extra=about(instance, step=step),
+            )
+            storage.record_map_item(
+                instance.id,
+                path,
+                index,
+                attempts=failed,
+                done=False,
+                failed=gives_up,
+                result=f"{type(error).__name__}: {error}"[:_ERROR_TEXT] if gives_up else None,
+            )
+            if gives_up:
+                return _item_error(instance, step, index, failed, error)
+            assert policy is not None
+            delay = policy.delay(failed, random.random())
+            if defer and delay > timedelta(0):
+                return RetryLater(delay)
+            time.sleep(delay.total_seconds())
+            continue
+        storage.record_map_item(instance.id, path, index, attempts=failed, done=True, result=result)
+        return None
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """An item's attempt failed and its retry waits ``delay`` (:func:`run_item_to_end` with
+    ``defer``): its failed attempt is recorded, nothing else."""
+
+    delay: timedelta
 
 
 def _done(state: MapItemState | None) -> bool:

@@ -31,7 +31,7 @@ from hephaestus_django.core.instance import Instance, Running, evolve, instance_
 from hephaestus_django.core.status import Status
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.clock import utcnow
-from hephaestus_django.runtime.contract import MapItemState, ScheduleState, WorkflowPause
+from hephaestus_django.runtime.contract import MapCounts, MapItemState, ScheduleState, WorkflowPause
 from hephaestus_django.runtime.debounce import Debounced, PendingStart, PendingStarts
 from hephaestus_django.runtime.document import (
     StoredRow,
@@ -60,7 +60,7 @@ class InMemoryStorage:
         self._records: dict[UUID, _Record] = {}
         self._claims: dict[str, UUID] = {}
         """The business keys held (their claims), and by which instance."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # an update's change may record a map item
         self._clock = clock
         self._map_items: dict[tuple[UUID, str], dict[int, tuple[MapItemState, str | None]]] = {}
         """Each map step's items (:class:`MapItems`): their state, and the result as JSON text."""
@@ -416,16 +416,76 @@ class InMemoryStorage:
         attempts: int,
         done: bool,
         result: Any = None,
+        failed: bool = False,
     ) -> None:
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
-        text = codec.dumps(codec.encode(result, path=f"item {index} of {step}")) if done else None
+        kept = done or failed
+        text = codec.dumps(codec.encode(result, path=f"item {index} of {step}")) if kept else None
+        state = MapItemState(done=done, attempts=attempts, failed=failed and not done)
         with self._lock:
             if key not in self._records:
                 raise InstanceNotFound(key)
             items = self._map_items.setdefault((key, step), {})
-            items[index] = (MapItemState(done=done, attempts=attempts), text)
+            items[index] = (state, text)
+
+    # --- map items as jobs (MapItemJobs) ----------------------------------------------------
+
+    def map_item(self, instance_id: UUID | str, step: str, index: int) -> MapItemState | None:
+        key = instance_key(instance_id)
+        with self._lock:
+            found = self._map_items.get((key, step), {}).get(index) if key is not None else None
+        return found[0] if found is not None else None
+
+    def mark_map_item(self, instance_id: UUID | str, step: str, index: int) -> MapItemState | None:
+        key = instance_key(instance_id)
+        if key is None:
+            raise InstanceNotFound(instance_id)
+        with self._lock:
+            if key not in self._records:
+                raise InstanceNotFound(key)
+            items = self._map_items.setdefault((key, step), {})
+            state, text = items.get(index, (MapItemState(done=False, attempts=0), None))
+            if state.done or state.running:
+                return None
+            items[index] = (replace(state, running=True), text)
+            return items[index][0]
+
+    def map_counts(self, instance_id: UUID | str, step: str) -> MapCounts:
+        key = instance_key(instance_id)
+        with self._lock:
+            items = dict(self._map_items.get((key, step), {})) if key is not None else {}
+        states = {index: state for index, (state, _) in items.items()}
+        failed = [index for index, state in states.items() if state.failed]
+        return MapCounts(
+            done=sum(state.done for state in states.values()),
+            failed=len(failed),
+            running=sum(state.running for state in states.values()),
+            first_failed=min(failed) if failed else None,
+        )
+
+    def map_trouble(self, instance_id: UUID | str, step: str) -> MapCounts:
+        return self.map_counts(instance_id, step)._replace(done=0)
+
+    def map_failure(self, instance_id: UUID | str, step: str, index: int) -> tuple[int, str]:
+        key = instance_key(instance_id)
+        with self._lock:
+            found = self._map_items.get((key, step), {}).get(index) if key is not None else None
+        if found is None or found[1] is None:
+            return (found[0].attempts if found else 0), "(not recorded)"
+        error = codec.loads(found[1])
+        return found[0].attempts, error if isinstance(error, str) else "(not recorded)"
+
+    def restart_map_items(self, instance_id: UUID | str, step: str) -> None:
+        key = instance_key(instance_id)
+        with self._lock:
+            items = self._map_items.get((key, step), {}) if key is not None else {}
+            for index, (state, text) in list(items.items()):
+                if state.failed:
+                    items[index] = (MapItemState(done=False, attempts=0), None)
+                elif state.running:
+                    items[index] = (replace(state, running=False), text)
 
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
         key = instance_key(instance_id)

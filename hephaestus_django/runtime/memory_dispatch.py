@@ -100,13 +100,17 @@ class InMemoryDispatcher:
     def _next_due(self) -> Job | None:
         with self._lock:
             for index, job in enumerate(self._jobs):
-                if not isinstance(job, WakeUp) or _due(job):
+                if not isinstance(job, (WakeUp, StepJob)) or _due(job):
                     return self._jobs.pop(index)
         return None
 
 
-def _due(wakeup: WakeUp) -> bool:
-    return wakeup.at <= backends.storage(wakeup.storage).now()
+def _due(job: WakeUp | StepJob) -> bool:
+    """Whether ``job`` may run now: a wake-up or a deferred job (an item's retry) once its
+    time has come by its storage's clock; any other job at once."""
+    if job.at is None:
+        return True
+    return job.at <= backends.storage(job.storage).now()
 
 
 def _through_payload(job: Job) -> Job:

@@ -62,6 +62,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -82,9 +83,10 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.flow import may_be_limited
 from hephaestus_django.core.instance import Instance, evolve, instance_key
+from hephaestus_django.core.maps import Map
 from hephaestus_django.core.pause import is_paused
 from hephaestus_django.core.steps import Step, step_registry
-from hephaestus_django.runtime import bulk, events, tracing
+from hephaestus_django.runtime import bulk, events, map_jobs, tracing
 from hephaestus_django.runtime.admission import Admission, admit, priority_of, release
 from hephaestus_django.runtime.children import (
     AfterWrite,
@@ -124,7 +126,7 @@ from hephaestus_django.runtime.leases import (
     new_owner,
 )
 from hephaestus_django.runtime.logs import InstanceFields, about
-from hephaestus_django.runtime.maps import execute
+from hephaestus_django.runtime.maps import RetryLater, execute, run_item_to_end
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.queue")
@@ -219,6 +221,8 @@ class QueuedRunner(Runner):
         try:
             if isinstance(job, WakeUp):
                 return self._wake(job, storage.get(job.instance_id), storage)
+            if job.item is not None:
+                return self._run_item(job, storage)
             return self._run_step(job, storage)
         except InstanceNotFound:
             logger.info("dropped the %s: the instance no longer exists", job, extra=_about_job(job))
@@ -268,10 +272,16 @@ class QueuedRunner(Runner):
             else nullcontext()
         )
         inside = in_callers_transaction(storage)
-        with held:  # a step that overruns its timeout is abandoned: the renewals end with it
-            result = execute(
-                instance, engine.activation(instance, step), storage, in_transaction=inside
-            )
+        activation = engine.activation(instance, step)
+        if not inside and not admission.held and map_jobs.runs_as_jobs(step, instance, storage):
+            planned = map_jobs.plan(instance, activation, storage)
+            if not isinstance(planned, Executed):
+                self._enqueue_items(job, instance, planned, storage)
+                return instance
+            result = planned
+        else:
+            with held:  # a step that overruns its timeout is abandoned: the renewals end with it
+                result = execute(instance, activation, storage, in_transaction=inside)
         if not admission.held:
             return self._write_result(job, result, instance, storage)
         try:
@@ -300,6 +310,131 @@ class QueuedRunner(Runner):
             (failed,) = as_too_large([result], error)
             record = _recording(job, failed, storage)
             return self._transition(instance.id, storage, record, read=instance, started=started)
+
+    def _enqueue_items(
+        self, job: StepJob, instance: Instance, indexes: Sequence[int], storage: Storage
+    ) -> None:
+        """Enqueue the item jobs of a map step's lanes (:mod:`~.map_jobs`), but those whose
+        job still waits in the queue."""
+        items = [replace(job, item=index, priority=priority_of(instance)) for index in indexes]
+        items = self._not_pending(items, instance)
+        if items:
+            self.dispatcher.enqueue_steps(items)
+        logger.info(
+            "map step %s of instance %s: %d item job(s) enqueued",
+            job.step,
+            instance.id,
+            len(items),
+            extra=_about_job(job, instance),
+        )
+
+    def _run_item(self, job: StepJob, storage: Storage) -> Instance | None:
+        """Run one item of a map step, then join (:mod:`~.map_jobs`): record whether the map
+        has ended, with the jobs of the steps after it, or enqueue the lane's next item."""
+        instance = storage.get(job.instance_id)
+        step = instance.workflow.graph.by_path.get(job.step)
+        index = job.item
+        assert index is not None
+        if (
+            step is None
+            or not issubclass(step, Map)
+            or not map_jobs.runs_as_jobs(step, instance, storage)
+            or step not in engine.runnable_steps(instance)
+            or instance.attempts.get(step, 0) + 1 != job.attempt
+        ):
+            logger.info(
+                "nothing to do for the %s: its map step is not running at this attempt "
+                "(instance %s)",
+                job,
+                instance.status,
+                extra=_about_job(job, instance),
+            )
+            return None
+        try:
+            items = map_jobs.items_of(instance, step)
+        except Exception as error:  # the map's head read it; the context cannot have changed
+            logger.error("dropped the %s: %s", job, error, extra=_about_job(job, instance))
+            return None
+        if index >= len(items):
+            logger.error(
+                "dropped the %s: the list has %d items", job, len(items), extra=_about_job(job)
+            )
+            return None
+        if job.at is not None:  # an item's retry after its backoff
+            early = job.at - storage.now()
+            if early > _EARLY_WAKEUP_SLEEP:
+                logger.info(
+                    "the %s came %s early; enqueued again", job, early, extra=_about_job(job)
+                )
+                self.dispatcher.enqueue_steps([job])
+                return None
+            if early > timedelta(0):
+                time.sleep(early.total_seconds())
+        jobs_storage: Any = storage
+        path = step.path()
+        state = jobs_storage.mark_map_item(instance.id, path, index)
+        if state is None:
+            logger.info(
+                "nothing to do for the %s: the item is done, or its other job runs it",
+                job,
+                extra=_about_job(job, instance),
+            )
+            return None
+        failure = None
+        stopped = jobs_storage.map_trouble(instance.id, path).failed > 0
+        if stopped:  # an item failed for good: no new item starts
+            jobs_storage.record_map_item(
+                instance.id, path, index, attempts=state.attempts, done=False
+            )
+        else:
+            self._renew_if_short(instance, storage, storage.now())
+            owner = instance.lease_owner
+            held = (
+                self._heartbeat.held(storage, instance.id, owner)
+                if owner is not None and owner.startswith(QUEUE_OWNER_PREFIX)
+                else nullcontext()
+            )
+            with held:
+                ended = run_item_to_end(
+                    instance, step, index, items[index], jobs_storage, state, defer=True
+                )
+            if isinstance(ended, RetryLater):
+                # A durable timer: the item's job again, not taken before its backoff ends.
+                later = replace(job, at=storage.now() + ended.delay)
+                logger.info(
+                    "item %d of map step %s of instance %s retries at %s",
+                    index,
+                    job.step,
+                    instance.id,
+                    later.at,
+                    extra=_about_job(job, instance),
+                )
+                self.dispatcher.enqueue_steps([later])
+                return instance
+            failure = ended
+        following = (
+            None
+            if stopped or failure is not None
+            else map_jobs.next_in_lane(jobs_storage, instance, step, index, len(items))
+        )
+        if following is not None and not jobs_storage.map_trouble(instance.id, path).failed:
+            # Not a lane's end and nothing failed: the map cannot have ended, so no lock and no
+            # read of the instance; the lane's next job only (the item's row is committed).
+            lane = [replace(job, item=following, priority=priority_of(instance))]
+            self._enqueue(lane, None)
+            return instance
+
+        def joined(current: Instance) -> Instance:
+            # The lane ends here, or an item failed for good (no new item starts): has the map?
+            decided = map_jobs.join(
+                jobs_storage, current, step, len(items), lane_ended=True, error=failure
+            )
+            if decided is None:
+                return current
+            return _recording(job, decided, storage)(current)
+
+        # Under the row lock: the join, and the next steps' jobs with it, once.
+        return self._transition(instance.id, storage, joined)
 
     def _admission(self, job: StepJob, storage: Storage) -> Admission | None:
         """The slot the job's step needs, taken (or found taken for it when it was enqueued);

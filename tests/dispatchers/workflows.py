@@ -23,6 +23,7 @@ from hephaestus_django import (
     Map,
     MapItem,
     RateLimit,
+    Retry,
     Step,
     Wait,
     WaitForEvent,
@@ -261,6 +262,83 @@ class Mapped(Workflow):
 
     start = MarkLines
     transitions = {MarkLines: {"completed": Third}, Third: {"ok": Done}}
+
+
+class TwinLine(MapItem):
+    """An item that ends with the other items of its map: it marks its run, then waits until
+    every item of the list has marked its own (``item`` is ``{"index": i, "of": n}``), so the
+    last items of the map end at the same moment, in different jobs."""
+
+    def execute(self, item: Any, context: Any) -> Any:
+        mark(context, f"twin{item['index']}")
+        folder = Path(context.initial["dir"])
+        deadline = time.monotonic() + 30  # a bound on a hang, should no other job run
+        while len(list(folder.glob("twin*"))) < item["of"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"index": item["index"], "pid": os.getpid()}
+
+
+class TwinLines(Map):
+    each = TwinLine
+    in_flight = 4
+
+    def over(self, context: Any) -> Any:
+        return context.initial["lines"]
+
+
+class Twinned(Workflow):
+    """A map whose last items end together: the join must still fire once."""
+
+    start = TwinLines
+    transitions = {TwinLines: {"completed": Third}, Third: {"ok": Done}}
+
+
+class CountLine(MapItem):
+    """An item that returns its index and pid, and does nothing else."""
+
+    def execute(self, item: Any, context: Any) -> Any:
+        return {"index": item, "pid": os.getpid()}
+
+
+class CountLines(Map):
+    each = CountLine
+    in_flight = 8
+
+    def over(self, context: Any) -> Any:
+        return list(range(context.initial["count"]))
+
+
+class Counted(Workflow):
+    """A map of ``count`` items (a thousand, say) as item jobs, ``in_flight`` at a time."""
+
+    start = CountLines
+    transitions = {CountLines: {"completed": Third}, Third: {"ok": Done}}
+
+
+class FlakyLine(MapItem):
+    """An item that fails its first attempt when ``item["flaky"]`` (marked ``flaky<index>``)."""
+
+    def execute(self, item: Any, context: Any) -> Any:
+        attempt = mark(context, f"flaky{item['index']}")
+        if item.get("flaky") and attempt == 1:
+            raise RuntimeError(f"item {item['index']} fails its first attempt")
+        return {"index": item["index"], "pid": os.getpid()}
+
+
+class FlakyLines(Map):
+    """Items whose retry waits four seconds: on a durable timer, not a sleep."""
+
+    each = FlakyLine
+    in_flight = 2
+    retry = Retry(max_attempts=3, backoff=timedelta(seconds=4), jitter=False)
+
+    def over(self, context: Any) -> Any:
+        return context.initial["lines"]
+
+
+class Flaky(Workflow):
+    start = FlakyLines
+    transitions = {FlakyLines: {"completed": Third}, Third: {"ok": Done}}
 
 
 # --- flow control: concurrency limits under real workers (test_flow_control_workers.py) ------
