@@ -17,6 +17,7 @@ operations' section (:mod:`bench.bulk`: instances/s of a bulk retry at 100,000 f
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         log("8. QueuedRunner: skipped, procrastinate is not installed")
 
     results["elapsed_s"] = time.perf_counter() - clock
+    results["machine"]["load_at_end"] = os.getloadavg()
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     json_path, md_path = report.write(results, stamp, latest=not args.quick and not args.only)
     print(md_path.read_text())

@@ -158,6 +158,7 @@ def machine(raw: psycopg.Connection[Any], source: str) -> dict[str, Any]:
     server = raw.execute("SELECT version()").fetchone()
     return {
         "cpus": os.cpu_count(),
+        "load_at_start": os.getloadavg(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "django": version("django"),

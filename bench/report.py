@@ -679,6 +679,18 @@ def markdown(results: dict[str, Any]) -> str:
         f"{info['django']} · psycopg {info['psycopg']} ({info['psycopg_impl']}) · "
         f"{results['elapsed_s'] / 60:.1f} min",
         "",
+        *(
+            [
+                "Load average (1, 5, 15 min) at the start: "
+                + ", ".join(f"{x:.2f}" for x in info["load_at_start"])
+                + "; at the end: "
+                + ", ".join(f"{x:.2f}" for x in info.get("load_at_end", ()))
+                + ".",
+                "",
+            ]
+            if "load_at_start" in info
+            else []
+        ),
     ]
     queued = (
         ["## 8. Queued runner", "", *queued_lines(results["queued"])] if "queued" in results else []
