@@ -29,7 +29,7 @@ ends the instance (:func:`~hephaestus_django.runtime.admission.release_on_end`, 
 transaction); the sweep forgets it should an instance end without that.
 
 ``LocalRunner`` *parks* an instance whose only runnable steps wait for slots: its lease goes
-to a ``parked:`` owner for one lease (a backstop, should a wake be lost with its database),
+to a ``parked:`` owner for :data:`PARKED_LEASES` leases (a backstop, should a wake be lost),
 and the worker's claim takes it when a release wakes it.
 
 :class:`SlotTable` is the in-memory storage's table (the same rules, under its lock).
@@ -58,6 +58,13 @@ lapses, whatever becomes of the instance that spent it)."""
 UNTIL_THE_END = timedelta(days=36_500)
 """How long a running instance's slot of its workflow's concurrency limit lasts: until the
 instance ends (which frees it), not a lease (between its steps nobody renews it)."""
+
+PARKED_LEASES = 12
+"""How many leases a parked instance's lease lasts: only a backstop, since the release or the
+sweep that admits its waiting step wakes it (in the admission's transaction). A parked lease of
+one lease made every instance of a long line (a backlog under a rate limit) lapse each lease
+and be claimed, asked again and parked again by the workers, all at once: a storm of claims
+and admissions that held up the sweep's admissions and the wakes behind it."""
 
 HOLDING = "holding"
 WAITING = "waiting"
