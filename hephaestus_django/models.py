@@ -525,6 +525,11 @@ class Slot(models.Model):
     expires_at = models.DateTimeField(
         null=True, blank=True, help_text="A holder's lease: its slot is free after it."
     )
+    per = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="A rate limit's window: the slot stays spent this long after its use.",
+    )
 
     class Meta:
         db_table = "hephaestus_slots"

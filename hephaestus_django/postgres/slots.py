@@ -33,6 +33,7 @@ from hephaestus_django.postgres.sql import (
     SLOT_LOCK,
     SLOT_LOCK_NAMED,
     SLOTS_OF_INSTANCE,
+    SPEND_ENDED_SLOTS,
     WAITING_LIMITS,
 )
 from hephaestus_django.runtime.slots import LimitLine, LimitUse, Place, slot_lease, waited
@@ -88,6 +89,7 @@ def admit(
         "priority": priority,
         "limit": request.limit,
         "lease": lease,
+        "per": request.per,
     }
     rows = _locked(using, request.name, request.key, ADMIT, params)
     return bool(rows and rows[0][0])
@@ -116,9 +118,10 @@ def release(
 
 
 def free(using: str, instance_id: UUID, *, lease: timedelta) -> list[tuple[UUID, str]]:
-    """Give back every slot and place in line of the instance (cancelled, deleted or ended),
-    admitting the next waiters of each limit, inside the caller's transaction (its own, else):
-    the limits' locks in the order every transaction takes them, one limit after another."""
+    """Give back every slot and place in line of the instance (cancelled, deleted or ended; a
+    rate limit's holding slot is spent for its window, not freed), admitting the next waiters
+    of each limit, inside the caller's transaction (its own, else): the limits' locks in the
+    order every transaction takes them, one limit after another."""
     admitted: list[tuple[UUID, str]] = []
     with transaction.atomic(using=using, savepoint=False):
         for name, key, limit in fetch_all(connections[using], SLOTS_OF_INSTANCE, [instance_id]):
@@ -140,11 +143,12 @@ def lock_slots(using: str, instance_id: UUID) -> None:
 
 
 def admit_waiting(using: str, *, lease: timedelta) -> list[tuple[UUID, str]]:
-    """Forget lapsed holders and rows of instances that no longer run, then admit waiters of
-    each limit someone waits for."""
+    """Spend the rate limits' slots of instances that no longer run, forget lapsed holders and
+    the other rows of those instances, then admit waiters of each limit someone waits for."""
     connection = connections[using]
     try:
         with connection.cursor() as cursor:
+            cursor.execute(SPEND_ENDED_SLOTS)
             cursor.execute(PURGE_SLOTS)
         waiting = fetch_all(connection, WAITING_LIMITS, [])
     except DatabaseError as error:

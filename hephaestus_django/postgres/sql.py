@@ -403,16 +403,18 @@ WITH mine AS (
 )
 INSERT INTO {SLOTS} AS s
     (name, key, instance_id, step, state, priority, capacity, enqueued_at, acquired_at,
-     expires_at)
+     expires_at, per)
 SELECT %(name)s, %(key)s, %(id)s, %(step)s,
     CASE WHEN d.admitted THEN 'holding' ELSE 'waiting' END, %(priority)s, %(limit)s,
     statement_timestamp(),
     CASE WHEN d.admitted THEN statement_timestamp() END,
-    CASE WHEN d.admitted THEN statement_timestamp() + %(lease)s END
+    CASE WHEN d.admitted THEN statement_timestamp() + %(lease)s END,
+    %(per)s::interval
 FROM decided d
 ON CONFLICT (name, key, instance_id, step) DO UPDATE SET
     state = EXCLUDED.state,
     capacity = EXCLUDED.capacity,
+    per = EXCLUDED.per,
     enqueued_at = CASE WHEN s.state = 'waiting' AND EXCLUDED.state = 'waiting'
         THEN s.enqueued_at ELSE EXCLUDED.enqueued_at END,
     acquired_at = CASE WHEN s.state = 'holding' AND EXCLUDED.state = 'holding'
@@ -466,6 +468,15 @@ SELECT name, key, max(capacity) FROM {SLOTS} WHERE state = 'waiting' GROUP BY na
 # The sweep: holders whose lease lapsed, and rows of instances that no longer run (spent
 # slots of rate limits stay until they lapse; a running instance's slot of its workflow's
 # limit, until it has ended, even while it waits for an event).
+# First, the holding slots of rate limits whose instance no longer runs (ended without its
+# release, e.g. a queued step's job outlived by a cancel) are spent, counted for their window
+# from now (later than their use: never an execution too many in a window).
+SPEND_ENDED_SLOTS = f"""
+UPDATE {SLOTS} w SET instance_id = '{SPENT}', step = left(w.step, 200) || '@' || w.id,
+    expires_at = statement_timestamp() + w.per
+WHERE w.state = 'holding' AND w.per IS NOT NULL AND w.instance_id <> '{SPENT}'
+  AND NOT {_RUNS}
+"""
 PURGE_SLOTS = f"""
 DELETE FROM {SLOTS} w
 WHERE (w.state = 'holding' AND w.expires_at <= statement_timestamp())
@@ -532,13 +543,20 @@ GROUP BY name, key ORDER BY name, key
 
 # Then, per limit, after its lock: every row of the instance in it goes, and the next waiters
 # are admitted in the room it leaves (as RELEASE does for one step's slot), in the caller's
-# transaction: the cancel or delete, the freed slots and the admission commit together.
+# transaction: the cancel or delete, the freed slots and the admission commit together. A rate
+# limit's holding slot (its window, ``per``, kept on the row) is not freed but spent, as RELEASE
+# spends it: its execution started, so it counts in its window, under the nil instance.
+_SPENDS = "state = 'holding' AND per IS NOT NULL"
 FREE = f"""
 WITH freed AS (
-    DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND instance_id = %(id)s
+    DELETE FROM {SLOTS} WHERE {_OF_LIMIT} AND instance_id = %(id)s AND NOT ({_SPENDS})
+), spent AS (
+    UPDATE {SLOTS} SET instance_id = '{SPENT}', step = left(step, 200) || '@' || id,
+        expires_at = statement_timestamp() + per
+    WHERE {_OF_LIMIT} AND instance_id = %(id)s AND {_SPENDS}
 ), live AS (
     SELECT count(*) AS n FROM {SLOTS}
-    WHERE {_OF_LIMIT} AND {_LIVE_HOLDER} AND instance_id <> %(id)s
+    WHERE {_OF_LIMIT} AND CASE WHEN instance_id = %(id)s THEN {_SPENDS} ELSE {_LIVE_HOLDER} END
 ), next AS (
     SELECT w.id FROM {SLOTS} w
     WHERE w.name = %(name)s AND w.key = %(key)s AND w.state = 'waiting'

@@ -37,11 +37,14 @@ _limited: dict[type[WorkflowDefinition], bool] = {}
 
 
 def limited(workflow: type[WorkflowDefinition]) -> bool:
-    """Whether any step of ``workflow`` (or the workflow itself) declares a limit."""
+    """Whether any step of ``workflow`` (or the workflow itself) declares a limit (a
+    concurrency or a rate limit: a cancelled holder of a rate limit's slot spends it)."""
     found = _limited.get(workflow)
     if found is None:
-        found = getattr(workflow, "concurrency", None) is not None or any(
-            getattr(step, "concurrency", None) is not None for step in workflow.graph.order
+        found = any(
+            getattr(owner, attribute, None) is not None
+            for owner in (workflow, *workflow.graph.order)
+            for attribute in ("concurrency", "rate_limit")
         )
         _limited[workflow] = found
     return found

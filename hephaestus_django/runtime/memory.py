@@ -360,7 +360,7 @@ class InMemoryStorage:
         if key is None:
             return
         with self._lock:
-            self._slots.forget(key)
+            self._slots.forget(key, self.now())
             record = self._records.pop(key, None)
             self._forget_map_items(key)
             if record is not None and record.row.key_claim is not None:

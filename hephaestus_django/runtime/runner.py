@@ -69,7 +69,7 @@ from hephaestus_django.runtime.freeing import frees_slots, lock_slots
 from hephaestus_django.runtime.leases import Heartbeat, new_owner, with_lease
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.maps import execute
-from hephaestus_django.runtime.slots import PARKED_PREFIX, slot_lease
+from hephaestus_django.runtime.slots import PARKED_LEASES, PARKED_PREFIX, slot_lease
 from hephaestus_django.runtime.verbs import DEFAULT_LEASE, Runner
 
 logger = logging.getLogger("hephaestus_django.runner")
@@ -166,7 +166,8 @@ class LocalRunner(Runner):
         self, instance: Instance, storage: Storage, owner: str, admission: Admission
     ) -> tuple[Instance, bool]:
         """Leave an instance whose runnable steps all wait for slots to the worker: its lease
-        goes to a parked owner for one lease (a backstop), and a release wakes it.
+        goes to a parked owner for :data:`~hephaestus_django.runtime.slots.PARKED_LEASES`
+        leases (a backstop), and a release, or the sweep's admission, wakes it.
 
         A release between this runner's ``admit`` and the park's write could not wake it (it
         was not parked yet), so the waiting steps are asked once more after the write: when
@@ -176,7 +177,7 @@ class LocalRunner(Runner):
         def park(current: Instance) -> Instance:
             if current.lease_owner != owner:  # taken over meanwhile: not ours to park
                 return current
-            until = storage.now() + self.lease
+            until = storage.now() + self.lease * PARKED_LEASES
             return evolve(current, lease_owner=parked_owner, lease_expires_at=until)
 
         instance = self._put_or_update(instance, park, storage)

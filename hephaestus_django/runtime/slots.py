@@ -29,7 +29,7 @@ ends the instance (:func:`~hephaestus_django.runtime.admission.release_on_end`, 
 transaction); the sweep forgets it should an instance end without that.
 
 ``LocalRunner`` *parks* an instance whose only runnable steps wait for slots: its lease goes
-to a ``parked:`` owner for one lease (a backstop, should a wake be lost with its database),
+to a ``parked:`` owner for :data:`PARKED_LEASES` leases (a backstop, should a wake be lost),
 and the worker's claim takes it when a release wakes it.
 
 :class:`SlotTable` is the in-memory storage's table (the same rules, under its lock).
@@ -58,6 +58,13 @@ lapses, whatever becomes of the instance that spent it)."""
 UNTIL_THE_END = timedelta(days=36_500)
 """How long a running instance's slot of its workflow's concurrency limit lasts: until the
 instance ends (which frees it), not a lease (between its steps nobody renews it)."""
+
+PARKED_LEASES = 12
+"""How many leases a parked instance's lease lasts: only a backstop, since the release or the
+sweep that admits its waiting step wakes it (in the admission's transaction). A parked lease of
+one lease made every instance of a long line (a backlog under a rate limit) lapse each lease
+and be claimed, asked again and parked again by the workers, all at once: a storm of claims
+and admissions that held up the sweep's admissions and the wakes behind it."""
 
 HOLDING = "holding"
 WAITING = "waiting"
@@ -89,6 +96,8 @@ class Slot:
     order: int
     acquired_at: datetime | None = None
     expires_at: datetime | None = None
+    per: timedelta | None = None
+    """A rate limit's window (None for a concurrency limit): a holder is spent for it."""
 
     def live(self, now: datetime) -> bool:
         """A holder whose lease has not lapsed."""
@@ -169,7 +178,9 @@ class SlotTable:
         ident = (request.name, request.key, instance_id, step)
         mine = self._slots.get(ident)
         if mine is not None and mine.live(now):
-            self._slots[ident] = replace(mine, expires_at=now + lease, capacity=request.limit)
+            self._slots[ident] = replace(
+                mine, expires_at=now + lease, capacity=request.limit, per=request.per
+            )
             return True
         group = self._group(request.name, request.key)
         live = sum(1 for slot in group if slot.live(now) and slot is not mine)
@@ -195,6 +206,7 @@ class SlotTable:
                 next(self._order),
                 now,
                 now + lease,
+                request.per,
             )
             return True
         if waiting is None:
@@ -208,6 +220,7 @@ class SlotTable:
                 request.limit,
                 now,
                 next(self._order),
+                per=request.per,
             )
         return False
 
@@ -263,6 +276,10 @@ class SlotTable:
         self, lease: timedelta, now: datetime, running: Callable[[UUID], bool]
     ) -> list[tuple[UUID, str]]:
         """The sweep's pass: admit waiters wherever holders' leases lapsed."""
+        for ident, slot in list(self._slots.items()):
+            if slot.instance_id != SPENT and slot.per is not None and not running(slot.instance_id):
+                del self._slots[ident]
+                self._spend(slot, now)
         groups: dict[tuple[str, str], int] = {}
         for slot in self._slots.values():
             if slot.state == WAITING:
@@ -286,18 +303,28 @@ class SlotTable:
         now: datetime,
         running: Callable[[UUID], bool],
     ) -> list[tuple[UUID, str]]:
-        """Drop every slot and place in line of the instance (cancelled, deleted or ended),
-        then admit the next waiters of each limit it was in."""
+        """Drop every slot and place in line of the instance (cancelled, deleted or ended; a rate
+        limit's holding slot is spent for its window, not dropped), then admit the next waiters
+        of each limit it was in."""
         limits: dict[tuple[str, str], int] = {}
         for ident, slot in list(self._slots.items()):
             if slot.instance_id == instance_id:
                 known = limits.get((slot.name, slot.key), 0)
                 limits[(slot.name, slot.key)] = max(known, slot.capacity)
                 del self._slots[ident]
+                self._spend(slot, now)
         admitted = []
         for (name, key), limit in sorted(limits.items()):
             admitted.extend(self.admit_next(name, key, limit, lease, now, running))
         return admitted
+
+    def _spend(self, slot: Slot, now: datetime) -> None:
+        """Keep a rate limit's holding ``slot`` (just removed) spent for its window."""
+        if slot.per is None or slot.state != HOLDING:
+            return
+        step = f"{slot.step}@{slot.order}"
+        spent = replace(slot, instance_id=SPENT, step=step, expires_at=now + slot.per)
+        self._slots[(spent.name, spent.key, SPENT, spent.step)] = spent
 
     def renew(self, instance_id: UUID, until: datetime) -> None:
         """Extend the instance's held slots to ``until`` (its lease was renewed)."""
@@ -306,10 +333,11 @@ class SlotTable:
                 expires_at = until if slot.expires_at is None else max(slot.expires_at, until)
                 self._slots[ident] = replace(slot, expires_at=expires_at)
 
-    def forget(self, instance_id: UUID) -> None:
-        """Drop every slot and place in line of a deleted instance."""
+    def forget(self, instance_id: UUID, now: datetime) -> None:
+        """Drop every slot and place in line of a deleted instance (a rate limit's holding
+        slot is spent for its window)."""
         for ident in [i for i, slot in self._slots.items() if slot.instance_id == instance_id]:
-            del self._slots[ident]
+            self._spend(self._slots.pop(ident), now)
 
     def usage(self, now: datetime) -> list[LimitUse]:
         counts: dict[tuple[str, str], list[int]] = {}

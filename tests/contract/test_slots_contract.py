@@ -229,3 +229,48 @@ def test_a_step_asking_again_for_its_rate_slot_is_not_counted_twice(
     assert admit(slots, other, RATE)
     slots.release(holder.id, STEP, RATE, lease=LEASE)
     assert not admit(slots, holder, RATE)  # a second execution is a second call: it waits
+
+
+def test_free_spends_a_rate_limits_holding_slot_and_drops_its_place_in_line(
+    storage: Storage, slots: SlotKeeping
+) -> None:
+    first, second, third, fourth = (running(storage) for _ in range(4))
+    assert admit(slots, first, RATE)
+    assert admit(slots, second, RATE)
+    assert not admit(slots, third, RATE)
+    assert not admit(slots, fourth, RATE)
+    # The holder is cancelled while its execution runs: that execution counts in its window.
+    storage.update(first.id, lambda current: evolve(current, status=Status.CANCELLED))
+    assert slots.free(first.id, lease=LEASE) == []
+    # A waiter cancelled: its place in line goes (it never executed).
+    storage.update(fourth.id, lambda current: evolve(current, status=Status.CANCELLED))
+    assert slots.free(fourth.id, lease=LEASE) == []
+    [use] = [use for use in slots.limits() if use.name == RATE.name]
+    assert (use.holding, use.waiting) == (2, 1)
+    storage.delete(first.id)  # the spent slot outlives its instance
+    assert slots.admit_waiting(lease=LEASE) == []
+    time.sleep(0.4)  # the window has passed
+    assert slots.admit_waiting(lease=LEASE) == [(third.id, STEP)]
+
+
+def test_the_sweep_spends_a_rate_slot_whose_instance_ended_without_its_release(
+    storage: Storage, slots: SlotKeeping
+) -> None:
+    first, second, third = (running(storage) for _ in range(3))
+    assert admit(slots, first, RATE)
+    assert admit(slots, second, RATE)
+    assert not admit(slots, third, RATE)
+    storage.update(first.id, lambda current: evolve(current, status=Status.FAILED))
+    assert slots.admit_waiting(lease=LEASE) == []  # spent, not forgotten
+    [use] = [use for use in slots.limits() if use.name == RATE.name]
+    assert (use.holding, use.waiting) == (2, 1)
+    time.sleep(0.4)
+    assert slots.admit_waiting(lease=LEASE) == [(third.id, STEP)]
+
+
+def test_free_still_frees_a_concurrency_slot(storage: Storage, slots: SlotKeeping) -> None:
+    holder, waiter = running(storage), running(storage)
+    assert admit(slots, holder, ONE)
+    assert not admit(slots, waiter, ONE)
+    storage.update(holder.id, lambda current: evolve(current, status=Status.CANCELLED))
+    assert slots.free(holder.id, lease=LEASE) == [(waiter.id, STEP)]

@@ -7,7 +7,7 @@ executions ran in, so a test can check who was admitted, and when.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -63,3 +63,24 @@ class Bursty(Workflow):
     start_step = Begin
     transitions = {Begin: {"ok": Done}}
     rate_limit = RateLimit(2, per=WINDOW)
+
+
+class SelfEnding(Step):
+    """A call limited to 1 a minute, during which ``during`` (set by a test) cancels or
+    deletes its instance."""
+
+    events = ("ok",)
+    rate_limit = RateLimit(1, per=timedelta(minutes=1))
+    ran: list[str] = []
+    during: Callable[[Instance], None] | None = None
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> str:
+        SelfEnding.ran.append(str(context.initial.get("name", "")))
+        if SelfEnding.during is not None:
+            SelfEnding.during(instance)
+        return "ok"
+
+
+class SelfEndingFlow(Workflow):
+    start_step = SelfEnding
+    transitions = {SelfEnding: {"ok": Done}}

@@ -22,6 +22,7 @@ from hephaestus_django import (
     Workflow,
     WorkflowDefinitionError,
 )
+from hephaestus_django.core.errors import InstanceDeletedError
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
     InMemoryStorage,
@@ -30,7 +31,15 @@ from hephaestus_django.runtime import (
     StepJob,
     configure,
 )
-from tests.support.rate_limits import Begin, Bursty, Called, CalledFlow, PerTenantCalls
+from tests.support.rate_limits import (
+    Begin,
+    Bursty,
+    Called,
+    CalledFlow,
+    PerTenantCalls,
+    SelfEnding,
+    SelfEndingFlow,
+)
 from tests.support.steps import GraphOnly
 from tests.timers import Clock
 
@@ -317,3 +326,41 @@ def test_each_execution_counts_a_retry_too(
     local.work(storage=storage)
     assert len(Flaky.attempts) == 2
     assert FlakyFlow.get(instance_id).status is Status.COMPLETED
+
+
+# --- a holder cancelled or deleted while its step runs: its execution still counts ------------
+
+
+@pytest.mark.parametrize("end", ["cancel", "delete"])
+def test_a_holder_cancelled_or_deleted_during_its_run_still_counts_in_its_window(
+    local: LocalRunner, storage: InMemoryStorage, clock: Clock, end: str
+) -> None:
+    def ending(instance: Instance) -> None:
+        if end == "cancel":
+            local.cancel(instance.id, storage=storage)
+        else:
+            local.delete(instance.id, storage=storage)
+
+    SelfEnding.ran.clear()
+    SelfEnding.during = ending
+    try:
+        if end == "cancel":
+            first = SelfEndingFlow.start({"name": "first"})
+            assert SelfEndingFlow.get(first).status is Status.CANCELLED
+        else:
+            with pytest.raises(InstanceDeletedError):  # its result's write finds it gone
+                SelfEndingFlow.start({"name": "first"})
+        assert SelfEnding.ran == ["first"]
+        SelfEnding.during = None
+        second = SelfEndingFlow.start({"name": "second"})
+        local.work(storage=storage)
+        assert SelfEnding.ran == ["first"]  # the cancelled call counts: the window is full
+        [use] = [use for use in storage.limits() if use.name.endswith("SelfEnding")]
+        assert (use.holding, use.waiting) == (1, 1)
+        clock.advance(seconds=61)
+        local.work(storage=storage)
+        local.work(storage=storage)
+        assert SelfEnding.ran == ["first", "second"]
+        assert SelfEndingFlow.get(second).status is Status.COMPLETED
+    finally:
+        SelfEnding.during = None
