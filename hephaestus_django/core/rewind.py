@@ -23,8 +23,13 @@ applied when the last one ran (:func:`finish`).
 A rewind is refused, with :class:`RewindError` and nothing changed, when ``to`` is not a
 step of the instance's version, was never reached (not active, waiting, completed or
 attempted), when the instance is pending, cancelled, compensating or was compensated, or when
-a forgotten step is a map step or a child step that started its child (their items and
-children are kept outside the instance; rewinding them is not supported yet).
+a forgotten step is a child step that started its child (kept outside the instance; rewinding
+it is not supported yet).
+
+A forgotten map step's items are kept outside the instance too (the storage's ``MapItems``):
+the runner forgets them in the rewind's locked write (``ForgetsMapItems``), and the map runs
+all its items again. An item of the earlier generation that ends later is refused by the
+storage (``record_map_item(..., generation=)``), as a step's late result is by the engine.
 
 :func:`fork` builds a new instance from a copy of the state a rewind would give, with a new
 id, linked to its original; the original is not touched.
@@ -33,7 +38,7 @@ id, linked to its original; the original is not touched.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -80,6 +85,11 @@ class RewindPlan:
     forgotten: tuple[StepClass, ...]
     active: tuple[StepClass, ...]
     compensations: tuple[StepClass, ...] = ()
+    maps: tuple[StepClass, ...] = ()
+    """The forgotten map steps: their items are forgotten with the rewind."""
+    map_items: Mapping[StepClass, int] = field(default_factory=dict)
+    """How many items of each of ``maps`` the storage holds (filled by the runtime's dry run;
+    empty from :func:`plan` alone)."""
 
 
 def plan(instance: Instance, to: StepClass | str, *, verb: str = "rewound") -> RewindPlan:
@@ -101,12 +111,14 @@ def plan(instance: Instance, to: StepClass | str, *, verb: str = "rewound") -> R
     _check_outside_state(instance, forgotten, verb, step)
     active = (instance.active_steps - forgotten) | {step}
     pending = tuple(s for s in engine.compensations(instance) if s in forgotten)
+    lost = tuple(graph.sorted(held & forgotten))
     return RewindPlan(
         instance_id=instance.id,
         to=step,
-        forgotten=tuple(graph.sorted(held & forgotten)),
+        forgotten=lost,
         active=tuple(graph.sorted(active)),
         compensations=pending,
+        maps=tuple(s for s in lost if is_map(s)),
     )
 
 
@@ -349,17 +361,10 @@ def _check_status(instance: Instance, step: StepClass) -> None:
 def _check_outside_state(
     instance: Instance, forgotten: frozenset[StepClass], verb: str, step: StepClass
 ) -> None:
-    """Refuse to forget what is kept outside the instance: a map's items (rewind only: a fork
-    has a new id, and runs its maps anew) and a started child."""
+    """Refuse to forget what is kept outside the instance and cannot be forgotten: a started
+    child (rewind only). A map's items are forgotten by the runner, with the rewind."""
     started = children_of(instance)
     for lost in instance.workflow.graph.sorted(forgotten & _held(instance)):
-        if verb == "rewound" and is_map(lost):
-            raise _refuse(
-                instance,
-                step,
-                f"it would forget map step {lost.__qualname__}, whose items are kept outside "
-                f"the instance (not supported yet): fork the instance instead",
-            )
         if verb == "rewound" and issubclass(lost, Child) and lost.step_key in started:
             raise _refuse(
                 instance,

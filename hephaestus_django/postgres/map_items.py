@@ -18,7 +18,14 @@ from hephaestus_django.core.errors import InstanceNotFound
 from hephaestus_django.core.instance import instance_key
 from hephaestus_django.postgres.cursors import fetch_all
 from hephaestus_django.postgres.reconnect import again
-from hephaestus_django.postgres.sql import MAP_ITEM_PROGRESS, MAP_ITEM_RECORD, MAP_ITEM_RESULTS
+from hephaestus_django.postgres.sql import (
+    MAP_ITEM_INSTANCE_EXISTS,
+    MAP_ITEM_PROGRESS,
+    MAP_ITEM_RECORD,
+    MAP_ITEM_RECORD_OF_GENERATION,
+    MAP_ITEM_RESULTS,
+    MAP_ITEMS_FORGET,
+)
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.contract import MapItemState
 
@@ -44,18 +51,37 @@ def record(
     attempts: int,
     done: bool,
     result: Any = None,
-) -> None:
+    generation: int | None = None,
+) -> bool:
     key = instance_key(instance_id)
     if key is None:
         raise InstanceNotFound(instance_id)
     text = codec.dumps(codec.encode(result, path=f"item {index} of {step}")) if done else None
     params = [key, step, index, done, attempts, text]
+    statement = MAP_ITEM_RECORD
+    if generation is not None:
+        statement = MAP_ITEM_RECORD_OF_GENERATION
+        params += [key, generation]
     try:
-        _execute(connections[using], params)
+        written = _execute(connections[using], statement, params)
     except IntegrityError as error:  # the foreign key: the instance is gone
         raise InstanceNotFound(key, "it was deleted while its map ran") from error
     except DatabaseError as error:
-        again(using, error, lambda db: _execute(db, params))
+        written = again(using, error, lambda db: _execute(db, statement, params))
+    if written or generation is None:
+        return True
+    if fetch_all(connections[using], MAP_ITEM_INSTANCE_EXISTS, [key]):
+        return False  # of an earlier generation: a rewind forgot the map
+    raise InstanceNotFound(key, "it was deleted while its map ran")
+
+
+def forget(using: str, instance_id: UUID | str, steps: list[str]) -> int:
+    """Delete the items of map ``steps`` of the instance, in the caller's transaction (a
+    rewind's locked write): not run again on a dropped connection, the rewind is."""
+    key = instance_key(instance_id)
+    if key is None or not steps:
+        return 0
+    return _execute(connections[using], MAP_ITEMS_FORGET, [key, steps])
 
 
 def results(using: str, instance_id: UUID | str, step: str) -> list[Any]:
@@ -71,6 +97,7 @@ def results(using: str, instance_id: UUID | str, step: str) -> list[Any]:
     return [codec.decode(codec.loads(text), path=path, instance_id=key) for (text,) in rows]
 
 
-def _execute(connection: Any, params: list[Any]) -> None:
+def _execute(connection: Any, statement: str, params: list[Any]) -> int:
     with connection.cursor() as cursor:
-        cursor.execute(MAP_ITEM_RECORD, params)
+        cursor.execute(statement, params)
+        return int(cursor.rowcount)

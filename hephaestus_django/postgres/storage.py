@@ -543,10 +543,21 @@ class DjangoStorage:
         attempts: int,
         done: bool,
         result: Any = None,
-    ) -> None:
-        map_items.record(
-            self.using, instance_id, step, index, attempts=attempts, done=done, result=result
+        generation: int | None = None,
+    ) -> bool:
+        return map_items.record(
+            self.using,
+            instance_id,
+            step,
+            index,
+            attempts=attempts,
+            done=done,
+            result=result,
+            generation=generation,
         )
+
+    def forget_map_items(self, instance_id: UUID | str, steps: Sequence[str]) -> int:
+        return map_items.forget(self.using, instance_id, list(steps))
 
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
         return map_items.results(self.using, instance_id, step)

@@ -280,15 +280,32 @@ class MapItems(Protocol):
         attempts: int,
         done: bool,
         result: Any = None,
-    ) -> None:
+        generation: int | None = None,
+    ) -> bool:
         """Record item ``index`` of ``step``: its failed ``attempts``, and, ``done``, its
         ``result`` (anything the codec stores: ``SerializationError``, nothing written, for
         anything else). Replaces the item's earlier record. ``InstanceNotFound`` when the
-        instance is gone."""
+        instance is gone.
+
+        Given ``generation`` (the instance's rewinds when the map read it), the item is
+        recorded only while the stored instance is of that generation, checked against its
+        row under a share lock: a rewind that forgot the map meanwhile refuses the late
+        item. Whether it was recorded."""
         ...
 
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
         """The results of the done items of ``step``, in index order."""
+
+
+@runtime_checkable
+class ForgetsMapItems(Protocol):
+    """The optional part of the storage contract a rewind across a map step needs."""
+
+    def forget_map_items(self, instance_id: UUID | str, steps: Sequence[str]) -> int:
+        """Delete the item records of the map steps ``steps`` (dotted paths) of the instance;
+        how many went. Called inside the rewind's locked write (its transaction on a
+        transactional storage), so the rewind and the forgetting commit together."""
+        ...
 
 
 class ScheduleState(NamedTuple):

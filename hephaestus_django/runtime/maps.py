@@ -29,6 +29,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from hephaestus_django.core import engine
@@ -58,7 +59,9 @@ def execute(
 ) -> Executed:
     """Run one activation: a map step's items (:func:`run_map`), or any other step as usual."""
     if is_map(activation.step) and not activation.compensating:
-        return run_map(instance, activation, storage, in_transaction=in_transaction)
+        ran = run_map(instance, activation, storage, in_transaction=in_transaction)
+        # Of this generation: a rewind since it read the instance refuses it (engine.accepts).
+        return replace(ran, rewinds=engine.rewinds_of(instance))
     return execute_step(instance, activation, in_transaction=in_transaction)
 
 
@@ -117,6 +120,14 @@ def run_map(
     failure = run.run()
     if failure is not None:
         return Executed(step, error=failure)
+    if run.superseded:
+        return _failed(
+            step,
+            StepOutcomeError(
+                f"map step {step.__qualname__} of instance {instance.id} was rewound while its "
+                f"items ran; this run's items are not recorded"
+            ),
+        )
     results = storage.map_results(instance.id, step.path())
     if len(results) != len(items):
         return _failed(
@@ -153,6 +164,10 @@ class _MapRun:
         self._cursor = self._pending()
         self._lock = threading.Lock()
         self.failure: MapItemError | None = None
+        self.generation = engine.rewinds_of(instance)
+        self.superseded = False
+        """A rewind forgot the map while this run's items ran: its items are refused, and it
+        stops taking more."""
         self.crash: BaseException | None = None
         """What stopped a thread other than an item's failure (the database is down): raised
         to the runner once the other threads have ended."""
@@ -186,7 +201,7 @@ class _MapRun:
 
     def _next(self) -> int | None:
         with self._lock:
-            if self.failure is not None or self.crash is not None:
+            if self.failure is not None or self.crash is not None or self.superseded:
                 return None
             return next(self._cursor, None)
 
@@ -244,18 +259,33 @@ class _MapRun:
                     exc_info=not (expected or isinstance(error, SerializationError)),
                     extra=about(instance, step=step),
                 )
-                self.storage.record_map_item(
-                    instance.id, self.path, index, attempts=failed, done=False
-                )
+                if not self._record(index, attempts=failed, done=False):
+                    return None
                 if gives_up:
                     return _item_error(instance, step, index, failed, error)
                 assert policy is not None
                 time.sleep(policy.delay(failed, random.random()).total_seconds())
                 continue
-            self.storage.record_map_item(
-                instance.id, self.path, index, attempts=failed, done=True, result=result
-            )
+            self._record(index, attempts=failed, done=True, result=result)
             return None
+
+    def _record(self, index: int, *, attempts: int, done: bool, result: Any = None) -> bool:
+        """Record item ``index`` if the instance is still of this run's generation; else note
+        the run superseded (no new item starts) and say so."""
+        recorded = self.storage.record_map_item(
+            self.instance.id,
+            self.path,
+            index,
+            attempts=attempts,
+            done=done,
+            result=result,
+            generation=self.generation,
+        )
+        if recorded is False:  # None: a storage of the older contract, which records always
+            with self._lock:
+                self.superseded = True
+            return False
+        return True
 
 
 def _done(state: MapItemState | None) -> bool:

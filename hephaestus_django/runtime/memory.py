@@ -60,7 +60,8 @@ class InMemoryStorage:
         self._records: dict[UUID, _Record] = {}
         self._claims: dict[str, UUID] = {}
         """The business keys held (their claims), and by which instance."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        # Re-entrant: a rewind forgets map items from inside its update's change.
         self._clock = clock
         self._map_items: dict[tuple[UUID, str], dict[int, tuple[MapItemState, str | None]]] = {}
         """Each map step's items (:class:`MapItems`): their state, and the result as JSON text."""
@@ -416,16 +417,28 @@ class InMemoryStorage:
         attempts: int,
         done: bool,
         result: Any = None,
-    ) -> None:
+        generation: int | None = None,
+    ) -> bool:
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
         text = codec.dumps(codec.encode(result, path=f"item {index} of {step}")) if done else None
         with self._lock:
-            if key not in self._records:
+            record = self._records.get(key)
+            if record is None:
                 raise InstanceNotFound(key)
+            if generation is not None and engine.rewinds_of(_decoded(record)) != generation:
+                return False  # a rewind forgot the map since its items were read
             items = self._map_items.setdefault((key, step), {})
             items[index] = (MapItemState(done=done, attempts=attempts), text)
+            return True
+
+    def forget_map_items(self, instance_id: UUID | str, steps: Sequence[str]) -> int:
+        key = instance_key(instance_id)
+        if key is None:
+            return 0
+        with self._lock:
+            return sum(len(self._map_items.pop((key, step), {})) for step in steps)
 
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
         key = instance_key(instance_id)
