@@ -22,9 +22,12 @@ applied when the last one ran (:func:`finish`).
 
 A rewind is refused, with :class:`RewindError` and nothing changed, when ``to`` is not a
 step of the instance's version, was never reached (not active, waiting, completed or
-attempted), when the instance is pending, cancelled, compensating or was compensated, or when
-a forgotten step is a child step that started its child (kept outside the instance; rewinding
-it is not supported yet).
+attempted), or when the instance is pending, cancelled, compensating or was compensated.
+
+A forgotten child step's child is kept outside the instance: the rewind forgets the link
+(``runtime_metadata["hephaestus.children"]``, at once, also when compensations run first), and
+the runner cancels a child that has not ended in the transaction of that write (see
+:func:`~hephaestus_django.runtime.children.after_write`); the step run again starts a new child.
 
 A forgotten map step's items are kept outside the instance too (the storage's ``MapItems``):
 the runner forgets them in the rewind's locked write (``ForgetsMapItems``), and the map runs
@@ -90,6 +93,11 @@ class RewindPlan:
     map_items: Mapping[StepClass, int] = field(default_factory=dict)
     """How many items of each of ``maps`` the storage holds (filled by the runtime's dry run;
     empty from :func:`plan` alone)."""
+    children: tuple[UUID, ...] = ()
+    """The children the forgotten child steps started: the instance forgets them."""
+    cancelled_children: tuple[UUID, ...] = ()
+    """Those of ``children`` that have not ended, which the rewind cancels (filled by the
+    runtime's dry run)."""
 
 
 def plan(instance: Instance, to: StepClass | str, *, verb: str = "rewound") -> RewindPlan:
@@ -108,7 +116,6 @@ def plan(instance: Instance, to: StepClass | str, *, verb: str = "rewound") -> R
             "it was never reached (it is not active, waiting, completed or attempted)",
             verb,
         )
-    _check_outside_state(instance, forgotten, verb, step)
     active = (instance.active_steps - forgotten) | {step}
     pending = tuple(s for s in engine.compensations(instance) if s in forgotten)
     lost = tuple(graph.sorted(held & forgotten))
@@ -119,6 +126,7 @@ def plan(instance: Instance, to: StepClass | str, *, verb: str = "rewound") -> R
         active=tuple(graph.sorted(active)),
         compensations=pending,
         maps=tuple(s for s in lost if is_map(s)),
+        children=tuple(_forgotten_children(instance, forgotten).values()),
     )
 
 
@@ -128,7 +136,7 @@ def rewind(
     """``instance`` rewound to ``to`` (see the module's docstring); a pure transition."""
     found = plan(instance, to)
     if not compensate or not found.compensations:
-        return _forget(instance, found.to, now)
+        return _forget(instance, found.to, now, compensate=compensate)
     others = (instance.active_steps | instance.waiting_steps.keys()) - _forgotten(
         instance, found.to
     )
@@ -152,7 +160,7 @@ def rewind(
         error=None,
         compensation=Compensation(Status.RUNNING, now, found.compensations),
         runtime_metadata={
-            **instance.runtime_metadata,
+            **_without_children(instance, _forgotten(instance, found.to)),
             REWIND_KEY: {"to": found.to.path()},
             REWINDS_KEY: engine.rewinds_of(instance) + 1,
         },
@@ -265,6 +273,7 @@ def _forget(
     *,
     generation: int | None = None,
     record: bool = True,
+    compensate: bool = False,
 ) -> Instance:
     """``instance`` back where ``to`` was about to run: ``to`` and its descendants forgotten."""
     forgotten = _forgotten(instance, to)
@@ -285,13 +294,18 @@ def _forget(
                 step=to,
                 event=REWOUND,
                 timestamp=now,
-                context_updates={"forgotten": [s.path() for s in lost]},
+                context_updates={
+                    "forgotten": [s.path() for s in lost],
+                    # Asked for compensations (none to run here): the children it cancels
+                    # run theirs.
+                    **({"compensate": True} if compensate else {}),
+                },
             )
         )
     keys = {s.step_key for s in forgotten}
     steps = {k: v for k, v in instance.context.steps.items() if k not in keys}
     rewinds = engine.rewinds_of(instance) + 1 if generation is None else generation
-    metadata = {**instance.runtime_metadata, REWINDS_KEY: rewinds}
+    metadata = {**_without_children(instance, forgotten), REWINDS_KEY: rewinds}
     if not rewinds:
         metadata.pop(REWINDS_KEY)
     return evolve(
@@ -358,20 +372,35 @@ def _check_status(instance: Instance, step: StepClass) -> None:
         raise _refuse(instance, step, "its completed steps were compensated; fork it instead")
 
 
-def _check_outside_state(
-    instance: Instance, forgotten: frozenset[StepClass], verb: str, step: StepClass
-) -> None:
-    """Refuse to forget what is kept outside the instance and cannot be forgotten: a started
-    child (rewind only). A map's items are forgotten by the runner, with the rewind."""
-    started = children_of(instance)
-    for lost in instance.workflow.graph.sorted(forgotten & _held(instance)):
-        if verb == "rewound" and issubclass(lost, Child) and lost.step_key in started:
-            raise _refuse(
-                instance,
-                step,
-                f"it would forget child step {lost.__qualname__}, which started instance "
-                f"{started[lost.step_key]} (not supported yet): fork the instance instead",
-            )
+def compensates(instance: Instance) -> bool:
+    """Whether ``instance`` was just rewound with ``compensate=True``: its compensations are
+    running (:func:`rewind`), or its last history entry is a rewind that asked for them."""
+    if REWIND_KEY in instance.runtime_metadata:
+        return True
+    last = instance.execution_history[-1] if instance.execution_history else None
+    if last is None or last.event != REWOUND or not isinstance(last.context_updates, Mapping):
+        return False
+    return last.context_updates.get("compensate") is True
+
+
+def _forgotten_children(instance: Instance, forgotten: frozenset[StepClass]) -> dict[str, UUID]:
+    """The children started by the child steps in ``forgotten``, by their step's key."""
+    keys = {s.step_key for s in forgotten if issubclass(s, Child)}
+    return {k: v for k, v in children_of(instance).items() if k in keys}
+
+
+def _without_children(instance: Instance, forgotten: frozenset[StepClass]) -> dict[str, Any]:
+    """``instance``'s ``runtime_metadata`` without its links to the children of ``forgotten``."""
+    metadata = dict(instance.runtime_metadata)
+    lost = _forgotten_children(instance, forgotten)
+    if not lost:
+        return metadata
+    kept = {k: str(v) for k, v in children_of(instance).items() if k not in lost}
+    if kept:
+        metadata[CHILDREN_KEY] = kept
+    else:
+        metadata.pop(CHILDREN_KEY, None)
+    return metadata
 
 
 def _refuse(

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from hephaestus_django.core import engine
-from hephaestus_django.core.children import StartChild
+from hephaestus_django.core.children import ENDED, StartChild
 from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import (
     ChildContextError,
@@ -43,7 +43,7 @@ from hephaestus_django.runtime import codec, tracing
 from hephaestus_django.runtime.asynchronous import awaited
 from hephaestus_django.runtime.bounded import bounded
 from hephaestus_django.runtime.children import check_start
-from hephaestus_django.runtime.contract import ForgetsMapItems, MapItems
+from hephaestus_django.runtime.contract import ForgetsMapItems, MapItems, Storage
 from hephaestus_django.runtime.limits import check_state_size, limits
 from hephaestus_django.runtime.logs import about
 
@@ -302,12 +302,22 @@ def rewinding(
     return transition
 
 
-def with_map_items(found: RewindPlan, storage: object) -> RewindPlan:
-    """A dry run's plan with how many items of each forgotten map step ``storage`` holds."""
-    if not found.maps or not isinstance(storage, MapItems):
-        return found
-    counts = {s: len(storage.map_progress(found.instance_id, s.path())) for s in found.maps}
-    return replace(found, map_items=counts)
+def dry_run_plan(found: RewindPlan, storage: Storage) -> RewindPlan:
+    """A dry run's plan with what the storage holds outside the instance: how many items of
+    each forgotten map step, and which of the forgotten children have not ended (the rewind
+    cancels them)."""
+    counts: dict[StepClass, int] = {}
+    if found.maps and isinstance(storage, MapItems):
+        counts = {s: len(storage.map_progress(found.instance_id, s.path())) for s in found.maps}
+    running = []
+    for child_id in found.children:
+        try:
+            child = storage.get(child_id)
+        except InstanceNotFound:
+            continue
+        if child.status not in ENDED and child.cancellation is None:
+            running.append(child_id)
+    return replace(found, map_items=counts, cancelled_children=tuple(running))
 
 
 def compensating(
