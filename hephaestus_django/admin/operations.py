@@ -521,7 +521,7 @@ class OperationsMixin:
                 storage: Storage | None = storage_for(row._state.db or "default")
             except NoStorageForDatabase:
                 storage = None
-            stated = [*picked_facts(chosen, storage, verb), *stated]
+            stated = [*picked_facts(chosen, storage, verb, instance), *stated]
         extra = {"graph": graph(instance, form.plans, chosen), "picked": chosen}
         return self._confirm(request, row, instance, operation, form, stated, extra)
 

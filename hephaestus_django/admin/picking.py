@@ -44,10 +44,14 @@ def graph(instance: Instance, plans: list[RewindPlan], chosen: RewindPlan | None
     return mark_safe(render_svg(build_diagram(instance.workflow.graph), progress))
 
 
-def picked_facts(chosen: RewindPlan, storage: Storage | None, verb: str) -> list[tuple[str, Any]]:
+def picked_facts(
+    chosen: RewindPlan, storage: Storage | None, verb: str, instance: Instance
+) -> list[tuple[str, Any]]:
     """What the page states about the picked step, from the dry run (what the storage holds
     outside the instance read too, on a rewind)."""
-    found = dry_run_plan(chosen, storage) if storage is not None and verb == "rewound" else chosen
+    found = chosen
+    if storage is not None and verb == "rewound":
+        found = dry_run_plan(chosen, storage, instance)
     rows: list[tuple[str, Any]] = [
         ("Picked", chosen.to.__name__),
         ("Forgotten", ", ".join(s.__name__ for s in found.forgotten) or "nothing"),

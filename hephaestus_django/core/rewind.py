@@ -31,8 +31,9 @@ the runner cancels a child that has not ended in the transaction of that write (
 
 A forgotten map step's items are kept outside the instance too (the storage's ``MapItems``):
 the runner forgets them in the rewind's locked write (``ForgetsMapItems``), and the map runs
-all its items again. An item of the earlier generation that ends later is refused by the
-storage (``record_map_item(..., generation=)``), as a step's late result is by the engine.
+all its items again. The items are kept per generation (:func:`items_key`): an item of an
+earlier run that ends after the rewind is written under that run's key, never read again, so it
+is never the map's, as a step's late result is refused by the engine.
 
 :func:`fork` builds a new instance from a copy of the state a rewind would give, with a new
 id, linked to its original; the original is not touched.
@@ -98,6 +99,17 @@ class RewindPlan:
     cancelled_children: tuple[UUID, ...] = ()
     """Those of ``children`` that have not ended, which the rewind cancels (filled by the
     runtime's dry run)."""
+
+
+def items_key(instance: Instance, step: StepClass) -> str:
+    """Under which ``step`` the storage keeps the items of map ``step`` for this generation of
+    the instance (:func:`engine.rewinds_of`): its dotted path, and
+    ``#N`` after a rewind. A run of an earlier generation that ends after a rewind writes under
+    its own key, which the map never reads again: its late items are never the map's (and
+    checking that costs nothing per item, where reading the instance's generation would cost
+    its whole state). ``ForgetsMapItems`` forgets every generation of a step."""
+    generation = engine.rewinds_of(instance)
+    return step.path() if not generation else f"{step.path()}#{generation}"
 
 
 def plan(instance: Instance, to: StepClass | str, *, verb: str = "rewound") -> RewindPlan:

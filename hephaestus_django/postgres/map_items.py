@@ -19,10 +19,8 @@ from hephaestus_django.core.instance import instance_key
 from hephaestus_django.postgres.cursors import fetch_all
 from hephaestus_django.postgres.reconnect import again
 from hephaestus_django.postgres.sql import (
-    MAP_ITEM_INSTANCE_EXISTS,
     MAP_ITEM_PROGRESS,
     MAP_ITEM_RECORD,
-    MAP_ITEM_RECORD_OF_GENERATION,
     MAP_ITEM_RESULTS,
     MAP_ITEMS_FORGET,
 )
@@ -51,37 +49,18 @@ def record(
     attempts: int,
     done: bool,
     result: Any = None,
-    generation: int | None = None,
-) -> bool:
+) -> None:
     key = instance_key(instance_id)
     if key is None:
         raise InstanceNotFound(instance_id)
     text = codec.dumps(codec.encode(result, path=f"item {index} of {step}")) if done else None
     params = [key, step, index, done, attempts, text]
-    statement = MAP_ITEM_RECORD
-    if generation is not None:
-        statement = MAP_ITEM_RECORD_OF_GENERATION
-        params += [key, generation]
     try:
-        written = _execute(connections[using], statement, params)
+        _execute(connections[using], params)
     except IntegrityError as error:  # the foreign key: the instance is gone
         raise InstanceNotFound(key, "it was deleted while its map ran") from error
     except DatabaseError as error:
-        written = again(using, error, lambda db: _execute(db, statement, params))
-    if written or generation is None:
-        return True
-    if fetch_all(connections[using], MAP_ITEM_INSTANCE_EXISTS, [key]):
-        return False  # of an earlier generation: a rewind forgot the map
-    raise InstanceNotFound(key, "it was deleted while its map ran")
-
-
-def forget(using: str, instance_id: UUID | str, steps: list[str]) -> int:
-    """Delete the items of map ``steps`` of the instance, in the caller's transaction (a
-    rewind's locked write): not run again on a dropped connection, the rewind is."""
-    key = instance_key(instance_id)
-    if key is None or not steps:
-        return 0
-    return _execute(connections[using], MAP_ITEMS_FORGET, [key, steps])
+        again(using, error, lambda db: _execute(db, params))
 
 
 def results(using: str, instance_id: UUID | str, step: str) -> list[Any]:
@@ -97,7 +76,18 @@ def results(using: str, instance_id: UUID | str, step: str) -> list[Any]:
     return [codec.decode(codec.loads(text), path=path, instance_id=key) for (text,) in rows]
 
 
-def _execute(connection: Any, statement: str, params: list[Any]) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
+def forget(using: str, instance_id: UUID | str, steps: list[str]) -> int:
+    """Delete the items of map ``steps`` of the instance, of every generation (``step`` or
+    ``step#N``), in the caller's transaction (a rewind's locked write): not run again on a
+    dropped connection, the rewind is."""
+    key = instance_key(instance_id)
+    if key is None or not steps:
+        return 0
+    with connections[using].cursor() as cursor:
+        cursor.execute(MAP_ITEMS_FORGET, [key, steps])
         return int(cursor.rowcount)
+
+
+def _execute(connection: Any, params: list[Any]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(MAP_ITEM_RECORD, params)

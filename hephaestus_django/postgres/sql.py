@@ -661,28 +661,11 @@ SET done = EXCLUDED.done, attempts = EXCLUDED.attempts, result = EXCLUDED.result
 """
 """Record one item of a map step (``record_map_item``); an upsert, so writing it again (after
 a lost connection, or a later attempt) replaces it."""
-MAP_ITEM_RECORD_OF_GENERATION = f"""
-INSERT INTO {MAP_ITEMS_TABLE} (instance_id, step, item_index, done, attempts, result)
-SELECT %s, %s, %s, %s, %s, %s::jsonb
-WHERE EXISTS (
-    SELECT 1 FROM {TABLE}
-    WHERE id = %s
-      AND coalesce((state -> 'runtime_metadata' ->> 'hephaestus.rewinds')::int, 0) = %s
-    FOR SHARE
-)
-ON CONFLICT (instance_id, step, item_index) DO UPDATE
-SET done = EXCLUDED.done, attempts = EXCLUDED.attempts, result = EXCLUDED.result
-"""
-"""Record one item of a map step only while its instance is of the generation the map read
-(``record_map_item(..., generation=)``). The share lock waits for a rewind holding the row and
-then sees its write: a late item of a forgotten map is refused, never left behind."""
-MAP_ITEM_INSTANCE_EXISTS = f"SELECT 1 FROM {TABLE} WHERE id = %s"
-"""Whether the instance of a refused item still exists (refused for its generation, or gone)."""
 MAP_ITEMS_FORGET = f"""
-DELETE FROM {MAP_ITEMS_TABLE} WHERE instance_id = %s AND step = ANY(%s)
+DELETE FROM {MAP_ITEMS_TABLE} WHERE instance_id = %s AND split_part(step, '#', 1) = ANY(%s)
 """
-"""Forget the items of map steps of one instance (``forget_map_items``), in a rewind's
-transaction; by the unique index's prefix."""
+"""Forget the items of map steps of one instance, of every generation (``forget_map_items``),
+in a rewind's transaction; the instance's rows found by the unique index's prefix."""
 MAP_ITEM_PROGRESS = f"""
 SELECT item_index, done, attempts FROM {MAP_ITEMS_TABLE} WHERE instance_id = %s AND step = %s
 """

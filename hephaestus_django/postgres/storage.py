@@ -543,17 +543,9 @@ class DjangoStorage:
         attempts: int,
         done: bool,
         result: Any = None,
-        generation: int | None = None,
-    ) -> bool:
-        return map_items.record(
-            self.using,
-            instance_id,
-            step,
-            index,
-            attempts=attempts,
-            done=done,
-            result=result,
-            generation=generation,
+    ) -> None:
+        map_items.record(
+            self.using, instance_id, step, index, attempts=attempts, done=done, result=result
         )
 
     def forget_map_items(self, instance_id: UUID | str, steps: Sequence[str]) -> int:

@@ -280,17 +280,11 @@ class MapItems(Protocol):
         attempts: int,
         done: bool,
         result: Any = None,
-        generation: int | None = None,
-    ) -> bool:
+    ) -> None:
         """Record item ``index`` of ``step``: its failed ``attempts``, and, ``done``, its
         ``result`` (anything the codec stores: ``SerializationError``, nothing written, for
         anything else). Replaces the item's earlier record. ``InstanceNotFound`` when the
-        instance is gone.
-
-        Given ``generation`` (the instance's rewinds when the map read it), the item is
-        recorded only while the stored instance is of that generation, checked against its
-        row under a share lock: a rewind that forgot the map meanwhile refuses the late
-        item. Whether it was recorded."""
+        instance is gone."""
         ...
 
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
@@ -302,9 +296,11 @@ class ForgetsMapItems(Protocol):
     """The optional part of the storage contract a rewind across a map step needs."""
 
     def forget_map_items(self, instance_id: UUID | str, steps: Sequence[str]) -> int:
-        """Delete the item records of the map steps ``steps`` (dotted paths) of the instance;
-        how many went. Called inside the rewind's locked write (its transaction on a
-        transactional storage), so the rewind and the forgetting commit together."""
+        """Delete the item records of the map steps ``steps`` (dotted paths) of the instance,
+        of every generation (recorded as ``step`` or ``step#N``, see
+        :func:`~hephaestus_django.core.rewind.items_key`); how many went. Called inside the
+        rewind's locked write (its transaction on a transactional storage), so the rewind and
+        the forgetting commit together."""
         ...
 
 

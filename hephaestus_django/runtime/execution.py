@@ -33,7 +33,7 @@ from hephaestus_django.core.outcomes import Event, Outcome, read_outcome
 from hephaestus_django.core.pause import is_paused
 from hephaestus_django.core.pause import pause as pause_instance
 from hephaestus_django.core.pause import unpause as unpause_instance
-from hephaestus_django.core.rewind import RewindPlan
+from hephaestus_django.core.rewind import RewindPlan, items_key
 from hephaestus_django.core.rewind import plan as rewind_plan
 from hephaestus_django.core.rewind import rewind as rewind_instance
 from hephaestus_django.core.steps import Done, Wait, WaitForEvent
@@ -302,13 +302,16 @@ def rewinding(
     return transition
 
 
-def dry_run_plan(found: RewindPlan, storage: Storage) -> RewindPlan:
+def dry_run_plan(found: RewindPlan, storage: Storage, instance: Instance) -> RewindPlan:
     """A dry run's plan with what the storage holds outside the instance: how many items of
     each forgotten map step, and which of the forgotten children have not ended (the rewind
     cancels them)."""
     counts: dict[StepClass, int] = {}
     if found.maps and isinstance(storage, MapItems):
-        counts = {s: len(storage.map_progress(found.instance_id, s.path())) for s in found.maps}
+        counts = {
+            s: len(storage.map_progress(found.instance_id, items_key(instance, s)))
+            for s in found.maps
+        }
     running = []
     for child_id in found.children:
         try:

@@ -38,6 +38,7 @@ from hephaestus_django.core.errors import MapItemError, SerializationError, Step
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.maps import Map, is_map
 from hephaestus_django.core.outcomes import Event
+from hephaestus_django.core.rewind import items_key
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.asynchronous import awaited
 from hephaestus_django.runtime.bounded import bounded, run_exit_hooks
@@ -120,15 +121,7 @@ def run_map(
     failure = run.run()
     if failure is not None:
         return Executed(step, error=failure)
-    if run.superseded:
-        return _failed(
-            step,
-            StepOutcomeError(
-                f"map step {step.__qualname__} of instance {instance.id} was rewound while its "
-                f"items ran; this run's items are not recorded"
-            ),
-        )
-    results = storage.map_results(instance.id, step.path())
+    results = storage.map_results(instance.id, run.path)
     if len(results) != len(items):
         return _failed(
             step,
@@ -154,7 +147,7 @@ class _MapRun:
     ) -> None:
         self.instance = instance
         self.step = step
-        self.path = step.path()
+        self.path = items_key(instance, step)
         self.items = items
         self.storage = storage
         self.in_transaction = in_transaction
@@ -164,10 +157,6 @@ class _MapRun:
         self._cursor = self._pending()
         self._lock = threading.Lock()
         self.failure: MapItemError | None = None
-        self.generation = engine.rewinds_of(instance)
-        self.superseded = False
-        """A rewind forgot the map while this run's items ran: its items are refused, and it
-        stops taking more."""
         self.crash: BaseException | None = None
         """What stopped a thread other than an item's failure (the database is down): raised
         to the runner once the other threads have ended."""
@@ -201,7 +190,7 @@ class _MapRun:
 
     def _next(self) -> int | None:
         with self._lock:
-            if self.failure is not None or self.crash is not None or self.superseded:
+            if self.failure is not None or self.crash is not None:
                 return None
             return next(self._cursor, None)
 
@@ -259,33 +248,18 @@ class _MapRun:
                     exc_info=not (expected or isinstance(error, SerializationError)),
                     extra=about(instance, step=step),
                 )
-                if not self._record(index, attempts=failed, done=False):
-                    return None
+                self.storage.record_map_item(
+                    instance.id, self.path, index, attempts=failed, done=False
+                )
                 if gives_up:
                     return _item_error(instance, step, index, failed, error)
                 assert policy is not None
                 time.sleep(policy.delay(failed, random.random()).total_seconds())
                 continue
-            self._record(index, attempts=failed, done=True, result=result)
+            self.storage.record_map_item(
+                instance.id, self.path, index, attempts=failed, done=True, result=result
+            )
             return None
-
-    def _record(self, index: int, *, attempts: int, done: bool, result: Any = None) -> bool:
-        """Record item ``index`` if the instance is still of this run's generation; else note
-        the run superseded (no new item starts) and say so."""
-        recorded = self.storage.record_map_item(
-            self.instance.id,
-            self.path,
-            index,
-            attempts=attempts,
-            done=done,
-            result=result,
-            generation=self.generation,
-        )
-        if recorded is False:  # None: a storage of the older contract, which records always
-            with self._lock:
-                self.superseded = True
-            return False
-        return True
 
 
 def _done(state: MapItemState | None) -> bool:

@@ -417,28 +417,25 @@ class InMemoryStorage:
         attempts: int,
         done: bool,
         result: Any = None,
-        generation: int | None = None,
-    ) -> bool:
+    ) -> None:
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
         text = codec.dumps(codec.encode(result, path=f"item {index} of {step}")) if done else None
         with self._lock:
-            record = self._records.get(key)
-            if record is None:
+            if key not in self._records:
                 raise InstanceNotFound(key)
-            if generation is not None and engine.rewinds_of(_decoded(record)) != generation:
-                return False  # a rewind forgot the map since its items were read
             items = self._map_items.setdefault((key, step), {})
             items[index] = (MapItemState(done=done, attempts=attempts), text)
-            return True
 
     def forget_map_items(self, instance_id: UUID | str, steps: Sequence[str]) -> int:
         key = instance_key(instance_id)
         if key is None:
             return 0
         with self._lock:
-            return sum(len(self._map_items.pop((key, step), {})) for step in steps)
+            lost = set(steps)
+            found = [f for f in self._map_items if f[0] == key and f[1].split("#")[0] in lost]
+            return sum(len(self._map_items.pop(f)) for f in found)
 
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
         key = instance_key(instance_id)

@@ -236,7 +236,7 @@ class Workflow(WorkflowDefinition):
         if dry_run:
             instance = chosen.get(instance_id)
             expect(instance, cls._scope(), None)
-            return dry_run_plan(rewind_plan(instance, to), chosen)
+            return dry_run_plan(rewind_plan(instance, to), chosen, instance)
         return backends.runner().rewind(
             instance_id, storage=chosen, to=to, compensate=compensate, workflow=cls._scope()
         )

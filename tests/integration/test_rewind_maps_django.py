@@ -1,16 +1,17 @@
 """Rewinding across a map step on PostgreSQL, both runners: its items' rows are deleted in the
-rewind's transaction, a late item of the forgotten run is refused by the row's generation.
+rewind's transaction, a late item of the forgotten run is written under its generation's key,
+never read.
 (InMemoryStorage: ``tests/unit/test_rewind_maps.py``.)"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from uuid import uuid4
 
 import pytest
 
-from hephaestus_django import InstanceNotFound, RewindError, RewindPlan, Status
+from hephaestus_django import RewindError, RewindPlan, Status
 from hephaestus_django.core import engine
+from hephaestus_django.core.rewind import items_key
 from hephaestus_django.storage import DjangoStorage
 from tests.support import rewind_maps
 from tests.support.rewind_maps import RUNS, RewindInvoice, RewindLines, Sum, lines
@@ -70,33 +71,40 @@ def test_a_rewind_after_a_map_keeps_its_items(settle: Settle, storage: DjangoSto
     assert len(storage.map_progress(instance_id, RewindLines.path())) == 2
 
 
-def test_a_late_item_of_a_forgotten_map_run_is_refused(
+def test_a_late_item_of_a_forgotten_map_run_is_never_the_maps(
     settle: Settle, storage: DjangoStorage
 ) -> None:
-    instance_id = RewindInvoice.start({"lines": lines(3)}, id=None)
+    instance_id = RewindInvoice.start({"lines": lines(3)})
     settle()
-    first = engine.rewinds_of(RewindInvoice.get(instance_id))
+    before = RewindInvoice.get(instance_id)
     RewindInvoice.rewind(instance_id, to=RewindLines)
     settle()
+    after = RewindInvoice.get(instance_id)
+    assert items_key(before, RewindLines) == RewindLines.path()
+    assert items_key(after, RewindLines) == f"{RewindLines.path()}#1"
 
-    late = storage.record_map_item(
+    # The first run's item 0, ending now: written under that run's key, never the map's.
+    storage.record_map_item(
         instance_id,
-        RewindLines.path(),
+        items_key(before, RewindLines),
         0,
         attempts=0,
         done=True,
         result={"line": 0, "run": 0, "charged": 1},
-        generation=first,
     )
-    assert late is False
-    assert [line["run"] for line in storage.map_results(instance_id, RewindLines.path())] == [
-        2,
-        2,
-        2,
-    ]
+    current = storage.map_results(instance_id, items_key(after, RewindLines))
+    assert [line["run"] for line in current] == [2, 2, 2]
+    assert [line["run"] for line in after.context.result(RewindLines)] == [2, 2, 2]
+
+    # The next rewind forgets every generation's items.
+    found = RewindInvoice.rewind(instance_id, to=RewindLines, dry_run=True)
+    assert isinstance(found, RewindPlan)
+    assert dict(found.map_items) == {RewindLines: 3}
+    assert storage.forget_map_items(instance_id, [RewindLines.path()]) == 4
+    assert storage.map_progress(instance_id, RewindLines.path()) == {}
 
 
-def test_a_rewind_while_the_map_runs_refuses_the_items_of_the_earlier_run(
+def test_a_rewind_while_the_map_runs_keeps_the_earlier_runs_items_out(
     settle: Settle, storage: DjangoStorage
 ) -> None:
     instance_id = RewindInvoice.start({"lines": lines(3)}, id=None)
@@ -110,10 +118,10 @@ def test_a_rewind_while_the_map_runs_refuses_the_items_of_the_earlier_run(
 
     stored = RewindInvoice.get(instance_id)
     assert stored.status is Status.COMPLETED
-    # The run the rewind cut short recorded nothing after it: items 1 and 2 ran once.
-    assert RUNS == {"0": 2, "1": 1, "2": 1}
-    assert [line["run"] for line in stored.context.result(RewindLines)] == [2, 1, 1]
     assert engine.rewinds_of(stored) == 2
+    # Item 0 of the run the rewind cut short ended after it: its result is not the map's.
+    assert stored.context.result(RewindLines)[0]["run"] == 2
+    assert RUNS["0"] == 2
 
 
 def test_a_refused_rewind_keeps_the_items(settle: Settle, storage: DjangoStorage) -> None:
@@ -122,10 +130,3 @@ def test_a_refused_rewind_keeps_the_items(settle: Settle, storage: DjangoStorage
     with pytest.raises(RewindError):
         RewindInvoice.rewind(instance_id, to="NoSuchStep")
     assert len(storage.map_progress(instance_id, RewindLines.path())) == 2
-    assert storage.record_map_item(
-        instance_id, RewindLines.path(), 5, attempts=1, done=False, generation=0
-    )
-    with pytest.raises(InstanceNotFound):
-        storage.record_map_item(
-            uuid4(), RewindLines.path(), 0, attempts=1, done=False, generation=0
-        )
