@@ -165,7 +165,7 @@ class StepChoiceForm(RevisionForm):
     to, each with what that would forget (:func:`~hephaestus_django.core.rewind.plan`).
 
     ``plans`` are those answers, in the graph's order, for the page to state before the
-    operator confirms; a step refused (a map step in the way, ...) is not offered.
+    operator confirms; a step refused (never reached, ...) is not offered.
     """
 
     step = forms.ChoiceField(label="Step")

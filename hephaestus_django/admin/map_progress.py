@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import DEFAULT_DB_ALIAS
 
 from hephaestus_django.core.maps import Map, is_map
+from hephaestus_django.core.rewind import items_key
 from hephaestus_django.postgres import map_items
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def map_progress(row: WorkflowInstance, instance: Instance) -> list[StepRow]:
     for step in instance.workflow.graph.sorted(reached):
         if not is_map(step):
             continue
-        counts = map_items.counts(using, instance.id, step.path())
+        counts = map_items.counts(using, instance.id, items_key(instance, step))
         cells = {
             "done": counts.done,
             "failed": counts.failed,

@@ -41,6 +41,7 @@ from hephaestus_django.admin.forms import (
     in_order,
     plan_facts,
 )
+from hephaestus_django.admin.picking import graph, picked, picked_facts
 from hephaestus_django.admin.rows import NoStorageForDatabase, decoded, storage_for
 from hephaestus_django.core.engine import waits_for_an_event
 from hephaestus_django.core.errors import HephaestusError, StaleInstanceError, UpgradeError
@@ -310,7 +311,7 @@ class OperationsMixin:
                         expected_revision=form.cleaned_data["revision"],
                     ),
                 )
-        return self._confirm(request, row, instance, "rewind", form, plan_facts(form.plans))
+        return self._picking(request, row, instance, "rewind", form)
 
     @stoppable
     def fork_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -345,7 +346,7 @@ class OperationsMixin:
                 level, text = outcome(done, copy)
                 messages.add_message(request, level, text)
                 return HttpResponseRedirect(self.admin_url("change", copy.id))
-        return self._confirm(request, row, instance, "fork", form, plan_facts(form.plans))
+        return self._picking(request, row, instance, "fork", form)
 
     @stoppable
     def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -500,6 +501,30 @@ class OperationsMixin:
         messages.success(request, f"Deleted {row}.")
         return HttpResponseRedirect(self.admin_url("changelist"))
 
+    def _picking(
+        self,
+        request: HttpRequest,
+        row: WorkflowInstance,
+        instance: Instance,
+        operation: str,
+        form: StepChoiceForm,
+    ) -> HttpResponse:
+        """The Rewind or Fork page: the graph whose boxes pick the step (``?step=``), and, for
+        the step picked, what the dry run says it forgets, above what each step would."""
+        verb = "rewound" if operation == "rewind" else "forked"
+        chosen = picked(request, form.plans)
+        stated = plan_facts(form.plans)
+        if chosen is not None:
+            if not form.is_bound:
+                form.initial["step"] = chosen.to.path()
+            try:
+                storage: Storage | None = storage_for(row._state.db or "default")
+            except NoStorageForDatabase:
+                storage = None
+            stated = [*picked_facts(chosen, storage, verb, instance), *stated]
+        extra = {"graph": graph(instance, form.plans, chosen), "picked": chosen}
+        return self._confirm(request, row, instance, operation, form, stated, extra)
+
     def _confirm(
         self,
         request: HttpRequest,
@@ -508,8 +533,10 @@ class OperationsMixin:
         operation: str,
         form: forms.Form,
         stated: list[tuple[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> HttpResponse:
         context = {
+            **(extra or {}),
             **self.admin_site.each_context(request),
             **page_context(self.opts, row),
             "title": f"{operation.capitalize()} {short_name(row.workflow)} {row.pk}?",

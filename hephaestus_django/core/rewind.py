@@ -22,9 +22,18 @@ applied when the last one ran (:func:`finish`).
 
 A rewind is refused, with :class:`RewindError` and nothing changed, when ``to`` is not a
 step of the instance's version, was never reached (not active, waiting, completed or
-attempted), when the instance is pending, cancelled, compensating or was compensated, or when
-a forgotten step is a map step or a child step that started its child (their items and
-children are kept outside the instance; rewinding them is not supported yet).
+attempted), or when the instance is pending, cancelled, compensating or was compensated.
+
+A forgotten child step's child is kept outside the instance: the rewind forgets the link
+(``runtime_metadata["hephaestus.children"]``, at once, also when compensations run first), and
+the runner cancels a child that has not ended in the transaction of that write (see
+:func:`~hephaestus_django.runtime.children.after_write`); the step run again starts a new child.
+
+A forgotten map step's items are kept outside the instance too (the storage's ``MapItems``):
+the runner forgets them in the rewind's locked write (``ForgetsMapItems``), and the map runs
+all its items again. The items are kept per generation (:func:`items_key`): an item of an
+earlier run that ends after the rewind is written under that run's key, never read again, so it
+is never the map's, as a step's late result is refused by the engine.
 
 :func:`fork` builds a new instance from a copy of the state a rewind would give, with a new
 id, linked to its original; the original is not touched.
@@ -33,7 +42,7 @@ id, linked to its original; the original is not touched.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -80,6 +89,27 @@ class RewindPlan:
     forgotten: tuple[StepClass, ...]
     active: tuple[StepClass, ...]
     compensations: tuple[StepClass, ...] = ()
+    maps: tuple[StepClass, ...] = ()
+    """The forgotten map steps: their items are forgotten with the rewind."""
+    map_items: Mapping[StepClass, int] = field(default_factory=dict)
+    """How many items of each of ``maps`` the storage holds (filled by the runtime's dry run;
+    empty from :func:`plan` alone)."""
+    children: tuple[UUID, ...] = ()
+    """The children the forgotten child steps started: the instance forgets them."""
+    cancelled_children: tuple[UUID, ...] = ()
+    """Those of ``children`` that have not ended, which the rewind cancels (filled by the
+    runtime's dry run)."""
+
+
+def items_key(instance: Instance, step: StepClass) -> str:
+    """Under which ``step`` the storage keeps the items of map ``step`` for this generation of
+    the instance (:func:`engine.rewinds_of`): its dotted path, and
+    ``#N`` after a rewind. A run of an earlier generation that ends after a rewind writes under
+    its own key, which the map never reads again: its late items are never the map's (and
+    checking that costs nothing per item, where reading the instance's generation would cost
+    its whole state). ``ForgetsMapItems`` forgets every generation of a step."""
+    generation = engine.rewinds_of(instance)
+    return step.path() if not generation else f"{step.path()}#{generation}"
 
 
 def plan(instance: Instance, to: StepClass | str, *, verb: str = "rewound") -> RewindPlan:
@@ -98,15 +128,17 @@ def plan(instance: Instance, to: StepClass | str, *, verb: str = "rewound") -> R
             "it was never reached (it is not active, waiting, completed or attempted)",
             verb,
         )
-    _check_outside_state(instance, forgotten, verb, step)
     active = (instance.active_steps - forgotten) | {step}
     pending = tuple(s for s in engine.compensations(instance) if s in forgotten)
+    lost = tuple(graph.sorted(held & forgotten))
     return RewindPlan(
         instance_id=instance.id,
         to=step,
-        forgotten=tuple(graph.sorted(held & forgotten)),
+        forgotten=lost,
         active=tuple(graph.sorted(active)),
         compensations=pending,
+        maps=tuple(s for s in lost if is_map(s)),
+        children=tuple(_forgotten_children(instance, forgotten).values()),
     )
 
 
@@ -116,7 +148,7 @@ def rewind(
     """``instance`` rewound to ``to`` (see the module's docstring); a pure transition."""
     found = plan(instance, to)
     if not compensate or not found.compensations:
-        return _forget(instance, found.to, now)
+        return _forget(instance, found.to, now, compensate=compensate)
     others = (instance.active_steps | instance.waiting_steps.keys()) - _forgotten(
         instance, found.to
     )
@@ -140,7 +172,7 @@ def rewind(
         error=None,
         compensation=Compensation(Status.RUNNING, now, found.compensations),
         runtime_metadata={
-            **instance.runtime_metadata,
+            **_without_children(instance, _forgotten(instance, found.to)),
             REWIND_KEY: {"to": found.to.path()},
             REWINDS_KEY: engine.rewinds_of(instance) + 1,
         },
@@ -253,6 +285,7 @@ def _forget(
     *,
     generation: int | None = None,
     record: bool = True,
+    compensate: bool = False,
 ) -> Instance:
     """``instance`` back where ``to`` was about to run: ``to`` and its descendants forgotten."""
     forgotten = _forgotten(instance, to)
@@ -273,13 +306,18 @@ def _forget(
                 step=to,
                 event=REWOUND,
                 timestamp=now,
-                context_updates={"forgotten": [s.path() for s in lost]},
+                context_updates={
+                    "forgotten": [s.path() for s in lost],
+                    # Asked for compensations (none to run here): the children it cancels
+                    # run theirs.
+                    **({"compensate": True} if compensate else {}),
+                },
             )
         )
     keys = {s.step_key for s in forgotten}
     steps = {k: v for k, v in instance.context.steps.items() if k not in keys}
     rewinds = engine.rewinds_of(instance) + 1 if generation is None else generation
-    metadata = {**instance.runtime_metadata, REWINDS_KEY: rewinds}
+    metadata = {**_without_children(instance, forgotten), REWINDS_KEY: rewinds}
     if not rewinds:
         metadata.pop(REWINDS_KEY)
     return evolve(
@@ -346,27 +384,35 @@ def _check_status(instance: Instance, step: StepClass) -> None:
         raise _refuse(instance, step, "its completed steps were compensated; fork it instead")
 
 
-def _check_outside_state(
-    instance: Instance, forgotten: frozenset[StepClass], verb: str, step: StepClass
-) -> None:
-    """Refuse to forget what is kept outside the instance: a map's items (rewind only: a fork
-    has a new id, and runs its maps anew) and a started child."""
-    started = children_of(instance)
-    for lost in instance.workflow.graph.sorted(forgotten & _held(instance)):
-        if verb == "rewound" and is_map(lost):
-            raise _refuse(
-                instance,
-                step,
-                f"it would forget map step {lost.__qualname__}, whose items are kept outside "
-                f"the instance (not supported yet): fork the instance instead",
-            )
-        if verb == "rewound" and issubclass(lost, Child) and lost.step_key in started:
-            raise _refuse(
-                instance,
-                step,
-                f"it would forget child step {lost.__qualname__}, which started instance "
-                f"{started[lost.step_key]} (not supported yet): fork the instance instead",
-            )
+def compensates(instance: Instance) -> bool:
+    """Whether ``instance`` was just rewound with ``compensate=True``: its compensations are
+    running (:func:`rewind`), or its last history entry is a rewind that asked for them."""
+    if REWIND_KEY in instance.runtime_metadata:
+        return True
+    last = instance.execution_history[-1] if instance.execution_history else None
+    if last is None or last.event != REWOUND or not isinstance(last.context_updates, Mapping):
+        return False
+    return last.context_updates.get("compensate") is True
+
+
+def _forgotten_children(instance: Instance, forgotten: frozenset[StepClass]) -> dict[str, UUID]:
+    """The children started by the child steps in ``forgotten``, by their step's key."""
+    keys = {s.step_key for s in forgotten if issubclass(s, Child)}
+    return {k: v for k, v in children_of(instance).items() if k in keys}
+
+
+def _without_children(instance: Instance, forgotten: frozenset[StepClass]) -> dict[str, Any]:
+    """``instance``'s ``runtime_metadata`` without its links to the children of ``forgotten``."""
+    metadata = dict(instance.runtime_metadata)
+    lost = _forgotten_children(instance, forgotten)
+    if not lost:
+        return metadata
+    kept = {k: str(v) for k, v in children_of(instance).items() if k not in lost}
+    if kept:
+        metadata[CHILDREN_KEY] = kept
+    else:
+        metadata.pop(CHILDREN_KEY, None)
+    return metadata
 
 
 def _refuse(

@@ -28,6 +28,7 @@ from hephaestus_django.postgres.sql import (
     MAP_ITEM_RESTART,
     MAP_ITEM_RESULTS,
     MAP_ITEM_TROUBLE,
+    MAP_ITEMS_FORGET,
 )
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.contract import MapCounts, MapItemState
@@ -167,6 +168,18 @@ def restart(using: str, instance_id: UUID | str, step: str) -> None:
         _execute(connections[using], MAP_ITEM_RESTART, params)
     except DatabaseError as error:
         again(using, error, lambda db: _execute(db, MAP_ITEM_RESTART, params))
+
+
+def forget(using: str, instance_id: UUID | str, steps: list[str]) -> int:
+    """Delete the items of map ``steps`` of the instance, of every generation (``step`` or
+    ``step#N``), in the caller's transaction (a rewind's locked write): not run again on a
+    dropped connection, the rewind is."""
+    key = instance_key(instance_id)
+    if key is None or not steps:
+        return 0
+    with connections[using].cursor() as cursor:
+        cursor.execute(MAP_ITEMS_FORGET, [key, steps])
+        return int(cursor.rowcount)
 
 
 def _execute(connection: Any, sql: str, params: list[Any]) -> None:

@@ -681,6 +681,11 @@ SET done = EXCLUDED.done, attempts = EXCLUDED.attempts, failed = EXCLUDED.failed
 """
 """Record one item of a map step (``record_map_item``); an upsert, so writing it again (after
 a lost connection, or a later attempt) replaces it."""
+MAP_ITEMS_FORGET = f"""
+DELETE FROM {MAP_ITEMS_TABLE} WHERE instance_id = %s AND split_part(step, '#', 1) = ANY(%s)
+"""
+"""Forget the items of map steps of one instance, of every generation (``forget_map_items``),
+in a rewind's transaction; the instance's rows found by the unique index's prefix."""
 MAP_ITEM_PROGRESS = f"""
 SELECT item_index, done, attempts, failed, running FROM {MAP_ITEMS_TABLE}
 WHERE instance_id = %s AND step = %s

@@ -557,6 +557,9 @@ class DjangoStorage:
             failed=failed,
         )
 
+    def forget_map_items(self, instance_id: UUID | str, steps: Sequence[str]) -> int:
+        return map_items.forget(self.using, instance_id, list(steps))
+
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
         return map_items.results(self.using, instance_id, step)
 

@@ -16,7 +16,12 @@ A :class:`~hephaestus_django.core.children.Child` step's ``execute`` only asks f
   resumed once however often the end is written or told;
 - a parent's cancel cancels its children that have not ended in the transaction that records
   it (with their compensations when the parent's were asked for): on a transactional storage,
-  a failure on any child's write leaves the parent and every child as they were.
+  a failure on any child's write leaves the parent and every child as they were;
+- a parent's rewind that forgets a child step's link (:mod:`~hephaestus_django.core.rewind`)
+  cancels that child, if it has not ended, in the rewind's transaction (with its compensations
+  when the rewind's were asked for); a child that ended is left as it is. The step run again
+  starts a new child: a child found by its key is adopted only while it holds the key, so
+  under the ``"active"`` scope (a cancelled or completed child released it) a new one starts.
 
 A parent deleted (or pruned) while its child runs is logged when the child ends; the child's
 end is recorded all the same.
@@ -50,6 +55,8 @@ from hephaestus_django.core.errors import (
 )
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
+from hephaestus_django.core.keys import key_claim
+from hephaestus_django.core.rewind import compensates
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.admission import holds_until_end, release_on_end
@@ -138,6 +145,8 @@ def after_write(
         _wake(runner, storage, done, after, link.id, link.step)
     if after.cancellation is not None and (before is None or before.cancellation is None):
         _cancel_children(runner, storage, done, after)
+    elif before is not None:
+        _cancel_forgotten(runner, storage, done, before, after)
     if frees_slots(before, after):
         free_slots(runner, storage, after.id)
     return done
@@ -158,6 +167,33 @@ def _cancel_children(runner: Runner, storage: Storage, done: AfterWrite, parent:
         return engine.cancel(child, now=storage.now(), reason=reason, compensate=record.compensate)
 
     for child_id in children_of(parent).values():
+        try:
+            outcome = runner._wake_parent(child_id, storage, stop)
+        except InstanceNotFound:
+            continue
+        done.then.extend(outcome.then)
+
+
+def _cancel_forgotten(
+    runner: Runner, storage: Storage, done: AfterWrite, before: Instance, after: Instance
+) -> None:
+    """Cancel the children whose link the write dropped (a rewind forgot their step), in its
+    transaction; with their compensations when the rewind runs the parent's first."""
+    now_linked = children_of(after)
+    dropped = [
+        child_id for key, child_id in children_of(before).items() if now_linked.get(key) != child_id
+    ]
+    if not dropped or engine.rewinds_of(after) == engine.rewinds_of(before):
+        return
+    compensate = compensates(after)
+    reason = f"its parent {after.id} was rewound"
+
+    def stop(child: Instance) -> Instance:
+        if child.status in ENDED or child.cancellation is not None:
+            return child
+        return engine.cancel(child, now=storage.now(), reason=reason, compensate=compensate)
+
+    for child_id in dropped:
         try:
             outcome = runner._wake_parent(child_id, storage, stop)
         except InstanceNotFound:
@@ -239,8 +275,11 @@ def _holder(storage: Storage, start: StartChild) -> Instance | None:
     assert start.workflow is not None
     family = start.workflow.path()
     for found in storage.query(key=start.key, limit=10):
-        if found.workflow.path() == family:
-            return found
+        if found.workflow.path() != family:
+            continue
+        if found.status in ENDED and key_claim(found) is None:
+            continue  # it released the key (finished under "active"): a new child takes it
+        return found
     return None
 
 

@@ -340,6 +340,18 @@ class MapItemJobs(Protocol):
 
     def restart_map_items(self, instance_id: UUID | str, step: str) -> None:
         """No item of ``step`` runs any more; those that failed for good start anew."""
+
+
+@runtime_checkable
+class ForgetsMapItems(Protocol):
+    """The optional part of the storage contract a rewind across a map step needs."""
+
+    def forget_map_items(self, instance_id: UUID | str, steps: Sequence[str]) -> int:
+        """Delete the item records of the map steps ``steps`` (dotted paths) of the instance,
+        of every generation (recorded as ``step`` or ``step#N``, see
+        :func:`~hephaestus_django.core.rewind.items_key`); how many went. Called inside the
+        rewind's locked write (its transaction on a transactional storage), so the rewind and
+        the forgetting commit together."""
         ...
 
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from hephaestus_django.core import engine
-from hephaestus_django.core.children import StartChild
+from hephaestus_django.core.children import ENDED, StartChild
 from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import (
     ChildContextError,
     InstanceNotFound,
+    RewindError,
     SerializationError,
     StaleInstanceError,
     StateTooLargeError,
@@ -31,6 +33,8 @@ from hephaestus_django.core.outcomes import Event, Outcome, read_outcome
 from hephaestus_django.core.pause import is_paused
 from hephaestus_django.core.pause import pause as pause_instance
 from hephaestus_django.core.pause import unpause as unpause_instance
+from hephaestus_django.core.rewind import RewindPlan, items_key
+from hephaestus_django.core.rewind import plan as rewind_plan
 from hephaestus_django.core.rewind import rewind as rewind_instance
 from hephaestus_django.core.steps import Done, Wait, WaitForEvent
 from hephaestus_django.core.upgrades import upgrade as upgrade_instance
@@ -39,6 +43,7 @@ from hephaestus_django.runtime import codec, tracing
 from hephaestus_django.runtime.asynchronous import awaited
 from hephaestus_django.runtime.bounded import bounded
 from hephaestus_django.runtime.children import check_start
+from hephaestus_django.runtime.contract import ForgetsMapItems, MapItems, Storage
 from hephaestus_django.runtime.limits import check_state_size, limits
 from hephaestus_django.runtime.logs import about
 
@@ -271,15 +276,51 @@ def rewinding(
     compensate: bool,
     workflow: type[WorkflowDefinition] | None,
     expected_revision: int | None,
+    storage: object = None,
 ) -> Transition:
     """The transition of ``rewind``: checked against what the caller expects, then the
-    instance rewound to ``to`` (:func:`~hephaestus_django.core.rewind.rewind`)."""
+    instance rewound to ``to`` (:func:`~hephaestus_django.core.rewind.rewind`), and the items
+    of the map steps it forgets deleted from ``storage`` inside the same locked write (an
+    update's ``change`` runs in its transaction: both commit, or neither)."""
 
     def transition(instance: Instance) -> Instance:
         expect(instance, workflow, expected_revision)
-        return rewind_instance(instance, to, now=now(), compensate=compensate)
+        rewound = rewind_instance(instance, to, now=now(), compensate=compensate)
+        maps = rewind_plan(instance, to).maps
+        if maps and isinstance(storage, MapItems):
+            if not isinstance(storage, ForgetsMapItems):
+                raise RewindError(
+                    instance_id=instance.id,
+                    workflow=instance.workflow.__qualname__,
+                    step=maps[0].__qualname__,
+                    reason=f"{storage!r} cannot forget the items of a map step "
+                    f"(ForgetsMapItems); fork the instance instead",
+                )
+            storage.forget_map_items(instance.id, [step.path() for step in maps])
+        return rewound
 
     return transition
+
+
+def dry_run_plan(found: RewindPlan, storage: Storage, instance: Instance) -> RewindPlan:
+    """A dry run's plan with what the storage holds outside the instance: how many items of
+    each forgotten map step, and which of the forgotten children have not ended (the rewind
+    cancels them)."""
+    counts: dict[StepClass, int] = {}
+    if found.maps and isinstance(storage, MapItems):
+        counts = {
+            s: len(storage.map_progress(found.instance_id, items_key(instance, s)))
+            for s in found.maps
+        }
+    running = []
+    for child_id in found.children:
+        try:
+            child = storage.get(child_id)
+        except InstanceNotFound:
+            continue
+        if child.status not in ENDED and child.cancellation is None:
+            running.append(child_id)
+    return replace(found, map_items=counts, cancelled_children=tuple(running))
 
 
 def compensating(

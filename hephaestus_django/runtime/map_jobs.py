@@ -37,6 +37,7 @@ from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import MapItemError, StepOutcomeError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.maps import Map, is_map
+from hephaestus_django.core.rewind import items_key
 from hephaestus_django.core.steps import Step
 from hephaestus_django.runtime.contract import MapItemJobs, MapItems
 from hephaestus_django.runtime.logs import about
@@ -94,7 +95,7 @@ def plan(instance: Instance, activation: Activation, storage: Any) -> Executed |
         return _failed(step, error)
     if not items:
         return _completed(step, [])
-    path = step.path()
+    path = items_key(instance, step)
     storage.restart_map_items(instance.id, path)
     progress = storage.map_progress(instance.id, path)
     lanes = min(step.in_flight, len(items))
@@ -134,7 +135,7 @@ def next_in_lane(
 ) -> int | None:
     """The next index after ``index`` in its lane that is not done (None at the lane's end): a
     read per index skipped, which only a map run before (and cut off) has."""
-    path = step.path()
+    path = items_key(instance, step)
     stride = lanes_of(step, count)
     following = index + stride
     while following < count:
@@ -159,7 +160,7 @@ def join(
     item is done; else None (the other lanes decide when they end)."""
     if step not in engine.runnable_steps(current) or current.compensating:
         return None
-    path = step.path()
+    path = items_key(current, step)
     trouble = storage.map_trouble(current.id, path)
     if trouble.failed:
         if trouble.running:
@@ -177,7 +178,7 @@ def join(
 
 def _joined(instance: Instance, step: type[Map], storage: Any, count: int) -> Executed | None:
     """The map's completion when all its ``count`` items are done, else None."""
-    path = step.path()
+    path = items_key(instance, step)
     if storage.map_counts(instance.id, path).done < count:
         return None
     results = storage.map_results(instance.id, path)

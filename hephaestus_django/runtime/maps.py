@@ -29,7 +29,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from hephaestus_django.core.errors import MapItemError, SerializationError, Step
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.maps import Map, is_map
 from hephaestus_django.core.outcomes import Event
+from hephaestus_django.core.rewind import items_key
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.asynchronous import awaited
 from hephaestus_django.runtime.bounded import bounded, run_exit_hooks
@@ -63,7 +64,9 @@ def execute(
 ) -> Executed:
     """Run one activation: a map step's items (:func:`run_map`), or any other step as usual."""
     if is_map(activation.step) and not activation.compensating:
-        return run_map(instance, activation, storage, in_transaction=in_transaction)
+        ran = run_map(instance, activation, storage, in_transaction=in_transaction)
+        # Of this generation: a rewind since it read the instance refuses it (engine.accepts).
+        return replace(ran, rewinds=engine.rewinds_of(instance))
     return execute_step(instance, activation, in_transaction=in_transaction)
 
 
@@ -122,7 +125,7 @@ def run_map(
     failure = run.run()
     if failure is not None:
         return Executed(step, error=failure)
-    results = storage.map_results(instance.id, step.path())
+    results = storage.map_results(instance.id, run.path)
     if len(results) != len(items):
         return _failed(
             step,
@@ -148,7 +151,7 @@ class _MapRun:
     ) -> None:
         self.instance = instance
         self.step = step
-        self.path = step.path()
+        self.path = items_key(instance, step)
         self.items = items
         self.storage = storage
         self.in_transaction = in_transaction
@@ -245,7 +248,7 @@ def run_item_to_end(
     (``QueuedRunner``: a job of the item scheduled at that time, a durable timer)."""
     policy = engine.retry_policy(instance.workflow, step)
     timeout = engine.step_timeout(instance.workflow, step)
-    path = step.path()
+    path = items_key(instance, step)
     result_path = codec.format_path(codec.format_path("context.steps", step.step_key), index)
     failed = state.attempts if state is not None else 0
     if (state is not None and state.failed) or failed >= (

@@ -60,7 +60,9 @@ class InMemoryStorage:
         self._records: dict[UUID, _Record] = {}
         self._claims: dict[str, UUID] = {}
         """The business keys held (their claims), and by which instance."""
-        self._lock = threading.RLock()  # an update's change may record a map item
+        # Re-entrant: an update's change may record a map item, and a rewind forgets map
+        # items from inside its update's change.
+        self._lock = threading.RLock()
         self._clock = clock
         self._map_items: dict[tuple[UUID, str], dict[int, tuple[MapItemState, str | None]]] = {}
         """Each map step's items (:class:`MapItems`): their state, and the result as JSON text."""
@@ -486,6 +488,15 @@ class InMemoryStorage:
                     items[index] = (MapItemState(done=False, attempts=0), None)
                 elif state.running:
                     items[index] = (replace(state, running=False), text)
+
+    def forget_map_items(self, instance_id: UUID | str, steps: Sequence[str]) -> int:
+        key = instance_key(instance_id)
+        if key is None:
+            return 0
+        with self._lock:
+            lost = set(steps)
+            found = [f for f in self._map_items if f[0] == key and f[1].split("#")[0] in lost]
+            return sum(len(self._map_items.pop(f)) for f in found)
 
     def map_results(self, instance_id: UUID | str, step: str) -> list[Any]:
         key = instance_key(instance_id)

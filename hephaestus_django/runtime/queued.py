@@ -85,6 +85,7 @@ from hephaestus_django.core.flow import may_be_limited
 from hephaestus_django.core.instance import Instance, evolve, instance_key
 from hephaestus_django.core.maps import Map
 from hephaestus_django.core.pause import is_paused
+from hephaestus_django.core.rewind import items_key
 from hephaestus_django.core.steps import Step, step_registry
 from hephaestus_django.runtime import bulk, events, map_jobs, tracing
 from hephaestus_django.runtime.admission import Admission, admit, priority_of, release
@@ -371,7 +372,7 @@ class QueuedRunner(Runner):
             if early > timedelta(0):
                 time.sleep(early.total_seconds())
         jobs_storage: Any = storage
-        path = step.path()
+        path = items_key(instance, step)
         state = jobs_storage.mark_map_item(instance.id, path, index)
         if state is None:
             logger.info(

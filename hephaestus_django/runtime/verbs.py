@@ -292,6 +292,7 @@ class Runner(ABC):
                 compensate=compensate,
                 workflow=workflow,
                 expected_revision=expected_revision,
+                storage=storage,
             ),
         )
 

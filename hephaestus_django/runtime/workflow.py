@@ -45,7 +45,7 @@ from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime.asynchronous import async_twin
 from hephaestus_django.runtime.config import DEFAULT_ALIAS, backends
 from hephaestus_django.runtime.contract import Storage
-from hephaestus_django.runtime.execution import expect
+from hephaestus_django.runtime.execution import dry_run_plan, expect
 
 
 class Workflow(WorkflowDefinition):
@@ -236,7 +236,7 @@ class Workflow(WorkflowDefinition):
         if dry_run:
             instance = chosen.get(instance_id)
             expect(instance, cls._scope(), None)
-            return rewind_plan(instance, to)
+            return dry_run_plan(rewind_plan(instance, to), chosen, instance)
         return backends.runner().rewind(
             instance_id, storage=chosen, to=to, compensate=compensate, workflow=cls._scope()
         )

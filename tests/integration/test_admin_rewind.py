@@ -11,11 +11,15 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.test import Client
 
 from hephaestus_django import LocalRunner, Status
+from hephaestus_django.core.children import children_of
 from hephaestus_django.core.rewind import FORKED_FROM_KEY
 from hephaestus_django.runtime import configure
 from hephaestus_django.storage import DjangoStorage
+from tests.childflows import ShipSlowly, SlowOrder, SlowShipment
 from tests.rewinds import BROKEN, TRAIL, Bill, Fetch, Pipeline, Price
+from tests.support import rewind_maps
 from tests.support.admin import messages_of, shown, url
+from tests.support.rewind_maps import RewindInvoice, RewindLines
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +55,7 @@ def test_the_rewind_page_states_what_each_step_would_forget(admin_client: Client
     assert "compensations if ticked: Fetch" in page
     assert '<th scope="row">to Price</th><td>forgets Price; then Price run</td>' in page
     assert f'<option value="{Price.path()}">Price</option>' in page
-    assert Bill.path() not in page  # never reached: not offered
+    assert f'<option value="{Bill.path()}"' not in page  # never reached: not offered
     assert 'name="compensate"' in page
     assert f'name="revision" value="{before.revision}"' in page
     assert Pipeline.get(instance_id).revision == before.revision  # showing changes nothing
@@ -154,3 +158,73 @@ def test_forking_through_the_admin_lands_on_the_copy(admin_client: Client) -> No
         ("success", f"Forked at Price as {copy.id}; the instance is now waiting.")
     ]
     assert Pipeline.get(instance_id).revision == before.revision
+
+
+def test_the_graph_boxes_pick_the_step_of_a_rewind(admin_client: Client) -> None:
+    instance_id = failed_at_price()
+    before = Pipeline.get(instance_id)
+
+    page = admin_client.get(url("rewind", instance_id)).content.decode()
+    assert f'href="?step={Price.path()}"' in page  # each step offered is a link
+    assert f'href="?step={Fetch.path()}"' in page
+    assert f'href="?step={Bill.path()}"' not in page  # never reached: no link
+    assert '<th scope="row">Picked</th>' not in page
+
+    response = admin_client.get(url("rewind", instance_id), {"step": Price.path()})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert '<th scope="row">Picked</th><td>Price</td>' in page
+    assert '<th scope="row">Forgotten</th><td>Price</td>' in page
+    assert f'<option value="{Price.path()}" selected>Price</option>' in page
+    assert Pipeline.get(instance_id).revision == before.revision  # picking changes nothing
+
+    # The form still posts as before, with the picked step.
+    posted = admin_client.post(
+        url("rewind", instance_id), {"revision": before.revision, "step": Price.path()}
+    )
+    assert posted.status_code == 302
+    assert Pipeline.get(instance_id).status is Status.WAITING
+
+
+def test_a_step_the_page_does_not_offer_picks_nothing(admin_client: Client) -> None:
+    instance_id = failed_at_price()
+    for step in (Bill.path(), "no.such.Step", ""):
+        response = admin_client.get(url("rewind", instance_id), {"step": step})
+        assert response.status_code == 200
+        assert '<th scope="row">Picked</th>' not in response.content.decode()
+
+
+def test_the_graph_boxes_pick_the_step_of_a_fork(admin_client: Client) -> None:
+    instance_id = failed_at_price()
+
+    response = admin_client.get(url("fork", instance_id), {"step": Fetch.path()})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f'href="?step={Price.path()}"' in page
+    assert '<th scope="row">Picked</th><td>Fetch</td>' in page
+    assert '<th scope="row">Forgotten</th><td>Fetch, Price</td>' in page
+    assert f'<option value="{Fetch.path()}" selected>Fetch</option>' in page
+
+
+def test_picking_a_map_step_states_how_many_items_are_forgotten(admin_client: Client) -> None:
+    rewind_maps.reset()
+    instance_id = RewindInvoice.start({"lines": rewind_maps.lines(3)})
+
+    response = admin_client.get(url("rewind", instance_id), {"step": RewindLines.path()})
+
+    page = response.content.decode()
+    assert '<th scope="row">Map RewindLines</th><td>3 item(s) forgotten; all run again</td>' in page
+    rewind_maps.reset()
+
+
+def test_picking_a_child_step_states_which_child_is_cancelled(admin_client: Client) -> None:
+    parent_id = SlowOrder.start({"order": 11})
+    child_id = children_of(SlowOrder.get(parent_id))[ShipSlowly.step_key]
+
+    response = admin_client.get(url("rewind", parent_id), {"step": ShipSlowly.path()})
+
+    page = response.content.decode()
+    assert f"<td>{child_id} (cancelled); a new child is started</td>" in page
+    assert SlowShipment.get(child_id).status is Status.WAITING  # the page changes nothing
