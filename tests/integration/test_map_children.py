@@ -14,7 +14,16 @@ from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime import backends
 from tests.support import map_children
 from tests.support.children import EVERY, Drain, drain
-from tests.support.map_children import Consignment, Count, Parcel, ShipParcels, items
+from tests.support.map_children import (
+    Consignment,
+    Count,
+    Parcel,
+    ShipParcels,
+    ShipSlowParcels,
+    SlowConsignment,
+    SlowParcel,
+    items,
+)
 
 __all__ = ["drain"]
 
@@ -110,3 +119,48 @@ def test_a_business_key_makes_a_rerun_adopt_the_children_done(drain: Drain) -> N
     instance = Consignment.get(instance.id)
     assert instance.status is Status.COMPLETED
     assert map_children.RUNS["0"] == map_children.RUNS["1"] == 1
+
+
+def waiting_children() -> list[Instance]:
+    return [
+        child
+        for child in backends.storage().query(workflow=SlowParcel, limit=1_000)
+        if child.status is Status.WAITING
+    ]
+
+
+def test_the_parent_waits_and_each_childs_end_wakes_it_once(drain: Drain) -> None:
+    parent_id = SlowConsignment.start({"items": list(range(5))})
+    drain()
+    resumed = 0
+    while waiting := waiting_children():
+        assert len(waiting) <= ShipSlowParcels.in_flight
+        assert SlowConsignment.get(parent_id).status is Status.WAITING
+        SlowParcel.resume(waiting[0].id, "picked_up")  # no process runs the parent meanwhile
+        drain()
+        resumed += 1
+    assert resumed == 5
+    parent = SlowConsignment.get(parent_id)
+    assert parent.status is Status.COMPLETED
+    assert [result["pack_slowly"] for result in parent.context.result(ShipSlowParcels)] == [
+        {"parcel": f"parcel-{index}"} for index in range(5)
+    ]
+    assert joins(parent) == 1
+
+
+def test_a_cancelled_child_fails_its_item_and_the_step(drain: Drain) -> None:
+    parent_id = SlowConsignment.start({"items": list(range(4))})
+    drain()
+    first, *others = waiting_children()
+    SlowParcel.cancel(first.id)
+    drain()
+    assert SlowConsignment.get(parent_id).status is Status.WAITING  # the others run on
+    assert len(waiting_children()) == len(others)  # and no new child started
+    for child in others:
+        SlowParcel.resume(child.id, "picked_up")
+        drain()
+    parent = SlowConsignment.get(parent_id)
+    assert parent.status is Status.FAILED
+    assert parent.error is not None
+    assert "cancelled" in parent.error.message
+    assert len(backends.storage().query(workflow=SlowParcel, limit=1_000)) == 3

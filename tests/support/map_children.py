@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from hephaestus_django import Done, Event, Map, Retry, Status, Step, Workflow
+from hephaestus_django import Done, Event, Map, Retry, Status, Step, WaitForEvent, Workflow
 from hephaestus_django.core.instance import Context, Instance
 
 RUNS: Counter[str] = Counter()
@@ -83,7 +83,7 @@ class Count(Step):
     events = ("ok",)
 
     def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Event:
-        return Event("ok", {"parcels": len(context.result(ShipParcels))})
+        return Event("ok", {"parcels": len(context.result(instance.workflow.graph.start))})
 
 
 class Consignment(Workflow):
@@ -95,3 +95,38 @@ class Consignment(Workflow):
 
 def items(count: int, **extra: Any) -> list[dict[str, Any]]:
     return [{"id": index, **extra} for index in range(count)]
+
+
+class AwaitPickup(WaitForEvent):
+    """A child step that waits for ``resume()``."""
+
+    events = ("picked_up",)
+
+
+class PackSlowly(Step):
+    events = ("packed",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any], context: Context) -> Event:
+        return Event("packed", updates={"parcel": f"parcel-{context.initial['item']}"})
+
+
+class SlowParcel(Workflow):
+    """A child that waits for its courier, so that its parent waits on it."""
+
+    start = PackSlowly
+    transitions = {PackSlowly: {"packed": AwaitPickup}, AwaitPickup: {"picked_up": Done}}
+
+
+class ShipSlowParcels(Map):
+    """A child ``SlowParcel`` per item, three at a time, no retry."""
+
+    each = SlowParcel
+    in_flight = 3
+
+    def over(self, context: Context) -> Any:
+        return context.initial["items"]
+
+
+class SlowConsignment(Workflow):
+    start = ShipSlowParcels
+    transitions = {ShipSlowParcels: {"completed": Count}, Count: {"ok": Done}}
