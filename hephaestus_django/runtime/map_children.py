@@ -31,6 +31,8 @@ backoff.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -334,7 +336,7 @@ def _start_item(
             storage,
             now,
         )
-        then.extend(runner._begin_child(child, storage, now))
+        then.extend(_flat(runner._begin_child(child, storage, now)))
         return None
     logger.info(
         "instance %s: item %d of map step %s found its child %s by the key %r instead of "
@@ -351,6 +353,32 @@ def _start_item(
         lambda current: evolve(current, runtime_metadata={**current.runtime_metadata, **link}),
     )
     return adopted if adopted.status in ENDED else None
+
+
+_queue = threading.local()
+
+
+def _flat(continuations: list[Continuation]) -> list[Continuation]:
+    """The continuations of a started child (``LocalRunner``: run it), run one after another
+    by the outermost of them in this thread: a child's end starts the next child of its lane
+    in the continuation of the child before, so running it there would nest a run per item of
+    the lane, as deep as the list is long."""
+    if not continuations:
+        return []
+
+    def run() -> None:
+        pending: deque[Continuation] | None = getattr(_queue, "pending", None)
+        if pending is not None:
+            pending.extend(continuations)  # the outermost one runs them, once this returns
+            return
+        pending = _queue.pending = deque(continuations)
+        try:
+            while pending:
+                pending.popleft()()
+        finally:
+            _queue.pending = None
+
+    return [run]
 
 
 def _holder(storage: Any, family: str, key: str) -> Instance | None:

@@ -130,3 +130,14 @@ class ShipSlowParcels(Map):
 class SlowConsignment(Workflow):
     start = ShipSlowParcels
     transitions = {ShipSlowParcels: {"completed": Count}, Count: {"ok": Done}}
+
+
+class ShipParcelsOneByOne(ShipParcels):
+    """One child at a time: the lane is the whole list."""
+
+    in_flight = 1
+
+
+class LongConsignment(Workflow):
+    start = ShipParcelsOneByOne
+    transitions = {ShipParcelsOneByOne: {"completed": Count}, Count: {"ok": Done}}

@@ -50,3 +50,21 @@ def test_a_workflow_may_not_map_over_itself() -> None:
             transitions = {Loop: {"completed": Done}}
 
     assert raised.value.rule == "child-cycle"
+
+
+def test_a_long_lane_on_local_runner_does_not_nest_a_run_per_child() -> None:
+    """Each child's end starts the next one; ``LocalRunner`` runs them one after another."""
+    from hephaestus_django import Status
+    from hephaestus_django.runtime import InMemoryStorage, LocalRunner, configure
+    from tests.support import map_children
+
+    map_children.reset()
+    configure(storages={"default": InMemoryStorage()}, runner=LocalRunner())
+    try:
+        instance_id = map_children.LongConsignment.start({"items": map_children.items(400)})
+        instance = map_children.LongConsignment.get(instance_id)
+        assert instance.status is Status.COMPLETED
+        assert instance.context.result(map_children.Count) == {"parcels": 400}
+        assert map_children.PEAK["running"] == 1
+    finally:
+        configure()
