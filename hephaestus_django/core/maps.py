@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hephaestus_django.core.errors import MapItemError, StepDefinitionError
+from hephaestus_django.core.errors import ChildContextError, MapItemError, StepDefinitionError
 from hephaestus_django.core.outcomes import Async, StepResult
 from hephaestus_django.core.steps import Step
 
@@ -99,6 +99,9 @@ class Map(Step):
         if MapItemError not in cls.expected_errors:
             # The map step itself is never retried as a whole: its items are, one by one.
             cls.expected_errors = (*cls.expected_errors, MapItemError)
+        if is_child_map(cls) and ChildContextError not in cls.expected_errors:
+            # An item whose child cannot be built fails the map at once: its code must change.
+            cls.expected_errors = (*cls.expected_errors, ChildContextError)
 
     def over(self, context: Context) -> Sequence[Any]:
         """The items to map over, read from the instance's context at run time (a list or a

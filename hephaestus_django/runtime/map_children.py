@@ -250,7 +250,10 @@ def _lane(
     current: int | None = index
     while current is not None:
         if ended is None:
-            ended = _start_item(runner, storage, then, parent, step, current, items[current])
+            try:
+                ended = _start_item(runner, storage, then, parent, step, current, items[current])
+            except ChildContextError as error:
+                return _unbuildable(storage, parent, step, current, error)
             if ended is None:
                 return None  # its child runs: its end goes on from here
         state = storage.map_item(parent.id, path, current)
@@ -299,12 +302,42 @@ def _lane(
         )
         if gives_up:
             return _item_error(parent, step, current, failed, cause)
-        ended = _start_item(
-            runner, storage, then, parent, step, current, items[current], keyed=False
-        )
+        try:
+            ended = _start_item(
+                runner, storage, then, parent, step, current, items[current], keyed=False
+            )
+        except ChildContextError as error:
+            return _unbuildable(storage, parent, step, current, error)
         if ended is None:
             return None
     return None
+
+
+def _unbuildable(
+    storage: Any, parent: Instance, step: type[Map], index: int, error: ChildContextError
+) -> MapItemError:
+    """Item ``index``'s child cannot be built: the item fails for good (nothing of the child
+    was written), rather than the transaction that wanted to start it."""
+    state = storage.map_item(parent.id, step.path(), index)
+    attempts = (0 if state is None or state.failed else state.attempts) + 1
+    logger.warning(
+        "item %d of map step %s of instance %s failed for good: %s",
+        index,
+        step.__qualname__,
+        parent.id,
+        error,
+        extra=about(parent, step=step),
+    )
+    storage.record_map_item(
+        parent.id,
+        step.path(),
+        index,
+        attempts=attempts,
+        done=False,
+        failed=True,
+        result=f"ChildContextError: {error}"[:_ERROR_TEXT],
+    )
+    return _item_error(parent, step, index, attempts, error)
 
 
 def _start_item(
@@ -324,7 +357,16 @@ def _start_item(
     if storage.mark_map_item(parent.id, path, index) is None:
         return None  # done, or its child runs already
     workflow = step.child_workflow()
-    context, key = _built(parent, step, item)
+    try:
+        context, key = _built(parent, step, item)
+    except Exception as error:  # checked when the map started: the item's code changed its mind
+        raise ChildContextError(
+            instance_id=parent.id,
+            workflow=parent.workflow.__qualname__,
+            step=step.__qualname__,
+            child=workflow.__qualname__,
+            problem=f"item {index}: {type(error).__name__}: {error}",
+        ) from error
     if not keyed:
         key = None
     link = _link(parent, step, index)

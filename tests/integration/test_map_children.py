@@ -164,3 +164,14 @@ def test_a_cancelled_child_fails_its_item_and_the_step(drain: Drain) -> None:
     assert parent.error is not None
     assert "cancelled" in parent.error.message
     assert len(backends.storage().query(workflow=SlowParcel, limit=1_000)) == 3
+
+
+def test_an_item_whose_child_cannot_be_built_fails_the_step_and_starts_no_child(
+    drain: Drain,
+) -> None:
+    instance = run(drain, {"items": [*items(3), {"id": 3, "unbuildable": True}]})
+    assert instance.status is Status.FAILED
+    assert instance.error is not None
+    assert instance.error.error_type.endswith("ChildContextError")
+    assert "item 3" in instance.error.message
+    assert parcels() == []

@@ -70,6 +70,8 @@ class ShipParcels(Map):
         return context.initial["items"]
 
     def child_context(self, item: Any, context: Context) -> Mapping[str, Any]:
+        if item.get("unbuildable"):
+            raise ValueError(f"item {item['id']} has no address")
         return {"item": item, "order": context.initial.get("order")}
 
     def child_key(self, item: Any, context: Context) -> str | None:
