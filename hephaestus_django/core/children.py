@@ -19,7 +19,7 @@ the step that waits for it, the parent's :data:`CHILDREN_KEY` maps each child st
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
@@ -70,6 +70,8 @@ class ParentLink:
     id: UUID
     step: str
     """The dotted path of the parent's step."""
+    item: int | None = None
+    """The index of the child's item when that step is a map over child workflows."""
 
 
 class Child(Step):
@@ -171,8 +173,11 @@ def parent_of(instance: Instance) -> ParentLink | None:
     link = instance.runtime_metadata.get(PARENT_KEY)
     if not isinstance(link, Mapping):
         return None
+    item = link.get("item")
     try:
-        return ParentLink(UUID(str(link["id"])), str(link["step"]))
+        return ParentLink(
+            UUID(str(link["id"])), str(link["step"]), item if isinstance(item, int) else None
+        )
     except (KeyError, ValueError):
         return None
 
@@ -198,6 +203,24 @@ def child_steps(workflow: type[WorkflowDefinition]) -> Iterator[type[Child]]:
             yield step
 
 
+def _starting_steps(
+    workflow: type[WorkflowDefinition],
+) -> Iterator[tuple[type[Step], str | None, Callable[[], type[WorkflowDefinition]]]]:
+    """The steps of ``workflow`` that start children: each with the dotted path it names (when
+    it names one) and how to resolve the workflow it starts."""
+    from hephaestus_django.core.maps import Map, is_child_map
+
+    for step in workflow.graph.order:
+        if not isinstance(step, type):
+            continue
+        if issubclass(step, Child):
+            named = step.workflow if step.version is None else None
+            yield step, named if isinstance(named, str) else None, step.child_workflow
+        elif issubclass(step, Map) and is_child_map(step):
+            each = step.each
+            yield step, each if isinstance(each, str) else None, step.child_workflow
+
+
 def check_child_cycles(workflow: type[WorkflowDefinition]) -> None:
     """Refuse a workflow that starts itself, directly or through the workflows it starts.
 
@@ -211,13 +234,12 @@ def check_child_cycles(workflow: type[WorkflowDefinition]) -> None:
     pending: list[tuple[type[WorkflowDefinition], tuple[str, ...]]] = [(workflow, (own,))]
     while pending:
         current, trail = pending.pop()
-        for step in child_steps(current):
-            named = step.workflow if step.version is None else None
+        for step, named, resolve in _starting_steps(current):
             try:
-                target = step.child_workflow()
+                target = resolve()
             except UnknownWorkflowError:
                 target = None
-            path = named if isinstance(named, str) else None
+            path = named
             if target is not None:
                 path = target.path()
             if path == own:

@@ -345,6 +345,17 @@ def resume(
     return draft.settle()
 
 
+def fail_waiting(
+    instance: Instance, step: StepClass, error: BaseException, *, now: datetime
+) -> Instance:
+    """Fail ``step``, which waits (a map over child workflows whose item failed for good),
+    with ``error``, as if it had raised it: the instance fails (or compensates), no retry."""
+    draft = _Draft(instance)
+    draft.waiting.pop(step, None)
+    draft.fail(step, error, now)
+    return draft.settle()
+
+
 def fire_due_timers(instance: Instance, *, now: datetime) -> Instance:
     """Complete every waiting step whose timer is due, with its timer event.
 

@@ -27,25 +27,31 @@ the list each, a square in all. Each item's result is written to a row of its ow
 :class:`~hephaestus_django.runtime.contract.MapItems`), and the list goes into the state once,
 at the join.
 
-``each`` is a :class:`MapItem` class today. The extension point for a map over child workflows
-is :func:`~hephaestus_django.runtime.maps.run_item`, which runs one item of whatever ``each``
-names; a workflow class there is refused at definition (rule ``map-each``) until it is built.
+``each`` may also be a workflow class (or its dotted path): each item then starts one child
+instance of it (a *map over child workflows*), whose context :meth:`Map.child_context` builds
+from the item and whose business key :meth:`Map.child_key` gives; at most ``in_flight``
+children run at once, each child's results are its item's result, and a child that fails or
+is cancelled fails its item (under the step's retry policy: a retry starts a new child). The
+map step waits meanwhile, and each child's end records its item in the transaction that
+records that end (:mod:`~hephaestus_django.runtime.map_children`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hephaestus_django.core.errors import MapItemError, StepDefinitionError
-from hephaestus_django.core.outcomes import StepResult
+from hephaestus_django.core.errors import ChildContextError, MapItemError, StepDefinitionError
+from hephaestus_django.core.outcomes import Async, StepResult
 from hephaestus_django.core.steps import Step
 
 if TYPE_CHECKING:
     from hephaestus_django.core.instance import Context, Instance
+    from hephaestus_django.core.workflow import WorkflowDefinition
 
 RULE_MAP_EACH = "map-each"
-"""The rule id of a map whose ``each`` is not a :class:`MapItem` class."""
+"""The rule id of a map whose ``each`` is neither a :class:`MapItem` class nor a workflow."""
 RULE_MAP_IN_FLIGHT = "map-in-flight"
 """The rule id of a map whose ``in_flight`` is not a positive int."""
 RULE_MAP_OVER = "map-over"
@@ -78,12 +84,13 @@ class MapItem:
 class Map(Step):
     """A step run once per item of the list :meth:`over` returns (see the module's docstring).
 
-    Subclasses set ``each`` (a :class:`MapItem` class), may set ``in_flight`` (items in
-    flight at once, 10 by default), and implement ``over(self, context)``.
+    Subclasses set ``each`` (a :class:`MapItem` class, or a workflow class or its dotted path
+    to start a child instance per item), may set ``in_flight`` (items in flight at once, 10 by
+    default), and implement ``over(self, context)``.
     """
 
     events = ("completed",)
-    each: ClassVar[type[MapItem] | None] = None
+    each: ClassVar[type[MapItem] | type[WorkflowDefinition] | str | None] = None
     in_flight: ClassVar[int] = 10
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -92,11 +99,38 @@ class Map(Step):
         if MapItemError not in cls.expected_errors:
             # The map step itself is never retried as a whole: its items are, one by one.
             cls.expected_errors = (*cls.expected_errors, MapItemError)
+        if is_child_map(cls) and ChildContextError not in cls.expected_errors:
+            # An item whose child cannot be built fails the map at once: its code must change.
+            cls.expected_errors = (*cls.expected_errors, ChildContextError)
 
     def over(self, context: Context) -> Sequence[Any]:
         """The items to map over, read from the instance's context at run time (a list or a
         tuple)."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement over()")
+
+    def child_context(self, item: Any, context: Context) -> Mapping[str, Any]:
+        """A map over child workflows: the context the child of ``item`` starts with; by
+        default ``{"item": item}``."""
+        return {"item": item}
+
+    def child_key(self, item: Any, context: Context) -> str | None:
+        """A map over child workflows: the business key of the child of ``item``: a map run
+        again finds the child holding it instead of starting another. None (the default): no
+        key."""
+        return None
+
+    @classmethod
+    def child_workflow(cls) -> type[WorkflowDefinition]:
+        """The workflow each item starts (a map over child workflows); ``UnknownWorkflowError``
+        for an unknown dotted path."""
+        from hephaestus_django.core.workflow import workflow_registry
+
+        each = cls.each
+        if isinstance(each, str):
+            return workflow_registry.resolve(each)
+        assert each is not None
+        assert _is_workflow(each)
+        return each  # type: ignore[return-value]
 
     def execute(
         self, instance: Instance, config: Mapping[str, Any], context: Context
@@ -114,13 +148,39 @@ def is_map(step: type[Step]) -> bool:
     return issubclass(step, Map)
 
 
+def is_child_map(step: type[Step]) -> bool:
+    """True for a map over child workflows: its ``each`` names a workflow."""
+    if not issubclass(step, Map):
+        return False
+    each = step.each
+    return isinstance(each, str) or _is_workflow(each)
+
+
+@dataclass(frozen=True, slots=True)
+class StartItems(Async):
+    """What a map over child workflows waits for: its items' children, which the runner starts
+    in the transaction that records the wait (no timer: the last child's end ends it)."""
+
+
+def _is_workflow(value: object) -> bool:
+    from hephaestus_django.core.workflow import WorkflowDefinition
+
+    return isinstance(value, type) and issubclass(value, WorkflowDefinition)
+
+
 def _check_map(cls: type[Map]) -> None:
     declared = cls.__dict__.get("events")
     if declared is not None and tuple(declared) != ("completed",):
         _refuse(cls, RULE_MAP_EVENTS, "a map emits 'completed' only; declare no events")
     each = cls.each
-    if not (isinstance(each, type) and issubclass(each, MapItem)) or each is MapItem:
-        _refuse(cls, RULE_MAP_EACH, f"each must be a MapItem subclass, not {each!r}")
+    is_item = isinstance(each, type) and issubclass(each, MapItem) and each is not MapItem
+    if not (is_item or (isinstance(each, str) and each) or _is_workflow(each)):
+        _refuse(
+            cls,
+            RULE_MAP_EACH,
+            f"each must be a MapItem subclass, or a workflow class or its dotted path (a "
+            f"child instance per item), not {each!r}",
+        )
     in_flight = cls.in_flight
     if (
         isinstance(in_flight, bool)

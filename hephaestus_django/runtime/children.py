@@ -56,6 +56,7 @@ from hephaestus_django.core.errors import (
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.keys import key_claim
+from hephaestus_django.core.maps import is_child_map
 from hephaestus_django.core.rewind import compensates
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec
@@ -78,6 +79,7 @@ Continuation = Callable[[], object]
 Started = Sequence[tuple[StepClass, StartChild]]
 
 _composing: dict[type[WorkflowDefinition], bool] = {}
+_child_maps: dict[type[WorkflowDefinition], bool] = {}
 
 
 @dataclass
@@ -106,7 +108,19 @@ def composes(instance: Instance | None) -> bool:
     workflow = instance.workflow
     found = _composing.get(workflow)
     if found is None:
-        found = _composing[workflow] = any(True for _ in child_steps(workflow))
+        found = _composing[workflow] = any(True for _ in child_steps(workflow)) or (
+            composes_maps(workflow)
+        )
+    return found
+
+
+def composes_maps(workflow: type[WorkflowDefinition]) -> bool:
+    """Whether ``workflow`` has a map over child workflows."""
+    found = _child_maps.get(workflow)
+    if found is None:
+        found = _child_maps[workflow] = any(
+            isinstance(step, type) and is_child_map(step) for step in workflow.graph.order
+        )
     return found
 
 
@@ -139,10 +153,17 @@ def after_write(
     admitted = release_on_end(storage, before, after)
     if admitted:
         runner._slots_freed(admitted, storage)
+    from hephaestus_django.runtime import map_children  # it builds on the maps and on this
+
+    if after.waiting_steps and composes_maps(after.workflow):
+        map_children.start_waiting(runner, storage, done, before, after)
     link = parent_of(after)
     ended = after.status in ENDED and (before is None or before.status not in ENDED)
     if link is not None and ended:
-        _wake(runner, storage, done, after, link.id, link.step)
+        if link.item is not None:  # an item's child, of a map over child workflows
+            map_children.item_ended(runner, storage, done, after, link)
+        else:
+            _wake(runner, storage, done, after, link.id, link.step)
     if after.cancellation is not None and (before is None or before.cancellation is None):
         _cancel_children(runner, storage, done, after)
     elif before is not None:

@@ -36,7 +36,7 @@ from hephaestus_django.core import engine
 from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import MapItemError, StepOutcomeError
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.core.maps import Map, is_map
+from hephaestus_django.core.maps import Map, is_child_map, is_map
 from hephaestus_django.core.rewind import items_key
 from hephaestus_django.core.steps import Step
 from hephaestus_django.runtime.contract import MapItemJobs, MapItems
@@ -56,6 +56,7 @@ def runs_as_jobs(step: type[Step], instance: Instance, storage: object) -> bool:
     compensating) on a storage that keeps map items as jobs need."""
     return (
         is_map(step)
+        and not is_child_map(step)  # its items are child instances, started by the writes
         and not instance.compensating
         and isinstance(storage, MapItems)
         and isinstance(storage, MapItemJobs)

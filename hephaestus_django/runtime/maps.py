@@ -37,7 +37,7 @@ from hephaestus_django.core import engine
 from hephaestus_django.core.engine import Activation, Executed
 from hephaestus_django.core.errors import MapItemError, SerializationError, StepOutcomeError
 from hephaestus_django.core.instance import Instance
-from hephaestus_django.core.maps import Map, is_map
+from hephaestus_django.core.maps import Map, MapItem, is_child_map, is_map
 from hephaestus_django.core.outcomes import Event
 from hephaestus_django.core.rewind import items_key
 from hephaestus_django.runtime import codec
@@ -64,21 +64,26 @@ def execute(
 ) -> Executed:
     """Run one activation: a map step's items (:func:`run_map`), or any other step as usual."""
     if is_map(activation.step) and not activation.compensating:
-        ran = run_map(instance, activation, storage, in_transaction=in_transaction)
+        if is_child_map(activation.step):
+            from hephaestus_django.runtime import map_children  # it builds on this module
+
+            planned = map_children.plan(instance, activation, storage)
+        else:
+            planned = run_map(instance, activation, storage, in_transaction=in_transaction)
         # Of this generation: a rewind since it read the instance refuses it (engine.accepts).
-        return replace(ran, rewinds=engine.rewinds_of(instance))
+        return replace(planned, rewinds=engine.rewinds_of(instance))
     return execute_step(instance, activation, in_transaction=in_transaction)
 
 
 def run_item(instance: Instance, step: type[Map], index: int, item: Any) -> Any:
     """Run item ``index`` of map ``step`` once and return its result.
 
-    The extension point for a map over child workflows: ``step.each`` is a
-    :class:`~hephaestus_django.core.maps.MapItem` class today; another kind of ``each`` (a
-    workflow class, starting a child per item) would be run here.
+    ``step.each`` is a :class:`~hephaestus_django.core.maps.MapItem` class here: a map over
+    child workflows starts its children instead (:mod:`~hephaestus_django.runtime.map_children`).
     """
     each = step.each
-    assert each is not None  # checked when the map class was defined
+    assert isinstance(each, type)  # checked at definition
+    assert issubclass(each, MapItem)
     return awaited(each().execute(item, instance.context))
 
 
@@ -317,7 +322,7 @@ def _done(state: MapItemState | None) -> bool:
 
 def _expected(step: type[Map]) -> tuple[type[Exception], ...]:
     each = step.each
-    return each.expected_errors if each is not None else ()
+    return each.expected_errors if isinstance(each, type) and issubclass(each, MapItem) else ()
 
 
 def _item_error(

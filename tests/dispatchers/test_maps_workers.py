@@ -167,3 +167,37 @@ def test_an_items_retry_waits_on_a_durable_timer_that_outlives_its_worker(
     assert [result["index"] for result in results] == [0, 1, 2]
     assert len(list(ran.glob("flaky1-*"))) == 2  # its failed attempt and its retry
     assert recorded(instance) == {"FlakyLines": 1, "Third": 1, "Done": 1}
+
+
+@pytest.mark.slow
+def test_workers_run_a_map_over_child_workflows_in_flight_bounded_and_the_join_once(
+    workers: Workers, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    started = {workers.worker("worker-1", concurrency=2).pid, workers.worker("worker-2").pid}
+    instance_id = workflows.BoxedMap.start({"dir": str(ran), "boxes": 12})
+    storage = DjangoStorage()
+    peak = 0
+
+    def sampled() -> bool:
+        nonlocal peak
+        boxes = storage.query(workflow=workflows.Box, limit=100)
+        running = sum(1 for box in boxes if box.status.value not in ("completed", "failed"))
+        peak = max(peak, running)
+        return all_completed([instance_id])()
+
+    workers.wait_for(sampled, "the map over children completing")
+    assert 1 <= peak <= workflows.PackBoxes.in_flight
+    instance = storage.get(instance_id)
+    results = instance.context.result(workflows.PackBoxes)
+    assert [result["pack_box"]["item"] for result in results] == list(range(12))
+    assert {result["pack_box"]["pid"] for result in results} <= started
+    boxes = storage.query(workflow=workflows.Box, limit=100)
+    assert len(boxes) == 12
+    assert all(box.parent == instance_id for box in boxes)
+    assert Counter(path.name.split("-")[0] for path in ran.iterdir()) == Counter(
+        [*(f"box{index}" for index in range(12)), "third"]  # each child once, the join once
+    )
+    assert recorded(instance) == {"PackBoxes": 1, "Third": 1, "Done": 1}
+    assert workers.engine.failed() == 0

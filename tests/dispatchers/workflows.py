@@ -554,3 +554,41 @@ class BulkRetried(Workflow):
 
     start_step = HealedOnRetry
     transitions = {HealedOnRetry: {"ok": Done}}
+
+
+class PackBox(Step):
+    """The step of a map's child: marks its run as ``box<item>-<attempt>-<pid>``, sleeps a
+    little (so that children overlap), and returns its item and pid."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        item = context.initial["item"]
+        mark(context, f"box{item}")
+        time.sleep(0.05)
+        return Event("ok", {"item": item, "pid": os.getpid()})
+
+
+class Box(Workflow):
+    """The child of :class:`BoxedMap`, one per item."""
+
+    start = PackBox
+    transitions = {PackBox: {"ok": Done}}
+
+
+class PackBoxes(Map):
+    each = Box
+    in_flight = 3
+
+    def over(self, context: Any) -> Any:
+        return list(range(context.initial["boxes"]))
+
+    def child_context(self, item: Any, context: Any) -> Any:
+        return {"item": item, "dir": context.initial["dir"]}
+
+
+class BoxedMap(Workflow):
+    """A map over child workflows, then a step after its join."""
+
+    start = PackBoxes
+    transitions = {PackBoxes: {"completed": Third}, Third: {"ok": Done}}

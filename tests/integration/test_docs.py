@@ -99,6 +99,7 @@ RUN_BY: dict[tuple[str, str], str] = {
     ("docs/guides/flow-control.md", "class Onboarding("): f"{GUIDES}::test_workflow_limits",
     ("docs/guides/retries.md", "class FetchRates("): f"{GUIDES}::test_timeouts",
     ("docs/guides/maps.md", "class ChargeLine("): f"{GUIDES}::test_maps",
+    ("docs/guides/maps.md", "class ShipFromWarehouses("): f"{GUIDES}::test_map_over_children",
     ("docs/guides/cancelling.md", "Order.cancel(order_id"): f"{GUIDES}::test_cancelling",
     (
         "docs/guides/fixing-instances.md",

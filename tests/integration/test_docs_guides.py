@@ -212,6 +212,15 @@ def test_maps() -> None:
     assert namespace["ChargeLine"].attempts == {"A-1": 1, "B-2": 2, "C-3": 1}
 
 
+def test_map_over_children() -> None:
+    """A shipment child per warehouse, Lyon's retried as a new child, the order confirmed once."""
+    namespace = run_example("docs/guides/maps.md", "class ShipFromWarehouses(", "docs_map_children")
+    order = namespace["order"]
+    assert order.status == "completed"
+    confirmed = [entry for entry in order.execution_history if entry.event == "confirmed"]
+    assert len(confirmed) == 1
+
+
 def test_cancelling() -> None:
     """The order is cancelled where it waited, its charge refunded before its stock released."""
     namespace = run_example("docs/guides/cancelling.md", "Order.cancel(order_id", "docs_cancel")
