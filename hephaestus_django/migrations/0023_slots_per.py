@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hephaestus_django", "0019_map_item_jobs"),
+        ("hephaestus_django", "0022_map_item_jobs"),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hephaestus_django", "0022_slots_oldest_waiter"),
+        ("hephaestus_django", "0019_slots_oldest_waiter"),
     ]
 
     operations = [

@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("hephaestus_django", "0020_debounce"),
+        ("hephaestus_django", "0018_debounce"),
     ]
 
     operations = [

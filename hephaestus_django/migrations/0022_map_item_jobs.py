@@ -12,7 +12,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     atomic = False
     dependencies = [
-        ("hephaestus_django", "0023_pauses"),
+        ("hephaestus_django", "0021_pauses"),
     ]
 
     operations = [

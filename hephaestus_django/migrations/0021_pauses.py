@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hephaestus_django", "0024_bulk_operations"),
+        ("hephaestus_django", "0020_bulk_operations"),
     ]
 
     operations = [
