@@ -14,6 +14,14 @@ from bench.maps import lines as maps_lines
 from bench.measure import SLICE
 from bench.peers import TARGET as PEERS_TARGET
 
+CLAIM_SHOWN = 6
+"""The worker pass's statements shown with their plans (the JSON has every one): a pass that
+finds instances to take over adds two per instance, of one shape."""
+
+DASHBOARD_STATEMENTS = 22
+"""The dashboard's statements, bounded whatever the rows: its cards' reads (19 on a quiet day,
+20 on a busy one, 2026-12-07, with the concurrency limits' card) and a little room."""
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OPERATIONS = ("put_insert", "put_update", "get", "delete", "query_100")
 
@@ -296,8 +304,13 @@ def housekeeping_lines(found: dict[str, Any]) -> list[str]:
         ),
         *[
             _plan_row(f"worker pass, statement {n}", claim)
-            for n, claim in enumerate(plans["claim"], 1)
+            for n, claim in enumerate(plans["claim"][:CLAIM_SHOWN], 1)
         ],
+        *(
+            [f"| … and {len(plans['claim']) - CLAIM_SHOWN:,} more statements of the pass | | | | |"]
+            if len(plans["claim"]) > CLAIM_SHOWN
+            else []
+        ),
         "",
         "Plan of a prune batch, as shipped:",
         "",
@@ -306,7 +319,7 @@ def housekeeping_lines(found: dict[str, Any]) -> list[str]:
         "```",
         "",
     ]
-    for n, claim in enumerate(plans["claim"], 1):
+    for n, claim in enumerate(plans["claim"][:CLAIM_SHOWN], 1):
         lines += [f"Plan of the worker pass, statement {n}:", "", "```", *claim["plan"], "```", ""]
     return lines
 
@@ -426,7 +439,7 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                     f"p50 {board['latency_ms']['p50']:.1f} ms, p99 "
                     f"{board['latency_ms']['p99']:.1f} ms, {board['statements']} statements",
                     board["latency_ms"]["p99"] <= board["budget_ms"]
-                    and board["statements"] <= 16
+                    and board["statements"] <= DASHBOARD_STATEMENTS
                     and not board["full_table_count"],
                 )
             )
@@ -451,10 +464,18 @@ def budget(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         )
         plans = house["plans"]
         statements = [plans["first_batch"], plans["halfway"]["keyset"], *plans["claim"]]
-        seq = [scan for found in statements for scan in found["scans"] if "Seq Scan" in scan]
+        # Of the instances' table: the limits' slots (hephaestus_slots) hold a row per holder
+        # and waiter, which PostgreSQL rightly reads whole.
+        seq = [
+            scan
+            for found in statements
+            for scan in found["scans"]
+            if "Seq Scan" in scan and "workflow_instances" in scan
+        ]
         checks.append(
             (
-                f"prune batches and the worker's claim are index scans at {rows:,} rows",
+                f"prune batches and the worker's claim are index scans of the instances at "
+                f"{rows:,} rows",
                 ", ".join(seq) or "no Seq Scan",
                 not seq,
             )
