@@ -104,6 +104,7 @@ from hephaestus_django.runtime.document import (
 from hephaestus_django.runtime.filters import (
     QueryFilters,
     claim_limit,
+    parent_document,
     parse_filters,
     schedule_document,
 )
@@ -687,6 +688,9 @@ def where_clause(filters: QueryFilters) -> tuple[str, list[Any]]:
     if filters.schedule is not None:  # through the GIN index on state
         conditions.append("state @> %s::jsonb")
         params.append(json.dumps(schedule_document(filters.schedule)))
+    if filters.parent is not None:  # through the GIN index on state
+        conditions.append("state @> %s::jsonb")
+        params.append(json.dumps(parent_document(filters.parent)))
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 

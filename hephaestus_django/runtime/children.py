@@ -30,7 +30,7 @@ end is recorded all the same.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -58,6 +58,7 @@ from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.keys import key_claim
 from hephaestus_django.core.maps import is_child_map
 from hephaestus_django.core.rewind import compensates
+from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.admission import holds_until_end, release_on_end
@@ -187,7 +188,7 @@ def _cancel_children(runner: Runner, storage: Storage, done: AfterWrite, parent:
             return child
         return engine.cancel(child, now=storage.now(), reason=reason, compensate=record.compensate)
 
-    for child_id in children_of(parent).values():
+    for child_id in [*children_of(parent).values(), *_map_children(storage, parent)]:
         try:
             outcome = runner._wake_parent(child_id, storage, stop)
         except InstanceNotFound:
@@ -195,16 +196,53 @@ def _cancel_children(runner: Runner, storage: Storage, done: AfterWrite, parent:
         done.then.extend(outcome.then)
 
 
+_ACTIVE = tuple(status.value for status in Status if status not in ENDED)
+
+
+def _map_children(
+    storage: Storage, parent: Instance, steps: Collection[StepClass] | None = None
+) -> list[UUID]:
+    """The children that the parent's maps over child workflows (of ``steps``, or all of them)
+    started and that have not ended: not linked from the parent (its state does not grow with
+    the list), so found by the link each child keeps to it, through the state's index. No
+    statement for a workflow without such maps."""
+    maps = [
+        step
+        for step in parent.workflow.graph.order
+        if is_child_map(step) and (steps is None or step in steps)
+    ]
+    if not maps:
+        return []
+    paths = {step.path() for step in maps}
+    found = []
+    for child in storage.query(parent=parent.id, status_in=_ACTIVE):
+        link = parent_of(child)
+        if link is not None and link.item is not None and link.step in paths:
+            found.append(child.id)
+    return found
+
+
 def _cancel_forgotten(
     runner: Runner, storage: Storage, done: AfterWrite, before: Instance, after: Instance
 ) -> None:
     """Cancel the children whose link the write dropped (a rewind forgot their step), in its
     transaction; with their compensations when the rewind runs the parent's first."""
+    if engine.rewinds_of(after) == engine.rewinds_of(before):
+        return
     now_linked = children_of(after)
     dropped = [
         child_id for key, child_id in children_of(before).items() if now_linked.get(key) != child_id
     ]
-    if not dropped or engine.rewinds_of(after) == engine.rewinds_of(before):
+    # A rewind to a map over child workflows, or before it, forgets its items: their children
+    # that still run are cancelled too (the map, run again, starts new ones).
+    forgotten_maps = {
+        step
+        for step in before.waiting_steps
+        if is_child_map(step) and step not in after.waiting_steps
+    }
+    if forgotten_maps:
+        dropped += _map_children(storage, before, forgotten_maps)
+    if not dropped:
         return
     compensate = compensates(after)
     reason = f"its parent {after.id} was rewound"

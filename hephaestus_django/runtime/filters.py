@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from hephaestus_django.core.children import PARENT_KEY
 from hephaestus_django.core.errors import InvalidInstanceError, InvalidQueryError
 from hephaestus_django.core.instance import coerce_instance_id
 from hephaestus_django.core.status import Status
@@ -28,6 +29,7 @@ FILTER_NAMES = (
     "workflow_family",
     "tag",
     "schedule",
+    "parent",
 )
 
 
@@ -48,6 +50,9 @@ class QueryFilters:
     schedule: str | None = None
     """The schedule that started the instances (its name, as in their
     ``runtime_metadata["schedule"]["name"]``): a tick's, a trigger's or a backfill's."""
+    parent: UUID | None = None
+    """The instance that started them as its children (a ``Child`` step's, a map's over child
+    workflows), as their ``runtime_metadata["hephaestus.parent"]["id"]`` names it."""
     limit: int | None = None
     matches_nothing: bool = False
     """True when the filters contradict themselves (a malformed id, an empty status_in)."""
@@ -65,7 +70,7 @@ class QueryFilters:
         """The same predicate a SQL backend expresses, for backends that filter in Python.
 
         ``metadata`` returns the instance's runtime metadata, asked for only when filtering on
-        a schedule (a backend may have to decode the state for it)."""
+        a schedule or a parent (a backend may have to decode the state for it)."""
         return not self.matches_nothing and (
             (self.id is None or id == self.id)
             and (self.key is None or business_key == self.key)
@@ -78,7 +83,16 @@ class QueryFilters:
                 self.schedule is None
                 or (metadata is not None and started_by(metadata()) == self.schedule)
             )
+            and (
+                self.parent is None
+                or (metadata is not None and parent_id_in(metadata()) == str(self.parent))
+            )
         )
+
+    @property
+    def needs_metadata(self) -> bool:
+        """Whether :meth:`match` asks for the runtime metadata."""
+        return self.schedule is not None or self.parent is not None
 
 
 SCHEDULE_METADATA = "schedule"
@@ -99,6 +113,20 @@ def schedule_document(name: str) -> dict[str, Any]:
     """The part of an instance's stored state that names the schedule that started it: what
     a SQL backend matches with ``state @> ...`` (through the state's GIN index)."""
     return {"runtime_metadata": {SCHEDULE_METADATA: {"name": name}}}
+
+
+def parent_id_in(metadata: object) -> str | None:
+    """The id of the parent named in an instance's runtime metadata, as stored (a string)."""
+    if isinstance(metadata, dict):
+        link = metadata.get(PARENT_KEY)
+        if isinstance(link, dict) and isinstance(link.get("id"), str):
+            return str(link["id"])
+    return None
+
+
+def parent_document(parent: UUID) -> dict[str, Any]:
+    """The part of a child's stored state that names its parent, for ``state @> ...``."""
+    return {"runtime_metadata": {PARENT_KEY: {"id": str(parent)}}}
 
 
 def in_family(workflow: str, family: str) -> bool:
@@ -154,6 +182,13 @@ def parse_filters(filters: Mapping[str, Any], *, limit: int | None = None) -> Qu
         if not isinstance(schedule, str) or not schedule:
             raise InvalidQueryError(f"schedule must be a schedule's name, not {schedule!r}")
         parsed["schedule"] = _storable(schedule, "schedule")
+    if "parent" in filters:
+        try:
+            parsed["parent"] = coerce_instance_id(filters["parent"])
+        except InvalidInstanceError:
+            raise InvalidQueryError(
+                f"parent must be an instance id, not {filters['parent']!r}"
+            ) from None
     return QueryFilters(**parsed)
 
 

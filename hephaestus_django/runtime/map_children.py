@@ -440,7 +440,7 @@ def _join(
     waiting = parent.waiting_steps.get(step)
     if waiting is None or waiting.attempt is not None:
         return parent
-    path = step.path()
+    path = items_key(parent, step)
     trouble = storage.map_trouble(parent.id, path)
     if trouble.running:
         return parent

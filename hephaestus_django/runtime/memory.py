@@ -384,7 +384,7 @@ class InMemoryStorage:
                     workflow=record.row.workflow,
                     workflow_version=record.row.workflow_version,
                     business_key=record.row.business_key,
-                    metadata=None if parsed.schedule is None else partial(_metadata, record),
+                    metadata=partial(_metadata, record) if parsed.needs_metadata else None,
                 )
             ),
             key=_age,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from hephaestus_django import Status
+from hephaestus_django.core.errors import InvalidQueryError
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.runtime import backends
 from tests.support import map_children
@@ -175,3 +176,41 @@ def test_an_item_whose_child_cannot_be_built_fails_the_step_and_starts_no_child(
     assert instance.error.error_type.endswith("ChildContextError")
     assert "item 3" in instance.error.message
     assert parcels() == []
+
+
+def test_cancelling_the_parent_cancels_the_maps_running_children(drain: Drain) -> None:
+    parent_id = SlowConsignment.start({"items": list(range(5))})
+    drain()
+    running = waiting_children()
+    assert len(running) == ShipSlowParcels.in_flight
+    assert {child.id for child in SlowParcel.list(parent=parent_id)} == {c.id for c in running}
+    with pytest.raises(InvalidQueryError, match="parent must be an instance id"):
+        SlowParcel.list(parent="not-an-id")
+
+    SlowConsignment.cancel(parent_id)
+    drain()
+    assert SlowConsignment.get(parent_id).status is Status.CANCELLED
+    children = backends.storage().query(workflow=SlowParcel, limit=1_000)
+    assert len(children) == ShipSlowParcels.in_flight  # none started after the cancel
+    assert all(child.status is Status.CANCELLED for child in children)
+    assert all(f"its parent {parent_id}" in child.cancellation.reason for child in children)
+
+
+def test_rewinding_the_parent_to_the_map_cancels_its_running_children(drain: Drain) -> None:
+    parent_id = SlowConsignment.start({"items": list(range(2))})
+    drain()
+    first = {child.id for child in waiting_children()}
+    assert len(first) == 2
+
+    SlowConsignment.rewind(parent_id, to=ShipSlowParcels)
+    drain()
+    old = [SlowParcel.get(child_id) for child_id in first]
+    assert all(child.status is Status.CANCELLED for child in old)
+    assert all(f"its parent {parent_id} was rewound" in child.cancellation.reason for child in old)
+    again = waiting_children()  # the map ran again: new children
+    assert len(again) == 2
+    assert not {child.id for child in again} & first
+    for child in again:
+        SlowParcel.resume(child.id, "picked_up")
+        drain()
+    assert SlowConsignment.get(parent_id).status is Status.COMPLETED
