@@ -263,7 +263,11 @@ def run_peers(results: dict[str, Any], plan: dict[str, Any], conninfo: str) -> N
         return
     log("13. peers: the same workflows on DBOS")
     system = environment.recreate_database(conninfo, f"{environment.DATABASE}_dbos")
-    results["peers"] = peers.run(system, rounds=plan["rounds"], n=plan["peers"])
+    raw = environment.raw_connection(conninfo)
+    try:
+        results["peers"] = peers.run(system, raw, rounds=plan["rounds"], n=plan["peers"])
+    finally:
+        raw.close()
 
 
 if __name__ == "__main__":

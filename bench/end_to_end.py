@@ -83,7 +83,9 @@ def recorded_run(workflow: type[WorkflowDefinition]) -> dict[str, Any]:
     }
 
 
-def _floor_workflow(raw: psycopg.Connection[Any], name: str, floor: list[tuple[Any, str]]) -> None:
+def floor_workflow(raw: psycopg.Connection[Any], name: str, floor: list[tuple[Any, str]]) -> None:
+    """One workflow as the hand-written floor writes it: ``floor``'s documents, one
+    autocommitted write each (what the durability needs, no engine)."""
     key = uuid4()
     revision = 0
     for document, status in floor:
@@ -122,7 +124,7 @@ def run(
     def floor_side(
         count: int, name: str, floor: Any, connection: psycopg.Connection[Any] = raw
     ) -> list[int]:
-        return repeat(lambda i: _floor_workflow(connection, name, floor), count)
+        return repeat(lambda i: floor_workflow(connection, name, floor), count)
 
     def versus_floor(
         workflow: Any, using: str, floor: Any, connection: psycopg.Connection[Any] = raw

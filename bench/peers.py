@@ -15,6 +15,10 @@ slices (:func:`bench.measure.interleave`); the ratio is our operations per secon
   :class:`~bench.workflows.Fanout10`; DBOS has no graph, so the branches are four child
   workflows started together and awaited, its documented way to run work in parallel).
 
+For the two that section 3 has a hand-written floor for, the floor (the commits our durability
+needs, through raw psycopg, no engine) runs against DBOS too, interleaved the same way: its
+lead is the most that any engine keeping our promises could have over DBOS on that workflow.
+
 Each step returns the same small result on both sides. DBOS is an optional bench dependency
 (the ``bench`` extra); without it the section says it was skipped.
 """
@@ -24,10 +28,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Callable
+from functools import partial
 from importlib import metadata
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from bench.measure import interleave, repeat
@@ -103,10 +109,21 @@ def _url(conninfo: str) -> str:
     return f"postgresql://{user}{host}{port}/{params['dbname']}"
 
 
-def run(system_conninfo: str, *, rounds: int, n: int) -> dict[str, Any]:
-    """Each scenario, ours against DBOS's; DBOS launched with its system database at
-    ``system_conninfo`` (a database of its own, emptied beforehand)."""
+FLOORED = {"linear_3": Linear3, "fanout_10": Fanout10}
+"""The scenarios section 3 has a hand-written floor for, run against DBOS too: the floor makes
+the commits our durability needs and nothing else, so its lead over DBOS is the most any engine
+making our promises could have."""
+
+
+def run(
+    system_conninfo: str, raw: psycopg.Connection[Any], *, rounds: int, n: int
+) -> dict[str, Any]:
+    """Each scenario, ours against DBOS's, then the floor against DBOS's where there is one;
+    DBOS launched with its system database at ``system_conninfo`` (a database of its own,
+    emptied beforehand), the floor writing on ``raw``."""
     from dbos import DBOS
+
+    from bench.end_to_end import floor_workflow, recorded_run
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
     workflows = _dbos_workflows()
@@ -139,6 +156,15 @@ def run(system_conninfo: str, *, rounds: int, n: int) -> dict[str, Any]:
         for label in SCENARIOS:
             results[label] = interleave(
                 batch(ours[label]), batch(workflows[label]), rounds=rounds, n=n, warmup=min(n, 5)
+            )
+        for label, workflow in FLOORED.items():
+            floor = partial(floor_workflow, raw, workflow.path(), recorded_run(workflow)["floor"])
+            results[label]["floor"] = interleave(
+                batch(lambda _, write=floor: write()),
+                batch(workflows[label]),
+                rounds=rounds,
+                n=n,
+                warmup=min(n, 5),
             )
     finally:
         runner.close()
