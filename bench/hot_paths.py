@@ -98,12 +98,35 @@ def recorded() -> dict[str, list[tuple[str, str]]]:
         del storage.written[:]
         runner.resume(started.id, "approved", storage=storage)
         resume = list(storage.written)
+        del storage.written[:]
+        runner.resume(started.id, "shipped", storage=storage)
+        shipped = list(storage.written)
     finally:
         runner.close()
     return {
         "start": [(_text(i), i.status.value) for i in start],
         "resume": [(_text(i), i.status.value) for i in resume],
+        "shipped": [(_text(i), i.status.value) for i in shipped],
     }
+
+
+def floor_approval(
+    raw: psycopg.Connection[Any], name: str, documents: dict[str, list[tuple[str, str]]]
+) -> None:
+    """An :class:`~bench.workflows.Approval` from its start to its end as the floor writes it
+    (section 13's wait-and-resume): the start waiting (one commit), the first event and its
+    step (two), the second event to the end (the lock and the write: one)."""
+    key = uuid4()
+    text, status = documents["start"][-1]
+    with raw.cursor() as cursor:
+        assert raw_write(cursor, key, name, status, text, 0) is not None
+    _floor_resume(raw, name, key, documents["resume"])
+    text, status = documents["shipped"][-1]
+    with raw.transaction(), raw.cursor() as cursor:
+        cursor.execute(_LOCK, [key])
+        found = cursor.fetchone()
+        assert found is not None
+        assert raw_write(cursor, key, name, status, text, found[0]) is not None
 
 
 def _floor_start(raw: psycopg.Connection[Any], name: str, document: tuple[str, str]) -> None:

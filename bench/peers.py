@@ -15,9 +15,9 @@ slices (:func:`bench.measure.interleave`); the ratio is our operations per secon
   :class:`~bench.workflows.Fanout10`; DBOS has no graph, so the branches are four child
   workflows started together and awaited, its documented way to run work in parallel).
 
-For the two that section 3 has a hand-written floor for, the floor (the commits our durability
-needs, through raw psycopg, no engine) runs against DBOS too, interleaved the same way: its
-lead is the most that any engine keeping our promises could have over DBOS on that workflow.
+The hand-written floor of each (sections 3 and 3b: the commits our durability needs, through
+raw psycopg, no engine) runs against DBOS too, interleaved the same way: its lead is the most
+that any engine keeping our promises could have over DBOS on that workflow.
 
 Each step returns the same small result on both sides. DBOS is an optional bench dependency
 (the ``bench`` extra); without it the section says it was skipped.
@@ -110,9 +110,9 @@ def _url(conninfo: str) -> str:
 
 
 FLOORED = {"linear_3": Linear3, "fanout_10": Fanout10}
-"""The scenarios section 3 has a hand-written floor for, run against DBOS too: the floor makes
-the commits our durability needs and nothing else, so its lead over DBOS is the most any engine
-making our promises could have."""
+"""The scenarios whose hand-written floor is section 3's; wait-and-resume's is section 3b's
+(:func:`bench.hot_paths.floor_approval`). Each floor makes the commits our durability needs and
+nothing else, so its lead over DBOS is the most any engine making our promises could have."""
 
 
 def run(
@@ -124,6 +124,7 @@ def run(
     from dbos import DBOS
 
     from bench.end_to_end import floor_workflow, recorded_run
+    from bench.hot_paths import floor_approval, recorded
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
     workflows = _dbos_workflows()
@@ -157,8 +158,12 @@ def run(
             results[label] = interleave(
                 batch(ours[label]), batch(workflows[label]), rounds=rounds, n=n, warmup=min(n, 5)
             )
-        for label, workflow in FLOORED.items():
-            floor = partial(floor_workflow, raw, workflow.path(), recorded_run(workflow)["floor"])
+        floors = {
+            label: partial(floor_workflow, raw, workflow.path(), recorded_run(workflow)["floor"])
+            for label, workflow in FLOORED.items()
+        }
+        floors["wait_and_resume"] = partial(floor_approval, raw, Approval.path(), recorded())
+        for label, floor in floors.items():
             results[label]["floor"] = interleave(
                 batch(lambda _, write=floor: write()),
                 batch(workflows[label]),
