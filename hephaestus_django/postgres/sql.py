@@ -423,6 +423,23 @@ ON CONFLICT (name, key, instance_id, step) DO UPDATE SET
 RETURNING state = 'holding'
 """
 
+# The end of RELEASE and FREE: the waiters ``next`` picked hold their slots, those parked are
+# woken, and each comes back with the seconds it waited in line.
+_ADMIT_NEXT = f"""), admitted AS (
+    UPDATE {SLOTS} s SET state = 'holding', acquired_at = statement_timestamp(),
+        expires_at = statement_timestamp() + %(lease)s
+    FROM next WHERE s.id = next.id
+    RETURNING s.instance_id, s.step, s.enqueued_at
+), woken AS (
+    UPDATE {TABLE} i SET lease_expires_at = statement_timestamp()
+    FROM admitted a
+    WHERE i.id = a.instance_id AND i.lease_owner LIKE 'parked:%%'
+      AND i.lease_expires_at > statement_timestamp()
+)
+SELECT instance_id, step, EXTRACT(EPOCH FROM statement_timestamp() - enqueued_at)::float8
+FROM admitted
+"""
+
 # Give up a slot (none when %(id)s is NULL: the sweep's pass) and admit the next waiters in
 # line while there is room, passing over those whose instance no longer runs; their parked
 # instances are woken (the lease made due, so a worker's claim takes them). One statement, so
@@ -445,20 +462,7 @@ WITH released AS (
     WHERE w.name = %(name)s AND w.key = %(key)s AND w.state = 'waiting' AND {_RUNS}
     ORDER BY w.priority DESC, w.enqueued_at, w.id
     LIMIT GREATEST(%(limit)s - (SELECT n FROM live), 0)
-), admitted AS (
-    UPDATE {SLOTS} s SET state = 'holding', acquired_at = statement_timestamp(),
-        expires_at = statement_timestamp() + %(lease)s
-    FROM next WHERE s.id = next.id
-    RETURNING s.instance_id, s.step, s.enqueued_at
-), woken AS (
-    UPDATE {TABLE} i SET lease_expires_at = statement_timestamp()
-    FROM admitted a
-    WHERE i.id = a.instance_id AND i.lease_owner LIKE 'parked:%%'
-      AND i.lease_expires_at > statement_timestamp()
-)
-SELECT instance_id, step, EXTRACT(EPOCH FROM statement_timestamp() - enqueued_at)::float8
-FROM admitted
-"""
+{_ADMIT_NEXT}"""
 
 # The sweep: the limits and keys someone waits for (with the largest number in their rows).
 WAITING_LIMITS = f"""
@@ -563,20 +567,7 @@ WITH freed AS (
       AND w.instance_id <> %(id)s AND {_RUNS}
     ORDER BY w.priority DESC, w.enqueued_at, w.id
     LIMIT GREATEST(%(limit)s - (SELECT n FROM live), 0)
-), admitted AS (
-    UPDATE {SLOTS} s SET state = 'holding', acquired_at = statement_timestamp(),
-        expires_at = statement_timestamp() + %(lease)s
-    FROM next WHERE s.id = next.id
-    RETURNING s.instance_id, s.step, s.enqueued_at
-), woken AS (
-    UPDATE {TABLE} i SET lease_expires_at = statement_timestamp()
-    FROM admitted a
-    WHERE i.id = a.instance_id AND i.lease_owner LIKE 'parked:%%'
-      AND i.lease_expires_at > statement_timestamp()
-)
-SELECT instance_id, step, EXTRACT(EPOCH FROM statement_timestamp() - enqueued_at)::float8
-FROM admitted
-"""
+{_ADMIT_NEXT}"""
 
 
 # --- pruning: hephaestus_prune ---------------------------------------------------------------
