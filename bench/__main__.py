@@ -221,7 +221,7 @@ def run_storage_sections(
     results["hot_paths"] = hot_paths.run(raw, unprepared, rounds=rounds, n=plan["workflows"])
     run_peers(results, plan, conninfo)
     log("9. step policies: statements and time per step")
-    results["policies"] = policies.run(n=plan["policies_n"])
+    results["policies"] = policies.run(raw, n=plan["policies_n"])
 
     loaded = SEED_ROWS
     for rows, c_rounds, probes, seq_probes in plan["containment"]:

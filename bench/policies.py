@@ -11,6 +11,9 @@ it). The steps' failures are logged by the runner as in production; the log is s
 - *failed attempt*: the same step failing its first attempt under ``Retry(backoff=0)``: the
   start that records the failure and its retry timer, plus the worker pass that fires the
   timer and runs the second attempt; the cost of one failed attempt is that minus *plain*.
+  The worker pass claims whatever is due, so nothing else may be: the section checks that no
+  earlier section left an instance a pass would take over (:func:`bench.leftovers.ensure_none`)
+  and fails, naming them, if one did.
 - *cancel*: ``Workflow.cancel`` of an instance waiting for an event.
 - *compensation*: ``cancel(compensate=True)`` of an instance waiting after three completed
   compensable steps; per compensated step, that minus *cancel*, divided by three.
@@ -33,9 +36,11 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from bench.leftovers import ensure_none
 from bench.measure import spread
 from hephaestus_django import Done, Retry, Step, WaitForEvent, Workflow, signals, telemetry
 from hephaestus_django.core.instance import Context, Instance
@@ -202,7 +207,9 @@ def _traced(n: int, *, sdk: bool) -> tuple[int, dict[str, float]]:
         telemetry.uninstall()
 
 
-def run(*, n: int) -> dict[str, Any]:
+def run(raw: psycopg.Connection[Any], *, n: int) -> dict[str, Any]:
+    """Every case, ``n`` times each; ``raw`` checks that no earlier section left work for the
+    failed attempt's worker pass."""
     storage = DjangoStorage()
     runner = LocalRunner()
     configure(storages={"default": storage}, runner=runner)
@@ -220,6 +227,9 @@ def run(*, n: int) -> dict[str, Any]:
         cases = {
             "plain": _case(lambda: None, lambda _: Plain.start({}), n),
             "timeout": _case(lambda: None, lambda _: Timed.start({}), n),
+        }
+        ensure_none(raw, "section 9, the failed attempt retried by a worker pass")
+        cases |= {
             "failed_attempt": _case(lambda: None, failing_then_worked, n),
             "cancel": _case(lambda: Held.start({}), Held.cancel, n),
             "compensation": _case(
