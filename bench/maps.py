@@ -21,15 +21,14 @@ rewrote the state would carry the list each time: bytes per item growing with th
 from __future__ import annotations
 
 import resource
-import threading
 import time
-from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
 from django.db import connection
 from django.db.backends.signals import connection_created
 
+from bench.tally import Tally
 from hephaestus_django import Done, Map, MapItem, Status, Workflow
 from hephaestus_django.core.instance import Context
 from hephaestus_django.runtime import InMemoryDispatcher, LocalRunner, configure
@@ -55,51 +54,6 @@ class BenchLines(Map):
 class BenchInvoice(Workflow):
     start = BenchLines
     transitions = {BenchLines: {"completed": Done}}
-
-
-class Tally:
-    """Statements and the bytes of their parameters, by the table they write; thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.statements = 0
-        self.writes: dict[str, dict[str, int]] = {}
-
-    def __call__(
-        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
-    ) -> Any:
-        size = _size(params)
-        kind = _written(sql)
-        with self._lock:
-            self.statements += 1
-            if kind is not None:
-                found = self.writes.setdefault(kind, {"count": 0, "bytes": 0, "largest": 0})
-                found["count"] += 1
-                found["bytes"] += size
-                found["largest"] = max(found["largest"], size)
-        return execute(sql, params, many, context)
-
-
-def _written(sql: str) -> str | None:
-    head = sql.lstrip()[:6].upper()
-    if head not in ("INSERT", "UPDATE", "WITH X", "WITH W") and not head.startswith("WITH"):
-        return None
-    if "workflow_map_items" in sql:
-        return "items"
-    if "hephaestus_slots SET expires_at" in " ".join(sql.split()):
-        # The queue lease renewed (RENEW: the instance's lease_expires_at and its slots, no
-        # state written), by the heartbeat of a running item or by an item job that finds the
-        # lease short: a run longer than half a lease has them, however long the list. The
-        # statement's text breaks its line inside that phrase, hence the spaces made single.
-        return "renewals"
-    if "workflow_instances" in sql:
-        return "instance"
-    return "other"
-
-
-def _size(params: Any) -> int:
-    values = params.values() if isinstance(params, Mapping) else (params or ())
-    return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in values)
 
 
 def measure(size: int, dispatcher: InMemoryDispatcher | None = None) -> dict[str, Any]:
