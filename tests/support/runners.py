@@ -3,9 +3,8 @@
 ``with runner_over(storage, "local" | "queued") as settle:`` configures the ``default``
 storage and the runner; ``settle()`` runs what is left to run: nothing with ``LocalRunner``
 (the steps ran in the caller), the in-memory queue drained with ``QueuedRunner`` (as a worker
-would run the jobs). The configuration is reset on exit. The rewind tests run it over
-``InMemoryStorage`` (``tests/unit``) and ``DjangoStorage`` (``tests/integration``), the pause
-tests over both in one module.
+would run the jobs). The configuration is reset on exit. The rewind and pause tests run
+it over ``InMemoryStorage`` and ``DjangoStorage``, each module over both.
 """
 
 from __future__ import annotations
