@@ -11,18 +11,16 @@ import pytest
 
 from hephaestus_django import RewindPlan, Status
 from hephaestus_django.core.children import children_of
-from hephaestus_django.runtime import InMemoryStorage
 from hephaestus_django.runtime.contract import Storage
-from hephaestus_django.storage import DjangoStorage
 from tests.childflows import Order, Ship, Shipment, ShipSlowly, SlowOrder, SlowShipment
-from tests.support.runners import RUNNERS, Settle, runner_over
+from tests.support.runners import RUNNERS, STORAGES, Settle, runner_over, storage_named
 
 pytestmark = pytest.mark.django_db(transaction=True)  # queued jobs are enqueued on commit
 
 
-@pytest.fixture(params=["memory", "django"])
+@pytest.fixture(params=STORAGES)
 def storage(request: pytest.FixtureRequest) -> Storage:
-    return InMemoryStorage() if request.param == "memory" else DjangoStorage()
+    return storage_named(request.param)
 
 
 @pytest.fixture(params=RUNNERS)

@@ -5,6 +5,7 @@ the forgotten run is written under its generation's key, never read as the map's
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 
@@ -16,7 +17,7 @@ from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.storage import DjangoStorage
 from tests.support import rewind_maps
 from tests.support.rewind_maps import RUNS, RewindInvoice, RewindLines, Sum, lines
-from tests.support.runners import RUNNERS, Settle, runner_over
+from tests.support.runners import RUNNERS, STORAGES, Settle, runner_over, storage_named
 
 Stored = InMemoryStorage | DjangoStorage
 """Both storages: they keep map items (``map_progress``, ``record_map_item``, ...)."""
@@ -24,9 +25,9 @@ Stored = InMemoryStorage | DjangoStorage
 pytestmark = pytest.mark.django_db(transaction=True)  # queued jobs are enqueued on commit
 
 
-@pytest.fixture(params=["memory", "django"])
+@pytest.fixture(params=STORAGES)
 def storage(request: pytest.FixtureRequest) -> Stored:
-    return InMemoryStorage() if request.param == "memory" else DjangoStorage()
+    return cast(Stored, storage_named(request.param))
 
 
 @pytest.fixture(params=RUNNERS)

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
+    InMemoryStorage,
     LocalRunner,
     QueuedRunner,
     configure,
@@ -25,6 +26,21 @@ Settle = Callable[[], None]
 
 RUNNERS = ("local", "queued")
 """The runner names :func:`runner_over` takes (a fixture's ``params``)."""
+
+STORAGES = ("memory", "django")
+"""The storage names :func:`storage_named` takes (a fixture's ``params``; the module's tests
+then need the database: ``django_db(transaction=True)``, queued jobs are enqueued on commit)."""
+
+
+def storage_named(name: str) -> Storage:
+    """A new ``InMemoryStorage`` (``memory``) or ``DjangoStorage`` on ``default`` (``django``)."""
+    if name == "memory":
+        return InMemoryStorage()
+    if name == "django":
+        from hephaestus_django.storage import DjangoStorage
+
+        return DjangoStorage()
+    raise ValueError(f"storage must be one of {STORAGES}, not {name!r}")
 
 
 @contextmanager
