@@ -34,6 +34,7 @@ unprepared, the floor prepared) are reported, not targeted.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
@@ -223,7 +224,6 @@ def _run_local(
     name = Approval.path()
     documents = recorded()
     order_ids = iter(range(50_000_000, 60_000_000))
-    results: dict[str, Any] = {}
 
     def ours_start(count: int, storage: DjangoStorage) -> list[int]:
         contexts = [initial_context(next(order_ids)) for _ in range(count)]
@@ -265,29 +265,52 @@ def _run_local(
         "resume_to_next_wait": (ours_resume, floor_resume),
     }
 
+    def storage_on(using: str) -> DjangoStorage:
+        return DjangoStorage(using=using)
+
+    try:
+        return _versus(sides, counts, storage_on, raw, unprepared, rounds=rounds, n=n)
+    finally:
+        runner.close()
+
+
+_Side = Callable[..., list[int]]
+
+
+def _versus(
+    sides: dict[str, tuple[_Side, _Side]],
+    counts: dict[str, tuple[tuple[int, int], tuple[int, int]]],
+    storage_on: Callable[[str], DjangoStorage],
+    raw: psycopg.Connection[Any],
+    unprepared: psycopg.Connection[Any],
+    *,
+    rounds: int,
+    n: int,
+) -> dict[str, Any]:
+    """Each scenario of ``sides`` (ours, the floor) interleaved in the three configurations,
+    with the statements and commits of ``counts`` (ours, the floor's)."""
+
     def versus(label: str, using: str, conn: psycopg.Connection[Any]) -> Any:
         ours, floor = sides[label]
         return interleave(
-            partial(ours, storage=DjangoStorage(using=using)),
+            partial(ours, storage=storage_on(using)),
             partial(floor, conn=conn),
             rounds=rounds,
             n=n,
             warmup=min(n, 20),
         )
 
-    try:
-        for label, ((statements, commits), (floor_statements, floor_commits)) in counts.items():
-            results[label] = {
-                "defaults": versus(label, "default", raw),
-                "prepared": versus(label, PREPARED, raw),
-                "unprepared": versus(label, "default", unprepared),
-                "ours_statements": statements,
-                "ours_commits": commits,
-                "floor_statements": floor_statements,
-                "floor_commits": floor_commits,
-            }
-    finally:
-        runner.close()
+    results: dict[str, Any] = {}
+    for label, ((statements, commits), (floor_statements, floor_commits)) in counts.items():
+        results[label] = {
+            "defaults": versus(label, "default", raw),
+            "prepared": versus(label, PREPARED, raw),
+            "unprepared": versus(label, "default", unprepared),
+            "ours_statements": statements,
+            "ours_commits": commits,
+            "floor_statements": floor_statements,
+            "floor_commits": floor_commits,
+        }
     return results
 
 
@@ -308,7 +331,6 @@ def _run_queued(
     name = Approval.path()
     documents = recorded()
     order_ids = iter(range(60_000_000, 70_000_000))
-    results: dict[str, Any] = {}
 
     def on(storage: DjangoStorage) -> Any:
         return override_settings(PROCRASTINATE_DATABASE_ALIAS=storage.using)
@@ -381,30 +403,9 @@ def _run_queued(
         "start_then_wait (queued)": (ours_start, floor_start),
         "resume_to_next_wait (queued)": (ours_resume, floor_resume),
     }
-
-    def versus(label: str, using: str, conn: psycopg.Connection[Any]) -> Any:
-        ours, floor = sides[label]
-        return interleave(
-            partial(ours, storage=storages[using]),
-            partial(floor, conn=conn),
-            rounds=rounds,
-            n=n,
-            warmup=min(n, 20),
-        )
-
     try:
-        for label, ((statements, commits), (floor_statements, floor_commits)) in counts.items():
-            results[label] = {
-                "defaults": versus(label, "default", raw),
-                "prepared": versus(label, PREPARED, raw),
-                "unprepared": versus(label, "default", unprepared),
-                "ours_statements": statements,
-                "ours_commits": commits,
-                "floor_statements": floor_statements,
-                "floor_commits": floor_commits,
-            }
+        return _versus(sides, counts, storages.__getitem__, raw, unprepared, rounds=rounds, n=n)
     finally:
         runner.close()
         configure()
         raw.execute(f"DELETE FROM {TABLE} WHERE id = ANY(%s)", [made])
-    return results

@@ -51,7 +51,7 @@ RENEW = f"""
 WITH held AS (
     UPDATE hephaestus_slots
     SET expires_at = GREATEST(expires_at, statement_timestamp() + %(lease)s)
-    WHERE instance_id = %(id)s AND state = 'holding'
+    WHERE instance_id = %(id)s AND state = 'holding' AND expires_at > statement_timestamp()
       AND EXISTS (SELECT 1 FROM {TABLE} WHERE id = %(id)s AND lease_owner = %(owner)s)
 )
 UPDATE {TABLE} SET lease_expires_at = statement_timestamp() + %(lease)s

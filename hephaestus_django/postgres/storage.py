@@ -213,9 +213,7 @@ class DjangoStorage:
                 f"put_with_jobs() writes instances stored already; instance {instance.id} is new "
                 f"and holds a business key: put() it, then enqueue its jobs"
             )
-        if jobs is not None and not isinstance(jobs, JobsSQL):
-            raise TypeError(f"jobs must be a JobsSQL or None, not {jobs!r}")
-        self._put(instance, jobs)
+        self._put(instance, _jobs_sql(jobs))
 
     def _put(self, instance: Instance, jobs: JobsSQL | None) -> None:
         """Write ``instance`` with :data:`INSERT` or :data:`UPDATE`, with ``jobs`` in the same
@@ -313,24 +311,45 @@ class DjangoStorage:
         commit, nothing was written and the whole update is made again, ``change`` applied to
         a fresh read; if it drops during the commit, the row says whether the write landed.
         """
+        return self._locked_update(instance_id, change, None)
+
+    def update_with_jobs(
+        self,
+        instance_id: UUID | str,
+        change: Callable[[Instance], Instance],
+        jobs: Callable[[Instance], object],
+    ) -> Instance:
+        """``update``, with what ``jobs(changed)`` returns (a :class:`JobsSQL` or None) enqueued
+        in the statement of its write, as :meth:`put_with_jobs` does: a resume on
+        ``QueuedRunner`` with procrastinate is then the locked read and one write, in one
+        transaction, instead of a savepoint around them and a statement more for the jobs."""
+        return self._locked_update(instance_id, change, jobs)
+
+    def _locked_update(
+        self,
+        instance_id: UUID | str,
+        change: Callable[[Instance], Instance],
+        jobs: Callable[[Instance], object] | None,
+    ) -> Instance:
         key = instance_key(instance_id)
         if key is None:
             raise InstanceNotFound(instance_id)
         written: list[Instance] = []
         try:
-            return self._update(key, instance_id, change, written)
+            return self._update(key, instance_id, change, jobs, written)
         except DatabaseError as error:
             if not dropped(self.using, error):
                 raise
             if written and self._landed(written[0]):
                 return written[0]
-            return self._update(key, instance_id, change, [])
+            return self._update(key, instance_id, change, jobs, [])
 
     def _update(
         self,
         key: UUID,
         instance_id: UUID | str,
         change: Callable[[Instance], Instance],
+        jobs: Callable[[Instance], object] | None,
         written: list[Instance],
     ) -> Instance:
         with transaction.atomic(using=self.using):
@@ -340,7 +359,7 @@ class DjangoStorage:
             current = from_row(stored_row(found))
             changed = change(current)
             if changed is not current:
-                self.put(changed)
+                self._put(changed, None if jobs is None else _jobs_sql(jobs(changed)))
                 written.append(changed)
         return changed
 
@@ -598,6 +617,14 @@ class DjangoStorage:
         except DatabaseError as error:
             found = again(self.using, error, lambda db: fetch_all(db, sql, params))
         return decode_rows(found, stored_row)
+
+
+def _jobs_sql(jobs: object) -> JobsSQL | None:
+    """``jobs`` as given to :meth:`DjangoStorage.put_with_jobs` or returned by the ``jobs`` of
+    :meth:`DjangoStorage.update_with_jobs`: a :class:`JobsSQL`, or None for none."""
+    if jobs is not None and not isinstance(jobs, JobsSQL):
+        raise TypeError(f"jobs must be a JobsSQL or None, not {jobs!r}")
+    return jobs
 
 
 def _write_statement(row: StoredRow, state: str) -> tuple[str, list[Any]]:

@@ -69,7 +69,9 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db import connections
+from django.dispatch import receiver
 
 from hephaestus_django.core.errors import InvalidJobError
 from hephaestus_django.postgres.cursors import fetch_all
@@ -79,7 +81,7 @@ from hephaestus_django.postgres.sql import (
     PROCRASTINATE_JOB_ROW,
     PROCRASTINATE_PENDING_STEPS,
 )
-from hephaestus_django.postgres.storage import JobsSQL
+from hephaestus_django.postgres.storage import DjangoStorage, JobsSQL
 from hephaestus_django.queues import Requirements
 from hephaestus_django.runtime import codec
 from hephaestus_django.runtime.contract import Storage
@@ -156,15 +158,12 @@ class ProcrastinateDispatcher:
     def database_alias(self) -> str:
         """The database alias procrastinate keeps its jobs in: what its workers read, so what
         this dispatcher writes to (``settings.PROCRASTINATE_DATABASE_ALIAS``)."""
-        alias = getattr(settings, "PROCRASTINATE_DATABASE_ALIAS", "default")
-        return alias if isinstance(alias, str) else "default"
+        return _database_alias()
 
     def joins_transaction(self, storage: Storage) -> bool:
         """True exactly when ``storage`` is a ``DjangoStorage`` on procrastinate's alias: the
         job's insert then runs on the very connection of the storage's open transaction."""
-        from hephaestus_django.postgres.storage import DjangoStorage
-
-        return isinstance(storage, DjangoStorage) and storage.using == self.database_alias()
+        return isinstance(storage, DjangoStorage) and storage.using == _database_alias()
 
     def enqueue_steps(self, jobs: Sequence[StepJob]) -> None:
         """One procrastinate job per step, all in one statement (:func:`defer_statement`)."""
@@ -232,6 +231,24 @@ class ProcrastinateDispatcher:
         fetch_all(connections[alias], sql, params)
 
 
+_alias: list[str] = []
+"""``settings.PROCRASTINATE_DATABASE_ALIAS`` as last read (asked on every write of a queued
+transition: a setting Django does not hold is looked up through an exception each time)."""
+
+
+def _database_alias() -> str:
+    if not _alias:
+        alias = getattr(settings, "PROCRASTINATE_DATABASE_ALIAS", "default")
+        _alias[:] = [alias if isinstance(alias, str) else "default"]
+    return _alias[0]
+
+
+@receiver(setting_changed)
+def _forget_alias(*, setting: str, **kwargs: Any) -> None:
+    if setting == "PROCRASTINATE_DATABASE_ALIAS":
+        _alias.clear()
+
+
 def _pending(jobs: Sequence[StepJob], payloads: Iterable[object]) -> frozenset[StepJob]:
     """Those of ``jobs`` equal to a job of ``payloads`` (JSON text or decoded); a payload that
     does not parse is nobody's job."""
@@ -283,7 +300,9 @@ def defer_expression(jobs: Sequence[_Job]) -> tuple[str, list[Any]]:
     """
     params: list[Any] = []
     for queue, task, priority, kwargs, scheduled_at in jobs:
-        params += [queue, task, priority, codec.dumps(kwargs), scheduled_at]
+        # A payload is strings under string keys (StepJob.payload): orjson writes it as json
+        # would, faster.
+        params += [queue, task, priority, codec.dumps_encoded(kwargs), scheduled_at]
     return _defer_sql(len(jobs)), params
 
 

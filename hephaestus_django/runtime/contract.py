@@ -68,7 +68,9 @@ A storage that can write a dispatcher's jobs in the very statement of a ``put`` 
 ``put_with_jobs(instance, jobs)`` (:class:`JobsInPut`), for a dispatcher that can hand
 it its jobs that way (:class:`~hephaestus_django.runtime.dispatch.JobsForPut`):
 ``QueuedRunner`` then records a step's result and enqueues what it made runnable in one
-statement instead of a transaction of several.
+statement instead of a transaction of several. Its counterpart for the locked update,
+``update_with_jobs(instance_id, change, jobs)`` (:class:`JobsInUpdate`), makes a resume one
+locked read and one write that carries the jobs.
 
 A storage that can run map steps (:class:`~hephaestus_django.core.maps.Map`) keeps each
 item's result in a record of its own, keyed by (instance, step, index), beside the instance and
@@ -246,6 +248,27 @@ class JobsInPut(Protocol):
         a :class:`~hephaestus_django.runtime.dispatch.JobsForPut` dispatcher's
         ``jobs_for_put`` returned for this storage (None: nothing to enqueue). A stale put
         raises ``StaleInstanceError`` and enqueues nothing."""
+        ...
+
+
+@runtime_checkable
+class JobsInUpdate(Protocol):
+    """The optional part of the storage contract: a locked update whose write also enqueues
+    jobs, in its own statement, so a resume is one read and one write in one transaction,
+    and no statement more for the enqueue (:class:`JobsInPut`'s counterpart for ``update``)."""
+
+    def update_with_jobs(
+        self,
+        instance_id: UUID | str,
+        change: Callable[[Instance], Instance],
+        jobs: Callable[[Instance], object],
+    ) -> Instance:
+        """``update(instance_id, change)``, and, in the statement that writes the changed
+        instance, what ``jobs(changed)`` returns for this storage (a
+        :class:`~hephaestus_django.runtime.dispatch.JobsForPut` dispatcher's ``jobs_for_put``;
+        None: nothing to enqueue). ``jobs`` is called under the row lock, after ``change``,
+        only when there is something to write, and again with the new instance if the update
+        is made again; nothing is enqueued when nothing is written."""
         ...
 
 

@@ -30,6 +30,7 @@ from hephaestus_django.core.errors import InstanceNotFound
 from hephaestus_django.core.graph import StepClass
 from hephaestus_django.core.instance import Instance, evolve
 from hephaestus_django.core.pause import PAUSABLE, is_paused
+from hephaestus_django.runtime.bounded import run_exit_hooks
 from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.runtime.logs import about
 from hephaestus_django.runtime.slots import is_parked
@@ -130,7 +131,14 @@ _LeaseKey = tuple[int, UUID, str]
 
 
 class Heartbeat:
-    """Renews the leases of the steps executing in this process, from one daemon thread."""
+    """Renews the leases of the steps executing in this process, from one daemon thread.
+
+    The thread starts with the first lease held and ends after a beat finds none left, closing
+    its database connections on the way out (:func:`~hephaestus_django.runtime.bounded.
+    on_thread_exit`); the next lease held starts a new one. So a busy process keeps one thread,
+    and an idle one, or a runner dropped without ``close()``, leaves no thread or connection
+    behind for longer than a beat.
+    """
 
     def __init__(self, duration: timedelta) -> None:
         self.duration = duration
@@ -175,11 +183,18 @@ class Heartbeat:
 
     def _beat(self) -> None:
         interval = self.duration.total_seconds() / 3
-        while not self._wake.wait(interval):
-            with self._lock:
-                leases = list(self._leases.items())
-            for (_storage, instance_id, owner), storage in leases:
-                self._renew(storage, instance_id, owner)
+        try:
+            while not self._wake.wait(interval):
+                with self._lock:
+                    leases = list(self._leases.items())
+                    if not leases:  # idle: the next lease held starts a new thread
+                        if self._thread is threading.current_thread():
+                            self._thread = None
+                        return
+                for (_storage, instance_id, owner), storage in leases:
+                    self._renew(storage, instance_id, owner)
+        finally:
+            run_exit_hooks()
 
     def _renew(self, storage: Storage, instance_id: UUID, owner: str) -> None:
         key = (id(storage), instance_id, owner)

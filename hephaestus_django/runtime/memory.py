@@ -232,14 +232,15 @@ class InMemoryStorage:
     def renew(self, instance_id: UUID | str, owner: str, lease: timedelta) -> bool:
         key = instance_key(instance_id)
         with self._lock:
-            until = self._clock() + lease
+            now = self._clock()
+            until = now + lease
             record = self._records.get(key) if key is not None else None
             if record is None or record.row.lease_owner != owner:
                 return False
             self._records[record.row.id] = _Record(
                 replace(record.row, lease_expires_at=until), record.text
             )
-            self._slots.renew(record.row.id, until)
+            self._slots.renew(record.row.id, now, until)
             return True
 
     # --- concurrency slots (SlotKeeping) -----------------------------------------------------

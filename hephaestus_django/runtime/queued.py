@@ -64,7 +64,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from hephaestus_django.core import engine
@@ -101,11 +101,13 @@ from hephaestus_django.runtime.children import (
 from hephaestus_django.runtime.config import backends
 from hephaestus_django.runtime.contract import (
     JobsInPut,
+    JobsInUpdate,
     SlotKeeping,
     StepMarking,
     Storage,
     atomic,
     in_callers_transaction,
+    offers,
     on_commit,
 )
 from hephaestus_django.runtime.dispatch import (
@@ -171,20 +173,41 @@ class QueuedRunner(Runner):
         alias = backends.alias_of(storage)
         reached = effects(None, reach_ends(instance, now))
         done = reached.settled(self._leased(reached.after, now, reached))
+        composing = composes(instance)
+        if (
+            not composing
+            and instance.business_key is None  # a taken key is found by statements of its own
+            and offers(storage, JobsInPut)
+            and self._jobs_in_statement(storage)
+            and not any(map(may_be_limited, done.newly_runnable))  # no slot to take first
+        ):
+            # One statement, committed by itself: the insert, and in it the start step's job.
+            steps, wakeup = self._jobs(alias, done, storage)
+            jobs = cast(JobsForPut, self.dispatcher).jobs_for_put(steps, wakeup, storage)
+            cast(JobsInPut, storage).put_with_jobs(done.after, jobs)
+            events.written(storage, None, done.after, done=done)
+            return done.after
 
         def write() -> Effects:
             storage.put(done.after)
             return done
 
-        return self._commit(storage, alias, write, composing=composes(instance))
+        return self._commit(storage, alias, write, composing=composing)
+
+    def _jobs_in_statement(self, storage: Storage) -> bool:
+        """Whether this runner's jobs can be enqueued in the very statement of a write to
+        ``storage`` (:class:`JobsForPut`, on the storage's transaction), where the storage
+        offers such a write."""
+        dispatcher = self.dispatcher
+        return offers(dispatcher, JobsForPut) and dispatcher.joins_transaction(storage)
 
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """The sweep: fire due timers and enqueue again the work of instances whose lease
         lapsed; return the instances handled. Runs no step itself."""
         alias = backends.alias_of(storage)
         owner = new_owner()
-        if isinstance(storage, SlotKeeping):  # slots whose holders died: to the next in line
-            admitted = storage.admit_waiting(lease=self.lease)
+        if offers(storage, SlotKeeping):  # slots whose holders died: to the next in line
+            admitted = cast(SlotKeeping, storage).admit_waiting(lease=self.lease)
             self._enqueue_admitted(admitted, alias, storage)
         claimed_batch = storage.claim(owner, lease=self.lease, limit=limit)
         moment = storage.now()  # after the claim: never earlier than what it found due
@@ -442,7 +465,7 @@ class QueuedRunner(Runner):
         an empty admission for a step without a limit. None (logged) when the step waits in
         line: its job comes when a slot is freed for it."""
         step = _step_class(job.step)
-        if step is None or not may_be_limited(step) or not isinstance(storage, SlotKeeping):
+        if step is None or not may_be_limited(step) or not offers(storage, SlotKeeping):
             return Admission()
         current = storage.get(job.instance_id)
         step = current.workflow.graph.by_path.get(job.step)
@@ -496,9 +519,11 @@ class QueuedRunner(Runner):
         duplicate of an attempt that failed), or already run by someone else
         (:func:`~hephaestus_django.runtime.leases.runs_elsewhere`: a second job of a step
         must not run it beside the first)."""
-        marking = isinstance(storage, StepMarking)
-        if isinstance(storage, StepMarking):
-            marked = storage.mark_running(job.instance_id, job.step, _here(), attempt=job.attempt)
+        marking = offers(storage, StepMarking)
+        if marking:
+            marked = cast(StepMarking, storage).mark_running(
+                job.instance_id, job.step, _here(), attempt=job.attempt
+            )
             if marked is not None:
                 self._renew_if_short(
                     marked, storage, marked.running[marked.workflow.graph.by_path[job.step]].since
@@ -600,9 +625,11 @@ class QueuedRunner(Runner):
         Given the instance as just ``read``, the write is optimistic (one ``put``, stale if
         another writer got in first, e.g. a sibling branch); else, and after a stale put,
         it is the storage's locked ``update``. Where the storage and the dispatcher can
-        (:class:`JobsInPut`, :class:`JobsForPut`), that optimistic put carries the jobs in
-        its own statement: no transaction to begin and commit around a write and an
-        enqueue, for what a job's recording of its step makes runnable.
+        (:class:`JobsInPut`, :class:`JobsInUpdate`, :class:`JobsForPut`), the write carries
+        the jobs in its own statement: the optimistic put needs no transaction to begin and
+        commit around a write and an enqueue (what a job's recording of its step makes
+        runnable), and the locked update (a resume) is its read and that write, in the
+        storage's own transaction.
         """
         key = instance_key(instance_id)
         if key is None:
@@ -632,13 +659,15 @@ class QueuedRunner(Runner):
             return settled
 
         dispatcher = self.dispatcher
-        if (
-            read is not None
-            and not wrapped[0]
-            and isinstance(storage, JobsInPut)
-            and isinstance(dispatcher, JobsForPut)
-            and dispatcher.joins_transaction(storage)
-        ):
+        in_statement = not wrapped[0] and self._jobs_in_statement(storage)
+
+        def jobs_of(changed: Instance) -> object:
+            """What the write of ``changed`` enqueues in its statement: the jobs of the
+            transition ``change`` just decided."""
+            steps, wakeup = self._jobs(alias, decided[0], storage)
+            return cast(JobsForPut, dispatcher).jobs_for_put(steps, wakeup, storage)
+
+        if in_statement and read is not None and offers(storage, JobsInPut):
             try:
                 changed = change(read)
             except InTransaction:  # nothing written: made again below, in a transaction
@@ -646,15 +675,23 @@ class QueuedRunner(Runner):
             else:
                 if changed is read:
                     return read
-                steps, wakeup = self._jobs(alias, decided[0], storage)
                 try:
-                    storage.put_with_jobs(changed, dispatcher.jobs_for_put(steps, wakeup, storage))
+                    cast(JobsInPut, storage).put_with_jobs(changed, jobs_of(changed))
                 except StaleInstanceError:
                     read = None  # another writer got in first: the locked update below
                 else:
                     done = decided[0]
                     events.written(storage, done.before, done.after, done=done)
                     return changed
+        if in_statement and not wrapped[0] and read is None and offers(storage, JobsInUpdate):
+            try:
+                after = cast(JobsInUpdate, storage).update_with_jobs(key, change, jobs_of)
+            except InTransaction:  # nothing written: made again below, in a transaction
+                wrapped[0] = True
+            else:
+                done = decided[0].settled(after)
+                events.written(storage, done.before, done.after, done=done)
+                return after
 
         def write() -> Effects:
             if frees:  # in the transaction: the limits' locks before the row's
@@ -802,12 +839,15 @@ class QueuedRunner(Runner):
         """``steps`` without those of limited steps that must wait in line for a slot: no job
         that would only wait is enqueued. A step whose concurrency key cannot be worked out
         keeps its job, which records the failure."""
-        if not steps or instance.compensating or not isinstance(storage, SlotKeeping):
+        if not steps or instance.compensating or not offers(storage, SlotKeeping):
             return steps
         kept = []
         graph = instance.workflow.graph
         for job in steps:
             step = graph.by_path[job.step]
+            if not may_be_limited(step):  # most steps: nothing to ask the storage
+                kept.append(job)
+                continue
             decided = admit(instance, [engine.activation(instance, step)], storage, self.lease)
             if decided.waiting:
                 logger.info(
@@ -826,9 +866,9 @@ class QueuedRunner(Runner):
         first one was taken by a worker (that died, or the lease would not have lapsed) or is
         gone, so an outage of the workers, however long, leaves one job per step queued."""
         dispatcher = self.dispatcher
-        if not steps or not isinstance(dispatcher, PendingJobs):
+        if not steps or not offers(dispatcher, PendingJobs):
             return steps
-        pending = dispatcher.pending_steps(steps)
+        pending = cast(PendingJobs, dispatcher).pending_steps(steps)
         if not pending:
             return steps
         logger.info(

@@ -326,12 +326,15 @@ class SlotTable:
         spent = replace(slot, instance_id=SPENT, step=step, expires_at=now + slot.per)
         self._slots[(spent.name, spent.key, SPENT, spent.step)] = spent
 
-    def renew(self, instance_id: UUID, until: datetime) -> None:
-        """Extend the instance's held slots to ``until`` (its lease was renewed)."""
+    def renew(self, instance_id: UUID, now: datetime, until: datetime) -> None:
+        """Extend the instance's live holders to ``until`` (its lease was renewed at ``now``).
+
+        A holder that lapsed stays lapsed: admissions count it free from its expiry on, so
+        another may hold the slot already, and reviving it would make one holder too many."""
         for ident, slot in self._slots.items():
-            if slot.instance_id == instance_id and slot.state == HOLDING:
-                expires_at = until if slot.expires_at is None else max(slot.expires_at, until)
-                self._slots[ident] = replace(slot, expires_at=expires_at)
+            if slot.instance_id == instance_id and slot.live(now):
+                assert slot.expires_at is not None
+                self._slots[ident] = replace(slot, expires_at=max(slot.expires_at, until))
 
     def forget(self, instance_id: UUID, now: datetime) -> None:
         """Drop every slot and place in line of a deleted instance (a rate limit's holding

@@ -138,6 +138,19 @@ def test_renew_extends_the_held_slots_with_the_lease(storage: Storage, slots: Sl
     assert slots.admit_waiting(lease=LEASE) == []
 
 
+def test_a_renewal_does_not_revive_a_lapsed_holder(storage: Storage, slots: SlotKeeping):
+    """A holder whose slot lapsed (its heartbeat stalled past the lease) is free from its expiry
+    on: once another holds the slot, the stalled holder's renewal must not make it two."""
+    stalled = running(storage, lease_owner="me", lease_expires_at=storage.now() + LEASE)
+    other = running(storage)
+    assert slots.admit(stalled.id, STEP, ONE, priority=0, lease=timedelta(milliseconds=200))
+    time.sleep(0.3)
+    assert admit(slots, other, ONE)
+    assert storage.renew(stalled.id, "me", LEASE)
+    assert [use.holding for use in slots.limits() if use.name == ONE.name] == [1]
+    assert not admit(slots, stalled, ONE)  # its step asks again: it waits behind the holder
+
+
 def test_free_gives_back_every_slot_and_admits_the_next_in_line(
     storage: Storage, slots: SlotKeeping
 ) -> None:

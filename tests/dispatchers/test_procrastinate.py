@@ -362,6 +362,123 @@ def test_a_put_with_jobs_after_a_dropped_connection_writes_and_defers_once(
     assert [task for task, _ in job_rows()] == [STEP_TASK]
 
 
+def _waiting_at_the_gate() -> Any:
+    """A :class:`~tests.dispatchers.workflows.Gated` instance run to its wait, no job left."""
+    instance_id = workflows.Gated.start({})
+    [(_, payload)] = job_rows()
+    clear_jobs()
+    receive(payload)
+    assert job_rows() == []
+    return instance_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resume_is_the_locked_read_and_one_write_that_defers_the_next_job(
+    chain_runner: QueuedRunner,
+) -> None:
+    """``update_with_jobs``: the event's write and the job of the step it makes runnable are one
+    statement after the row lock, in one transaction: no savepoint, no separate defer."""
+    instance_id = _waiting_at_the_gate()
+    with CaptureQueriesContext(connection) as queries:
+        workflows.Gated.resume(instance_id, "go")
+    statements = [
+        query["sql"]
+        for query in queries.captured_queries
+        if query["sql"] not in ("BEGIN", "COMMIT")
+    ]
+    assert [sql.split()[0] for sql in statements] == ["SELECT", "WITH"]
+    assert statements[0].endswith("FOR UPDATE")
+    assert DEFER_FUNCTION in statements[1]
+    assert job_rows() == [
+        (STEP_TASK, StepJob("default", instance_id, workflows.Second.path()).payload())
+    ]
+    assert workflows.Gated.get(instance_id).active_steps == {workflows.Second}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_update_with_jobs_that_changes_nothing_neither_writes_nor_asks_for_jobs(
+    chain_runner: QueuedRunner,
+) -> None:
+    storage = DjangoStorage(using="default")
+    instance_id = _waiting_at_the_gate()
+    revision = storage.get(instance_id).revision
+    asked: list[Any] = []
+    same = storage.update_with_jobs(instance_id, lambda current: current, asked.append)
+    assert asked == []
+    assert job_rows() == []
+    assert same.revision == storage.get(instance_id).revision == revision
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_resume_leaves_neither_its_write_nor_its_job(
+    chain_runner: QueuedRunner,
+) -> None:
+    storage = DjangoStorage(using="default")
+    instance_id = _waiting_at_the_gate()
+    revision = storage.get(instance_id).revision
+    with transaction.atomic():
+        workflows.Gated.resume(instance_id, "go")
+        assert [task for task, _ in job_rows()] == [STEP_TASK]
+        transaction.set_rollback(True)
+    assert job_rows() == []
+    assert storage.get(instance_id).revision == revision
+
+
+@pytest.mark.django_db(transaction=True)
+def test_update_with_jobs_refuses_jobs_no_dispatcher_made(chain_runner: QueuedRunner) -> None:
+    storage = DjangoStorage(using="default")
+    instance_id = _waiting_at_the_gate()
+    revision = storage.get(instance_id).revision
+    with pytest.raises(TypeError, match="jobs must be a JobsSQL or None"):
+        storage.update_with_jobs(
+            instance_id,
+            lambda current: engine.resume(current, "go", now=datetime.now(UTC)),
+            lambda changed: "SELECT 1",
+        )
+    assert storage.get(instance_id).revision == revision
+    assert job_rows() == []
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("lost", ["write", "commit"])
+def test_a_resume_after_a_dropped_connection_writes_and_defers_once(
+    chain_runner: QueuedRunner, lost: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection lost after the write, before the commit (nothing landed: the whole locked
+    update is made again, jobs and all), or during the commit (it landed: the row says so, and
+    nothing is made again)."""
+    storage = DjangoStorage(using="default")
+    instance_id = _waiting_at_the_gate()
+    revision = storage.get(instance_id).revision
+    writes: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if sql.startswith("WITH written"):
+            writes.append(sql)
+            if lost == "write" and len(writes) == 1:
+                connection.connection.close()
+                raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    commit = connection._commit
+
+    def commit_then_lose() -> None:
+        commit()
+        if len(writes) == 1:
+            connection.connection.close()
+            raise OperationalError("server closed the connection unexpectedly")
+
+    if lost == "commit":
+        monkeypatch.setattr(connection, "_commit", commit_then_lose)
+    with connection.execute_wrapper(wrapper):
+        workflows.Gated.resume(instance_id, "go")
+    monkeypatch.undo()
+    assert len(writes) == (2 if lost == "write" else 1)
+    assert storage.get(instance_id).revision == revision + 1
+    assert [task for task, _ in job_rows()] == [STEP_TASK]
+
+
 def test_joins_transaction_exactly_for_a_django_storage_on_procrastinates_alias(
     settings: Settings,
 ) -> None:

@@ -36,6 +36,7 @@ from hephaestus_django.runtime import (
 )
 from hephaestus_django.runtime.workflow_pauses import holds
 from hephaestus_django.storage import DjangoStorage
+from tests.dispatchers.harness_procrastinate import clear_jobs, queued_jobs
 from tests.support.queries import cost
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -164,26 +165,53 @@ def procrastinate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(workflow_pauses, "CACHE_SECONDS", 3600.0)
     holds(storage)
     Approval.resume(Approval.start({}), "approved")  # the dispatcher's one-time set-up check
+    clear_jobs()
     yield
     runner.close()
     configure()
+    clear_jobs()  # procrastinate's tables are not flushed: later tests read them
 
 
 def test_queued_start_and_resume_with_the_enqueue_in_the_transaction(procrastinate: None) -> None:
     """With a job engine in the database (procrastinate), the step's job is deferred in the
-    transaction that records the event: the resume is one commit. Today that transaction holds
-    the storage's locked update in a savepoint, then the defer (``SELECT
-    procrastinate_defer_jobs_v1(...)``); a hand-written floor needs the lock and one
-    ``UPDATE`` with the defer in a ``WITH`` (bench/hot_paths.py)."""
+    statement that records the event, after the row lock: the resume is two statements and
+    one commit, as the hand-written floor's (bench/hot_paths.py): ``SELECT ... FOR UPDATE``,
+    then the ``UPDATE`` in a ``WITH`` whose ``SELECT`` calls ``procrastinate_defer_jobs_v1``
+    (``DjangoStorage.update_with_jobs``)."""
     with cost() as spent:
         instance_id = Approval.start({})
     assert (spent.statements, spent.commits) == ([f"INSERT {INSTANCES}"], 1)  # no job
     with cost() as spent:
         Approval.resume(instance_id, "approved")
     assert (spent.statements, spent.commits) == (
-        ["SAVEPOINT", f"SELECT {INSTANCES}", f"UPDATE {INSTANCES}", "RELEASE", "SELECT"],
+        [f"SELECT {INSTANCES}", f"WITH UPDATE {INSTANCES}"],
         1,
     )
+
+
+class Shipment(Workflow):
+    """Runs a step with effects at once."""
+
+    start = Record
+    transitions = {Record: {"ok": Done}}
+
+
+def test_a_queued_start_inserts_the_instance_with_its_first_job(procrastinate: None) -> None:
+    """A start whose first step runs on a worker: the insert and, in its statement, the step's
+    job: one statement committed by itself, as the floor's insert."""
+    with cost() as spent:
+        instance_id = Shipment.start({})
+    assert (spent.statements, spent.commits) == ([f"WITH INSERT {INSTANCES}"], 1)
+    assert [(job.instance_id, job.step) for job in queued_jobs()] == [(instance_id, Record.path())]
+
+
+def test_a_keyed_queued_start_finds_a_taken_key_in_its_transaction(procrastinate: None) -> None:
+    """With a business key the insert may find the key taken (statements of its own, no job
+    then): the insert and the defer, in one transaction."""
+    with cost() as spent:
+        instance_id = Shipment.start({}, key="order-1")
+    assert (spent.statements, spent.commits) == ([f"INSERT {INSTANCES}", "SELECT"], 1)
+    assert [(job.instance_id, job.step) for job in queued_jobs()] == [(instance_id, Record.path())]
 
 
 # --- a step with a concurrency limit (issue 27) ------------------------------------------------

@@ -7,20 +7,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from hephaestus_django import InMemoryStorage, Status, Workflow
+from hephaestus_django import Status, Workflow
 from hephaestus_django.core.pause import PAUSED_KEY
 from hephaestus_django.runtime.contract import Storage
-from hephaestus_django.storage import DjangoStorage
 from tests.pauses import TRAIL, Gated
-from tests.support.runners import RUNNERS, Settle, runner_over
+from tests.support.runners import RUNNERS, STORAGES, Settle, runner_over, storage_named
 from tests.versions import Onboarding, OnboardingV1
 
 pytestmark = pytest.mark.django_db(transaction=True)  # queued jobs are enqueued on commit
 
 
-@pytest.fixture(params=["memory", "django"])
+@pytest.fixture(params=STORAGES)
 def storage(request: pytest.FixtureRequest) -> Storage:
-    return InMemoryStorage() if request.param == "memory" else DjangoStorage()
+    return storage_named(request.param)
 
 
 @pytest.fixture(params=RUNNERS)

@@ -3,9 +3,8 @@
 ``with runner_over(storage, "local" | "queued") as settle:`` configures the ``default``
 storage and the runner; ``settle()`` runs what is left to run: nothing with ``LocalRunner``
 (the steps ran in the caller), the in-memory queue drained with ``QueuedRunner`` (as a worker
-would run the jobs). The configuration is reset on exit. The rewind tests run it over
-``InMemoryStorage`` (``tests/unit``) and ``DjangoStorage`` (``tests/integration``), the pause
-tests over both in one module.
+would run the jobs). The configuration is reset on exit. The rewind and pause tests run
+it over ``InMemoryStorage`` and ``DjangoStorage``, each module over both.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from datetime import timedelta
 
 from hephaestus_django.runtime import (
     InMemoryDispatcher,
+    InMemoryStorage,
     LocalRunner,
     QueuedRunner,
     configure,
@@ -26,6 +26,21 @@ Settle = Callable[[], None]
 
 RUNNERS = ("local", "queued")
 """The runner names :func:`runner_over` takes (a fixture's ``params``)."""
+
+STORAGES = ("memory", "django")
+"""The storage names :func:`storage_named` takes (a fixture's ``params``; the module's tests
+then need the database: ``django_db(transaction=True)``, queued jobs are enqueued on commit)."""
+
+
+def storage_named(name: str) -> Storage:
+    """A new ``InMemoryStorage`` (``memory``) or ``DjangoStorage`` on ``default`` (``django``)."""
+    if name == "memory":
+        return InMemoryStorage()
+    if name == "django":
+        from hephaestus_django.storage import DjangoStorage
+
+        return DjangoStorage()
+    raise ValueError(f"storage must be one of {STORAGES}, not {name!r}")
 
 
 @contextmanager

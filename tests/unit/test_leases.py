@@ -10,7 +10,7 @@ import pytest
 
 from hephaestus_django import Done, Status, Step, Workflow
 from hephaestus_django.core.instance import Instance, evolve
-from hephaestus_django.runtime import InMemoryStorage, LocalRunner
+from hephaestus_django.runtime import InMemoryStorage, LocalRunner, bounded
 from hephaestus_django.runtime.leases import new_owner
 from tests import flows
 from tests.timers import Clock
@@ -153,6 +153,34 @@ def test_close_stops_the_heartbeat_and_it_restarts_when_needed() -> None:
         assert again.is_alive()
     runner.close()
     assert not again.is_alive()
+
+
+def test_an_idle_heartbeat_ends_its_thread_closing_its_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once no lease is left the thread ends by itself, running the thread-exit hooks (the
+    Django app's: close the thread's connections), and the next lease held starts a new one."""
+    ended: list[str] = []
+    monkeypatch.setattr(
+        bounded, "_exit_hooks", [lambda: ended.append(threading.current_thread().name)]
+    )
+    storage = RecordingRenewals()
+    runner = LocalRunner(lease=0.15)
+    instance = runner.start(flows.IfElse, {"script": {}}, storage=storage)
+    with runner._heartbeat.held(storage, instance.id, "me"):
+        assert storage.renewed_twice.wait(timeout=30)
+        beating = runner._heartbeat._thread
+    assert beating is not None
+    beating.join(timeout=30)  # nothing to renew any more: it ends without close()
+    assert not beating.is_alive()
+    assert ended == ["hephaestus-heartbeat"]
+    storage.renewals.clear()
+    storage.renewed_twice.clear()
+    with runner._heartbeat.held(storage, instance.id, "me"):
+        assert storage.renewed_twice.wait(timeout=30)  # renewed by a new thread
+        assert runner._heartbeat._thread is not beating
+    runner.close()
+    assert ended == ["hephaestus-heartbeat"] * 2
 
 
 class RenewalAfterTheWrite(InMemoryStorage):

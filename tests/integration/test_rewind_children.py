@@ -1,7 +1,7 @@
-"""Rewinding across a child step on InMemoryStorage, both runners: a child that has not ended
-is cancelled with the rewind, one that ended is left alone, and the step run again starts a
-new child under the same key.
-(PostgreSQL: ``tests/integration/test_rewind_children_django.py``.)"""
+"""Rewinding across a child step, both storages, both runners: a child that has not ended is
+cancelled with the rewind (on PostgreSQL its cancel commits with the parent's rewind), one that
+ended is left alone, and the step run again starts a new child under the key the cancelled one
+released."""
 
 from __future__ import annotations
 
@@ -11,18 +11,20 @@ import pytest
 
 from hephaestus_django import RewindPlan, Status
 from hephaestus_django.core.children import children_of
-from hephaestus_django.runtime import InMemoryStorage
+from hephaestus_django.runtime.contract import Storage
 from tests.childflows import Order, Ship, Shipment, ShipSlowly, SlowOrder, SlowShipment
-from tests.support.runners import RUNNERS, Settle, runner_over
+from tests.support.runners import RUNNERS, STORAGES, Settle, runner_over, storage_named
+
+pytestmark = pytest.mark.django_db(transaction=True)  # queued jobs are enqueued on commit
 
 
-@pytest.fixture
-def storage() -> InMemoryStorage:
-    return InMemoryStorage()
+@pytest.fixture(params=STORAGES)
+def storage(request: pytest.FixtureRequest) -> Storage:
+    return storage_named(request.param)
 
 
 @pytest.fixture(params=RUNNERS)
-def settle(request: pytest.FixtureRequest, storage: InMemoryStorage) -> Iterator[Settle]:
+def settle(request: pytest.FixtureRequest, storage: Storage) -> Iterator[Settle]:
     with runner_over(storage, request.param) as settle:
         yield settle
 

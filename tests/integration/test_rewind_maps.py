@@ -1,32 +1,37 @@
-"""Rewinding across a map step on PostgreSQL, both runners: its items' rows are deleted in the
-rewind's transaction, a late item of the forgotten run is written under its generation's key,
-never read.
-(InMemoryStorage: ``tests/unit/test_rewind_maps.py``.)"""
+"""Rewinding across a map step, both storages, both runners: its items are forgotten with the
+rewind (on PostgreSQL their rows are deleted in the rewind's transaction), and a late item of
+the forgotten run is written under its generation's key, never read as the map's."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 
 from hephaestus_django import RewindError, RewindPlan, Status
 from hephaestus_django.core import engine
 from hephaestus_django.core.rewind import items_key
+from hephaestus_django.runtime import InMemoryStorage
+from hephaestus_django.runtime.contract import Storage
 from hephaestus_django.storage import DjangoStorage
 from tests.support import rewind_maps
 from tests.support.rewind_maps import RUNS, RewindInvoice, RewindLines, Sum, lines
-from tests.support.runners import RUNNERS, Settle, runner_over
+from tests.support.runners import RUNNERS, STORAGES, Settle, runner_over, storage_named
+
+Stored = InMemoryStorage | DjangoStorage
+"""Both storages: they keep map items (``map_progress``, ``record_map_item``, ...)."""
 
 pytestmark = pytest.mark.django_db(transaction=True)  # queued jobs are enqueued on commit
 
 
-@pytest.fixture
-def storage() -> DjangoStorage:
-    return DjangoStorage()
+@pytest.fixture(params=STORAGES)
+def storage(request: pytest.FixtureRequest) -> Stored:
+    return cast(Stored, storage_named(request.param))
 
 
 @pytest.fixture(params=RUNNERS)
-def settle(request: pytest.FixtureRequest, storage: DjangoStorage) -> Iterator[Settle]:
+def settle(request: pytest.FixtureRequest, storage: Storage) -> Iterator[Settle]:
     rewind_maps.reset()
     with runner_over(storage, request.param) as settle:
         yield settle
@@ -34,7 +39,7 @@ def settle(request: pytest.FixtureRequest, storage: DjangoStorage) -> Iterator[S
 
 
 def test_a_rewind_to_a_map_forgets_its_items_and_runs_them_again(
-    settle: Settle, storage: DjangoStorage
+    settle: Settle, storage: Stored
 ) -> None:
     instance_id = RewindInvoice.start({"lines": lines(3)})
     settle()
@@ -56,7 +61,7 @@ def test_a_rewind_to_a_map_forgets_its_items_and_runs_them_again(
     assert stored.context.result(Sum) == {"total": 6}
 
 
-def test_a_rewind_after_a_map_keeps_its_items(settle: Settle, storage: DjangoStorage) -> None:
+def test_a_rewind_after_a_map_keeps_its_items(settle: Settle, storage: Stored) -> None:
     instance_id = RewindInvoice.start({"lines": lines(2)})
     settle()
 
@@ -72,7 +77,7 @@ def test_a_rewind_after_a_map_keeps_its_items(settle: Settle, storage: DjangoSto
 
 
 def test_a_late_item_of_a_forgotten_map_run_is_never_the_maps(
-    settle: Settle, storage: DjangoStorage
+    settle: Settle, storage: Stored
 ) -> None:
     instance_id = RewindInvoice.start({"lines": lines(3)})
     settle()
@@ -105,7 +110,7 @@ def test_a_late_item_of_a_forgotten_map_run_is_never_the_maps(
 
 
 def test_a_rewind_while_the_map_runs_keeps_the_earlier_runs_items_out(
-    settle: Settle, storage: DjangoStorage
+    settle: Settle, storage: Stored
 ) -> None:
     instance_id = RewindInvoice.start({"lines": lines(3)}, id=None)
     settle()
@@ -124,7 +129,7 @@ def test_a_rewind_while_the_map_runs_keeps_the_earlier_runs_items_out(
     assert RUNS["0"] == 2
 
 
-def test_a_refused_rewind_keeps_the_items(settle: Settle, storage: DjangoStorage) -> None:
+def test_a_refused_rewind_keeps_the_items(settle: Settle, storage: Stored) -> None:
     instance_id = RewindInvoice.start({"lines": lines(2)})
     settle()
     with pytest.raises(RewindError):
