@@ -11,7 +11,10 @@ child's end to its parent's next step) runs after it; ``--only children`` runs i
 section (:mod:`bench.peers`: the same workflows on DBOS, where the ``bench`` extra installed it)
 runs with the end-to-end ones; ``--only peers`` runs it alone. The bulk
 operations' section (:mod:`bench.bulk`: instances/s of a bulk retry at 100,000 failed rows,
-2,000 in quick mode) follows the children's; ``--only bulk`` runs it alone.
+2,000 in quick mode) follows the children's; ``--only bulk`` runs it alone. ``--only hot`` runs
+what the engine's Python costs per transition shows in (section 1, the storage operations; section
+3, end to end; section 3b, start then wait and resume to the next wait, local and queued): the
+sections to compare alternately when changing the hot path, in a few minutes rather than an hour.
 """
 
 from __future__ import annotations
@@ -103,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI run (100,000 rows)")
     parser.add_argument(
         "--only",
-        choices=["queued", "maps", "children", "peers", "flow", "bulk"],
+        choices=["queued", "maps", "children", "peers", "flow", "bulk", "hot"],
         help="run one section alone: 'queued', the queued runner's worker processes; 'maps', "
         "what map steps write per item at 10, 1,000 and 10,000 items; 'children', the latency "
         "from a child workflow's end to its parent's next step; 'peers', the same workflows on "
         "DBOS; 'flow', what a concurrency or rate limit costs a step, and the throughput at a "
-        "concurrency limit of 4 with 8 worker processes; 'bulk', a bulk retry's instances/s",
+        "concurrency limit of 4 with 8 worker processes; 'bulk', a bulk retry's instances/s; "
+        "'hot', the storage operations, end to end and the hot paths against their floors",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -135,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"database {environment.DATABASE} on {source}; {results['machine']['postgresql']}")
     if args.only is None:
         run_storage_sections(results, plan, raw, unprepared, conninfo)
+    if args.only == "hot":
+        run_hot_sections(results, plan, raw, unprepared)
     if args.only == "peers":
         run_peers(results, plan, conninfo)
     if args.only in (None, "maps"):
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.queued import run as queued
 
         results["queued_flow"] = queued.run_flow(conninfo, plan["queued"])
-    elif args.only in ("maps", "children", "peers", "flow", "bulk"):
+    elif args.only in ("maps", "children", "peers", "flow", "bulk", "hot"):
         log(f"8. QueuedRunner: not run (--only {args.only})")
     elif environment.QUEUED_APPS:
         # Last: it empties the table, and its worker processes share the machine's CPUs.
@@ -252,6 +258,24 @@ def run_storage_sections(
     results["housekeeping"] = housekeeping.run(
         raw, conninfo, bulk_rows=loaded, baseline_s=plan["writer_baseline_s"]
     )
+
+
+def run_hot_sections(
+    results: dict[str, Any], plan: dict[str, Any], raw: Any, unprepared: Any
+) -> None:
+    """Items 1, 3 and 3b alone (``--only hot``): where the Python cost of a transition shows
+    against a floor issuing the same statements, called as :func:`run_storage_sections` calls
+    them (on the same seeded table), so their ratios compare with a full run's."""
+    from bench import data, end_to_end, hot_paths, storage_ops
+
+    results["loads"][SEED_ROWS] = data.bulk_load(raw, 1, SEED_ROWS)
+    rounds, ops = plan["rounds"], plan["ops"]
+    log("1. storage operations")
+    results["storage_ops"] = storage_ops.run(raw, unprepared, rounds=rounds, n=ops)
+    log("3. end to end")
+    results["end_to_end"] = end_to_end.run(raw, unprepared, rounds=rounds, n=plan["workflows"])
+    log("3b. start then wait, resume to the next wait")
+    results["hot_paths"] = hot_paths.run(raw, unprepared, rounds=rounds, n=plan["workflows"])
 
 
 def run_peers(results: dict[str, Any], plan: dict[str, Any], conninfo: str) -> None:

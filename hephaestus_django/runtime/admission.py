@@ -127,12 +127,13 @@ def release(
     lease: timedelta,
 ) -> list[tuple[UUID, str]]:
     """Give back the slots of ``held``; the waiters admitted in their place."""
-    if not held or not isinstance(storage, SlotKeeping):
+    if not held or not offers(storage, SlotKeeping):
         return []
+    slots = cast(SlotKeeping, storage)
     admitted = []
     # In one order everywhere: a transaction that frees several slots takes their locks in it.
     for step, request in sorted(held.items(), key=lambda item: (item[1].name, item[1].key)):
-        admitted.extend(storage.release(instance_id, dotted_path(step), request, lease=lease))
+        admitted.extend(slots.release(instance_id, dotted_path(step), request, lease=lease))
     return admitted
 
 
@@ -147,10 +148,15 @@ def release_on_end(
 ) -> list[tuple[UUID, str]]:
     """When the write of ``after`` ended the instance, give back its slot of its workflow's
     concurrency limit (or its place in line) and admit the next in line; call it inside the
-    write's transaction. The waiters admitted (instance, start step path)."""
-    if not isinstance(storage, SlotKeeping) or after.status not in ENDED:
+    write's transaction. The waiters admitted (instance, start step path).
+
+    Called after every write: the cheap questions come first (did the write end it? does its
+    workflow have a limit?), the storage's optional protocol last and once per storage type
+    (:func:`~hephaestus_django.runtime.contract.offers`), not through ``isinstance``.
+    """
+    if after.status not in ENDED or (before is not None and before.status in ENDED):
         return []
-    if before is not None and before.status in ENDED:
+    if not holds_until_end(after) or not offers(storage, SlotKeeping):
         return []
     try:
         request = running_request(after.workflow, after.context)
@@ -159,4 +165,4 @@ def release_on_end(
     if request is None:
         return []
     start = dotted_path(after.workflow.graph.start)
-    return storage.release(after.id, start, request, lease=UNTIL_THE_END)
+    return cast(SlotKeeping, storage).release(after.id, start, request, lease=UNTIL_THE_END)

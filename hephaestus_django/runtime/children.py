@@ -154,14 +154,18 @@ def after_write(
     admitted = release_on_end(storage, before, after)
     if admitted:
         runner._slots_freed(admitted, storage)
-    from hephaestus_django.runtime import map_children  # it builds on the maps and on this
-
+    # Called after every write: what is imported or read here only when needed is not paid for
+    # by the writes (most) that neither start nor end a child.
     if after.waiting_steps and composes_maps(after.workflow):
+        from hephaestus_django.runtime import map_children  # it builds on the maps and on this
+
         map_children.start_waiting(runner, storage, done, before, after)
-    link = parent_of(after)
     ended = after.status in ENDED and (before is None or before.status not in ENDED)
-    if link is not None and ended:
+    link = parent_of(after) if ended else None
+    if link is not None:
         if link.item is not None:  # an item's child, of a map over child workflows
+            from hephaestus_django.runtime import map_children
+
             map_children.item_ended(runner, storage, done, after, link)
         else:
             _wake(runner, storage, done, after, link.id, link.step)

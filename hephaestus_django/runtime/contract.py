@@ -205,8 +205,8 @@ def atomic(storage: object) -> AbstractContextManager[object]:
 
 def on_commit(storage: object, callback: Callable[[], None]) -> None:
     """``storage.on_commit(callback)``, or ``callback()`` now for a storage without transactions."""
-    if isinstance(storage, Transactional):
-        storage.on_commit(callback)
+    if offers(storage, Transactional):
+        cast(Transactional, storage).on_commit(callback)
     else:
         callback()
 

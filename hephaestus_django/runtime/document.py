@@ -88,9 +88,10 @@ class StoredRow:
     """An instance as a storage backend keeps it: columns plus the encoded state.
 
     Treat it as frozen: nothing changes a row once built (``dataclasses.replace`` makes the
-    copies). It is not declared frozen because every row read builds one, and a frozen
-    dataclass's ``__init__``, setting each field through ``object.__setattr__``, takes
-    2.5 times as long (1.6 against 0.6 µs).
+    copies), except the in-memory storage's write completing the row its ``put`` has just
+    built and shares with nothing. It is not declared frozen because every row read builds
+    one, and a frozen dataclass's ``__init__``, setting each field through
+    ``object.__setattr__``, takes 2.5 times as long (1.6 against 0.6 µs).
     """
 
     id: UUID
@@ -239,24 +240,33 @@ class _StateWriter:
                 for step, config in instance.step_configs.items()
             },
             "active_steps": _paths(instance.active_steps),
-            "waiting_steps": user(
-                {
-                    step.path(): {
-                        "since": waiting.since.isoformat(),
-                        "resume_at": _iso(waiting.resume_at),
-                        "timer_event": waiting.timer_event,
-                        **({} if waiting.attempt is None else {"attempt": waiting.attempt}),
-                    }
-                    for step, waiting in instance.waiting_steps.items()
-                },
-                "waiting_steps",
-                1,
-            ),
+            "waiting_steps": {
+                step.path(): self.waiting(step, waiting)
+                for step, waiting in instance.waiting_steps.items()
+            },
             "completed_steps": _paths(instance.completed_steps),
             "execution_history": list(map(self.entry, instance.execution_history, count())),
             "runtime_metadata": user(instance.runtime_metadata, "runtime_metadata", 1),
             "error": None if error is None else user(_failure_document(error), "error", 1),
         }
+
+    def waiting(self, step: StepClass, waiting: Waiting) -> dict[str, Any]:
+        """A waiting step's document. Only its ``timer_event`` can come from a step (``Async``):
+        the rest is the engine's (ISO 8601 times, a count of attempts), and the step's path is a
+        dotted Python name, so the document is not walked by :func:`codec.encode` as a whole
+        (the walk cost as much as building it, on every write of a waiting instance)."""
+        event: codec.JSON = waiting.timer_event
+        if event is not None and (type(event) is not str or not event.isascii() or "\x00" in event):
+            path = codec.format_path("waiting_steps", step.path()) + ".timer_event"
+            event = self.user(event, path, 3)
+        document = {
+            "since": waiting.since.isoformat(),
+            "resume_at": _iso(waiting.resume_at),
+            "timer_event": event,
+        }
+        if waiting.attempt is not None:
+            document["attempt"] = waiting.attempt
+        return document
 
     def entry(self, entry: HistoryEntry, index: int) -> dict[str, Any]:
         event: codec.JSON = entry.event
@@ -434,15 +444,20 @@ def status_disagreement(instance: Instance) -> str | None:
         return f"it is {status.value!r} but the state records the error of a failed instance"
     waiting = instance.waiting_steps
     runnable = [step for step in instance.active_steps if step not in waiting]
-    active = ", ".join(sorted(step.__qualname__ for step in instance.active_steps))
     if status is Status.RUNNING and not runnable:
         return "it is 'running' but the state has no step to run"
     if status is Status.WAITING and (runnable or not waiting):
-        found = f"steps to run ({active})" if runnable else "no waiting step"
+        found = f"steps to run ({_names(instance.active_steps)})" if runnable else "no waiting step"
         return f"it is 'waiting' but the state has {found}"
     if status is Status.COMPLETED and (instance.active_steps or waiting):
-        return f"it is 'completed' but the state has active steps ({active})"
+        return f"it is 'completed' but the state has active steps ({_names(instance.active_steps)})"
     return None
+
+
+def _names(steps: frozenset[StepClass]) -> str:
+    """The steps' names for a message, sorted: built only for a message (every row read asks
+    :func:`status_disagreement`, almost always for nothing)."""
+    return ", ".join(sorted(step.__qualname__ for step in steps))
 
 
 def _failure_document(error: Failure) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import ClassVar, TypedDict
+from typing import ClassVar, TypedDict, cast
 from uuid import UUID
 
 from hephaestus_django.core.effects import Effects, effects
@@ -292,8 +292,8 @@ def throttled(storage: object, instance: Instance, step: StepClass, limit: str, 
         limit=limit,
         key=key,
     )
-    if isinstance(storage, Transactional):
-        storage.on_commit(lambda: deliver([event]))
+    if offers(storage, Transactional):
+        cast(Transactional, storage).on_commit(lambda: deliver([event]))
     else:
         deliver([event])
 

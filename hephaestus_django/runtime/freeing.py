@@ -21,14 +21,14 @@ those writes inside a transaction, which takes the limits' locks before the inst
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from uuid import UUID
 
 from hephaestus_django.core.children import ENDED
 from hephaestus_django.core.instance import Instance
 from hephaestus_django.core.status import Status
 from hephaestus_django.core.workflow import WorkflowDefinition
-from hephaestus_django.runtime.contract import SlotKeeping, Storage
+from hephaestus_django.runtime.contract import SlotKeeping, Storage, offers
 
 if TYPE_CHECKING:
     from hephaestus_django.runtime.verbs import Runner
@@ -66,16 +66,16 @@ def lock_slots(storage: Storage, instance_id: UUID) -> None:
     :meth:`~hephaestus_django.runtime.contract.SlotKeeping.lock_slots`), in the caller's
     transaction: the lock order of a write that ends it is then the one of every release
     (limit, then the rows it wakes), and the two never wait for each other in a circle."""
-    if isinstance(storage, SlotKeeping):
-        storage.lock_slots(instance_id)
+    if offers(storage, SlotKeeping):
+        cast(SlotKeeping, storage).lock_slots(instance_id)
 
 
 def free_slots(runner: Runner, storage: Storage, instance_id: UUID) -> list[tuple[UUID, str]]:
     """Free the instance's slots and places in line, in the caller's transaction; the waiters
     admitted in their place are handed to ``runner`` (its jobs, for ``QueuedRunner``)."""
-    if not isinstance(storage, SlotKeeping):
+    if not offers(storage, SlotKeeping):
         return []
-    admitted = storage.free(instance_id, lease=runner.lease)
+    admitted = cast(SlotKeeping, storage).free(instance_id, lease=runner.lease)
     if admitted:
         runner._slots_freed(admitted, storage)
     return admitted

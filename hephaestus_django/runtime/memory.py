@@ -319,7 +319,12 @@ class InMemoryStorage:
 
         Only a new instance (revision 0) is inserted: a later write whose row is gone raises
         ``InstanceDeletedError``, so a deleted instance stays deleted. A state longer than
-        the bound (:mod:`~hephaestus_django.runtime.limits`) is refused first."""
+        the bound (:mod:`~hephaestus_django.runtime.limits`) is refused first.
+
+        ``row`` is the one ``put`` or ``update`` has just built with ``to_row``, shared with
+        nothing else: it is completed in place (what ``dataclasses.replace`` would copy costs
+        more than the rest of this method, on every write).
+        """
         check_state_size(text, instance.id)
         stored = self._records.get(row.id)
         if stored is None and instance.revision > 0:
@@ -328,16 +333,12 @@ class InMemoryStorage:
             raise StaleInstanceError(instance.id, instance.revision)
         self._hold_key(instance, row, stored.row if stored is not None else None)
         now = self._clock()
-        row = replace(
-            row,
-            state=None,
-            revision=instance.revision + 1,
-            inserted_at=stored.row.inserted_at if stored else now,
-            updated_at=now,
-            workflow_version=row.workflow_version
-            if stored is None or row.upgraded_from == stored.row.workflow_version
-            else stored.row.workflow_version,
-        )
+        row.state = None
+        row.revision = instance.revision + 1
+        row.inserted_at = stored.row.inserted_at if stored else now
+        row.updated_at = now
+        if stored is not None and row.upgraded_from != stored.row.workflow_version:
+            row.workflow_version = stored.row.workflow_version
         self._records[row.id] = _Record(row, text)
         instance.revision = row.revision
         instance.inserted_at = row.inserted_at

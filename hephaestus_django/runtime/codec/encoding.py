@@ -50,7 +50,11 @@ def _enter(value: object, trail: Trail, active: set[int]) -> int:
 
 
 def _encode_dict(value: dict[Any, Any], trail: Trail, active: set[int]) -> JSON:
-    marker = _enter(value, trail, active)
+    # _enter, inlined: this runs for every dict of every stored value, several per write.
+    marker = id(value)
+    if marker in active or len(active) >= MAX_DEPTH:
+        _enter(value, trail, active)  # raises
+    active.add(marker)
     # Copy on write: the dict itself is returned unless an item encodes to another object;
     # the copy is made at the first such item, and only changed items are assigned in it.
     out: dict[str, JSON] | None = None
@@ -93,7 +97,10 @@ def _encode_items(value: list[Any] | tuple[Any, ...], trail: Trail, active: set[
     Copy on write, as in :func:`_encode_dict`: a list whose elements all encode to
     themselves is returned as it is.
     """
-    marker = _enter(value, trail, active)
+    marker = id(value)  # _enter, inlined as in _encode_dict
+    if marker in active or len(active) >= MAX_DEPTH:
+        _enter(value, trail, active)  # raises
+    active.add(marker)
     out: list[JSON] | None = None
     for index, item in enumerate(value):
         kind = type(item)
