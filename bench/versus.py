@@ -5,7 +5,7 @@ On a shared machine a figure from one run says little about another run's: the l
 tool measures both codes in one run, turn and turn about, so that a burst of load hits both
 alike, and quotes each measurement as *new ÷ old* per round (median and range).
 
-It makes a detached worktree of ``OLD_REV`` (``/work/w-bench-old`` unless ``--old-tree``; the
+It makes a detached worktree of ``OLD_REV`` (:data:`OLD_TREE` unless ``--old-tree``; the
 virtualenv linked in, as in every worktree) and starts one process per side running a small
 driver (:data:`SIDE`, the same text on both), with ``PYTHONPATH`` and the working directory set
 to that side's tree (the driver checks that ``hephaestus_django`` and ``bench`` come from it),
@@ -164,6 +164,11 @@ runner.close()
 
 def log(message: str) -> None:
     print(f"[versus {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+OLD_TREE = Path(tempfile.gettempdir()) / "hephaestus-bench-versus-old"
+"""Where the old revision's worktree is made, unless ``--old-tree`` says: kept for the next run
+(``git worktree remove`` it when done)."""
 
 
 def old_tree(rev: str, where: Path) -> Path:
@@ -338,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=200, help="storage operations per round")
     parser.add_argument("--requests", type=int, default=20, help="page requests per round")
     parser.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS))
-    parser.add_argument("--old-tree", type=Path, default=Path("/work/w-bench-old"))
+    parser.add_argument(
+        "--old-tree", type=Path, default=OLD_TREE, help="the old revision's worktree"
+    )
     parser.add_argument("--json", type=Path, help="write every round's figures there")
     args = parser.parse_args(argv)
     base = os.environ.get("BENCH_DATABASE", "").strip() or "hephaestus_bench"
