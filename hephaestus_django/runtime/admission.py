@@ -26,6 +26,7 @@ from hephaestus_django.core.flow import (
     RUNNING_PREFIX,
     SlotRequest,
     flow_request,
+    may_be_limited,
     running_request,
 )
 from hephaestus_django.core.graph import StepClass
@@ -88,7 +89,8 @@ def admit(
     decided = Admission()
     slots = cast(SlotKeeping, storage) if offers(storage, SlotKeeping) else None
     for activation in activations:
-        if slots is None or activation.compensating:
+        # Most steps have no limit: nothing to work out, nothing to ask the storage.
+        if slots is None or activation.compensating or not may_be_limited(activation.step):
             decided.run.append(activation)
             continue
         try:

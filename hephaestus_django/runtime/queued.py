@@ -182,8 +182,7 @@ class QueuedRunner(Runner):
             and not any(map(may_be_limited, done.newly_runnable))  # no slot to take first
         ):
             # One statement, committed by itself: the insert, and in it the start step's job.
-            steps, wakeup = self._jobs(alias, done, storage)
-            jobs = cast(JobsForPut, self.dispatcher).jobs_for_put(steps, wakeup, storage)
+            jobs = self._statement_jobs(alias, done, storage)
             cast(JobsInPut, storage).put_with_jobs(done.after, jobs)
             events.written(storage, None, done.after, done=done)
             return done.after
@@ -195,11 +194,17 @@ class QueuedRunner(Runner):
         return self._commit(storage, alias, write, composing=composing)
 
     def _jobs_in_statement(self, storage: Storage) -> bool:
-        """Whether this runner's jobs can be enqueued in the very statement of a write to
-        ``storage`` (:class:`JobsForPut`, on the storage's transaction), where the storage
-        offers such a write."""
+        """Whether the dispatcher can hand its jobs to a write to ``storage`` for its very
+        statement (:class:`JobsForPut`, on the storage's transaction); the storage must also
+        offer such a write (:class:`JobsInPut`, :class:`JobsInUpdate`)."""
         dispatcher = self.dispatcher
         return offers(dispatcher, JobsForPut) and dispatcher.joins_transaction(storage)
+
+    def _statement_jobs(self, alias: str, done: Effects, storage: Storage) -> object:
+        """The jobs the transition ``done`` calls for, as the dispatcher hands them to the
+        statement of its write (where :meth:`_jobs_in_statement`)."""
+        steps, wakeup = self._jobs(alias, done, storage)
+        return cast(JobsForPut, self.dispatcher).jobs_for_put(steps, wakeup, storage)
 
     def work(self, *, storage: Storage, limit: int = 100) -> list[Instance]:
         """The sweep: fire due timers and enqueue again the work of instances whose lease
@@ -658,14 +663,12 @@ class QueuedRunner(Runner):
             decided[:] = [reached.settled(settled)]
             return settled
 
-        dispatcher = self.dispatcher
         in_statement = not wrapped[0] and self._jobs_in_statement(storage)
 
         def jobs_of(changed: Instance) -> object:
             """What the write of ``changed`` enqueues in its statement: the jobs of the
             transition ``change`` just decided."""
-            steps, wakeup = self._jobs(alias, decided[0], storage)
-            return cast(JobsForPut, dispatcher).jobs_for_put(steps, wakeup, storage)
+            return self._statement_jobs(alias, decided[0], storage)
 
         if in_statement and read is not None and offers(storage, JobsInPut):
             try:
@@ -845,9 +848,6 @@ class QueuedRunner(Runner):
         graph = instance.workflow.graph
         for job in steps:
             step = graph.by_path[job.step]
-            if not may_be_limited(step):  # most steps: nothing to ask the storage
-                kept.append(job)
-                continue
             decided = admit(instance, [engine.activation(instance, step)], storage, self.lease)
             if decided.waiting:
                 logger.info(
